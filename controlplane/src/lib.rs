@@ -1,0 +1,4 @@
+//! Tandem's control plane: the ng protocol server (so Kamailio/OpenSIPS can drive the data plane),
+//! SDP rewriting, configuration and Prometheus metrics.
+
+pub mod bencode;

@@ -1,0 +1,149 @@
+//! The data plane's interface to the control plane: commands in, events out, one pair of bounded
+//! SPSC rings per core. Everything that crosses between threads is in this file.
+
+use std::net::SocketAddr;
+
+/// Identifies a session across cores. `generation` makes a stale id (a session deleted and its
+/// slot reused) fail instead of touching someone else's call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId {
+    pub core: u16,
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// The two sides of a relayed call. Media received from leg A is sent out of leg B's sockets to
+/// leg B's peer, and the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegIndex {
+    A = 0,
+    B = 1,
+}
+
+impl LegIndex {
+    pub fn other(self) -> LegIndex {
+        match self {
+            LegIndex::A => LegIndex::B,
+            LegIndex::B => LegIndex::A,
+        }
+    }
+}
+
+/// What signalling told us about one leg's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LegParams {
+    /// Where the peer said (in SDP) it receives RTP; used until its own packets latch the address.
+    pub rtp: Option<SocketAddr>,
+    /// Where the peer receives RTCP (`a=rtcp`, or RTP port + 1).
+    pub rtcp: Option<SocketAddr>,
+    /// The peer multiplexes RTCP on the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
+    /// Strict source: after latching, packets from any other address are dropped and the latch
+    /// never moves. Without it a leg that falls silent unlatches, so a NAT rebinding re-latches.
+    pub strict_source: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Allocates a session (four ports) on this core.
+    Create {
+        token: u64,
+        a: LegParams,
+        b: LegParams,
+    },
+    /// Replaces what signalling knows about one leg (answer, re-INVITE).
+    Update {
+        token: u64,
+        id: SessionId,
+        leg: LegIndex,
+        params: LegParams,
+    },
+    Delete {
+        token: u64,
+        id: SessionId,
+    },
+    Query {
+        token: u64,
+        id: SessionId,
+    },
+    /// Stops the core's thread after closing every socket.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Created {
+        token: u64,
+        id: SessionId,
+        /// The RTP port of each leg's socket (RTCP is the next port). Leg A's port is advertised to
+        /// A's peer, leg B's to B's peer.
+        ports: [u16; 2],
+    },
+    Updated {
+        token: u64,
+    },
+    Deleted {
+        token: u64,
+        stats: SessionStats,
+    },
+    Stats {
+        token: u64,
+        stats: SessionStats,
+    },
+    Failed {
+        token: u64,
+        error: CoreError,
+    },
+    /// The session saw no media for the inactivity timeout and was removed by the core.
+    TimedOut {
+        id: SessionId,
+        stats: SessionStats,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoreError {
+    /// The core is at its session budget (ng `load limit`, SIP 503).
+    LoadLimit,
+    /// No free ports could be bound on this core.
+    PortsExhausted,
+    /// The id names no live session (deleted, timed out, or never existed).
+    UnknownSession,
+}
+
+impl CoreError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            CoreError::LoadLimit => "load limit",
+            CoreError::PortsExhausted => "ran out of ports",
+            CoreError::UnknownSession => "unknown session",
+        }
+    }
+}
+
+/// Counters for one direction of one socket (what was received from a leg's peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets received that were malformed, from a foreign source, or could not be forwarded.
+    pub errors: u64,
+    /// CLOCK_MONOTONIC nanoseconds of the last packet, 0 if none yet.
+    pub last_seen_ns: u64,
+    /// The address media is latched to (where we send), if any.
+    pub peer: Option<SocketAddr>,
+    pub local_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LegStats {
+    pub rtp: StreamStats,
+    pub rtcp: StreamStats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionStats {
+    pub legs: [LegStats; 2],
+    /// CLOCK_MONOTONIC nanoseconds when the session was created.
+    pub created_ns: u64,
+}
