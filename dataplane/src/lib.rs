@@ -1,7 +1,16 @@
 //! Tandem's data plane: thread-per-core, shared-nothing RTP/RTCP relay.
 //!
-//! Start with [`engine::DataPlane::start`]; talk to each core through its [`engine::CoreHandle`].
-//! This crate depends on nothing from the control plane and never on an async runtime.
+//! Start with [`engine::DataPlane::start`]; talk to each core through its [`engine::CoreHandle`]
+//! (commands in, events out, over bounded SPSC rings). This crate depends on nothing from the
+//! control plane and never on an async runtime.
 
 pub mod api;
+mod core;
+pub mod engine;
 pub mod io;
+pub mod rtp;
+pub mod session;
+pub mod stats;
+pub mod timer;
+
+pub use engine::{Config, CoreHandle, DataPlane};

@@ -1,0 +1,406 @@
+//! One data-plane core: its thread's loop, and everything it owns.
+//!
+//! The loop: drain commands → wait for datagrams (or the next timer tick, or a wake) → decide
+//! each packet's fate → send the batch → run due timers → publish counters. It never blocks on
+//! anything but the backend's wait, never allocates after start, and never takes a lock.
+
+use crate::api::{Command, CoreError, Event, LegParams};
+use crate::io::{signal_eventfd, Backend, RxBatch, TxBatch};
+use crate::session::{Sessions, TimerAction, Verdict, PORTS_PER_SESSION};
+use crate::stats::{CoreStats, Counters, DropReason};
+use crate::timer::TimerWheel;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often each session's timer runs: inactivity and unlatch checks.
+const SESSION_CHECK_NS: u64 = 1_000_000_000;
+const WHEEL_TICK_NS: u64 = 100_000_000;
+const WHEEL_SLOTS: usize = 64;
+/// Binding retries on other slots when a port is taken by another process.
+const BIND_ATTEMPTS: usize = 8;
+
+#[derive(Debug, Clone, Copy)]
+pub struct CoreConfig {
+    pub id: u16,
+    pub bind: IpAddr,
+    /// First port of this core's range (even). Session `s` owns `base + 4s ..= base + 4s + 3`.
+    pub base_port: u16,
+    /// Sessions the slab holds (range length / 4).
+    pub capacity: u32,
+    /// Sessions admitted at once; more are refused with `load limit`.
+    pub budget: u32,
+    pub batch: usize,
+    pub timeout_ms: u64,
+    pub relatch_ms: u64,
+}
+
+pub struct Core {
+    cfg: CoreConfig,
+    backend: Box<dyn Backend>,
+    commands: rtrb::Consumer<Command>,
+    events: rtrb::Producer<Event>,
+    /// eventfd signalled when events were pushed (the control plane waits on it).
+    notify_fd: RawFd,
+    stats: Arc<CoreStats>,
+    sessions: Sessions,
+    free: Vec<u32>,
+    wheel: TimerWheel,
+    rx: RxBatch,
+    tx: TxBatch,
+    /// Kernel receive time of each datagram queued in `tx`, for the latency histogram.
+    tx_rx_ns: Vec<u64>,
+    /// Last SO_RXQ_OVFL value seen per socket, to count kernel drops as deltas.
+    socket_drops: Box<[u32]>,
+    counters: Counters,
+    events_pushed: bool,
+}
+
+pub(crate) fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes a timespec we own; through the vDSO, no syscall.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Core {
+    pub fn new(
+        cfg: CoreConfig,
+        backend: Box<dyn Backend>,
+        commands: rtrb::Consumer<Command>,
+        events: rtrb::Producer<Event>,
+        notify_fd: RawFd,
+        stats: Arc<CoreStats>,
+    ) -> Self {
+        let slots = cfg.capacity * PORTS_PER_SESSION;
+        Core {
+            sessions: Sessions::new(cfg.id, cfg.capacity),
+            // Popped from the end: lowest slots (ports) first.
+            free: (0..cfg.capacity).rev().collect(),
+            wheel: TimerWheel::new(
+                cfg.capacity as usize,
+                WHEEL_SLOTS,
+                WHEEL_TICK_NS,
+                monotonic_ns(),
+            ),
+            rx: RxBatch::new(cfg.batch),
+            tx: TxBatch::new(cfg.batch),
+            tx_rx_ns: Vec::with_capacity(cfg.batch),
+            socket_drops: vec![0; slots as usize].into_boxed_slice(),
+            counters: Counters::default(),
+            events_pushed: false,
+            cfg,
+            backend,
+            commands,
+            events,
+            notify_fd,
+            stats,
+        }
+    }
+
+    /// Runs until a `Shutdown` command arrives or the command ring is abandoned.
+    pub fn run(mut self) {
+        loop {
+            if !self.drain_commands() {
+                break;
+            }
+            let now = monotonic_ns();
+            let timeout = self.wheel.sleep_hint_ns(now).map(Duration::from_nanos);
+            if self.backend.receive(&mut self.rx, timeout).is_err() {
+                // epoll/io_uring wait failed (EBADF would mean a bug): don't spin hot on it.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.counters.loop_wakeups += 1;
+            let now = monotonic_ns();
+            self.relay_batch(now);
+            self.run_timers(now);
+            self.stats.publish(&self.counters);
+            if self.events_pushed {
+                self.events_pushed = false;
+                signal_eventfd(self.notify_fd);
+            }
+        }
+        for index in 0..self.sessions.capacity() {
+            if self.sessions.get(index).is_some() {
+                self.close_session(index);
+            }
+        }
+        self.stats.publish(&self.counters);
+    }
+
+    fn relay_batch(&mut self, now: u64) {
+        for i in 0..self.rx.len() {
+            let meta = *self.rx.meta(i);
+            self.counters.rx_packets += 1;
+            self.counters.rx_bytes += meta.len as u64;
+            if let Some(total) = meta.socket_drops {
+                let last = &mut self.socket_drops[meta.slot as usize];
+                self.counters
+                    .drop(DropReason::SocketOverflow, total.wrapping_sub(*last) as u64);
+                *last = total;
+            }
+            if meta.truncated {
+                self.counters.drop(DropReason::Truncated, 1);
+                continue;
+            }
+            let verdict = self
+                .sessions
+                .on_packet(meta.slot, meta.src, self.rx.packet(i), now);
+            match verdict {
+                Verdict::Drop(reason) => self.counters.drop(reason, 1),
+                Verdict::Forward {
+                    out_slot,
+                    dest,
+                    latch,
+                } => {
+                    if let Some(peer) = latch {
+                        if self.backend.connect(meta.slot, Some(peer)).is_err() {
+                            self.sessions.connect_failed(meta.slot);
+                        }
+                    }
+                    if self.tx.is_full() {
+                        self.flush();
+                    }
+                    let pushed = self.tx.push(out_slot, dest, self.rx.packet(i));
+                    debug_assert!(pushed);
+                    self.tx_rx_ns.push(meta.rx_realtime_ns);
+                }
+            }
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if self.tx.is_empty() {
+            return;
+        }
+        let bytes: u64 = (0..self.tx.len()).map(|i| self.tx.meta(i).len as u64).sum();
+        let queued = self.tx.len() as u64;
+        let report = self.backend.send(&mut self.tx);
+        let sent_at = realtime_ns();
+        for &rx_ns in &self.tx_rx_ns {
+            if rx_ns != 0 {
+                self.counters.record_latency(sent_at.saturating_sub(rx_ns));
+            }
+        }
+        self.tx_rx_ns.clear();
+        self.counters.relayed_packets += report.sent as u64;
+        // Per-datagram sizes are uniform enough in a batch that pro-rating failures is exact
+        // when none fail, which is the case that matters for throughput accounting.
+        self.counters.relayed_bytes += if report.failed == 0 {
+            bytes
+        } else {
+            bytes * report.sent as u64 / queued.max(1)
+        };
+        self.counters
+            .drop(DropReason::SendFailed, report.failed as u64);
+    }
+
+    fn run_timers(&mut self, now: u64) {
+        let timeout_ns = self.cfg.timeout_ms * 1_000_000;
+        let relatch_ns = self.cfg.relatch_ms * 1_000_000;
+        let mut due = [0u32; 256];
+        // Collect first so the wheel is not borrowed while sockets are touched. Entries beyond
+        // one pass's worth fire on the next pass (the wheel keeps them due).
+        loop {
+            let mut n = 0;
+            self.wheel.expire(now, |wheel, entry| {
+                if n < due.len() {
+                    due[n] = entry;
+                    n += 1;
+                } else {
+                    wheel.schedule(entry, now);
+                }
+            });
+            for &index in &due[..n] {
+                let mut actions = [None; 4];
+                self.sessions
+                    .on_timer(index, now, timeout_ns, relatch_ns, &mut actions);
+                let mut expired = false;
+                for action in actions.into_iter().flatten() {
+                    match action {
+                        TimerAction::Unlatch { slot } => {
+                            let _ = self.backend.connect(slot, None);
+                        }
+                        TimerAction::Expire { .. } => expired = true,
+                    }
+                }
+                if expired {
+                    let id = self.sessions.id(index);
+                    let stats = self.close_session(index);
+                    self.counters.sessions_timed_out += 1;
+                    self.push_event(Event::TimedOut { id, stats });
+                } else if self.sessions.get(index).is_some() {
+                    self.wheel.schedule(index, now + SESSION_CHECK_NS);
+                }
+            }
+            if n < due.len() {
+                break;
+            }
+        }
+    }
+
+    /// Returns false when the core should stop.
+    fn drain_commands(&mut self) -> bool {
+        while let Ok(cmd) = self.commands.pop() {
+            match cmd {
+                Command::Shutdown => return false,
+                Command::Create { token, a, b } => {
+                    let event = match self.create(&a, &b) {
+                        Ok((id, ports)) => Event::Created { token, id, ports },
+                        Err(error) => Event::Failed { token, error },
+                    };
+                    self.push_event(event);
+                }
+                Command::Update {
+                    token,
+                    id,
+                    leg,
+                    params,
+                } => {
+                    let event = match self.sessions.resolve(id) {
+                        Some(index) => {
+                            for slot in self
+                                .sessions
+                                .update(index, leg, &params)
+                                .into_iter()
+                                .flatten()
+                            {
+                                let _ = self.backend.connect(slot, None);
+                            }
+                            Event::Updated { token }
+                        }
+                        None => Event::Failed {
+                            token,
+                            error: CoreError::UnknownSession,
+                        },
+                    };
+                    self.push_event(event);
+                }
+                Command::Delete { token, id } => {
+                    let event = match self.sessions.resolve(id) {
+                        Some(index) => Event::Deleted {
+                            token,
+                            stats: self.close_session(index),
+                        },
+                        None => Event::Failed {
+                            token,
+                            error: CoreError::UnknownSession,
+                        },
+                    };
+                    self.push_event(event);
+                }
+                Command::Query { token, id } => {
+                    let event = match self.sessions.resolve(id) {
+                        Some(index) => Event::Stats {
+                            token,
+                            stats: self.sessions.stats(index),
+                        },
+                        None => Event::Failed {
+                            token,
+                            error: CoreError::UnknownSession,
+                        },
+                    };
+                    self.push_event(event);
+                }
+            }
+        }
+        !self.commands.is_abandoned() || !self.commands.is_empty()
+    }
+
+    fn create(
+        &mut self,
+        a: &LegParams,
+        b: &LegParams,
+    ) -> Result<(crate::api::SessionId, [u16; 2]), CoreError> {
+        if self.counters.sessions_active >= self.cfg.budget as u64 {
+            self.counters.sessions_refused += 1;
+            return Err(CoreError::LoadLimit);
+        }
+        let mut skipped = [0u32; BIND_ATTEMPTS];
+        let mut n_skipped = 0;
+        let result = loop {
+            let Some(index) = self.free.pop() else {
+                break Err(CoreError::PortsExhausted);
+            };
+            match self.open_sockets(index) {
+                Ok(()) => break Ok(index),
+                Err(()) => {
+                    skipped[n_skipped] = index;
+                    n_skipped += 1;
+                    if n_skipped == BIND_ATTEMPTS {
+                        break Err(CoreError::PortsExhausted);
+                    }
+                }
+            }
+        };
+        // Slots whose ports another process holds go to the back of the line.
+        for &index in &skipped[..n_skipped] {
+            self.free.insert(0, index);
+        }
+        let index = match result {
+            Ok(i) => i,
+            Err(e) => {
+                self.counters.sessions_refused += 1;
+                return Err(e);
+            }
+        };
+        let now = monotonic_ns();
+        let id = self.sessions.activate(index, a, b, self.cfg.base_port, now);
+        self.wheel.schedule(index, now + SESSION_CHECK_NS);
+        self.counters.sessions_active += 1;
+        self.counters.sessions_created += 1;
+        let first = self.cfg.base_port + (index * PORTS_PER_SESSION) as u16;
+        Ok((id, [first, first + 2]))
+    }
+
+    fn open_sockets(&mut self, index: u32) -> Result<(), ()> {
+        let first_slot = index * PORTS_PER_SESSION;
+        for k in 0..PORTS_PER_SESSION {
+            let slot = first_slot + k;
+            let port = self.cfg.base_port + slot as u16;
+            if self
+                .backend
+                .open(slot, SocketAddr::new(self.cfg.bind, port))
+                .is_err()
+            {
+                for opened in first_slot..slot {
+                    self.backend.close(opened);
+                }
+                return Err(());
+            }
+            self.socket_drops[slot as usize] = 0;
+        }
+        Ok(())
+    }
+
+    fn close_session(&mut self, index: u32) -> crate::api::SessionStats {
+        for k in 0..PORTS_PER_SESSION {
+            self.backend.close(index * PORTS_PER_SESSION + k);
+        }
+        self.wheel.cancel(index);
+        self.free.push(index);
+        self.counters.sessions_active -= 1;
+        self.sessions.deactivate(index)
+    }
+
+    fn push_event(&mut self, event: Event) {
+        if self.events.push(event).is_err() {
+            self.counters.events_lost += 1;
+        } else {
+            self.events_pushed = true;
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! The per-core session table and the forwarding decision for one packet.
+//!
+//! Pure logic: no sockets, no clock. The core feeds it packets and `now`, and applies what it
+//! returns (send, connect, count). Sessions sit in a slab sized at start; session `s` owns the
+//! four consecutive ports `base + 4s ..= base + 4s + 3` (leg A RTP, leg A RTCP, leg B RTP,
+//! leg B RTCP), so a packet's port names its session and stream by arithmetic, with no lookup.
+
+use crate::api::{LegIndex, LegParams, LegStats, SessionId, SessionStats, StreamStats};
+use crate::rtp::{self, Kind};
+use crate::stats::DropReason;
+use std::net::SocketAddr;
+
+pub const PORTS_PER_SESSION: u32 = 4;
+
+/// One direction-pair on one socket: what we know about the peer behind it, and what it sent us.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stream {
+    /// Where signalling says the peer receives.
+    pub advertised: Option<SocketAddr>,
+    /// Where we send: the latched source once a packet arrived, else `advertised`.
+    pub peer: Option<SocketAddr>,
+    /// The peer's source address has been learnt (and the socket connected to it).
+    pub latched: bool,
+    pub stats: StreamStats,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Leg {
+    pub rtp: Stream,
+    pub rtcp: Stream,
+    pub rtcp_mux: bool,
+    pub strict_source: bool,
+}
+
+impl Leg {
+    fn apply(&mut self, p: &LegParams) {
+        self.rtcp_mux = p.rtcp_mux;
+        self.strict_source = p.strict_source;
+        let rtcp_advertised = if p.rtcp_mux { p.rtp } else { p.rtcp };
+        for (stream, advertised) in [(&mut self.rtp, p.rtp), (&mut self.rtcp, rtcp_advertised)] {
+            if stream.advertised != advertised {
+                // Signalling moved the peer (re-INVITE): forget the latch, send where told.
+                stream.advertised = advertised;
+                stream.peer = advertised;
+                stream.latched = false;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Session {
+    pub live: bool,
+    pub generation: u32,
+    pub created_ns: u64,
+    pub legs: [Leg; 2],
+}
+
+/// What to do with one received datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Forward {
+        out_slot: u32,
+        /// `None`: the out socket is connected to the peer.
+        dest: Option<SocketAddr>,
+        /// The in socket should be connected to this newly latched source first.
+        latch: Option<SocketAddr>,
+    },
+    Drop(DropReason),
+}
+
+/// Socket operations the core must carry out after a timer pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerAction {
+    /// Dissolve the connection of this socket: its peer fell silent and may come back elsewhere.
+    Unlatch { slot: u32 },
+    /// The whole session was silent for the inactivity timeout.
+    Expire { slot: u32 },
+}
+
+pub struct Sessions {
+    pub core: u16,
+    slots: Box<[Session]>,
+}
+
+fn stream_mut(leg: &mut Leg, rtcp: bool) -> &mut Stream {
+    if rtcp {
+        &mut leg.rtcp
+    } else {
+        &mut leg.rtp
+    }
+}
+
+impl Sessions {
+    pub fn new(core: u16, capacity: u32) -> Self {
+        Sessions {
+            core,
+            slots: vec![Session::default(); capacity as usize].into_boxed_slice(),
+        }
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    pub fn get(&self, index: u32) -> Option<&Session> {
+        self.slots.get(index as usize).filter(|s| s.live)
+    }
+
+    /// Resolves an id from the control plane; stale generations do not resolve.
+    pub fn resolve(&self, id: SessionId) -> Option<u32> {
+        let s = self.slots.get(id.slot as usize)?;
+        (id.core == self.core && s.live && s.generation == id.generation).then_some(id.slot)
+    }
+
+    pub fn id(&self, index: u32) -> SessionId {
+        SessionId {
+            core: self.core,
+            slot: index,
+            generation: self.slots[index as usize].generation,
+        }
+    }
+
+    /// Brings slot `index` to life with fresh counters. The caller has bound its sockets.
+    pub fn activate(
+        &mut self,
+        index: u32,
+        a: &LegParams,
+        b: &LegParams,
+        base_port: u16,
+        now_ns: u64,
+    ) -> SessionId {
+        let s = &mut self.slots[index as usize];
+        debug_assert!(!s.live);
+        let generation = s.generation.wrapping_add(1);
+        *s = Session {
+            live: true,
+            generation,
+            created_ns: now_ns,
+            legs: [Leg::default(); 2],
+        };
+        s.legs[0].apply(a);
+        s.legs[1].apply(b);
+        let first = base_port as u32 + index * PORTS_PER_SESSION;
+        for (l, leg) in s.legs.iter_mut().enumerate() {
+            leg.rtp.stats.local_port = (first + 2 * l as u32) as u16;
+            leg.rtcp.stats.local_port = (first + 2 * l as u32 + 1) as u16;
+        }
+        self.id(index)
+    }
+
+    pub fn update(&mut self, index: u32, leg: LegIndex, params: &LegParams) -> [Option<u32>; 2] {
+        let s = &mut self.slots[index as usize];
+        let l = &mut s.legs[leg as usize];
+        let before = [l.rtp.latched, l.rtcp.latched];
+        l.apply(params);
+        // Sockets whose latch was dropped must be disconnected by the caller.
+        let base = index * PORTS_PER_SESSION + 2 * leg as u32;
+        [
+            (before[0] && !l.rtp.latched).then_some(base),
+            (before[1] && !l.rtcp.latched).then_some(base + 1),
+        ]
+    }
+
+    pub fn deactivate(&mut self, index: u32) -> SessionStats {
+        let stats = self.stats(index);
+        self.slots[index as usize].live = false;
+        stats
+    }
+
+    pub fn stats(&self, index: u32) -> SessionStats {
+        let s = &self.slots[index as usize];
+        let leg = |l: &Leg| LegStats {
+            rtp: StreamStats {
+                peer: l.rtp.peer,
+                ..l.rtp.stats
+            },
+            rtcp: StreamStats {
+                peer: l.rtcp.peer,
+                ..l.rtcp.stats
+            },
+        };
+        SessionStats {
+            legs: [leg(&s.legs[0]), leg(&s.legs[1])],
+            created_ns: s.created_ns,
+        }
+    }
+
+    /// Parse, decide: what to do with `data` received on socket `slot` from `src`.
+    pub fn on_packet(&mut self, slot: u32, src: SocketAddr, data: &[u8], now_ns: u64) -> Verdict {
+        let index = slot / PORTS_PER_SESSION;
+        let port_kind = slot % PORTS_PER_SESSION;
+        let leg_in = (port_kind / 2) as usize;
+        let on_rtcp_port = port_kind % 2 == 1;
+        let Some(session) = self.slots.get_mut(index as usize).filter(|s| s.live) else {
+            // A datagram that was queued when its session ended.
+            return Verdict::Drop(DropReason::NoDestination);
+        };
+
+        let classified = if on_rtcp_port {
+            rtp::classify_rtcp_port(data)
+        } else {
+            rtp::classify(data)
+        };
+        let stream = stream_mut(&mut session.legs[leg_in], on_rtcp_port);
+        let kind = match classified {
+            Ok(k) => k,
+            Err(_) => {
+                stream.stats.errors += 1;
+                return Verdict::Drop(DropReason::Malformed);
+            }
+        };
+
+        let mut latch = None;
+        if !stream.latched {
+            stream.latched = true;
+            stream.peer = Some(src);
+            latch = Some(src);
+        } else if stream.peer != Some(src) {
+            // Connected sockets never deliver foreign sources; this is the unconnected window
+            // (connect failed, or a datagram queued before the latch). Strict or not, the latch
+            // only moves after the peer has been silent (see `on_timer`).
+            stream.stats.errors += 1;
+            return Verdict::Drop(DropReason::ForeignSource);
+        }
+        stream.stats.packets += 1;
+        stream.stats.bytes += data.len() as u64;
+        stream.stats.last_seen_ns = now_ns;
+
+        let out_leg_index = 1 - leg_in;
+        let out_leg = &session.legs[out_leg_index];
+        let to_rtcp = kind == Kind::Rtcp && !out_leg.rtcp_mux;
+        let out = if to_rtcp { &out_leg.rtcp } else { &out_leg.rtp };
+        let out_slot = index * PORTS_PER_SESSION + 2 * out_leg_index as u32 + to_rtcp as u32;
+        match out.peer {
+            None => {
+                let in_stream = stream_mut(&mut session.legs[leg_in], on_rtcp_port);
+                in_stream.stats.errors += 1;
+                Verdict::Drop(DropReason::NoDestination)
+            }
+            Some(peer) => Verdict::Forward {
+                out_slot,
+                dest: if out.latched { None } else { Some(peer) },
+                latch,
+            },
+        }
+    }
+
+    /// The core could not connect a socket to its latched peer: fall back to addressed sends.
+    pub fn connect_failed(&mut self, slot: u32) {
+        let index = slot / PORTS_PER_SESSION;
+        let kind = slot % PORTS_PER_SESSION;
+        if let Some(s) = self.slots.get_mut(index as usize) {
+            let stream = stream_mut(&mut s.legs[(kind / 2) as usize], kind % 2 == 1);
+            stream.latched = false;
+        }
+    }
+
+    /// Periodic check of one session. Returns the socket operations due; `Expire` ends it.
+    pub fn on_timer(
+        &mut self,
+        index: u32,
+        now_ns: u64,
+        timeout_ns: u64,
+        relatch_ns: u64,
+        out: &mut [Option<TimerAction>; 4],
+    ) {
+        *out = [None; 4];
+        let Some(s) = self.slots.get_mut(index as usize).filter(|s| s.live) else {
+            return;
+        };
+        let mut last_activity = s.created_ns;
+        for leg in &s.legs {
+            last_activity = last_activity
+                .max(leg.rtp.stats.last_seen_ns)
+                .max(leg.rtcp.stats.last_seen_ns);
+        }
+        if now_ns.saturating_sub(last_activity) >= timeout_ns {
+            out[0] = Some(TimerAction::Expire {
+                slot: index * PORTS_PER_SESSION,
+            });
+            return;
+        }
+        for (l, leg) in s.legs.iter_mut().enumerate() {
+            if leg.strict_source {
+                continue;
+            }
+            for (k, stream) in [&mut leg.rtp, &mut leg.rtcp].into_iter().enumerate() {
+                if stream.latched && now_ns.saturating_sub(stream.stats.last_seen_ns) >= relatch_ns
+                {
+                    stream.latched = false;
+                    out[2 * l + k] = Some(TimerAction::Unlatch {
+                        slot: index * PORTS_PER_SESSION + (2 * l + k) as u32,
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn rtp() -> Vec<u8> {
+        let mut p = vec![0u8; 172];
+        p[0] = 0x80;
+        p
+    }
+
+    fn params(rtp_port: u16) -> LegParams {
+        LegParams {
+            rtp: Some(addr(&format!("10.0.0.1:{rtp_port}"))),
+            rtcp: Some(addr(&format!("10.0.0.1:{}", rtp_port + 1))),
+            ..LegParams::default()
+        }
+    }
+
+    #[test]
+    fn relays_between_legs_and_latches_on_first_packet() {
+        let mut t = Sessions::new(0, 4);
+        let id = t.activate(1, &params(5000), &LegParams::default(), 30000, 0);
+        assert_eq!(t.resolve(id), Some(1));
+        // From A (slot 4 = session 1, leg A RTP): B's address is not known yet.
+        assert_eq!(
+            t.on_packet(4, addr("10.0.0.1:5000"), &rtp(), 1),
+            Verdict::Drop(DropReason::NoDestination)
+        );
+        t.update(1, LegIndex::B, &params(6000));
+        assert_eq!(
+            t.on_packet(4, addr("10.0.0.1:5000"), &rtp(), 2),
+            Verdict::Forward {
+                out_slot: 6,
+                dest: Some(addr("10.0.0.1:6000")),
+                latch: None
+            }
+        );
+        // B's first packet latches its (NATed) source; from then on leg B sends connected.
+        assert_eq!(
+            t.on_packet(6, addr("192.0.2.7:40000"), &rtp(), 3),
+            Verdict::Forward {
+                out_slot: 4,
+                dest: None,
+                latch: Some(addr("192.0.2.7:40000"))
+            }
+        );
+        assert_eq!(
+            t.on_packet(4, addr("10.0.0.1:5000"), &rtp(), 4),
+            Verdict::Forward {
+                out_slot: 6,
+                dest: None,
+                latch: None
+            }
+        );
+        assert_eq!(
+            t.on_packet(6, addr("192.0.2.8:1"), &rtp(), 5),
+            Verdict::Drop(DropReason::ForeignSource)
+        );
+        let stats = t.stats(1);
+        assert_eq!(stats.legs[0].rtp.packets, 3);
+        assert_eq!(stats.legs[0].rtp.errors, 1);
+        assert_eq!(stats.legs[1].rtp.packets, 1);
+        assert_eq!(stats.legs[1].rtp.errors, 1);
+    }
+
+    #[test]
+    fn rtcp_follows_mux_choice_of_the_out_leg() {
+        let mut t = Sessions::new(0, 1);
+        let mut muxed = params(6000);
+        muxed.rtcp_mux = true;
+        t.activate(0, &params(5000), &muxed, 30000, 0);
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
+        // RTCP from A's RTCP port goes out of B's RTP port (mux).
+        assert_eq!(
+            t.on_packet(1, addr("10.0.0.1:5001"), &rr, 1),
+            Verdict::Forward {
+                out_slot: 2,
+                dest: Some(addr("10.0.0.1:6000")),
+                latch: Some(addr("10.0.0.1:5001"))
+            }
+        );
+        // Muxed RTCP from B goes to A's RTCP port.
+        assert!(matches!(
+            t.on_packet(2, addr("10.0.0.1:6000"), &rr, 2),
+            Verdict::Forward { out_slot: 1, .. }
+        ));
+        // RTP on an RTCP port is garbage.
+        assert_eq!(
+            t.on_packet(1, addr("10.0.0.1:5001"), &rtp(), 3),
+            Verdict::Drop(DropReason::Malformed)
+        );
+    }
+
+    #[test]
+    fn stale_ids_do_not_resolve_and_timers_expire_and_unlatch() {
+        let mut t = Sessions::new(3, 2);
+        let id = t.activate(0, &params(5000), &params(6000), 30000, 0);
+        t.deactivate(0);
+        assert_eq!(t.resolve(id), None);
+        let id2 = t.activate(0, &params(5000), &params(6000), 30000, 0);
+        assert_ne!(id, id2);
+        let _ = t.on_packet(0, addr("10.0.0.1:5000"), &rtp(), 1_000);
+        let mut out = [None; 4];
+        t.on_timer(0, 2_000, 10_000, 500, &mut out);
+        assert_eq!(out[0], Some(TimerAction::Unlatch { slot: 0 }));
+        t.on_timer(0, 20_000, 10_000, 500, &mut out);
+        assert_eq!(out[0], Some(TimerAction::Expire { slot: 0 }));
+    }
+
+    #[test]
+    fn strict_source_never_unlatches_and_resignalling_resets_latch() {
+        let mut t = Sessions::new(0, 1);
+        let mut strict = params(5000);
+        strict.strict_source = true;
+        t.activate(0, &strict, &params(6000), 30000, 0);
+        let _ = t.on_packet(0, addr("10.0.0.1:5000"), &rtp(), 1);
+        let mut out = [None; 4];
+        t.on_timer(0, 5_000, 1_000_000, 10, &mut out);
+        assert_eq!(out, [None; 4]);
+        let mut moved = strict;
+        moved.rtp = Some(addr("10.0.0.9:7000"));
+        assert_eq!(t.update(0, LegIndex::A, &moved), [Some(0), None]);
+    }
+}

@@ -1,0 +1,189 @@
+//! Per-core counters the control plane reads at scrape time.
+//!
+//! Each core counts into plain integers on its own stack and publishes them here once per loop
+//! iteration with relaxed stores: one writer per cache line, no atomic read-modify-write on the
+//! packet path. Readers may see values up to one batch old, which is what a scrape wants anyway.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a received datagram was not relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not RTP/RTCP, or its header does not fit the datagram.
+    Malformed = 0,
+    /// Larger than the receive buffer.
+    Truncated,
+    /// From an address other than the latched peer.
+    ForeignSource,
+    /// The other leg's address is not known yet (no answer) .
+    NoDestination,
+    /// The kernel refused to send it.
+    SendFailed,
+    /// The kernel dropped it because the socket's receive queue was full (overload edge).
+    SocketOverflow,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 6] = [
+        DropReason::Malformed,
+        DropReason::Truncated,
+        DropReason::ForeignSource,
+        DropReason::NoDestination,
+        DropReason::SendFailed,
+        DropReason::SocketOverflow,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::Truncated => "truncated",
+            DropReason::ForeignSource => "foreign_source",
+            DropReason::NoDestination => "no_destination",
+            DropReason::SendFailed => "send_failed",
+            DropReason::SocketOverflow => "socket_overflow",
+        }
+    }
+}
+
+/// Upper bounds (ns) of the relay-latency histogram buckets: kernel receive timestamp to the
+/// return of the send call. The last bucket is +Inf.
+pub const LATENCY_BOUNDS_NS: [u64; 14] = [
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    50_000_000,
+    250_000_000,
+    1_000_000_000,
+];
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
+
+pub fn latency_bucket(ns: u64) -> usize {
+    LATENCY_BOUNDS_NS
+        .iter()
+        .position(|&b| ns <= b)
+        .unwrap_or(LATENCY_BOUNDS_NS.len())
+}
+
+/// Plain counters owned by one core.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub relayed_packets: u64,
+    pub relayed_bytes: u64,
+    pub drops: [u64; DropReason::ALL.len()],
+    pub sessions_active: u64,
+    pub sessions_created: u64,
+    pub sessions_refused: u64,
+    pub sessions_timed_out: u64,
+    pub events_lost: u64,
+    pub latency_buckets: [u64; LATENCY_BUCKETS],
+    pub latency_sum_ns: u64,
+    pub loop_wakeups: u64,
+}
+
+impl Counters {
+    pub fn drop(&mut self, reason: DropReason, n: u64) {
+        self.drops[reason as usize] += n;
+    }
+
+    pub fn record_latency(&mut self, ns: u64) {
+        self.latency_buckets[latency_bucket(ns)] += 1;
+        self.latency_sum_ns += ns;
+    }
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+pub struct CoreStats {
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    relayed_packets: AtomicU64,
+    relayed_bytes: AtomicU64,
+    drops: [AtomicU64; DropReason::ALL.len()],
+    sessions_active: AtomicU64,
+    sessions_created: AtomicU64,
+    sessions_refused: AtomicU64,
+    sessions_timed_out: AtomicU64,
+    events_lost: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS],
+    latency_sum_ns: AtomicU64,
+    loop_wakeups: AtomicU64,
+}
+
+impl CoreStats {
+    /// Called only by the owning core.
+    pub fn publish(&self, c: &Counters) {
+        self.rx_packets.store(c.rx_packets, Relaxed);
+        self.rx_bytes.store(c.rx_bytes, Relaxed);
+        self.relayed_packets.store(c.relayed_packets, Relaxed);
+        self.relayed_bytes.store(c.relayed_bytes, Relaxed);
+        for (a, v) in self.drops.iter().zip(c.drops) {
+            a.store(v, Relaxed);
+        }
+        self.sessions_active.store(c.sessions_active, Relaxed);
+        self.sessions_created.store(c.sessions_created, Relaxed);
+        self.sessions_refused.store(c.sessions_refused, Relaxed);
+        self.sessions_timed_out.store(c.sessions_timed_out, Relaxed);
+        self.events_lost.store(c.events_lost, Relaxed);
+        for (a, v) in self.latency_buckets.iter().zip(c.latency_buckets) {
+            a.store(v, Relaxed);
+        }
+        self.latency_sum_ns.store(c.latency_sum_ns, Relaxed);
+        self.loop_wakeups.store(c.loop_wakeups, Relaxed);
+    }
+
+    /// A copy of the last published counters.
+    pub fn snapshot(&self) -> Counters {
+        Counters {
+            rx_packets: self.rx_packets.load(Relaxed),
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            relayed_packets: self.relayed_packets.load(Relaxed),
+            relayed_bytes: self.relayed_bytes.load(Relaxed),
+            drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
+            sessions_active: self.sessions_active.load(Relaxed),
+            sessions_created: self.sessions_created.load(Relaxed),
+            sessions_refused: self.sessions_refused.load(Relaxed),
+            sessions_timed_out: self.sessions_timed_out.load(Relaxed),
+            events_lost: self.events_lost.load(Relaxed),
+            latency_buckets: std::array::from_fn(|i| self.latency_buckets[i].load(Relaxed)),
+            latency_sum_ns: self.latency_sum_ns.load(Relaxed),
+            loop_wakeups: self.loop_wakeups.load(Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_inclusive_upper_bounds() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(5_000), 0);
+        assert_eq!(latency_bucket(5_001), 1);
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
+    }
+
+    #[test]
+    fn publish_then_snapshot_round_trips() {
+        let mut c = Counters::default();
+        c.rx_packets = 7;
+        c.drop(DropReason::ForeignSource, 3);
+        c.record_latency(42_000);
+        let s = CoreStats::default();
+        s.publish(&c);
+        let back = s.snapshot();
+        assert_eq!(back.rx_packets, 7);
+        assert_eq!(back.drops[DropReason::ForeignSource as usize], 3);
+        assert_eq!(back.latency_buckets[latency_bucket(42_000)], 1);
+    }
+}
