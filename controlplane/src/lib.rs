@@ -2,3 +2,7 @@
 //! SDP rewriting, configuration and Prometheus metrics.
 
 pub mod bencode;
+pub mod config;
+pub mod http;
+pub mod media;
+pub mod metrics;

@@ -109,6 +109,8 @@ pub enum CoreError {
     PortsExhausted,
     /// The id names no live session (deleted, timed out, or never existed).
     UnknownSession,
+    /// The core did not answer in time or its command ring was full: it is overwhelmed.
+    Unresponsive,
 }
 
 impl CoreError {
@@ -117,6 +119,7 @@ impl CoreError {
             CoreError::LoadLimit => "load limit",
             CoreError::PortsExhausted => "ran out of ports",
             CoreError::UnknownSession => "unknown session",
+            CoreError::Unresponsive => "media core unresponsive",
         }
     }
 }

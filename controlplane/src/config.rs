@@ -1,0 +1,221 @@
+//! The appliance's configuration: TOML, every field optional, unknown fields rejected with the
+//! line they are on. `Config::default()` is the embedded default `tandem run` starts with.
+
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use tandem_dataplane::io::IoKind;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub dataplane: DataPlaneConfig,
+    pub ng: NgConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataPlaneConfig {
+    /// Worker cores; absent = every CPU of the affinity mask but one.
+    pub cores: Option<usize>,
+    /// Address media sockets bind to.
+    pub bind: IpAddr,
+    /// Address written into SDP; absent = `bind` (must be set when binding a wildcard address).
+    pub advertise: Option<IpAddr>,
+    pub port_min: u16,
+    pub port_max: u16,
+    /// `portable` (epoll + recvmmsg/sendmmsg) or `uring`.
+    pub io: String,
+    pub batch: usize,
+    pub sessions_per_core: Option<u32>,
+    pub timeout_ms: u64,
+    pub relatch_ms: u64,
+    /// Default for legs whose ng request does not say: drop packets from anyone but the latched
+    /// peer and never re-latch.
+    pub strict_source: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NgConfig {
+    pub listen: SocketAddr,
+    /// Calls tracked at once; offers beyond it are refused.
+    pub max_calls: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            dataplane: DataPlaneConfig::default(),
+            ng: NgConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl Default for DataPlaneConfig {
+    fn default() -> Self {
+        let engine = tandem_dataplane::Config::default();
+        DataPlaneConfig {
+            cores: None,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertise: None,
+            port_min: engine.port_min,
+            port_max: engine.port_max,
+            io: DEFAULT_IO.to_string(),
+            batch: engine.batch,
+            sessions_per_core: None,
+            timeout_ms: engine.timeout_ms,
+            relatch_ms: engine.relatch_ms,
+            strict_source: false,
+        }
+    }
+}
+
+/// The faster backend on Linux as measured in bench/RESULTS.md.
+pub const DEFAULT_IO: &str = "uring";
+
+impl Default for NgConfig {
+    fn default() -> Self {
+        NgConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 2223)),
+            max_calls: 200_000,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates; errors name the line and column.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<config>".into(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let dp = &self.dataplane;
+        self.io_kind()?;
+        if dp.port_min >= dp.port_max || dp.port_max - dp.port_min < 3 {
+            return Err(ConfigError::Invalid(format!(
+                "dataplane.port_min ({}) must be at least 4 below dataplane.port_max ({})",
+                dp.port_min, dp.port_max
+            )));
+        }
+        if dp.batch == 0 || dp.batch > 1024 {
+            return Err(ConfigError::Invalid(
+                "dataplane.batch must be 1..=1024".into(),
+            ));
+        }
+        if dp.cores == Some(0) {
+            return Err(ConfigError::Invalid(
+                "dataplane.cores must be at least 1".into(),
+            ));
+        }
+        if dp.bind.is_unspecified() && dp.advertise.is_none() {
+            return Err(ConfigError::Invalid(
+                "dataplane.advertise must be set when dataplane.bind is a wildcard address".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn io_kind(&self) -> Result<IoKind, ConfigError> {
+        self.dataplane
+            .io
+            .parse()
+            .map_err(|e: String| ConfigError::Invalid(format!("dataplane.io: {e}")))
+    }
+
+    pub fn advertised_address(&self) -> IpAddr {
+        self.dataplane.advertise.unwrap_or(self.dataplane.bind)
+    }
+
+    pub fn engine(&self) -> Result<tandem_dataplane::Config, ConfigError> {
+        let dp = &self.dataplane;
+        Ok(tandem_dataplane::Config {
+            cores: dp.cores,
+            bind: dp.bind,
+            port_min: dp.port_min,
+            port_max: dp.port_max,
+            io: self.io_kind()?,
+            batch: dp.batch,
+            sessions_per_core: dp.sessions_per_core,
+            timeout_ms: dp.timeout_ms,
+            relatch_ms: dp.relatch_ms,
+            ..tandem_dataplane::Config::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_embedded_default() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn reads_sections_and_rejects_unknown_fields_with_position() {
+        let cfg = Config::parse(
+            "[dataplane]\ncores = 2\nio = \"portable\"\n[ng]\nlisten = \"127.0.0.1:2300\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.dataplane.cores, Some(2));
+        assert_eq!(cfg.io_kind().unwrap(), IoKind::Portable);
+        assert_eq!(cfg.ng.listen.port(), 2300);
+        let err = Config::parse("[dataplane]\ncores = 1\nportmin = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3") && err.contains("portmin"), "{err}");
+        assert!(Config::parse("[dataplane]\nio = \"dpdk\"\n").is_err());
+        assert!(Config::parse("[dataplane]\nport_min = 500\nport_max = 400\n").is_err());
+        assert!(Config::parse("[dataplane]\nbind = \"0.0.0.0\"\n").is_err());
+    }
+}
