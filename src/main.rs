@@ -1,1 +1,101 @@
-fn main() {}
+//! `tandem`: the appliance binary. Wires the data plane, the ng server and the HTTP port together.
+
+mod app;
+mod demo;
+
+use clap::{Args, Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use tandem_controlplane::config::Config;
+
+#[derive(Parser)]
+#[command(name = "tandem", version, about = "Carrier-grade media gateway and contact-centre appliance")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs the appliance (embedded defaults unless --config is given).
+    Run(RunArgs),
+    /// Starts the appliance on loopback and drives relayed calls through it, with a report.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Args, Clone, Default)]
+pub struct RunArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// I/O backend: uring or portable.
+    #[arg(long)]
+    io: Option<String>,
+    /// Data-plane worker cores.
+    #[arg(long)]
+    cores: Option<usize>,
+    /// ng control socket (UDP).
+    #[arg(long)]
+    ng: Option<SocketAddr>,
+    /// HTTP port (/metrics).
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Address media sockets bind to.
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// Address written into SDP (defaults to --bind).
+    #[arg(long)]
+    advertise: Option<IpAddr>,
+    #[arg(long)]
+    port_min: Option<u16>,
+    #[arg(long)]
+    port_max: Option<u16>,
+    /// Most sessions per core before `load limit`.
+    #[arg(long)]
+    sessions_per_core: Option<u32>,
+    /// Media inactivity timeout.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+}
+
+impl RunArgs {
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut cfg = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let dp = &mut cfg.dataplane;
+        if let Some(v) = &self.io {
+            dp.io = v.clone();
+        }
+        dp.cores = self.cores.or(dp.cores);
+        dp.bind = self.bind.unwrap_or(dp.bind);
+        dp.advertise = self.advertise.or(dp.advertise);
+        dp.port_min = self.port_min.unwrap_or(dp.port_min);
+        dp.port_max = self.port_max.unwrap_or(dp.port_max);
+        dp.sessions_per_core = self.sessions_per_core.or(dp.sessions_per_core);
+        dp.timeout_ms = self.timeout_ms.unwrap_or(dp.timeout_ms);
+        cfg.ng.listen = self.ng.unwrap_or(cfg.ng.listen);
+        cfg.http.listen = self.http.unwrap_or(cfg.http.listen);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Run(args) => {
+            let cfg = args.config()?;
+            let appliance = app::Appliance::start(&cfg)?;
+            appliance.run_until_signal()
+        }
+        Cmd::Demo(args) => demo::run(args),
+    }
+}

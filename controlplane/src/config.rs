@@ -219,3 +219,12 @@ mod tests {
         assert!(Config::parse("[dataplane]\nbind = \"0.0.0.0\"\n").is_err());
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    #[test]
+    fn shipped_example_parses_to_the_defaults() {
+        let text = include_str!("../../deploy/tandem.example.toml");
+        assert_eq!(super::Config::parse(text).unwrap(), super::Config::default());
+    }
+}

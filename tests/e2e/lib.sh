@@ -1,0 +1,52 @@
+# Shared helpers for the end-to-end tests: start Tandem on loopback, wait for it, clean up by PID.
+# Sourced, not run.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PEERS_DIR="${PEERS_DIR:-$(cd "$ROOT/.." && pwd)/shared/peers}"
+TANDEM="${TANDEM_BIN:-$ROOT/target/release/tandem}"
+WORK=$(mktemp -d -t tandem-e2e.XXXXXX)
+PIDS=()
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; echo "logs in $WORK" >&2; exit 1; }
+
+[ -x "$TANDEM" ] || fail "$TANDEM not built (cargo build --release)"
+[ -d "$PEERS_DIR" ] || fail "peer configs not found at $PEERS_DIR (set PEERS_DIR)"
+
+# ng_ping HOST PORT: true when an ng server answers ping with pong.
+ng_ping() {
+  python3 - "$1" "$2" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.3)
+s.sendto(b"p1 d7:command4:pinge", (sys.argv[1], int(sys.argv[2])))
+try:
+    sys.exit(0 if b"pong" in s.recv(1000) else 1)
+except OSError:
+    sys.exit(1)
+PY
+}
+
+# start_tandem NG_PORT HTTP_PORT [extra args]: runs tandem in the background, waits for ng.
+start_tandem() {
+  local ng=$1 http=$2; shift 2
+  setsid "$TANDEM" run --ng "127.0.0.1:$ng" --http "127.0.0.1:$http" "$@" >"$WORK/tandem.log" 2>&1 </dev/null &
+  TANDEM_PID=$!
+  PIDS+=("$TANDEM_PID")
+  for _ in $(seq 1 50); do
+    ng_ping 127.0.0.1 "$ng" && return 0
+    kill -0 "$TANDEM_PID" 2>/dev/null || fail "tandem exited: $(cat "$WORK/tandem.log")"
+    sleep 0.1
+  done
+  fail "tandem did not answer ng ping on $ng"
+}
+
+# metric HTTP_PORT NAME_WITH_LABELS: sums every sample whose name/labels start with the argument.
+metric() {
+  curl -fsS "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) == 1 {s += $NF} END {printf "%d\n", s}'
+}
