@@ -225,6 +225,9 @@ mod example_file {
     #[test]
     fn shipped_example_parses_to_the_defaults() {
         let text = include_str!("../../deploy/tandem.example.toml");
-        assert_eq!(super::Config::parse(text).unwrap(), super::Config::default());
+        assert_eq!(
+            super::Config::parse(text).unwrap(),
+            super::Config::default()
+        );
     }
 }

@@ -425,4 +425,32 @@ mod tests {
         moved.rtp = Some(addr("10.0.0.9:7000"));
         assert_eq!(t.update(0, LegIndex::A, &moved), [Some(0), None]);
     }
+
+    proptest::proptest! {
+        /// Hostile traffic (garbage, strangers, any port of the session) interleaved with a real
+        /// call never stops the real call's packets from being relayed.
+        #[test]
+        fn hostile_traffic_never_kills_a_latched_stream(
+            noise in proptest::collection::vec(
+                (0u32..4, 0u8..4, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)),
+                0..200,
+            )
+        ) {
+            let mut t = Sessions::new(0, 1);
+            t.activate(0, &params(5000), &params(6000), 30000, 0);
+            let a = addr("10.0.0.1:5000");
+            let b = addr("10.0.0.1:6000");
+            // Both legs latch first.
+            let _ = t.on_packet(0, a, &rtp(), 1);
+            let _ = t.on_packet(2, b, &rtp(), 1);
+            for (i, (slot, who, bytes)) in noise.iter().enumerate() {
+                let src = addr(&format!("192.0.2.{who}:9999"));
+                let _ = t.on_packet(*slot, src, bytes, 2 + i as u64);
+                let v = t.on_packet(0, a, &rtp(), 2 + i as u64);
+                proptest::prop_assert_eq!(v, Verdict::Forward { out_slot: 2, dest: None, latch: None });
+                let v = t.on_packet(2, b, &rtp(), 2 + i as u64);
+                proptest::prop_assert_eq!(v, Verdict::Forward { out_slot: 0, dest: None, latch: None });
+            }
+        }
+    }
 }
