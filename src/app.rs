@@ -34,7 +34,10 @@ impl Appliance {
             .build()?;
         let cores = dataplane.take_cores();
         let core_count = cores.len();
-        let per_core: Vec<_> = cores.iter().map(|c| (c.base_port, c.capacity, c.budget)).collect();
+        let per_core: Vec<_> = cores
+            .iter()
+            .map(|c| (c.base_port, c.capacity, c.budget))
+            .collect();
         let advertise = cfg.advertised_address();
         let ng_cfg = cfg.ng.clone();
         let default_strict = cfg.dataplane.strict_source;
@@ -53,7 +56,9 @@ impl Appliance {
                 .with_context(|| format!("binding the HTTP port {}", cfg.http.listen))?;
             let addrs = (ng_socket.local_addr()?, http.local_addr()?);
             let handler = ng::handler::NgHandler::new(ng_cfg.max_calls, default_strict);
-            tokio::spawn(ng::server::run(ng_socket, handler, client, timeouts, ng_metrics));
+            tokio::spawn(ng::server::run(
+                ng_socket, handler, client, timeouts, ng_metrics,
+            ));
             let http_registry = registry.clone();
             tokio::spawn(async move {
                 if let Err(e) = tandem_controlplane::http::serve(http, http_registry).await {
@@ -85,7 +90,8 @@ impl Appliance {
     /// Serves until SIGINT or SIGTERM, then stops the cores.
     pub fn run_until_signal(self) -> anyhow::Result<()> {
         self.runtime.block_on(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
@@ -98,7 +104,8 @@ impl Appliance {
     }
 
     pub fn stop(self) {
-        self.runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        self.runtime
+            .shutdown_timeout(std::time::Duration::from_secs(1));
         self.dataplane.shutdown();
     }
 }

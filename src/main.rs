@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use tandem_controlplane::config::Config;
 
 #[derive(Parser)]
-#[command(name = "tandem", version, about = "Carrier-grade media gateway and contact-centre appliance")]
+#[command(
+    name = "tandem",
+    version,
+    about = "Carrier-grade media gateway and contact-centre appliance"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

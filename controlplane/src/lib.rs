@@ -6,3 +6,5 @@ pub mod config;
 pub mod http;
 pub mod media;
 pub mod metrics;
+pub mod ng;
+pub mod sdp;

@@ -116,6 +116,12 @@ impl Core {
             if !self.drain_commands() {
                 break;
             }
+            // Everything the last pass did becomes visible before the core may sleep.
+            self.stats.publish(&self.counters);
+            if self.events_pushed {
+                self.events_pushed = false;
+                signal_eventfd(self.notify_fd);
+            }
             let now = monotonic_ns();
             let timeout = self.wheel.sleep_hint_ns(now).map(Duration::from_nanos);
             if self.backend.receive(&mut self.rx, timeout).is_err() {
@@ -126,11 +132,6 @@ impl Core {
             let now = monotonic_ns();
             self.relay_batch(now);
             self.run_timers(now);
-            self.stats.publish(&self.counters);
-            if self.events_pushed {
-                self.events_pushed = false;
-                signal_eventfd(self.notify_fd);
-            }
         }
         for index in 0..self.sessions.capacity() {
             if self.sessions.get(index).is_some() {

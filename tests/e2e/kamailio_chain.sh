@@ -8,7 +8,7 @@ CPS=${CPS:-5}
 NG=22231
 HTTP=18081
 
-start_tandem $NG $HTTP --io uring --port-min 35000 --port-max 35999
+start_tandem $NG $HTTP --io "${IO:-uring}" --port-min 35000 --port-max 35999
 mkdir -p "$WORK/kam_run"
 cd "$WORK"
 ln -sfn /usr/share/sip-tester pcap

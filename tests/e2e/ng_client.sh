@@ -2,7 +2,7 @@
 # The ng client from the peers kit (written against rtpengine) drives Tandem: ping, offer, answer,
 # RTP both ways through the two allocated ports, query, delete. Once per I/O backend.
 source "$(dirname "$0")/lib.sh"
-for io in uring portable; do
+for io in ${IO_BACKENDS:-uring portable}; do
   start_tandem 22230 18080 --io "$io" --cores 1 --port-min 34000 --port-max 34999
   grep -q "io $io" "$WORK/tandem.log" || fail "backend $io not selected: $(head -1 "$WORK/tandem.log")"
   python3 "$PEERS_DIR/ng_client.py" --ng 127.0.0.1:22230 --secs 2 >"$WORK/ng_client_$io.log" 2>&1 \

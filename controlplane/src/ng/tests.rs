@@ -1,0 +1,256 @@
+//! The handler against a deterministic fake data plane: the exact exchange Kamailio 5.6 makes,
+//! the peers kit's client, JSON, retransmissions, and hostile input.
+
+use super::handler::{Media, NgHandler};
+use crate::bencode::{self, Value};
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+use tandem_dataplane::api::{CoreError, LegIndex, LegParams, SessionId, SessionStats};
+
+#[derive(Default)]
+struct FakeMedia {
+    state: Mutex<FakeState>,
+}
+
+#[derive(Default)]
+struct FakeState {
+    next_slot: u32,
+    live: Vec<(SessionId, [LegParams; 2])>,
+    budget: Option<usize>,
+    created: usize,
+}
+
+impl Media for FakeMedia {
+    async fn create(&self, a: LegParams, b: LegParams) -> Result<(SessionId, [u16; 2]), CoreError> {
+        let mut s = self.state.lock().unwrap();
+        if s.budget.is_some_and(|b| s.live.len() >= b) {
+            return Err(CoreError::LoadLimit);
+        }
+        let id = SessionId {
+            core: 0,
+            slot: s.next_slot,
+            generation: 1,
+        };
+        s.next_slot += 1;
+        s.created += 1;
+        s.live.push((id, [a, b]));
+        let base = 30000 + 4 * id.slot as u16;
+        Ok((id, [base, base + 2]))
+    }
+    async fn update(
+        &self,
+        id: SessionId,
+        leg: LegIndex,
+        params: LegParams,
+    ) -> Result<(), CoreError> {
+        let mut s = self.state.lock().unwrap();
+        let e = s
+            .live
+            .iter_mut()
+            .find(|(i, _)| *i == id)
+            .ok_or(CoreError::UnknownSession)?;
+        e.1[leg as usize] = params;
+        Ok(())
+    }
+    async fn delete(&self, id: SessionId) -> Result<SessionStats, CoreError> {
+        let mut s = self.state.lock().unwrap();
+        let i = s
+            .live
+            .iter()
+            .position(|(i, _)| *i == id)
+            .ok_or(CoreError::UnknownSession)?;
+        s.live.remove(i);
+        let mut stats = SessionStats::default();
+        stats.legs[0].rtp.packets = 246;
+        stats.legs[0].rtp.bytes = 59632;
+        Ok(stats)
+    }
+    async fn query(&self, id: SessionId) -> Result<SessionStats, CoreError> {
+        let s = self.state.lock().unwrap();
+        s.live
+            .iter()
+            .find(|(i, _)| *i == id)
+            .ok_or(CoreError::UnknownSession)?;
+        Ok(SessionStats::default())
+    }
+    fn advertised_address(&self) -> IpAddr {
+        "127.0.0.1".parse().unwrap()
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+thread_local! {
+    static NOW: RefCell<Instant> = RefCell::new(Instant::now());
+}
+
+fn send(h: &mut NgHandler, m: &FakeMedia, wire: &[u8]) -> Option<Vec<u8>> {
+    let now = NOW.with(|n| *n.borrow());
+    block_on(h.handle(now, 1_795_342_826_000_000, wire, m)).reply
+}
+
+fn reply_dict(reply: &[u8]) -> Value<'static> {
+    let space = reply.iter().position(|&b| b == b' ').unwrap();
+    bencode::decode(&reply[space + 1..]).unwrap().into_owned()
+}
+
+fn field(v: &Value<'_>, k: &str) -> String {
+    v.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The three requests of `shared/peers/ng_kamailio_trace.txt`, byte for byte.
+const OFFER: &[u8] = b"0_19334_58 d8:supportsl10:load limite3:sdp189:v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 17000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-11,16\r\n3:ICE6:remove7:replacel6:origin18:session-connectione7:call-id17:1-22163@127.0.0.113:received-froml3:IP49:127.0.0.1e8:from-tag15:22163SIPpTag0917:command5:offere";
+const ANSWER: &[u8] = b"0_19334_59 d8:supportsl10:load limite3:sdp186:v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 16000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n3:ICE6:remove7:replacel6:origin18:session-connectione7:call-id17:1-22163@127.0.0.113:received-froml3:IP49:127.0.0.1e8:from-tag15:22163SIPpTag0916:to-tag15:22116SIPpTag0117:command6:answere";
+const DELETE: &[u8] = b"0_19334_60 d8:supportsl10:load limite7:call-id17:1-22163@127.0.0.113:received-froml3:IP49:127.0.0.1e8:from-tag15:22163SIPpTag0917:command6:deletee";
+
+#[test]
+fn kamailio_trace_offer_answer_delete() {
+    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+    let r = reply_dict(&send(&mut h, &m, OFFER).unwrap());
+    assert_eq!(field(&r, "result"), "ok");
+    let sdp = field(&r, "sdp");
+    // Offer goes to the callee: it must send to leg B's port (30002), RTCP on the next.
+    assert!(sdp.contains("m=audio 30002 RTP/AVP 8 101\r\n"), "{sdp}");
+    assert!(sdp.contains("a=sendrecv\r\na=rtcp:30003\r\n"), "{sdp}");
+    {
+        let s = m.state.lock().unwrap();
+        assert_eq!(s.live[0].1[0].rtp, Some("127.0.0.1:17000".parse().unwrap()));
+    }
+    let r = reply_dict(&send(&mut h, &m, ANSWER).unwrap());
+    assert!(field(&r, "sdp").contains("m=audio 30000 RTP/AVP 8 101\r\n"));
+    {
+        let s = m.state.lock().unwrap();
+        assert_eq!(s.live[0].1[1].rtp, Some("127.0.0.1:16000".parse().unwrap()));
+    }
+    let r = reply_dict(&send(&mut h, &m, DELETE).unwrap());
+    assert_eq!(field(&r, "result"), "ok");
+    let rtp = r.get("totals").and_then(|t| t.get("RTP")).unwrap();
+    assert_eq!(rtp.get("packets").and_then(Value::as_int), Some(246));
+    assert!(r
+        .get("tags")
+        .and_then(|t| t.get("22116SIPpTag011"))
+        .is_some());
+    assert_eq!(h.calls(), 0);
+    assert!(m.state.lock().unwrap().live.is_empty());
+}
+
+#[test]
+fn retransmission_gets_the_cached_reply_without_a_second_session() {
+    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+    let first = send(&mut h, &m, OFFER).unwrap();
+    let again = send(&mut h, &m, OFFER).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(m.state.lock().unwrap().created, 1);
+    // The same offer under a new cookie (a re-INVITE) updates rather than creates.
+    let mut reoffer = b"other_cookie".to_vec();
+    reoffer.extend_from_slice(&OFFER[10..]);
+    let r = reply_dict(&send(&mut h, &m, &reoffer).unwrap());
+    assert!(field(&r, "sdp").contains("m=audio 30002 "));
+    assert_eq!(m.state.lock().unwrap().created, 1);
+}
+
+#[test]
+fn load_limit_is_reported_the_way_the_client_understands() {
+    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+    m.state.lock().unwrap().budget = Some(0);
+    let r = reply_dict(&send(&mut h, &m, OFFER).unwrap());
+    assert_eq!(field(&r, "result"), "error");
+    assert_eq!(field(&r, "error-reason"), "load limit");
+    assert_eq!(h.calls(), 0);
+}
+
+#[test]
+fn json_requests_get_json_replies() {
+    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+    let reply = send(&mut h, &m, br#"j1 {"command":"ping"}"#).unwrap();
+    assert_eq!(reply, br#"j1 {"result":"pong"}"#);
+    let offer = br#"j2 {"command":"offer","call-id":"x","from-tag":"a","sdp":"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n"}"#;
+    let reply = send(&mut h, &m, offer).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&reply[3..]).unwrap();
+    assert_eq!(json["result"], "ok");
+    assert!(json["sdp"]
+        .as_str()
+        .unwrap()
+        .contains("m=audio 30002 RTP/AVP 0"));
+}
+
+#[test]
+fn hostile_requests_get_errors_not_panics() {
+    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+    assert_eq!(send(&mut h, &m, b"no-space-no-cookie"), None);
+    assert_eq!(send(&mut h, &m, b" d7:command4:pinge"), None);
+    let huge_sdp = format!(
+        "d7:command5:offer7:call-id1:x8:from-tag1:a3:sdp{}:{}e",
+        70_000,
+        "v".repeat(70_000)
+    );
+    for (i, wire) in [
+        b"d7:command5:offere".to_vec(),
+        b"d7:command6:answer7:call-id7:unknown8:from-tag1:a6:to-tag1:b3:sdp4:v=0\ne".to_vec(),
+        b"d7:command6:delete7:call-id7:unknowne".to_vec(),
+        b"d7:commandi1ee".to_vec(),
+        b"d7:command5:offer7:call-id1:x8:from-tag1:a3:sdp9:garbage!!e".to_vec(),
+        b"d7:command5:offer7:call-id1:x8:from-tag1:ae".to_vec(),
+        b"l4:spame".to_vec(),
+        b"d3:cmd".to_vec(),
+        huge_sdp.into_bytes(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut d = format!("c{i} ").into_bytes();
+        d.extend_from_slice(&wire);
+        let r = reply_dict(&send(&mut h, &m, &d).unwrap());
+        assert_eq!(field(&r, "result"), "error", "case {i}");
+        assert!(!field(&r, "error-reason").is_empty(), "case {i}");
+    }
+    assert_eq!(h.calls(), 0);
+}
+
+#[test]
+fn the_peers_kit_client_flow_with_query_list_and_statistics() {
+    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+    let _ = send(&mut h, &m, OFFER).unwrap();
+    let r = reply_dict(
+        &send(
+            &mut h,
+            &m,
+            b"q1 d7:command5:query7:call-id17:1-22163@127.0.0.1e",
+        )
+        .unwrap(),
+    );
+    assert_eq!(field(&r, "result"), "ok");
+    assert!(r.get("totals").is_some());
+    let r = reply_dict(&send(&mut h, &m, b"l1 d7:command4:liste").unwrap());
+    assert_eq!(
+        r.get("calls").and_then(Value::as_list).map(|l| l.len()),
+        Some(1)
+    );
+    let r = reply_dict(&send(&mut h, &m, b"s1 d7:command10:statisticse").unwrap());
+    assert_eq!(field(&r, "result"), "ok");
+    // A core-side timeout removes the call.
+    let id = m.state.lock().unwrap().live[0].0;
+    block_on(h.timed_out(id, &m));
+    assert_eq!(h.calls(), 0);
+}
+
+proptest::proptest! {
+    #[test]
+    fn random_datagrams_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+        let (mut h, m) = (NgHandler::new(10, false), FakeMedia::default());
+        let _ = send(&mut h, &m, &bytes);
+        let mut framed = b"c ".to_vec();
+        framed.extend_from_slice(&bytes);
+        let _ = send(&mut h, &m, &framed);
+    }
+}
