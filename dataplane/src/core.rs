@@ -45,7 +45,9 @@ pub struct Core {
     notify_fd: RawFd,
     stats: Arc<CoreStats>,
     sessions: Sessions,
-    free: Vec<u32>,
+    /// Free session slots, oldest-freed first: a just-closed slot (and its ports) is reused last,
+    /// so late datagrams for an ended call don't land in a new one.
+    free: std::collections::VecDeque<u32>,
     wheel: TimerWheel,
     rx: RxBatch,
     tx: TxBatch,
@@ -87,8 +89,7 @@ impl Core {
         let slots = cfg.capacity * PORTS_PER_SESSION;
         Core {
             sessions: Sessions::new(cfg.id, cfg.capacity),
-            // Popped from the end: lowest slots (ports) first.
-            free: (0..cfg.capacity).rev().collect(),
+            free: (0..cfg.capacity).collect(),
             wheel: TimerWheel::new(
                 cfg.capacity as usize,
                 WHEEL_SLOTS,
@@ -183,13 +184,11 @@ impl Core {
         self.flush();
     }
 
+    /// Hands the batch to the backend and books what it reports. Called every pass even with
+    /// nothing queued: an asynchronous backend reports earlier sends' completions here.
     fn flush(&mut self) {
-        if self.tx.is_empty() {
-            return;
-        }
-        let bytes: u64 = (0..self.tx.len()).map(|i| self.tx.meta(i).len as u64).sum();
-        let queued = self.tx.len() as u64;
         let report = self.backend.send(&mut self.tx);
+        // The kernel has the datagrams (or, for io_uring, will at the very next ring entry).
         let sent_at = realtime_ns();
         for &rx_ns in &self.tx_rx_ns {
             if rx_ns != 0 {
@@ -198,13 +197,7 @@ impl Core {
         }
         self.tx_rx_ns.clear();
         self.counters.relayed_packets += report.sent as u64;
-        // Per-datagram sizes are uniform enough in a batch that pro-rating failures is exact
-        // when none fail, which is the case that matters for throughput accounting.
-        self.counters.relayed_bytes += if report.failed == 0 {
-            bytes
-        } else {
-            bytes * report.sent as u64 / queued.max(1)
-        };
+        self.counters.relayed_bytes += report.bytes;
         self.counters
             .drop(DropReason::SendFailed, report.failed as u64);
     }
@@ -333,7 +326,7 @@ impl Core {
         let mut skipped = [0u32; BIND_ATTEMPTS];
         let mut n_skipped = 0;
         let result = loop {
-            let Some(index) = self.free.pop() else {
+            let Some(index) = self.free.pop_front() else {
                 break Err(CoreError::PortsExhausted);
             };
             match self.open_sockets(index) {
@@ -349,7 +342,7 @@ impl Core {
         };
         // Slots whose ports another process holds go to the back of the line.
         for &index in &skipped[..n_skipped] {
-            self.free.insert(0, index);
+            self.free.push_back(index);
         }
         let index = match result {
             Ok(i) => i,
@@ -392,7 +385,7 @@ impl Core {
             self.backend.close(index * PORTS_PER_SESSION + k);
         }
         self.wheel.cancel(index);
-        self.free.push(index);
+        self.free.push_back(index);
         self.counters.sessions_active -= 1;
         self.sessions.deactivate(index)
     }

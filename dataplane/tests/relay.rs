@@ -20,6 +20,13 @@ fn start(io: IoKind, port_min: u16, sessions: u32, timeout_ms: u64) -> (DataPlan
         ..Config::default()
     })
     .expect("start data plane");
+    // On this kernel io_uring must not silently fall back: the test is about that backend.
+    assert!(
+        dp.backend_name.starts_with(io.name()),
+        "{} != {}",
+        dp.backend_name,
+        io.name()
+    );
     let core = dp.take_cores().pop().unwrap();
     (dp, core)
 }

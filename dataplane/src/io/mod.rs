@@ -188,10 +188,13 @@ impl TxBatch {
     }
 }
 
-/// What one `send` call achieved.
+/// Send outcomes a `send` call reports. A backend that completes sends asynchronously reports
+/// the completions it has seen since its previous report, so counts may trail by one batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendReport {
     pub sent: u32,
+    /// Bytes of the datagrams in `sent`.
+    pub bytes: u64,
     /// Datagrams the kernel refused (ECONNREFUSED from an ICMP error, ENOBUFS, ...); not retried.
     pub failed: u32,
 }
@@ -219,7 +222,9 @@ pub trait Backend {
     /// wake descriptor fires (the backend drains it).
     fn receive(&mut self, rx: &mut RxBatch, timeout: Option<Duration>) -> io::Result<()>;
 
-    /// Sends every datagram in `tx` (best effort: failures are counted, not retried) and clears it.
+    /// Sends (or queues for sending no later than the next `receive`) every datagram in `tx`,
+    /// best effort: failures are counted, not retried. Clears `tx`; the backend keeps no pointer
+    /// into it.
     fn send(&mut self, tx: &mut TxBatch) -> SendReport;
 }
 

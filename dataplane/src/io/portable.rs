@@ -280,6 +280,10 @@ impl Backend for Portable {
                     done += 1;
                 } else {
                     report.sent += n as u32;
+                    report.bytes += self.iovecs[done..done + n as usize]
+                        .iter()
+                        .map(|v| v.iov_len as u64)
+                        .sum::<u64>();
                     done += n as usize;
                 }
             }
