@@ -1,0 +1,28 @@
+#![no_main]
+//! RTP/RTCP classification and the forwarding decision on arbitrary datagrams from arbitrary
+//! sources on any port of a live session: never panics, never stops the real streams.
+use libfuzzer_sys::fuzz_target;
+use std::net::SocketAddr;
+use tandem_dataplane::api::LegParams;
+use tandem_dataplane::rtp;
+use tandem_dataplane::session::{Sessions, Verdict};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = rtp::classify(data);
+    let _ = rtp::classify_rtcp_port(data);
+    let leg = |port: u16| LegParams {
+        rtp: Some(SocketAddr::from(([10, 0, 0, 1], port))),
+        rtcp: Some(SocketAddr::from(([10, 0, 0, 1], port + 1))),
+        ..LegParams::default()
+    };
+    let mut t = Sessions::new(0, 2);
+    t.activate(0, &leg(5000), &leg(6000), 30000, 0);
+    let mut good = vec![0u8; 172];
+    good[0] = 0x80;
+    let a = SocketAddr::from(([10, 0, 0, 1], 5000));
+    let _ = t.on_packet(0, a, &good, 1);
+    let slot = data.first().copied().unwrap_or(0) as u32 % 8;
+    let src = SocketAddr::from(([192, 0, 2, data.get(1).copied().unwrap_or(0)], 9));
+    let _ = t.on_packet(slot, src, data, 2);
+    assert!(matches!(t.on_packet(0, a, &good, 3), Verdict::Forward { out_slot: 2, .. }));
+});
