@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Overload and recovery, side by side: each relay carries CALLS calls on a pinned core; after a
-# few seconds a SCHED_FIFO CPU hog takes that core for STALL seconds (the relay gets what the RT
+# few seconds a SCHED_FIFO spinner (started by the generator) takes that core for STALL seconds (the relay gets what the RT
 # throttle leaves, ~5%: far beyond 2x its saturation), then load returns to nominal. Reports, per
 # relay, how many streams delivered again after the stall and how long each took.
 #
@@ -22,9 +22,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 OUT=$(mktemp -d -t tandem-overload.XXXXXX)
-SUT_PID=""; HOG_PID=""
+SUT_PID=""
 cleanup() {
-  [ -n "$HOG_PID" ] && kill "$HOG_PID" 2>/dev/null || true
   [ -n "$SUT_PID" ] && kill "$SUT_PID" 2>/dev/null || true
   wait 2>/dev/null || true
 }
@@ -51,17 +50,11 @@ for system in $SYSTEMS; do
       --warmup-s 1 --duration-s 2 --target-pid "$SUT_PID" --quiet --json "$OUT/$system.json" >"$OUT/$system.txt" 2>&1 || true
   else
     total=$((BEFORE + STALL + AFTER))
+    # The generator takes the relay's CPU itself (SCHED_FIFO spinner), so the stall and the
+    # recovery clock line up exactly.
     taskset -c "$GEN_CPU" "$BIN/tandem-bench" rtp --ng 127.0.0.1:$NG_PORT --calls "$CALLS" \
-      --warmup-s 1 --duration-s "$((total - 1))" --recovery-after-s "$((BEFORE + STALL))" \
-      --quiet --json "$OUT/$system.json" >"$OUT/$system.txt" 2>&1 &
-    GEN=$!
-    # Call set-up takes a moment; the stall starts BEFORE seconds into the media.
-    while ! grep -q . /proc/$GEN/status 2>/dev/null; do sleep 0.1; done
-    sleep "$((BEFORE + 1))"
-    chrt -f 10 taskset -c "$SUT_CPU" timeout "$STALL" sh -c 'while :; do :; done' &
-    HOG_PID=$!
-    wait "$HOG_PID" 2>/dev/null || true; HOG_PID=""
-    wait "$GEN" || true
+      --warmup-s 1 --duration-s "$((total - 1))" --stall-cpu "$SUT_CPU" --stall-at-s "$BEFORE" --stall-s "$STALL" \
+      --quiet --json "$OUT/$system.json" >"$OUT/$system.txt" 2>&1 || true
   fi
   kill "$SUT_PID" 2>/dev/null || true; wait "$SUT_PID" 2>/dev/null || true; SUT_PID=""
   sleep 0.5

@@ -37,7 +37,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.calls, appliance.ng_addr, args.duration_s, appliance.http_addr
     );
     let registry = appliance.registry.clone();
-    let relayed = || -> u64 { registry.cores.iter().map(|c| c.snapshot().relayed_packets).sum() };
+    let relayed = || -> u64 {
+        registry
+            .cores
+            .iter()
+            .map(|c| c.snapshot().relayed_packets)
+            .sum()
+    };
     let mut last = (0.0f64, 0u64);
     let bench_cfg = RtpConfig {
         ng: appliance.ng_addr,
@@ -51,7 +57,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         let now = relayed();
         let rate = (now - last.1) as f64 / (p.elapsed_s - last.0);
-        let active: u64 = registry.cores.iter().map(|c| c.snapshot().sessions_active).sum();
+        let active: u64 = registry
+            .cores
+            .iter()
+            .map(|c| c.snapshot().sessions_active)
+            .sum();
         eprint!(
             "\r  [{:4.1}s] sessions {:>5}  sent {:>8}  received {:>8}  relayed by Tandem {:>8} ({:>6.0} pps)   ",
             p.elapsed_s, active, p.sent, p.received, now, rate
@@ -71,13 +81,25 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
     println!("  ┌──────────────────────────────┬──────────────────────────────┐");
     let row = |k: &str, v: String| println!("  │ {k:<28} │ {v:>28} │");
-    row("calls set up over ng", format!("{} ({} failed)", report.calls, report.calls_failed));
+    row(
+        "calls set up over ng",
+        format!("{} ({} failed)", report.calls, report.calls_failed),
+    );
     row("data-plane sessions created", created.to_string());
     row("offered RTP", format!("{:.0} pps", report.offered_pps));
-    row("relayed RTP (measured)", format!("{:.0} pps", report.relayed_pps));
+    row(
+        "relayed RTP (measured)",
+        format!("{:.0} pps", report.relayed_pps),
+    );
     row("loss", format!("{:.3} %", report.loss_pct));
-    row("latency p50 / p99", format!("{} / {} µs", report.latency_p50_us, report.latency_p99_us));
-    row("latency p99.9 / max", format!("{} / {} µs", report.latency_p999_us, report.latency_max_us));
+    row(
+        "latency p50 / p99",
+        format!("{} / {} µs", report.latency_p50_us, report.latency_p99_us),
+    );
+    row(
+        "latency p99.9 / max",
+        format!("{} / {} µs", report.latency_p999_us, report.latency_max_us),
+    );
     row("packets relayed (all)", relayed_total.to_string());
     row("packets dropped", dropped.to_string());
     println!("  └──────────────────────────────┴──────────────────────────────┘");

@@ -45,6 +45,15 @@ enum Cmd {
         /// Pin the generator's threads to this CPU.
         #[arg(long)]
         cpu: Option<usize>,
+        /// Stall the relay: take this CPU with a real-time spinning thread...
+        #[arg(long, requires_all = ["stall_at_s", "stall_s"])]
+        stall_cpu: Option<usize>,
+        /// ...this many seconds into the media...
+        #[arg(long)]
+        stall_at_s: Option<f64>,
+        /// ...for this many seconds. Recovery is measured from the stall's end.
+        #[arg(long)]
+        stall_s: Option<f64>,
         /// Also write the numbers as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -74,9 +83,17 @@ fn main() -> anyhow::Result<()> {
             target_pid,
             recovery_after_s,
             cpu,
+            stall_cpu,
+            stall_at_s,
+            stall_s,
             json,
             quiet,
         } => {
+            let stall = stall_cpu.map(|cpu| rtp::Stall {
+                cpu,
+                at_s: stall_at_s.unwrap_or(0.0),
+                secs: stall_s.unwrap_or(0.0),
+            });
             let cfg = RtpConfig {
                 ng,
                 calls,
@@ -87,6 +104,7 @@ fn main() -> anyhow::Result<()> {
                 target_pid,
                 recovery_after_s,
                 cpu,
+                stall,
             };
             let mut last = (0.0, 0u64, 0u64);
             let report = rtp::run(&cfg, |p| {

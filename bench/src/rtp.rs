@@ -33,6 +33,17 @@ pub struct RtpConfig {
     /// (the end of an injected stall or overload).
     pub recovery_after_s: Option<f64>,
     pub cpu: Option<usize>,
+    /// Take a CPU away from the relay for a while (a SCHED_FIFO spinning thread pinned to it);
+    /// recovery is then measured from the stall's end.
+    pub stall: Option<Stall>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Stall {
+    pub cpu: usize,
+    /// Seconds after media starts.
+    pub at_s: f64,
+    pub secs: f64,
 }
 
 impl Default for RtpConfig {
@@ -47,6 +58,7 @@ impl Default for RtpConfig {
             target_pid: None,
             recovery_after_s: None,
             cpu: None,
+            stall: None,
         }
     }
 }
@@ -216,9 +228,15 @@ pub fn run(cfg: &RtpConfig, mut progress: impl FnMut(&Progress)) -> anyhow::Resu
     let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
 
+    let recovery_after_s = cfg.recovery_after_s.or(cfg.stall.map(|s| s.at_s + s.secs));
+    let hog = cfg.stall.map(|s| {
+        let from = start_ns + (s.at_s * 1e9) as u64;
+        let until = from + (s.secs * 1e9) as u64;
+        std::thread::spawn(move || hog_cpu(s.cpu, from, until))
+    });
     let receiver = {
         let (received, stop) = (received.clone(), stop.clone());
-        let recovery_mark = cfg.recovery_after_s.map(|s| start_ns + (s * 1e9) as u64);
+        let recovery_mark = recovery_after_s.map(|s| start_ns + (s * 1e9) as u64);
         let fds = send_fds.clone();
         let cpu = cfg.cpu;
         std::thread::Builder::new()
@@ -258,6 +276,9 @@ pub fn run(cfg: &RtpConfig, mut progress: impl FnMut(&Progress)) -> anyhow::Resu
             });
         }
     }
+    if let Some(h) = hog {
+        let _ = h.join();
+    }
     let sent_in_window = sender
         .join()
         .map_err(|_| anyhow::anyhow!("sender thread panicked"))?;
@@ -293,7 +314,7 @@ pub fn run(cfg: &RtpConfig, mut progress: impl FnMut(&Progress)) -> anyhow::Resu
             report.target_cpu_us_per_packet = Some(cpu_s * 1e6 / rx.in_window as f64);
         }
     }
-    if cfg.recovery_after_s.is_some() {
+    if recovery_after_s.is_some() {
         let mut recovered: Vec<u64> = rx.recovery_ns.iter().flatten().copied().collect();
         recovered.sort_unstable();
         report.streams_not_recovered = Some(streams - recovered.len());
@@ -307,6 +328,22 @@ pub fn run(cfg: &RtpConfig, mut progress: impl FnMut(&Progress)) -> anyhow::Resu
     }
     drop(calls);
     Ok(report)
+}
+
+/// Spins at real-time priority on `cpu` from `from` to `until` (CLOCK_MONOTONIC ns): whatever
+/// else runs there gets only what the kernel's RT throttle leaves (5% by default).
+fn hog_cpu(cpu: usize, from: u64, until: u64) {
+    while monotonic_ns() < from {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    pin(Some(cpu));
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: changes this thread's own policy; failure (no privilege) leaves a normal-priority
+    // spinner, which still halves the relay's share of the CPU.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    while monotonic_ns() < until {
+        std::hint::spin_loop();
+    }
 }
 
 fn send_loop(

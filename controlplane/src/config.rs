@@ -31,6 +31,10 @@ pub struct DataPlaneConfig {
     pub sessions_per_core: Option<u32>,
     pub timeout_ms: u64,
     pub relatch_ms: u64,
+    /// Datagrams that waited longer than this in the kernel (a stall) are dropped, not relayed.
+    pub max_packet_age_ms: u64,
+    /// SO_RCVBUF per media socket; bounds the backlog a stall can build (0: kernel default).
+    pub socket_rcvbuf_bytes: u32,
     /// Default for legs whose ng request does not say: drop packets from anyone but the latched
     /// peer and never re-latch.
     pub strict_source: bool,
@@ -74,6 +78,8 @@ impl Default for DataPlaneConfig {
             sessions_per_core: None,
             timeout_ms: engine.timeout_ms,
             relatch_ms: engine.relatch_ms,
+            max_packet_age_ms: engine.max_packet_age_ms,
+            socket_rcvbuf_bytes: engine.socket_rcvbuf_bytes,
             strict_source: false,
         }
     }
@@ -188,6 +194,8 @@ impl Config {
             sessions_per_core: dp.sessions_per_core,
             timeout_ms: dp.timeout_ms,
             relatch_ms: dp.relatch_ms,
+            max_packet_age_ms: dp.max_packet_age_ms,
+            socket_rcvbuf_bytes: dp.socket_rcvbuf_bytes,
             ..tandem_dataplane::Config::default()
         })
     }

@@ -34,6 +34,7 @@ pub struct CoreConfig {
     pub batch: usize,
     pub timeout_ms: u64,
     pub relatch_ms: u64,
+    pub max_packet_age_ms: u64,
 }
 
 pub struct Core {
@@ -143,6 +144,7 @@ impl Core {
     }
 
     fn relay_batch(&mut self, now: u64) {
+        let oldest_fresh_ns = realtime_ns().saturating_sub(self.cfg.max_packet_age_ms * 1_000_000);
         for i in 0..self.rx.len() {
             let meta = *self.rx.meta(i);
             self.counters.rx_packets += 1;
@@ -155,6 +157,10 @@ impl Core {
             }
             if meta.truncated {
                 self.counters.drop(DropReason::Truncated, 1);
+                continue;
+            }
+            if meta.rx_realtime_ns != 0 && meta.rx_realtime_ns < oldest_fresh_ns {
+                self.counters.drop(DropReason::Stale, 1);
                 continue;
             }
             let verdict = self

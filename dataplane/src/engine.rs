@@ -28,6 +28,10 @@ pub struct Config {
     pub relatch_ms: u64,
     /// Depth of each core's command and event rings.
     pub ring_capacity: usize,
+    /// A datagram that waited longer than this in its socket queue is dropped, not relayed.
+    pub max_packet_age_ms: u64,
+    /// SO_RCVBUF of each media socket (0: kernel default). The kernel doubles it for overhead.
+    pub socket_rcvbuf_bytes: u32,
 }
 
 impl Default for Config {
@@ -43,6 +47,8 @@ impl Default for Config {
             timeout_ms: 60_000,
             relatch_ms: 2_000,
             ring_capacity: 4096,
+            max_packet_age_ms: 200,
+            socket_rcvbuf_bytes: 32 * 1024,
         }
     }
 }
@@ -224,6 +230,7 @@ impl DataPlane {
                 batch: cfg.batch,
                 timeout_ms: cfg.timeout_ms,
                 relatch_ms: cfg.relatch_ms,
+                max_packet_age_ms: cfg.max_packet_age_ms,
             };
             let notify_fd = notify.as_raw_fd();
             let core_stats = stats.clone();
@@ -233,6 +240,7 @@ impl DataPlane {
                 slots: capacity * PORTS_PER_SESSION,
                 wake_fd: wake.as_raw_fd(),
                 batch: cfg.batch,
+                rcvbuf_bytes: cfg.socket_rcvbuf_bytes,
             };
             let io_kind = cfg.io;
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();

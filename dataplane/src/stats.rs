@@ -21,16 +21,20 @@ pub enum DropReason {
     SendFailed,
     /// The kernel dropped it because the socket's receive queue was full (overload edge).
     SocketOverflow,
+    /// Waited in the socket queue longer than the age limit (a stall): relaying audio that old
+    /// only delays fresh packets behind it, so it is dropped at receive cost.
+    Stale,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Malformed,
         DropReason::Truncated,
         DropReason::ForeignSource,
         DropReason::NoDestination,
         DropReason::SendFailed,
         DropReason::SocketOverflow,
+        DropReason::Stale,
     ];
 
     pub fn label(self) -> &'static str {
@@ -41,6 +45,7 @@ impl DropReason {
             DropReason::NoDestination => "no_destination",
             DropReason::SendFailed => "send_failed",
             DropReason::SocketOverflow => "socket_overflow",
+            DropReason::Stale => "stale",
         }
     }
 }

@@ -237,6 +237,8 @@ pub struct BackendParams {
     pub wake_fd: RawFd,
     /// Largest rx batch the core will pass.
     pub batch: usize,
+    /// SO_RCVBUF for every media socket (0: the kernel default).
+    pub rcvbuf_bytes: u32,
 }
 
 /// Builds the requested backend, falling back to `portable` when io_uring is unavailable (old
@@ -258,7 +260,10 @@ pub fn build(
 }
 
 /// Options every backend sets on a fresh socket before binding.
-pub(crate) fn new_udp_socket(addr: SocketAddr) -> io::Result<std::os::fd::OwnedFd> {
+pub(crate) fn new_udp_socket(
+    addr: SocketAddr,
+    rcvbuf_bytes: u32,
+) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     let domain = if addr.is_ipv4() {
         libc::AF_INET
@@ -284,6 +289,16 @@ pub(crate) fn new_udp_socket(addr: SocketAddr) -> io::Result<std::os::fd::OwnedF
         (libc::SOL_SOCKET, libc::SO_RXQ_OVFL),
     ] {
         set_opt(fd, level, name, &one)?;
+    }
+    if rcvbuf_bytes > 0 {
+        // A short queue bounds how much stale media a stall can pile up per stream; overflow is
+        // dropped by the kernel and counted (SO_RXQ_OVFL).
+        set_opt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &(rcvbuf_bytes as libc::c_int),
+        )?;
     }
     let (storage, len) = sockaddr::to_raw(addr);
     // SAFETY: storage is a valid sockaddr of length len.

@@ -17,6 +17,7 @@ const WAKE_TOKEN: u64 = u64::MAX;
 pub struct Portable {
     epoll: OwnedFd,
     wake_fd: RawFd,
+    rcvbuf_bytes: u32,
     sockets: Vec<Option<OwnedFd>>,
     events: Vec<libc::epoll_event>,
     /// Scratch for recvmmsg/sendmmsg, sized at start: no allocation per call.
@@ -53,6 +54,7 @@ impl Portable {
         Ok(Portable {
             epoll,
             wake_fd: params.wake_fd,
+            rcvbuf_bytes: params.rcvbuf_bytes,
             sockets,
             events: vec![libc::epoll_event { events: 0, u64: 0 }; batch],
             // SAFETY: these are plain C structs for which all-zero is valid.
@@ -143,7 +145,7 @@ impl Backend for Portable {
         if entry.is_some() {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "slot in use"));
         }
-        let sock = new_udp_socket(addr)?;
+        let sock = new_udp_socket(addr, self.rcvbuf_bytes)?;
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
             u64: slot as u64,

@@ -60,6 +60,7 @@ impl Drop for BufRing {
 pub struct Uring {
     ring: IoUring,
     wake_fd: RawFd,
+    rcvbuf_bytes: u32,
     sockets: Vec<Option<OwnedFd>>,
     generation: Vec<u32>,
     buf_ring: BufRing,
@@ -171,6 +172,7 @@ impl Uring {
         let mut backend = Uring {
             ring,
             wake_fd: params.wake_fd,
+            rcvbuf_bytes: params.rcvbuf_bytes,
             sockets: (0..params.slots).map(|_| None).collect(),
             generation: vec![0; params.slots as usize],
             buf_ring,
@@ -435,7 +437,7 @@ impl Backend for Uring {
         if self.sockets[i].is_some() {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "slot in use"));
         }
-        let sock = new_udp_socket(addr)?;
+        let sock = new_udp_socket(addr, self.rcvbuf_bytes)?;
         self.ring
             .submitter()
             .register_files_update(slot, &[sock.as_raw_fd()])?;
