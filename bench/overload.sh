@@ -46,7 +46,8 @@ start_sut() {
 for system in $SYSTEMS; do
   start_sut "$system"
   if [ -n "$MEMORY" ]; then
-    taskset -c "$GEN_CPU" "$BIN/tandem-bench" rtp --ng 127.0.0.1:$NG_PORT --calls "$CALLS" --pps 1 \
+    # Endpoints on 127.0.0.2: their ephemeral ports must not take the relay's ports on 127.0.0.1.
+    taskset -c "$GEN_CPU" "$BIN/tandem-bench" rtp --ng 127.0.0.1:$NG_PORT --calls "$CALLS" --pps 1 --bind 127.0.0.2 \
       --warmup-s 1 --duration-s 2 --target-pid "$SUT_PID" --quiet --json "$OUT/$system.json" >"$OUT/$system.txt" 2>&1 || true
   else
     total=$((BEFORE + STALL + AFTER))

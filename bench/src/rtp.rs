@@ -167,8 +167,15 @@ fn raise_fd_limit() {
     // SAFETY: plain syscalls on a struct we own.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            // Root may raise the hard limit too (each call holds two sockets here).
+            let want = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: (1 << 20).max(lim.rlim_max),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
         }
     }
 }

@@ -33,9 +33,9 @@ fn bench(c: &mut Criterion) {
 
     // 10k sessions, packets spread across them so the slab is not all in L1.
     let n = 10_000u32;
-    let mut sessions = Sessions::new(0, n);
+    let mut sessions = Sessions::new(0, n, 30_000);
     for i in 0..n {
-        sessions.activate(i, &leg(10_000), &leg(20_000), 30_000, 0);
+        sessions.activate(i, &leg(10_000), &leg(20_000), 0);
     }
     let src = SocketAddr::from(([127, 0, 0, 1], 10_000));
     let mut i = 0u32;

@@ -19,7 +19,7 @@ const SESSION_CHECK_NS: u64 = 1_000_000_000;
 const WHEEL_TICK_NS: u64 = 100_000_000;
 const WHEEL_SLOTS: usize = 64;
 /// Binding retries on other slots when a port is taken by another process.
-const BIND_ATTEMPTS: usize = 8;
+const BIND_ATTEMPTS: usize = 64;
 
 #[derive(Debug, Clone, Copy)]
 pub struct CoreConfig {
@@ -89,7 +89,7 @@ impl Core {
     ) -> Self {
         let slots = cfg.capacity * PORTS_PER_SESSION;
         Core {
-            sessions: Sessions::new(cfg.id, cfg.capacity),
+            sessions: Sessions::new(cfg.id, cfg.capacity, cfg.base_port),
             free: (0..cfg.capacity).collect(),
             wheel: TimerWheel::new(
                 cfg.capacity as usize,
@@ -358,7 +358,7 @@ impl Core {
             }
         };
         let now = monotonic_ns();
-        let id = self.sessions.activate(index, a, b, self.cfg.base_port, now);
+        let id = self.sessions.activate(index, a, b, now);
         self.wheel.schedule(index, now + SESSION_CHECK_NS);
         self.counters.sessions_active += 1;
         self.counters.sessions_created += 1;

@@ -178,6 +178,7 @@ impl DataPlane {
             .cores
             .unwrap_or_else(|| allowed.len().saturating_sub(1))
             .max(1);
+        let mut fallback_notes = Vec::new();
         let span = (cfg.port_max as u32 + 1).saturating_sub(cfg.port_min as u32);
         // Even start so every session's RTP port is even (RFC 3550 §11).
         let first = cfg.port_min as u32 + (cfg.port_min as u32 % 2);
@@ -192,7 +193,14 @@ impl DataPlane {
                 ),
             ));
         }
-        raise_fd_limit(per_core as u64 * n as u64 * PORTS_PER_SESSION as u64 + 1024);
+        let wanted = per_core as u64 * n as u64 * PORTS_PER_SESSION as u64 + 1024;
+        let got = raise_fd_limit(wanted);
+        if got < wanted {
+            // Say so once at start rather than refusing calls mysteriously later.
+            fallback_notes.push(format!(
+                "open-file limit is {got}, below the {wanted} the port range needs: sessions are capped by it"
+            ));
+        }
 
         // Workers take the last CPUs of the mask; the control plane keeps the first.
         let worker_cpus: Vec<usize> = (0..n)
@@ -285,10 +293,11 @@ impl DataPlane {
                 wake,
             });
         }
+        fallback_notes.extend(fallback);
         Ok(DataPlane {
             cores,
             backend_name,
-            fallback,
+            fallback: (!fallback_notes.is_empty()).then(|| fallback_notes.join("; ")),
             control_cpus,
             threads,
             wakes,
@@ -317,16 +326,29 @@ impl DataPlane {
     }
 }
 
-fn raise_fd_limit(want: u64) {
+/// Raises RLIMIT_NOFILE towards `want` (the hard limit too, where privileged); returns the
+/// resulting soft limit.
+pub fn raise_fd_limit(want: u64) -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: plain syscalls on a struct we own.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
-            lim.rlim_cur = want.min(lim.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
         }
+        if lim.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: lim.rlim_max.max(want),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                lim.rlim_cur = want.min(lim.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+        lim.rlim_cur
     }
 }

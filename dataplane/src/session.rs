@@ -21,8 +21,36 @@ pub struct Stream {
     pub peer: Option<SocketAddr>,
     /// The peer's source address has been learnt (and the socket connected to it).
     pub latched: bool,
-    pub stats: StreamStats,
+    pub stats: Counters,
 }
+
+/// What a stream received from its peer. Kept apart from the API's `StreamStats` so the slab
+/// holds only what changes per packet (address and port are known elsewhere).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub last_seen_ns: u64,
+}
+
+impl Stream {
+    fn report(&self, local_port: u16) -> StreamStats {
+        StreamStats {
+            packets: self.stats.packets,
+            bytes: self.stats.bytes,
+            errors: self.stats.errors,
+            last_seen_ns: self.stats.last_seen_ns,
+            peer: self.peer,
+            local_port,
+        }
+    }
+}
+
+const _: () = assert!(
+    std::mem::size_of::<Session>() <= 512,
+    "keep the session slab compact"
+);
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Leg {
@@ -80,6 +108,7 @@ pub enum TimerAction {
 
 pub struct Sessions {
     pub core: u16,
+    base_port: u16,
     slots: Box<[Session]>,
 }
 
@@ -92,9 +121,10 @@ fn stream_mut(leg: &mut Leg, rtcp: bool) -> &mut Stream {
 }
 
 impl Sessions {
-    pub fn new(core: u16, capacity: u32) -> Self {
+    pub fn new(core: u16, capacity: u32, base_port: u16) -> Self {
         Sessions {
             core,
+            base_port,
             slots: vec![Session::default(); capacity as usize].into_boxed_slice(),
         }
     }
@@ -122,14 +152,7 @@ impl Sessions {
     }
 
     /// Brings slot `index` to life with fresh counters. The caller has bound its sockets.
-    pub fn activate(
-        &mut self,
-        index: u32,
-        a: &LegParams,
-        b: &LegParams,
-        base_port: u16,
-        now_ns: u64,
-    ) -> SessionId {
+    pub fn activate(&mut self, index: u32, a: &LegParams, b: &LegParams, now_ns: u64) -> SessionId {
         let s = &mut self.slots[index as usize];
         debug_assert!(!s.live);
         let generation = s.generation.wrapping_add(1);
@@ -141,11 +164,6 @@ impl Sessions {
         };
         s.legs[0].apply(a);
         s.legs[1].apply(b);
-        let first = base_port as u32 + index * PORTS_PER_SESSION;
-        for (l, leg) in s.legs.iter_mut().enumerate() {
-            leg.rtp.stats.local_port = (first + 2 * l as u32) as u16;
-            leg.rtcp.stats.local_port = (first + 2 * l as u32 + 1) as u16;
-        }
         self.id(index)
     }
 
@@ -170,18 +188,16 @@ impl Sessions {
 
     pub fn stats(&self, index: u32) -> SessionStats {
         let s = &self.slots[index as usize];
-        let leg = |l: &Leg| LegStats {
-            rtp: StreamStats {
-                peer: l.rtp.peer,
-                ..l.rtp.stats
-            },
-            rtcp: StreamStats {
-                peer: l.rtcp.peer,
-                ..l.rtcp.stats
-            },
+        let first = (self.base_port as u32 + index * PORTS_PER_SESSION) as u16;
+        let leg = |l: usize| {
+            let port = first + 2 * l as u16;
+            LegStats {
+                rtp: s.legs[l].rtp.report(port),
+                rtcp: s.legs[l].rtcp.report(port + 1),
+            }
         };
         SessionStats {
-            legs: [leg(&s.legs[0]), leg(&s.legs[1])],
+            legs: [leg(0), leg(1)],
             created_ns: s.created_ns,
         }
     }
@@ -322,8 +338,8 @@ mod tests {
 
     #[test]
     fn relays_between_legs_and_latches_on_first_packet() {
-        let mut t = Sessions::new(0, 4);
-        let id = t.activate(1, &params(5000), &LegParams::default(), 30000, 0);
+        let mut t = Sessions::new(0, 4, 30000);
+        let id = t.activate(1, &params(5000), &LegParams::default(), 0);
         assert_eq!(t.resolve(id), Some(1));
         // From A (slot 4 = session 1, leg A RTP): B's address is not known yet.
         assert_eq!(
@@ -369,10 +385,10 @@ mod tests {
 
     #[test]
     fn rtcp_follows_mux_choice_of_the_out_leg() {
-        let mut t = Sessions::new(0, 1);
+        let mut t = Sessions::new(0, 1, 30000);
         let mut muxed = params(6000);
         muxed.rtcp_mux = true;
-        t.activate(0, &params(5000), &muxed, 30000, 0);
+        t.activate(0, &params(5000), &muxed, 0);
         let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
         // RTCP from A's RTCP port goes out of B's RTP port (mux).
         assert_eq!(
@@ -397,11 +413,11 @@ mod tests {
 
     #[test]
     fn stale_ids_do_not_resolve_and_timers_expire_and_unlatch() {
-        let mut t = Sessions::new(3, 2);
-        let id = t.activate(0, &params(5000), &params(6000), 30000, 0);
+        let mut t = Sessions::new(3, 2, 30000);
+        let id = t.activate(0, &params(5000), &params(6000), 0);
         t.deactivate(0);
         assert_eq!(t.resolve(id), None);
-        let id2 = t.activate(0, &params(5000), &params(6000), 30000, 0);
+        let id2 = t.activate(0, &params(5000), &params(6000), 0);
         assert_ne!(id, id2);
         let _ = t.on_packet(0, addr("10.0.0.1:5000"), &rtp(), 1_000);
         let mut out = [None; 4];
@@ -413,10 +429,10 @@ mod tests {
 
     #[test]
     fn strict_source_never_unlatches_and_resignalling_resets_latch() {
-        let mut t = Sessions::new(0, 1);
+        let mut t = Sessions::new(0, 1, 30000);
         let mut strict = params(5000);
         strict.strict_source = true;
-        t.activate(0, &strict, &params(6000), 30000, 0);
+        t.activate(0, &strict, &params(6000), 0);
         let _ = t.on_packet(0, addr("10.0.0.1:5000"), &rtp(), 1);
         let mut out = [None; 4];
         t.on_timer(0, 5_000, 1_000_000, 10, &mut out);
@@ -436,8 +452,8 @@ mod tests {
                 0..200,
             )
         ) {
-            let mut t = Sessions::new(0, 1);
-            t.activate(0, &params(5000), &params(6000), 30000, 0);
+            let mut t = Sessions::new(0, 1, 30000);
+            t.activate(0, &params(5000), &params(6000), 0);
             let a = addr("10.0.0.1:5000");
             let b = addr("10.0.0.1:6000");
             // Both legs latch first.

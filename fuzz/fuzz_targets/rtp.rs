@@ -15,8 +15,8 @@ fuzz_target!(|data: &[u8]| {
         rtcp: Some(SocketAddr::from(([10, 0, 0, 1], port + 1))),
         ..LegParams::default()
     };
-    let mut t = Sessions::new(0, 2);
-    t.activate(0, &leg(5000), &leg(6000), 30000, 0);
+    let mut t = Sessions::new(0, 2, 30000);
+    t.activate(0, &leg(5000), &leg(6000), 0);
     let mut good = vec![0u8; 172];
     good[0] = 0x80;
     let a = SocketAddr::from(([10, 0, 0, 1], 5000));
