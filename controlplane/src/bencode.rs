@@ -12,6 +12,9 @@ pub const MAX_DEPTH: usize = 32;
 /// Most list/dict elements accepted in one document.
 pub const MAX_ELEMENTS: usize = 65_536;
 
+/// A dictionary entry: key bytes and value.
+pub type Entry<'a> = (Cow<'a, [u8]>, Value<'a>);
+
 #[derive(Clone, PartialEq, Eq)]
 pub enum Value<'a> {
     Int(i64),
@@ -19,7 +22,7 @@ pub enum Value<'a> {
     List(Vec<Value<'a>>),
     /// Keys in wire order; the decoder does not insist on sorted keys (Kamailio sends them sorted,
     /// other clients do not) but rejects duplicates.
-    Dict(Vec<(Cow<'a, [u8]>, Value<'a>)>),
+    Dict(Vec<Entry<'a>>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,7 +86,7 @@ impl<'a> Value<'a> {
         }
     }
 
-    pub fn as_dict(&self) -> Option<&[(Cow<'a, [u8]>, Value<'a>)]> {
+    pub fn as_dict(&self) -> Option<&[Entry<'a>]> {
         match self {
             Value::Dict(d) => Some(d),
             _ => None,

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use tandem_dataplane::io::IoKind;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub dataplane: DataPlaneConfig,
@@ -52,16 +52,6 @@ pub struct NgConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            dataplane: DataPlaneConfig::default(),
-            ng: NgConfig::default(),
-            http: HttpConfig::default(),
-        }
-    }
 }
 
 impl Default for DataPlaneConfig {

@@ -235,8 +235,10 @@ mod tests {
     #[test]
     fn renders_cumulative_histogram_and_labels() {
         let core = Arc::new(CoreStats::default());
-        let mut c = Counters::default();
-        c.relayed_packets = 3;
+        let mut c = Counters {
+            relayed_packets: 3,
+            ..Counters::default()
+        };
         c.record_latency(1_000);
         c.record_latency(2_000_000);
         c.drop(DropReason::Malformed, 4);

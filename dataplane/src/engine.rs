@@ -53,6 +53,10 @@ impl Default for Config {
     }
 }
 
+/// The core's command ring is full: it is overwhelmed, and the command was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingFull;
+
 /// The control plane's end of one core.
 pub struct CoreHandle {
     pub id: u16,
@@ -68,12 +72,10 @@ pub struct CoreHandle {
 }
 
 impl CoreHandle {
-    /// Pushes a command and wakes the core. Fails (returning the command) when the ring is full:
-    /// the core is overwhelmed and the caller should answer `load limit`.
-    pub fn send(&mut self, cmd: Command) -> Result<(), Command> {
-        self.commands
-            .push(cmd)
-            .map_err(|rtrb::PushError::Full(c)| c)?;
+    /// Pushes a command and wakes the core. Fails when the ring is full: the core is overwhelmed
+    /// and the caller should answer `load limit`.
+    pub fn send(&mut self, cmd: Command) -> Result<(), RingFull> {
+        self.commands.push(cmd).map_err(|_| RingFull)?;
         signal_eventfd(self.wake.as_raw_fd());
         Ok(())
     }
@@ -116,10 +118,8 @@ pub struct CommandSender {
 
 impl CommandSender {
     /// As [`CoreHandle::send`].
-    pub fn send(&mut self, cmd: Command) -> Result<(), Command> {
-        self.commands
-            .push(cmd)
-            .map_err(|rtrb::PushError::Full(c)| c)?;
+    pub fn send(&mut self, cmd: Command) -> Result<(), RingFull> {
+        self.commands.push(cmd).map_err(|_| RingFull)?;
         signal_eventfd(self.wake.as_raw_fd());
         Ok(())
     }
@@ -220,7 +220,7 @@ impl DataPlane {
         let mut wakes = Vec::with_capacity(n);
         let mut backend_name = String::new();
         let mut fallback = None;
-        for i in 0..n {
+        for (i, &cpu) in worker_cpus.iter().enumerate() {
             let base_port = (first + i as u32 * per_core * PORTS_PER_SESSION) as u16;
             let capacity = per_core;
             let budget = cfg.sessions_per_core.unwrap_or(capacity).min(capacity);
@@ -242,7 +242,6 @@ impl DataPlane {
             };
             let notify_fd = notify.as_raw_fd();
             let core_stats = stats.clone();
-            let cpu = worker_cpus[i];
             let keep_wake = wake.clone();
             let params = BackendParams {
                 slots: capacity * PORTS_PER_SESSION,

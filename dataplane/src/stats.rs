@@ -180,8 +180,10 @@ mod tests {
 
     #[test]
     fn publish_then_snapshot_round_trips() {
-        let mut c = Counters::default();
-        c.rx_packets = 7;
+        let mut c = Counters {
+            rx_packets: 7,
+            ..Counters::default()
+        };
         c.drop(DropReason::ForeignSource, 3);
         c.record_latency(42_000);
         let s = CoreStats::default();

@@ -85,9 +85,9 @@ impl Portable {
             return;
         }
         let spare = rx.spare_buffers();
-        for i in 0..room {
+        for (i, buffer) in spare.iter_mut().enumerate().take(room) {
             self.iovecs[i] = libc::iovec {
-                iov_base: spare[i].as_mut_ptr() as *mut libc::c_void,
+                iov_base: buffer.as_mut_ptr() as *mut libc::c_void,
                 iov_len: PACKET_CAPACITY,
             };
             let h = &mut self.hdrs[i];
