@@ -41,6 +41,7 @@ dropped=$(metric $HTTP 'tandem_dp_dropped_packets_total')
 created=$(metric $HTTP 'tandem_dp_sessions_created_total')
 active=$(metric $HTTP 'tandem_dp_sessions_active')
 echo "calls ok=$ok_calls sessions created=$created active=$active; RTP expected=$expected received=$received relayed=$relayed dropped=$dropped"
+curl -fsS "http://127.0.0.1:$HTTP/metrics" | grep '^tandem_dp_dropped_packets_total' | grep -v ' 0$' || true
 [ "$created" -eq "$CALLS" ] || fail "expected $CALLS sessions, Kamailio created $created"
 [ "$active" -eq 0 ] || fail "$active sessions left after every BYE (delete not handled)"
 [ "$relayed" -eq "$expected" ] || fail "relayed $relayed RTP packets, expected $expected"

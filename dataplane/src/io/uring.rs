@@ -86,6 +86,8 @@ pub struct Uring {
 struct TxSlots {
     data: Box<[[u8; PACKET_CAPACITY]]>,
     len: Box<[u32]>,
+    /// The socket slot each in-flight send leaves from (for the one retry below).
+    socket: Box<[u32]>,
     hdrs: Box<[libc::msghdr]>,
     iov: Box<[libc::iovec]>,
     addrs: Box<[libc::sockaddr_storage]>,
@@ -182,6 +184,7 @@ impl Uring {
             tx: TxSlots {
                 data: vec![[0u8; PACKET_CAPACITY]; 2 * batch].into_boxed_slice(),
                 len: vec![0; 2 * batch].into_boxed_slice(),
+                socket: vec![0; 2 * batch].into_boxed_slice(),
                 // SAFETY: plain C structs; all-zero is valid.
                 hdrs: vec![unsafe { std::mem::zeroed() }; 2 * batch].into_boxed_slice(),
                 iov: vec![
@@ -271,14 +274,41 @@ impl Uring {
                 true
             }
             KIND_SEND => {
-                self.send_done(slot, res);
+                self.send_done(slot, generation, res);
                 true
             }
             _ => true,
         }
     }
 
-    fn send_done(&mut self, tx_slot: u32, res: i32) {
+    fn send_done(&mut self, tx_slot: u32, attempt: u32, res: i32) {
+        // An ICMP error from an earlier datagram (the peer's port was closed for a moment) is
+        // reported by whichever call touches the socket first. With epoll the receive side
+        // usually consumes it; here the send may, and the datagram was not sent: send it again,
+        // once, now that the error is cleared.
+        let icmp = matches!(
+            -res,
+            libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH
+        );
+        if icmp && attempt == 0 {
+            let k = tx_slot as usize;
+            let live = self
+                .sockets
+                .get(self.tx.socket[k] as usize)
+                .is_some_and(Option::is_some);
+            if live {
+                let sqe = opcode::SendMsg::new(
+                    types::Fixed(self.tx.socket[k]),
+                    &self.tx.hdrs[k] as *const _,
+                )
+                .flags(libc::MSG_DONTWAIT as u32)
+                .build()
+                .user_data(user_data(KIND_SEND, 1, tx_slot));
+                if self.push_sqe(sqe).is_ok() {
+                    return;
+                }
+            }
+        }
         if res >= 0 {
             self.pending_report.sent += 1;
             self.pending_report.bytes += self.tx.len[tx_slot as usize] as u64;
@@ -296,20 +326,19 @@ impl Uring {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
                 Err(e) => return Err(e),
             }
-            let mut freed = false;
             loop {
                 let next = self.ring.completion().next();
                 let Some(cqe) = next else { break };
                 let (ud, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
-                let (kind, _, slot) = decode(ud);
+                let (kind, generation, slot) = decode(ud);
                 if kind == KIND_SEND {
-                    self.send_done(slot, res);
-                    freed = true;
+                    self.send_done(slot, generation, res);
                 } else {
                     self.stash_completion(ud, res, flags);
                 }
             }
-            if freed {
+            // A retried send keeps its slot; only a finished one frees it.
+            if !self.tx.free.is_empty() {
                 return Ok(());
             }
         }
@@ -539,6 +568,7 @@ impl Backend for Uring {
             let pkt = tx.packet(i);
             self.tx.data[k][..pkt.len()].copy_from_slice(pkt);
             self.tx.len[k] = pkt.len() as u32;
+            self.tx.socket[k] = m.slot;
             self.tx.iov[k] = libc::iovec {
                 iov_base: self.tx.data[k].as_mut_ptr() as *mut libc::c_void,
                 iov_len: pkt.len(),
