@@ -1,34 +1,42 @@
 //! `tandem-bench rtp`: K calls set up over ng, then paced 172-byte RTP both ways through the
 //! relay, measuring what came back: rate, loss, one-way latency, and the relay's CPU per packet.
 //!
-//! One sender thread spreads every stream's packets evenly over the 20 ms period (stream i's
-//! phase is i/N of it), so the offered load is smooth; one receiver thread epolls every endpoint
-//! socket. Each packet carries its stream id and send time, so latency needs no matching table.
+//! Timeline: setup (pipelined ng) → ramp (streams start one after another) → warm-up → measured
+//! window → drain (late packets still counted) → delete. Only packets *sent* inside the window
+//! are measured, and the relay's CPU time is sampled exactly at the window's edges.
 
-use crate::ng_client::NgClient;
+use crate::ng_client::{count_failures, DeleteStats, NgClient};
 use crate::procstat;
-use anyhow::{bail, Context};
-use hdrhistogram::Histogram;
+use crate::sys::{monotonic_ns, pin, raise_fd_limit, sleep_until};
+use crate::traffic::{self, Live, Plan};
+use anyhow::{anyhow, bail, Context};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const PACKET_BYTES: usize = 172;
-const RTP_HEADER: usize = 12;
-/// Payload layout after the RTP header: stream id (u32), send time (u64, CLOCK_MONOTONIC ns).
-const STAMP_BYTES: usize = 12;
+pub use crate::packet::{build_packet, due_ns, parse_packet, PACKET_BYTES};
+
+/// How long after the last send the receiver keeps counting, so packets still queued in the
+/// relay are not mistaken for loss.
+const DRAIN: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct RtpConfig {
     pub ng: SocketAddr,
     pub calls: usize,
     pub pps: u32,
+    /// Seconds over which streams start, one after another.
+    pub ramp_s: f64,
+    /// Seconds of full load before measuring.
     pub warmup_s: f64,
     pub duration_s: f64,
     pub bind: IpAddr,
     pub target_pid: Option<u32>,
+    /// Most ng requests in flight during setup and teardown.
+    pub ng_window: usize,
     /// Report how long each stream took to deliver again after this many seconds of sending
     /// (the end of an injected stall or overload).
     pub recovery_after_s: Option<f64>,
@@ -52,10 +60,12 @@ impl Default for RtpConfig {
             ng: SocketAddr::from(([127, 0, 0, 1], 2223)),
             calls: 100,
             pps: 50,
+            ramp_s: 0.0,
             warmup_s: 2.0,
             duration_s: 10.0,
             bind: IpAddr::from([127, 0, 0, 1]),
             target_pid: None,
+            ng_window: 16,
             recovery_after_s: None,
             cpu: None,
             stall: None,
@@ -67,12 +77,17 @@ impl Default for RtpConfig {
 pub struct Report {
     pub calls: usize,
     pub calls_failed: usize,
+    /// Setup failures by reason ("load limit", "no ng reply after 4 tries", ...).
+    pub failures: BTreeMap<String, u64>,
     pub first_failure: Option<String>,
+    pub setup_s: f64,
     pub offered_pps: f64,
     pub relayed_pps: f64,
     pub sent: u64,
     pub received: u64,
     pub loss_pct: f64,
+    /// Streams that lost at least one measured packet.
+    pub streams_with_loss: usize,
     pub latency_p50_us: u64,
     pub latency_p99_us: u64,
     pub latency_p999_us: u64,
@@ -80,13 +95,16 @@ pub struct Report {
     pub target_cpu_pct: Option<f64>,
     pub target_cpu_us_per_packet: Option<f64>,
     pub target_rss_bytes_per_call: Option<f64>,
+    /// Packets that arrived after a newer one of their stream.
     pub reordered: u64,
+    pub duplicates: u64,
     pub streams: usize,
     /// Streams that delivered nothing sent in the last second.
     pub dead_streams: usize,
     pub recovery_max_ms: Option<f64>,
     pub recovery_p99_ms: Option<f64>,
     pub streams_not_recovered: Option<usize>,
+    pub deletes: DeleteStats,
 }
 
 /// Live numbers for a progress display.
@@ -95,51 +113,8 @@ pub struct Progress {
     pub elapsed_s: f64,
     pub sent: u64,
     pub received: u64,
-}
-
-pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Writes a 172-byte PCMU packet carrying `stream` and `sent_ns`.
-pub fn build_packet(
-    buf: &mut [u8; PACKET_BYTES],
-    stream: u32,
-    seq: u16,
-    ts: u32,
-    ssrc: u32,
-    sent_ns: u64,
-) {
-    buf[0] = 0x80;
-    buf[1] = 0;
-    buf[2..4].copy_from_slice(&seq.to_be_bytes());
-    buf[4..8].copy_from_slice(&ts.to_be_bytes());
-    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
-    buf[RTP_HEADER..RTP_HEADER + 4].copy_from_slice(&stream.to_be_bytes());
-    buf[RTP_HEADER + 4..RTP_HEADER + STAMP_BYTES].copy_from_slice(&sent_ns.to_be_bytes());
-}
-
-/// (stream, seq, sent_ns) from a packet we built; `None` for anything else.
-pub fn parse_packet(p: &[u8]) -> Option<(u32, u16, u64)> {
-    if p.len() < RTP_HEADER + STAMP_BYTES || p[0] != 0x80 {
-        return None;
-    }
-    let stream = u32::from_be_bytes(p[12..16].try_into().ok()?);
-    let sent = u64::from_be_bytes(p[16..24].try_into().ok()?);
-    Some((stream, u16::from_be_bytes([p[2], p[3]]), sent))
-}
-
-/// Send `k` of the schedule (0-based) is due this many ns after the start: sends are spaced
-/// evenly at the aggregate rate, visiting streams round-robin, so stream i's phase is i/N.
-pub fn due_ns(k: u64, streams: usize, pps: u32) -> u64 {
-    let rate = streams as u128 * pps as u128;
-    (k as u128 * 1_000_000_000u128 / rate.max(1)) as u64
+    /// p99 one-way latency over the last second, µs.
+    pub p99_us: u64,
 }
 
 struct Call {
@@ -148,52 +123,31 @@ struct Call {
     b: UdpSocket,
 }
 
-fn pin(cpu: Option<usize>) {
-    if let Some(c) = cpu {
-        // SAFETY: cpu_set_t is plain data.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        unsafe {
-            libc::CPU_SET(c, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
-    }
-}
-
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            // Root may raise the hard limit too (each call holds two sockets here).
-            let want = libc::rlimit {
-                rlim_cur: 1 << 20,
-                rlim_max: (1 << 20).max(lim.rlim_max),
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
-                lim.rlim_cur = lim.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            }
-        }
-    }
-}
-
-pub fn run(cfg: &RtpConfig, mut progress: impl FnMut(&Progress)) -> anyhow::Result<Report> {
-    pin(cfg.cpu);
-    raise_fd_limit();
-    let mut ng = NgClient::new(cfg.ng)?;
-    ng.ping().context("the ng server does not answer ping")?;
-    let rss_before = cfg.target_pid.and_then(procstat::rss_bytes);
+/// Binds both endpoints of every call and sets the calls up over ng; failures are counted.
+fn set_up(cfg: &RtpConfig, ng: &mut NgClient, report: &mut Report) -> anyhow::Result<Vec<Call>> {
+    let fd_limit = raise_fd_limit();
     let run_id = monotonic_ns() % 1_000_000_007;
-    let mut calls = Vec::with_capacity(cfg.calls);
-    let mut report = Report::default();
+    let mut endpoints = Vec::with_capacity(cfg.calls);
     for i in 0..cfg.calls {
-        let a = UdpSocket::bind(SocketAddr::new(cfg.bind, 0))?;
-        let b = UdpSocket::bind(SocketAddr::new(cfg.bind, 0))?;
-        let id = format!("bench-{run_id}-{i}");
-        match ng.setup_call(&id, a.local_addr()?, b.local_addr()?) {
+        let bind = |what| {
+            UdpSocket::bind(SocketAddr::new(cfg.bind, 0)).with_context(|| {
+                format!("binding endpoint {what} of call {i} (open-file limit {fd_limit})")
+            })
+        };
+        let (a, b) = (bind("A")?, bind("B")?);
+        endpoints.push((format!("bench-{run_id}-{i}"), a, b));
+    }
+    let requests = endpoints
+        .iter()
+        .map(|(id, a, b)| Ok((id.clone(), a.local_addr()?, b.local_addr()?)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let t0 = monotonic_ns();
+    let results = ng.setup_calls(&requests)?;
+    report.setup_s = (monotonic_ns() - t0) as f64 / 1e9;
+    let mut calls = Vec::with_capacity(cfg.calls);
+    let mut why = Vec::new();
+    for ((id, a, b), result) in endpoints.into_iter().zip(results) {
+        match result {
             Ok((to_a_side, to_b_side)) => {
                 // Connected: sends skip the route lookup, and only the relay's port is heard.
                 a.connect(to_a_side)?;
@@ -202,13 +156,24 @@ pub fn run(cfg: &RtpConfig, mut progress: impl FnMut(&Progress)) -> anyhow::Resu
                 b.set_nonblocking(true)?;
                 calls.push(Call { id, a, b });
             }
-            Err(e) => {
-                report.calls_failed += 1;
-                report.first_failure.get_or_insert_with(|| e.to_string());
-            }
+            Err(e) => why.push(e),
         }
     }
     report.calls = calls.len();
+    report.calls_failed = why.len();
+    report.first_failure = why.first().cloned();
+    report.failures = count_failures(why.iter().map(String::as_str));
+    Ok(calls)
+}
+
+pub fn run(cfg: &RtpConfig, mut progress: impl FnMut(&Progress)) -> anyhow::Result<Report> {
+    pin(cfg.cpu);
+    let mut ng = NgClient::new(cfg.ng)?;
+    ng.window = cfg.ng_window;
+    ng.ping().context("the ng server does not answer ping")?;
+    let rss_before = cfg.target_pid.and_then(procstat::rss_bytes);
+    let mut report = Report::default();
+    let calls = set_up(cfg, &mut ng, &mut report)?;
     if calls.is_empty() {
         bail!(
             "no call could be set up: {}",
@@ -223,102 +188,116 @@ pub fn run(cfg: &RtpConfig, mut progress: impl FnMut(&Progress)) -> anyhow::Resu
 
     // Stream 2c: A sends, B receives; stream 2c+1: B sends, A receives.
     let streams = calls.len() * 2;
-    let send_fds: Vec<i32> = calls
+    let fds: Vec<i32> = calls
         .iter()
         .flat_map(|c| [c.a.as_raw_fd(), c.b.as_raw_fd()])
         .collect();
-    let start_ns = monotonic_ns() + 50_000_000;
-    let warmup_ns = (cfg.warmup_s * 1e9) as u64;
-    let end_ns = start_ns + warmup_ns + (cfg.duration_s * 1e9) as u64;
-    let window = (start_ns + warmup_ns, end_ns);
-    let sent = Arc::new(AtomicU64::new(0));
-    let received = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
+    let start = monotonic_ns() + 50_000_000;
+    let ramp_ns = (cfg.ramp_s.max(0.0) * 1e9) as u64;
+    let window_start = start + ramp_ns + (cfg.warmup_s.max(0.0) * 1e9) as u64;
+    let end = window_start + (cfg.duration_s.max(0.001) * 1e9) as u64;
+    let plan = Plan {
+        start,
+        end,
+        window: (window_start, end),
+        ramp_ns,
+        pps: cfg.pps.max(1),
+    };
+    let live = Arc::new(Live::default());
 
     let recovery_after_s = cfg.recovery_after_s.or(cfg.stall.map(|s| s.at_s + s.secs));
     let hog = cfg.stall.map(|s| {
-        let from = start_ns + (s.at_s * 1e9) as u64;
+        let from = start + (s.at_s * 1e9) as u64;
         let until = from + (s.secs * 1e9) as u64;
         std::thread::spawn(move || hog_cpu(s.cpu, from, until))
     });
     let receiver = {
-        let (received, stop) = (received.clone(), stop.clone());
-        let recovery_mark = recovery_after_s.map(|s| start_ns + (s * 1e9) as u64);
-        let fds = send_fds.clone();
-        let cpu = cfg.cpu;
+        let (live, fds, cpu) = (live.clone(), fds.clone(), cfg.cpu);
+        let mark = recovery_after_s.map(|s| start + (s * 1e9) as u64);
         std::thread::Builder::new()
             .name("bench-rx".into())
             .spawn(move || {
                 pin(cpu);
-                receive_loop(&fds, window, end_ns, recovery_mark, &received, &stop)
+                traffic::receive_loop(&fds, plan, mark, &live)
             })?
     };
     let sender = {
-        let (sent, pps, cpu) = (sent.clone(), cfg.pps, cfg.cpu);
+        let (live, cpu) = (live.clone(), cfg.cpu);
         std::thread::Builder::new()
             .name("bench-tx".into())
             .spawn(move || {
                 pin(cpu);
-                send_loop(&send_fds, pps, start_ns, end_ns, window, &sent)
+                traffic::send_loop(&fds, plan, &live)
             })?
     };
 
+    // Sleep to each progress tick or window edge exactly, so the CPU samples bound the window.
     let mut cpu_start = None;
-    let mut cpu_end = None;
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
+    let mut next_tick = start + 1_000_000_000;
+    let cpu_end = loop {
+        let edge = if cpu_start.is_none() {
+            window_start
+        } else {
+            end
+        };
+        sleep_until(next_tick.min(edge));
         let now = monotonic_ns();
-        if cpu_start.is_none() && now >= window.0 {
-            cpu_start = cfg.target_pid.and_then(procstat::cpu_seconds);
+        if now >= edge {
+            let sample = cfg.target_pid.and_then(procstat::cpu_seconds);
+            if cpu_start.is_none() {
+                cpu_start = Some(sample);
+                continue;
+            }
+            break sample;
         }
-        if cpu_end.is_none() && now >= window.1 {
-            cpu_end = cfg.target_pid.and_then(procstat::cpu_seconds);
-            break;
-        }
-        if (now.saturating_sub(start_ns) / 100_000_000) % 10 == 0 {
+        if now >= next_tick {
+            next_tick += 1_000_000_000;
             progress(&Progress {
-                elapsed_s: now.saturating_sub(start_ns) as f64 / 1e9,
-                sent: sent.load(Relaxed),
-                received: received.load(Relaxed),
+                elapsed_s: (now - start) as f64 / 1e9,
+                sent: live.sent.load(Relaxed),
+                received: live.received.load(Relaxed),
+                p99_us: live.p99_us.load(Relaxed),
             });
         }
-    }
+    };
     if let Some(h) = hog {
         let _ = h.join();
     }
-    let sent_in_window = sender
+    let sent = sender
         .join()
-        .map_err(|_| anyhow::anyhow!("sender thread panicked"))?;
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Relaxed);
+        .map_err(|_| anyhow!("sender thread panicked"))?;
+    std::thread::sleep(DRAIN);
+    live.stop.store(true, Relaxed);
     let rx = receiver
         .join()
-        .map_err(|_| anyhow::anyhow!("receiver thread panicked"))?;
+        .map_err(|_| anyhow!("receiver thread panicked"))?;
 
-    let window_s = (window.1 - window.0) as f64 / 1e9;
+    let window_s = (end - window_start) as f64 / 1e9;
     report.streams = streams;
-    report.sent = sent_in_window;
-    report.received = rx.in_window;
-    report.offered_pps = sent_in_window as f64 / window_s;
-    report.relayed_pps = rx.in_window as f64 / window_s;
-    report.loss_pct = if sent_in_window > 0 {
-        100.0 * sent_in_window.saturating_sub(rx.in_window) as f64 / sent_in_window as f64
-    } else {
-        0.0
-    };
+    report.sent = sent.iter().sum();
+    report.received = rx.in_window.iter().sum();
+    report.streams_with_loss = sent
+        .iter()
+        .zip(&rx.in_window)
+        .filter(|(s, r)| r < s)
+        .count();
+    report.offered_pps = report.sent as f64 / window_s;
+    report.relayed_pps = report.received as f64 / window_s;
+    report.loss_pct = loss_pct(report.sent, report.received);
     let h = &rx.latency;
     report.latency_p50_us = h.value_at_quantile(0.5);
     report.latency_p99_us = h.value_at_quantile(0.99);
     report.latency_p999_us = h.value_at_quantile(0.999);
     report.latency_max_us = h.max();
-    report.reordered = rx.reordered;
-    let last_second = end_ns.saturating_sub(1_000_000_000);
+    report.reordered = rx.late;
+    report.duplicates = rx.duplicates;
+    let last_second = end.saturating_sub(1_000_000_000);
     report.dead_streams = rx.last_sent_ns.iter().filter(|&&t| t < last_second).count();
-    if let (Some(a), Some(b)) = (cpu_start, cpu_end) {
+    if let (Some(Some(a)), Some(b)) = (cpu_start, cpu_end) {
         let cpu_s = b - a;
         report.target_cpu_pct = Some(100.0 * cpu_s / window_s);
-        if rx.in_window > 0 {
-            report.target_cpu_us_per_packet = Some(cpu_s * 1e6 / rx.in_window as f64);
+        if report.received > 0 {
+            report.target_cpu_us_per_packet = Some(cpu_s * 1e6 / report.received as f64);
         }
     }
     if recovery_after_s.is_some() {
@@ -330,19 +309,23 @@ pub fn run(cfg: &RtpConfig, mut progress: impl FnMut(&Progress)) -> anyhow::Resu
             .get((recovered.len() * 99 / 100).min(recovered.len().saturating_sub(1)))
             .map(|&n| n as f64 / 1e6);
     }
-    for c in &calls {
-        let _ = ng.delete(&c.id);
-    }
-    drop(calls);
+    let ids: Vec<String> = calls.iter().map(|c| c.id.clone()).collect();
+    report.deletes = ng.delete_calls(&ids)?;
     Ok(report)
+}
+
+/// Percentage of `sent` that did not arrive (never negative: duplicates are not counted).
+pub fn loss_pct(sent: u64, received: u64) -> f64 {
+    if sent == 0 {
+        return 0.0;
+    }
+    100.0 * sent.saturating_sub(received) as f64 / sent as f64
 }
 
 /// Spins at real-time priority on `cpu` from `from` to `until` (CLOCK_MONOTONIC ns): whatever
 /// else runs there gets only what the kernel's RT throttle leaves (5% by default).
 fn hog_cpu(cpu: usize, from: u64, until: u64) {
-    while monotonic_ns() < from {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    sleep_until(from);
     pin(Some(cpu));
     let param = libc::sched_param { sched_priority: 10 };
     // SAFETY: changes this thread's own policy; failure (no privilege) leaves a normal-priority
@@ -353,174 +336,14 @@ fn hog_cpu(cpu: usize, from: u64, until: u64) {
     }
 }
 
-fn send_loop(
-    fds: &[i32],
-    pps: u32,
-    start_ns: u64,
-    end_ns: u64,
-    window: (u64, u64),
-    sent: &AtomicU64,
-) -> u64 {
-    let n = fds.len();
-    let mut seq = vec![0u16; n];
-    let ssrc_base = (start_ns as u32) | 1;
-    let mut buf = [0u8; PACKET_BYTES];
-    let mut k = 0u64;
-    let mut in_window = 0u64;
-    loop {
-        let now = monotonic_ns();
-        if now >= end_ns {
-            break;
-        }
-        let mut burst = 0;
-        // Catch up with every send due by now (bounded, so the clock is re-read regularly).
-        while start_ns + due_ns(k, n, pps) <= now && burst < 256 {
-            let stream = (k % n as u64) as usize;
-            let t = monotonic_ns();
-            build_packet(
-                &mut buf,
-                stream as u32,
-                seq[stream],
-                seq[stream] as u32 * 160,
-                ssrc_base.wrapping_add(stream as u32),
-                t,
-            );
-            seq[stream] = seq[stream].wrapping_add(1);
-            // SAFETY: sends from a live buffer on a connected socket.
-            let rc = unsafe {
-                libc::send(
-                    fds[stream],
-                    buf.as_ptr() as *const libc::c_void,
-                    PACKET_BYTES,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if rc > 0 && t >= window.0 && t < window.1 {
-                in_window += 1;
-            }
-            k += 1;
-            burst += 1;
-        }
-        sent.store(k, Relaxed);
-        // Sleep until the next send is due: never spin, so the receiver thread (which may share
-        // this CPU) is not starved, which would show up as latency that is the generator's own.
-        let next = start_ns + due_ns(k, n, pps);
-        let now = monotonic_ns();
-        if next > now {
-            std::thread::sleep(Duration::from_nanos(next - now));
-        }
-    }
-    in_window
-}
-
-struct RxResult {
-    in_window: u64,
-    latency: Histogram<u64>,
-    reordered: u64,
-    /// Per receiving stream, the send time of the newest packet that arrived.
-    last_sent_ns: Vec<u64>,
-    recovery_ns: Vec<Option<u64>>,
-}
-
-fn receive_loop(
-    fds: &[i32],
-    window: (u64, u64),
-    end_ns: u64,
-    recovery_mark: Option<u64>,
-    received: &AtomicU64,
-    stop: &AtomicBool,
-) -> RxResult {
-    let n = fds.len();
-    let mut r = RxResult {
-        in_window: 0,
-        latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
-        reordered: 0,
-        last_sent_ns: vec![0; n],
-        recovery_ns: vec![None; n],
-    };
-    let mut last_seq: Vec<Option<u16>> = vec![None; n];
-    // SAFETY: epoll on descriptors owned by the caller for the whole loop.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    for (i, &fd) in fds.iter().enumerate() {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: i as u64,
-        };
-        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
-    }
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
-    let mut buf = [0u8; 2048];
-    let mut total = 0u64;
-    while !stop.load(Relaxed) {
-        // SAFETY: events has room for its length.
-        let ready = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 10) };
-        for e in events.iter().take(ready.max(0) as usize) {
-            let fd = fds[e.u64 as usize];
-            loop {
-                // SAFETY: receives into a live buffer.
-                let len = unsafe {
-                    libc::recv(
-                        fd,
-                        buf.as_mut_ptr() as *mut libc::c_void,
-                        buf.len(),
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if len <= 0 {
-                    break;
-                }
-                let now = monotonic_ns();
-                let Some((stream, seq, sent_ns)) = parse_packet(&buf[..len as usize]) else {
-                    continue;
-                };
-                let s = stream as usize;
-                if s >= n || sent_ns > now {
-                    continue;
-                }
-                total += 1;
-                if sent_ns >= window.0 && sent_ns < window.1 {
-                    r.in_window += 1;
-                    let _ = r.latency.record(((now - sent_ns) / 1000).max(1));
-                }
-                if let Some(prev) = last_seq[s] {
-                    if seq.wrapping_sub(prev) > 0x8000 {
-                        r.reordered += 1;
-                    }
-                }
-                last_seq[s] = Some(seq);
-                r.last_sent_ns[s] = r.last_sent_ns[s].max(sent_ns.min(end_ns));
-                if let Some(mark) = recovery_mark {
-                    if sent_ns >= mark && r.recovery_ns[s].is_none() {
-                        r.recovery_ns[s] = Some(now - mark);
-                    }
-                }
-            }
-        }
-        received.store(total, Relaxed);
-    }
-    // SAFETY: closing the epoll descriptor we created.
-    unsafe { libc::close(ep) };
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn packet_round_trips_its_stamp() {
-        let mut b = [0u8; PACKET_BYTES];
-        build_packet(&mut b, 77, 65535, 160, 5, 123_456_789);
-        assert_eq!(parse_packet(&b), Some((77, 65535, 123_456_789)));
-        assert_eq!(parse_packet(&b[..10]), None);
-    }
-
-    #[test]
-    fn schedule_spreads_sends_evenly() {
-        // 1000 streams at 50 pps = 50k pps: one send every 20 µs; stream i first sends at i*20 µs.
-        assert_eq!(due_ns(0, 1000, 50), 0);
-        assert_eq!(due_ns(1, 1000, 50), 20_000);
-        assert_eq!(due_ns(1000, 1000, 50), 20_000_000);
-        assert_eq!(due_ns(50_000, 1000, 50), 1_000_000_000);
+    fn loss_is_never_negative() {
+        assert_eq!(loss_pct(0, 0), 0.0);
+        assert_eq!(loss_pct(100, 99), 1.0);
+        assert_eq!(loss_pct(100, 101), 0.0);
     }
 }
