@@ -228,8 +228,8 @@ impl NgClient {
                 continue;
             }
             next_scan = now + Duration::from_millis(10);
-            for job in 0..jobs {
-                let Some(f) = flight[job].as_mut() else {
+            for (job, slot) in flight.iter_mut().enumerate() {
+                let Some(f) = slot.as_mut() else {
                     continue;
                 };
                 if now.duration_since(f.sent) < self.timeout {
@@ -241,11 +241,11 @@ impl NgClient {
                     f.tries += 1;
                     continue;
                 }
-                flight[job] = None;
+                *slot = None;
                 in_flight -= 1;
                 let why = format!("no ng reply after {} tries", self.retries + 1);
                 if let Some(req) = step(job, Event::Failed(why)) {
-                    flight[job] = Some(send(&self.socket, job, req));
+                    *slot = Some(send(&self.socket, job, req));
                     in_flight += 1;
                 }
             }
