@@ -42,6 +42,8 @@ pub fn send_loop(fds: &[i32], plan: Plan, live: &Live) -> Vec<u64> {
         .collect();
     let mut buf = [0u8; PACKET_BYTES];
     let mut k = 0u64;
+    // Datagrams the kernel took (the schedule index `k` also counts slots skipped while ramping).
+    let mut sent = 0u64;
     loop {
         let now = monotonic_ns();
         if now >= plan.end {
@@ -69,11 +71,14 @@ pub fn send_loop(fds: &[i32], plan: Plan, live: &Live) -> Vec<u64> {
                     libc::MSG_DONTWAIT,
                 )
             };
-            if rc > 0 && t >= plan.window.0 && t < plan.window.1 {
-                in_window[stream] += 1;
+            if rc > 0 {
+                sent += 1;
+                if t >= plan.window.0 && t < plan.window.1 {
+                    in_window[stream] += 1;
+                }
             }
         }
-        live.sent.store(k, Relaxed);
+        live.sent.store(sent, Relaxed);
         // Sleep until the next send is due: never spin, so the receiver thread (which may share
         // this CPU) is not starved, which would show up as latency that is the generator's own.
         crate::sys::sleep_until(plan.start + packet::due_ns(k, n, plan.pps));
