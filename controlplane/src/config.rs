@@ -75,9 +75,9 @@ impl Default for DataPlaneConfig {
     }
 }
 
-/// The backend that used less CPU per relayed packet in bench/RESULTS.md (io_uring was 3–8% more
-/// costly on loopback with one datagram per socket per wake-up); `uring` stays one flag away.
-pub const DEFAULT_IO: &str = "portable";
+/// The backend that used less CPU per relayed packet in bench/RESULTS.md §0 (0.38–0.67× rtpengine's
+/// against portable's 0.71–0.90×); it falls back to portable where io_uring is unavailable.
+pub const DEFAULT_IO: &str = "uring";
 
 impl Default for NgConfig {
     fn default() -> Self {
