@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     --systems) SYSTEMS=$2; shift 2 ;;
     --keep) OUT=$2; mkdir -p "$OUT"; shift 2 ;;
     # CI: one short step against the forwarder (and Tandem when built), well under 30 s.
-    --smoke) LADDER=50; DURATION=2; WARMUP=0.5; REPEATS=1; SYSTEMS="forward tandem-portable"; shift ;;
+    --smoke) LADDER=50; DURATION=2; WARMUP=0.5; REPEATS=1; SYSTEMS="rtpengine forward tandem-uring tandem-portable"; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
