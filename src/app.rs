@@ -8,6 +8,9 @@ use tandem_controlplane::config::Config;
 use tandem_controlplane::media::DataPlaneClient;
 use tandem_controlplane::metrics::{NgMetrics, Registry};
 use tandem_controlplane::ng;
+use tandem_controlplane::sip::b2bua::Engine;
+use tandem_controlplane::sip::metrics::SipMetrics;
+use tandem_controlplane::sip::server::{self as sip_server, CallRecords, Listeners};
 use tandem_dataplane::engine::pin_current_thread;
 use tandem_dataplane::DataPlane;
 
@@ -16,6 +19,8 @@ pub struct Appliance {
     dataplane: DataPlane,
     pub ng_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Where SIP listens (UDP, and TCP on the same port), when enabled.
+    pub sip_addr: Option<SocketAddr>,
     pub registry: Arc<Registry>,
 }
 
@@ -41,13 +46,52 @@ impl Appliance {
         let advertise = cfg.advertised_address();
         let ng_cfg = cfg.ng.clone();
         let default_strict = cfg.dataplane.strict_source;
-        let (ng_addr, http_addr, registry) = runtime.block_on(async {
-            let (client, timeouts) = DataPlaneClient::new(cores, advertise)?;
+        let sip_cfg = cfg.sip.clone();
+        let call_records = Arc::new(CallRecords::new(10_000));
+        let records = call_records.clone();
+        let (ng_addr, http_addr, sip_addr, registry) = runtime.block_on(async {
+            let (client, mut timeouts) = DataPlaneClient::new(cores, advertise)?;
             let ng_metrics = Arc::new(NgMetrics::default());
+            let sip_metrics = Arc::new(SipMetrics::default());
             let registry = Arc::new(Registry {
                 cores: client.core_stats().to_vec(),
                 ng: ng_metrics.clone(),
+                sip: sip_metrics.clone(),
             });
+            // Session timeouts go to both signalling front ends; each ignores sessions it
+            // does not own.
+            let (ng_timeouts_tx, ng_timeouts) = tokio::sync::mpsc::channel(1024);
+            let (sip_timeouts_tx, sip_timeouts) = tokio::sync::mpsc::channel(1024);
+            tokio::spawn(async move {
+                while let Some(t) = timeouts.recv().await {
+                    let _ = ng_timeouts_tx.send(t).await;
+                    let _ = sip_timeouts_tx.send(t).await;
+                }
+            });
+            let sip_addr = if sip_cfg.enabled {
+                let (listeners, addr) = bind_sip(&sip_cfg).await?;
+                let mut engine_cfg = sip_cfg.clone();
+                if engine_cfg.advertise.is_none() {
+                    engine_cfg.advertise = Some(addr.to_string());
+                }
+                let engine = Engine::new(
+                    engine_cfg,
+                    advertise,
+                    random_secret()?,
+                    std::time::Instant::now(),
+                    sip_metrics,
+                );
+                tokio::spawn(sip_server::run(
+                    engine,
+                    listeners,
+                    client.clone(),
+                    sip_timeouts,
+                    records,
+                ));
+                Some(addr)
+            } else {
+                None
+            };
             let ng_socket = tokio::net::UdpSocket::bind(ng_cfg.listen)
                 .await
                 .with_context(|| format!("binding the ng socket {}", ng_cfg.listen))?;
@@ -57,18 +101,25 @@ impl Appliance {
             let addrs = (ng_socket.local_addr()?, http.local_addr()?);
             let handler = ng::handler::NgHandler::new(ng_cfg.max_calls, default_strict);
             tokio::spawn(ng::server::run(
-                ng_socket, handler, client, timeouts, ng_metrics,
+                ng_socket,
+                handler,
+                client,
+                ng_timeouts,
+                ng_metrics,
             ));
             let http_registry = registry.clone();
+            let http_records = call_records.clone();
             tokio::spawn(async move {
-                if let Err(e) = tandem_controlplane::http::serve(http, http_registry).await {
+                if let Err(e) =
+                    tandem_controlplane::http::serve(http, http_registry, http_records).await
+                {
                     tracing::error!("HTTP server stopped: {e}");
                 }
             });
-            anyhow::Ok((addrs.0, addrs.1, registry))
+            anyhow::Ok((addrs.0, addrs.1, sip_addr, registry))
         })?;
         eprintln!(
-            "tandem: data plane {} core(s), io {}, media {}:{}-{} ({} sessions/core), ng udp {}, http {} (/metrics)",
+            "tandem: data plane {} core(s), io {}, media {}:{}-{} ({} sessions/core), ng udp {}, http {} (/metrics), sip {}",
             core_count,
             dataplane.backend_name,
             advertise,
@@ -77,12 +128,14 @@ impl Appliance {
             per_core.first().map(|c| c.2).unwrap_or(0),
             ng_addr,
             http_addr,
+            sip_addr.map_or("off".to_string(), |a| format!("udp+tcp {a}")),
         );
         Ok(Appliance {
             runtime,
             dataplane,
             ng_addr,
             http_addr,
+            sip_addr,
             registry,
         })
     }
@@ -108,4 +161,53 @@ impl Appliance {
             .shutdown_timeout(std::time::Duration::from_secs(1));
         self.dataplane.shutdown();
     }
+}
+
+/// Binds SIP's UDP socket and TCP listener; a TCP port of 0 on the UDP address follows the port
+/// UDP got, so both transports share one advertised port.
+async fn bind_sip(
+    cfg: &tandem_controlplane::sip::config::SipConfig,
+) -> anyhow::Result<(Listeners, SocketAddr)> {
+    let udp = match cfg.listen_udp {
+        Some(addr) => Some(
+            tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("binding SIP UDP {addr}"))?,
+        ),
+        None => None,
+    };
+    let udp_addr = udp.as_ref().map(|s| s.local_addr()).transpose()?;
+    let tcp = match cfg.listen_tcp {
+        Some(mut addr) => {
+            if let Some(u) = udp_addr {
+                if addr.port() == 0 && addr.ip() == u.ip() {
+                    addr.set_port(u.port());
+                }
+            }
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding SIP TCP {addr}"))?,
+            )
+        }
+        None => None,
+    };
+    let addr = match (udp_addr, &tcp) {
+        (Some(a), _) => a,
+        (None, Some(t)) => t.local_addr()?,
+        (None, None) => {
+            anyhow::bail!("sip is enabled but neither listen_udp nor listen_tcp is set")
+        }
+    };
+    Ok((Listeners { udp, tcp }, addr))
+}
+
+/// Key for digest nonces and the seed of tags and branches: fresh per start.
+fn random_secret() -> anyhow::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut secret = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut secret))
+        .context("reading /dev/urandom")?;
+    Ok(secret)
 }

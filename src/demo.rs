@@ -27,14 +27,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Ephemeral signalling ports, so the demo runs beside an appliance that holds the defaults.
     cfg.ng.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg.sip.listen_udp = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.sip.listen_tcp = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     if let Some(io) = args.io {
         cfg.dataplane.io = io;
     }
     cfg.validate()?;
     let appliance = Appliance::start(&cfg)?;
     println!(
-        "Tandem demo: {} calls over ng {} for {:.0} s. Watch it live: curl -s http://{}/metrics | grep tandem_dp",
-        args.calls, appliance.ng_addr, args.duration_s, appliance.http_addr
+        "Tandem demo: {} calls over ng {} for {:.0} s (SIP listens on {}). Watch it live: curl -s http://{}/metrics | grep tandem_dp",
+        args.calls,
+        appliance.ng_addr,
+        args.duration_s,
+        appliance.sip_addr.map_or("-".into(), |a| a.to_string()),
+        appliance.http_addr
     );
     let registry = appliance.registry.clone();
     let relayed = || -> u64 {

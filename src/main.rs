@@ -57,6 +57,9 @@ pub struct RunArgs {
     /// Most sessions per core before `load limit`.
     #[arg(long)]
     sessions_per_core: Option<u32>,
+    /// SIP listen address (UDP and TCP); port 0 picks a free port.
+    #[arg(long)]
+    sip: Option<std::net::SocketAddr>,
     /// Media inactivity timeout.
     #[arg(long)]
     timeout_ms: Option<u64>,
@@ -81,6 +84,10 @@ impl RunArgs {
         dp.timeout_ms = self.timeout_ms.unwrap_or(dp.timeout_ms);
         cfg.ng.listen = self.ng.unwrap_or(cfg.ng.listen);
         cfg.http.listen = self.http.unwrap_or(cfg.http.listen);
+        if let Some(sip) = self.sip {
+            cfg.sip.listen_udp = Some(sip);
+            cfg.sip.listen_tcp = Some(sip);
+        }
         cfg.validate()?;
         Ok(cfg)
     }

@@ -12,6 +12,7 @@ pub struct Config {
     pub dataplane: DataPlaneConfig,
     pub ng: NgConfig,
     pub http: HttpConfig,
+    pub sip: crate::sip::config::SipConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -158,6 +159,9 @@ impl Config {
                 "dataplane.advertise must be set when dataplane.bind is a wildcard address".into(),
             ));
         }
+        self.sip
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 

@@ -1,14 +1,32 @@
-//! The HTTP port: `/metrics` for Prometheus and `/health` for load balancers.
+//! The HTTP port: `/metrics` for Prometheus, `/health` for load balancers and `/calls`, the
+//! most recent call records (until the storage-backed API replaces it).
 
 use crate::metrics::Registry;
+use crate::sip::b2bua::CallRecord;
+use crate::sip::server::CallRecords;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
 
-pub fn router(registry: Arc<Registry>) -> Router {
+pub fn router(registry: Arc<Registry>, records: Arc<CallRecords>) -> Router {
     Router::new()
+        .route(
+            "/calls",
+            get(move || {
+                let records = records.clone();
+                async move {
+                    let list: Vec<serde_json::Value> =
+                        records.recent(1000).iter().map(record_json).collect();
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        serde_json::json!({ "calls": list }).to_string(),
+                    )
+                        .into_response()
+                }
+            }),
+        )
         .route(
             "/metrics",
             get(move || {
@@ -31,6 +49,38 @@ pub fn router(registry: Arc<Registry>) -> Router {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
+    records: Arc<CallRecords>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(registry)).await
+    axum::serve(listener, router(registry, records)).await
+}
+
+fn record_json(r: &CallRecord) -> serde_json::Value {
+    let media = r.media.map(|m| {
+        let leg = |i: usize| {
+            serde_json::json!({
+                "rtp_packets_received": m.legs[i].rtp.packets,
+                "rtp_bytes_received": m.legs[i].rtp.bytes,
+                "rtcp_packets_received": m.legs[i].rtcp.packets,
+            })
+        };
+        serde_json::json!({ "caller": leg(0), "callee": leg(1) })
+    });
+    serde_json::json!({
+        "id": r.call,
+        "tenant": r.tenant,
+        "caller_call_id": r.a_call_id,
+        "callee_call_id": r.b_call_id,
+        "caller": r.caller,
+        "dialled": r.dialled,
+        "target": r.target,
+        "started_unix_ms": r.started_unix_ms,
+        "answered_unix_ms": r.answered_unix_ms,
+        "ended_unix_ms": r.ended_unix_ms,
+        "setup_ms": r.setup_ms,
+        "disposition": r.disposition.as_str(),
+        "final_code": r.final_code,
+        "ended_by": r.ended_by,
+        "codecs": r.codecs,
+        "media": media,
+    })
 }

@@ -1,5 +1,6 @@
 //! Tandem's control plane: the ng protocol server (so Kamailio/OpenSIPS can drive the data plane),
-//! SDP rewriting, configuration and Prometheus metrics.
+//! SIP (registrar and B2BUA with media anchored in the data plane), SDP rewriting, configuration
+//! and Prometheus metrics.
 
 pub mod bencode;
 pub mod config;
@@ -8,3 +9,4 @@ pub mod media;
 pub mod metrics;
 pub mod ng;
 pub mod sdp;
+pub mod sip;

@@ -46,6 +46,7 @@ impl NgMetrics {
 pub struct Registry {
     pub cores: Vec<Arc<CoreStats>>,
     pub ng: Arc<NgMetrics>,
+    pub sip: Arc<crate::sip::metrics::SipMetrics>,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -223,6 +224,7 @@ impl Registry {
             "tandem_ng_unanswerable_total {}",
             self.ng.unanswerable.load(Relaxed)
         );
+        self.sip.render(&mut out);
         out
     }
 }
@@ -246,6 +248,7 @@ mod tests {
         let ng = Arc::new(NgMetrics::default());
         ng.count("offer", true);
         let text = Registry {
+            sip: Arc::default(),
             cores: vec![core],
             ng,
         }

@@ -1,0 +1,1624 @@
+//! The SIP engine: registrar, routing and back-to-back user agent, sans-IO.
+//!
+//! Every call is two dialogs — leg A towards the caller, leg B towards the callee — with the
+//! media of both anchored in one data-plane session: the SDP each side receives names our
+//! address and the port of its own leg. Inputs are bytes from the network, timer ticks and the
+//! results of data-plane requests; outputs are bytes to send, data-plane requests and events.
+//! Time is a parameter ([`Now`]), so every flow is tested with simulated time.
+
+use super::config::{RouteTarget, SipConfig};
+use super::digest::{Authenticator, Credentials, Verdict};
+use super::message::{header_param, name_addr_uri, Message, Method, SipUri, StartLine};
+use super::metrics::SipMetrics;
+use super::registrar::{aor_of, Location, Lockout, RateLimiter, RegistrationEvent};
+use super::transaction::{ClientTxId, Output, Peer, ServerTxId, TransactionLayer, Transport};
+use crate::sdp::{MediaRewrite, RewriteOptions, Sdp};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tandem_dataplane::api::{CoreError, LegIndex, LegParams, SessionId, SessionStats};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub mono: Instant,
+    pub unix_ms: u64,
+}
+
+impl Now {
+    fn unix_s(&self) -> u64 {
+        self.unix_ms / 1000
+    }
+}
+
+pub type CallId = u64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaOp {
+    Create {
+        call: CallId,
+        a: LegParams,
+        b: LegParams,
+    },
+    Update {
+        session: SessionId,
+        leg: LegIndex,
+        params: LegParams,
+    },
+    Delete {
+        call: CallId,
+        session: SessionId,
+    },
+}
+
+/// What the engine asks of its shell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Send { peer: Peer, bytes: Vec<u8> },
+    Media(MediaOp),
+    Event(SipEvent),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SipEvent {
+    Registration(RegistrationEvent),
+    CallOffered {
+        call: CallId,
+        tenant: String,
+        from: String,
+        to: String,
+    },
+    CallAnswered {
+        call: CallId,
+    },
+    CallEnded(Box<CallRecord>),
+}
+
+/// One finished call, as handed to storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    pub call: CallId,
+    pub tenant: String,
+    pub a_call_id: String,
+    pub b_call_id: Option<String>,
+    pub caller: String,
+    pub dialled: String,
+    pub target: String,
+    pub started_unix_ms: u64,
+    pub answered_unix_ms: Option<u64>,
+    pub ended_unix_ms: u64,
+    /// INVITE received → 200 sent to the caller.
+    pub setup_ms: Option<u64>,
+    pub disposition: Disposition,
+    pub final_code: u16,
+    pub ended_by: &'static str,
+    pub codecs: Vec<String>,
+    pub media: Option<SessionStats>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    Answered,
+    Busy,
+    NoAnswer,
+    Cancelled,
+    Failed,
+    Rejected,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Answered => "answered",
+            Disposition::Busy => "busy",
+            Disposition::NoAnswer => "no_answer",
+            Disposition::Cancelled => "cancelled",
+            Disposition::Failed => "failed",
+            Disposition::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+    fn leg(self) -> LegIndex {
+        match self {
+            Side::A => LegIndex::A,
+            Side::B => LegIndex::B,
+        }
+    }
+}
+
+/// One dialog of a call, from our point of view.
+#[derive(Debug, Clone)]
+struct Leg {
+    call_id: String,
+    local_tag: String,
+    /// Our From/To value without the tag.
+    local_uri: String,
+    /// The peer's From/To value, with its tag when known.
+    remote: String,
+    remote_tag: Option<String>,
+    remote_target: String,
+    route_set: Vec<String>,
+    local_cseq: u32,
+    peer: Peer,
+}
+
+impl Leg {
+    fn request(&mut self, method: Method, contact: &str) -> Message {
+        let mut m = Message::request(method.clone(), self.remote_target.clone());
+        if method != Method::Ack {
+            self.local_cseq += 1;
+        }
+        m.push("From", format!("{};tag={}", self.local_uri, self.local_tag));
+        m.push("To", self.remote.clone());
+        m.push("Call-ID", self.call_id.clone());
+        m.push("CSeq", format!("{} {method}", self.local_cseq));
+        for route in &self.route_set {
+            m.push("Route", route.clone());
+        }
+        m.push("Contact", contact.to_string());
+        m
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    /// Waiting for the data plane to allocate the session.
+    Media,
+    /// INVITE sent to B.
+    Calling,
+    Answered,
+    Ending,
+}
+
+struct Call {
+    tenant: String,
+    state: CallState,
+    a: Leg,
+    b: Option<Leg>,
+    a_invite: ServerTxId,
+    /// The caller's INVITE (body dropped): responses to it are built from its headers.
+    a_request: Message,
+    a_offer: String,
+    b_invite: Option<ClientTxId>,
+    b_ack: Option<Vec<u8>>,
+    session: Option<SessionId>,
+    ports: [u16; 2],
+    caller: String,
+    dialled: String,
+    target_uri: String,
+    target_peer: Peer,
+    redirects: u8,
+    started: Instant,
+    started_unix_ms: u64,
+    answered_unix_ms: Option<u64>,
+    setup_ms: Option<u64>,
+    no_answer_at: Instant,
+    final_code: u16,
+    disposition: Disposition,
+    ended_by: &'static str,
+    codecs: Vec<String>,
+    /// A 2xx answer is on its way to A; an early provisional with SDP was already relayed.
+    a_answered_sdp: bool,
+}
+
+struct RelayedRequest {
+    call: CallId,
+    from: Side,
+    server: ServerTxId,
+    method: Method,
+    /// The request as received (body dropped), to address the response.
+    request: Box<Message>,
+    /// CSeq of the relayed copy, for the ACK of its 2xx.
+    cseq: u32,
+}
+
+/// What a client transaction of ours was for.
+enum Pending {
+    Invite(CallId),
+    /// A request relayed from one leg to the other; its response goes back on `server`.
+    Relay(Box<RelayedRequest>),
+    Bye,
+    Ping {
+        aor: String,
+        contact: String,
+    },
+}
+
+pub struct Engine {
+    cfg: SipConfig,
+    contact: String,
+    media_address: IpAddr,
+    tx: TransactionLayer,
+    location: Location,
+    auth: Authenticator,
+    lockout: Lockout,
+    invite_limit: RateLimiter,
+    register_limit: RateLimiter,
+    calls: HashMap<CallId, Call>,
+    dialogs: HashMap<(String, String), (CallId, Side)>,
+    invites: HashMap<ServerTxId, CallId>,
+    pending: HashMap<ClientTxId, Pending>,
+    call_timers: BinaryHeap<Reverse<(Instant, CallId)>>,
+    next_housekeeping: Instant,
+    next_ping: Instant,
+    next_call: CallId,
+    /// Records of ended calls waiting for their media statistics from the data plane.
+    ending: HashMap<CallId, CallRecord>,
+    seed: u64,
+    actions: Vec<Action>,
+    metrics: Arc<SipMetrics>,
+}
+
+const MAX_REDIRECTS: u8 = 3;
+
+impl Engine {
+    pub fn new(
+        cfg: SipConfig,
+        media_address: IpAddr,
+        secret: [u8; 32],
+        now: Instant,
+        metrics: Arc<SipMetrics>,
+    ) -> Engine {
+        let seed = u64::from_le_bytes(secret[..8].try_into().expect("8 bytes"));
+        let mut tx = TransactionLayer::new(cfg.timers(), seed & 0xffff_ffff);
+        let sent_by = cfg.sent_by();
+        tx.set_sent_by(Transport::Udp, sent_by.clone());
+        tx.set_sent_by(Transport::Tcp, sent_by.clone());
+        let contact = format!("<sip:tandem@{sent_by}>");
+        Engine {
+            auth: Authenticator::new(secret, cfg.nonce_ttl_s),
+            lockout: Lockout::new(
+                cfg.auth_failures_before_lockout,
+                Duration::from_secs(cfg.lockout_s),
+                Duration::from_secs(cfg.lockout_s),
+            ),
+            invite_limit: RateLimiter::new(cfg.invite_rate_per_source, cfg.rate_burst),
+            register_limit: RateLimiter::new(cfg.register_rate_per_source, cfg.rate_burst),
+            cfg,
+            contact,
+            media_address,
+            tx,
+            location: Location::new(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            invites: HashMap::new(),
+            pending: HashMap::new(),
+            call_timers: BinaryHeap::new(),
+            next_housekeeping: now,
+            next_ping: now,
+            next_call: 0,
+            ending: HashMap::new(),
+            seed,
+            actions: Vec::new(),
+            metrics,
+        }
+    }
+
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Action> {
+        self.actions.drain(..)
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    fn token(&mut self, kind: &str) -> String {
+        self.next_call += 1;
+        format!("{kind}{:x}{:x}", self.seed & 0xffff_ffff, self.next_call)
+    }
+
+    pub fn next_deadline(&self) -> Instant {
+        let mut next = self.next_housekeeping.min(self.next_ping);
+        if let Some(at) = self.tx.next_deadline() {
+            next = next.min(at);
+        }
+        if let Some(Reverse((at, _))) = self.call_timers.peek() {
+            next = next.min(*at);
+        }
+        next
+    }
+
+    pub fn receive(&mut self, now: Now, bytes: &[u8], peer: Peer) {
+        self.metrics.bytes_in(bytes.len());
+        self.tx.receive(now.mono, bytes, peer);
+        self.pump(now);
+    }
+
+    pub fn on_timer(&mut self, now: Now) {
+        self.tx.on_timer(now.mono);
+        while let Some(Reverse((at, call))) = self.call_timers.peek().copied() {
+            if at > now.mono {
+                break;
+            }
+            self.call_timers.pop();
+            self.no_answer(now, call);
+        }
+        if now.mono >= self.next_housekeeping {
+            self.next_housekeeping = now.mono + Duration::from_secs(1);
+            for event in self.location.expire(now.mono) {
+                self.actions
+                    .push(Action::Event(SipEvent::Registration(event)));
+            }
+            self.lockout.forget_older_than(now.mono);
+            self.invite_limit.forget_idle(now.mono);
+            self.register_limit.forget_idle(now.mono);
+            self.metrics
+                .set_gauges(self.calls.len(), self.location.binding_count());
+        }
+        if now.mono >= self.next_ping && self.cfg.options_ping_s > 0 {
+            self.next_ping = now.mono + Duration::from_secs(self.cfg.options_ping_s);
+            self.ping_contacts(now);
+        }
+        self.pump(now);
+    }
+
+    /// The data plane allocated (or refused) the session for a call.
+    pub fn media_created(
+        &mut self,
+        now: Now,
+        call: CallId,
+        result: Result<(SessionId, [u16; 2]), CoreError>,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            // The caller gave up while we waited: give the session back.
+            if let Ok((session, _)) = result {
+                self.actions
+                    .push(Action::Media(MediaOp::Delete { call, session }));
+            }
+            return;
+        };
+        if c.state != CallState::Media {
+            if let Ok((session, _)) = result {
+                self.actions
+                    .push(Action::Media(MediaOp::Delete { call, session }));
+            }
+            return;
+        }
+        match result {
+            Err(e) => {
+                self.metrics.media_failure();
+                let code = match e {
+                    CoreError::LoadLimit | CoreError::PortsExhausted | CoreError::Unresponsive => {
+                        503
+                    }
+                    _ => 500,
+                };
+                self.fail_call(now, call, code, Disposition::Failed, "system");
+            }
+            Ok((session, ports)) => {
+                c.session = Some(session);
+                c.ports = ports;
+                self.send_b_invite(now, call);
+            }
+        }
+        self.pump(now);
+    }
+
+    /// The data plane deleted a call's session; the stats go into the call record.
+    pub fn media_deleted(&mut self, call: CallId, stats: Option<SessionStats>) {
+        if let Some(mut record) = self.ending.remove(&call) {
+            if record.media.is_none() {
+                record.media = stats;
+            }
+            self.actions
+                .push(Action::Event(SipEvent::CallEnded(Box::new(record))));
+        }
+    }
+
+    /// A data-plane session timed out (no media either way): end the call.
+    pub fn media_timed_out(&mut self, now: Now, session: SessionId, stats: SessionStats) {
+        let Some((&id, _)) = self.calls.iter().find(|(_, c)| c.session == Some(session)) else {
+            return;
+        };
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.session = None; // already gone from the core
+            c.ended_by = "media_timeout";
+        }
+        self.hang_up_both(now, id, Some(stats));
+        self.pump(now);
+    }
+
+    fn pump(&mut self, now: Now) {
+        loop {
+            let outputs: Vec<Output> = self.tx.drain().collect();
+            if outputs.is_empty() {
+                break;
+            }
+            for output in outputs {
+                self.handle_output(now, output);
+            }
+        }
+    }
+
+    fn handle_output(&mut self, now: Now, output: Output) {
+        match output {
+            Output::Send { peer, bytes } => {
+                if let Ok(m) = Message::parse(&bytes) {
+                    match m.status() {
+                        Some(code) => self.metrics.response_out(code),
+                        None => self
+                            .metrics
+                            .request_out(m.method().map_or("", |m| m.as_str())),
+                    }
+                }
+                self.metrics.bytes_out(bytes.len());
+                self.actions.push(Action::Send { peer, bytes });
+            }
+            Output::Request { tx, message, peer } => {
+                self.metrics
+                    .request_in(message.method().map_or("", |m| m.as_str()));
+                self.on_request(now, tx, message, peer);
+            }
+            Output::Response { tx, message } => {
+                self.metrics.response_in(message.status().unwrap_or(0));
+                self.on_response(now, tx, message);
+            }
+            Output::Timeout { tx } => self.on_client_timeout(now, tx),
+            Output::Cancelled { invite } => self.on_cancelled(now, invite),
+            Output::AckTimeout { invite } => {
+                if let Some(&call) = self.invites.get(&invite) {
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        c.ended_by = "ack_timeout";
+                    }
+                    self.hang_up_both(now, call, None);
+                }
+            }
+            Output::Dropped { reason } => {
+                self.metrics.malformed();
+                tracing::debug!("SIP message dropped: {reason}");
+            }
+        }
+    }
+
+    fn respond(&mut self, now: Now, tx: ServerTxId, response: Message) {
+        self.tx.respond(now.mono, tx, response);
+    }
+
+    fn reply(&mut self, now: Now, tx: ServerTxId, req: &Message, code: u16) {
+        let tag = self.token("t");
+        let res = Message::response_to(req, code, Some(&tag));
+        self.respond(now, tx, res);
+    }
+
+    fn on_request(&mut self, now: Now, tx: Option<ServerTxId>, req: Message, peer: Peer) {
+        let method = req.method().cloned().unwrap_or(Method::Options);
+        let Some(tx) = tx else {
+            // ACK for a 2xx: confirms a dialog, or is one we absorb (relayed re-INVITEs are
+            // ACKed by us hop by hop).
+            return;
+        };
+        // In-dialog requests carry our tag in To.
+        if let Some(to_tag) = req.to_tag() {
+            let key = (req.call_id().to_string(), to_tag.to_string());
+            match self.dialogs.get(&key).copied() {
+                Some((call, side)) => self.in_dialog(now, tx, req, call, side),
+                None if method == Method::Options => self.reply(now, tx, &req, 200),
+                None => self.reply(now, tx, &req, 481),
+            }
+            return;
+        }
+        match method {
+            Method::Register => self.on_register(now, tx, req, peer),
+            Method::Invite => self.on_invite(now, tx, req, peer),
+            Method::Options => {
+                let mut res = Message::response_to(&req, 200, Some(&self.token("t")));
+                res.push("Allow", ALLOW);
+                res.push("Accept", "application/sdp");
+                self.respond(now, tx, res);
+            }
+            Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Refer => {
+                self.reply(now, tx, &req, 481)
+            }
+            Method::Other(_) | Method::Subscribe | Method::Notify | Method::Message => {
+                let mut res = Message::response_to(&req, 405, Some(&self.token("t")));
+                res.push("Allow", ALLOW);
+                self.respond(now, tx, res);
+            }
+            Method::Ack | Method::Cancel => {}
+        }
+    }
+
+    /// Digest authentication of a request against the SIP accounts; on success the account's
+    /// tenant and user. Sends the challenge or refusal itself.
+    fn authenticate(
+        &mut self,
+        now: Now,
+        tx: ServerTxId,
+        req: &Message,
+        peer: Peer,
+        header: &str,
+        challenge_code: u16,
+    ) -> Option<(String, String)> {
+        let realm_hint = req
+            .get("To")
+            .and_then(|t| SipUri::parse(name_addr_uri(t)))
+            .map(|u| u.host)
+            .unwrap_or_default();
+        let credentials = req.get(header).and_then(Credentials::parse);
+        let Some(credentials) = credentials else {
+            self.challenge(now, tx, req, &realm_hint, false, challenge_code);
+            return None;
+        };
+        let ip = peer.addr.ip();
+        if self.lockout.is_locked(now.mono, ip, &credentials.username) {
+            self.metrics.auth_locked();
+            let res = Message::response_to(req, 403, Some(&self.token("t")))
+                .with_reason("Forbidden (too many failed attempts)");
+            self.respond(now, tx, res);
+            return None;
+        }
+        let account = self
+            .cfg
+            .account(&credentials.realm, &credentials.username)
+            .cloned();
+        let verdict = match &account {
+            Some(a) => {
+                let method = req.method().map_or("", |m| m.as_str()).to_string();
+                self.auth
+                    .verify(now.unix_s(), &credentials, &method, &a.password)
+            }
+            None => Verdict::Invalid,
+        };
+        match (verdict, account) {
+            (Verdict::Ok, Some(account)) => {
+                self.lockout.succeeded(ip, &credentials.username);
+                Some((account.tenant, account.user))
+            }
+            (Verdict::Stale, _) => {
+                self.challenge(now, tx, req, &credentials.realm, true, challenge_code);
+                None
+            }
+            _ => {
+                self.metrics.auth_failure();
+                if self.lockout.failed(now.mono, ip, &credentials.username) {
+                    self.metrics.auth_locked();
+                    tracing::warn!(
+                        "SIP: {} from {ip} locked out after failed authentication",
+                        credentials.username
+                    );
+                }
+                self.reply(now, tx, req, 403);
+                None
+            }
+        }
+    }
+
+    fn challenge(
+        &mut self,
+        now: Now,
+        tx: ServerTxId,
+        req: &Message,
+        realm_hint: &str,
+        stale: bool,
+        code: u16,
+    ) {
+        let realm = self
+            .cfg
+            .realm_for(realm_hint)
+            .unwrap_or_else(|| self.cfg.default_realm());
+        let mut res = Message::response_to(req, code, Some(&self.token("t")));
+        let header = if code == 407 {
+            "Proxy-Authenticate"
+        } else {
+            "WWW-Authenticate"
+        };
+        for c in self.auth.challenges(now.unix_s(), &realm, stale) {
+            res.push(header, c);
+        }
+        self.respond(now, tx, res);
+    }
+
+    fn on_register(&mut self, now: Now, tx: ServerTxId, req: Message, peer: Peer) {
+        if !self.register_limit.allow(now.mono, peer.addr.ip()) {
+            self.metrics.rate_limited("REGISTER");
+            let mut res = Message::response_to(&req, 503, Some(&self.token("t")));
+            res.push("Retry-After", "5");
+            self.respond(now, tx, res);
+            return;
+        }
+        let Some(aor) = req.get("To").and_then(aor_of) else {
+            self.reply(now, tx, &req, 400);
+            return;
+        };
+        let Some((tenant, user)) = self.authenticate(now, tx, &req, peer, "Authorization", 401)
+        else {
+            return;
+        };
+        // An account may only register its own address-of-record.
+        let domain = self.cfg.tenant_domain(&tenant).unwrap_or_default();
+        if aor != format!("{user}@{domain}").to_ascii_lowercase() {
+            self.reply(now, tx, &req, 403);
+            return;
+        }
+        let limits = self.cfg.registrar_limits();
+        let outcome = self.location.register(now.mono, &aor, &req, peer, &limits);
+        let mut res = Message::response_to(&req, outcome.code, Some(&self.token("t")));
+        for (name, value) in outcome.headers {
+            res.push(name, value);
+        }
+        self.respond(now, tx, res);
+        for event in outcome.events {
+            self.actions
+                .push(Action::Event(SipEvent::Registration(event)));
+        }
+        self.metrics
+            .set_gauges(self.calls.len(), self.location.binding_count());
+    }
+
+    fn on_invite(&mut self, now: Now, tx: ServerTxId, req: Message, peer: Peer) {
+        let ip = peer.addr.ip();
+        if !self.invite_limit.allow(now.mono, ip) {
+            self.metrics.rate_limited("INVITE");
+            let mut res = Message::response_to(&req, 503, Some(&self.token("t")));
+            res.push("Retry-After", "5");
+            self.respond(now, tx, res);
+            return;
+        }
+        if req
+            .get("Max-Forwards")
+            .is_some_and(|m| m.trim().parse::<u8>() == Ok(0))
+        {
+            self.reply(now, tx, &req, 483);
+            return;
+        }
+        if let Some(unsupported) = req
+            .get_all("Require")
+            .find(|t| !SUPPORTED_REQUIRE.iter().any(|s| s.eq_ignore_ascii_case(t)))
+        {
+            let mut res = Message::response_to(&req, 420, Some(&self.token("t")));
+            res.push("Unsupported", unsupported.to_string());
+            self.respond(now, tx, res);
+            return;
+        }
+        let Some(request_uri) = req.request_uri().and_then(SipUri::parse) else {
+            self.reply(now, tx, &req, 416);
+            return;
+        };
+        let dialled = request_uri.user.clone().unwrap_or_default();
+
+        // Trusted trunks by source address; everyone else authenticates as a SIP account.
+        let caller_tenant = match self.cfg.trunk_for_source(ip) {
+            Some(trunk) => trunk.tenant.clone(),
+            None => match self.authenticate(now, tx, &req, peer, "Proxy-Authorization", 407) {
+                Some((tenant, _)) => tenant,
+                None => return,
+            },
+        };
+        let Some(route) = self.cfg.route(&caller_tenant, &dialled) else {
+            self.reply(now, tx, &req, 404);
+            return;
+        };
+        let tenant = route.tenant.clone();
+        if let Some(limit) = self.cfg.tenant_max_calls(&tenant) {
+            let active = self.calls.values().filter(|c| c.tenant == tenant).count();
+            if active >= limit {
+                self.metrics.over_limit();
+                let mut res = Message::response_to(&req, 503, Some(&self.token("t")));
+                res.push("Retry-After", "10");
+                self.respond(
+                    now,
+                    tx,
+                    res.with_reason("Service Unavailable (tenant call limit)"),
+                );
+                return;
+            }
+        }
+        if self.calls.len() >= self.cfg.max_calls {
+            self.metrics.over_limit();
+            let mut res = Message::response_to(&req, 503, Some(&self.token("t")));
+            res.push("Retry-After", "10");
+            self.respond(now, tx, res);
+            return;
+        }
+        let number = self.cfg.normalize(&tenant, &dialled);
+        let (target_uri, target_peer) = match &route.target {
+            RouteTarget::User(user) => {
+                let domain = self.cfg.tenant_domain(&tenant).unwrap_or_default();
+                let aor = format!("{user}@{domain}");
+                let bindings = self.location.lookup(&aor, now.mono);
+                let Some(binding) = bindings.first() else {
+                    self.reply(now, tx, &req, 480);
+                    return;
+                };
+                (binding.contact.clone(), binding.peer)
+            }
+            RouteTarget::Uri(uri) => {
+                let Some(addr) = SipUri::parse(uri.as_str()).and_then(|u| u.socket_addr()) else {
+                    self.reply(now, tx, &req, 500);
+                    return;
+                };
+                let transport = SipUri::parse(uri.as_str())
+                    .and_then(|u| Transport::parse(u.transport()))
+                    .unwrap_or(Transport::Udp);
+                (uri.clone(), Peer { transport, addr })
+            }
+            RouteTarget::Trunk(name) => {
+                let Some(trunk) = self.cfg.trunk(name.as_str()) else {
+                    self.reply(now, tx, &req, 500);
+                    return;
+                };
+                let uri = format!("sip:{}@{}", number.trim_start_matches('+'), trunk.address);
+                let peer = Peer {
+                    transport: Transport::Udp,
+                    addr: trunk.address,
+                };
+                (uri, peer)
+            }
+        };
+
+        let Some(offer) = req
+            .body_str()
+            .filter(|_| req.content_type() == Some("application/sdp"))
+            .map(str::to_string)
+        else {
+            // Offerless INVITEs would need a late-offer dance through the data plane.
+            let res = Message::response_to(&req, 488, Some(&self.token("t")))
+                .with_reason("Not Acceptable Here (SDP offer required)");
+            self.respond(now, tx, res);
+            return;
+        };
+        let Ok(sdp) = Sdp::parse(&offer) else {
+            let res = Message::response_to(&req, 400, Some(&self.token("t")))
+                .with_reason("Bad Request (malformed SDP)");
+            self.respond(now, tx, res);
+            return;
+        };
+        let Some(first_audio) = sdp.media.iter().find(|m| m.kind == "audio") else {
+            self.reply(now, tx, &req, 488);
+            return;
+        };
+        let a_params = leg_params(first_audio);
+        let codecs = codec_names(&offer);
+
+        let id = self.next_call + 1;
+        let local_tag = self.token("a");
+        let a = Leg {
+            call_id: req.call_id().to_string(),
+            local_tag: local_tag.clone(),
+            local_uri: strip_tag(req.get("To").unwrap_or_default()),
+            remote: req.get("From").unwrap_or_default().to_string(),
+            remote_tag: req.from_tag().map(str::to_string),
+            remote_target: req.contact_uri().unwrap_or_default().to_string(),
+            route_set: req.get_all("Record-Route").map(str::to_string).collect(),
+            local_cseq: 0,
+            peer,
+        };
+        let caller = name_addr_uri(req.get("From").unwrap_or_default()).to_string();
+        self.dialogs
+            .insert((a.call_id.clone(), local_tag), (id, Side::A));
+        self.invites.insert(tx, id);
+        let no_answer_at = now.mono + Duration::from_secs(self.cfg.no_answer_timeout_s);
+        self.call_timers.push(Reverse((no_answer_at, id)));
+        self.calls.insert(
+            id,
+            Call {
+                tenant: tenant.clone(),
+                state: CallState::Media,
+                a,
+                b: None,
+                a_invite: tx,
+                a_request: Message {
+                    body: Vec::new(),
+                    ..req.clone()
+                },
+                a_offer: offer,
+                b_invite: None,
+                b_ack: None,
+                session: None,
+                ports: [0, 0],
+                caller: caller.clone(),
+                dialled: number.clone(),
+                target_uri,
+                target_peer,
+                redirects: 0,
+                started: now.mono,
+                started_unix_ms: now.unix_ms,
+                answered_unix_ms: None,
+                setup_ms: None,
+                no_answer_at,
+                final_code: 0,
+                disposition: Disposition::Failed,
+                ended_by: "",
+                codecs,
+                a_answered_sdp: false,
+            },
+        );
+        self.next_call = id;
+        self.metrics.call_started();
+        self.actions.push(Action::Event(SipEvent::CallOffered {
+            call: id,
+            tenant,
+            from: caller,
+            to: number,
+        }));
+        self.actions.push(Action::Media(MediaOp::Create {
+            call: id,
+            a: a_params,
+            b: LegParams::default(),
+        }));
+    }
+
+    fn rewrite_for(&self, sdp_text: &str, port: u16) -> Option<String> {
+        let sdp = Sdp::parse(sdp_text).ok()?;
+        let mut first = true;
+        let rewrites: Vec<MediaRewrite> = sdp
+            .media
+            .iter()
+            .map(|m| {
+                // One anchored audio stream per call; other streams are declined (port 0).
+                let port = if m.kind == "audio" && first && m.port != 0 {
+                    first = false;
+                    Some(port)
+                } else {
+                    Some(0)
+                };
+                MediaRewrite { port }
+            })
+            .collect();
+        Some(sdp.rewrite(
+            &rewrites,
+            &RewriteOptions {
+                address: Some(self.media_address),
+                replace_origin: true,
+                transport_protocol: None,
+                remove_ice: true,
+            },
+        ))
+    }
+
+    fn send_b_invite(&mut self, now: Now, call: CallId) {
+        let contact = self.contact.clone();
+        let from_tag = self.token("b");
+        let b_call_id = format!("{}@tandem", self.token("c"));
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let Some(offer) = self.rewrite_for(&c.a_offer, c.ports[1]) else {
+            self.fail_call(now, call, 488, Disposition::Failed, "system");
+            return;
+        };
+        let c = self.calls.get_mut(&call).expect("checked");
+        let from_value = {
+            let a_from = name_addr_uri(&c.a.remote).to_string();
+            let display =
+                c.a.remote
+                    .split('<')
+                    .next()
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty() && c.a.remote.contains('<'))
+                    .map(|d| format!("{d} "))
+                    .unwrap_or_default();
+            format!("{display}<{a_from}>")
+        };
+        let mut leg = Leg {
+            call_id: b_call_id.clone(),
+            local_tag: from_tag.clone(),
+            local_uri: from_value,
+            remote: format!("<{}>", c.target_uri),
+            remote_tag: None,
+            remote_target: c.target_uri.clone(),
+            route_set: Vec::new(),
+            local_cseq: 0,
+            peer: c.target_peer,
+        };
+        let mut invite = leg.request(Method::Invite, &contact);
+        invite.push("Allow", ALLOW);
+        invite.push("Supported", "replaces");
+        invite.set_body("application/sdp", offer.into_bytes());
+        let peer = leg.peer;
+        c.b = Some(leg);
+        c.state = CallState::Calling;
+        let tx = self.tx.send_request(now.mono, invite, peer, None);
+        self.pending.insert(tx, Pending::Invite(call));
+        let c = self.calls.get_mut(&call).expect("checked");
+        c.b_invite = Some(tx);
+        self.dialogs.insert((b_call_id, from_tag), (call, Side::B));
+    }
+
+    fn on_response(&mut self, now: Now, tx: ClientTxId, res: Message) {
+        let code = res.status().unwrap_or(0);
+        match self.pending.get(&tx) {
+            Some(Pending::Invite(call)) => {
+                let call = *call;
+                if code >= 200 {
+                    // Further 2xx retransmissions come here again: keep the entry for them.
+                    if code >= 300 {
+                        self.pending.remove(&tx);
+                    }
+                }
+                self.on_b_invite_response(now, call, tx, res);
+            }
+            Some(Pending::Relay(_)) => {
+                if code < 200 {
+                    return;
+                }
+                if let Some(Pending::Relay(relay)) = self.pending.remove(&tx) {
+                    self.relay_response(now, *relay, res);
+                }
+            }
+            Some(Pending::Bye) if code >= 200 => {
+                self.pending.remove(&tx);
+            }
+            Some(Pending::Ping { .. }) if code >= 200 => {
+                if let Some(Pending::Ping { aor, contact }) = self.pending.remove(&tx) {
+                    let limit = self.cfg.ping_failures;
+                    self.location.ping_result(&aor, &contact, true, limit);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_b_invite_response(&mut self, now: Now, call: CallId, tx: ClientTxId, res: Message) {
+        let code = res.status().unwrap_or(0);
+        let contact = self.contact.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            // A 2xx for a call that ended meanwhile: ACK and BYE it (RFC 3261 §15).
+            if (200..300).contains(&code) {
+                self.ack_and_bye_orphan(now, tx, &res);
+            }
+            return;
+        };
+        if c.b_invite != Some(tx) {
+            return; // a superseded INVITE (redirected)
+        }
+        if c.state == CallState::Ending {
+            if (200..300).contains(&code) {
+                self.ack_and_bye_orphan(now, tx, &res);
+            }
+            return;
+        }
+        match code {
+            100 => {}
+            101..=199 => {
+                if let (Some(b), Some(tag)) = (c.b.as_mut(), res.to_tag()) {
+                    b.remote_tag = Some(tag.to_string());
+                    b.remote = res.get("To").unwrap_or_default().to_string();
+                }
+                let sdp = res
+                    .body_str()
+                    .filter(|_| res.content_type() == Some("application/sdp"))
+                    .map(str::to_string);
+                let a_port = c.ports[0];
+                let (a_invite, session) = (c.a_invite, c.session);
+                let a_tag = c.a.local_tag.clone();
+                let mut relay = Message::response_to(&c.a_request, code, Some(&a_tag));
+                if let Some(sdp) = sdp {
+                    if let (Some(session), Some(params)) = (session, first_audio_params(&sdp)) {
+                        self.actions.push(Action::Media(MediaOp::Update {
+                            session,
+                            leg: LegIndex::B,
+                            params,
+                        }));
+                    }
+                    if let Some(rewritten) = self.rewrite_for(&sdp, a_port) {
+                        relay.set_body("application/sdp", rewritten.into_bytes());
+                        if let Some(c) = self.calls.get_mut(&call) {
+                            c.a_answered_sdp = true;
+                        }
+                    }
+                }
+                relay.push("Contact", contact);
+                self.respond(now, a_invite, relay);
+            }
+            200..=299 => self.on_b_answered(now, call, res),
+            300..=399 if c.redirects < MAX_REDIRECTS => {
+                // Follow the first usable Contact of the redirect on the outbound leg.
+                let next = res
+                    .get_all("Contact")
+                    .map(name_addr_uri)
+                    .find_map(|u| SipUri::parse(u).and_then(|p| p.socket_addr().map(|a| (u, a))));
+                match next {
+                    Some((uri, addr)) => {
+                        c.redirects += 1;
+                        c.target_uri = uri.to_string();
+                        c.target_peer = Peer {
+                            transport: Transport::Udp,
+                            addr,
+                        };
+                        if let Some(b) = c.b.take() {
+                            self.dialogs.remove(&(b.call_id, b.local_tag));
+                        }
+                        self.send_b_invite(now, call);
+                    }
+                    None => self.fail_call(now, call, 480, Disposition::Failed, "callee"),
+                }
+            }
+            _ => {
+                let disposition = match code {
+                    486 | 600 => Disposition::Busy,
+                    408 | 480 => Disposition::NoAnswer,
+                    403 | 603 => Disposition::Rejected,
+                    _ => Disposition::Failed,
+                };
+                // 3xx past the redirect limit becomes 480; other codes pass through.
+                let relayed = if (300..400).contains(&code) {
+                    480
+                } else {
+                    code
+                };
+                self.fail_call(now, call, relayed, disposition, "callee");
+            }
+        }
+    }
+
+    fn on_b_answered(&mut self, now: Now, call: CallId, res: Message) {
+        let contact = self.contact.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.state == CallState::Answered {
+            // A retransmitted 2xx: our ACK was lost.
+            if let (Some(ack), Some(b)) = (c.b_ack.clone(), c.b.as_ref()) {
+                let peer = b.peer;
+                self.tx.resend(peer, ack);
+            }
+            return;
+        }
+        let Some(b) = c.b.as_mut() else { return };
+        b.remote_tag = res.to_tag().map(str::to_string);
+        b.remote = res.get("To").unwrap_or_default().to_string();
+        if let Some(target) = res.contact_uri() {
+            b.remote_target = target.to_string();
+        }
+        b.route_set = res.get_all("Record-Route").map(str::to_string).collect();
+        b.route_set.reverse();
+        let ack = b.request(Method::Ack, &contact);
+        let peer = b.peer;
+        let ack_bytes = self.tx.send_ack(ack, peer);
+        let c = self.calls.get_mut(&call).expect("checked");
+        c.b_ack = Some(ack_bytes);
+        let answer = res
+            .body_str()
+            .filter(|_| res.content_type() == Some("application/sdp"))
+            .map(str::to_string);
+        let Some(answer) = answer else {
+            c.ended_by = "system";
+            c.final_code = 488;
+            self.hang_up_both(now, call, None);
+            return;
+        };
+        if let (Some(session), Some(params)) = (c.session, first_audio_params(&answer)) {
+            self.actions.push(Action::Media(MediaOp::Update {
+                session,
+                leg: LegIndex::B,
+                params,
+            }));
+        }
+        let a_port = c.ports[0];
+        let Some(rewritten) = self.rewrite_for(&answer, a_port) else {
+            let c = self.calls.get_mut(&call).expect("checked");
+            c.ended_by = "system";
+            c.final_code = 488;
+            self.hang_up_both(now, call, None);
+            return;
+        };
+        let c = self.calls.get_mut(&call).expect("checked");
+        let answered_codecs = codec_names(&answer);
+        if !answered_codecs.is_empty() {
+            c.codecs = answered_codecs;
+        }
+        c.state = CallState::Answered;
+        c.final_code = 200;
+        c.disposition = Disposition::Answered;
+        c.answered_unix_ms = Some(now.unix_ms);
+        let setup = now.mono.saturating_duration_since(c.started);
+        c.setup_ms = Some(setup.as_millis() as u64);
+        let mut ok = Message::response_to(&c.a_request, 200, Some(&c.a.local_tag));
+        ok.push("Contact", contact);
+        ok.push("Allow", ALLOW);
+        ok.set_body("application/sdp", rewritten.into_bytes());
+        let a_invite = c.a_invite;
+        self.metrics.setup_time(setup);
+        self.respond(now, a_invite, ok);
+        self.actions
+            .push(Action::Event(SipEvent::CallAnswered { call }));
+    }
+
+    /// Ends a call that was never answered: the final response goes to the caller.
+    fn fail_call(
+        &mut self,
+        now: Now,
+        call: CallId,
+        code: u16,
+        disposition: Disposition,
+        ended_by: &'static str,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.state == CallState::Answered {
+            c.ended_by = ended_by;
+            self.hang_up_both(now, call, None);
+            return;
+        }
+        c.final_code = code;
+        c.disposition = disposition;
+        c.ended_by = ended_by;
+        let mut res = Message::response_to(&c.a_request, code, Some(&c.a.local_tag));
+        if code == 503 {
+            res.push("Retry-After", "10");
+        }
+        let a_invite = c.a_invite;
+        let b_invite = c.b_invite.filter(|_| c.state == CallState::Calling);
+        self.respond(now, a_invite, res);
+        if let Some(b_invite) = b_invite {
+            self.tx.cancel(now.mono, b_invite);
+        }
+        self.finish(now, call);
+    }
+
+    /// Ends an answered call: BYE to whichever legs did not end it.
+    fn hang_up_both(&mut self, now: Now, call: CallId, stats: Option<SessionStats>) {
+        let contact = self.contact.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.state != CallState::Answered {
+            let ended_by = if c.ended_by.is_empty() {
+                "system"
+            } else {
+                c.ended_by
+            };
+            let code = if c.final_code >= 300 {
+                c.final_code
+            } else {
+                500
+            };
+            self.fail_call(now, call, code, Disposition::Failed, ended_by);
+            return;
+        }
+        c.state = CallState::Ending;
+        let mut byes = Vec::new();
+        if c.ended_by != "caller" {
+            byes.push((c.a.request(Method::Bye, &contact), c.a.peer));
+        }
+        if c.ended_by != "callee" {
+            if let Some(b) = c.b.as_mut() {
+                byes.push((b.request(Method::Bye, &contact), b.peer));
+            }
+        }
+        for (bye, peer) in byes {
+            let tx = self.tx.send_request(now.mono, bye, peer, None);
+            self.pending.insert(tx, Pending::Bye);
+        }
+        self.finish_with(now, call, stats);
+    }
+
+    fn finish(&mut self, now: Now, call: CallId) {
+        self.finish_with(now, call, None);
+    }
+
+    fn finish_with(&mut self, now: Now, call: CallId, stats: Option<SessionStats>) {
+        let Some(c) = self.calls.remove(&call) else {
+            return;
+        };
+        self.dialogs
+            .remove(&(c.a.call_id.clone(), c.a.local_tag.clone()));
+        if let Some(b) = &c.b {
+            self.dialogs
+                .remove(&(b.call_id.clone(), b.local_tag.clone()));
+        }
+        self.invites.remove(&c.a_invite);
+        let record = CallRecord {
+            call,
+            tenant: c.tenant,
+            a_call_id: c.a.call_id,
+            b_call_id: c.b.map(|b| b.call_id),
+            caller: c.caller,
+            dialled: c.dialled,
+            target: c.target_uri,
+            started_unix_ms: c.started_unix_ms,
+            answered_unix_ms: c.answered_unix_ms,
+            ended_unix_ms: now.unix_ms,
+            setup_ms: c.setup_ms,
+            disposition: c.disposition,
+            final_code: c.final_code,
+            ended_by: if c.ended_by.is_empty() {
+                "system"
+            } else {
+                c.ended_by
+            },
+            codecs: c.codecs,
+            media: stats,
+        };
+        self.metrics.call_ended(record.disposition.as_str());
+        match c.session {
+            Some(session) => {
+                self.ending.insert(call, record);
+                self.actions
+                    .push(Action::Media(MediaOp::Delete { call, session }));
+            }
+            None => self
+                .actions
+                .push(Action::Event(SipEvent::CallEnded(Box::new(record)))),
+        }
+        self.metrics
+            .set_gauges(self.calls.len(), self.location.binding_count());
+    }
+
+    fn in_dialog(&mut self, now: Now, tx: ServerTxId, req: Message, call: CallId, side: Side) {
+        let method = req.method().cloned().unwrap_or(Method::Options);
+        let contact = self.contact.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            self.reply(now, tx, &req, 481);
+            return;
+        };
+        // Requests from a peer must not go backwards in CSeq (§12.2.2); BYE included.
+        match method {
+            Method::Bye => {
+                let res = Message::response_to(&req, 200, None);
+                self.respond(now, tx, res);
+                let c = self.calls.get_mut(&call).expect("checked");
+                c.ended_by = match side {
+                    Side::A => "caller",
+                    Side::B => "callee",
+                };
+                if c.state == CallState::Answered {
+                    self.hang_up_both(now, call, None);
+                } else {
+                    // BYE from the callee's early dialog before its 2xx: treat as a failure.
+                    let code = if side == Side::B { 480 } else { 487 };
+                    self.fail_call(now, call, code, Disposition::Failed, c_ended_by(side));
+                }
+            }
+            Method::Options => {
+                let mut res = Message::response_to(&req, 200, None);
+                res.push("Allow", ALLOW);
+                self.respond(now, tx, res);
+            }
+            Method::Refer | Method::Prack => {
+                // Transfer and reliable provisionals are not built yet: say so plainly.
+                let mut res = Message::response_to(&req, 501, None);
+                res.push("Allow", ALLOW);
+                self.respond(now, tx, res);
+            }
+            _ if c.state != CallState::Answered => {
+                let mut res = Message::response_to(&req, 491, None);
+                res.push("Retry-After", "1");
+                self.respond(now, tx, res);
+            }
+            _ => {
+                // Relay INVITE (re-INVITE: hold, resume, codec change), UPDATE, INFO (DTMF)
+                // and anything else in-dialog to the other leg.
+                let target_side = side.other();
+                let target_port = c.ports[match target_side {
+                    Side::A => 0,
+                    Side::B => 1,
+                }];
+                let session = c.session;
+                let sdp = req
+                    .body_str()
+                    .filter(|_| req.content_type() == Some("application/sdp"))
+                    .map(str::to_string);
+                let body = match &sdp {
+                    Some(sdp) => match self.rewrite_for(sdp, target_port) {
+                        Some(s) => Some(("application/sdp".to_string(), s.into_bytes())),
+                        None => {
+                            self.reply(now, tx, &req, 488);
+                            return;
+                        }
+                    },
+                    None if !req.body.is_empty() => Some((
+                        req.get("Content-Type")
+                            .unwrap_or("application/octet-stream")
+                            .to_string(),
+                        req.body.clone(),
+                    )),
+                    None => None,
+                };
+                if let (Some(sdp), Some(session)) = (&sdp, session) {
+                    if let Some(params) = first_audio_params(sdp) {
+                        self.actions.push(Action::Media(MediaOp::Update {
+                            session,
+                            leg: side.leg(),
+                            params,
+                        }));
+                    }
+                }
+                let c = self.calls.get_mut(&call).expect("checked");
+                let leg = match target_side {
+                    Side::A => Some(&mut c.a),
+                    Side::B => c.b.as_mut(),
+                };
+                let Some(leg) = leg else {
+                    self.reply(now, tx, &req, 481);
+                    return;
+                };
+                let mut out = leg.request(method.clone(), &contact);
+                let cseq = leg.local_cseq;
+                let peer = leg.peer;
+                for name in RELAYED_HEADERS {
+                    for value in req.get_all(name).map(str::to_string).collect::<Vec<_>>() {
+                        out.push(name, value);
+                    }
+                }
+                if let Some((content_type, body)) = body {
+                    out.set_body(&content_type, body);
+                }
+                let client = self.tx.send_request(now.mono, out, peer, None);
+                let relay = RelayedRequest {
+                    call,
+                    from: side,
+                    server: tx,
+                    method,
+                    request: Box::new(Message {
+                        body: Vec::new(),
+                        ..req
+                    }),
+                    cseq,
+                };
+                self.pending.insert(client, Pending::Relay(Box::new(relay)));
+            }
+        }
+    }
+
+    fn relay_response(&mut self, now: Now, relay: RelayedRequest, res: Message) {
+        let RelayedRequest {
+            call,
+            from,
+            server,
+            method,
+            request,
+            cseq,
+        } = relay;
+        let code = res.status().unwrap_or(500);
+        let contact = self.contact.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            let out = Message::response_to(&request, 481, None);
+            self.respond(now, server, out);
+            return;
+        };
+        let responder = from.other();
+        if method == Method::Invite && (200..300).contains(&code) {
+            let leg = match responder {
+                Side::A => Some(&mut c.a),
+                Side::B => c.b.as_mut(),
+            };
+            if let Some(leg) = leg {
+                let mut ack = leg.request(Method::Ack, &contact);
+                ack.set("CSeq", format!("{cseq} ACK"));
+                let peer = leg.peer;
+                self.tx.send_ack(ack, peer);
+            }
+        }
+        let c = self.calls.get_mut(&call).expect("checked");
+        let from_port = c.ports[match from {
+            Side::A => 0,
+            Side::B => 1,
+        }];
+        let session = c.session;
+        let mut out = Message::response_to(&request, code, None);
+        if let StartLine::Response { reason, .. } = &res.start {
+            out = out.with_reason(reason);
+        }
+        if let Some(sdp) = res
+            .body_str()
+            .filter(|_| res.content_type() == Some("application/sdp"))
+        {
+            if let (Some(session), Some(params)) = (session, first_audio_params(sdp)) {
+                self.actions.push(Action::Media(MediaOp::Update {
+                    session,
+                    leg: responder.leg(),
+                    params,
+                }));
+            }
+            if let Some(rewritten) = self.rewrite_for(sdp, from_port) {
+                out.set_body("application/sdp", rewritten.into_bytes());
+            }
+        } else if !res.body.is_empty() {
+            let content_type = res
+                .get("Content-Type")
+                .unwrap_or("application/octet-stream")
+                .to_string();
+            out.set_body(&content_type, res.body.clone());
+        }
+        if method == Method::Invite && (200..300).contains(&code) {
+            out.push("Contact", contact);
+        }
+        self.respond(now, server, out);
+    }
+
+    fn on_client_timeout(&mut self, now: Now, tx: ClientTxId) {
+        match self.pending.remove(&tx) {
+            Some(Pending::Invite(call)) => {
+                if self
+                    .calls
+                    .get(&call)
+                    .is_some_and(|c| c.b_invite == Some(tx))
+                {
+                    self.fail_call(now, call, 408, Disposition::NoAnswer, "system");
+                }
+            }
+            Some(Pending::Relay(relay)) => {
+                let out = Message::response_to(&relay.request, 408, None);
+                self.respond(now, relay.server, out);
+            }
+            Some(Pending::Ping { aor, contact }) => {
+                let limit = self.cfg.ping_failures;
+                if let Some(event) = self.location.ping_result(&aor, &contact, false, limit) {
+                    self.actions
+                        .push(Action::Event(SipEvent::Registration(event)));
+                }
+            }
+            Some(Pending::Bye) | None => {}
+        }
+    }
+
+    fn on_cancelled(&mut self, now: Now, invite: ServerTxId) {
+        let Some(&call) = self.invites.get(&invite) else {
+            return;
+        };
+        if self
+            .calls
+            .get(&call)
+            .is_some_and(|c| c.state != CallState::Answered)
+        {
+            self.fail_call(now, call, 487, Disposition::Cancelled, "caller");
+        }
+    }
+
+    fn no_answer(&mut self, now: Now, call: CallId) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.no_answer_at <= now.mono && matches!(c.state, CallState::Media | CallState::Calling) {
+            self.fail_call(now, call, 480, Disposition::NoAnswer, "system");
+        }
+    }
+
+    /// A 2xx for a call we no longer want: confirm it and end it at once (RFC 3261 §15).
+    fn ack_and_bye_orphan(&mut self, now: Now, tx: ClientTxId, res: &Message) {
+        let Some((request, peer)) = self
+            .tx
+            .client_request(tx)
+            .map(|r| (r.clone(), self.tx.client_peer(tx)))
+        else {
+            return;
+        };
+        let Some(peer) = peer else { return };
+        let contact = self.contact.clone();
+        let mut leg = Leg {
+            call_id: request.call_id().to_string(),
+            local_tag: request.from_tag().unwrap_or_default().to_string(),
+            local_uri: strip_tag(request.get("From").unwrap_or_default()),
+            remote: res.get("To").unwrap_or_default().to_string(),
+            remote_tag: res.to_tag().map(str::to_string),
+            remote_target: res
+                .contact_uri()
+                .or(request.request_uri())
+                .unwrap_or_default()
+                .to_string(),
+            route_set: {
+                let mut r: Vec<String> = res.get_all("Record-Route").map(str::to_string).collect();
+                r.reverse();
+                r
+            },
+            local_cseq: request.cseq().map_or(1, |c| c.0),
+            peer,
+        };
+        let ack = leg.request(Method::Ack, &contact);
+        self.tx.send_ack(ack, peer);
+        let bye = leg.request(Method::Bye, &contact);
+        let bye_tx = self.tx.send_request(now.mono, bye, peer, None);
+        self.pending.insert(bye_tx, Pending::Bye);
+    }
+
+    fn ping_contacts(&mut self, now: Now) {
+        let targets: Vec<(String, String, Peer)> = self
+            .location
+            .all()
+            .map(|(aor, b)| (aor.clone(), b.contact.clone(), b.peer))
+            .collect();
+        let contact = self.contact.clone();
+        for (aor, uri, peer) in targets {
+            let mut ping = Message::request(Method::Options, uri.clone());
+            let tag = self.token("p");
+            ping.push("From", format!("{contact};tag={tag}"));
+            ping.push("To", format!("<{uri}>"));
+            ping.push("Call-ID", format!("{}@tandem", self.token("o")));
+            ping.push("CSeq", "1 OPTIONS");
+            let tx = self.tx.send_request(now.mono, ping, peer, None);
+            self.pending.insert(tx, Pending::Ping { aor, contact: uri });
+        }
+    }
+}
+
+fn c_ended_by(side: Side) -> &'static str {
+    match side {
+        Side::A => "caller",
+        Side::B => "callee",
+    }
+}
+
+/// What the B2BUA supports, advertised in Allow.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER";
+/// Option tags a caller may Require of us.
+const SUPPORTED_REQUIRE: [&str; 0] = [];
+/// Headers copied onto a relayed in-dialog request.
+const RELAYED_HEADERS: [&str; 4] = ["Event", "Info-Package", "Content-Disposition", "Subject"];
+
+fn strip_tag(value: &str) -> String {
+    match header_param(value, "tag") {
+        Some(tag) => value.replace(&format!(";tag={tag}"), "").trim().to_string(),
+        None => value.trim().to_string(),
+    }
+}
+
+fn leg_params(media: &crate::sdp::Media) -> LegParams {
+    LegParams {
+        rtp: media.rtp_target(),
+        rtcp: media.rtcp_target(),
+        rtcp_mux: media.rtcp_mux,
+        strict_source: false,
+    }
+}
+
+fn first_audio_params(sdp: &str) -> Option<LegParams> {
+    let sdp = Sdp::parse(sdp).ok()?;
+    sdp.media.iter().find(|m| m.kind == "audio").map(leg_params)
+}
+
+/// Codec names of the first audio stream (`a=rtpmap` names, static payload types by number).
+pub fn codec_names(sdp: &str) -> Vec<String> {
+    let mut payloads: Vec<&str> = Vec::new();
+    let mut names = Vec::new();
+    let mut in_audio = false;
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            if in_audio {
+                break;
+            }
+            in_audio = m.starts_with("audio");
+            if in_audio {
+                payloads = m.split_whitespace().skip(3).collect();
+            }
+        } else if in_audio {
+            if let Some(map) = line.strip_prefix("a=rtpmap:") {
+                if let Some((pt, name)) = map.split_once(' ') {
+                    if payloads.contains(&pt) {
+                        names.push((
+                            pt.to_string(),
+                            name.split('/').next().unwrap_or(name).to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    payloads
+        .iter()
+        .map(|pt| {
+            names
+                .iter()
+                .find(|(p, _)| p == pt)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_else(|| match *pt {
+                    "0" => "PCMU".into(),
+                    "8" => "PCMA".into(),
+                    "9" => "G722".into(),
+                    "18" => "G729".into(),
+                    other => other.to_string(),
+                })
+        })
+        .collect()
+}

@@ -1,0 +1,408 @@
+//! The `[sip]` section: listeners, tenants, accounts, trunks, routes and protection limits.
+
+use super::registrar::RegistrarLimits;
+use super::transaction::Timers;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    pub enabled: bool,
+    pub listen_udp: Option<SocketAddr>,
+    pub listen_tcp: Option<SocketAddr>,
+    /// Host (and port) written into our Via and Contact; default: the UDP listen address.
+    pub advertise: Option<String>,
+    /// Realm used when a request names no tenant domain.
+    pub default_realm: Option<String>,
+    pub t1_ms: u64,
+    pub no_answer_timeout_s: u64,
+    /// Calls at once across all tenants; beyond it INVITEs get 503 with Retry-After.
+    pub max_calls: usize,
+    pub nonce_ttl_s: u64,
+    pub auth_failures_before_lockout: u32,
+    pub lockout_s: u64,
+    /// Per source address, per second; 0 = unlimited.
+    pub invite_rate_per_source: f64,
+    pub register_rate_per_source: f64,
+    pub rate_burst: f64,
+    pub min_expires: u32,
+    pub max_expires: u32,
+    /// OPTIONS keep-alive interval to registered contacts; 0 = off.
+    pub options_ping_s: u64,
+    /// Unanswered keep-alives in a row before a contact is dropped.
+    pub ping_failures: u32,
+    pub tenants: Vec<TenantConfig>,
+    pub accounts: Vec<AccountConfig>,
+    pub trunks: Vec<TrunkConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    /// SIP domain, also the digest realm of the tenant's accounts.
+    pub domain: String,
+    pub max_calls: Option<usize>,
+    /// For E.164 normalisation of national numbers ("44" turns 020… into +4420…).
+    pub country_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub tenant: String,
+    pub user: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    pub name: String,
+    pub tenant: String,
+    /// Where calls routed to this trunk are sent.
+    pub address: SocketAddr,
+    /// Source addresses (`ip` or `ip/prefix`) whose INVITEs are accepted as this trunk's without
+    /// authentication.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub tenant: String,
+    /// Dialled user part: exact (`2000`), prefix (`44*`) or anything (`*`).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// `user:<name>` (a registered account), `uri:sip:…` (a fixed target) or `trunk:<name>`.
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    User(String),
+    Uri(String),
+    Trunk(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub tenant: String,
+    pub target: RouteTarget,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            enabled: true,
+            listen_udp: Some(SocketAddr::from(([127, 0, 0, 1], 5060))),
+            listen_tcp: Some(SocketAddr::from(([127, 0, 0, 1], 5060))),
+            advertise: None,
+            default_realm: None,
+            t1_ms: 500,
+            no_answer_timeout_s: 60,
+            max_calls: 20_000,
+            nonce_ttl_s: 300,
+            auth_failures_before_lockout: 10,
+            lockout_s: 600,
+            invite_rate_per_source: 0.0,
+            register_rate_per_source: 0.0,
+            rate_burst: 50.0,
+            min_expires: 60,
+            max_expires: 3600,
+            options_ping_s: 30,
+            ping_failures: 3,
+            tenants: Vec::new(),
+            accounts: Vec::new(),
+            trunks: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+pub fn parse_target(target: &str) -> Option<RouteTarget> {
+    let (kind, value) = target.split_once(':')?;
+    match kind {
+        "user" if !value.is_empty() => Some(RouteTarget::User(value.to_string())),
+        "uri" if value.starts_with("sip:") => Some(RouteTarget::Uri(value.to_string())),
+        "trunk" if !value.is_empty() => Some(RouteTarget::Trunk(value.to_string())),
+        _ => None,
+    }
+}
+
+fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
+    let (net, bits) = match cidr.split_once('/') {
+        Some((net, bits)) => (net, bits.parse::<u32>().ok()),
+        None => (cidr, None),
+    };
+    let Ok(net) = net.parse::<IpAddr>() else {
+        return false;
+    };
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) => {
+            let bits = bits.unwrap_or(32).min(32);
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            u32::from(n) & mask == u32::from(i) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(i)) => {
+            let bits = bits.unwrap_or(128).min(128);
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            u128::from(n) & mask == u128::from(i) & mask
+        }
+        _ => false,
+    }
+}
+
+impl SipConfig {
+    /// Checks references between sections; the appliance refuses to start on an error.
+    pub fn validate(&self) -> Result<(), String> {
+        let tenant = |name: &str| self.tenants.iter().any(|t| t.name == name);
+        for a in &self.accounts {
+            if !tenant(&a.tenant) {
+                return Err(format!(
+                    "sip.accounts: {}: unknown tenant {}",
+                    a.user, a.tenant
+                ));
+            }
+        }
+        for t in &self.trunks {
+            if !tenant(&t.tenant) {
+                return Err(format!(
+                    "sip.trunks: {}: unknown tenant {}",
+                    t.name, t.tenant
+                ));
+            }
+            for a in &t.allow {
+                let net = a.split('/').next().unwrap_or(a);
+                if net.parse::<IpAddr>().is_err() {
+                    return Err(format!("sip.trunks: {}: bad allow entry {a}", t.name));
+                }
+            }
+        }
+        for r in &self.routes {
+            if !tenant(&r.tenant) {
+                return Err(format!(
+                    "sip.routes: {}: unknown tenant {}",
+                    r.pattern, r.tenant
+                ));
+            }
+            match parse_target(&r.target) {
+                None => {
+                    return Err(format!(
+                        "sip.routes: {}: bad target {}",
+                        r.pattern, r.target
+                    ))
+                }
+                Some(RouteTarget::Trunk(name)) if self.trunk(&name).is_none() => {
+                    return Err(format!("sip.routes: {}: unknown trunk {name}", r.pattern))
+                }
+                Some(RouteTarget::Uri(uri))
+                    if super::message::SipUri::parse(&uri)
+                        .and_then(|u| u.socket_addr())
+                        .is_none() =>
+                {
+                    return Err(format!(
+                        "sip.routes: {}: {uri} needs an IP address host",
+                        r.pattern
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if self.t1_ms == 0 {
+            return Err("sip.t1_ms must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn timers(&self) -> Timers {
+        let t1 = Duration::from_millis(self.t1_ms);
+        Timers {
+            t1,
+            t2: t1 * 8,
+            t4: t1 * 10,
+        }
+    }
+
+    pub fn sent_by(&self) -> String {
+        if let Some(a) = &self.advertise {
+            return a.clone();
+        }
+        match self.listen_udp.or(self.listen_tcp) {
+            Some(addr) => addr.to_string(),
+            None => "127.0.0.1".into(),
+        }
+    }
+
+    pub fn default_realm(&self) -> String {
+        self.default_realm
+            .clone()
+            .or_else(|| self.tenants.first().map(|t| t.domain.clone()))
+            .unwrap_or_else(|| "tandem".into())
+    }
+
+    pub fn realm_for(&self, host: &str) -> Option<String> {
+        self.tenants
+            .iter()
+            .find(|t| t.domain.eq_ignore_ascii_case(host))
+            .map(|t| t.domain.clone())
+    }
+
+    pub fn tenant_domain(&self, tenant: &str) -> Option<String> {
+        self.tenants
+            .iter()
+            .find(|t| t.name == tenant)
+            .map(|t| t.domain.clone())
+    }
+
+    pub fn tenant_max_calls(&self, tenant: &str) -> Option<usize> {
+        self.tenants
+            .iter()
+            .find(|t| t.name == tenant)
+            .and_then(|t| t.max_calls)
+    }
+
+    /// The account for a digest username in a realm (the realm names the tenant).
+    pub fn account(&self, realm: &str, user: &str) -> Option<&AccountConfig> {
+        let tenant = self
+            .tenants
+            .iter()
+            .find(|t| t.domain.eq_ignore_ascii_case(realm))?;
+        self.accounts
+            .iter()
+            .find(|a| a.tenant == tenant.name && a.user == user)
+    }
+
+    pub fn trunk(&self, name: &str) -> Option<&TrunkConfig> {
+        self.trunks.iter().find(|t| t.name == name)
+    }
+
+    pub fn trunk_for_source(&self, ip: IpAddr) -> Option<&TrunkConfig> {
+        self.trunks
+            .iter()
+            .find(|t| t.allow.iter().any(|a| cidr_contains(a, ip)))
+    }
+
+    /// The first route of the caller's tenant whose pattern matches the dialled user part.
+    pub fn route(&self, tenant: &str, dialled: &str) -> Option<Route> {
+        self.routes
+            .iter()
+            .filter(|r| r.tenant == tenant)
+            .find(|r| match r.pattern.strip_suffix('*') {
+                Some(prefix) => dialled.starts_with(prefix),
+                None => r.pattern == dialled,
+            })
+            .and_then(|r| {
+                Some(Route {
+                    tenant: r.tenant.clone(),
+                    target: parse_target(&r.target)?,
+                })
+            })
+    }
+
+    /// E.164 normalisation: `+CC…` kept, `00CC…` → `+CC…`, `0…` → `+<country code>…` when the
+    /// tenant has one; short internal numbers (extensions, queues) are left as they are.
+    pub fn normalize(&self, tenant: &str, number: &str) -> String {
+        let digits: String = number
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
+            .collect();
+        if digits.starts_with('+')
+            || digits.len() < 7
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return digits;
+        }
+        if let Some(rest) = digits.strip_prefix("00") {
+            return format!("+{rest}");
+        }
+        let cc = self
+            .tenants
+            .iter()
+            .find(|t| t.name == tenant)
+            .and_then(|t| t.country_code.clone());
+        match (digits.strip_prefix('0'), cc) {
+            (Some(national), Some(cc)) => format!("+{cc}{national}"),
+            _ => digits,
+        }
+    }
+
+    pub fn registrar_limits(&self) -> RegistrarLimits {
+        RegistrarLimits {
+            min_expires: self.min_expires,
+            max_expires: self.max_expires,
+            ..RegistrarLimits::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_matching() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(cidr_contains("127.0.0.1", ip("127.0.0.1")));
+        assert!(!cidr_contains("127.0.0.1", ip("127.0.0.2")));
+        assert!(cidr_contains("10.0.0.0/8", ip("10.9.8.7")));
+        assert!(!cidr_contains("10.0.0.0/8", ip("11.0.0.1")));
+        assert!(cidr_contains("0.0.0.0/0", ip("1.2.3.4")));
+        assert!(cidr_contains("::1", ip("::1")));
+        assert!(!cidr_contains("garbage", ip("::1")));
+    }
+
+    #[test]
+    fn e164_normalisation() {
+        let mut cfg = SipConfig::default();
+        cfg.tenants.push(TenantConfig {
+            name: "acme".into(),
+            domain: "acme.test".into(),
+            max_calls: None,
+            country_code: Some("44".into()),
+        });
+        assert_eq!(cfg.normalize("acme", "02079460000"), "+442079460000");
+        assert_eq!(cfg.normalize("acme", "0033 1 23 45 67 89"), "+33123456789");
+        assert_eq!(cfg.normalize("acme", "+1 (555) 010-0000"), "+15550100000");
+        assert_eq!(cfg.normalize("acme", "2000"), "2000");
+        assert_eq!(cfg.normalize("other", "02079460000"), "02079460000");
+    }
+
+    #[test]
+    fn routes_match_in_order_within_the_tenant() {
+        let mut cfg = SipConfig::default();
+        for (tenant, pattern, target) in [
+            ("acme", "2000", "user:agent1"),
+            ("acme", "44*", "uri:sip:x@127.0.0.1:5080"),
+            ("acme", "*", "user:fallback"),
+            ("beta", "*", "user:b"),
+        ] {
+            cfg.routes.push(RouteConfig {
+                tenant: tenant.into(),
+                pattern: pattern.into(),
+                target: target.into(),
+            });
+        }
+        let t = |tenant: &str, n: &str| cfg.route(tenant, n).map(|r| r.target);
+        assert_eq!(t("acme", "2000"), Some(RouteTarget::User("agent1".into())));
+        assert_eq!(
+            t("acme", "4420"),
+            Some(RouteTarget::Uri("sip:x@127.0.0.1:5080".into()))
+        );
+        assert_eq!(t("acme", "99"), Some(RouteTarget::User("fallback".into())));
+        assert_eq!(t("beta", "2000"), Some(RouteTarget::User("b".into())));
+        assert_eq!(t("gamma", "2000"), None);
+    }
+}

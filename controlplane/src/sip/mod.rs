@@ -1,0 +1,13 @@
+//! SIP: messages, transactions, registrar and the B2BUA (all sans-IO), and the socket shell.
+
+pub mod b2bua;
+pub mod config;
+pub mod digest;
+pub mod message;
+pub mod metrics;
+pub mod registrar;
+pub mod server;
+pub mod transaction;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,302 @@
+//! The I/O shell around [`Engine`]: UDP and TCP sockets, the data plane, the clock.
+//!
+//! One task owns the engine and feeds it datagrams, frames read by per-connection TCP tasks,
+//! data-plane results and timer ticks; it then carries out what the engine asked for. Data-plane
+//! requests run as their own tasks so a slow core never stalls signalling.
+
+use super::b2bua::{Action, CallId, CallRecord, Engine, MediaOp, Now, SipEvent};
+use super::message::{stream_frame_len, MAX_MESSAGE_BYTES};
+use super::transaction::{Peer, Transport};
+use crate::media::{DataPlaneClient, TimedOut};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tandem_dataplane::api::{CoreError, SessionId, SessionStats};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+/// Recent call records, newest last, until storage takes them.
+pub struct CallRecords {
+    records: Mutex<VecDeque<CallRecord>>,
+    capacity: usize,
+}
+
+impl CallRecords {
+    pub fn new(capacity: usize) -> CallRecords {
+        CallRecords {
+            records: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            capacity,
+        }
+    }
+
+    pub fn push(&self, record: CallRecord) {
+        if let Ok(mut r) = self.records.lock() {
+            if r.len() == self.capacity {
+                r.pop_front();
+            }
+            r.push_back(record);
+        }
+    }
+
+    pub fn recent(&self, limit: usize) -> Vec<CallRecord> {
+        self.records
+            .lock()
+            .map(|r| r.iter().rev().take(limit).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+enum Inbound {
+    Stream {
+        bytes: Vec<u8>,
+        peer: Peer,
+    },
+    Accepted(SocketAddr, mpsc::Sender<Vec<u8>>),
+    Closed(SocketAddr),
+    Created {
+        call: CallId,
+        result: Result<(SessionId, [u16; 2]), CoreError>,
+    },
+    Deleted {
+        call: CallId,
+        stats: Option<Box<SessionStats>>,
+    },
+}
+
+fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    }
+}
+
+pub struct Listeners {
+    pub udp: Option<UdpSocket>,
+    pub tcp: Option<TcpListener>,
+}
+
+pub async fn run(
+    mut engine: Engine,
+    listeners: Listeners,
+    media: Arc<DataPlaneClient>,
+    mut timeouts: mpsc::Receiver<TimedOut>,
+    records: Arc<CallRecords>,
+) {
+    let (inbox_tx, mut inbox) = mpsc::channel::<Inbound>(4096);
+    let mut streams: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    if let Some(listener) = listeners.tcp {
+        let inbox = inbox_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, addr)) = listener.accept().await else {
+                    continue;
+                };
+                let writer = spawn_connection(stream, addr, inbox.clone());
+                if inbox.send(Inbound::Accepted(addr, writer)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    run_loop(
+        &mut engine,
+        listeners.udp,
+        &media,
+        &mut timeouts,
+        &records,
+        &inbox_tx,
+        &mut inbox,
+        &mut streams,
+    )
+    .await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_loop(
+    engine: &mut Engine,
+    udp: Option<UdpSocket>,
+    media: &Arc<DataPlaneClient>,
+    timeouts: &mut mpsc::Receiver<TimedOut>,
+    records: &Arc<CallRecords>,
+    inbox_tx: &mpsc::Sender<Inbound>,
+    inbox: &mut mpsc::Receiver<Inbound>,
+    streams: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+) {
+    let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
+    loop {
+        let deadline = tokio::time::Instant::from_std(engine.next_deadline());
+        tokio::select! {
+            received = recv(udp.as_ref(), &mut buf) => {
+                if let Some((n, from)) = received {
+                    let peer = Peer { transport: Transport::Udp, addr: from };
+                    if n > MAX_MESSAGE_BYTES {
+                        continue; // truncated: unreadable by definition
+                    }
+                    engine.receive(now(), &buf[..n], peer);
+                }
+            }
+            Some(message) = inbox.recv() => match message {
+                Inbound::Stream { bytes, peer } => engine.receive(now(), &bytes, peer),
+                Inbound::Accepted(addr, writer) => {
+                    streams.insert(addr, writer);
+                }
+                Inbound::Closed(addr) => {
+                    streams.remove(&addr);
+                }
+                Inbound::Created { call, result } => engine.media_created(now(), call, result),
+                Inbound::Deleted { call, stats } => engine.media_deleted(call, stats.map(|s| *s)),
+            },
+            Some((session, stats)) = timeouts.recv() => engine.media_timed_out(now(), session, stats),
+            _ = tokio::time::sleep_until(deadline) => engine.on_timer(now()),
+        }
+        let actions: Vec<Action> = engine.drain().collect();
+        for action in actions {
+            match action {
+                Action::Send { peer, bytes } => match peer.transport {
+                    Transport::Udp => {
+                        if let Some(socket) = &udp {
+                            if let Err(e) = socket.try_send_to(&bytes, peer.addr) {
+                                tracing::debug!("SIP send to {} failed: {e}", peer.addr);
+                            }
+                        }
+                    }
+                    Transport::Tcp | Transport::Tls => {
+                        let writer = streams
+                            .entry(peer.addr)
+                            .or_insert_with(|| connect(peer.addr, inbox_tx.clone()));
+                        if writer.try_send(bytes).is_err() {
+                            streams.remove(&peer.addr);
+                        }
+                    }
+                },
+                Action::Media(op) => spawn_media(op, media.clone(), inbox_tx.clone()),
+                Action::Event(event) => match event {
+                    SipEvent::CallEnded(record) => {
+                        tracing::info!(
+                            "call {} {} -> {} {} ({} by {})",
+                            record.call,
+                            record.caller,
+                            record.dialled,
+                            record.disposition.as_str(),
+                            record.final_code,
+                            record.ended_by
+                        );
+                        records.push(*record);
+                    }
+                    SipEvent::Registration(e) => tracing::info!("registration: {e:?}"),
+                    other => tracing::debug!("{other:?}"),
+                },
+            }
+        }
+    }
+}
+
+async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    match socket {
+        Some(s) => s.recv_from(buf).await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inbound>) {
+    tokio::spawn(async move {
+        match op {
+            MediaOp::Create { call, a, b } => {
+                let result = media.create(a, b).await;
+                let _ = inbox.send(Inbound::Created { call, result }).await;
+            }
+            MediaOp::Update {
+                session,
+                leg,
+                params,
+            } => {
+                if let Err(e) = media.update(session, leg, params).await {
+                    tracing::debug!("media update failed: {e:?}");
+                }
+            }
+            MediaOp::Delete { call, session } => {
+                let stats = media.delete(session).await.ok().map(Box::new);
+                let _ = inbox.send(Inbound::Deleted { call, stats }).await;
+            }
+        }
+    });
+}
+
+/// Reader and writer tasks for one TCP connection; returns the writer's queue.
+fn spawn_connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    inbox: mpsc::Sender<Inbound>,
+) -> mpsc::Sender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    let (mut reader, mut writer) = stream.into_split();
+    tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let peer = Peer {
+            transport: Transport::Tcp,
+            addr,
+        };
+        let mut pending: Vec<u8> = Vec::with_capacity(4096);
+        let mut chunk = vec![0u8; 16 * 1024];
+        'read: loop {
+            let n = match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            pending.extend_from_slice(&chunk[..n]);
+            loop {
+                // RFC 5626 keep-alive CRLFs between messages.
+                let skip = pending
+                    .iter()
+                    .take_while(|b| matches!(b, b'\r' | b'\n'))
+                    .count();
+                pending.drain(..skip);
+                match stream_frame_len(&pending) {
+                    Ok(Some(len)) => {
+                        let bytes: Vec<u8> = pending.drain(..len).collect();
+                        if inbox.send(Inbound::Stream { bytes, peer }).await.is_err() {
+                            break 'read;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        // A stream that cannot be framed cannot be resynchronised: close it.
+                        tracing::debug!("SIP TCP {addr}: {e}; closing");
+                        break 'read;
+                    }
+                }
+            }
+        }
+        let _ = inbox.send(Inbound::Closed(addr)).await;
+    });
+    tx
+}
+
+/// An outbound TCP connection: the writer queue is usable at once, bytes wait for the connect.
+fn connect(addr: SocketAddr, inbox: mpsc::Sender<Inbound>) -> mpsc::Sender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    tokio::spawn(async move {
+        let Ok(stream) = TcpStream::connect(addr).await else {
+            let _ = inbox.send(Inbound::Closed(addr)).await;
+            return;
+        };
+        let writer = spawn_connection(stream, addr, inbox);
+        while let Some(bytes) = rx.recv().await {
+            if writer.send(bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    tx
+}
