@@ -1,1 +1,552 @@
+//! Deterministic tests of the SIP core with simulated time: parser, transactions, registrar and
+//! B2BUA flows end to end at the message level.
 
+use super::b2bua::{Action, Disposition, Engine, MediaOp, Now, SipEvent};
+use super::config::{AccountConfig, RouteConfig, SipConfig, TenantConfig, TrunkConfig};
+use super::digest;
+use super::message::{Message, Method};
+use super::metrics::SipMetrics;
+use super::transaction::{Output, Peer, Timers, TransactionLayer, Transport};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tandem_dataplane::api::{LegIndex, SessionId, SessionStats};
+
+fn udp(addr: &str) -> Peer {
+    Peer {
+        transport: Transport::Udp,
+        addr: addr.parse().unwrap(),
+    }
+}
+
+const SDP_A: &str = "v=0\r\no=a 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+const SDP_B: &str = "v=0\r\no=b 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n";
+
+fn invite(branch: &str, call_id: &str, to_user: &str, sdp: &str) -> Vec<u8> {
+    format!(
+        "INVITE sip:{to_user}@127.0.0.1 SIP/2.0\r\nv: SIP/2.0/UDP 10.0.0.1:5060;branch={branch}\r\nf: <sip:caller@10.0.0.1>;tag=atag\r\nt: <sip:{to_user}@127.0.0.1>\r\ni: {call_id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nm: <sip:caller@10.0.0.1:5060>\r\nc: application/sdp\r\nl: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn parses_compact_multi_via_and_folded_headers() {
+    let text = "OPTIONS sip:x@y SIP/2.0\r\nv: SIP/2.0/UDP a:1;branch=z9hG4bK1, SIP/2.0/TCP b;branch=z9hG4bK2\r\nVia: SIP/2.0/UDP c\r\nf: <sip:a@b>;tag=1\r\nt: <sip:x@y>\r\ni: abc\r\nCSeq: 7\r\n OPTIONS\r\nSubject: hello\r\n world\r\nl: 0\r\n\r\n";
+    let m = Message::parse(text.as_bytes()).unwrap();
+    let vias: Vec<&str> = m.get_all("Via").collect();
+    assert_eq!(vias.len(), 3);
+    assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK1"));
+    assert_eq!(m.cseq(), Some((7, Method::Options)));
+    assert_eq!(m.get("Subject"), Some("hello world"));
+    assert_eq!(m.from_tag(), Some("1"));
+    assert_eq!(m.call_id(), "abc");
+    let printed = Message::parse(&m.to_bytes()).unwrap();
+    assert_eq!(printed.headers, m.headers);
+}
+
+#[test]
+fn malformed_messages_get_a_reason_and_an_answer_when_possible() {
+    let base = "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\n";
+    let cases: Vec<(String, &str, bool)> = vec![
+        (format!("{base}CSeq: 1 INVITE\r\nContent-Length: 50\r\n\r\nshort"), "Content-Length exceeds", true),
+        (format!("{base}CSeq: 99999999999 INVITE\r\n\r\n"), "CSeq", true),
+        (format!("{base}CSeq: 1 BYE\r\n\r\n"), "CSeq method", true),
+        (format!("{base}CSeq: 1 INVITE\r\nBad Header\r\n\r\n"), "colon", true),
+        (format!("{base}CSeq: 1 INVITE\r\nMax-Forwards: many\r\n\r\n"), "Max-Forwards", true),
+        (format!("{base}\r\n"), "CSeq", false),
+        ("INVITE sip:x@y\r\n\r\n".to_string(), "request line", false),
+        ("garbage\r\n\r\n".to_string(), "request line", false),
+        ("SIP/2.0 999999 Huge\r\n\r\n".to_string(), "status line", false),
+        (format!("{base}CSeq: 1 INVITE\r\nX: {}\r\n\r\n", "a".repeat(9000)), "too long", true),
+    ];
+    for (text, reason, answerable) in cases {
+        let e = Message::parse(text.as_bytes()).unwrap_err();
+        assert!(e.reason.contains(reason), "{reason}: got {}", e.reason);
+        assert_eq!(e.partial.is_some(), answerable, "{reason}");
+    }
+    let mut invalid_utf8 = format!("{base}CSeq: 1 INVITE\r\nSubject: ").into_bytes();
+    invalid_utf8.extend_from_slice(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']);
+    let e = Message::parse(&invalid_utf8).unwrap_err();
+    assert!(e.reason.contains("UTF-8") && e.partial.is_some());
+}
+
+#[test]
+fn bad_request_is_answered_with_400_and_reason() {
+    let mut layer = TransactionLayer::new(Timers::default(), 1);
+    let now = Instant::now();
+    let text = "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5062;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 50\r\n\r\n";
+    layer.receive(now, text.as_bytes(), udp("10.0.0.9:5062"));
+    let out: Vec<Output> = layer.drain().collect();
+    let Output::Send { peer, bytes } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(peer.addr, "10.0.0.9:5062".parse::<SocketAddr>().unwrap());
+    let res = Message::parse(bytes).unwrap();
+    assert_eq!(res.status(), Some(400));
+    assert!(String::from_utf8_lossy(bytes).contains("Content-Length"));
+    layer.receive(now, b"\xff\xfe garbage", udp("10.0.0.9:5062"));
+    assert!(matches!(layer.drain().next(), Some(Output::Dropped { .. })));
+}
+
+fn sends(out: &[Output]) -> usize {
+    out.iter()
+        .filter(|o| matches!(o, Output::Send { .. }))
+        .count()
+}
+
+#[test]
+fn invite_client_timer_a_doubles_and_timer_b_times_out() {
+    let mut layer = TransactionLayer::new(Timers::default(), 1);
+    let t0 = Instant::now();
+    let mut req = Message::request(Method::Invite, "sip:b@10.0.0.2");
+    req.push("From", "<sip:a@x>;tag=1")
+        .push("To", "<sip:b@x>")
+        .push("Call-ID", "c1")
+        .push("CSeq", "1 INVITE");
+    let tx = layer.send_request(t0, req, udp("10.0.0.2:5060"), None);
+    assert_eq!(sends(&layer.drain().collect::<Vec<_>>()), 1);
+    // Retransmissions at 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s; timeout at 32 s.
+    let mut retransmits = Vec::new();
+    let mut timed_out = None;
+    for ms in (0..=33_000).step_by(10) {
+        let now = t0 + Duration::from_millis(ms);
+        layer.on_timer(now);
+        for o in layer.drain() {
+            match o {
+                Output::Send { .. } => retransmits.push(ms),
+                Output::Timeout { tx: t } if t == tx => timed_out = Some(ms),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(retransmits, vec![500, 1500, 3500, 7500, 15500, 31500]);
+    assert_eq!(timed_out, Some(32_000));
+}
+
+#[test]
+fn non_invite_timer_e_caps_at_t2_and_reliable_transports_never_retransmit() {
+    let mut layer = TransactionLayer::new(Timers::default(), 1);
+    let t0 = Instant::now();
+    let mut req = Message::request(Method::Options, "sip:b@10.0.0.2");
+    req.push("From", "<sip:a@x>;tag=1")
+        .push("To", "<sip:b@x>")
+        .push("Call-ID", "c2")
+        .push("CSeq", "1 OPTIONS");
+    layer.send_request(t0, req.clone(), udp("10.0.0.2:5060"), None);
+    layer.send_request(
+        t0,
+        req,
+        Peer {
+            transport: Transport::Tcp,
+            addr: "10.0.0.3:5060".parse().unwrap(),
+        },
+        None,
+    );
+    layer.drain().for_each(drop);
+    let mut udp_at = Vec::new();
+    let mut timeouts = 0;
+    for ms in (0..=32_000).step_by(10) {
+        layer.on_timer(t0 + Duration::from_millis(ms));
+        for o in layer.drain() {
+            match o {
+                Output::Send { peer, .. } => {
+                    assert_eq!(peer.transport, Transport::Udp);
+                    udp_at.push(ms)
+                }
+                Output::Timeout { .. } => timeouts += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(&udp_at[..5], &[500, 1500, 3500, 7500, 11500]);
+    assert!(udp_at.windows(2).skip(4).all(|w| w[1] - w[0] == 4000));
+    assert_eq!(timeouts, 2, "Timer F for both");
+}
+
+#[test]
+fn server_2xx_is_retransmitted_until_ack_and_reported_when_ack_never_comes() {
+    let mut layer = TransactionLayer::new(Timers::default(), 1);
+    let t0 = Instant::now();
+    let peer = udp("10.0.0.1:5060");
+    layer.receive(t0, &invite("z9hG4bKs1", "call-s1", "1234", SDP_A), peer);
+    let tx = layer
+        .drain()
+        .find_map(|o| match o {
+            Output::Request { tx: Some(tx), .. } => Some(tx),
+            _ => None,
+        })
+        .unwrap();
+    let req = Message::parse(&invite("z9hG4bKs1", "call-s1", "1234", SDP_A)).unwrap();
+    layer.respond(t0, tx, Message::response_to(&req, 200, Some("x")));
+    layer.drain().for_each(drop);
+    let mut resent = 0;
+    let mut ack_timeout = false;
+    for ms in (0..=33_000).step_by(10) {
+        layer.on_timer(t0 + Duration::from_millis(ms));
+        for o in layer.drain() {
+            match o {
+                Output::Send { .. } => resent += 1,
+                Output::AckTimeout { invite } => ack_timeout = invite == tx,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert!(resent >= 9, "2xx resent {resent} times");
+    assert!(ack_timeout);
+
+    // With an ACK the retransmissions stop and nothing is reported.
+    let t1 = t0 + Duration::from_secs(100);
+    layer.receive(t1, &invite("z9hG4bKs2", "call-s2", "1234", SDP_A), peer);
+    let tx = layer
+        .drain()
+        .find_map(|o| match o {
+            Output::Request { tx: Some(tx), .. } => Some(tx),
+            _ => None,
+        })
+        .unwrap();
+    let req = Message::parse(&invite("z9hG4bKs2", "call-s2", "1234", SDP_A)).unwrap();
+    layer.respond(t1, tx, Message::response_to(&req, 200, Some("x")));
+    layer.drain().for_each(drop);
+    let ack = "ACK sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKack\r\nFrom: <sip:caller@10.0.0.1>;tag=atag\r\nTo: <sip:1234@127.0.0.1>;tag=x\r\nCall-ID: call-s2\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
+    layer.receive(t1 + Duration::from_millis(100), ack.as_bytes(), peer);
+    assert!(matches!(
+        layer.drain().next(),
+        Some(Output::Request { tx: None, .. })
+    ));
+    for ms in (100..=40_000).step_by(10) {
+        layer.on_timer(t1 + Duration::from_millis(ms));
+        assert_eq!(layer.drain().count(), 0);
+    }
+    assert_eq!(layer.active(), (0, 0), "transactions end");
+}
+
+fn config() -> SipConfig {
+    SipConfig {
+        listen_udp: Some("127.0.0.1:5060".parse().unwrap()),
+        tenants: vec![TenantConfig {
+            name: "acme".into(),
+            domain: "acme.test".into(),
+            max_calls: Some(2),
+            country_code: None,
+        }],
+        accounts: vec![AccountConfig {
+            tenant: "acme".into(),
+            user: "agent1".into(),
+            password: "pw".into(),
+        }],
+        trunks: vec![TrunkConfig {
+            name: "carrier".into(),
+            tenant: "acme".into(),
+            address: "10.0.0.2:5060".parse().unwrap(),
+            allow: vec!["10.0.0.1".into()],
+        }],
+        routes: vec![
+            RouteConfig {
+                tenant: "acme".into(),
+                pattern: "2000".into(),
+                target: "user:agent1".into(),
+            },
+            RouteConfig {
+                tenant: "acme".into(),
+                pattern: "*".into(),
+                target: "trunk:carrier".into(),
+            },
+        ],
+        options_ping_s: 0,
+        ..SipConfig::default()
+    }
+}
+
+struct Harness {
+    engine: Engine,
+    t0: Instant,
+    ms: u64,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let t0 = Instant::now();
+        Harness {
+            engine: Engine::new(
+                config(),
+                "192.0.2.1".parse().unwrap(),
+                [3; 32],
+                t0,
+                Arc::new(SipMetrics::default()),
+            ),
+            t0,
+            ms: 0,
+        }
+    }
+    fn now(&self) -> Now {
+        Now {
+            mono: self.t0 + Duration::from_millis(self.ms),
+            unix_ms: 1_700_000_000_000 + self.ms,
+        }
+    }
+    fn feed(&mut self, bytes: &[u8], from: &str) -> Vec<Action> {
+        let now = self.now();
+        self.engine.receive(now, bytes, udp(from));
+        self.engine.drain().collect()
+    }
+    fn advance(&mut self, ms: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        for _ in 0..ms / 10 {
+            self.ms += 10;
+            let now = self.now();
+            self.engine.on_timer(now);
+            out.extend(self.engine.drain());
+        }
+        out
+    }
+}
+
+fn sent(actions: &[Action]) -> Vec<(SocketAddr, Message)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { peer, bytes } => Some((peer.addr, Message::parse(bytes).unwrap())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn response_from(req: &Message, code: u16, tag: &str, sdp: Option<&str>) -> Vec<u8> {
+    let mut res = Message::response_to(req, code, Some(tag));
+    res.push("Contact", "<sip:callee@10.0.0.2:5060>");
+    if let Some(sdp) = sdp {
+        res.set_body("application/sdp", sdp.as_bytes().to_vec());
+    }
+    res.to_bytes()
+}
+
+/// Caller INVITE through media allocation to the INVITE sent to B.
+fn start_call(h: &mut Harness, call_id: &str) -> Message {
+    let actions = h.feed(&invite("z9hG4bKa1", call_id, "5551234", SDP_A), "10.0.0.1:5060");
+    assert_eq!(sent(&actions)[0].1.status(), Some(100));
+    let (call, a) = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Media(MediaOp::Create { call, a, .. }) => Some((*call, *a)),
+            _ => None,
+        })
+        .expect("media requested");
+    assert_eq!(a.rtp, Some("10.0.0.1:4000".parse().unwrap()));
+    let session = SessionId {
+        core: 0,
+        slot: 1,
+        generation: 1,
+    };
+    let now = h.now();
+    h.engine
+        .media_created(now, call, Ok((session, [30000, 30004])));
+    let out: Vec<Action> = h.engine.drain().collect();
+    let (to, b_invite) = sent(&out).remove(0);
+    assert_eq!(to, "10.0.0.2:5060".parse::<SocketAddr>().unwrap());
+    assert_eq!(b_invite.method(), Some(&Method::Invite));
+    assert_eq!(b_invite.request_uri(), Some("sip:5551234@10.0.0.2:5060"));
+    let body = b_invite.body_str().unwrap();
+    assert!(body.contains("c=IN IP4 192.0.2.1") && body.contains("m=audio 30004 "));
+    assert!(!body.contains("10.0.0.1"), "caller's address hidden: {body}");
+    b_invite
+}
+
+#[test]
+fn b2bua_call_answered_and_hung_up_by_caller() {
+    let mut h = Harness::new();
+    let b_invite = start_call(&mut h, "call-1");
+    h.ms += 1;
+    let out = h.feed(&response_from(&b_invite, 180, "btag", None), "10.0.0.2:5060");
+    let to_a = sent(&out);
+    assert_eq!(to_a[0].1.status(), Some(180));
+    assert_eq!(to_a[0].0, "10.0.0.1:5060".parse::<SocketAddr>().unwrap());
+    let a_tag = to_a[0].1.to_tag().unwrap().to_string();
+    h.ms += 1;
+    let out = h.feed(&response_from(&b_invite, 200, "btag", Some(SDP_B)), "10.0.0.2:5060");
+    let msgs = sent(&out);
+    let ack = msgs.iter().find(|(_, m)| m.method() == Some(&Method::Ack)).unwrap();
+    assert_eq!(ack.1.request_uri(), Some("sip:callee@10.0.0.2:5060"));
+    assert_eq!(ack.1.cseq(), Some((1, Method::Ack)));
+    let ok = msgs.iter().find(|(_, m)| m.status() == Some(200)).unwrap();
+    assert_eq!(ok.1.to_tag(), Some(a_tag.as_str()), "same tag as the 180");
+    assert!(ok.1.body_str().unwrap().contains("m=audio 30000 "));
+    assert!(out.iter().any(|a| matches!(a, Action::Media(MediaOp::Update { leg: LegIndex::B, params, .. }) if params.rtp == Some("10.0.0.2:5000".parse().unwrap()))));
+    assert_eq!(h.engine.active_calls(), 1);
+
+    // The caller's ACK, then BYE.
+    let ack = format!("ACK sip:tandem@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa2\r\nFrom: <sip:caller@10.0.0.1>;tag=atag\r\nTo: <sip:5551234@127.0.0.1>;tag={a_tag}\r\nCall-ID: call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n");
+    assert!(sent(&h.feed(ack.as_bytes(), "10.0.0.1:5060")).is_empty());
+    let bye = ack
+        .replace("ACK sip", "BYE sip")
+        .replace("1 ACK", "2 BYE")
+        .replace("z9hG4bKa2", "z9hG4bKa3");
+    h.ms += 5000;
+    let out = h.feed(bye.as_bytes(), "10.0.0.1:5060");
+    let msgs = sent(&out);
+    assert!(msgs.iter().any(|(to, m)| m.status() == Some(200) && to.port() == 5060 && to.ip().to_string() == "10.0.0.1"));
+    let b_bye = msgs.iter().find(|(_, m)| m.method() == Some(&Method::Bye)).unwrap();
+    assert_eq!(b_bye.0, "10.0.0.2:5060".parse::<SocketAddr>().unwrap());
+    assert_eq!(b_bye.1.to_tag(), Some("btag"));
+    assert_eq!(b_bye.1.cseq(), Some((2, Method::Bye)));
+    let Some(Action::Media(MediaOp::Delete { call, .. })) = out.iter().find(|a| matches!(a, Action::Media(MediaOp::Delete { .. }))) else { panic!() };
+    h.engine.media_deleted(*call, Some(SessionStats::default()));
+    let record = h.engine.drain().find_map(|a| match a {
+        Action::Event(SipEvent::CallEnded(r)) => Some(r),
+        _ => None,
+    }).unwrap();
+    assert_eq!(record.disposition, Disposition::Answered);
+    assert_eq!(record.ended_by, "caller");
+    assert_eq!(record.setup_ms, Some(2));
+    assert_eq!(record.codecs, vec!["PCMA".to_string()]);
+    assert!(record.media.is_some());
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn b2bua_cancel_before_answer_cancels_the_outbound_leg() {
+    let mut h = Harness::new();
+    let b_invite = start_call(&mut h, "call-2");
+    h.feed(&response_from(&b_invite, 180, "btag", None), "10.0.0.2:5060");
+    let cancel = "CANCEL sip:5551234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa1\r\nFrom: <sip:caller@10.0.0.1>;tag=atag\r\nTo: <sip:5551234@127.0.0.1>\r\nCall-ID: call-2\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
+    let out = h.feed(cancel.as_bytes(), "10.0.0.1:5060");
+    let msgs = sent(&out);
+    let codes: Vec<Option<u16>> = msgs.iter().map(|(_, m)| m.status()).collect();
+    assert!(codes.contains(&Some(200)) && codes.contains(&Some(487)), "{codes:?}");
+    let b_cancel = msgs.iter().find(|(_, m)| m.method() == Some(&Method::Cancel)).unwrap();
+    assert_eq!(b_cancel.1.top_via().unwrap().branch(), b_invite.top_via().unwrap().branch());
+    assert!(out.iter().any(|a| matches!(a, Action::Media(MediaOp::Delete { .. }))));
+    // B answers the CANCEL and the INVITE with 487; we ACK the 487.
+    let out = h.feed(&response_from(&b_invite, 487, "btag", None), "10.0.0.2:5060");
+    assert!(sent(&out).iter().any(|(_, m)| m.method() == Some(&Method::Ack)));
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn b2bua_maps_busy_no_route_and_no_registration() {
+    let mut h = Harness::new();
+    let b_invite = start_call(&mut h, "call-3");
+    let out = h.feed(&response_from(&b_invite, 486, "btag", None), "10.0.0.2:5060");
+    assert!(sent(&out).iter().any(|(to, m)| m.status() == Some(486) && to.ip().to_string() == "10.0.0.1"));
+    // An account's number with nobody registered: 480.
+    let out = h.feed(&invite("z9hG4bKr1", "call-4", "2000", SDP_A), "10.0.0.1:5060");
+    assert!(sent(&out).iter().any(|(_, m)| m.status() == Some(480)));
+    // An untrusted source must authenticate.
+    let out = h.feed(&invite("z9hG4bKr2", "call-5", "2000", SDP_A), "10.9.9.9:5060");
+    let challenge = sent(&out).into_iter().find(|(_, m)| m.status() == Some(407)).unwrap().1;
+    assert_eq!(challenge.get_all("Proxy-Authenticate").count(), 2);
+}
+
+#[test]
+fn b2bua_outbound_timeout_becomes_408_and_no_answer_becomes_480() {
+    let mut h = Harness::new();
+    start_call(&mut h, "call-6");
+    let out = h.advance(33_000);
+    assert!(sent(&out).iter().any(|(_, m)| m.status() == Some(408)), "Timer B → 408");
+    assert_eq!(h.engine.active_calls(), 0);
+
+    let mut h = Harness::new();
+    let b_invite = start_call(&mut h, "call-7");
+    h.feed(&response_from(&b_invite, 180, "btag", None), "10.0.0.2:5060");
+    let out = h.advance(61_000);
+    let msgs = sent(&out);
+    assert!(msgs.iter().any(|(_, m)| m.status() == Some(480)));
+    assert!(msgs.iter().any(|(_, m)| m.method() == Some(&Method::Cancel)));
+}
+
+#[test]
+fn tenant_call_limit_answers_503_with_retry_after() {
+    let mut h = Harness::new();
+    start_call(&mut h, "l1");
+    h.feed(&invite("z9hG4bKl2", "l2", "5551234", SDP_A), "10.0.0.1:5060");
+    let out = h.feed(&invite("z9hG4bKl3", "l3", "5551234", SDP_A), "10.0.0.1:5060");
+    let refused = sent(&out).into_iter().find(|(_, m)| m.status() == Some(503)).unwrap().1;
+    assert!(refused.get("Retry-After").is_some());
+}
+
+fn register(cseq: u32, auth: Option<&str>, contact: &str) -> Vec<u8> {
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    format!("REGISTER sip:acme.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.5:5060;branch=z9hG4bKreg{cseq};rport\r\nFrom: <sip:agent1@acme.test>;tag=r1\r\nTo: <sip:agent1@acme.test>\r\nCall-ID: reg-1\r\nCSeq: {cseq} REGISTER\r\nContact: {contact}\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n").into_bytes()
+}
+
+#[test]
+fn register_with_digest_then_calls_reach_the_contact_behind_nat() {
+    let mut h = Harness::new();
+    let from = "203.0.113.7:40000"; // the NAT's public side
+    let out = h.feed(&register(1, None, "<sip:agent1@192.168.1.5:5060>"), from);
+    let (to, challenge) = sent(&out).remove(0);
+    assert_eq!(to, from.parse::<SocketAddr>().unwrap(), "rport honoured");
+    assert_eq!(challenge.status(), Some(401));
+    let www: Vec<&str> = challenge.get_all("WWW-Authenticate").collect();
+    assert!(www[0].contains("SHA-256") && www[1].contains("MD5"));
+
+    let wrong = digest::authorize(www[1], "agent1", "nope", "REGISTER", "sip:acme.test", "c", 1).unwrap();
+    let out = h.feed(&register(2, Some(&wrong), "<sip:agent1@192.168.1.5:5060>"), from);
+    assert_eq!(sent(&out)[0].1.status(), Some(403));
+
+    let right = digest::authorize(www[0], "agent1", "pw", "REGISTER", "sip:acme.test", "c", 1).unwrap();
+    let out = h.feed(&register(3, Some(&right), "<sip:agent1@192.168.1.5:5060>"), from);
+    let ok = &sent(&out)[0].1;
+    assert_eq!(ok.status(), Some(200));
+    assert!(ok.get("Contact").unwrap().contains("expires=600"));
+    assert!(out.iter().any(|a| matches!(a, Action::Event(SipEvent::Registration(_)))));
+    assert_eq!(h.engine.location().binding_count(), 1);
+
+    // A call to 2000 goes to the registered contact's public address.
+    let out = h.feed(&invite("z9hG4bKc1", "call-r", "2000", SDP_A), "10.0.0.1:5060");
+    let call = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Media(MediaOp::Create { call, .. }) => Some(*call),
+            _ => None,
+        })
+        .expect("media requested");
+    let now = h.now();
+    h.engine.media_created(now, call, Ok((SessionId { core: 0, slot: 2, generation: 1 }, [30008, 30012])));
+    let out: Vec<Action> = h.engine.drain().collect();
+    let (to, b_invite) = sent(&out).remove(0);
+    assert_eq!(to, from.parse::<SocketAddr>().unwrap());
+    assert_eq!(b_invite.request_uri(), Some("sip:agent1@192.168.1.5:5060"));
+
+    // Nonces go stale: the right password with an old nonce gets stale=true.
+    h.ms += 400_000;
+    let out = h.feed(&register(4, Some(&right), "<sip:agent1@192.168.1.5:5060>"), from);
+    let stale = &sent(&out)[0].1;
+    assert_eq!(stale.status(), Some(401));
+    assert!(stale.get("WWW-Authenticate").unwrap().contains("stale=true"));
+}
+
+#[test]
+fn repeated_auth_failures_lock_the_source_out() {
+    let mut h = Harness::new();
+    let from = "198.51.100.1:5060";
+    let challenge = sent(&h.feed(&register(1, None, "<sip:agent1@198.51.100.1>"), from)).remove(0).1;
+    let www = challenge.get("WWW-Authenticate").unwrap().to_string();
+    for i in 0..10 {
+        let wrong = digest::authorize(&www, "agent1", &format!("guess{i}"), "REGISTER", "sip:acme.test", "c", 1).unwrap();
+        h.feed(&register(2 + i, Some(&wrong), "<sip:agent1@198.51.100.1>"), from);
+    }
+    let right = digest::authorize(&www, "agent1", "pw", "REGISTER", "sip:acme.test", "c", 1).unwrap();
+    let out = h.feed(&register(20, Some(&right), "<sip:agent1@198.51.100.1>"), from);
+    let refused = &sent(&out)[0].1;
+    assert_eq!(refused.status(), Some(403), "locked even with the right password");
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic_the_parser_or_the_engine(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+        let _ = Message::parse(&bytes);
+        let mut h = Harness::new();
+        h.feed(&bytes, "10.0.0.1:5060");
+    }
+
+    #[test]
+    fn mutated_invites_never_panic(pos in 0usize..400, byte in proptest::num::u8::ANY, cut in 0usize..450) {
+        let mut bytes = invite("z9hG4bKp", "prop", "5551234", SDP_A);
+        if pos < bytes.len() { bytes[pos] = byte; }
+        bytes.truncate(cut.max(1));
+        let mut h = Harness::new();
+        h.feed(&bytes, "10.0.0.1:5060");
+        h.advance(100);
+    }
+}
