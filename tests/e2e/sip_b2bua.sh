@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Tandem as the SIP B2BUA between real SIPp callers and callees, media anchored in its own data
+# plane. Phases: SIPp uac_pcap -> Tandem -> SIPp uas (PCMA, RTP echo) with every RTP packet
+# counted across the relay; BYE from the callee; CANCEL before answer; hold and resume by
+# re-INVITE (sendonly/recvonly through both legs); the same calls over TCP; malformed messages
+# answered with 400 or dropped, never a crash. Call records are checked at /calls.
+source "$(dirname "$0")/lib.sh"
+SCEN="$ROOT/tests/e2e/sipp"
+SIP=25060; UAS=25080; UAC=25090; NG=22241; HTTP=18091
+CALLS=${CALLS:-10}
+
+cat >"$WORK/tandem.toml" <<CFG
+[sip]
+listen_udp = "127.0.0.1:$SIP"
+listen_tcp = "127.0.0.1:$SIP"
+
+[[sip.tenants]]
+name = "acme"
+domain = "acme.test"
+
+[[sip.trunks]]
+name = "carrier"
+tenant = "acme"
+address = "127.0.0.1:$UAS"
+allow = ["127.0.0.1"]
+
+[[sip.routes]]
+tenant = "acme"
+match = "*"
+target = "trunk:carrier"
+CFG
+start_tandem $NG $HTTP --config "$WORK/tandem.toml" --port-min 36000 --port-max 36999
+cd "$WORK"
+ln -sfn /usr/share/sip-tester pcap
+
+# run_calls NAME UAS_SCENARIO UAC_SCENARIO CALLS [uac args...]: both sides must complete every call.
+run_calls() {
+  local name=$1 uas=$2 uac=$3 n=$4; shift 4
+  mkdir -p "$WORK/$name"; (cd "$WORK/$name" && ln -sfn /usr/share/sip-tester pcap)
+  (cd "$WORK/$name" && setsid timeout 90 sipp -sf "$uas" -i 127.0.0.1 -p $UAS -mp 16000 -rtp_echo -m "$n" \
+     -nostdin -trace_err >uas.log 2>&1 </dev/null) &
+  local uas_pid=$!
+  PIDS+=($uas_pid)
+  sleep 0.5
+  (cd "$WORK/$name" && timeout 90 sipp -sf "$uac" 127.0.0.1:$SIP -s 5551234 -i 127.0.0.1 -p $UAC -mp 17000 \
+     -r 5 -m "$n" -l "$n" -nostdin -trace_err "$@" >uac.log 2>&1) || fail "$name: caller side failed: $(tail -3 "$WORK/$name/uac.log"; cat "$WORK/$name"/*errors.log 2>/dev/null | head -20)"
+  wait $uas_pid || fail "$name: callee side failed: $(tail -3 "$WORK/$name/uas.log"; cat "$WORK/$name"/*errors.log 2>/dev/null | head -20)"
+  echo "ok: $name ($n calls)"
+}
+
+# 1. Media: what SIPp plays per call (G.711 prompt, then RFC 2833 DTMF), echoed back by the UAS.
+run_calls pcap "$PEERS_DIR/uas_pcma.xml" "$PEERS_DIR/uac_pcap.xml" "$CALLS"
+per_call=$(( $(tshark -r /usr/share/sip-tester/g711a.pcap 2>/dev/null | wc -l) \
+           + $(tshark -r /usr/share/sip-tester/dtmf_2833_1.pcap 2>/dev/null | wc -l) ))
+expected=$((CALLS * per_call * 2))
+sleep 1
+relayed=$(metric $HTTP 'tandem_dp_relayed_packets_total')
+dropped=$(metric $HTTP 'tandem_dp_dropped_packets_total')
+echo "RTP expected=$expected relayed=$relayed dropped=$dropped"
+[ "$relayed" -eq "$expected" ] || fail "relayed $relayed RTP packets, expected $expected"
+[ "$dropped" -eq 0 ] || fail "$dropped packets dropped"
+
+# 2. The callee hangs up; 3. the caller cancels while it rings; 4. hold and resume.
+run_calls callee_bye "$SCEN/uas_callee_bye.xml" "$SCEN/uac_wait_bye.xml" 5
+run_calls cancel "$SCEN/uas_ring_forever.xml" "$SCEN/uac_cancel.xml" 5
+run_calls hold "$SCEN/uas_hold.xml" "$SCEN/uac_hold.xml" 3
+# 5. The caller over TCP (the callee stays on UDP).
+run_calls tcp_caller "$SCEN/uas_callee_bye.xml" "$SCEN/uac_wait_bye.xml" 3 -t t1
+
+sleep 1
+active=$(metric $HTTP 'tandem_dp_sessions_active')
+[ "$active" -eq 0 ] || fail "$active data-plane sessions left after every call ended"
+[ "$(metric $HTTP 'tandem_sip_active_calls')" -eq 0 ] || fail "SIP calls left active"
+
+# Call records: every call has one, with the right disposition and who ended it.
+curl -fsS "http://127.0.0.1:$HTTP/calls" >"$WORK/calls.json"
+python3 - "$WORK/calls.json" "$CALLS" <<'PY' || fail "call records wrong: $(head -c 600 "$WORK/calls.json")"
+import json, sys, collections
+calls = json.load(open(sys.argv[1]))["calls"]
+n = int(sys.argv[2])
+by = collections.Counter((c["disposition"], c["ended_by"]) for c in calls)
+print("call records:", dict(by))
+assert by[("answered", "caller")] == n + 3, by      # pcap calls + hold calls
+assert by[("answered", "callee")] == 5 + 3, by      # callee BYE over UDP and TCP callers
+assert by[("cancelled", "caller")] == 5, by
+answered = [c for c in calls if c["disposition"] == "answered"]
+assert all(c["setup_ms"] is not None and c["codecs"][0] == "PCMA" for c in answered)
+# The pcap calls carried media both ways; their records say so.
+with_media = [c for c in answered if c["media"]
+              and c["media"]["caller"]["rtp_packets_received"] > 0
+              and c["media"]["callee"]["rtp_packets_received"] > 0]
+assert len(with_media) >= n, len(with_media)
+PY
+
+# 6. Malformed input: answerable garbage gets 400 with a reason, the rest is dropped; the
+# process survives and still answers OPTIONS.
+python3 - $SIP <<'PY' || fail "malformed-message handling"
+import socket, sys
+port = int(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.0)
+s.bind(("127.0.0.1", 0))
+me = "127.0.0.1:%d" % s.getsockname()[1]
+head = ("INVITE sip:1@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK%%s\r\n"
+        "From: <sip:a@b>;tag=1\r\nTo: <sip:1@127.0.0.1>\r\nCall-ID: bad%%s\r\n" % me)
+answerable = {
+  "wrong Content-Length": "CSeq: 1 INVITE\r\nContent-Length: 999\r\n\r\nv=0\r\n",
+  "absurd CSeq": "CSeq: 99999999999 INVITE\r\n\r\n",
+  "CSeq method mismatch": "CSeq: 1 BYE\r\n\r\n",
+  "header without colon": "CSeq: 1 INVITE\r\nNoColonHere\r\n\r\n",
+  "oversized header": "CSeq: 1 INVITE\r\nX-Big: " + "a" * 9000 + "\r\n\r\n",
+}
+for i, (name, tail) in enumerate(answerable.items()):
+    s.sendto((head % (i, i) + tail).encode(), ("127.0.0.1", port))
+    reply = s.recv(70000).decode(errors="replace")
+    assert reply.startswith("SIP/2.0 400"), (name, reply[:80])
+    print("400 for %s: %s" % (name, reply.split("\r\n")[0]))
+for junk in [b"\xff\xfe\x00garbage", b"INVITE sip:x SIP/2.0\r\n\r\n", b"SIP/2.0 999999 x\r\n\r\n",
+             (head % ("u", "u")).encode() + b"CSeq: 1 INVITE\r\nSubject: \xff\xfe\r\n\r\n"]:
+    s.sendto(junk, ("127.0.0.1", port))
+opts = ("OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bKopt\r\nFrom: <sip:a@b>;tag=1\r\n"
+        "To: <sip:127.0.0.1>\r\nCall-ID: opt\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n" % me)
+s.sendto(opts.encode(), ("127.0.0.1", port))
+while True:
+    reply = s.recv(70000).decode(errors="replace")
+    if "Call-ID: opt" in reply:
+        break
+assert reply.startswith("SIP/2.0 200"), reply[:80]
+print("still answering OPTIONS after hostile input")
+PY
+kill -0 "$TANDEM_PID" || fail "tandem died"
+echo "sip metrics:"; curl -fsS "http://127.0.0.1:$HTTP/metrics" | grep -E '^tandem_sip_(calls_ended|malformed|responses_total\{direction="out",code="4)'
+echo "ok: SIP B2BUA end to end against SIPp"
