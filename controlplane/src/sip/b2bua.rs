@@ -621,7 +621,11 @@ impl Engine {
         } else {
             "WWW-Authenticate"
         };
-        for c in self.auth.challenges(now.unix_s(), &realm, stale) {
+        let algorithms = self.cfg.algorithms();
+        for c in self
+            .auth
+            .challenges(now.unix_s(), &realm, stale, &algorithms)
+        {
             res.push(header, c);
         }
         self.respond(now, tx, res);

@@ -21,6 +21,10 @@ pub struct SipConfig {
     /// Calls at once across all tenants; beyond it INVITEs get 503 with Retry-After.
     pub max_calls: usize,
     pub nonce_ttl_s: u64,
+    /// Digest challenges offered, most preferred first (RFC 8760). Some deployed clients fail on
+    /// any challenge they do not know (baresip 1.0's libre answers ENOSYS when one names
+    /// SHA-256): offer only MD5 to such fleets.
+    pub digest_algorithms: Vec<String>,
     pub auth_failures_before_lockout: u32,
     pub lockout_s: u64,
     /// Per source address, per second; 0 = unlimited.
@@ -107,6 +111,7 @@ impl Default for SipConfig {
             no_answer_timeout_s: 60,
             max_calls: 20_000,
             nonce_ttl_s: 300,
+            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
             auth_failures_before_lockout: 10,
             lockout_s: 600,
             invite_rate_per_source: 0.0,
@@ -220,6 +225,14 @@ impl SipConfig {
                 }
                 _ => {}
             }
+        }
+        if self.digest_algorithms.is_empty()
+            || self
+                .digest_algorithms
+                .iter()
+                .any(|a| super::digest::Algorithm::parse(a).is_none())
+        {
+            return Err("sip.digest_algorithms: list of \"SHA-256\" and/or \"MD5\"".into());
         }
         if self.t1_ms == 0 {
             return Err("sip.t1_ms must be positive".into());
@@ -337,6 +350,13 @@ impl SipConfig {
             (Some(national), Some(cc)) => format!("+{cc}{national}"),
             _ => digits,
         }
+    }
+
+    pub fn algorithms(&self) -> Vec<super::digest::Algorithm> {
+        self.digest_algorithms
+            .iter()
+            .filter_map(|a| super::digest::Algorithm::parse(a))
+            .collect()
     }
 
     pub fn registrar_limits(&self) -> RegistrarLimits {

@@ -23,7 +23,7 @@ impl Algorithm {
         }
     }
 
-    fn parse(name: &str) -> Option<Algorithm> {
+    pub fn parse(name: &str) -> Option<Algorithm> {
         match name.to_ascii_uppercase().as_str() {
             "MD5" => Some(Algorithm::Md5),
             "SHA-256" => Some(Algorithm::Sha256),
@@ -218,12 +218,17 @@ impl Authenticator {
         format!("{now_unix_s:x}.{}", self.signature(now_unix_s, realm))
     }
 
-    /// The challenge headers' values: SHA-256 first (preferred), then MD5 for older clients
-    /// (RFC 8760 §2.4).
-    pub fn challenges(&self, now_unix_s: u64, realm: &str, stale: bool) -> Vec<String> {
+    /// The challenge headers' values, one per algorithm in order of preference (RFC 8760 §2.4).
+    pub fn challenges(
+        &self,
+        now_unix_s: u64,
+        realm: &str,
+        stale: bool,
+        algorithms: &[Algorithm],
+    ) -> Vec<String> {
         let nonce = self.nonce(now_unix_s, realm);
         let stale = if stale { ", stale=true" } else { "" };
-        [Algorithm::Sha256, Algorithm::Md5]
+        algorithms
             .iter()
             .map(|a| {
                 format!(
@@ -363,7 +368,11 @@ mod tests {
     #[test]
     fn challenge_answer_verify_round_trip_both_algorithms() {
         let auth = Authenticator::new([7; 32], 300);
-        for (i, challenge) in auth.challenges(1000, "acme", false).iter().enumerate() {
+        for (i, challenge) in auth
+            .challenges(1000, "acme", false, &[Algorithm::Sha256, Algorithm::Md5])
+            .iter()
+            .enumerate()
+        {
             let header = authorize(challenge, "agent1", "pw", "REGISTER", "sip:acme", "c1", 1)
                 .expect("well-formed challenge");
             let creds = Credentials::parse(&header).expect("parses");
@@ -386,7 +395,7 @@ mod tests {
     fn forged_nonce_and_foreign_realm_rejected() {
         let auth = Authenticator::new([7; 32], 300);
         let other = Authenticator::new([8; 32], 300);
-        let challenge = &other.challenges(1000, "acme", false)[0];
+        let challenge = &other.challenges(1000, "acme", false, &[Algorithm::Sha256])[0];
         let header = authorize(challenge, "a", "pw", "REGISTER", "sip:acme", "c", 1).unwrap();
         let creds = Credentials::parse(&header).unwrap();
         assert_eq!(

@@ -49,16 +49,40 @@ fn parses_compact_multi_via_and_folded_headers() {
 fn malformed_messages_get_a_reason_and_an_answer_when_possible() {
     let base = "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\n";
     let cases: Vec<(String, &str, bool)> = vec![
-        (format!("{base}CSeq: 1 INVITE\r\nContent-Length: 50\r\n\r\nshort"), "Content-Length exceeds", true),
-        (format!("{base}CSeq: 99999999999 INVITE\r\n\r\n"), "CSeq", true),
+        (
+            format!("{base}CSeq: 1 INVITE\r\nContent-Length: 50\r\n\r\nshort"),
+            "Content-Length exceeds",
+            true,
+        ),
+        (
+            format!("{base}CSeq: 99999999999 INVITE\r\n\r\n"),
+            "CSeq",
+            true,
+        ),
         (format!("{base}CSeq: 1 BYE\r\n\r\n"), "CSeq method", true),
-        (format!("{base}CSeq: 1 INVITE\r\nBad Header\r\n\r\n"), "colon", true),
-        (format!("{base}CSeq: 1 INVITE\r\nMax-Forwards: many\r\n\r\n"), "Max-Forwards", true),
+        (
+            format!("{base}CSeq: 1 INVITE\r\nBad Header\r\n\r\n"),
+            "colon",
+            true,
+        ),
+        (
+            format!("{base}CSeq: 1 INVITE\r\nMax-Forwards: many\r\n\r\n"),
+            "Max-Forwards",
+            true,
+        ),
         (format!("{base}\r\n"), "CSeq", false),
         ("INVITE sip:x@y\r\n\r\n".to_string(), "request line", false),
         ("garbage\r\n\r\n".to_string(), "request line", false),
-        ("SIP/2.0 999999 Huge\r\n\r\n".to_string(), "status line", false),
-        (format!("{base}CSeq: 1 INVITE\r\nX: {}\r\n\r\n", "a".repeat(9000)), "too long", true),
+        (
+            "SIP/2.0 999999 Huge\r\n\r\n".to_string(),
+            "status line",
+            false,
+        ),
+        (
+            format!("{base}CSeq: 1 INVITE\r\nX: {}\r\n\r\n", "a".repeat(9000)),
+            "too long",
+            true,
+        ),
     ];
     for (text, reason, answerable) in cases {
         let e = Message::parse(text.as_bytes()).unwrap_err();
@@ -323,7 +347,10 @@ fn response_from(req: &Message, code: u16, tag: &str, sdp: Option<&str>) -> Vec<
 
 /// Caller INVITE through media allocation to the INVITE sent to B.
 fn start_call(h: &mut Harness, call_id: &str) -> Message {
-    let actions = h.feed(&invite("z9hG4bKa1", call_id, "5551234", SDP_A), "10.0.0.1:5060");
+    let actions = h.feed(
+        &invite("z9hG4bKa1", call_id, "5551234", SDP_A),
+        "10.0.0.1:5060",
+    );
     assert_eq!(sent(&actions)[0].1.status(), Some(100));
     let (call, a) = actions
         .iter()
@@ -348,7 +375,10 @@ fn start_call(h: &mut Harness, call_id: &str) -> Message {
     assert_eq!(b_invite.request_uri(), Some("sip:5551234@10.0.0.2:5060"));
     let body = b_invite.body_str().unwrap();
     assert!(body.contains("c=IN IP4 192.0.2.1") && body.contains("m=audio 30004 "));
-    assert!(!body.contains("10.0.0.1"), "caller's address hidden: {body}");
+    assert!(
+        !body.contains("10.0.0.1"),
+        "caller's address hidden: {body}"
+    );
     b_invite
 }
 
@@ -357,15 +387,24 @@ fn b2bua_call_answered_and_hung_up_by_caller() {
     let mut h = Harness::new();
     let b_invite = start_call(&mut h, "call-1");
     h.ms += 1;
-    let out = h.feed(&response_from(&b_invite, 180, "btag", None), "10.0.0.2:5060");
+    let out = h.feed(
+        &response_from(&b_invite, 180, "btag", None),
+        "10.0.0.2:5060",
+    );
     let to_a = sent(&out);
     assert_eq!(to_a[0].1.status(), Some(180));
     assert_eq!(to_a[0].0, "10.0.0.1:5060".parse::<SocketAddr>().unwrap());
     let a_tag = to_a[0].1.to_tag().unwrap().to_string();
     h.ms += 1;
-    let out = h.feed(&response_from(&b_invite, 200, "btag", Some(SDP_B)), "10.0.0.2:5060");
+    let out = h.feed(
+        &response_from(&b_invite, 200, "btag", Some(SDP_B)),
+        "10.0.0.2:5060",
+    );
     let msgs = sent(&out);
-    let ack = msgs.iter().find(|(_, m)| m.method() == Some(&Method::Ack)).unwrap();
+    let ack = msgs
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Ack))
+        .unwrap();
     assert_eq!(ack.1.request_uri(), Some("sip:callee@10.0.0.2:5060"));
     assert_eq!(ack.1.cseq(), Some((1, Method::Ack)));
     let ok = msgs.iter().find(|(_, m)| m.status() == Some(200)).unwrap();
@@ -384,17 +423,31 @@ fn b2bua_call_answered_and_hung_up_by_caller() {
     h.ms += 5000;
     let out = h.feed(bye.as_bytes(), "10.0.0.1:5060");
     let msgs = sent(&out);
-    assert!(msgs.iter().any(|(to, m)| m.status() == Some(200) && to.port() == 5060 && to.ip().to_string() == "10.0.0.1"));
-    let b_bye = msgs.iter().find(|(_, m)| m.method() == Some(&Method::Bye)).unwrap();
+    assert!(msgs.iter().any(|(to, m)| m.status() == Some(200)
+        && to.port() == 5060
+        && to.ip().to_string() == "10.0.0.1"));
+    let b_bye = msgs
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Bye))
+        .unwrap();
     assert_eq!(b_bye.0, "10.0.0.2:5060".parse::<SocketAddr>().unwrap());
     assert_eq!(b_bye.1.to_tag(), Some("btag"));
     assert_eq!(b_bye.1.cseq(), Some((2, Method::Bye)));
-    let Some(Action::Media(MediaOp::Delete { call, .. })) = out.iter().find(|a| matches!(a, Action::Media(MediaOp::Delete { .. }))) else { panic!() };
+    let Some(Action::Media(MediaOp::Delete { call, .. })) = out
+        .iter()
+        .find(|a| matches!(a, Action::Media(MediaOp::Delete { .. })))
+    else {
+        panic!()
+    };
     h.engine.media_deleted(*call, Some(SessionStats::default()));
-    let record = h.engine.drain().find_map(|a| match a {
-        Action::Event(SipEvent::CallEnded(r)) => Some(r),
-        _ => None,
-    }).unwrap();
+    let record = h
+        .engine
+        .drain()
+        .find_map(|a| match a {
+            Action::Event(SipEvent::CallEnded(r)) => Some(r),
+            _ => None,
+        })
+        .unwrap();
     assert_eq!(record.disposition, Disposition::Answered);
     assert_eq!(record.ended_by, "caller");
     assert_eq!(record.setup_ms, Some(2));
@@ -407,18 +460,37 @@ fn b2bua_call_answered_and_hung_up_by_caller() {
 fn b2bua_cancel_before_answer_cancels_the_outbound_leg() {
     let mut h = Harness::new();
     let b_invite = start_call(&mut h, "call-2");
-    h.feed(&response_from(&b_invite, 180, "btag", None), "10.0.0.2:5060");
+    h.feed(
+        &response_from(&b_invite, 180, "btag", None),
+        "10.0.0.2:5060",
+    );
     let cancel = "CANCEL sip:5551234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa1\r\nFrom: <sip:caller@10.0.0.1>;tag=atag\r\nTo: <sip:5551234@127.0.0.1>\r\nCall-ID: call-2\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
     let out = h.feed(cancel.as_bytes(), "10.0.0.1:5060");
     let msgs = sent(&out);
     let codes: Vec<Option<u16>> = msgs.iter().map(|(_, m)| m.status()).collect();
-    assert!(codes.contains(&Some(200)) && codes.contains(&Some(487)), "{codes:?}");
-    let b_cancel = msgs.iter().find(|(_, m)| m.method() == Some(&Method::Cancel)).unwrap();
-    assert_eq!(b_cancel.1.top_via().unwrap().branch(), b_invite.top_via().unwrap().branch());
-    assert!(out.iter().any(|a| matches!(a, Action::Media(MediaOp::Delete { .. }))));
+    assert!(
+        codes.contains(&Some(200)) && codes.contains(&Some(487)),
+        "{codes:?}"
+    );
+    let b_cancel = msgs
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Cancel))
+        .unwrap();
+    assert_eq!(
+        b_cancel.1.top_via().unwrap().branch(),
+        b_invite.top_via().unwrap().branch()
+    );
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Media(MediaOp::Delete { .. }))));
     // B answers the CANCEL and the INVITE with 487; we ACK the 487.
-    let out = h.feed(&response_from(&b_invite, 487, "btag", None), "10.0.0.2:5060");
-    assert!(sent(&out).iter().any(|(_, m)| m.method() == Some(&Method::Ack)));
+    let out = h.feed(
+        &response_from(&b_invite, 487, "btag", None),
+        "10.0.0.2:5060",
+    );
+    assert!(sent(&out)
+        .iter()
+        .any(|(_, m)| m.method() == Some(&Method::Ack)));
     assert_eq!(h.engine.active_calls(), 0);
 }
 
@@ -426,14 +498,29 @@ fn b2bua_cancel_before_answer_cancels_the_outbound_leg() {
 fn b2bua_maps_busy_no_route_and_no_registration() {
     let mut h = Harness::new();
     let b_invite = start_call(&mut h, "call-3");
-    let out = h.feed(&response_from(&b_invite, 486, "btag", None), "10.0.0.2:5060");
-    assert!(sent(&out).iter().any(|(to, m)| m.status() == Some(486) && to.ip().to_string() == "10.0.0.1"));
+    let out = h.feed(
+        &response_from(&b_invite, 486, "btag", None),
+        "10.0.0.2:5060",
+    );
+    assert!(sent(&out)
+        .iter()
+        .any(|(to, m)| m.status() == Some(486) && to.ip().to_string() == "10.0.0.1"));
     // An account's number with nobody registered: 480.
-    let out = h.feed(&invite("z9hG4bKr1", "call-4", "2000", SDP_A), "10.0.0.1:5060");
+    let out = h.feed(
+        &invite("z9hG4bKr1", "call-4", "2000", SDP_A),
+        "10.0.0.1:5060",
+    );
     assert!(sent(&out).iter().any(|(_, m)| m.status() == Some(480)));
     // An untrusted source must authenticate.
-    let out = h.feed(&invite("z9hG4bKr2", "call-5", "2000", SDP_A), "10.9.9.9:5060");
-    let challenge = sent(&out).into_iter().find(|(_, m)| m.status() == Some(407)).unwrap().1;
+    let out = h.feed(
+        &invite("z9hG4bKr2", "call-5", "2000", SDP_A),
+        "10.9.9.9:5060",
+    );
+    let challenge = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.status() == Some(407))
+        .unwrap()
+        .1;
     assert_eq!(challenge.get_all("Proxy-Authenticate").count(), 2);
 }
 
@@ -442,30 +529,50 @@ fn b2bua_outbound_timeout_becomes_408_and_no_answer_becomes_480() {
     let mut h = Harness::new();
     start_call(&mut h, "call-6");
     let out = h.advance(33_000);
-    assert!(sent(&out).iter().any(|(_, m)| m.status() == Some(408)), "Timer B → 408");
+    assert!(
+        sent(&out).iter().any(|(_, m)| m.status() == Some(408)),
+        "Timer B → 408"
+    );
     assert_eq!(h.engine.active_calls(), 0);
 
     let mut h = Harness::new();
     let b_invite = start_call(&mut h, "call-7");
-    h.feed(&response_from(&b_invite, 180, "btag", None), "10.0.0.2:5060");
+    h.feed(
+        &response_from(&b_invite, 180, "btag", None),
+        "10.0.0.2:5060",
+    );
     let out = h.advance(61_000);
     let msgs = sent(&out);
     assert!(msgs.iter().any(|(_, m)| m.status() == Some(480)));
-    assert!(msgs.iter().any(|(_, m)| m.method() == Some(&Method::Cancel)));
+    assert!(msgs
+        .iter()
+        .any(|(_, m)| m.method() == Some(&Method::Cancel)));
 }
 
 #[test]
 fn tenant_call_limit_answers_503_with_retry_after() {
     let mut h = Harness::new();
     start_call(&mut h, "l1");
-    h.feed(&invite("z9hG4bKl2", "l2", "5551234", SDP_A), "10.0.0.1:5060");
-    let out = h.feed(&invite("z9hG4bKl3", "l3", "5551234", SDP_A), "10.0.0.1:5060");
-    let refused = sent(&out).into_iter().find(|(_, m)| m.status() == Some(503)).unwrap().1;
+    h.feed(
+        &invite("z9hG4bKl2", "l2", "5551234", SDP_A),
+        "10.0.0.1:5060",
+    );
+    let out = h.feed(
+        &invite("z9hG4bKl3", "l3", "5551234", SDP_A),
+        "10.0.0.1:5060",
+    );
+    let refused = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.status() == Some(503))
+        .unwrap()
+        .1;
     assert!(refused.get("Retry-After").is_some());
 }
 
 fn register(cseq: u32, auth: Option<&str>, contact: &str) -> Vec<u8> {
-    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     format!("REGISTER sip:acme.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.5:5060;branch=z9hG4bKreg{cseq};rport\r\nFrom: <sip:agent1@acme.test>;tag=r1\r\nTo: <sip:agent1@acme.test>\r\nCall-ID: reg-1\r\nCSeq: {cseq} REGISTER\r\nContact: {contact}\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n").into_bytes()
 }
 
@@ -480,20 +587,41 @@ fn register_with_digest_then_calls_reach_the_contact_behind_nat() {
     let www: Vec<&str> = challenge.get_all("WWW-Authenticate").collect();
     assert!(www[0].contains("SHA-256") && www[1].contains("MD5"));
 
-    let wrong = digest::authorize(www[1], "agent1", "nope", "REGISTER", "sip:acme.test", "c", 1).unwrap();
-    let out = h.feed(&register(2, Some(&wrong), "<sip:agent1@192.168.1.5:5060>"), from);
+    let wrong = digest::authorize(
+        www[1],
+        "agent1",
+        "nope",
+        "REGISTER",
+        "sip:acme.test",
+        "c",
+        1,
+    )
+    .unwrap();
+    let out = h.feed(
+        &register(2, Some(&wrong), "<sip:agent1@192.168.1.5:5060>"),
+        from,
+    );
     assert_eq!(sent(&out)[0].1.status(), Some(403));
 
-    let right = digest::authorize(www[0], "agent1", "pw", "REGISTER", "sip:acme.test", "c", 1).unwrap();
-    let out = h.feed(&register(3, Some(&right), "<sip:agent1@192.168.1.5:5060>"), from);
+    let right =
+        digest::authorize(www[0], "agent1", "pw", "REGISTER", "sip:acme.test", "c", 1).unwrap();
+    let out = h.feed(
+        &register(3, Some(&right), "<sip:agent1@192.168.1.5:5060>"),
+        from,
+    );
     let ok = &sent(&out)[0].1;
     assert_eq!(ok.status(), Some(200));
     assert!(ok.get("Contact").unwrap().contains("expires=600"));
-    assert!(out.iter().any(|a| matches!(a, Action::Event(SipEvent::Registration(_)))));
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Event(SipEvent::Registration(_)))));
     assert_eq!(h.engine.location().binding_count(), 1);
 
     // A call to 2000 goes to the registered contact's public address.
-    let out = h.feed(&invite("z9hG4bKc1", "call-r", "2000", SDP_A), "10.0.0.1:5060");
+    let out = h.feed(
+        &invite("z9hG4bKc1", "call-r", "2000", SDP_A),
+        "10.0.0.1:5060",
+    );
     let call = out
         .iter()
         .find_map(|a| match a {
@@ -502,7 +630,18 @@ fn register_with_digest_then_calls_reach_the_contact_behind_nat() {
         })
         .expect("media requested");
     let now = h.now();
-    h.engine.media_created(now, call, Ok((SessionId { core: 0, slot: 2, generation: 1 }, [30008, 30012])));
+    h.engine.media_created(
+        now,
+        call,
+        Ok((
+            SessionId {
+                core: 0,
+                slot: 2,
+                generation: 1,
+            },
+            [30008, 30012],
+        )),
+    );
     let out: Vec<Action> = h.engine.drain().collect();
     let (to, b_invite) = sent(&out).remove(0);
     assert_eq!(to, from.parse::<SocketAddr>().unwrap());
@@ -510,26 +649,54 @@ fn register_with_digest_then_calls_reach_the_contact_behind_nat() {
 
     // Nonces go stale: the right password with an old nonce gets stale=true.
     h.ms += 400_000;
-    let out = h.feed(&register(4, Some(&right), "<sip:agent1@192.168.1.5:5060>"), from);
+    let out = h.feed(
+        &register(4, Some(&right), "<sip:agent1@192.168.1.5:5060>"),
+        from,
+    );
     let stale = &sent(&out)[0].1;
     assert_eq!(stale.status(), Some(401));
-    assert!(stale.get("WWW-Authenticate").unwrap().contains("stale=true"));
+    assert!(stale
+        .get("WWW-Authenticate")
+        .unwrap()
+        .contains("stale=true"));
 }
 
 #[test]
 fn repeated_auth_failures_lock_the_source_out() {
     let mut h = Harness::new();
     let from = "198.51.100.1:5060";
-    let challenge = sent(&h.feed(&register(1, None, "<sip:agent1@198.51.100.1>"), from)).remove(0).1;
+    let challenge = sent(&h.feed(&register(1, None, "<sip:agent1@198.51.100.1>"), from))
+        .remove(0)
+        .1;
     let www = challenge.get("WWW-Authenticate").unwrap().to_string();
     for i in 0..10 {
-        let wrong = digest::authorize(&www, "agent1", &format!("guess{i}"), "REGISTER", "sip:acme.test", "c", 1).unwrap();
-        h.feed(&register(2 + i, Some(&wrong), "<sip:agent1@198.51.100.1>"), from);
+        let wrong = digest::authorize(
+            &www,
+            "agent1",
+            &format!("guess{i}"),
+            "REGISTER",
+            "sip:acme.test",
+            "c",
+            1,
+        )
+        .unwrap();
+        h.feed(
+            &register(2 + i, Some(&wrong), "<sip:agent1@198.51.100.1>"),
+            from,
+        );
     }
-    let right = digest::authorize(&www, "agent1", "pw", "REGISTER", "sip:acme.test", "c", 1).unwrap();
-    let out = h.feed(&register(20, Some(&right), "<sip:agent1@198.51.100.1>"), from);
+    let right =
+        digest::authorize(&www, "agent1", "pw", "REGISTER", "sip:acme.test", "c", 1).unwrap();
+    let out = h.feed(
+        &register(20, Some(&right), "<sip:agent1@198.51.100.1>"),
+        from,
+    );
     let refused = &sent(&out)[0].1;
-    assert_eq!(refused.status(), Some(403), "locked even with the right password");
+    assert_eq!(
+        refused.status(),
+        Some(403),
+        "locked even with the right password"
+    );
 }
 
 proptest::proptest! {
