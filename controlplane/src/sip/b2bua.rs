@@ -133,6 +133,12 @@ impl Side {
             Side::B => Side::A,
         }
     }
+    fn index(self) -> usize {
+        match self {
+            Side::A => 0,
+            Side::B => 1,
+        }
+    }
     fn leg(self) -> LegIndex {
         match self {
             Side::A => LegIndex::A,
@@ -193,7 +199,9 @@ struct Call {
     a_invite: ServerTxId,
     /// The caller's INVITE (body dropped): responses to it are built from its headers.
     a_request: Message,
-    a_offer: String,
+    /// The latest SDP each side sent (index 0: A, 1: B): offers to a new party (transfer) are
+    /// built from the side that stays.
+    sdp: [String; 2],
     b_invite: Option<ClientTxId>,
     b_ack: Option<Vec<u8>>,
     session: Option<SessionId>,
@@ -212,8 +220,23 @@ struct Call {
     disposition: Disposition,
     ended_by: &'static str,
     codecs: Vec<String>,
-    /// A 2xx answer is on its way to A; an early provisional with SDP was already relayed.
-    a_answered_sdp: bool,
+    /// RFC 4028: the session interval agreed with the caller, and when the call is declared
+    /// dead unless a refresh (re-INVITE or UPDATE) crosses it first.
+    session_interval: Option<Duration>,
+    session_expires_at: Option<Instant>,
+    /// Highest RSeq of a reliable provisional from B already acknowledged with PRACK.
+    b_rseq: Option<u32>,
+    /// A blind transfer in progress (REFER accepted, the new party being called).
+    transfer: Option<Transfer>,
+}
+
+struct Transfer {
+    /// The side that sent REFER and is being replaced.
+    transferor: Side,
+    leg: Leg,
+    invite: ClientTxId,
+    /// The transferor hung up after REFER: nobody to NOTIFY or BYE when the transfer ends.
+    transferor_gone: bool,
 }
 
 struct RelayedRequest {
@@ -233,6 +256,10 @@ enum Pending {
     /// A request relayed from one leg to the other; its response goes back on `server`.
     Relay(Box<RelayedRequest>),
     Bye,
+    /// PRACKs and NOTIFYs: their answers change nothing.
+    Ignore,
+    /// The INVITE to the target of a blind transfer.
+    TransferInvite(CallId),
     Ping {
         aor: String,
         contact: String,
@@ -265,6 +292,8 @@ pub struct Engine {
 }
 
 const MAX_REDIRECTS: u8 = 3;
+/// RFC 4028's recommended floor for the session interval.
+const MIN_SE_S: u64 = 90;
 
 impl Engine {
     pub fn new(
@@ -317,6 +346,11 @@ impl Engine {
         &self.location
     }
 
+    /// Our tags on the callers' dialogs (tests and diagnostics).
+    pub fn leg_a_tags(&self) -> Vec<String> {
+        self.calls.values().map(|c| c.a.local_tag.clone()).collect()
+    }
+
     pub fn active_calls(&self) -> usize {
         self.calls.len()
     }
@@ -350,7 +384,7 @@ impl Engine {
                 break;
             }
             self.call_timers.pop();
-            self.no_answer(now, call);
+            self.call_timer(now, call);
         }
         if now.mono >= self.next_housekeeping {
             self.next_housekeeping = now.mono + Duration::from_secs(1);
@@ -734,38 +768,11 @@ impl Engine {
             return;
         }
         let number = self.cfg.normalize(&tenant, &dialled);
-        let (target_uri, target_peer) = match &route.target {
-            RouteTarget::User(user) => {
-                let domain = self.cfg.tenant_domain(&tenant).unwrap_or_default();
-                let aor = format!("{user}@{domain}");
-                let bindings = self.location.lookup(&aor, now.mono);
-                let Some(binding) = bindings.first() else {
-                    self.reply(now, tx, &req, 480);
-                    return;
-                };
-                (binding.contact.clone(), binding.peer)
-            }
-            RouteTarget::Uri(uri) => {
-                let Some(addr) = SipUri::parse(uri.as_str()).and_then(|u| u.socket_addr()) else {
-                    self.reply(now, tx, &req, 500);
-                    return;
-                };
-                let transport = SipUri::parse(uri.as_str())
-                    .and_then(|u| Transport::parse(u.transport()))
-                    .unwrap_or(Transport::Udp);
-                (uri.clone(), Peer { transport, addr })
-            }
-            RouteTarget::Trunk(name) => {
-                let Some(trunk) = self.cfg.trunk(name.as_str()) else {
-                    self.reply(now, tx, &req, 500);
-                    return;
-                };
-                let uri = format!("sip:{}@{}", number.trim_start_matches('+'), trunk.address);
-                let peer = Peer {
-                    transport: Transport::Udp,
-                    addr: trunk.address,
-                };
-                (uri, peer)
+        let (target_uri, target_peer) = match self.resolve(now, &tenant, &route.target, &number) {
+            Ok(target) => target,
+            Err(code) => {
+                self.reply(now, tx, &req, code);
+                return;
             }
         };
 
@@ -792,6 +799,23 @@ impl Engine {
         };
         let a_params = leg_params(first_audio);
         let codecs = codec_names(&offer);
+        // RFC 4028: honour the caller's session interval, refusing ones below our Min-SE.
+        let session_interval = match req.get("Session-Expires") {
+            Some(v) => match v.split(';').next().and_then(|n| n.trim().parse::<u64>().ok()) {
+                Some(n) if n < MIN_SE_S => {
+                    let mut res = Message::response_to(&req, 422, Some(&self.token("t")));
+                    res.push("Min-SE", MIN_SE_S.to_string());
+                    self.respond(now, tx, res);
+                    return;
+                }
+                Some(n) => Some(Duration::from_secs(n)),
+                None => {
+                    self.reply(now, tx, &req, 400);
+                    return;
+                }
+            },
+            None => None,
+        };
 
         let id = self.next_call + 1;
         let local_tag = self.token("a");
@@ -824,7 +848,7 @@ impl Engine {
                     body: Vec::new(),
                     ..req.clone()
                 },
-                a_offer: offer,
+                sdp: [offer, String::new()],
                 b_invite: None,
                 b_ack: None,
                 session: None,
@@ -843,7 +867,10 @@ impl Engine {
                 disposition: Disposition::Failed,
                 ended_by: "",
                 codecs,
-                a_answered_sdp: false,
+                session_interval,
+                session_expires_at: None,
+                b_rseq: None,
+                transfer: None,
             },
         );
         self.next_call = id;
@@ -859,6 +886,42 @@ impl Engine {
             a: a_params,
             b: LegParams::default(),
         }));
+    }
+
+    /// Where a route target lives now: a registered binding (480 when none), a fixed URI, or a
+    /// trunk with the number in the Request-URI.
+    fn resolve(
+        &self,
+        now: Now,
+        tenant: &str,
+        target: &RouteTarget,
+        number: &str,
+    ) -> Result<(String, Peer), u16> {
+        match target {
+            RouteTarget::User(user) => {
+                let domain = self.cfg.tenant_domain(tenant).unwrap_or_default();
+                let bindings = self.location.lookup(&format!("{user}@{domain}"), now.mono);
+                let binding = bindings.first().ok_or(480u16)?;
+                Ok((binding.contact.clone(), binding.peer))
+            }
+            RouteTarget::Uri(uri) => {
+                let parsed = SipUri::parse(uri.as_str()).ok_or(500u16)?;
+                let addr = parsed.socket_addr().ok_or(500u16)?;
+                let transport = Transport::parse(parsed.transport()).unwrap_or(Transport::Udp);
+                Ok((uri.clone(), Peer { transport, addr }))
+            }
+            RouteTarget::Trunk(name) => {
+                let trunk = self.cfg.trunk(name.as_str()).ok_or(500u16)?;
+                let uri = format!("sip:{}@{}", number.trim_start_matches('+'), trunk.address);
+                Ok((
+                    uri,
+                    Peer {
+                        transport: Transport::Udp,
+                        addr: trunk.address,
+                    },
+                ))
+            }
+        }
     }
 
     fn rewrite_for(&self, sdp_text: &str, port: u16) -> Option<String> {
@@ -896,7 +959,7 @@ impl Engine {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
-        let Some(offer) = self.rewrite_for(&c.a_offer, c.ports[1]) else {
+        let Some(offer) = self.rewrite_for(&c.sdp[0], c.ports[1]) else {
             self.fail_call(now, call, 488, Disposition::Failed, "system");
             return;
         };
@@ -926,7 +989,15 @@ impl Engine {
         };
         let mut invite = leg.request(Method::Invite, &contact);
         invite.push("Allow", ALLOW);
-        invite.push("Supported", "replaces");
+        invite.push("Supported", "replaces, 100rel, timer");
+        if let Some(interval) = c.session_interval {
+            // The caller refreshes; its re-INVITEs and UPDATEs are relayed, so they refresh B too.
+            invite.push(
+                "Session-Expires",
+                format!("{};refresher=uac", interval.as_secs()),
+            );
+            invite.push("Min-SE", MIN_SE_S.to_string());
+        }
         invite.set_body("application/sdp", offer.into_bytes());
         let peer = leg.peer;
         c.b = Some(leg);
@@ -959,7 +1030,14 @@ impl Engine {
                     self.relay_response(now, *relay, res);
                 }
             }
-            Some(Pending::Bye) if code >= 200 => {
+            Some(Pending::TransferInvite(call)) => {
+                let call = *call;
+                if code >= 300 {
+                    self.pending.remove(&tx);
+                }
+                self.on_transfer_response(now, call, tx, res);
+            }
+            Some(Pending::Bye | Pending::Ignore) if code >= 200 => {
                 self.pending.remove(&tx);
             }
             Some(Pending::Ping { .. }) if code >= 200 => {
@@ -997,7 +1075,35 @@ impl Engine {
                 if let (Some(b), Some(tag)) = (c.b.as_mut(), res.to_tag()) {
                     b.remote_tag = Some(tag.to_string());
                     b.remote = res.get("To").unwrap_or_default().to_string();
+                    if let Some(target) = res.contact_uri() {
+                        b.remote_target = target.to_string();
+                    }
+                    b.route_set = res.get_all("Record-Route").map(str::to_string).collect();
+                    b.route_set.reverse();
                 }
+                // RFC 3262: acknowledge a reliable provisional once; relay it to A as an
+                // ordinary one (A never asked us for 100rel).
+                if res.has_option_tag("Require", "100rel") {
+                    let Some(rseq) = res.get("RSeq").and_then(|r| r.trim().parse::<u32>().ok())
+                    else {
+                        return;
+                    };
+                    if c.b_rseq.is_some_and(|last| rseq <= last) {
+                        return; // a retransmission: our PRACK's own transaction covers it
+                    }
+                    c.b_rseq = Some(rseq);
+                    let invite_cseq = res.cseq().map_or(1, |c| c.0);
+                    if let Some(b) = c.b.as_mut() {
+                        let mut prack = b.request(Method::Prack, &contact);
+                        prack.push("RAck", format!("{rseq} {invite_cseq} INVITE"));
+                        let peer = b.peer;
+                        let prack_tx = self.tx.send_request(now.mono, prack, peer, None);
+                        self.pending.insert(prack_tx, Pending::Ignore);
+                    }
+                }
+                let Some(c) = self.calls.get_mut(&call) else {
+                    return;
+                };
                 let sdp = res
                     .body_str()
                     .filter(|_| res.content_type() == Some("application/sdp"))
@@ -1016,9 +1122,9 @@ impl Engine {
                     }
                     if let Some(rewritten) = self.rewrite_for(&sdp, a_port) {
                         relay.set_body("application/sdp", rewritten.into_bytes());
-                        if let Some(c) = self.calls.get_mut(&call) {
-                            c.a_answered_sdp = true;
-                        }
+                    }
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        c.sdp[1] = sdp;
                     }
                 }
                 relay.push("Contact", contact);
@@ -1117,6 +1223,7 @@ impl Engine {
             return;
         };
         let c = self.calls.get_mut(&call).expect("checked");
+        c.sdp[1] = answer.clone();
         let answered_codecs = codec_names(&answer);
         if !answered_codecs.is_empty() {
             c.codecs = answered_codecs;
@@ -1130,6 +1237,17 @@ impl Engine {
         let mut ok = Message::response_to(&c.a_request, 200, Some(&c.a.local_tag));
         ok.push("Contact", contact);
         ok.push("Allow", ALLOW);
+        ok.push("Supported", "replaces, timer");
+        if let Some(interval) = c.session_interval {
+            ok.push("Require", "timer");
+            ok.push(
+                "Session-Expires",
+                format!("{};refresher=uac", interval.as_secs()),
+            );
+            let at = now.mono + interval;
+            c.session_expires_at = Some(at);
+            self.call_timers.push(Reverse((at, call)));
+        }
         ok.set_body("application/sdp", rewritten.into_bytes());
         let a_invite = c.a_invite;
         self.metrics.setup_time(setup);
@@ -1269,6 +1387,20 @@ impl Engine {
         };
         // Requests from a peer must not go backwards in CSeq (§12.2.2); BYE included.
         match method {
+            Method::Bye if c.transfer.as_ref().is_some_and(|t| t.transferor == side) => {
+                // The transferor leaves after REFER (blind transfer): the transfer goes on.
+                let res = Message::response_to(&req, 200, None);
+                let leg = match side {
+                    Side::A => &c.a,
+                    Side::B => c.b.as_ref().unwrap_or(&c.a),
+                };
+                let key = (leg.call_id.clone(), leg.local_tag.clone());
+                if let Some(t) = c.transfer.as_mut() {
+                    t.transferor_gone = true;
+                }
+                self.dialogs.remove(&key);
+                self.respond(now, tx, res);
+            }
             Method::Bye => {
                 let res = Message::response_to(&req, 200, None);
                 self.respond(now, tx, res);
@@ -1290,11 +1422,10 @@ impl Engine {
                 res.push("Allow", ALLOW);
                 self.respond(now, tx, res);
             }
-            Method::Refer | Method::Prack => {
-                // Transfer and reliable provisionals are not built yet: say so plainly.
-                let mut res = Message::response_to(&req, 501, None);
-                res.push("Allow", ALLOW);
-                self.respond(now, tx, res);
+            Method::Refer => self.on_refer(now, tx, req, call, side),
+            Method::Prack => {
+                // We never send reliable provisionals, so there is nothing to acknowledge.
+                self.reply(now, tx, &req, 481);
             }
             _ if c.state != CallState::Answered => {
                 let mut res = Message::response_to(&req, 491, None);
@@ -1340,6 +1471,9 @@ impl Engine {
                     }
                 }
                 let c = self.calls.get_mut(&call).expect("checked");
+                if let Some(sdp) = sdp {
+                    c.sdp[side.index()] = sdp;
+                }
                 let leg = match target_side {
                     Side::A => Some(&mut c.a),
                     Side::B => c.b.as_mut(),
@@ -1411,6 +1545,22 @@ impl Engine {
             Side::B => 1,
         }];
         let session = c.session;
+        // RFC 4028: a successful refresh restarts the session interval.
+        if matches!(method, Method::Invite | Method::Update) && (200..300).contains(&code) {
+            if let Some(interval) = c.session_interval {
+                let at = now.mono + interval;
+                c.session_expires_at = Some(at);
+                self.call_timers.push(Reverse((at, call)));
+            }
+        }
+        if let Some(sdp) = res
+            .body_str()
+            .filter(|_| res.content_type() == Some("application/sdp"))
+        {
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.sdp[responder.index()] = sdp.to_string();
+            }
+        }
         let mut out = Message::response_to(&request, code, None);
         if let StartLine::Response { reason, .. } = &res.start {
             out = out.with_reason(reason);
@@ -1464,7 +1614,11 @@ impl Engine {
                         .push(Action::Event(SipEvent::Registration(event)));
                 }
             }
-            Some(Pending::Bye) | None => {}
+            Some(Pending::TransferInvite(call)) => {
+                self.notify_transferor(now, call, "SIP/2.0 408 Request Timeout", true);
+                self.transfer_failed(now, call);
+            }
+            Some(Pending::Bye | Pending::Ignore) | None => {}
         }
     }
 
@@ -1481,12 +1635,235 @@ impl Engine {
         }
     }
 
-    fn no_answer(&mut self, now: Now, call: CallId) {
+    /// REFER (RFC 3515) as a blind transfer: the side that sent it is replaced by the target.
+    /// The party who stays keeps its data-plane leg and port, so it needs no re-INVITE; the new
+    /// party is offered the stayer's last SDP on the transferor's port.
+    fn on_refer(&mut self, now: Now, tx: ServerTxId, req: Message, call: CallId, side: Side) {
+        let contact = self.contact.clone();
         let Some(c) = self.calls.get(&call) else {
+            self.reply(now, tx, &req, 481);
+            return;
+        };
+        if c.state != CallState::Answered || c.transfer.is_some() {
+            let mut res = Message::response_to(&req, 491, None);
+            res.push("Retry-After", "1");
+            self.respond(now, tx, res);
+            return;
+        }
+        let Some(refer_to) = req.get("Refer-To").map(name_addr_uri) else {
+            self.reply(now, tx, &req, 400);
+            return;
+        };
+        if refer_to.contains('?') {
+            // Refer-To with embedded headers (Replaces: attended transfer) is not built yet.
+            let res = Message::response_to(&req, 501, None)
+                .with_reason("Not Implemented (attended transfer with Replaces)");
+            self.respond(now, tx, res);
+            return;
+        }
+        let Some(uri) = SipUri::parse(refer_to) else {
+            self.reply(now, tx, &req, 416);
+            return;
+        };
+        let tenant = c.tenant.clone();
+        let dialled = uri.user.clone().unwrap_or_default();
+        // Transfers follow the tenant's routes like any call: agents cannot refer callers to
+        // arbitrary addresses.
+        let Some(route) = self.cfg.route(&tenant, &dialled) else {
+            self.reply(now, tx, &req, 404);
+            return;
+        };
+        let number = self.cfg.normalize(&tenant, &dialled);
+        let (target_uri, target_peer) = match self.resolve(now, &tenant, &route.target, &number) {
+            Ok(target) => target,
+            Err(code) => {
+                self.reply(now, tx, &req, code);
+                return;
+            }
+        };
+        let stays = side.other();
+        let Some(offer) = self.rewrite_for(&c.sdp[stays.index()], c.ports[side.index()]) else {
+            self.reply(now, tx, &req, 488);
+            return;
+        };
+        let stayer = match stays {
+            Side::A => Some(&c.a),
+            Side::B => c.b.as_ref(),
+        };
+        let presented = stayer
+            .map(|l| name_addr_uri(&l.remote).to_string())
+            .unwrap_or_default();
+        let referred_by = req
+            .get("Referred-By")
+            .map(str::to_string)
+            .unwrap_or_else(|| req.get("From").map(strip_tag).unwrap_or_default());
+        self.respond(now, tx, Message::response_to(&req, 202, None));
+
+        let mut leg = Leg {
+            call_id: format!("{}@tandem", self.token("c")),
+            local_tag: self.token("x"),
+            local_uri: format!("<{presented}>"),
+            remote: format!("<{target_uri}>"),
+            remote_tag: None,
+            remote_target: target_uri,
+            route_set: Vec::new(),
+            local_cseq: 0,
+            peer: target_peer,
+        };
+        let mut invite = leg.request(Method::Invite, &contact);
+        invite.push("Allow", ALLOW);
+        invite.push("Supported", "replaces, 100rel, timer");
+        invite.push("Referred-By", referred_by);
+        invite.set_body("application/sdp", offer.into_bytes());
+        let invite_tx = self.tx.send_request(now.mono, invite, target_peer, None);
+        self.pending.insert(invite_tx, Pending::TransferInvite(call));
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.transfer = Some(Transfer {
+                transferor: side,
+                leg,
+                invite: invite_tx,
+                transferor_gone: false,
+            });
+        }
+        self.notify_transferor(now, call, "SIP/2.0 100 Trying", false);
+    }
+
+    /// NOTIFY of the REFER's implicit subscription, with the transfer's progress as sipfrag.
+    fn notify_transferor(&mut self, now: Now, call: CallId, sipfrag: &str, terminated: bool) {
+        let contact = self.contact.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(t) = c.transfer.as_ref().filter(|t| !t.transferor_gone) else {
+            return;
+        };
+        let leg = match t.transferor {
+            Side::A => Some(&mut c.a),
+            Side::B => c.b.as_mut(),
+        };
+        let Some(leg) = leg else { return };
+        let mut notify = leg.request(Method::Notify, &contact);
+        notify.push("Event", "refer");
+        notify.push(
+            "Subscription-State",
+            if terminated {
+                "terminated;reason=noresource"
+            } else {
+                "active;expires=60"
+            },
+        );
+        notify.set_body(
+            "message/sipfrag;version=2.0",
+            format!("{sipfrag}\r\n").into_bytes(),
+        );
+        let peer = leg.peer;
+        let notify_tx = self.tx.send_request(now.mono, notify, peer, None);
+        self.pending.insert(notify_tx, Pending::Ignore);
+    }
+
+    fn on_transfer_response(&mut self, now: Now, call: CallId, tx: ClientTxId, res: Message) {
+        let code = res.status().unwrap_or(0);
+        let contact = self.contact.clone();
+        let in_progress = self
+            .calls
+            .get(&call)
+            .and_then(|c| c.transfer.as_ref())
+            .is_some_and(|t| t.invite == tx);
+        if !in_progress {
+            if (200..300).contains(&code) && !self.calls.contains_key(&call) {
+                self.ack_and_bye_orphan(now, tx, &res);
+            }
+            return;
+        }
+        let reason = match &res.start {
+            StartLine::Response { reason, .. } => reason.clone(),
+            StartLine::Request { .. } => String::new(),
+        };
+        match code {
+            100 => {}
+            101..=199 => self.notify_transferor(now, call, &format!("SIP/2.0 {code} {reason}"), false),
+            200..=299 => {
+                self.notify_transferor(now, call, &format!("SIP/2.0 {code} {reason}"), true);
+                let c = self.calls.get_mut(&call).expect("checked");
+                let mut t = c.transfer.take().expect("checked");
+                t.leg.remote_tag = res.to_tag().map(str::to_string);
+                t.leg.remote = res.get("To").unwrap_or_default().to_string();
+                if let Some(target) = res.contact_uri() {
+                    t.leg.remote_target = target.to_string();
+                }
+                t.leg.route_set = res.get_all("Record-Route").map(str::to_string).collect();
+                t.leg.route_set.reverse();
+                let ack = t.leg.request(Method::Ack, &contact);
+                let answer = res
+                    .body_str()
+                    .filter(|_| res.content_type() == Some("application/sdp"))
+                    .map(str::to_string)
+                    .unwrap_or_default();
+                if let (Some(session), Some(params)) = (c.session, first_audio_params(&answer)) {
+                    self.actions.push(Action::Media(MediaOp::Update {
+                        session,
+                        leg: t.transferor.leg(),
+                        params,
+                    }));
+                }
+                c.sdp[t.transferor.index()] = answer;
+                let new_key = (t.leg.call_id.clone(), t.leg.local_tag.clone());
+                let peer = t.leg.peer;
+                c.target_uri = t.leg.remote_target.clone();
+                let old = match t.transferor {
+                    Side::A => Some(std::mem::replace(&mut c.a, t.leg)),
+                    Side::B => c.b.replace(t.leg),
+                };
+                let ack_bytes = self.tx.send_ack(ack, peer);
+                if t.transferor == Side::B {
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        c.b_ack = Some(ack_bytes);
+                    }
+                }
+                self.dialogs.insert(new_key, (call, t.transferor));
+                if let Some(mut old) = old {
+                    self.dialogs
+                        .remove(&(old.call_id.clone(), old.local_tag.clone()));
+                    if !t.transferor_gone {
+                        let bye = old.request(Method::Bye, &contact);
+                        let bye_tx = self.tx.send_request(now.mono, bye, old.peer, None);
+                        self.pending.insert(bye_tx, Pending::Bye);
+                    }
+                }
+                self.metrics.transferred();
+            }
+            _ => {
+                self.notify_transferor(now, call, &format!("SIP/2.0 {code} {reason}"), true);
+                self.transfer_failed(now, call);
+            }
+        }
+    }
+
+    /// The transfer target refused or never answered: the call stays with the transferor, or
+    /// ends if the transferor already hung up.
+    fn transfer_failed(&mut self, now: Now, call: CallId) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(t) = c.transfer.take() else { return };
+        if t.transferor_gone {
+            c.ended_by = c_ended_by(t.transferor);
+            self.hang_up_both(now, call, None);
+        }
+    }
+
+    fn call_timer(&mut self, now: Now, call: CallId) {
+        let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
         if c.no_answer_at <= now.mono && matches!(c.state, CallState::Media | CallState::Calling) {
             self.fail_call(now, call, 480, Disposition::NoAnswer, "system");
+        } else if c.state == CallState::Answered
+            && c.session_expires_at.is_some_and(|at| at <= now.mono)
+        {
+            // No refresh within the session interval: the caller is gone (RFC 4028 §10).
+            c.ended_by = "session_timer";
+            self.hang_up_both(now, call, None);
         }
     }
 

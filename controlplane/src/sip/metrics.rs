@@ -31,6 +31,7 @@ pub struct SipMetrics {
     pub auth_lockouts: AtomicU64,
     pub over_limit: AtomicU64,
     pub media_failures: AtomicU64,
+    pub transfers: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     setup_buckets: [AtomicU64; SETUP_BOUNDS_MS.len() + 1],
@@ -103,6 +104,9 @@ impl SipMetrics {
     }
     pub fn media_failure(&self) {
         self.media_failures.fetch_add(1, Relaxed);
+    }
+    pub fn transferred(&self) {
+        self.transfers.fetch_add(1, Relaxed);
     }
     pub fn bytes_in(&self, n: usize) {
         self.bytes_in.fetch_add(n as u64, Relaxed);
@@ -228,6 +232,12 @@ impl SipMetrics {
                 "counter",
                 "Calls refused because the data plane could not allocate media.",
                 &self.media_failures,
+            ),
+            (
+                "tandem_sip_transfers_total",
+                "counter",
+                "Blind transfers (REFER) completed.",
+                &self.transfers,
             ),
             (
                 "tandem_sip_received_bytes_total",
