@@ -2,11 +2,12 @@
 # Tandem as the SIP B2BUA between real SIPp callers and callees, media anchored in its own data
 # plane. Phases: SIPp uac_pcap -> Tandem -> SIPp uas (PCMA, RTP echo) with every RTP packet
 # counted across the relay; BYE from the callee; CANCEL before answer; hold and resume by
-# re-INVITE (sendonly/recvonly through both legs); the same calls over TCP; malformed messages
+# re-INVITE (sendonly/recvonly through both legs); a caller over TCP; a callee using 100rel
+# (PRACK); blind transfer by REFER to a third party; malformed messages
 # answered with 400 or dropped, never a crash. Call records are checked at /calls.
 source "$(dirname "$0")/lib.sh"
 SCEN="$ROOT/tests/e2e/sipp"
-SIP=25060; UAS=25080; UAC=25090; NG=22241; HTTP=18091
+SIP=25060; UAS=25080; UAC=25090; TARGET=25070; NG=22241; HTTP=18091
 CALLS=${CALLS:-10}
 
 cat >"$WORK/tandem.toml" <<CFG
@@ -26,6 +27,11 @@ allow = ["127.0.0.1"]
 
 [[sip.routes]]
 tenant = "acme"
+match = "5559999"
+target = "uri:sip:target@127.0.0.1:$TARGET"
+
+[[sip.routes]]
+tenant = "acme"
 match = "*"
 target = "trunk:carrier"
 CFG
@@ -37,7 +43,7 @@ ln -sfn /usr/share/sip-tester pcap
 run_calls() {
   local name=$1 uas=$2 uac=$3 n=$4; shift 4
   mkdir -p "$WORK/$name"; (cd "$WORK/$name" && ln -sfn /usr/share/sip-tester pcap)
-  (cd "$WORK/$name" && setsid timeout 90 sipp -sf "$uas" -i 127.0.0.1 -p $UAS -mp 16000 -rtp_echo -m "$n" \
+  (cd "$WORK/$name" && exec setsid timeout 90 sipp -sf "$uas" -i 127.0.0.1 -p $UAS -mp 16000 -rtp_echo -m "$n" \
      -nostdin -trace_err >uas.log 2>&1 </dev/null) &
   local uas_pid=$!
   PIDS+=($uas_pid)
@@ -66,6 +72,18 @@ run_calls cancel "$SCEN/uas_ring_forever.xml" "$SCEN/uac_cancel.xml" 5
 run_calls hold "$SCEN/uas_hold.xml" "$SCEN/uac_hold.xml" 3
 # 5. The caller over TCP (the callee stays on UDP).
 run_calls tcp_caller "$SCEN/uas_callee_bye.xml" "$SCEN/uac_wait_bye.xml" 3 -t t1
+# 6. A callee that rings reliably (100rel): Tandem PRACKs it.
+run_calls prack "$SCEN/uas_100rel.xml" "$SCEN/uac_hangup_later.xml" 3
+# 7. Blind transfer: the agent REFERs the caller to 5559999; the target answers, the agent is
+# released, and the caller's BYE later reaches the target.
+mkdir -p "$WORK/transfer"
+(cd "$WORK/transfer" && exec setsid timeout 90 sipp -sf "$SCEN/uas_transfer_target.xml" -i 127.0.0.1 -p $TARGET \
+   -mp 16500 -m 3 -nostdin -trace_err >target.log 2>&1 </dev/null) &
+target_pid=$!
+PIDS+=($target_pid)
+run_calls transfer "$SCEN/uas_agent_refer.xml" "$SCEN/uac_hangup_later.xml" 3
+wait $target_pid || fail "transfer target side failed: $(tail -3 "$WORK/transfer/target.log"; cat "$WORK/transfer"/*errors.log 2>/dev/null | head -20)"
+[ "$(metric $HTTP tandem_sip_transfers_total)" -eq 3 ] || fail "expected 3 completed transfers"
 
 sleep 1
 active=$(metric $HTTP 'tandem_dp_sessions_active')
@@ -80,7 +98,7 @@ calls = json.load(open(sys.argv[1]))["calls"]
 n = int(sys.argv[2])
 by = collections.Counter((c["disposition"], c["ended_by"]) for c in calls)
 print("call records:", dict(by))
-assert by[("answered", "caller")] == n + 3, by      # pcap calls + hold calls
+assert by[("answered", "caller")] == n + 3 + 3 + 3, by  # pcap, hold, 100rel, transferred
 assert by[("answered", "callee")] == 5 + 3, by      # callee BYE over UDP and TCP callers
 assert by[("cancelled", "caller")] == 5, by
 answered = [c for c in calls if c["disposition"] == "answered"]

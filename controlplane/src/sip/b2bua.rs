@@ -801,7 +801,11 @@ impl Engine {
         let codecs = codec_names(&offer);
         // RFC 4028: honour the caller's session interval, refusing ones below our Min-SE.
         let session_interval = match req.get("Session-Expires") {
-            Some(v) => match v.split(';').next().and_then(|n| n.trim().parse::<u64>().ok()) {
+            Some(v) => match v
+                .split(';')
+                .next()
+                .and_then(|n| n.trim().parse::<u64>().ok())
+            {
                 Some(n) if n < MIN_SE_S => {
                     let mut res = Message::response_to(&req, 422, Some(&self.token("t")));
                     res.push("Min-SE", MIN_SE_S.to_string());
@@ -1716,7 +1720,8 @@ impl Engine {
         invite.push("Referred-By", referred_by);
         invite.set_body("application/sdp", offer.into_bytes());
         let invite_tx = self.tx.send_request(now.mono, invite, target_peer, None);
-        self.pending.insert(invite_tx, Pending::TransferInvite(call));
+        self.pending
+            .insert(invite_tx, Pending::TransferInvite(call));
         if let Some(c) = self.calls.get_mut(&call) {
             c.transfer = Some(Transfer {
                 transferor: side,
@@ -1781,7 +1786,9 @@ impl Engine {
         };
         match code {
             100 => {}
-            101..=199 => self.notify_transferor(now, call, &format!("SIP/2.0 {code} {reason}"), false),
+            101..=199 => {
+                self.notify_transferor(now, call, &format!("SIP/2.0 {code} {reason}"), false)
+            }
             200..=299 => {
                 self.notify_transferor(now, call, &format!("SIP/2.0 {code} {reason}"), true);
                 let c = self.calls.get_mut(&call).expect("checked");

@@ -720,7 +720,10 @@ proptest::proptest! {
 
 /// Answers the call started by `start_call` and returns (B's INVITE, the tag A sees).
 fn answer_call(h: &mut Harness, b_invite: &Message) -> String {
-    let out = h.feed(&response_from(b_invite, 200, "btag", Some(SDP_B)), "10.0.0.2:5060");
+    let out = h.feed(
+        &response_from(b_invite, 200, "btag", Some(SDP_B)),
+        "10.0.0.2:5060",
+    );
     let ok = sent(&out)
         .into_iter()
         .find(|(_, m)| m.status() == Some(200))
@@ -759,7 +762,9 @@ fn reliable_provisionals_from_the_callee_are_pracked_once() {
     assert!(to_a.1.get("Require").is_none() && to_a.1.get("RSeq").is_none());
     // A retransmission of the same reliable 180 is not PRACKed again.
     let out = h.feed(&ringing.to_bytes(), "10.0.0.2:5060");
-    assert!(!sent(&out).iter().any(|(_, m)| m.method() == Some(&Method::Prack)));
+    assert!(!sent(&out)
+        .iter()
+        .any(|(_, m)| m.method() == Some(&Method::Prack)));
 }
 
 #[test]
@@ -768,8 +773,13 @@ fn session_timer_ends_a_call_nobody_refreshes() {
     let mut inv = Message::parse(&invite("z9hG4bKst", "st", "5551234", SDP_A)).unwrap();
     inv.push("Session-Expires", "60");
     let out = h.feed(&inv.to_bytes(), "10.0.0.1:5060");
-    let refused = sent(&out).into_iter().find(|(_, m)| m.status() == Some(422));
-    assert!(refused.unwrap().1.get("Min-SE").is_some(), "60 s < Min-SE 90 s");
+    let refused = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.status() == Some(422));
+    assert!(
+        refused.unwrap().1.get("Min-SE").is_some(),
+        "60 s < Min-SE 90 s"
+    );
 
     let mut inv = Message::parse(&invite("z9hG4bKst2", "st2", "5551234", SDP_A)).unwrap();
     inv.push("Session-Expires", "120;refresher=uac");
@@ -785,18 +795,37 @@ fn session_timer_ends_a_call_nobody_refreshes() {
     h.engine.media_created(
         now,
         call,
-        Ok((SessionId { core: 0, slot: 9, generation: 1 }, [30000, 30004])),
+        Ok((
+            SessionId {
+                core: 0,
+                slot: 9,
+                generation: 1,
+            },
+            [30000, 30004],
+        )),
     );
     let b_invite = sent(&h.engine.drain().collect::<Vec<_>>()).remove(0).1;
     assert!(b_invite.get("Session-Expires").unwrap().starts_with("120"));
-    let out = h.feed(&response_from(&b_invite, 200, "btag", Some(SDP_B)), "10.0.0.2:5060");
-    let ok = sent(&out).into_iter().find(|(_, m)| m.status() == Some(200)).unwrap().1;
-    assert!(ok.get("Session-Expires").unwrap().starts_with("120;refresher=uac"));
+    let out = h.feed(
+        &response_from(&b_invite, 200, "btag", Some(SDP_B)),
+        "10.0.0.2:5060",
+    );
+    let ok = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .unwrap()
+        .1;
+    assert!(ok
+        .get("Session-Expires")
+        .unwrap()
+        .starts_with("120;refresher=uac"));
     assert!(ok.has_option_tag("Require", "timer"));
     let ack = format!("ACK sip:tandem@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKsta\r\nFrom: <sip:caller@10.0.0.1>;tag=atag\r\nTo: <sip:5551234@127.0.0.1>;tag={}\r\nCall-ID: st2\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n", ok.to_tag().unwrap());
     h.feed(ack.as_bytes(), "10.0.0.1:5060");
     let out = h.advance(119_000);
-    assert!(!sent(&out).iter().any(|(_, m)| m.method() == Some(&Method::Bye)));
+    assert!(!sent(&out)
+        .iter()
+        .any(|(_, m)| m.method() == Some(&Method::Bye)));
     let out = h.advance(2_000);
     let mut byes: Vec<String> = sent(&out)
         .into_iter()
@@ -806,7 +835,11 @@ fn session_timer_ends_a_call_nobody_refreshes() {
     byes.dedup();
     byes.sort();
     byes.dedup();
-    assert_eq!(byes.len(), 2, "both legs hung up when the session interval passed");
+    assert_eq!(
+        byes.len(),
+        2,
+        "both legs hung up when the session interval passed"
+    );
     assert_eq!(h.engine.active_calls(), 0);
 }
 
@@ -825,7 +858,10 @@ fn blind_transfer_by_the_callee_moves_the_caller_to_the_target() {
     let out = h.feed(&refer, "10.0.0.2:5060");
     let msgs = sent(&out);
     assert!(msgs.iter().any(|(_, m)| m.status() == Some(202)));
-    let notify = msgs.iter().find(|(_, m)| m.method() == Some(&Method::Notify)).unwrap();
+    let notify = msgs
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Notify))
+        .unwrap();
     assert_eq!(notify.1.body_str(), Some("SIP/2.0 100 Trying\r\n"));
     let c_invite = msgs
         .iter()
@@ -834,21 +870,43 @@ fn blind_transfer_by_the_callee_moves_the_caller_to_the_target() {
         .1
         .clone();
     assert_eq!(c_invite.request_uri(), Some("sip:5559999@10.0.0.2:5060"));
-    assert!(c_invite.body_str().unwrap().contains("m=audio 30004 "), "B's port, A's codecs");
-    assert!(c_invite.get("From").unwrap().contains("caller@10.0.0.1"), "caller ID kept");
+    assert!(
+        c_invite.body_str().unwrap().contains("m=audio 30004 "),
+        "B's port, A's codecs"
+    );
+    assert!(
+        c_invite.get("From").unwrap().contains("caller@10.0.0.1"),
+        "caller ID kept"
+    );
     // The target answers: it takes over leg B in the data plane; B gets NOTIFY 200 and BYE.
-    let mut ok = Message::parse(&response_from(&c_invite, 200, "ctag", Some(SDP_B.replace("5000", "6000").as_str()))).unwrap();
+    let mut ok = Message::parse(&response_from(
+        &c_invite,
+        200,
+        "ctag",
+        Some(SDP_B.replace("5000", "6000").as_str()),
+    ))
+    .unwrap();
     ok.set("Contact", "<sip:target@10.0.0.2:5070>");
     let out = h.feed(&ok.to_bytes(), "10.0.0.2:5060");
     let msgs = sent(&out);
-    assert!(msgs.iter().any(|(_, m)| m.method() == Some(&Method::Ack) && m.request_uri() == Some("sip:target@10.0.0.2:5070")));
-    assert!(msgs.iter().any(|(_, m)| m.method() == Some(&Method::Notify) && m.body_str() == Some("SIP/2.0 200 OK\r\n")));
-    assert!(msgs.iter().any(|(_, m)| m.method() == Some(&Method::Bye) && m.to_tag() == Some("btag")));
+    assert!(msgs.iter().any(|(_, m)| m.method() == Some(&Method::Ack)
+        && m.request_uri() == Some("sip:target@10.0.0.2:5070")));
+    assert!(msgs
+        .iter()
+        .any(|(_, m)| m.method() == Some(&Method::Notify)
+            && m.body_str() == Some("SIP/2.0 200 OK\r\n")));
+    assert!(msgs
+        .iter()
+        .any(|(_, m)| m.method() == Some(&Method::Bye) && m.to_tag() == Some("btag")));
     assert!(out.iter().any(|a| matches!(a, Action::Media(MediaOp::Update { leg: LegIndex::B, params, .. }) if params.rtp == Some("10.0.0.2:6000".parse().unwrap()))));
     // The caller hangs up later: the BYE goes to the target, not to the old agent.
     let bye = format!("BYE sip:tandem@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKxb\r\nFrom: <sip:caller@10.0.0.1>;tag=atag\r\nTo: <sip:5551234@127.0.0.1>;tag={}\r\nCall-ID: xfer\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n", answer_tag_of(&h));
     let out = h.feed(bye.as_bytes(), "10.0.0.1:5060");
-    let target_bye = sent(&out).into_iter().find(|(_, m)| m.method() == Some(&Method::Bye)).unwrap().1;
+    let target_bye = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.method() == Some(&Method::Bye))
+        .unwrap()
+        .1;
     assert_eq!(target_bye.to_tag(), Some("ctag"));
     assert_eq!(h.engine.active_calls(), 0);
 }
@@ -863,16 +921,44 @@ fn failed_transfer_keeps_the_call_with_the_transferor() {
     let mut h = Harness::new();
     let b_invite = start_call(&mut h, "xfer2");
     answer_call(&mut h, &b_invite);
-    let refer = in_dialog_from_b(&b_invite, "REFER", 2, "Refer-To: <sip:5550000@127.0.0.1>\r\n");
+    let refer = in_dialog_from_b(
+        &b_invite,
+        "REFER",
+        2,
+        "Refer-To: <sip:5550000@127.0.0.1>\r\n",
+    );
     let out = h.feed(&refer, "10.0.0.2:5060");
-    let c_invite = sent(&out).into_iter().find(|(_, m)| m.method() == Some(&Method::Invite)).unwrap().1;
-    let out = h.feed(&response_from(&c_invite, 486, "ctag", None), "10.0.0.2:5060");
-    let notify = sent(&out).into_iter().find(|(_, m)| m.method() == Some(&Method::Notify)).unwrap().1;
+    let c_invite = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.method() == Some(&Method::Invite))
+        .unwrap()
+        .1;
+    let out = h.feed(
+        &response_from(&c_invite, 486, "ctag", None),
+        "10.0.0.2:5060",
+    );
+    let notify = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.method() == Some(&Method::Notify))
+        .unwrap()
+        .1;
     assert!(notify.body_str().unwrap().starts_with("SIP/2.0 486"));
-    assert!(notify.get("Subscription-State").unwrap().starts_with("terminated"));
-    assert_eq!(h.engine.active_calls(), 1, "caller still talking to the agent");
+    assert!(notify
+        .get("Subscription-State")
+        .unwrap()
+        .starts_with("terminated"));
+    assert_eq!(
+        h.engine.active_calls(),
+        1,
+        "caller still talking to the agent"
+    );
     // Attended transfer (Replaces) is refused plainly.
-    let refer = in_dialog_from_b(&b_invite, "REFER", 3, "Refer-To: <sip:5551111@127.0.0.1?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>\r\n");
+    let refer = in_dialog_from_b(
+        &b_invite,
+        "REFER",
+        3,
+        "Refer-To: <sip:5551111@127.0.0.1?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>\r\n",
+    );
     let out = h.feed(&refer, "10.0.0.2:5060");
     assert!(sent(&out).iter().any(|(_, m)| m.status() == Some(501)));
 }
