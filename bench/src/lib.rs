@@ -5,6 +5,7 @@ pub mod ng_client;
 pub mod packet;
 pub mod procstat;
 pub mod rtp;
+pub mod sip;
 pub mod sys;
 pub mod traffic;
 

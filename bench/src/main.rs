@@ -1,5 +1,5 @@
-//! `tandem-bench`: load generators for relays that speak the ng protocol. Logic lives in the
-//! library; this file only parses arguments and prints.
+//! `tandem-bench`: load generators for relays that speak the ng protocol and for SIP servers.
+//! Logic lives in the library; this file only parses arguments and prints.
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -40,6 +40,114 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1")]
         bind: IpAddr,
     },
+    /// SIP call generator: INVITE with SDP, optional RTP, hold, BYE; paced, with a concurrency cap.
+    Sip(SipArgs),
+    /// SIP answering endpoint: registers its users (digest), answers every call, echoes RTP.
+    SipUas {
+        #[arg(long, default_value = "127.0.0.1:5080")]
+        listen: SocketAddr,
+        /// Register the users here first (and every two minutes).
+        #[arg(long)]
+        registrar: Option<SocketAddr>,
+        /// Comma-separated user names to register.
+        #[arg(long, value_delimiter = ',')]
+        users: Vec<String>,
+        #[arg(long, default_value = "")]
+        password: String,
+        #[arg(long, default_value = "127.0.0.1")]
+        domain: String,
+        /// Ringing time before the 200 OK.
+        #[arg(long, default_value_t = 0)]
+        ring_ms: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct SipArgs {
+    /// Where to send INVITEs (Tandem, Kamailio, SIPp...).
+    #[arg(long, default_value = "127.0.0.1:5060")]
+    target: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    local: SocketAddr,
+    /// New calls per second.
+    #[arg(long, default_value_t = 10.0)]
+    cps: f64,
+    #[arg(long, default_value_t = 1000)]
+    max_concurrent: usize,
+    /// Total calls to place...
+    #[arg(long, default_value_t = 100)]
+    calls: usize,
+    /// ...or stop placing calls after this many seconds, whichever comes first.
+    #[arg(long)]
+    duration_s: Option<f64>,
+    /// Talk time before our BYE.
+    #[arg(long, default_value_t = 1000)]
+    hold_ms: u64,
+    /// User part of the Request-URI (the dialled number).
+    #[arg(long, default_value = "1000")]
+    to_user: String,
+    /// Spread calls over this many consecutive numbers from --to-user.
+    #[arg(long)]
+    to_user_range: Option<u32>,
+    #[arg(long, default_value = "bench")]
+    from_user: String,
+    /// Send 20 ms PCMA RTP on every answered call and count what comes back.
+    #[arg(long)]
+    rtp: bool,
+    /// Exit 0 even when calls failed.
+    #[arg(long)]
+    allow_failures: bool,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn run_sip(a: SipArgs) -> anyhow::Result<()> {
+    let cfg = tandem_bench::sip::UacConfig {
+        target: a.target,
+        local: a.local,
+        cps: a.cps,
+        max_concurrent: a.max_concurrent,
+        calls: a.calls,
+        duration_s: a.duration_s,
+        hold_ms: a.hold_ms,
+        to_user: a.to_user,
+        to_user_range: a.to_user_range,
+        from_user: a.from_user,
+        rtp: a.rtp,
+    };
+    let mut last = tandem_bench::sip::UacProgress::default();
+    let report = tandem_bench::sip::run_uac(&cfg, |p| {
+        if !a.quiet {
+            let dt = (p.elapsed_s - last.elapsed_s).max(1e-3);
+            eprintln!(
+                "[{:5.1}s] attempted {:>7}  answered {:>7}  failed {:>5}  active {:>6}  {:>6.1} cps",
+                p.elapsed_s,
+                p.attempted,
+                p.answered,
+                p.failed,
+                p.active,
+                (p.attempted - last.attempted) as f64 / dt
+            );
+        }
+        last = *p;
+    })?;
+    let label = format!("tandem-bench sip → {} at {} cps", a.target, a.cps);
+    let mut out = std::io::stdout();
+    let _ = write!(
+        out,
+        "{}",
+        tandem_bench::sip::format_uac_report(&label, &report)
+    );
+    let _ = out.flush();
+    if let Some(path) = a.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    if report.failed > 0 && !a.allow_failures {
+        anyhow::bail!("{} of {} calls failed", report.failed, report.attempted);
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -142,6 +250,31 @@ fn main() -> anyhow::Result<()> {
     let stop = AtomicBool::new(false);
     match Cli::parse().command {
         Cmd::Rtp(a) => run_rtp(a)?,
+        Cmd::Sip(a) => run_sip(a)?,
+        Cmd::SipUas {
+            listen,
+            registrar,
+            users,
+            password,
+            domain,
+            ring_ms,
+        } => {
+            let cfg = tandem_bench::sip::UasConfig {
+                listen,
+                registrar,
+                users,
+                password,
+                domain,
+                ring_ms,
+            };
+            eprintln!("tandem-bench sip-uas on {listen}");
+            tandem_bench::sip::run_uas(&cfg, &stop, |s| {
+                eprintln!(
+                    "registered {} answered {} byes {} cancelled {} rtp echoed {}",
+                    s.registered, s.answered, s.byes, s.cancelled, s.rtp_echoed
+                )
+            })?;
+        }
         Cmd::Forward {
             ng,
             connected,

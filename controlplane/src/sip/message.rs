@@ -196,10 +196,10 @@ pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
         }
     }
     let length = length.ok_or_else(|| fail("Content-Length missing on a stream transport"))?;
-    let total = head_end + length;
-    if total > MAX_MESSAGE_BYTES {
-        return Err(fail("message too large"));
-    }
+    let total = head_end
+        .checked_add(length)
+        .filter(|&t| t <= MAX_MESSAGE_BYTES)
+        .ok_or_else(|| fail("message too large"))?;
     Ok((buf.len() >= total).then_some(total))
 }
 

@@ -962,3 +962,19 @@ fn failed_transfer_keeps_the_call_with_the_transferor() {
     let out = h.feed(&refer, "10.0.0.2:5060");
     assert!(sent(&out).iter().any(|(_, m)| m.status() == Some(501)));
 }
+
+#[test]
+fn stream_framing_survives_absurd_content_length() {
+    // Found by the sip_message fuzz target: head + Content-Length overflowed.
+    let text = "REGISTER sip:t SIP/2.0\r\nl:18446744073709551615\r\n\r\n";
+    assert!(super::message::stream_frame_len(text.as_bytes()).is_err());
+    let ok = "OPTIONS sip:t SIP/2.0\r\nl: 4\r\n\r\nbody";
+    assert_eq!(
+        super::message::stream_frame_len(ok.as_bytes()).unwrap(),
+        Some(ok.len())
+    );
+    assert_eq!(
+        super::message::stream_frame_len(&ok.as_bytes()[..30]).unwrap(),
+        None
+    );
+}
