@@ -138,7 +138,7 @@ pub fn run_uac(
     mut progress: impl FnMut(&UacProgress),
 ) -> anyhow::Result<UacReport> {
     let sip = UdpSocket::bind(cfg.local)?;
-    sip.set_read_timeout(Some(Duration::from_millis(1)))?;
+    sip.set_nonblocking(true)?;
     let local = sip.local_addr()?;
     let rtp = UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
     rtp.set_nonblocking(true)?;
@@ -223,7 +223,9 @@ pub fn run_uac(
             next_call_at = now;
         }
 
-        // Receive.
+        // Receive: poll(2) waits with a high-resolution timer; SO_RCVTIMEO rounds up to
+        // scheduler ticks and would add milliseconds to every measured setup time.
+        wait_readable(&[&sip, &rtp], 1);
         while let Ok((n, from)) = sip.recv_from(&mut buf) {
             let Ok(msg) = Message::parse(&buf[..n]) else {
                 continue;
@@ -417,6 +419,20 @@ pub fn run_uac(
     Ok(report)
 }
 
+fn wait_readable(sockets: &[&UdpSocket], timeout_ms: i32) {
+    use std::os::fd::AsRawFd;
+    let mut fds: Vec<libc::pollfd> = sockets
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures for the call's duration.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+}
+
 fn tag_index(call_id: &str) -> &str {
     call_id
         .strip_prefix('b')
@@ -489,7 +505,7 @@ pub fn run_uas(
 ) -> anyhow::Result<UasStats> {
     use std::sync::atomic::Ordering;
     let sip = UdpSocket::bind(cfg.listen)?;
-    sip.set_read_timeout(Some(Duration::from_millis(2)))?;
+    sip.set_nonblocking(true)?;
     let local = sip.local_addr()?;
     let rtp = UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
     rtp.set_nonblocking(true)?;
@@ -532,6 +548,7 @@ pub fn run_uas(
                 }
             }
         }
+        wait_readable(&[&sip, &rtp], 1);
         while let Ok((n, from)) = sip.recv_from(&mut buf) {
             let Ok(msg) = Message::parse(&buf[..n]) else {
                 continue;

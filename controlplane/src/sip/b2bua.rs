@@ -361,7 +361,10 @@ impl Engine {
     }
 
     pub fn next_deadline(&self) -> Instant {
-        let mut next = self.next_housekeeping.min(self.next_ping);
+        let mut next = self.next_housekeeping;
+        if self.cfg.options_ping_s > 0 {
+            next = next.min(self.next_ping);
+        }
         if let Some(at) = self.tx.next_deadline() {
             next = next.min(at);
         }

@@ -978,3 +978,14 @@ fn stream_framing_survives_absurd_content_length() {
         None
     );
 }
+
+#[test]
+fn an_idle_engine_sleeps_until_housekeeping() {
+    // With keep-alives off, the next deadline must still move forward: a deadline stuck in the
+    // past made the shell spin a whole CPU.
+    let mut h = Harness::new();
+    h.advance(10);
+    let next = h.engine.next_deadline();
+    assert!(next > h.now().mono, "deadline in the past");
+    assert!(next <= h.now().mono + Duration::from_secs(1));
+}
