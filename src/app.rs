@@ -71,6 +71,9 @@ impl Appliance {
             let sip_addr = if sip_cfg.enabled {
                 let (listeners, addr) = bind_sip(&sip_cfg).await?;
                 let mut engine_cfg = sip_cfg.clone();
+                if let Some((listener, _)) = &listeners.tls {
+                    engine_cfg.listen_tls = Some(listener.local_addr()?);
+                }
                 if engine_cfg.advertise.is_none() {
                     engine_cfg.advertise = Some(addr.to_string());
                 }
@@ -192,6 +195,27 @@ async fn bind_sip(
         }
         None => None,
     };
+    let tls = match cfg.listen_tls {
+        Some(mut addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding SIP TLS {addr}"))?;
+            addr = listener.local_addr()?;
+            let names = vec!["localhost".to_string(), addr.ip().to_string()];
+            let setup = tandem_controlplane::sip::tls::server(
+                cfg.tls_certificate.as_deref(),
+                cfg.tls_private_key.as_deref(),
+                &names,
+            )?;
+            if setup.self_signed {
+                tracing::warn!(
+                    "SIP TLS on {addr} uses a self-signed certificate; set sip.tls_certificate and sip.tls_private_key"
+                );
+            }
+            Some((listener, setup.acceptor))
+        }
+        None => None,
+    };
     let addr = match (udp_addr, &tcp) {
         (Some(a), _) => a,
         (None, Some(t)) => t.local_addr()?,
@@ -199,7 +223,7 @@ async fn bind_sip(
             anyhow::bail!("sip is enabled but neither listen_udp nor listen_tcp is set")
         }
     };
-    Ok((Listeners { udp, tcp }, addr))
+    Ok((Listeners { udp, tcp, tls }, addr))
 }
 
 /// Key for digest nonces and the seed of tags and branches: fresh per start.

@@ -7,13 +7,14 @@
 # answered with 400 or dropped, never a crash. Call records are checked at /calls.
 source "$(dirname "$0")/lib.sh"
 SCEN="$ROOT/tests/e2e/sipp"
-SIP=25060; UAS=25080; UAC=25090; TARGET=25070; NG=22241; HTTP=18091
+SIP=25060; SIP_TLS=25061; UAS=25080; UAC=25090; TARGET=25070; NG=22241; HTTP=18091
 CALLS=${CALLS:-10}
 
 cat >"$WORK/tandem.toml" <<CFG
 [sip]
 listen_udp = "127.0.0.1:$SIP"
 listen_tcp = "127.0.0.1:$SIP"
+listen_tls = "127.0.0.1:$SIP_TLS"
 
 [[sip.tenants]]
 name = "acme"
@@ -144,6 +145,27 @@ while True:
         break
 assert reply.startswith("SIP/2.0 200"), reply[:80]
 print("still answering OPTIONS after hostile input")
+PY
+# 7. TLS: a real TLS client (Python's OpenSSL) gets answers over port 5061-style TLS.
+python3 - $SIP_TLS <<'PY' || fail "SIP over TLS"
+import socket, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3)
+s = ctx.wrap_socket(raw, server_hostname="localhost")
+me = "127.0.0.1:%d" % s.getsockname()[1]
+def req(method, cseq, extra=""):
+    s.sendall(("%s sip:acme.test SIP/2.0\r\nVia: SIP/2.0/TLS %s;branch=z9hG4bKtls%d\r\nFrom: <sip:x@acme.test>;tag=t\r\n"
+               "To: <sip:x@acme.test>\r\nCall-ID: tls-1\r\nCSeq: %d %s\r\nMax-Forwards: 70\r\n%sContent-Length: 0\r\n\r\n"
+               % (method, me, cseq, cseq, method, extra)).encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65535)
+    return data.decode()
+r = req("OPTIONS", 1)
+assert r.startswith("SIP/2.0 200"), r[:60]
+r = req("REGISTER", 2, "Contact: <sip:x@%s;transport=tls>\r\n" % me)
+assert r.startswith("SIP/2.0 401") and "WWW-Authenticate" in r, r[:200]
+print("TLS (%s): OPTIONS 200, REGISTER challenged" % s.version())
 PY
 kill -0 "$TANDEM_PID" || fail "tandem died"
 echo "sip metrics:"; curl -fsS "http://127.0.0.1:$HTTP/metrics" | grep -E '^tandem_sip_(calls_ended|malformed|responses_total\{direction="out",code="4)'

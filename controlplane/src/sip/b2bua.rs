@@ -308,6 +308,12 @@ impl Engine {
         let sent_by = cfg.sent_by();
         tx.set_sent_by(Transport::Udp, sent_by.clone());
         tx.set_sent_by(Transport::Tcp, sent_by.clone());
+        if let Some(tls) = cfg.listen_tls {
+            let host = sent_by
+                .rsplit_once(':')
+                .map_or(sent_by.as_str(), |(h, _)| h);
+            tx.set_sent_by(Transport::Tls, format!("{host}:{}", tls.port()));
+        }
         let contact = format!("<sip:tandem@{sent_by}>");
         Engine {
             auth: Authenticator::new(secret, cfg.nonce_ttl_s),

@@ -12,6 +12,11 @@ pub struct SipConfig {
     pub enabled: bool,
     pub listen_udp: Option<SocketAddr>,
     pub listen_tcp: Option<SocketAddr>,
+    pub listen_tls: Option<SocketAddr>,
+    /// PEM certificate chain and private key for TLS; without them a self-signed pair is made
+    /// at start (fine for the demo and tests, not for phones that verify).
+    pub tls_certificate: Option<std::path::PathBuf>,
+    pub tls_private_key: Option<std::path::PathBuf>,
     /// Host (and port) written into our Via and Contact; default: the UDP listen address.
     pub advertise: Option<String>,
     /// Realm used when a request names no tenant domain.
@@ -105,6 +110,9 @@ impl Default for SipConfig {
             enabled: true,
             listen_udp: Some(SocketAddr::from(([127, 0, 0, 1], 5060))),
             listen_tcp: Some(SocketAddr::from(([127, 0, 0, 1], 5060))),
+            listen_tls: Some(SocketAddr::from(([127, 0, 0, 1], 5061))),
+            tls_certificate: None,
+            tls_private_key: None,
             advertise: None,
             default_realm: None,
             t1_ms: 500,
@@ -233,6 +241,9 @@ impl SipConfig {
                 .any(|a| super::digest::Algorithm::parse(a).is_none())
         {
             return Err("sip.digest_algorithms: list of \"SHA-256\" and/or \"MD5\"".into());
+        }
+        if self.tls_certificate.is_some() != self.tls_private_key.is_some() {
+            return Err("sip.tls_certificate and sip.tls_private_key go together".into());
         }
         if self.t1_ms == 0 {
             return Err("sip.t1_ms must be positive".into());

@@ -1,4 +1,5 @@
-//! SIP: messages, transactions, registrar and the B2BUA (all sans-IO), and the socket shell.
+//! SIP: messages, transactions, registrar and the B2BUA (all sans-IO), and the socket shell
+//! (UDP, TCP, TLS).
 
 pub mod b2bua;
 pub mod config;
@@ -7,6 +8,7 @@ pub mod message;
 pub mod metrics;
 pub mod registrar;
 pub mod server;
+pub mod tls;
 pub mod transaction;
 
 #[cfg(test)]

@@ -78,6 +78,7 @@ fn now() -> Now {
 pub struct Listeners {
     pub udp: Option<UdpSocket>,
     pub tcp: Option<TcpListener>,
+    pub tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
 }
 
 pub async fn run(
@@ -96,10 +97,36 @@ pub async fn run(
                 let Ok((stream, addr)) = listener.accept().await else {
                     continue;
                 };
-                let writer = spawn_connection(stream, addr, inbox.clone());
+                let writer = spawn_connection(stream, addr, Transport::Tcp, inbox.clone());
                 if inbox.send(Inbound::Accepted(addr, writer)).await.is_err() {
                     break;
                 }
+            }
+        });
+    }
+    if let Some((listener, acceptor)) = listeners.tls {
+        let inbox = inbox_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, addr)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, inbox) = (acceptor.clone(), inbox.clone());
+                // Handshakes run on their own, so a slow or hostile client stalls nobody.
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(tls)) => {
+                            let writer = spawn_connection(tls, addr, Transport::Tls, inbox.clone());
+                            let _ = inbox.send(Inbound::Accepted(addr, writer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!("SIP TLS handshake with {addr}: {e}"),
+                        Err(_) => tracing::debug!("SIP TLS handshake with {addr} timed out"),
+                    }
+                });
             }
         });
     }
@@ -165,7 +192,7 @@ async fn run_loop(
                             }
                         }
                     }
-                    Transport::Tcp | Transport::Tls => {
+                    Transport::Tcp => {
                         let writer = streams
                             .entry(peer.addr)
                             .or_insert_with(|| connect(peer.addr, inbox_tx.clone()));
@@ -173,11 +200,22 @@ async fn run_loop(
                             streams.remove(&peer.addr);
                         }
                     }
+                    Transport::Tls => {
+                        // Only over connections the peer opened: outbound TLS is not built.
+                        match streams.get(&peer.addr) {
+                            Some(writer) => {
+                                if writer.try_send(bytes).is_err() {
+                                    streams.remove(&peer.addr);
+                                }
+                            }
+                            None => tracing::debug!("no TLS connection to {}", peer.addr),
+                        }
+                    }
                 },
                 Action::Media(op) => spawn_media(op, media.clone(), inbox_tx.clone()),
                 Action::Event(event) => match event {
                     SipEvent::CallEnded(record) => {
-                        tracing::info!(
+                        tracing::debug!(
                             "call {} {} -> {} {} ({} by {})",
                             record.call,
                             record.caller,
@@ -227,26 +265,27 @@ fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inb
     });
 }
 
-/// Reader and writer tasks for one TCP connection; returns the writer's queue.
-fn spawn_connection(
-    stream: TcpStream,
+/// Reader and writer tasks for one TCP or TLS connection; returns the writer's queue.
+fn spawn_connection<S>(
+    stream: S,
     addr: SocketAddr,
+    transport: Transport,
     inbox: mpsc::Sender<Inbound>,
-) -> mpsc::Sender<Vec<u8>> {
+) -> mpsc::Sender<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
+            if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
                 break;
             }
         }
     });
     tokio::spawn(async move {
-        let peer = Peer {
-            transport: Transport::Tcp,
-            addr,
-        };
+        let peer = Peer { transport, addr };
         let mut pending: Vec<u8> = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 16 * 1024];
         'read: loop {
@@ -291,7 +330,7 @@ fn connect(addr: SocketAddr, inbox: mpsc::Sender<Inbound>) -> mpsc::Sender<Vec<u
             let _ = inbox.send(Inbound::Closed(addr)).await;
             return;
         };
-        let writer = spawn_connection(stream, addr, inbox);
+        let writer = spawn_connection(stream, addr, Transport::Tcp, inbox);
         while let Some(bytes) = rx.recv().await {
             if writer.send(bytes).await.is_err() {
                 break;
