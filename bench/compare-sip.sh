@@ -61,7 +61,7 @@ start_system() {
       command -v rtpengine >/dev/null && command -v kamailio >/dev/null || return 1
       mkdir -p "$OUT/kam_run"
       taskset -c "$SUT_CPU" rtpengine --config-file=none --foreground --log-stderr --log-level=4 \
-        --interface=127.0.0.1 --listen-ng=127.0.0.1:$NG --port-min=30000 --port-max=40000 \
+        --interface=127.0.0.1 --listen-ng=127.0.0.1:$NG --port-min=20000 --port-max=60000 \
         --table=-1 --delete-delay=0 >"$OUT/rtpengine.log" 2>&1 </dev/null &
       PIDS+=($!); SUT_PIDS+=($!)
       # -m/-M: 512/32 MB of shared/private memory; the 64 MB default runs out of transactions
@@ -91,7 +91,7 @@ match = "*"
 target = "uri:sip:uas@127.0.0.1:$UAS"
 CFG
       taskset -c "$SUT_CPU" "$TANDEM_BIN" run --config "$OUT/tandem.toml" --cores 1 --ng 127.0.0.1:$NG \
-        --http 127.0.0.1:0 --port-min 30000 --port-max 40000 >"$OUT/tandem.log" 2>&1 </dev/null &
+        --http 127.0.0.1:0 --port-min 20000 --port-max 60000 >"$OUT/tandem.log" 2>&1 </dev/null &
       PIDS+=($!); SUT_PIDS+=($!)
       ;;
   esac

@@ -268,6 +268,8 @@ enum Pending {
 
 pub struct Engine {
     cfg: SipConfig,
+    /// (realm, user) → account: REGISTER storms from thousands of phones must not scan a list.
+    accounts: HashMap<(String, String), super::config::AccountConfig>,
     contact: String,
     media_address: IpAddr,
     tx: TransactionLayer,
@@ -315,7 +317,16 @@ impl Engine {
             tx.set_sent_by(Transport::Tls, format!("{host}:{}", tls.port()));
         }
         let contact = format!("<sip:tandem@{sent_by}>");
+        let accounts = cfg
+            .accounts
+            .iter()
+            .filter_map(|a| {
+                let realm = cfg.tenant_domain(&a.tenant)?.to_ascii_lowercase();
+                Some(((realm, a.user.clone()), a.clone()))
+            })
+            .collect();
         Engine {
+            accounts,
             auth: Authenticator::new(secret, cfg.nonce_ttl_s),
             lockout: Lockout::new(
                 cfg.auth_failures_before_lockout,
@@ -610,8 +621,11 @@ impl Engine {
             return None;
         }
         let account = self
-            .cfg
-            .account(&credentials.realm, &credentials.username)
+            .accounts
+            .get(&(
+                credentials.realm.to_ascii_lowercase(),
+                credentials.username.clone(),
+            ))
             .cloned();
         let verdict = match &account {
             Some(a) => {
@@ -1001,6 +1015,14 @@ impl Engine {
             peer: c.target_peer,
         };
         let mut invite = leg.request(Method::Invite, &contact);
+        // Carry the hop budget across the bridge: a route that points back at us (or two
+        // B2BUAs pointing at each other) then ends in 483 instead of looping forever.
+        let hops = c
+            .a_request
+            .get("Max-Forwards")
+            .and_then(|m| m.trim().parse::<u8>().ok())
+            .unwrap_or(70);
+        invite.push("Max-Forwards", hops.saturating_sub(1).to_string());
         invite.push("Allow", ALLOW);
         invite.push("Supported", "replaces, 100rel, timer");
         if let Some(interval) = c.session_interval {

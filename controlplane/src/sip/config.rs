@@ -298,17 +298,6 @@ impl SipConfig {
             .and_then(|t| t.max_calls)
     }
 
-    /// The account for a digest username in a realm (the realm names the tenant).
-    pub fn account(&self, realm: &str, user: &str) -> Option<&AccountConfig> {
-        let tenant = self
-            .tenants
-            .iter()
-            .find(|t| t.domain.eq_ignore_ascii_case(realm))?;
-        self.accounts
-            .iter()
-            .find(|a| a.tenant == tenant.name && a.user == user)
-    }
-
     pub fn trunk(&self, name: &str) -> Option<&TrunkConfig> {
         self.trunks.iter().find(|t| t.name == name)
     }

@@ -989,3 +989,28 @@ fn an_idle_engine_sleeps_until_housekeeping() {
     assert!(next > h.now().mono, "deadline in the past");
     assert!(next <= h.now().mono + Duration::from_secs(1));
 }
+
+#[test]
+fn sip_info_dtmf_is_relayed_to_the_other_leg_and_answered() {
+    let mut h = Harness::new();
+    let b_invite = start_call(&mut h, "info");
+    let a_tag = answer_call(&mut h, &b_invite);
+    let info = format!("INFO sip:tandem@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKinfo\r\nFrom: <sip:caller@10.0.0.1>;tag=atag\r\nTo: <sip:5551234@127.0.0.1>;tag={a_tag}\r\nCall-ID: info\r\nCSeq: 2 INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: 24\r\n\r\nSignal=5\r\nDuration=160\r\n");
+    let out = h.feed(info.as_bytes(), "10.0.0.1:5060");
+    let relayed = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.method() == Some(&Method::Info))
+        .expect("INFO relayed to B")
+        .1;
+    assert_eq!(relayed.content_type(), Some("application/dtmf-relay"));
+    assert_eq!(relayed.body_str(), Some("Signal=5\r\nDuration=160\r\n"));
+    assert_eq!(relayed.to_tag(), Some("btag"));
+    let ok = Message::response_to(&relayed, 200, None);
+    let out = h.feed(&ok.to_bytes(), "10.0.0.2:5060");
+    let to_a = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .unwrap();
+    assert_eq!(to_a.1.cseq(), Some((2, Method::Info)));
+    assert_eq!(to_a.0, "10.0.0.1:5060".parse::<SocketAddr>().unwrap());
+}
