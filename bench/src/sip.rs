@@ -514,7 +514,12 @@ pub fn run_uas(
     let mut answering: HashMap<String, Answering> = HashMap::new();
     let mut ringing: Vec<(Instant, Message, SocketAddr)> = Vec::new();
     let mut buf = vec![0u8; 65_535];
-    let mut next_register = Instant::now();
+    // Registrations are paced (a window of REGISTERs in flight) and retried when unanswered:
+    // ten thousand at once would only overflow socket buffers.
+    let mut to_register: std::collections::VecDeque<String> = cfg.users.iter().cloned().collect();
+    let mut in_flight: HashMap<String, Instant> = HashMap::new();
+    let mut refresh: Vec<(Instant, String)> = Vec::new();
+    const REGISTER_WINDOW: usize = 200;
     let mut cseq = 1u32;
     let mut next_report = Instant::now() + Duration::from_secs(1);
 
@@ -540,12 +545,27 @@ pub fn run_uas(
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if let Some(registrar) = cfg.registrar {
-            if now >= next_register {
-                next_register = now + Duration::from_secs(120);
-                for user in &cfg.users {
-                    cseq += 1;
-                    let _ = sip.send_to(&register(user, cseq, None), registrar);
+            in_flight.retain(|user, sent| {
+                let alive = now.duration_since(*sent) < Duration::from_secs(2);
+                if !alive {
+                    to_register.push_back(user.clone());
                 }
+                alive
+            });
+            refresh.retain(|(at, user)| {
+                if *at <= now {
+                    to_register.push_back(user.clone());
+                    return false;
+                }
+                true
+            });
+            while in_flight.len() < REGISTER_WINDOW {
+                let Some(user) = to_register.pop_front() else {
+                    break;
+                };
+                cseq += 1;
+                let _ = sip.send_to(&register(&user, cseq, None), registrar);
+                in_flight.insert(user, now);
             }
         }
         wait_readable(&[&sip, &rtp], 1);
@@ -578,7 +598,13 @@ pub fn run_uas(
                                 let _ = sip.send_to(&register(&user, cseq, Some(auth)), from);
                             }
                         }
-                        200 => stats.registered += 1,
+                        200 => {
+                            if in_flight.remove(&user).is_some() {
+                                stats.registered += 1;
+                                // Expires is 300 s: refresh at half-time.
+                                refresh.push((now + Duration::from_secs(150), user));
+                            }
+                        }
                         _ => {}
                     }
                 }
