@@ -70,6 +70,10 @@ fn demo_config(io: Option<String>) -> anyhow::Result<Config> {
         tenant: "demo".into(),
         address: any,
         allow: vec!["127.0.0.1".into()],
+        username: None,
+        password: None,
+        register: false,
+        register_expires_s: 600,
     });
     cfg.validate()?;
     Ok(cfg)

@@ -598,12 +598,10 @@ pub fn run_uas(
                                 let _ = sip.send_to(&register(&user, cseq, Some(auth)), from);
                             }
                         }
-                        200 => {
-                            if in_flight.remove(&user).is_some() {
-                                stats.registered += 1;
-                                // Expires is 300 s: refresh at half-time.
-                                refresh.push((now + Duration::from_secs(150), user));
-                            }
+                        200 if in_flight.remove(&user).is_some() => {
+                            stats.registered += 1;
+                            // Expires is 300 s: refresh at half-time.
+                            refresh.push((now + Duration::from_secs(150), user));
                         }
                         _ => {}
                     }

@@ -228,6 +228,19 @@ struct Call {
     b_rseq: Option<u32>,
     /// A blind transfer in progress (REFER accepted, the new party being called).
     transfer: Option<Transfer>,
+    /// The trunk leg B goes to, whose credentials answer its challenges (once per call).
+    trunk: Option<String>,
+    b_auth_tried: bool,
+}
+
+/// Our registration at a carrier trunk (we are its client).
+struct TrunkRegistration {
+    call_id: String,
+    tag: String,
+    cseq: u32,
+    next_at: Instant,
+    registered_until: Option<Instant>,
+    auth_tried: bool,
 }
 
 struct Transfer {
@@ -256,6 +269,8 @@ enum Pending {
     /// A request relayed from one leg to the other; its response goes back on `server`.
     Relay(Box<RelayedRequest>),
     Bye,
+    /// Our REGISTER at a trunk.
+    TrunkRegister(String),
     /// PRACKs and NOTIFYs: their answers change nothing.
     Ignore,
     /// The INVITE to the target of a blind transfer.
@@ -283,6 +298,7 @@ pub struct Engine {
     invites: HashMap<ServerTxId, CallId>,
     pending: HashMap<ClientTxId, Pending>,
     call_timers: BinaryHeap<Reverse<(Instant, CallId)>>,
+    trunk_registrations: HashMap<String, TrunkRegistration>,
     next_housekeeping: Instant,
     next_ping: Instant,
     next_call: CallId,
@@ -317,6 +333,25 @@ impl Engine {
             tx.set_sent_by(Transport::Tls, format!("{host}:{}", tls.port()));
         }
         let contact = format!("<sip:tandem@{sent_by}>");
+        let trunk_registrations = cfg
+            .trunks
+            .iter()
+            .filter(|t| t.register && t.username.is_some())
+            .enumerate()
+            .map(|(i, t)| {
+                (
+                    t.name.clone(),
+                    TrunkRegistration {
+                        call_id: format!("trunk-reg-{i}-{:x}@tandem", seed & 0xffff_ffff),
+                        tag: format!("tr{i}{:x}", seed & 0xffff),
+                        cseq: 0,
+                        next_at: now,
+                        registered_until: None,
+                        auth_tried: false,
+                    },
+                )
+            })
+            .collect();
         let accounts = cfg
             .accounts
             .iter()
@@ -345,6 +380,7 @@ impl Engine {
             invites: HashMap::new(),
             pending: HashMap::new(),
             call_timers: BinaryHeap::new(),
+            trunk_registrations,
             next_housekeeping: now,
             next_ping: now,
             next_call: 0,
@@ -413,6 +449,15 @@ impl Engine {
                     .push(Action::Event(SipEvent::Registration(event)));
             }
             self.lockout.forget_older_than(now.mono);
+            let due: Vec<String> = self
+                .trunk_registrations
+                .iter()
+                .filter(|(_, r)| r.next_at <= now.mono)
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in due {
+                self.send_trunk_register(now, &name, None);
+            }
             self.invite_limit.forget_idle(now.mono);
             self.register_limit.forget_idle(now.mono);
             self.metrics
@@ -898,6 +943,11 @@ impl Engine {
                 session_expires_at: None,
                 b_rseq: None,
                 transfer: None,
+                trunk: match &route.target {
+                    RouteTarget::Trunk(name) => Some(name.clone()),
+                    _ => None,
+                },
+                b_auth_tried: false,
             },
         );
         self.next_call = id;
@@ -1072,6 +1122,11 @@ impl Engine {
                 }
                 self.on_transfer_response(now, call, tx, res);
             }
+            Some(Pending::TrunkRegister(_)) if code >= 200 => {
+                if let Some(Pending::TrunkRegister(name)) = self.pending.remove(&tx) {
+                    self.on_trunk_register_response(now, &name, res);
+                }
+            }
             Some(Pending::Bye | Pending::Ignore) if code >= 200 => {
                 self.pending.remove(&tx);
             }
@@ -1186,6 +1241,12 @@ impl Engine {
                         self.send_b_invite(now, call);
                     }
                     None => self.fail_call(now, call, 480, Disposition::Failed, "callee"),
+                }
+            }
+            401 | 407 if !c.b_auth_tried && c.trunk.is_some() => {
+                c.b_auth_tried = true;
+                if !self.answer_trunk_challenge(now, call, tx, &res) {
+                    self.fail_call(now, call, code, Disposition::Rejected, "callee");
                 }
             }
             _ => {
@@ -1653,6 +1714,13 @@ impl Engine {
                 self.notify_transferor(now, call, "SIP/2.0 408 Request Timeout", true);
                 self.transfer_failed(now, call);
             }
+            Some(Pending::TrunkRegister(name)) => {
+                tracing::warn!("SIP: trunk {name} did not answer our REGISTER; retrying in 30 s");
+                if let Some(r) = self.trunk_registrations.get_mut(&name) {
+                    r.next_at = now.mono + Duration::from_secs(30);
+                    r.auth_tried = false;
+                }
+            }
             Some(Pending::Bye | Pending::Ignore) | None => {}
         }
     }
@@ -1887,6 +1955,155 @@ impl Engine {
         if t.transferor_gone {
             c.ended_by = c_ended_by(t.transferor);
             self.hang_up_both(now, call, None);
+        }
+    }
+
+    /// Re-sends leg B's INVITE with credentials for the trunk's challenge (RFC 3261 §22.2).
+    fn answer_trunk_challenge(
+        &mut self,
+        now: Now,
+        call: CallId,
+        tx: ClientTxId,
+        res: &Message,
+    ) -> bool {
+        let code = res.status().unwrap_or(0);
+        let Some(c) = self.calls.get(&call) else {
+            return false;
+        };
+        let Some(trunk) = c.trunk.as_deref().and_then(|t| self.cfg.trunk(t)) else {
+            return false;
+        };
+        let (Some(user), Some(password)) = (trunk.username.clone(), trunk.password.clone()) else {
+            return false;
+        };
+        let (challenge_header, answer_header) = if code == 407 {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        let Some(mut invite) = self.tx.client_request(tx).cloned() else {
+            return false;
+        };
+        let peer = self.tx.client_peer(tx);
+        let uri = invite.request_uri().unwrap_or_default().to_string();
+        let cnonce = self.token("n");
+        // The first challenge we can answer (MD5 or SHA-256).
+        let Some(authorization) = res.get_all(challenge_header).find_map(|ch| {
+            super::digest::authorize(ch, &user, &password, "INVITE", &uri, &cnonce, 1)
+        }) else {
+            return false;
+        };
+        let (Some(peer), Some(c)) = (peer, self.calls.get_mut(&call)) else {
+            return false;
+        };
+        let Some(b) = c.b.as_mut() else { return false };
+        b.local_cseq += 1;
+        invite.remove("Via");
+        invite.remove("Max-Forwards");
+        invite.set("CSeq", format!("{} INVITE", b.local_cseq));
+        invite.push(answer_header, authorization);
+        // The challenge's To tag belongs to a finished transaction, not to a dialog.
+        let new_tx = self.tx.send_request(now.mono, invite, peer, None);
+        self.pending.insert(new_tx, Pending::Invite(call));
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.b_invite = Some(new_tx);
+            if let Some(b) = c.b.as_mut() {
+                b.remote_tag = None;
+            }
+        }
+        true
+    }
+
+    fn send_trunk_register(&mut self, now: Now, name: &str, authorization: Option<(&str, String)>) {
+        let Some(trunk) = self.cfg.trunk(name).cloned() else {
+            return;
+        };
+        let Some(user) = trunk.username.clone() else {
+            return;
+        };
+        let sent_by = self.cfg.sent_by();
+        let Some(reg) = self.trunk_registrations.get_mut(name) else {
+            return;
+        };
+        reg.cseq += 1;
+        // Until an answer comes, do not start another.
+        reg.next_at = now.mono + Duration::from_secs(3600);
+        let host = trunk.address;
+        let mut m = Message::request(Method::Register, format!("sip:{host}"));
+        m.push("From", format!("<sip:{user}@{host}>;tag={}", reg.tag))
+            .push("To", format!("<sip:{user}@{host}>"))
+            .push("Call-ID", reg.call_id.clone())
+            .push("CSeq", format!("{} REGISTER", reg.cseq))
+            .push("Contact", format!("<sip:{user}@{sent_by}>"))
+            .push("Expires", trunk.register_expires_s.to_string());
+        if let Some((header, value)) = authorization {
+            m.push(header, value);
+        }
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: host,
+        };
+        let tx = self.tx.send_request(now.mono, m, peer, None);
+        self.pending
+            .insert(tx, Pending::TrunkRegister(name.to_string()));
+    }
+
+    fn on_trunk_register_response(&mut self, now: Now, name: &str, res: Message) {
+        let code = res.status().unwrap_or(0);
+        let Some(trunk) = self.cfg.trunk(name).cloned() else {
+            return;
+        };
+        let Some(reg) = self.trunk_registrations.get_mut(name) else {
+            return;
+        };
+        match code {
+            200..=299 => {
+                let granted = res
+                    .get_all("Contact")
+                    .find_map(|c| header_param(c, "expires").and_then(|e| e.parse::<u64>().ok()))
+                    .or_else(|| res.get("Expires").and_then(|e| e.trim().parse().ok()))
+                    .unwrap_or(u64::from(trunk.register_expires_s))
+                    .max(10);
+                reg.registered_until = Some(now.mono + Duration::from_secs(granted));
+                reg.next_at = now.mono + Duration::from_secs(granted / 2);
+                reg.auth_tried = false;
+                self.metrics.trunk_registered(name, true);
+                tracing::info!("SIP: registered at trunk {name} for {granted} s");
+            }
+            401 | 407 if !reg.auth_tried => {
+                reg.auth_tried = true;
+                let (challenge, answer) = if code == 407 {
+                    ("Proxy-Authenticate", "Proxy-Authorization")
+                } else {
+                    ("WWW-Authenticate", "Authorization")
+                };
+                let uri = format!("sip:{}", trunk.address);
+                let (user, password) = (
+                    trunk.username.clone().unwrap_or_default(),
+                    trunk.password.clone().unwrap_or_default(),
+                );
+                let cnonce = format!("{:x}", reg.cseq ^ 0x5a5a);
+                let authorization = res.get_all(challenge).find_map(|ch| {
+                    super::digest::authorize(ch, &user, &password, "REGISTER", &uri, &cnonce, 1)
+                });
+                match authorization {
+                    Some(a) => self.send_trunk_register(now, name, Some((answer, a))),
+                    None => {
+                        reg.next_at = now.mono + Duration::from_secs(60);
+                        tracing::warn!("SIP: trunk {name} challenged with no algorithm we speak");
+                    }
+                }
+            }
+            _ => {
+                reg.auth_tried = false;
+                reg.next_at = now.mono + Duration::from_secs(60);
+                if reg.registered_until.is_none_or(|u| u <= now.mono) {
+                    self.metrics.trunk_registered(name, false);
+                }
+                tracing::warn!(
+                    "SIP: trunk {name} refused our REGISTER with {code}; retrying in 60 s"
+                );
+            }
         }
     }
 

@@ -78,6 +78,20 @@ pub struct TrunkConfig {
     /// authentication.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Credentials the carrier challenges us with (digest), for our INVITEs and REGISTERs.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Keep a registration at the trunk (`sip:<username>@<address>`), refreshed at half-time.
+    #[serde(default)]
+    pub register: bool,
+    #[serde(default = "default_trunk_expires")]
+    pub register_expires_s: u32,
+}
+
+fn default_trunk_expires() -> u32 {
+    600
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -195,6 +209,12 @@ impl SipConfig {
                 return Err(format!(
                     "sip.trunks: {}: unknown tenant {}",
                     t.name, t.tenant
+                ));
+            }
+            if t.register && (t.username.is_none() || t.password.is_none()) {
+                return Err(format!(
+                    "sip.trunks: {}: register needs username and password",
+                    t.name
                 ));
             }
             for a in &t.allow {

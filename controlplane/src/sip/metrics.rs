@@ -18,6 +18,7 @@ struct ByLabel {
     responses_out: BTreeMap<u16, u64>,
     calls_ended: BTreeMap<&'static str, u64>,
     rate_limited: BTreeMap<&'static str, u64>,
+    trunks_registered: BTreeMap<String, bool>,
 }
 
 #[derive(Default)]
@@ -105,6 +106,11 @@ impl SipMetrics {
     pub fn media_failure(&self) {
         self.media_failures.fetch_add(1, Relaxed);
     }
+    pub fn trunk_registered(&self, trunk: &str, registered: bool) {
+        self.with(|l| {
+            l.trunks_registered.insert(trunk.to_string(), registered);
+        });
+    }
     pub fn transferred(&self) {
         self.transfers.fetch_add(1, Relaxed);
     }
@@ -172,6 +178,19 @@ impl SipMetrics {
                 let _ = writeln!(
                     out,
                     "tandem_sip_calls_ended_total{{disposition=\"{d}\"}} {n}"
+                );
+            }
+            family(
+                out,
+                "tandem_sip_trunk_registered",
+                "gauge",
+                "1 while our registration at the trunk is current.",
+            );
+            for (t, up) in &l.trunks_registered {
+                let _ = writeln!(
+                    out,
+                    "tandem_sip_trunk_registered{{trunk=\"{t}\"}} {}",
+                    u8::from(*up)
                 );
             }
             family(

@@ -264,6 +264,10 @@ fn config() -> SipConfig {
             tenant: "acme".into(),
             address: "10.0.0.2:5060".parse().unwrap(),
             allow: vec!["10.0.0.1".into()],
+            username: None,
+            password: None,
+            register: false,
+            register_expires_s: 600,
         }],
         routes: vec![
             RouteConfig {
@@ -1013,4 +1017,147 @@ fn sip_info_dtmf_is_relayed_to_the_other_leg_and_answered() {
         .unwrap();
     assert_eq!(to_a.1.cseq(), Some((2, Method::Info)));
     assert_eq!(to_a.0, "10.0.0.1:5060".parse::<SocketAddr>().unwrap());
+}
+
+fn config_with_trunk_credentials() -> SipConfig {
+    let mut cfg = config();
+    cfg.trunks[0].username = Some("tandem".into());
+    cfg.trunks[0].password = Some("carrier-pw".into());
+    cfg.trunks[0].register = true;
+    cfg.trunks[0].register_expires_s = 600;
+    cfg
+}
+
+fn harness_with(cfg: SipConfig) -> Harness {
+    let t0 = Instant::now();
+    Harness {
+        engine: Engine::new(
+            cfg,
+            "192.0.2.1".parse().unwrap(),
+            [3; 32],
+            t0,
+            Arc::new(SipMetrics::default()),
+        ),
+        t0,
+        ms: 0,
+    }
+}
+
+#[test]
+fn registers_at_the_trunk_answering_its_challenge_and_refreshes() {
+    let carrier = digest::Authenticator::new([9; 32], 300);
+    let mut h = harness_with(config_with_trunk_credentials());
+    let out = h.advance(10);
+    let (to, register) = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.method() == Some(&Method::Register))
+        .expect("REGISTER to the trunk");
+    assert_eq!(to, "10.0.0.2:5060".parse::<SocketAddr>().unwrap());
+    assert!(register.get("Authorization").is_none());
+    let mut challenge = Message::response_to(&register, 401, Some("c"));
+    let unix_s = h.now().unix_ms / 1000;
+    challenge.push(
+        "WWW-Authenticate",
+        carrier.challenges(unix_s, "carrier", false, &[digest::Algorithm::Md5])[0].clone(),
+    );
+    let out = h.feed(&challenge.to_bytes(), "10.0.0.2:5060");
+    let again = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.method() == Some(&Method::Register))
+        .expect("REGISTER with credentials")
+        .1;
+    let creds = digest::Credentials::parse(again.get("Authorization").unwrap()).unwrap();
+    assert_eq!(
+        carrier.verify(unix_s, &creds, "REGISTER", "carrier-pw"),
+        digest::Verdict::Ok
+    );
+    assert!(again.cseq().unwrap().0 > register.cseq().unwrap().0);
+    let mut ok = Message::response_to(&again, 200, Some("c"));
+    ok.push("Contact", "<sip:tandem@127.0.0.1:5060>;expires=120");
+    h.feed(&ok.to_bytes(), "10.0.0.2:5060");
+    // Refreshed at half the granted time, not before.
+    let out = h.advance(55_000);
+    assert!(!sent(&out)
+        .iter()
+        .any(|(_, m)| m.method() == Some(&Method::Register)));
+    let out = h.advance(7_000);
+    assert!(sent(&out)
+        .iter()
+        .any(|(_, m)| m.method() == Some(&Method::Register)));
+}
+
+#[test]
+fn outbound_invite_answers_the_trunks_proxy_challenge_once() {
+    let carrier = digest::Authenticator::new([9; 32], 300);
+    let mut cfg = config_with_trunk_credentials();
+    cfg.trunks[0].register = false;
+    let mut h = harness_with(cfg);
+    let b_invite = start_call(&mut h, "auth");
+    let mut challenge = Message::response_to(&b_invite, 407, Some("p"));
+    let unix_s = h.now().unix_ms / 1000;
+    challenge.push(
+        "Proxy-Authenticate",
+        carrier.challenges(unix_s, "carrier", false, &[digest::Algorithm::Sha256])[0].clone(),
+    );
+    let out = h.feed(&challenge.to_bytes(), "10.0.0.2:5060");
+    let msgs = sent(&out);
+    assert!(
+        msgs.iter().any(|(_, m)| m.method() == Some(&Method::Ack)),
+        "the 407 is ACKed"
+    );
+    let retry = msgs
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Invite))
+        .expect("INVITE again")
+        .1
+        .clone();
+    assert_eq!(retry.cseq(), Some((2, Method::Invite)));
+    assert_eq!(retry.call_id(), b_invite.call_id());
+    assert_eq!(retry.from_tag(), b_invite.from_tag());
+    let creds = digest::Credentials::parse(retry.get("Proxy-Authorization").unwrap()).unwrap();
+    assert_eq!(
+        carrier.verify(unix_s, &creds, "INVITE", "carrier-pw"),
+        digest::Verdict::Ok
+    );
+    assert!(
+        !msgs.iter().any(|(_, m)| m.status() == Some(407)),
+        "the caller never sees it"
+    );
+    // A second challenge means the credentials are wrong: the caller gets the 407's failure.
+    let mut again = Message::response_to(&retry, 407, Some("p"));
+    again.push(
+        "Proxy-Authenticate",
+        carrier.challenges(unix_s, "carrier", false, &[digest::Algorithm::Md5])[0].clone(),
+    );
+    let out = h.feed(&again.to_bytes(), "10.0.0.2:5060");
+    assert!(sent(&out)
+        .iter()
+        .any(|(to, m)| m.status() == Some(407) && to.ip().to_string() == "10.0.0.1"));
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn invite_floods_from_one_source_get_503_with_retry_after() {
+    let mut cfg = config();
+    cfg.invite_rate_per_source = 1.0;
+    cfg.rate_burst = 2.0;
+    cfg.tenants[0].max_calls = None;
+    let mut h = harness_with(cfg);
+    let mut refused = 0;
+    for i in 0..5 {
+        let out = h.feed(
+            &invite(
+                &format!("z9hG4bKflood{i}"),
+                &format!("flood{i}"),
+                "5551234",
+                SDP_A,
+            ),
+            "10.0.0.1:5060",
+        );
+        refused += sent(&out)
+            .iter()
+            .filter(|(_, m)| m.status() == Some(503) && m.get("Retry-After").is_some())
+            .count();
+    }
+    assert_eq!(refused, 3, "burst of 2, then refused");
 }
