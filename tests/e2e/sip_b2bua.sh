@@ -3,7 +3,7 @@
 # plane. Phases: SIPp uac_pcap -> Tandem -> SIPp uas (PCMA, RTP echo) with every RTP packet
 # counted across the relay; BYE from the callee; CANCEL before answer; hold and resume by
 # re-INVITE (sendonly/recvonly through both legs); a caller over TCP; a callee using 100rel
-# (PRACK); blind transfer by REFER to a third party; malformed messages
+# (PRACK); blind and attended (Replaces) transfer by REFER to a third party; malformed messages
 # answered with 400 or dropped, never a crash. Call records are checked at /calls.
 source "$(dirname "$0")/lib.sh"
 SCEN="$ROOT/tests/e2e/sipp"
@@ -85,6 +85,24 @@ PIDS+=($target_pid)
 run_calls transfer "$SCEN/uas_agent_refer.xml" "$SCEN/uac_hangup_later.xml" 3
 wait $target_pid || fail "transfer target side failed: $(tail -3 "$WORK/transfer/target.log"; cat "$WORK/transfer"/*errors.log 2>/dev/null | head -20)"
 [ "$(metric $HTTP tandem_sip_transfers_total)" -eq 3 ] || fail "expected 3 completed transfers"
+# 8. Attended transfer: the agent (a small Python phone) answers the customer, consults 5559999
+# through Tandem, then REFERs the customer with Replaces; the target is re-INVITEd onto the
+# customer's call, the agent is released from both, and the customer's BYE later reaches the target.
+mkdir -p "$WORK/attended"
+(cd "$WORK/attended" && exec setsid timeout 60 sipp -sf "$SCEN/uas_attended_target.xml" -i 127.0.0.1 -p $TARGET \
+   -mp 16950 -m 1 -nostdin -trace_err >target.log 2>&1 </dev/null) &
+target_pid=$!
+PIDS+=($target_pid)
+python3 "$ROOT/tests/e2e/attended_agent.py" $UAS $SIP 5559999 >"$WORK/attended/agent.log" 2>&1 &
+agent_pid=$!
+PIDS+=($agent_pid)
+sleep 0.5
+(cd "$WORK/attended" && timeout 60 sipp -sf "$SCEN/uac_hangup_later.xml" 127.0.0.1:$SIP -s 5551234 -i 127.0.0.1 \
+   -p $UAC -mp 17950 -m 1 -nostdin -trace_err >uac.log 2>&1) || fail "attended: customer side: $(tail -3 "$WORK/attended/uac.log")"
+wait $agent_pid || fail "attended: agent side: $(cat "$WORK/attended/agent.log")"
+wait $target_pid || fail "attended: target side: $(tail -3 "$WORK/attended/target.log"; cat "$WORK/attended"/*errors.log 2>/dev/null | head)"
+[ "$(metric $HTTP tandem_sip_transfers_total)" -eq 4 ] || fail "expected 4 completed transfers"
+echo "ok: attended transfer (REFER with Replaces)"
 
 sleep 1
 active=$(metric $HTTP 'tandem_dp_sessions_active')
@@ -99,7 +117,8 @@ calls = json.load(open(sys.argv[1]))["calls"]
 n = int(sys.argv[2])
 by = collections.Counter((c["disposition"], c["ended_by"]) for c in calls)
 print("call records:", dict(by))
-assert by[("answered", "caller")] == n + 3 + 3 + 3, by  # pcap, hold, 100rel, transferred
+assert by[("answered", "caller")] == n + 3 + 3 + 3 + 1, by  # pcap, hold, 100rel, blind, attended
+assert by[("answered", "transferred")] == 1, by         # the attended transfer's consultation call
 assert by[("answered", "callee")] == 5 + 3, by      # callee BYE over UDP and TCP callers
 assert by[("cancelled", "caller")] == 5, by
 answered = [c for c in calls if c["disposition"] == "answered"]

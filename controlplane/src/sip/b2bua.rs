@@ -231,6 +231,21 @@ struct Call {
     /// The trunk leg B goes to, whose credentials answer its challenges (once per call).
     trunk: Option<String>,
     b_auth_tried: bool,
+    /// An attended transfer in progress on this call (REFER with Replaces).
+    replacement: Option<Replacement>,
+    /// A side that must not get our BYE when the call ends (its dialog moved to another call).
+    no_bye: Option<Side>,
+}
+
+/// Attended transfer (RFC 5589 §7): the transferor joins the party it holds on this call with
+/// the party of its consultation call. The joined party keeps its data-plane port; the other is
+/// re-INVITEd onto this call's port and its dialog moves here.
+struct Replacement {
+    transferor: Side,
+    consultation: CallId,
+    /// The side of the consultation call that is the transfer target.
+    target_side: Side,
+    reinvite: ClientTxId,
 }
 
 /// Our registration at a carrier trunk (we are its client).
@@ -275,6 +290,8 @@ enum Pending {
     Ignore,
     /// The INVITE to the target of a blind transfer.
     TransferInvite(CallId),
+    /// The re-INVITE moving an attended transfer's target onto the call (keyed by that call).
+    Replace(CallId),
     Ping {
         aor: String,
         contact: String,
@@ -948,6 +965,8 @@ impl Engine {
                     _ => None,
                 },
                 b_auth_tried: false,
+                replacement: None,
+                no_bye: None,
             },
         );
         self.next_call = id;
@@ -1121,6 +1140,13 @@ impl Engine {
                     self.pending.remove(&tx);
                 }
                 self.on_transfer_response(now, call, tx, res);
+            }
+            Some(Pending::Replace(call)) => {
+                let call = *call;
+                if code >= 200 {
+                    self.pending.remove(&tx);
+                }
+                self.on_replace_response(now, call, tx, res);
             }
             Some(Pending::TrunkRegister(_)) if code >= 200 => {
                 if let Some(Pending::TrunkRegister(name)) = self.pending.remove(&tx) {
@@ -1407,10 +1433,10 @@ impl Engine {
         }
         c.state = CallState::Ending;
         let mut byes = Vec::new();
-        if c.ended_by != "caller" {
+        if c.ended_by != "caller" && c.no_bye != Some(Side::A) {
             byes.push((c.a.request(Method::Bye, &contact), c.a.peer));
         }
-        if c.ended_by != "callee" {
+        if c.ended_by != "callee" && c.no_bye != Some(Side::B) {
             if let Some(b) = c.b.as_mut() {
                 byes.push((b.request(Method::Bye, &contact), b.peer));
             }
@@ -1714,6 +1740,12 @@ impl Engine {
                 self.notify_transferor(now, call, "SIP/2.0 408 Request Timeout", true);
                 self.transfer_failed(now, call);
             }
+            Some(Pending::Replace(call)) => {
+                self.notify_replacement(now, call, "SIP/2.0 408 Request Timeout", true);
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.replacement = None;
+                }
+            }
             Some(Pending::TrunkRegister(name)) => {
                 tracing::warn!("SIP: trunk {name} did not answer our REGISTER; retrying in 30 s");
                 if let Some(r) = self.trunk_registrations.get_mut(&name) {
@@ -1757,11 +1789,15 @@ impl Engine {
             self.reply(now, tx, &req, 400);
             return;
         };
-        if refer_to.contains('?') {
-            // Refer-To with embedded headers (Replaces: attended transfer) is not built yet.
-            let res = Message::response_to(&req, 501, None)
-                .with_reason("Not Implemented (attended transfer with Replaces)");
-            self.respond(now, tx, res);
+        if let Some((_, headers)) = refer_to.split_once('?') {
+            match replaces_of(headers) {
+                Some(replaces) => self.attended_transfer(now, tx, &req, call, side, replaces),
+                None => {
+                    let res = Message::response_to(&req, 501, None)
+                        .with_reason("Not Implemented (Refer-To headers other than Replaces)");
+                    self.respond(now, tx, res);
+                }
+            }
             return;
         }
         let Some(uri) = SipUri::parse(refer_to) else {
@@ -1832,6 +1868,169 @@ impl Engine {
         self.notify_transferor(now, call, "SIP/2.0 100 Trying", false);
     }
 
+    fn attended_transfer(
+        &mut self,
+        now: Now,
+        tx: ServerTxId,
+        req: &Message,
+        call: CallId,
+        side: Side,
+        (call_id, tag_a, tag_b): (String, String, String),
+    ) {
+        let contact = self.contact.clone();
+        // The dialog to replace is one of ours: find it by our tag, whichever way it is named.
+        let found = [tag_a, tag_b]
+            .into_iter()
+            .find_map(|tag| self.dialogs.get(&(call_id.clone(), tag)).copied());
+        let Some((consultation, transferor_side)) = found.filter(|(c2, _)| *c2 != call) else {
+            self.reply(now, tx, req, 481);
+            return;
+        };
+        let (Some(c1), Some(c2)) = (self.calls.get(&call), self.calls.get(&consultation)) else {
+            self.reply(now, tx, req, 481);
+            return;
+        };
+        if c1.tenant != c2.tenant
+            || c1.state != CallState::Answered
+            || c2.state != CallState::Answered
+            || c1.replacement.is_some()
+            || c1.transfer.is_some()
+        {
+            let mut res = Message::response_to(req, 491, None);
+            res.push("Retry-After", "1");
+            self.respond(now, tx, res);
+            return;
+        }
+        let target_side = transferor_side.other();
+        let Some(offer) = self.rewrite_for(&c1.sdp[side.other().index()], c1.ports[side.index()])
+        else {
+            self.reply(now, tx, req, 488);
+            return;
+        };
+        self.respond(now, tx, Message::response_to(req, 202, None));
+        let Some(c2) = self.calls.get_mut(&consultation) else {
+            return;
+        };
+        let leg = match target_side {
+            Side::A => Some(&mut c2.a),
+            Side::B => c2.b.as_mut(),
+        };
+        let Some(leg) = leg else { return };
+        let mut reinvite = leg.request(Method::Invite, &contact);
+        reinvite.push("Allow", ALLOW);
+        reinvite.set_body("application/sdp", offer.into_bytes());
+        let peer = leg.peer;
+        let reinvite_tx = self.tx.send_request(now.mono, reinvite, peer, None);
+        self.pending.insert(reinvite_tx, Pending::Replace(call));
+        if let Some(c1) = self.calls.get_mut(&call) {
+            c1.replacement = Some(Replacement {
+                transferor: side,
+                consultation,
+                target_side,
+                reinvite: reinvite_tx,
+            });
+        }
+        self.notify_replacement(now, call, "SIP/2.0 100 Trying", false);
+    }
+
+    /// NOTIFY for an attended transfer's REFER, on the transferor's leg of the call.
+    fn notify_replacement(&mut self, now: Now, call: CallId, sipfrag: &str, terminated: bool) {
+        let contact = self.contact.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(side) = c.replacement.as_ref().map(|r| r.transferor) else {
+            return;
+        };
+        let leg = match side {
+            Side::A => Some(&mut c.a),
+            Side::B => c.b.as_mut(),
+        };
+        let Some(leg) = leg else { return };
+        let notify = sipfrag_notify(leg, &contact, sipfrag, terminated);
+        let peer = leg.peer;
+        let notify_tx = self.tx.send_request(now.mono, notify, peer, None);
+        self.pending.insert(notify_tx, Pending::Ignore);
+    }
+
+    fn on_replace_response(&mut self, now: Now, call: CallId, tx: ClientTxId, res: Message) {
+        let code = res.status().unwrap_or(0);
+        let contact = self.contact.clone();
+        let Some(r) = self
+            .calls
+            .get(&call)
+            .and_then(|c| c.replacement.as_ref())
+            .filter(|r| r.reinvite == tx)
+        else {
+            return;
+        };
+        let (transferor, consultation, target_side) = (r.transferor, r.consultation, r.target_side);
+        if code < 200 {
+            return;
+        }
+        let reason = match &res.start {
+            StartLine::Response { reason, .. } => reason.clone(),
+            StartLine::Request { .. } => String::new(),
+        };
+        if code >= 300 {
+            self.notify_replacement(now, call, &format!("SIP/2.0 {code} {reason}"), true);
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.replacement = None;
+            }
+            return;
+        }
+        // The target accepted our port: ACK it on its (consultation) dialog, then move it here.
+        let Some(c2) = self.calls.get_mut(&consultation) else {
+            return;
+        };
+        let leg = match target_side {
+            Side::A => Some(&mut c2.a),
+            Side::B => c2.b.as_mut(),
+        };
+        let Some(leg) = leg else { return };
+        let ack = leg.request(Method::Ack, &contact);
+        let target_leg = leg.clone();
+        self.tx.send_ack(ack, target_leg.peer);
+        // The consultation call ends: BYE to the transferor's leg only.
+        c2.no_bye = Some(target_side);
+        c2.ended_by = "transferred";
+        self.hang_up_both(now, consultation, None);
+
+        self.notify_replacement(now, call, &format!("SIP/2.0 {code} {reason}"), true);
+        let answer = res
+            .body_str()
+            .filter(|_| res.content_type() == Some("application/sdp"))
+            .map(str::to_string)
+            .unwrap_or_default();
+        let Some(c1) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c1.replacement = None;
+        if let (Some(session), Some(params)) = (c1.session, first_audio_params(&answer)) {
+            self.actions.push(Action::Media(MediaOp::Update {
+                session,
+                leg: transferor.leg(),
+                params,
+            }));
+        }
+        c1.sdp[transferor.index()] = answer;
+        c1.target_uri = target_leg.remote_target.clone();
+        let new_key = (target_leg.call_id.clone(), target_leg.local_tag.clone());
+        let old = match transferor {
+            Side::A => Some(std::mem::replace(&mut c1.a, target_leg)),
+            Side::B => c1.b.replace(target_leg),
+        };
+        self.dialogs.insert(new_key, (call, transferor));
+        if let Some(mut old) = old {
+            self.dialogs
+                .remove(&(old.call_id.clone(), old.local_tag.clone()));
+            let bye = old.request(Method::Bye, &contact);
+            let bye_tx = self.tx.send_request(now.mono, bye, old.peer, None);
+            self.pending.insert(bye_tx, Pending::Bye);
+        }
+        self.metrics.transferred();
+    }
+
     /// NOTIFY of the REFER's implicit subscription, with the transfer's progress as sipfrag.
     fn notify_transferor(&mut self, now: Now, call: CallId, sipfrag: &str, terminated: bool) {
         let contact = self.contact.clone();
@@ -1846,20 +2045,7 @@ impl Engine {
             Side::B => c.b.as_mut(),
         };
         let Some(leg) = leg else { return };
-        let mut notify = leg.request(Method::Notify, &contact);
-        notify.push("Event", "refer");
-        notify.push(
-            "Subscription-State",
-            if terminated {
-                "terminated;reason=noresource"
-            } else {
-                "active;expires=60"
-            },
-        );
-        notify.set_body(
-            "message/sipfrag;version=2.0",
-            format!("{sipfrag}\r\n").into_bytes(),
-        );
+        let notify = sipfrag_notify(leg, &contact, sipfrag, terminated);
         let peer = leg.peer;
         let notify_tx = self.tx.send_request(now.mono, notify, peer, None);
         self.pending.insert(notify_tx, Pending::Ignore);
@@ -2177,6 +2363,64 @@ impl Engine {
             self.pending.insert(tx, Pending::Ping { aor, contact: uri });
         }
     }
+}
+
+/// NOTIFY for REFER's implicit subscription (RFC 3515) carrying the transfer's progress.
+fn sipfrag_notify(leg: &mut Leg, contact: &str, sipfrag: &str, terminated: bool) -> Message {
+    let mut notify = leg.request(Method::Notify, contact);
+    notify.push("Event", "refer");
+    notify.push(
+        "Subscription-State",
+        if terminated {
+            "terminated;reason=noresource"
+        } else {
+            "active;expires=60"
+        },
+    );
+    notify.set_body(
+        "message/sipfrag;version=2.0",
+        format!("{sipfrag}\r\n").into_bytes(),
+    );
+    notify
+}
+
+/// The dialog named by a Refer-To's `Replaces` header (RFC 3891), percent-decoded:
+/// (Call-ID, to-tag, from-tag).
+fn replaces_of(headers: &str) -> Option<(String, String, String)> {
+    let value = headers.split('&').find_map(|h| {
+        let (name, value) = h.split_once('=')?;
+        name.eq_ignore_ascii_case("Replaces").then_some(value)
+    })?;
+    let decoded = percent_decode(value)?;
+    let mut parts = decoded.split(';');
+    let call_id = parts.next()?.trim().to_string();
+    let (mut to_tag, mut from_tag) = (None, None);
+    for p in parts {
+        match p.trim().split_once('=') {
+            Some((k, v)) if k.eq_ignore_ascii_case("to-tag") => to_tag = Some(v.to_string()),
+            Some((k, v)) if k.eq_ignore_ascii_case("from-tag") => from_tag = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    (!call_id.is_empty()).then_some(())?;
+    Some((call_id, to_tag?, from_tag?))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn c_ended_by(side: Side) -> &'static str {

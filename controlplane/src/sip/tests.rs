@@ -956,7 +956,7 @@ fn failed_transfer_keeps_the_call_with_the_transferor() {
         1,
         "caller still talking to the agent"
     );
-    // Attended transfer (Replaces) is refused plainly.
+    // An attended transfer naming a dialog Tandem does not hold is refused.
     let refer = in_dialog_from_b(
         &b_invite,
         "REFER",
@@ -964,7 +964,8 @@ fn failed_transfer_keeps_the_call_with_the_transferor() {
         "Refer-To: <sip:5551111@127.0.0.1?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>\r\n",
     );
     let out = h.feed(&refer, "10.0.0.2:5060");
-    assert!(sent(&out).iter().any(|(_, m)| m.status() == Some(501)));
+    assert!(sent(&out).iter().any(|(_, m)| m.status() == Some(481)));
+    assert_eq!(h.engine.active_calls(), 1);
 }
 
 #[test]
@@ -1160,4 +1161,139 @@ fn invite_floods_from_one_source_get_503_with_retry_after() {
             .count();
     }
     assert_eq!(refused, 3, "burst of 2, then refused");
+}
+
+/// Like `start_call`, for a second call in the same harness: its own branch, number and ports.
+fn start_call_on(
+    h: &mut Harness,
+    branch: &str,
+    call_id: &str,
+    ports: [u16; 2],
+    slot: u32,
+) -> Message {
+    let out = h.feed(&invite(branch, call_id, "5551234", SDP_A), "10.0.0.1:5060");
+    let call = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Media(MediaOp::Create { call, .. }) => Some(*call),
+            _ => None,
+        })
+        .expect("media requested");
+    let now = h.now();
+    let session = SessionId {
+        core: 0,
+        slot,
+        generation: 1,
+    };
+    h.engine.media_created(now, call, Ok((session, ports)));
+    let out: Vec<Action> = h.engine.drain().collect();
+    sent(&out).remove(0).1
+}
+
+#[test]
+fn attended_transfer_joins_the_held_caller_with_the_consulted_party() {
+    let mut h = Harness::new();
+    // Call 1: the customer (A) talks to agent B.
+    let b1 = start_call_on(&mut h, "z9hG4bKat1", "cust", [30000, 30004], 1);
+    let out = h.feed(
+        &response_from(&b1, 200, "btag", Some(SDP_B)),
+        "10.0.0.2:5060",
+    );
+    let a1_tag = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .unwrap()
+        .1
+        .to_tag()
+        .unwrap()
+        .to_string();
+    // Call 2: agent B consults C (B is this call's caller).
+    let c2 = start_call_on(&mut h, "z9hG4bKat2", "consult", [30008, 30012], 2);
+    let sdp_c = SDP_B.replace("5000", "7000");
+    let out = h.feed(
+        &response_from(&c2, 200, "ctag", Some(&sdp_c)),
+        "10.0.0.2:5060",
+    );
+    let t2 = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .unwrap()
+        .1
+        .to_tag()
+        .unwrap()
+        .to_string();
+
+    // B transfers the customer to C: REFER on call 1 naming call 2's dialog in Replaces.
+    let refer = in_dialog_from_b(
+        &b1,
+        "REFER",
+        2,
+        &format!(
+            "Refer-To: <sip:c@127.0.0.1?Replaces=consult%3Bto-tag%3D{t2}%3Bfrom-tag%3Datag>\r\n"
+        ),
+    );
+    let out = h.feed(&refer, "10.0.0.2:5060");
+    let msgs = sent(&out);
+    assert!(msgs.iter().any(|(_, m)| m.status() == Some(202)));
+    let reinvite = msgs
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Invite))
+        .expect("re-INVITE to C")
+        .1
+        .clone();
+    assert_eq!(reinvite.call_id(), c2.call_id(), "on C's existing dialog");
+    assert_eq!(reinvite.to_tag(), Some("ctag"));
+    assert!(
+        reinvite.body_str().unwrap().contains("m=audio 30004 "),
+        "call 1's port for B's side"
+    );
+
+    let mut ok = Message::response_to(&reinvite, 200, None);
+    ok.push("Contact", "<sip:c@10.0.0.2:5060>");
+    ok.set_body("application/sdp", sdp_c.clone().into_bytes());
+    let out = h.feed(&ok.to_bytes(), "10.0.0.2:5060");
+    let msgs = sent(&out);
+    assert!(msgs
+        .iter()
+        .any(|(_, m)| m.method() == Some(&Method::Ack) && m.call_id() == c2.call_id()));
+    assert!(msgs
+        .iter()
+        .any(|(_, m)| m.method() == Some(&Method::Notify)
+            && m.body_str() == Some("SIP/2.0 200 OK\r\n")));
+    let byes: Vec<(String, Option<String>)> = msgs
+        .iter()
+        .filter(|(_, m)| m.method() == Some(&Method::Bye))
+        .map(|(_, m)| (m.call_id().to_string(), m.to_tag().map(str::to_string)))
+        .collect();
+    assert!(
+        byes.contains(&(b1.call_id().to_string(), Some("btag".into()))),
+        "B leaves call 1: {byes:?}"
+    );
+    assert!(
+        byes.contains(&("consult".to_string(), Some("atag".into()))),
+        "B leaves call 2: {byes:?}"
+    );
+    assert!(
+        !byes.iter().any(|(id, _)| id == c2.call_id()),
+        "C stays: {byes:?}"
+    );
+    assert!(out.iter().any(|a| matches!(a, Action::Media(MediaOp::Update { session, leg: LegIndex::B, params }) if session.slot == 1 && params.rtp == Some("10.0.0.2:7000".parse().unwrap()))));
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Media(MediaOp::Delete { session, .. }) if session.slot == 2)));
+    assert_eq!(h.engine.active_calls(), 1);
+
+    // The customer hangs up: the BYE reaches C on C's dialog.
+    let bye = format!("BYE sip:tandem@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKatb\r\nFrom: <sip:caller@10.0.0.1>;tag=atag\r\nTo: <sip:5551234@127.0.0.1>;tag={a1_tag}\r\nCall-ID: cust\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
+    let out = h.feed(bye.as_bytes(), "10.0.0.1:5060");
+    let to_c = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.method() == Some(&Method::Bye))
+        .unwrap()
+        .1;
+    assert_eq!(
+        (to_c.call_id(), to_c.to_tag()),
+        (c2.call_id(), Some("ctag"))
+    );
+    assert_eq!(h.engine.active_calls(), 0);
 }
