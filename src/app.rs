@@ -4,6 +4,7 @@
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tandem_controlplane::api::{self, ApiState};
 use tandem_controlplane::config::Config;
 use tandem_controlplane::media::DataPlaneClient;
 use tandem_controlplane::metrics::{NgMetrics, Registry};
@@ -11,6 +12,7 @@ use tandem_controlplane::ng;
 use tandem_controlplane::sip::b2bua::Engine;
 use tandem_controlplane::sip::metrics::SipMetrics;
 use tandem_controlplane::sip::server::{self as sip_server, CallRecords, Listeners};
+use tandem_controlplane::storage::Storage;
 use tandem_dataplane::engine::pin_current_thread;
 use tandem_dataplane::DataPlane;
 
@@ -22,6 +24,8 @@ pub struct Appliance {
     /// Where SIP listens (UDP, and TCP on the same port), when enabled.
     pub sip_addr: Option<SocketAddr>,
     pub registry: Arc<Registry>,
+    /// The control API's shared state (storage, events), for the demo and tests.
+    pub api: ApiState,
 }
 
 impl Appliance {
@@ -49,7 +53,15 @@ impl Appliance {
         let sip_cfg = cfg.sip.clone();
         let call_records = Arc::new(CallRecords::new(10_000));
         let records = call_records.clone();
-        let (ng_addr, http_addr, sip_addr, registry) = runtime.block_on(async {
+        let storage_cfg = cfg.storage.clone();
+        let admin_password = cfg
+            .api
+            .admin_password
+            .clone()
+            .or_else(|| std::env::var("TANDEM_ADMIN_PASSWORD").ok());
+        let (ng_addr, http_addr, sip_addr, registry, api_state) = runtime.block_on(async {
+            let api_state = open_storage(&storage_cfg, admin_password.as_deref(), &sip_cfg).await?;
+            let storage = api_state.storage.clone();
             let (client, mut timeouts) = DataPlaneClient::new(cores, advertise)?;
             let ng_metrics = Arc::new(NgMetrics::default());
             let sip_metrics = Arc::new(SipMetrics::default());
@@ -57,7 +69,18 @@ impl Appliance {
                 cores: client.core_stats().to_vec(),
                 ng: ng_metrics.clone(),
                 sip: sip_metrics.clone(),
+                api: api_state.metrics.clone(),
             });
+            let (cdr_tx, cdr_rx) = tokio::sync::mpsc::channel(tandem_controlplane::cdr::QUEUE);
+            tokio::spawn(tandem_controlplane::cdr::run_writer(
+                storage.clone(),
+                cdr_rx,
+                api_state.events.clone(),
+            ));
+            tokio::spawn(api::webhooks::run_deliveries(
+                api_state.clone(),
+                api::webhooks::Retry::default(),
+            ));
             // Session timeouts go to both signalling front ends; each ignores sessions it
             // does not own.
             let (ng_timeouts_tx, ng_timeouts) = tokio::sync::mpsc::channel(1024);
@@ -77,19 +100,44 @@ impl Appliance {
                 if engine_cfg.advertise.is_none() {
                     engine_cfg.advertise = Some(addr.to_string());
                 }
-                let engine = Engine::new(
+                let mut engine = Engine::new(
                     engine_cfg,
                     advertise,
                     random_secret()?,
                     std::time::Instant::now(),
                     sip_metrics,
                 );
+                // Storage, seeded from the config file, is what the engine routes by.
+                let directory = storage.directory().await?;
+                engine.set_directory(std::time::Instant::now(), directory.to_sip());
+                let (directory_tx, directory_rx) = tokio::sync::mpsc::channel(16);
+                let changed = api_state.directory_changed.clone();
+                let reload_from = storage.clone();
+                tokio::spawn(async move {
+                    loop {
+                        // A change made while a reload runs leaves a permit: one more reload.
+                        changed.notified().await;
+                        match reload_from.directory().await {
+                            Ok(d) => {
+                                if directory_tx.send(d.to_sip()).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => tracing::error!("reloading the SIP directory: {e}"),
+                        }
+                    }
+                });
                 tokio::spawn(sip_server::run(
                     engine,
                     listeners,
                     client.clone(),
                     sip_timeouts,
                     records,
+                    sip_server::Wiring {
+                        cdr: Some(cdr_tx),
+                        events: Some(api_state.events.clone()),
+                        directory: Some(directory_rx),
+                    },
                 ));
                 Some(addr)
             } else {
@@ -112,14 +160,16 @@ impl Appliance {
             ));
             let http_registry = registry.clone();
             let http_records = call_records.clone();
+            let http_api = api_state.clone();
             tokio::spawn(async move {
                 if let Err(e) =
-                    tandem_controlplane::http::serve(http, http_registry, http_records).await
+                    tandem_controlplane::http::serve(http, http_registry, http_records, http_api)
+                        .await
                 {
                     tracing::error!("HTTP server stopped: {e}");
                 }
             });
-            anyhow::Ok((addrs.0, addrs.1, sip_addr, registry))
+            anyhow::Ok((addrs.0, addrs.1, sip_addr, registry, api_state))
         })?;
         eprintln!(
             "tandem: data plane {} core(s), io {}, media {}:{}-{} ({} sessions/core), ng udp {}, http {} (/metrics), sip {}",
@@ -140,7 +190,13 @@ impl Appliance {
             http_addr,
             sip_addr,
             registry,
+            api: api_state,
         })
+    }
+
+    /// Runs `f` on the control plane's runtime (the demo's API calls, tests).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
     }
 
     /// Serves until SIGINT or SIGTERM, then stops the cores.
@@ -224,6 +280,71 @@ async fn bind_sip(
         }
     };
     Ok((Listeners { udp, tcp, tls }, addr))
+}
+
+/// Opens storage (creating the data directory), applies migrations, creates the first system
+/// administrator and seeds the SIP directory from the config file.
+async fn open_storage(
+    cfg: &tandem_controlplane::config::StorageConfig,
+    admin_password: Option<&str>,
+    sip: &tandem_controlplane::sip::config::SipConfig,
+) -> anyhow::Result<ApiState> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
+    let url = cfg.url();
+    let storage = Storage::open(&url)
+        .await
+        .with_context(|| format!("opening storage {}", redact(&url)))?;
+    if let Some(password) = api::tenants::bootstrap_admin(&storage, admin_password)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the first administrator: {}", e.message))?
+    {
+        eprintln!(
+            "tandem: created system administrator 'admin' with password {password} (shown once; log in with POST /api/v1/sessions)"
+        );
+    }
+    let seeded = storage.seed(sip).await?;
+    if seeded > 0 {
+        tracing::info!("storage: {seeded} SIP directory entries taken from the config file");
+    }
+    let key = session_key(&cfg.data_dir)?;
+    Ok(ApiState::new(storage, key))
+}
+
+/// The key session tokens are signed with: kept in the data directory so sessions survive a
+/// restart, readable by the owner only.
+fn session_key(dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("session.key");
+    if let Ok(bytes) = std::fs::read(&path) {
+        if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
+            return Ok(key);
+        }
+        anyhow::bail!("{} is not a 32-byte key", path.display());
+    }
+    let key = random_secret()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(&key)?;
+    f.sync_all()?;
+    Ok(key)
+}
+
+/// A storage URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// Key for digest nonces and the seed of tags and branches: fresh per start.

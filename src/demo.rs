@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tandem_bench::sip::{UacConfig, UasConfig};
 use tandem_controlplane::config::Config;
-use tandem_controlplane::sip::config::{AccountConfig, RouteConfig, TenantConfig, TrunkConfig};
 use tandem_dataplane::stats::DropReason;
 
 #[derive(Args)]
@@ -34,7 +33,7 @@ pub struct DemoArgs {
 const AGENTS: [&str; 3] = ["agent1", "agent2", "agent3"];
 const PASSWORD: &str = "demo-secret";
 
-fn demo_config(io: Option<String>) -> anyhow::Result<Config> {
+fn demo_config(io: Option<String>, data_dir: std::path::PathBuf) -> anyhow::Result<Config> {
     let mut cfg = Config::default();
     // Ephemeral ports, so the demo runs beside an appliance that holds the defaults.
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -46,50 +45,143 @@ fn demo_config(io: Option<String>) -> anyhow::Result<Config> {
     if let Some(io) = io {
         cfg.dataplane.io = io;
     }
-    cfg.sip.tenants.push(TenantConfig {
-        name: "demo".into(),
-        domain: "demo.local".into(),
-        max_calls: None,
-        country_code: Some("44".into()),
-    });
-    for (i, agent) in AGENTS.iter().enumerate() {
-        cfg.sip.accounts.push(AccountConfig {
-            tenant: "demo".into(),
-            user: agent.to_string(),
-            password: PASSWORD.into(),
-        });
-        cfg.sip.routes.push(RouteConfig {
-            tenant: "demo".into(),
-            pattern: format!("200{}", i + 1),
-            target: format!("user:{agent}"),
-        });
-    }
-    // The callers arrive as a carrier trunk would: trusted by source address.
-    cfg.sip.trunks.push(TrunkConfig {
-        name: "callers".into(),
-        tenant: "demo".into(),
-        address: any,
-        allow: vec!["127.0.0.1".into()],
-        username: None,
-        password: None,
-        register: false,
-        register_expires_s: 600,
-    });
+    // Embedded storage in a fresh directory: the tenant, agents and routes come from the API.
+    cfg.storage.data_dir = data_dir;
+    cfg.api.admin_password = Some(random_password());
     cfg.validate()?;
     Ok(cfg)
 }
 
+fn random_password() -> String {
+    let bytes: [u8; 12] = tandem_controlplane::api::auth::random_bytes();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A minimal HTTP/1.1 JSON request to our own API (the demo speaks to it as any client would).
+fn api(
+    http: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    use std::io::Read;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut stream = std::net::TcpStream::connect(http)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status: u16 = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let text = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    if !(200..300).contains(&status) {
+        anyhow::bail!("{method} {path}: HTTP {status}: {text}");
+    }
+    Ok(serde_json::from_str(text).unwrap_or(serde_json::Value::Null))
+}
+
+/// The demonstration tenant, made the way a BPO's provisioning script would.
+fn provision(http: SocketAddr, admin: &str) -> anyhow::Result<String> {
+    use serde_json::json;
+    api(
+        http,
+        admin,
+        "POST",
+        "/api/v1/tenants",
+        Some(
+            json!({"name": "demo", "domain": "demo.local", "display_name": "Demo Contact Centre", "country_code": "44"}),
+        ),
+    )?;
+    let t = "/api/v1/tenants/demo";
+    api(
+        http,
+        admin,
+        "POST",
+        &format!("{t}/users"),
+        Some(
+            json!({"username": "sam", "display_name": "Sam (supervisor)", "role": "supervisor", "password": random_password()}),
+        ),
+    )?;
+    for (i, agent) in AGENTS.iter().enumerate() {
+        api(
+            http,
+            admin,
+            "POST",
+            &format!("{t}/users"),
+            Some(json!({"username": agent, "role": "agent", "password": random_password()})),
+        )?;
+        api(
+            http,
+            admin,
+            "POST",
+            &format!("{t}/sip-accounts"),
+            Some(json!({"username": agent, "password": PASSWORD})),
+        )?;
+        api(
+            http,
+            admin,
+            "POST",
+            &format!("{t}/routes"),
+            Some(
+                json!({"pattern": format!("200{}", i + 1), "target": format!("user:{agent}"), "position": 10 * (i + 1)}),
+            ),
+        )?;
+    }
+    // The callers arrive as a carrier trunk would: trusted by source address.
+    api(
+        http,
+        admin,
+        "POST",
+        &format!("{t}/trunks"),
+        Some(json!({"name": "callers", "address": "127.0.0.1:5999", "allow": ["127.0.0.1"]})),
+    )?;
+    let token = api(
+        http,
+        admin,
+        "POST",
+        &format!("{t}/tokens"),
+        Some(json!({"name": "demo explorer", "role": "tenant_admin", "expires_in_s": 86400})),
+    )?;
+    token["token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no token in the API's answer"))
+}
+
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let cfg = demo_config(args.io)?;
+    let data_dir = std::env::temp_dir().join(format!("tandem-demo-{}", std::process::id()));
+    let cfg = demo_config(args.io, data_dir.clone())?;
     let appliance = Appliance::start(&cfg)?;
     let sip = appliance
         .sip_addr
         .ok_or_else(|| anyhow::anyhow!("SIP is not enabled"))?;
+    let http = appliance.http_addr;
     let registry = appliance.registry.clone();
+    let admin = appliance
+        .block_on(tandem_controlplane::api::tenants::system_token(
+            &appliance.api.storage,
+            "demo provisioning",
+        ))
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let token = provision(http, &admin)?;
     println!(
-        "Tandem demo: {} SIP calls at {} cps to 3 registered agents via {sip}, {:.0} s each (ng for Kamailio on {}).\n  Watch it live: curl -s http://{}/metrics | grep -E 'tandem_(sip|dp)_'   Call records: curl -s http://{}/calls",
-        args.calls, args.cps, args.hold_s, appliance.ng_addr, appliance.http_addr, appliance.http_addr
+        "Tandem demo: {} SIP calls at {} cps to 3 registered agents via {sip}, {:.0} s each (ng for Kamailio on {}).",
+        args.calls, args.cps, args.hold_s, appliance.ng_addr
     );
+    println!("  Tenant, users, SIP accounts, routes and trunk were provisioned through the API at http://{http}/api/v1 (storage: SQLite in {}).", data_dir.display());
+    println!("  Explore it while the demo runs (this token is the demo tenant's administrator):");
+    println!("    export TOKEN={token}");
+    println!("    curl -s -H \"Authorization: Bearer $TOKEN\" 'http://{http}/api/v1/tenants/demo/calls?limit=5&sort=-started'");
+    println!("    curl -s -H \"Authorization: Bearer $TOKEN\" http://{http}/api/v1/tenants/demo/sip-accounts");
+    println!("    curl -s http://{http}/api/v1/openapi.json | head -c 300;  curl -s http://{http}/metrics | grep -E 'tandem_(sip|dp|api)_'");
 
     // The agents' phones: register with digest auth, answer, echo the caller's audio.
     let stop = Arc::new(AtomicBool::new(false));
@@ -196,13 +288,43 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     row("RTP returned", format!("{returned:.2} %"));
     row("packets relayed by Tandem", relayed_total.to_string());
     row("packets dropped", dropped.to_string());
+    // Every finished call has a durable record by now (replies waited for them).
+    let stored = appliance_calls(http, &token)?;
+    row("call records in storage (API)", stored.to_string());
     println!("  └──────────────────────────────────┴──────────────────────────────┘");
     println!(
         "  (RTP in flight when a call hangs up is not returned: expect slightly under 100 %.)"
     );
     appliance.stop();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    if stored as u64 != report.attempted {
+        anyhow::bail!(
+            "{stored} call records stored for {} calls",
+            report.attempted
+        );
+    }
     if report.failed > 0 || report.answered == 0 || returned < 95.0 {
         anyhow::bail!("the demo did not complete cleanly (see the table above)");
     }
     Ok(())
+}
+
+/// Call records the API holds for the demo tenant, counted page by page.
+fn appliance_calls(http: SocketAddr, token: &str) -> anyhow::Result<usize> {
+    let mut count = 0;
+    let mut offset = 0;
+    loop {
+        let page = api(
+            http,
+            token,
+            "GET",
+            &format!("/api/v1/tenants/demo/calls?limit=500&offset={offset}"),
+            None,
+        )?;
+        count += page["items"].as_array().map_or(0, |a| a.len());
+        match page["next_offset"].as_i64() {
+            Some(next) => offset = next,
+            None => return Ok(count),
+        }
+    }
 }

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Runs the appliance (embedded defaults unless --config is given).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Starts the appliance on loopback and drives relayed calls through it, with a report.
     Demo(demo::DemoArgs),
 }
@@ -41,9 +41,15 @@ pub struct RunArgs {
     /// ng control socket (UDP).
     #[arg(long)]
     ng: Option<SocketAddr>,
-    /// HTTP port (/metrics).
+    /// HTTP port (/metrics, /api/v1).
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// Directory for the SQLite database and the session key (default ./tandem-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Storage URL: sqlite://FILE or postgres://user:pass@host/db (default SQLite in --data-dir).
+    #[arg(long)]
+    storage_url: Option<String>,
     /// Address media sockets bind to.
     #[arg(long)]
     bind: Option<IpAddr>,
@@ -84,6 +90,12 @@ impl RunArgs {
         dp.timeout_ms = self.timeout_ms.unwrap_or(dp.timeout_ms);
         cfg.ng.listen = self.ng.unwrap_or(cfg.ng.listen);
         cfg.http.listen = self.http.unwrap_or(cfg.http.listen);
+        if let Some(dir) = &self.data_dir {
+            cfg.storage.data_dir = dir.clone();
+        }
+        if let Some(url) = &self.storage_url {
+            cfg.storage.url = Some(url.clone());
+        }
         if let Some(sip) = self.sip {
             cfg.sip.listen_udp = Some(sip);
             cfg.sip.listen_tcp = Some(sip);

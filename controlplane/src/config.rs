@@ -13,6 +13,43 @@ pub struct Config {
     pub ng: NgConfig,
     pub http: HttpConfig,
     pub sip: crate::sip::config::SipConfig,
+    pub storage: StorageConfig,
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Where the SQLite database, the session key and other local state live.
+    pub data_dir: std::path::PathBuf,
+    /// `postgres://user:pass@host/db` for PostgreSQL; absent = SQLite at `<data_dir>/tandem.db`.
+    pub url: Option<String>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: "tandem-data".into(),
+            url: None,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn url(&self) -> String {
+        match &self.url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("tandem.db").display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Password of the `admin` system administrator created on first start; absent = a random
+    /// one, printed once.
+    pub admin_password: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

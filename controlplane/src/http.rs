@@ -1,5 +1,6 @@
-//! The HTTP port: `/metrics` for Prometheus, `/health` for load balancers and `/calls`, the
-//! most recent call records (until the storage-backed API replaces it).
+//! The HTTP port: `/metrics` for Prometheus, `/health` for load balancers, `/calls` (the most
+//! recent call records in memory, for quick looks without a token) and the control API under
+//! `/api/v1` (see `api`).
 
 use crate::metrics::Registry;
 use crate::sip::b2bua::CallRecord;
@@ -50,8 +51,14 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     records: Arc<CallRecords>,
+    api: crate::api::ApiState,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(registry, records)).await
+    let app = router(registry, records).merge(crate::api::router(api));
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
 }
 
 fn record_json(r: &CallRecord) -> serde_json::Value {

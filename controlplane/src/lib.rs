@@ -2,7 +2,9 @@
 //! SIP (registrar and B2BUA with media anchored in the data plane), SDP rewriting, configuration
 //! and Prometheus metrics.
 
+pub mod api;
 pub mod bencode;
+pub mod cdr;
 pub mod config;
 pub mod http;
 pub mod media;
@@ -10,3 +12,4 @@ pub mod metrics;
 pub mod ng;
 pub mod sdp;
 pub mod sip;
+pub mod storage;

@@ -47,6 +47,7 @@ pub struct Registry {
     pub cores: Vec<Arc<CoreStats>>,
     pub ng: Arc<NgMetrics>,
     pub sip: Arc<crate::sip::metrics::SipMetrics>,
+    pub api: Arc<crate::api::metrics::ApiMetrics>,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -225,6 +226,7 @@ impl Registry {
             self.ng.unanswerable.load(Relaxed)
         );
         self.sip.render(&mut out);
+        self.api.render(&mut out);
         out
     }
 }
@@ -249,6 +251,7 @@ mod tests {
         ng.count("offer", true);
         let text = Registry {
             sip: Arc::default(),
+            api: Arc::default(),
             cores: vec![core],
             ng,
         }

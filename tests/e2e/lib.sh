@@ -35,7 +35,11 @@ PY
 # start_tandem NG_PORT HTTP_PORT [extra args]: runs tandem in the background, waits for ng.
 start_tandem() {
   local ng=$1 http=$2; shift 2
-  setsid "$TANDEM" run --ng "127.0.0.1:$ng" --http "127.0.0.1:$http" "$@" >"$WORK/tandem.log" 2>&1 </dev/null &
+  local storage=()
+  # TANDEM_STORAGE_URL (PostgreSQL in CI's second storage pass) or SQLite in the test's directory.
+  [ -n "${TANDEM_STORAGE_URL:-}" ] && storage=(--storage-url "$TANDEM_STORAGE_URL")
+  setsid "$TANDEM" run --ng "127.0.0.1:$ng" --http "127.0.0.1:$http" --data-dir "$WORK/data" "${storage[@]}" "$@" \
+    >>"$WORK/tandem.log" 2>&1 </dev/null &
   TANDEM_PID=$!
   PIDS+=("$TANDEM_PID")
   for _ in $(seq 1 50); do

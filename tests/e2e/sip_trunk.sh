@@ -34,7 +34,7 @@ start_tandem $NG $HTTP --config "$WORK/reg.toml" --port-min 37500 --port-max 379
 wait $carrier_pid || fail "the carrier did not accept our registration: $(cat "$WORK/reg"/*errors.log "$WORK/reg"/*logs.log 2>/dev/null | tail -5)"
 grep -q "auth_ok=true" "$WORK/reg"/*_logs.log || fail "SIPp did not verify our digest"
 sleep 0.3
-[ "$(metric $HTTP 'tandem_sip_trunk_registered{trunk="carrier"}')" -eq 1 ] || fail "trunk registration not reported"
+[ "$(metric $HTTP 'tandem_sip_trunk_registered{trunk="acme/carrier"}')" -eq 1 ] || fail "trunk registration not reported"
 echo "ok: registered at the carrier trunk; SIPp verified the digest"
 kill "$TANDEM_PID"; wait "$TANDEM_PID" 2>/dev/null || true
 

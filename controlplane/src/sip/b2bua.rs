@@ -71,6 +71,7 @@ pub enum SipEvent {
     },
     CallAnswered {
         call: CallId,
+        tenant: String,
     },
     CallEnded(Box<CallRecord>),
 }
@@ -95,6 +96,8 @@ pub struct CallRecord {
     pub ended_by: &'static str,
     pub codecs: Vec<String>,
     pub media: Option<SessionStats>,
+    /// `inbound` (from a trunk), `outbound` (to a trunk) or `internal`.
+    pub direction: &'static str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +238,8 @@ struct Call {
     replacement: Option<Replacement>,
     /// A side that must not get our BYE when the call ends (its dialog moved to another call).
     no_bye: Option<Side>,
+    /// `inbound` (from a trunk), `outbound` (to a trunk) or `internal`.
+    direction: &'static str,
 }
 
 /// Attended transfer (RFC 5589 §7): the transferor joins the party it holds on this call with
@@ -256,6 +261,33 @@ struct TrunkRegistration {
     next_at: Instant,
     registered_until: Option<Instant>,
     auth_tried: bool,
+}
+
+impl TrunkRegistration {
+    fn new(i: usize, seed: u64, now: Instant) -> TrunkRegistration {
+        TrunkRegistration {
+            call_id: format!("trunk-reg-{i}-{:x}@tandem", seed & 0xffff_ffff),
+            tag: format!("tr{i}{:x}", seed & 0xffff),
+            cseq: 0,
+            next_at: now,
+            registered_until: None,
+            auth_tried: false,
+        }
+    }
+}
+
+/// (realm, user) → account, realms from the tenants' domains.
+fn account_index(
+    cfg: &SipConfig,
+    accounts: Vec<super::config::DigestAccount>,
+) -> HashMap<(String, String), super::config::DigestAccount> {
+    accounts
+        .into_iter()
+        .filter_map(|a| {
+            let realm = cfg.tenant_domain(&a.tenant)?.to_ascii_lowercase();
+            Some(((realm, a.user.clone()), a))
+        })
+        .collect()
 }
 
 struct Transfer {
@@ -301,7 +333,7 @@ enum Pending {
 pub struct Engine {
     cfg: SipConfig,
     /// (realm, user) → account: REGISTER storms from thousands of phones must not scan a list.
-    accounts: HashMap<(String, String), super::config::AccountConfig>,
+    accounts: HashMap<(String, String), super::config::DigestAccount>,
     contact: String,
     media_address: IpAddr,
     tx: TransactionLayer,
@@ -316,6 +348,8 @@ pub struct Engine {
     pending: HashMap<ClientTxId, Pending>,
     call_timers: BinaryHeap<Reverse<(Instant, CallId)>>,
     trunk_registrations: HashMap<String, TrunkRegistration>,
+    /// Numbers trunk registrations' Call-IDs uniquely across directory changes.
+    next_trunk_registration: usize,
     next_housekeeping: Instant,
     next_ping: Instant,
     next_call: CallId,
@@ -355,28 +389,10 @@ impl Engine {
             .iter()
             .filter(|t| t.register && t.username.is_some())
             .enumerate()
-            .map(|(i, t)| {
-                (
-                    t.name.clone(),
-                    TrunkRegistration {
-                        call_id: format!("trunk-reg-{i}-{:x}@tandem", seed & 0xffff_ffff),
-                        tag: format!("tr{i}{:x}", seed & 0xffff),
-                        cseq: 0,
-                        next_at: now,
-                        registered_until: None,
-                        auth_tried: false,
-                    },
-                )
-            })
-            .collect();
-        let accounts = cfg
-            .accounts
-            .iter()
-            .filter_map(|a| {
-                let realm = cfg.tenant_domain(&a.tenant)?.to_ascii_lowercase();
-                Some(((realm, a.user.clone()), a.clone()))
-            })
-            .collect();
+            .map(|(i, t)| (t.name.clone(), TrunkRegistration::new(i, seed, now)))
+            .collect::<HashMap<_, _>>();
+        let next_trunk_registration = trunk_registrations.len();
+        let accounts = account_index(&cfg, cfg.digest_accounts());
         Engine {
             accounts,
             auth: Authenticator::new(secret, cfg.nonce_ttl_s),
@@ -398,6 +414,7 @@ impl Engine {
             pending: HashMap::new(),
             call_timers: BinaryHeap::new(),
             trunk_registrations,
+            next_trunk_registration,
             next_housekeeping: now,
             next_ping: now,
             next_call: 0,
@@ -419,6 +436,48 @@ impl Engine {
     /// Our tags on the callers' dialogs (tests and diagnostics).
     pub fn leg_a_tags(&self) -> Vec<String> {
         self.calls.values().map(|c| c.a.local_tag.clone()).collect()
+    }
+
+    /// Replaces tenants, accounts, trunks and routes (an API change). Calls in progress keep
+    /// going; registrations of accounts that no longer exist lapse at their expiry; trunk
+    /// registrations start for new trunks and stop for removed ones.
+    pub fn set_directory(&mut self, now: Instant, directory: super::config::SipDirectory) {
+        self.cfg.tenants = directory.tenants;
+        self.cfg.trunks = directory.trunks;
+        self.cfg.routes = directory.routes;
+        self.accounts = account_index(&self.cfg, directory.accounts);
+        let wanted: Vec<String> = self
+            .cfg
+            .trunks
+            .iter()
+            .filter(|t| t.register && t.username.is_some())
+            .map(|t| t.name.clone())
+            .collect();
+        self.trunk_registrations
+            .retain(|name, _| wanted.contains(name));
+        for name in wanted {
+            if !self.trunk_registrations.contains_key(&name) {
+                self.next_trunk_registration += 1;
+                let i = self.next_trunk_registration;
+                let registration = TrunkRegistration::new(i, self.seed, now);
+                self.trunk_registrations.insert(name, registration);
+            }
+        }
+        self.metrics
+            .set_trunks(self.trunk_registrations.keys().cloned().collect());
+    }
+
+    pub fn metrics(&self) -> &SipMetrics {
+        &self.metrics
+    }
+
+    /// The tenant whose SIP domain this is.
+    pub fn tenant_by_domain(&self, domain: &str) -> Option<String> {
+        self.cfg
+            .tenants
+            .iter()
+            .find(|t| t.domain.eq_ignore_ascii_case(domain))
+            .map(|t| t.name.clone())
     }
 
     pub fn active_calls(&self) -> usize {
@@ -692,8 +751,12 @@ impl Engine {
         let verdict = match &account {
             Some(a) => {
                 let method = req.method().map_or("", |m| m.as_str()).to_string();
+                let ha1 = match credentials.algorithm {
+                    super::digest::Algorithm::Md5 => &a.ha1_md5,
+                    super::digest::Algorithm::Sha256 => &a.ha1_sha256,
+                };
                 self.auth
-                    .verify(now.unix_s(), &credentials, &method, &a.password)
+                    .verify_ha1(now.unix_s(), &credentials, &method, ha1)
             }
             None => Verdict::Invalid,
         };
@@ -819,6 +882,7 @@ impl Engine {
         let dialled = request_uri.user.clone().unwrap_or_default();
 
         // Trusted trunks by source address; everyone else authenticates as a SIP account.
+        let from_trunk = self.cfg.trunk_for_source(ip).is_some();
         let caller_tenant = match self.cfg.trunk_for_source(ip) {
             Some(trunk) => trunk.tenant.clone(),
             None => match self.authenticate(now, tx, &req, peer, "Proxy-Authorization", 407) {
@@ -967,6 +1031,11 @@ impl Engine {
                 b_auth_tried: false,
                 replacement: None,
                 no_bye: None,
+                direction: match (from_trunk, &route.target) {
+                    (true, _) => "inbound",
+                    (false, RouteTarget::Trunk(_)) => "outbound",
+                    _ => "internal",
+                },
             },
         );
         self.next_call = id;
@@ -1372,10 +1441,11 @@ impl Engine {
         }
         ok.set_body("application/sdp", rewritten.into_bytes());
         let a_invite = c.a_invite;
+        let tenant = c.tenant.clone();
         self.metrics.setup_time(setup);
         self.respond(now, a_invite, ok);
         self.actions
-            .push(Action::Event(SipEvent::CallAnswered { call }));
+            .push(Action::Event(SipEvent::CallAnswered { call, tenant }));
     }
 
     /// Ends a call that was never answered: the final response goes to the caller.
@@ -1484,6 +1554,7 @@ impl Engine {
             },
             codecs: c.codecs,
             media: stats,
+            direction: c.direction,
         };
         self.metrics.call_ended(record.disposition.as_str());
         match c.session {

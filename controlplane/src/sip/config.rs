@@ -67,6 +67,25 @@ pub struct AccountConfig {
     pub password: String,
 }
 
+/// A SIP account as the registrar checks it: digest HA1s in its tenant's realm, never the
+/// password (storage keeps only these).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigestAccount {
+    pub tenant: String,
+    pub user: String,
+    pub ha1_md5: String,
+    pub ha1_sha256: String,
+}
+
+/// Tenants, accounts, trunks and routes: what the API changes at run time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SipDirectory {
+    pub tenants: Vec<TenantConfig>,
+    pub accounts: Vec<DigestAccount>,
+    pub trunks: Vec<TrunkConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
@@ -370,6 +389,24 @@ impl SipConfig {
             (Some(national), Some(cc)) => format!("+{cc}{national}"),
             _ => digits,
         }
+    }
+
+    /// The config file's accounts with their HA1s computed.
+    pub fn digest_accounts(&self) -> Vec<DigestAccount> {
+        use super::digest::Algorithm;
+        self.accounts
+            .iter()
+            .filter_map(|a| {
+                let realm = self.tenant_domain(&a.tenant)?.to_ascii_lowercase();
+                let input = format!("{}:{realm}:{}", a.user, a.password);
+                Some(DigestAccount {
+                    tenant: a.tenant.clone(),
+                    user: a.user.clone(),
+                    ha1_md5: Algorithm::Md5.hash(&input),
+                    ha1_sha256: Algorithm::Sha256.hash(&input),
+                })
+            })
+            .collect()
     }
 
     pub fn algorithms(&self) -> Vec<super::digest::Algorithm> {

@@ -177,6 +177,19 @@ pub fn response(
     qop: Option<(&str, &str, &str)>,
 ) -> String {
     let ha1 = algorithm.hash(&format!("{username}:{realm}:{password}"));
+    response_from_ha1(algorithm, &ha1, method, uri, nonce, qop)
+}
+
+/// The expected `response` from a stored HA1 (`H(username:realm:password)`), which is what a
+/// registrar keeps instead of the password.
+pub fn response_from_ha1(
+    algorithm: Algorithm,
+    ha1: &str,
+    method: &str,
+    uri: &str,
+    nonce: &str,
+    qop: Option<(&str, &str, &str)>,
+) -> String {
     let ha2 = algorithm.hash(&format!("{method}:{uri}"));
     match qop {
         Some((qop, nc, cnonce)) => {
@@ -239,12 +252,28 @@ impl Authenticator {
             .collect()
     }
 
+    /// Checks credentials against a plain password (trunk peers in tests, the config's accounts).
     pub fn verify(
         &self,
         now_unix_s: u64,
         credentials: &Credentials,
         method: &str,
         password: &str,
+    ) -> Verdict {
+        let ha1 = credentials.algorithm.hash(&format!(
+            "{}:{}:{password}",
+            credentials.username, credentials.realm
+        ));
+        self.verify_ha1(now_unix_s, credentials, method, &ha1)
+    }
+
+    /// Checks credentials against the HA1 for `credentials.algorithm`.
+    pub fn verify_ha1(
+        &self,
+        now_unix_s: u64,
+        credentials: &Credentials,
+        method: &str,
+        ha1: &str,
     ) -> Verdict {
         let Some((issued_hex, signature)) = credentials.nonce.split_once('.') else {
             return Verdict::Invalid;
@@ -263,11 +292,9 @@ impl Authenticator {
             },
             Some(_) => return Verdict::Invalid,
         };
-        let expected = response(
+        let expected = response_from_ha1(
             credentials.algorithm,
-            &credentials.username,
-            &credentials.realm,
-            password,
+            ha1,
             method,
             &credentials.uri,
             &credentials.nonce,

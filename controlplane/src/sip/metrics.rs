@@ -33,6 +33,8 @@ pub struct SipMetrics {
     pub over_limit: AtomicU64,
     pub media_failures: AtomicU64,
     pub transfers: AtomicU64,
+    pub cdr_hold_expired: AtomicU64,
+    pub cdr_dropped: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     setup_buckets: [AtomicU64; SETUP_BOUNDS_MS.len() + 1],
@@ -110,6 +112,16 @@ impl SipMetrics {
         self.with(|l| {
             l.trunks_registered.insert(trunk.to_string(), registered);
         });
+    }
+    /// Forgets trunks that are no longer registered to (removed from the directory).
+    pub fn set_trunks(&self, trunks: Vec<String>) {
+        self.with(|l| l.trunks_registered.retain(|t, _| trunks.contains(t)));
+    }
+    pub fn cdr_hold_expired(&self) {
+        self.cdr_hold_expired.fetch_add(1, Relaxed);
+    }
+    pub fn cdr_dropped(&self) {
+        self.cdr_dropped.fetch_add(1, Relaxed);
     }
     pub fn transferred(&self) {
         self.transfers.fetch_add(1, Relaxed);
@@ -255,8 +267,20 @@ impl SipMetrics {
             (
                 "tandem_sip_transfers_total",
                 "counter",
-                "Blind transfers (REFER) completed.",
+                "Transfers (REFER, blind or attended) completed.",
                 &self.transfers,
+            ),
+            (
+                "tandem_sip_cdr_hold_expired_total",
+                "counter",
+                "Replies sent before their call record was durable (storage slow or down).",
+                &self.cdr_hold_expired,
+            ),
+            (
+                "tandem_sip_cdr_dropped_total",
+                "counter",
+                "Call records lost because the storage queue was full.",
+                &self.cdr_dropped,
             ),
             (
                 "tandem_sip_received_bytes_total",

@@ -3,6 +3,12 @@
 //! One task owns the engine and feeds it datagrams, frames read by per-connection TCP tasks,
 //! data-plane results and timer ticks; it then carries out what the engine asked for. Data-plane
 //! requests run as their own tasks so a slow core never stalls signalling.
+//!
+//! Durable call records: the messages the engine sends while a call ends (the 200 to a BYE, the
+//! BYE to the other side) are held until that call's record is committed to storage, so a peer
+//! that saw its call finish can rely on the record existing even if the process dies a moment
+//! later. Records are written in groups (one transaction for whatever is queued), so the hold
+//! costs one commit, not one per call.
 
 use super::b2bua::{Action, CallId, CallRecord, Engine, MediaOp, Now, SipEvent};
 use super::message::{stream_frame_len, MAX_MESSAGE_BYTES};
@@ -15,7 +21,35 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tandem_dataplane::api::{CoreError, SessionId, SessionStats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
+/// A finished call for storage; `done` is answered once it is durable.
+pub struct CdrJob {
+    pub record: CallRecord,
+    pub done: oneshot::Sender<()>,
+}
+
+/// How the SIP shell is joined to the rest of the appliance.
+#[derive(Default)]
+pub struct Wiring {
+    /// Finished calls; replies are held until each record is durable. None: not held.
+    pub cdr: Option<mpsc::Sender<CdrJob>>,
+    /// Call and registration events for the API's WebSocket and webhooks.
+    pub events: Option<Arc<crate::api::events::EventHub>>,
+    /// Directory replacements (tenants, accounts, trunks, routes) from the API.
+    pub directory: Option<mpsc::Receiver<super::config::SipDirectory>>,
+}
+
+/// Longest a reply waits for its call record; past it the reply goes anyway (storage is down
+/// or slow) and `tandem_sip_cdr_hold_expired_total` counts it.
+const CDR_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Messages held back until the calls they end have durable records.
+struct HeldBatch {
+    waiting: Vec<CallId>,
+    since: Instant,
+    sends: Vec<(Peer, Vec<u8>)>,
+}
 
 /// Recent call records, newest last, until storage takes them.
 pub struct CallRecords {
@@ -63,6 +97,7 @@ enum Inbound {
         call: CallId,
         stats: Option<Box<SessionStats>>,
     },
+    Durable(CallId),
 }
 
 fn now() -> Now {
@@ -87,6 +122,7 @@ pub async fn run(
     media: Arc<DataPlaneClient>,
     mut timeouts: mpsc::Receiver<TimedOut>,
     records: Arc<CallRecords>,
+    mut wiring: Wiring,
 ) {
     let (inbox_tx, mut inbox) = mpsc::channel::<Inbound>(4096);
     let mut streams: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
@@ -139,6 +175,7 @@ pub async fn run(
         &inbox_tx,
         &mut inbox,
         &mut streams,
+        &mut wiring,
     )
     .await;
 }
@@ -153,11 +190,32 @@ async fn run_loop(
     inbox_tx: &mpsc::Sender<Inbound>,
     inbox: &mut mpsc::Receiver<Inbound>,
     streams: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    wiring: &mut Wiring,
 ) {
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
+    let mut held: Vec<HeldBatch> = Vec::new();
+    let mut hold_check = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         let deadline = tokio::time::Instant::from_std(engine.next_deadline());
+        let directory = async {
+            match wiring.directory.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            Some(d) = directory => engine.set_directory(Instant::now(), d),
+            _ = hold_check.tick(), if !held.is_empty() => {
+                let expired: Vec<HeldBatch> = extract(&mut held, |b| b.since.elapsed() >= CDR_HOLD);
+                for batch in expired {
+                    tracing::warn!("call records of {:?} not durable after {CDR_HOLD:?}; replying anyway", batch.waiting);
+                    engine.metrics().cdr_hold_expired();
+                    for (peer, bytes) in batch.sends {
+                        transmit(peer, bytes, udp.as_ref(), streams, inbox_tx);
+                    }
+                }
+                continue;
+            }
             received = recv(udp.as_ref(), &mut buf) => {
                 if let Some((n, from)) = received {
                     let peer = Peer { transport: Transport::Udp, addr: from };
@@ -177,41 +235,42 @@ async fn run_loop(
                 }
                 Inbound::Created { call, result } => engine.media_created(now(), call, result),
                 Inbound::Deleted { call, stats } => engine.media_deleted(call, stats.map(|s| *s)),
+                Inbound::Durable(call) => {
+                    for batch in held.iter_mut() {
+                        batch.waiting.retain(|c| *c != call);
+                    }
+                    for batch in extract(&mut held, |b| b.waiting.is_empty()) {
+                        for (peer, bytes) in batch.sends {
+                            transmit(peer, bytes, udp.as_ref(), streams, inbox_tx);
+                        }
+                    }
+                    continue;
+                }
             },
             Some((session, stats)) = timeouts.recv() => engine.media_timed_out(now(), session, stats),
             _ = tokio::time::sleep_until(deadline) => engine.on_timer(now()),
         }
         let actions: Vec<Action> = engine.drain().collect();
+        // Calls ending in this batch: their messages wait for their records (see module doc).
+        let ending: Vec<CallId> = if wiring.cdr.is_some() {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Media(MediaOp::Delete { call, .. }) => Some(*call),
+                    Action::Event(SipEvent::CallEnded(r)) => Some(r.call),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut hold: Vec<(Peer, Vec<u8>)> = Vec::new();
         for action in actions {
             match action {
-                Action::Send { peer, bytes } => match peer.transport {
-                    Transport::Udp => {
-                        if let Some(socket) = &udp {
-                            if let Err(e) = socket.try_send_to(&bytes, peer.addr) {
-                                tracing::debug!("SIP send to {} failed: {e}", peer.addr);
-                            }
-                        }
-                    }
-                    Transport::Tcp => {
-                        let writer = streams
-                            .entry(peer.addr)
-                            .or_insert_with(|| connect(peer.addr, inbox_tx.clone()));
-                        if writer.try_send(bytes).is_err() {
-                            streams.remove(&peer.addr);
-                        }
-                    }
-                    Transport::Tls => {
-                        // Only over connections the peer opened: outbound TLS is not built.
-                        match streams.get(&peer.addr) {
-                            Some(writer) => {
-                                if writer.try_send(bytes).is_err() {
-                                    streams.remove(&peer.addr);
-                                }
-                            }
-                            None => tracing::debug!("no TLS connection to {}", peer.addr),
-                        }
-                    }
-                },
+                Action::Send { peer, bytes } if !ending.is_empty() => hold.push((peer, bytes)),
+                Action::Send { peer, bytes } => {
+                    transmit(peer, bytes, udp.as_ref(), streams, inbox_tx)
+                }
                 Action::Media(op) => spawn_media(op, media.clone(), inbox_tx.clone()),
                 Action::Event(event) => match event {
                     SipEvent::CallEnded(record) => {
@@ -224,11 +283,136 @@ async fn run_loop(
                             record.final_code,
                             record.ended_by
                         );
-                        records.push(*record);
+                        records.push((*record).clone());
+                        if let Some(cdr) = &wiring.cdr {
+                            let (done, durable) = oneshot::channel();
+                            let call = record.call;
+                            let job = CdrJob {
+                                record: *record,
+                                done,
+                            };
+                            if cdr.try_send(job).is_err() {
+                                tracing::error!(
+                                    "call record queue full: record of call {call} not stored"
+                                );
+                                engine.metrics().cdr_dropped();
+                            }
+                            let inbox = inbox_tx.clone();
+                            tokio::spawn(async move {
+                                // Answered once durable; dropped unanswered if the write failed
+                                // for good, in which case the hold expires.
+                                if durable.await.is_ok() {
+                                    let _ = inbox.send(Inbound::Durable(call)).await;
+                                }
+                            });
+                        }
                     }
-                    SipEvent::Registration(e) => tracing::info!("registration: {e:?}"),
-                    other => tracing::debug!("{other:?}"),
+                    SipEvent::Registration(e) => {
+                        tracing::info!("registration: {e:?}");
+                        if let Some(hub) = &wiring.events {
+                            publish_registration(hub, engine, &e);
+                        }
+                    }
+                    SipEvent::CallOffered {
+                        call,
+                        tenant,
+                        from,
+                        to,
+                    } => {
+                        if let Some(hub) = &wiring.events {
+                            hub.publish(
+                                &tenant,
+                                "call.offered",
+                                serde_json::json!({"call": call, "from": from, "to": to}),
+                            );
+                        }
+                    }
+                    SipEvent::CallAnswered { call, tenant } => {
+                        if let Some(hub) = &wiring.events {
+                            hub.publish(
+                                &tenant,
+                                "call.answered",
+                                serde_json::json!({"call": call}),
+                            );
+                        }
+                    }
                 },
+            }
+        }
+        if !hold.is_empty() {
+            held.push(HeldBatch {
+                waiting: ending,
+                since: Instant::now(),
+                sends: hold,
+            });
+        }
+    }
+}
+
+/// Removes and returns the batches matching `pred`, keeping the others in order.
+fn extract(held: &mut Vec<HeldBatch>, pred: impl Fn(&HeldBatch) -> bool) -> Vec<HeldBatch> {
+    let (out, keep): (Vec<_>, Vec<_>) = std::mem::take(held).into_iter().partition(|b| pred(b));
+    *held = keep;
+    out
+}
+
+fn publish_registration(
+    hub: &crate::api::events::EventHub,
+    engine: &Engine,
+    e: &super::registrar::RegistrationEvent,
+) {
+    use super::registrar::RegistrationEvent as R;
+    let (aor, contact, change, why) = match e {
+        R::Added { aor, contact } => (aor, contact, "added", None),
+        R::Refreshed { aor, contact } => (aor, contact, "refreshed", None),
+        R::Removed { aor, contact, why } => (aor, contact, "removed", Some(*why)),
+    };
+    // Refreshes are routine and frequent: only real changes are events.
+    if change == "refreshed" {
+        return;
+    }
+    let domain = aor.rsplit('@').next().unwrap_or("");
+    if let Some(tenant) = engine.tenant_by_domain(domain) {
+        hub.publish(
+            &tenant,
+            "registration.changed",
+            serde_json::json!({"aor": aor, "contact": contact, "change": change, "reason": why}),
+        );
+    }
+}
+
+fn transmit(
+    peer: Peer,
+    bytes: Vec<u8>,
+    udp: Option<&UdpSocket>,
+    streams: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    inbox_tx: &mpsc::Sender<Inbound>,
+) {
+    match peer.transport {
+        Transport::Udp => {
+            if let Some(socket) = udp {
+                if let Err(e) = socket.try_send_to(&bytes, peer.addr) {
+                    tracing::debug!("SIP send to {} failed: {e}", peer.addr);
+                }
+            }
+        }
+        Transport::Tcp => {
+            let writer = streams
+                .entry(peer.addr)
+                .or_insert_with(|| connect(peer.addr, inbox_tx.clone()));
+            if writer.try_send(bytes).is_err() {
+                streams.remove(&peer.addr);
+            }
+        }
+        Transport::Tls => {
+            // Only over connections the peer opened: outbound TLS is not built.
+            match streams.get(&peer.addr) {
+                Some(writer) => {
+                    if writer.try_send(bytes).is_err() {
+                        streams.remove(&peer.addr);
+                    }
+                }
+                None => tracing::debug!("no TLS connection to {}", peer.addr),
             }
         }
     }

@@ -1,0 +1,1402 @@
+//! Durable storage: one interface, two back ends. SQLite (the embedded default: a file in the
+//! data directory, WAL mode) and PostgreSQL (`storage.url = "postgres://…"`) run the same SQL
+//! through sqlx's `Any` driver, so the same test suite proves both.
+//!
+//! Every tenant-scoped query takes the tenant as a bound parameter: an object of another tenant
+//! is simply not found. Updates are optimistic: the caller passes the version it read and a
+//! concurrent change makes the write fail with [`StoreError::VersionMismatch`].
+
+pub mod schema;
+
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+use std::time::{SystemTime, UNIX_EPOCH};
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the object changed since it was read (version {current})")]
+    VersionMismatch { current: i64 },
+    #[error("storage: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Storage {
+    pool: AnyPool,
+    pub backend: Backend,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A page of a list: at most `limit` items from `offset`, in `order` (a whitelisted SQL ORDER BY
+/// built by the caller, never from raw input).
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+    pub order: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub next_offset: Option<i64>,
+}
+
+fn listed<T>(mut items: Vec<T>, page: &Page) -> Listed<T> {
+    let more = items.len() as i64 > page.limit;
+    items.truncate(page.limit as usize);
+    Listed {
+        next_offset: more.then_some(page.offset + page.limit),
+        items,
+    }
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.is_unique_violation() || d.message().contains("UNIQUE constraint failed")
+        }
+        _ => false,
+    }
+}
+
+fn conflict(e: sqlx::Error, what: &str) -> StoreError {
+    if unique_violation(&e) {
+        StoreError::Conflict(format!("{what} already exists"))
+    } else {
+        StoreError::Db(e)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Tenant {
+    /// Short immutable name used in paths (`/api/v1/tenants/{name}/…`).
+    pub name: String,
+    /// SIP domain, also the digest realm of the tenant's SIP accounts (immutable).
+    pub domain: String,
+    pub display_name: String,
+    pub max_calls: Option<i64>,
+    pub country_code: Option<String>,
+    pub version: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+fn tenant_from(r: &AnyRow) -> Result<Tenant, sqlx::Error> {
+    Ok(Tenant {
+        name: r.try_get("name")?,
+        domain: r.try_get("domain")?,
+        display_name: r.try_get("display_name")?,
+        max_calls: r.try_get("max_calls")?,
+        country_code: r.try_get("country_code")?,
+        version: r.try_get("version")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct User {
+    pub id: String,
+    /// Absent for system administrators.
+    pub tenant: Option<String>,
+    pub username: String,
+    pub display_name: String,
+    pub role: String,
+    #[serde(skip)]
+    pub password_hash: String,
+    pub version: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+fn user_from(r: &AnyRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        username: r.try_get("username")?,
+        display_name: r.try_get("display_name")?,
+        role: r.try_get("role")?,
+        password_hash: r.try_get("password_hash")?,
+        version: r.try_get("version")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct ApiToken {
+    pub id: String,
+    pub tenant: Option<String>,
+    pub name: String,
+    pub role: String,
+    #[serde(skip)]
+    pub secret_sha256: String,
+    /// User or token id that created it.
+    pub created_by: String,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub revoked_ms: Option<i64>,
+}
+
+fn token_from(r: &AnyRow) -> Result<ApiToken, sqlx::Error> {
+    Ok(ApiToken {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        name: r.try_get("name")?,
+        role: r.try_get("role")?,
+        secret_sha256: r.try_get("secret_sha256")?,
+        created_by: r.try_get("created_by")?,
+        created_ms: r.try_get("created_ms")?,
+        expires_ms: r.try_get("expires_ms")?,
+        revoked_ms: r.try_get("revoked_ms")?,
+    })
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct SipAccount {
+    pub id: String,
+    pub tenant: String,
+    pub username: String,
+    pub display_name: String,
+    #[serde(skip)]
+    pub ha1_md5: String,
+    #[serde(skip)]
+    pub ha1_sha256: String,
+    pub version: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+fn account_from(r: &AnyRow) -> Result<SipAccount, sqlx::Error> {
+    Ok(SipAccount {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        username: r.try_get("username")?,
+        display_name: r.try_get("display_name")?,
+        ha1_md5: r.try_get("ha1_md5")?,
+        ha1_sha256: r.try_get("ha1_sha256")?,
+        version: r.try_get("version")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Trunk {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    /// `ip:port` calls routed to this trunk are sent to.
+    pub address: String,
+    /// Source addresses (`ip` or `ip/prefix`) accepted as this trunk without authentication.
+    pub allow: Vec<String>,
+    pub username: Option<String>,
+    #[serde(skip)]
+    pub password: Option<String>,
+    pub register: bool,
+    pub register_expires_s: i64,
+    pub version: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+fn trunk_from(r: &AnyRow) -> Result<Trunk, sqlx::Error> {
+    let allow: String = r.try_get("allow_json")?;
+    Ok(Trunk {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        name: r.try_get("name")?,
+        address: r.try_get("address")?,
+        allow: serde_json::from_str(&allow).unwrap_or_default(),
+        username: r.try_get("username")?,
+        password: r.try_get("password")?,
+        register: r.try_get::<i64, _>("register")? != 0,
+        register_expires_s: r.try_get("register_expires_s")?,
+        version: r.try_get("version")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Route {
+    pub id: String,
+    pub tenant: String,
+    /// Routes are tried in ascending position; the first whose pattern matches wins.
+    pub position: i64,
+    /// Dialled user part: exact (`2000`), prefix (`44*`) or anything (`*`).
+    pub pattern: String,
+    /// `user:<account>`, `trunk:<trunk name>` or `uri:sip:user@ip:port`.
+    pub target: String,
+    pub version: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+fn route_from(r: &AnyRow) -> Result<Route, sqlx::Error> {
+    Ok(Route {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        position: r.try_get("position")?,
+        pattern: r.try_get("pattern")?,
+        target: r.try_get("target")?,
+        version: r.try_get("version")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct CallRecordRow {
+    pub id: String,
+    pub tenant: String,
+    /// `inbound` (from a trunk), `outbound` (to a trunk) or `internal`.
+    pub direction: String,
+    pub caller: String,
+    pub dialled: String,
+    pub target: String,
+    pub caller_call_id: String,
+    pub callee_call_id: Option<String>,
+    pub started_ms: i64,
+    pub answered_ms: Option<i64>,
+    pub ended_ms: i64,
+    pub setup_ms: Option<i64>,
+    pub duration_ms: i64,
+    /// `answered`, `busy`, `no_answer`, `cancelled`, `failed` or `rejected`.
+    pub disposition: String,
+    pub final_code: i64,
+    pub ended_by: String,
+    pub codecs: Vec<String>,
+    /// Per-leg RTP/RTCP counters from the data plane.
+    #[schema(value_type = Option<Object>)]
+    pub media: Option<serde_json::Value>,
+}
+
+fn call_from(r: &AnyRow) -> Result<CallRecordRow, sqlx::Error> {
+    let codecs: String = r.try_get("codecs")?;
+    let media: Option<String> = r.try_get("media_json")?;
+    Ok(CallRecordRow {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        direction: r.try_get("direction")?,
+        caller: r.try_get("caller")?,
+        dialled: r.try_get("dialled")?,
+        target: r.try_get("target")?,
+        caller_call_id: r.try_get("caller_call_id")?,
+        callee_call_id: r.try_get("callee_call_id")?,
+        started_ms: r.try_get("started_ms")?,
+        answered_ms: r.try_get("answered_ms")?,
+        ended_ms: r.try_get("ended_ms")?,
+        setup_ms: r.try_get("setup_ms")?,
+        duration_ms: r.try_get("duration_ms")?,
+        disposition: r.try_get("disposition")?,
+        final_code: r.try_get("final_code")?,
+        ended_by: r.try_get("ended_by")?,
+        codecs: codecs
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect(),
+        media: media.and_then(|m| serde_json::from_str(&m).ok()),
+    })
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// Matches caller or dialled number (exact).
+    pub number: Option<String>,
+    pub direction: Option<String>,
+    pub disposition: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct AuditEntry {
+    pub id: String,
+    pub at_ms: i64,
+    pub tenant: Option<String>,
+    /// `user:<id> (<name>)` or `token:<id> (<name>)`.
+    pub actor: String,
+    /// `create`, `update`, `delete`, `revoke`, `login`.
+    pub action: String,
+    pub object_type: String,
+    pub object_id: String,
+    /// Client address the change came from.
+    pub source: String,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+fn audit_from(r: &AnyRow) -> Result<AuditEntry, sqlx::Error> {
+    let detail: String = r.try_get("detail_json")?;
+    Ok(AuditEntry {
+        id: r.try_get("id")?,
+        at_ms: r.try_get("at_ms")?,
+        tenant: r.try_get("tenant")?,
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        object_type: r.try_get("object_type")?,
+        object_id: r.try_get("object_id")?,
+        source: r.try_get("source")?,
+        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Webhook {
+    pub id: String,
+    pub tenant: String,
+    pub url: String,
+    #[serde(skip)]
+    pub secret: String,
+    /// Event types delivered (`call.offered`, `call.answered`, `call.ended`,
+    /// `registration.changed`), or `*`.
+    pub events: Vec<String>,
+    pub active: bool,
+    pub version: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+fn webhook_from(r: &AnyRow) -> Result<Webhook, sqlx::Error> {
+    let events: String = r.try_get("events")?;
+    Ok(Webhook {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        url: r.try_get("url")?,
+        secret: r.try_get("secret")?,
+        events: events.split(',').map(str::to_string).collect(),
+        active: r.try_get::<i64, _>("active")? != 0,
+        version: r.try_get("version")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Delivery {
+    pub id: String,
+    pub webhook_id: String,
+    pub event_seq: i64,
+    pub event_type: String,
+    pub attempt: i64,
+    /// HTTP status the receiver answered, absent when it could not be reached.
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub at_ms: i64,
+}
+
+fn delivery_from(r: &AnyRow) -> Result<Delivery, sqlx::Error> {
+    Ok(Delivery {
+        id: r.try_get("id")?,
+        webhook_id: r.try_get("webhook_id")?,
+        event_seq: r.try_get("event_seq")?,
+        event_type: r.try_get("event_type")?,
+        attempt: r.try_get("attempt")?,
+        status: r.try_get("status")?,
+        error: r.try_get("error")?,
+        at_ms: r.try_get("at_ms")?,
+    })
+}
+
+/// Everything the SIP engine needs from storage, read in one go.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    pub tenants: Vec<Tenant>,
+    pub accounts: Vec<SipAccount>,
+    pub trunks: Vec<Trunk>,
+    pub routes: Vec<Route>,
+}
+
+/// The engine's name for a tenant's trunk: trunk names are unique per tenant, not globally.
+pub fn trunk_key(tenant: &str, name: &str) -> String {
+    format!("{tenant}/{name}")
+}
+
+impl Directory {
+    /// The SIP engine's view: trunk names qualified by tenant, routes pointing at those.
+    pub fn to_sip(&self) -> crate::sip::config::SipDirectory {
+        use crate::sip::config::{DigestAccount, RouteConfig, TenantConfig, TrunkConfig};
+        crate::sip::config::SipDirectory {
+            tenants: self
+                .tenants
+                .iter()
+                .map(|t| TenantConfig {
+                    name: t.name.clone(),
+                    domain: t.domain.clone(),
+                    max_calls: t.max_calls.map(|m| m.max(0) as usize),
+                    country_code: t.country_code.clone(),
+                })
+                .collect(),
+            accounts: self
+                .accounts
+                .iter()
+                .map(|a| DigestAccount {
+                    tenant: a.tenant.clone(),
+                    user: a.username.clone(),
+                    ha1_md5: a.ha1_md5.clone(),
+                    ha1_sha256: a.ha1_sha256.clone(),
+                })
+                .collect(),
+            trunks: self
+                .trunks
+                .iter()
+                .filter_map(|t| {
+                    Some(TrunkConfig {
+                        name: trunk_key(&t.tenant, &t.name),
+                        tenant: t.tenant.clone(),
+                        address: t.address.parse().ok()?,
+                        allow: t.allow.clone(),
+                        username: t.username.clone(),
+                        password: t.password.clone(),
+                        register: t.register,
+                        register_expires_s: t.register_expires_s.clamp(60, 86400) as u32,
+                    })
+                })
+                .collect(),
+            routes: self
+                .routes
+                .iter()
+                .map(|r| RouteConfig {
+                    tenant: r.tenant.clone(),
+                    pattern: r.pattern.clone(),
+                    target: match r.target.strip_prefix("trunk:") {
+                        Some(name) => format!("trunk:{}", trunk_key(&r.tenant, name)),
+                        None => r.target.clone(),
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Storage {
+    /// Writes the config file's `[sip]` tenants, accounts, trunks and routes where storage
+    /// does not have them yet; what the API changed since is left alone.
+    pub async fn seed(&self, sip: &crate::sip::config::SipConfig) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let mut added = 0;
+        let mut add = |r: Result<(), StoreError>| -> Result<(), StoreError> {
+            match r {
+                Ok(()) => {
+                    added += 1;
+                    Ok(())
+                }
+                Err(StoreError::Conflict(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        };
+        for t in &sip.tenants {
+            add(self
+                .create_tenant(&Tenant {
+                    name: t.name.clone(),
+                    domain: t.domain.to_ascii_lowercase(),
+                    display_name: t.name.clone(),
+                    max_calls: t.max_calls.map(|m| m as i64),
+                    country_code: t.country_code.clone(),
+                    version: 1,
+                    created_ms: now,
+                    updated_ms: now,
+                })
+                .await)?;
+        }
+        for a in sip.digest_accounts() {
+            add(self
+                .create_account(&SipAccount {
+                    id: new_id(),
+                    tenant: a.tenant,
+                    username: a.user.clone(),
+                    display_name: a.user,
+                    ha1_md5: a.ha1_md5,
+                    ha1_sha256: a.ha1_sha256,
+                    version: 1,
+                    created_ms: now,
+                    updated_ms: now,
+                })
+                .await)?;
+        }
+        for t in &sip.trunks {
+            add(self
+                .create_trunk(&Trunk {
+                    id: new_id(),
+                    tenant: t.tenant.clone(),
+                    name: t.name.clone(),
+                    address: t.address.to_string(),
+                    allow: t.allow.clone(),
+                    username: t.username.clone(),
+                    password: t.password.clone(),
+                    register: t.register,
+                    register_expires_s: t.register_expires_s as i64,
+                    version: 1,
+                    created_ms: now,
+                    updated_ms: now,
+                })
+                .await)?;
+        }
+        for (i, r) in sip.routes.iter().enumerate() {
+            add(self
+                .create_route(&Route {
+                    id: new_id(),
+                    tenant: r.tenant.clone(),
+                    // Config order is match order.
+                    position: (i as i64 + 1) * 10,
+                    pattern: r.pattern.clone(),
+                    target: r.target.clone(),
+                    version: 1,
+                    created_ms: now,
+                    updated_ms: now,
+                })
+                .await)?;
+        }
+        Ok(added)
+    }
+
+    /// Opens (creating if needed) and migrates. `sqlite://PATH` or `postgres://…`.
+    pub async fn open(url: &str) -> Result<Storage, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Conflict(format!(
+                "storage.url must start with sqlite: or postgres://, not {url}"
+            )));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains('?') && !url.contains(":memory:") => {
+                format!("{url}?mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(match backend {
+                // One writer at a time either way; a few readers alongside it in WAL mode.
+                Backend::Sqlite => 4,
+                Backend::Postgres => 8,
+            })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL: readers never wait for the writer. synchronous=NORMAL: a commit
+                        // survives a crash of this process (the OS holds it) without an fsync
+                        // per transaction; FULL would be needed only for power loss.
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA foreign_keys = ON",
+                            "PRAGMA busy_timeout = 5000",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            });
+        let pool = options.connect(&url).await?;
+        let storage = Storage { pool, backend };
+        storage.migrate().await?;
+        Ok(storage)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_ms BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?;
+        for m in schema::MIGRATIONS {
+            if applied.contains(&m.version) {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            for statement in m.statements {
+                sqlx::query(*statement).execute(&mut *tx).await?;
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_ms) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Ok(_) => tx.commit().await?,
+                // Another node migrated first (PostgreSQL): theirs stands.
+                Err(e) if unique_violation(&e) => tx.rollback().await?,
+                Err(e) => return Err(e.into()),
+            }
+            tracing::info!("storage: applied migration {} ({})", m.version, m.name);
+        }
+        Ok(())
+    }
+
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT MAX(version) AS v FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("v")?.unwrap_or(0))
+    }
+
+    // ---- tenants ----
+
+    pub async fn create_tenant(&self, t: &Tenant) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO tenants (name, domain, display_name, max_calls, country_code, version, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(&t.name)
+            .bind(&t.domain)
+            .bind(&t.display_name)
+            .bind(t.max_calls)
+            .bind(&t.country_code)
+            .bind(t.version)
+            .bind(t.created_ms)
+            .bind(t.updated_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "a tenant with this name or domain"))?;
+        Ok(())
+    }
+
+    pub async fn tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        let row = sqlx::query("SELECT * FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(tenant_from(&row)?)
+    }
+
+    pub async fn list_tenants(&self, page: &Page) -> Result<Listed<Tenant>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM tenants ORDER BY {} LIMIT $1 OFFSET $2",
+            page.order
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(page.limit + 1)
+            .bind(page.offset)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(tenant_from).collect::<Result<_, _>>()?;
+        Ok(listed(items, page))
+    }
+
+    /// Writes `t` over the stored tenant if its version is still `t.version - 1`.
+    pub async fn update_tenant(&self, t: &Tenant) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE tenants SET display_name = $1, max_calls = $2, country_code = $3, version = $4, updated_ms = $5 WHERE name = $6 AND version = $7")
+            .bind(&t.display_name)
+            .bind(t.max_calls)
+            .bind(&t.country_code)
+            .bind(t.version)
+            .bind(t.updated_ms)
+            .bind(&t.name)
+            .bind(t.version - 1)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(self.why_not_updated("tenants", "name", &t.name, None).await);
+        }
+        Ok(())
+    }
+
+    pub async fn delete_tenant(&self, name: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM tenants WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn why_not_updated(
+        &self,
+        table: &str,
+        key: &str,
+        value: &str,
+        tenant: Option<&str>,
+    ) -> StoreError {
+        let sql = match tenant {
+            Some(_) => format!("SELECT version FROM {table} WHERE {key} = $1 AND tenant = $2"),
+            None => format!("SELECT version FROM {table} WHERE {key} = $1"),
+        };
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(value);
+        if let Some(t) = tenant {
+            q = q.bind(t);
+        }
+        match q.fetch_optional(&self.pool).await {
+            Ok(Some(row)) => match row.try_get::<i64, _>("version") {
+                Ok(current) => StoreError::VersionMismatch { current },
+                Err(e) => e.into(),
+            },
+            Ok(None) => StoreError::NotFound,
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Deletes a tenant-scoped row by id; `NotFound` for another tenant's.
+    async fn delete_scoped(&self, table: &str, tenant: &str, id: &str) -> Result<(), StoreError> {
+        let sql = format!("DELETE FROM {table} WHERE id = $1 AND tenant = $2");
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .bind(tenant)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn get_scoped(&self, table: &str, tenant: &str, id: &str) -> Result<AnyRow, StoreError> {
+        let sql = format!("SELECT * FROM {table} WHERE id = $1 AND tenant = $2");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn list_scoped(
+        &self,
+        table: &str,
+        tenant: &str,
+        page: &Page,
+    ) -> Result<Vec<AnyRow>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM {table} WHERE tenant = $1 ORDER BY {} LIMIT $2 OFFSET $3",
+            page.order
+        );
+        Ok(sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(page.limit + 1)
+            .bind(page.offset)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    // ---- users ----
+
+    pub async fn create_user(&self, u: &User) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO users (id, tenant, username, display_name, role, password_hash, version, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(&u.id)
+            .bind(&u.tenant)
+            .bind(&u.username)
+            .bind(&u.display_name)
+            .bind(&u.role)
+            .bind(&u.password_hash)
+            .bind(u.version)
+            .bind(u.created_ms)
+            .bind(u.updated_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "a user with this username"))?;
+        Ok(())
+    }
+
+    pub async fn user(&self, tenant: &str, id: &str) -> Result<User, StoreError> {
+        Ok(user_from(&self.get_scoped("users", tenant, id).await?)?)
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> Result<User, StoreError> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(user_from(&row)?)
+    }
+
+    /// A login: `tenant` None looks among system administrators.
+    pub async fn user_by_login(
+        &self,
+        tenant: Option<&str>,
+        username: &str,
+    ) -> Result<User, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM users WHERE COALESCE(tenant, '') = $1 AND username = $2")
+                .bind(tenant.unwrap_or(""))
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        Ok(user_from(&row)?)
+    }
+
+    pub async fn list_users(&self, tenant: &str, page: &Page) -> Result<Listed<User>, StoreError> {
+        let rows = self.list_scoped("users", tenant, page).await?;
+        let items = rows.iter().map(user_from).collect::<Result<_, _>>()?;
+        Ok(listed(items, page))
+    }
+
+    pub async fn count_users(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
+    pub async fn update_user(&self, u: &User) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE users SET display_name = $1, role = $2, password_hash = $3, version = $4, updated_ms = $5 WHERE id = $6 AND COALESCE(tenant, '') = $7 AND version = $8")
+            .bind(&u.display_name)
+            .bind(&u.role)
+            .bind(&u.password_hash)
+            .bind(u.version)
+            .bind(u.updated_ms)
+            .bind(&u.id)
+            .bind(u.tenant.as_deref().unwrap_or(""))
+            .bind(u.version - 1)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(self
+                .why_not_updated("users", "id", &u.id, u.tenant.as_deref())
+                .await);
+        }
+        Ok(())
+    }
+
+    pub async fn delete_user(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        self.delete_scoped("users", tenant, id).await
+    }
+
+    // ---- API tokens ----
+
+    pub async fn create_token(&self, t: &ApiToken) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO api_tokens (id, tenant, name, role, secret_sha256, created_by, created_ms, expires_ms, revoked_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(&t.id)
+            .bind(&t.tenant)
+            .bind(&t.name)
+            .bind(&t.role)
+            .bind(&t.secret_sha256)
+            .bind(&t.created_by)
+            .bind(t.created_ms)
+            .bind(t.expires_ms)
+            .bind(t.revoked_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, id: &str) -> Result<ApiToken, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(token_from(&row)?)
+    }
+
+    pub async fn list_tokens(
+        &self,
+        tenant: &str,
+        page: &Page,
+    ) -> Result<Listed<ApiToken>, StoreError> {
+        let rows = self.list_scoped("api_tokens", tenant, page).await?;
+        let items = rows.iter().map(token_from).collect::<Result<_, _>>()?;
+        Ok(listed(items, page))
+    }
+
+    pub async fn revoke_token(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE api_tokens SET revoked_ms = $1 WHERE id = $2 AND tenant = $3 AND revoked_ms IS NULL")
+            .bind(now_ms())
+            .bind(id)
+            .bind(tenant)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    // ---- SIP accounts ----
+
+    pub async fn create_account(&self, a: &SipAccount) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO sip_accounts (id, tenant, username, display_name, ha1_md5, ha1_sha256, version, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(&a.id)
+            .bind(&a.tenant)
+            .bind(&a.username)
+            .bind(&a.display_name)
+            .bind(&a.ha1_md5)
+            .bind(&a.ha1_sha256)
+            .bind(a.version)
+            .bind(a.created_ms)
+            .bind(a.updated_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "a SIP account with this username"))?;
+        Ok(())
+    }
+
+    pub async fn account(&self, tenant: &str, id: &str) -> Result<SipAccount, StoreError> {
+        Ok(account_from(
+            &self.get_scoped("sip_accounts", tenant, id).await?,
+        )?)
+    }
+
+    pub async fn list_accounts(
+        &self,
+        tenant: &str,
+        page: &Page,
+    ) -> Result<Listed<SipAccount>, StoreError> {
+        let rows = self.list_scoped("sip_accounts", tenant, page).await?;
+        let items = rows.iter().map(account_from).collect::<Result<_, _>>()?;
+        Ok(listed(items, page))
+    }
+
+    pub async fn update_account(&self, a: &SipAccount) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE sip_accounts SET display_name = $1, ha1_md5 = $2, ha1_sha256 = $3, version = $4, updated_ms = $5 WHERE id = $6 AND tenant = $7 AND version = $8")
+            .bind(&a.display_name)
+            .bind(&a.ha1_md5)
+            .bind(&a.ha1_sha256)
+            .bind(a.version)
+            .bind(a.updated_ms)
+            .bind(&a.id)
+            .bind(&a.tenant)
+            .bind(a.version - 1)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(self
+                .why_not_updated("sip_accounts", "id", &a.id, Some(&a.tenant))
+                .await);
+        }
+        Ok(())
+    }
+
+    pub async fn delete_account(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        self.delete_scoped("sip_accounts", tenant, id).await
+    }
+
+    // ---- trunks ----
+
+    pub async fn create_trunk(&self, t: &Trunk) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO trunks (id, tenant, name, address, allow_json, username, password, register, register_expires_s, version, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+            .bind(&t.id)
+            .bind(&t.tenant)
+            .bind(&t.name)
+            .bind(&t.address)
+            .bind(serde_json::to_string(&t.allow).unwrap_or_else(|_| "[]".into()))
+            .bind(&t.username)
+            .bind(&t.password)
+            .bind(t.register as i64)
+            .bind(t.register_expires_s)
+            .bind(t.version)
+            .bind(t.created_ms)
+            .bind(t.updated_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "a trunk with this name"))?;
+        Ok(())
+    }
+
+    pub async fn trunk(&self, tenant: &str, id: &str) -> Result<Trunk, StoreError> {
+        Ok(trunk_from(&self.get_scoped("trunks", tenant, id).await?)?)
+    }
+
+    pub async fn list_trunks(
+        &self,
+        tenant: &str,
+        page: &Page,
+    ) -> Result<Listed<Trunk>, StoreError> {
+        let rows = self.list_scoped("trunks", tenant, page).await?;
+        let items = rows.iter().map(trunk_from).collect::<Result<_, _>>()?;
+        Ok(listed(items, page))
+    }
+
+    pub async fn update_trunk(&self, t: &Trunk) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE trunks SET address = $1, allow_json = $2, username = $3, password = $4, register = $5, register_expires_s = $6, version = $7, updated_ms = $8 WHERE id = $9 AND tenant = $10 AND version = $11")
+            .bind(&t.address)
+            .bind(serde_json::to_string(&t.allow).unwrap_or_else(|_| "[]".into()))
+            .bind(&t.username)
+            .bind(&t.password)
+            .bind(t.register as i64)
+            .bind(t.register_expires_s)
+            .bind(t.version)
+            .bind(t.updated_ms)
+            .bind(&t.id)
+            .bind(&t.tenant)
+            .bind(t.version - 1)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(self
+                .why_not_updated("trunks", "id", &t.id, Some(&t.tenant))
+                .await);
+        }
+        Ok(())
+    }
+
+    pub async fn delete_trunk(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        self.delete_scoped("trunks", tenant, id).await
+    }
+
+    // ---- routes ----
+
+    pub async fn create_route(&self, r: &Route) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO routes (id, tenant, position, pattern, target, version, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(&r.id)
+            .bind(&r.tenant)
+            .bind(r.position)
+            .bind(&r.pattern)
+            .bind(&r.target)
+            .bind(r.version)
+            .bind(r.created_ms)
+            .bind(r.updated_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "a route with this pattern"))?;
+        Ok(())
+    }
+
+    pub async fn route(&self, tenant: &str, id: &str) -> Result<Route, StoreError> {
+        Ok(route_from(&self.get_scoped("routes", tenant, id).await?)?)
+    }
+
+    pub async fn list_routes(
+        &self,
+        tenant: &str,
+        page: &Page,
+    ) -> Result<Listed<Route>, StoreError> {
+        let rows = self.list_scoped("routes", tenant, page).await?;
+        let items = rows.iter().map(route_from).collect::<Result<_, _>>()?;
+        Ok(listed(items, page))
+    }
+
+    pub async fn update_route(&self, r: &Route) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE routes SET position = $1, pattern = $2, target = $3, version = $4, updated_ms = $5 WHERE id = $6 AND tenant = $7 AND version = $8")
+            .bind(r.position)
+            .bind(&r.pattern)
+            .bind(&r.target)
+            .bind(r.version)
+            .bind(r.updated_ms)
+            .bind(&r.id)
+            .bind(&r.tenant)
+            .bind(r.version - 1)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "a route with this pattern"))?;
+        if done.rows_affected() == 0 {
+            return Err(self
+                .why_not_updated("routes", "id", &r.id, Some(&r.tenant))
+                .await);
+        }
+        Ok(())
+    }
+
+    pub async fn delete_route(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        self.delete_scoped("routes", tenant, id).await
+    }
+
+    /// All tenants, accounts, trunks and routes (routes in position order).
+    pub async fn directory(&self) -> Result<Directory, StoreError> {
+        let all = |sql: &'static str| sqlx::query(sql).fetch_all(&self.pool);
+        Ok(Directory {
+            tenants: all("SELECT * FROM tenants ORDER BY name")
+                .await?
+                .iter()
+                .map(tenant_from)
+                .collect::<Result<_, _>>()?,
+            accounts: all("SELECT * FROM sip_accounts ORDER BY tenant, username")
+                .await?
+                .iter()
+                .map(account_from)
+                .collect::<Result<_, _>>()?,
+            trunks: all("SELECT * FROM trunks ORDER BY tenant, name")
+                .await?
+                .iter()
+                .map(trunk_from)
+                .collect::<Result<_, _>>()?,
+            routes: all("SELECT * FROM routes ORDER BY tenant, position, created_ms")
+                .await?
+                .iter()
+                .map(route_from)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    // ---- call records ----
+
+    /// Writes a batch of finished calls in one transaction (group commit): when this returns
+    /// Ok, every record is durable.
+    pub async fn insert_call_records(&self, records: &[CallRecordRow]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for c in records {
+            let result = sqlx::query("INSERT INTO call_records (id, tenant, direction, caller, dialled, target, caller_call_id, callee_call_id, started_ms, answered_ms, ended_ms, setup_ms, duration_ms, disposition, final_code, ended_by, codecs, media_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)")
+                .bind(&c.id)
+                .bind(&c.tenant)
+                .bind(&c.direction)
+                .bind(&c.caller)
+                .bind(&c.dialled)
+                .bind(&c.target)
+                .bind(&c.caller_call_id)
+                .bind(&c.callee_call_id)
+                .bind(c.started_ms)
+                .bind(c.answered_ms)
+                .bind(c.ended_ms)
+                .bind(c.setup_ms)
+                .bind(c.duration_ms)
+                .bind(&c.disposition)
+                .bind(c.final_code)
+                .bind(&c.ended_by)
+                .bind(c.codecs.join(","))
+                .bind(c.media.as_ref().map(|m| m.to_string()))
+                .execute(&mut *tx)
+                .await;
+            match result {
+                Ok(_) => {}
+                // A record of a tenant deleted meanwhile has nowhere to go; the rest must land.
+                Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
+                    tracing::warn!("call record {} for unknown tenant {}", c.id, c.tenant);
+                    tx.rollback().await?;
+                    let rest: Vec<_> = records
+                        .iter()
+                        .filter(|r| r.tenant != c.tenant)
+                        .cloned()
+                        .collect();
+                    return Box::pin(self.insert_call_records(&rest)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn call_record(&self, tenant: &str, id: &str) -> Result<CallRecordRow, StoreError> {
+        Ok(call_from(
+            &self.get_scoped("call_records", tenant, id).await?,
+        )?)
+    }
+
+    pub async fn list_call_records(
+        &self,
+        tenant: &str,
+        filter: &CallFilter,
+        page: &Page,
+    ) -> Result<Listed<CallRecordRow>, StoreError> {
+        // Placeholders are numbered in the order the values are bound below.
+        let mut n = 1;
+        let mut arg = || {
+            n += 1;
+            format!("${n}")
+        };
+        let mut sql = String::from("SELECT * FROM call_records WHERE tenant = $1");
+        if filter.from_ms.is_some() {
+            sql += &format!(" AND started_ms >= {}", arg());
+        }
+        if filter.to_ms.is_some() {
+            sql += &format!(" AND started_ms < {}", arg());
+        }
+        if filter.number.is_some() {
+            sql += &format!(" AND (caller = {} OR dialled = {})", arg(), arg());
+        }
+        if filter.direction.is_some() {
+            sql += &format!(" AND direction = {}", arg());
+        }
+        if filter.disposition.is_some() {
+            sql += &format!(" AND disposition = {}", arg());
+        }
+        sql += &format!(" ORDER BY {} LIMIT {} OFFSET {}", page.order, arg(), arg());
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(tenant);
+        if let Some(v) = filter.from_ms {
+            q = q.bind(v);
+        }
+        if let Some(v) = filter.to_ms {
+            q = q.bind(v);
+        }
+        if let Some(v) = &filter.number {
+            q = q.bind(v.clone()).bind(v.clone());
+        }
+        if let Some(v) = &filter.direction {
+            q = q.bind(v.clone());
+        }
+        if let Some(v) = &filter.disposition {
+            q = q.bind(v.clone());
+        }
+        let rows = q
+            .bind(page.limit + 1)
+            .bind(page.offset)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(call_from).collect::<Result<_, _>>()?;
+        Ok(listed(items, page))
+    }
+
+    // ---- audit log ----
+
+    pub async fn insert_audit(&self, a: &AuditEntry) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit_log (id, at_ms, tenant, actor, action, object_type, object_id, source, detail_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(&a.id)
+            .bind(a.at_ms)
+            .bind(&a.tenant)
+            .bind(&a.actor)
+            .bind(&a.action)
+            .bind(&a.object_type)
+            .bind(&a.object_id)
+            .bind(&a.source)
+            .bind(a.detail.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// `tenant` None: the whole log (system administrators).
+    pub async fn list_audit(
+        &self,
+        tenant: Option<&str>,
+        page: &Page,
+    ) -> Result<Listed<AuditEntry>, StoreError> {
+        let rows = match tenant {
+            Some(t) => self.list_scoped("audit_log", t, page).await?,
+            None => {
+                let sql = format!(
+                    "SELECT * FROM audit_log ORDER BY {} LIMIT $1 OFFSET $2",
+                    page.order
+                );
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(page.limit + 1)
+                    .bind(page.offset)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        let items = rows.iter().map(audit_from).collect::<Result<_, _>>()?;
+        Ok(listed(items, page))
+    }
+
+    // ---- webhooks ----
+
+    pub async fn create_webhook(&self, w: &Webhook) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO webhooks (id, tenant, url, secret, events, active, version, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(&w.id)
+            .bind(&w.tenant)
+            .bind(&w.url)
+            .bind(&w.secret)
+            .bind(w.events.join(","))
+            .bind(w.active as i64)
+            .bind(w.version)
+            .bind(w.created_ms)
+            .bind(w.updated_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn webhook(&self, tenant: &str, id: &str) -> Result<Webhook, StoreError> {
+        Ok(webhook_from(
+            &self.get_scoped("webhooks", tenant, id).await?,
+        )?)
+    }
+
+    pub async fn list_webhooks(
+        &self,
+        tenant: &str,
+        page: &Page,
+    ) -> Result<Listed<Webhook>, StoreError> {
+        let rows = self.list_scoped("webhooks", tenant, page).await?;
+        let items = rows.iter().map(webhook_from).collect::<Result<_, _>>()?;
+        Ok(listed(items, page))
+    }
+
+    /// Every active webhook of every tenant (the delivery worker's view).
+    pub async fn active_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM webhooks WHERE active = 1")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(webhook_from).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn update_webhook(&self, w: &Webhook) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE webhooks SET url = $1, events = $2, active = $3, version = $4, updated_ms = $5 WHERE id = $6 AND tenant = $7 AND version = $8")
+            .bind(&w.url)
+            .bind(w.events.join(","))
+            .bind(w.active as i64)
+            .bind(w.version)
+            .bind(w.updated_ms)
+            .bind(&w.id)
+            .bind(&w.tenant)
+            .bind(w.version - 1)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(self
+                .why_not_updated("webhooks", "id", &w.id, Some(&w.tenant))
+                .await);
+        }
+        Ok(())
+    }
+
+    pub async fn delete_webhook(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        self.delete_scoped("webhooks", tenant, id).await
+    }
+
+    pub async fn insert_delivery(&self, tenant: &str, d: &Delivery) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO webhook_deliveries (id, webhook_id, tenant, event_seq, event_type, attempt, status, error, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(&d.id)
+            .bind(&d.webhook_id)
+            .bind(tenant)
+            .bind(d.event_seq)
+            .bind(&d.event_type)
+            .bind(d.attempt)
+            .bind(d.status)
+            .bind(&d.error)
+            .bind(d.at_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_deliveries(
+        &self,
+        tenant: &str,
+        webhook_id: &str,
+        page: &Page,
+    ) -> Result<Listed<Delivery>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM webhook_deliveries WHERE tenant = $1 AND webhook_id = $2 ORDER BY {} LIMIT $3 OFFSET $4",
+            page.order
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(webhook_id)
+            .bind(page.limit + 1)
+            .bind(page.offset)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(delivery_from).collect::<Result<_, _>>()?;
+        Ok(listed(items, page))
+    }
+}
