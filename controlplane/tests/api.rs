@@ -1,0 +1,1043 @@
+//! The control API over real HTTP against real storage: SQLite always, PostgreSQL too when
+//! `TANDEM_TEST_POSTGRES_URL` names a server (CI starts one; see scripts/with-postgres).
+//!
+//! Each check runs once per back end on a fresh database.
+
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_controlplane::api::{self, ApiState};
+use tandem_controlplane::storage::{CallRecordRow, Storage};
+
+struct Server {
+    addr: SocketAddr,
+    state: ApiState,
+    admin: String,
+}
+
+async fn fresh_storage(backend: &str) -> Option<Storage> {
+    match backend {
+        "sqlite" => {
+            let dir = std::env::temp_dir().join(format!("tandem-api-{}", uuid_like()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Some(
+                Storage::open(&format!("sqlite://{}", dir.join("t.db").display()))
+                    .await
+                    .unwrap(),
+            )
+        }
+        _ => {
+            let admin_url = std::env::var("TANDEM_TEST_POSTGRES_URL").ok()?;
+            let db = format!("t_{}", uuid_like());
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&admin_url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+            let base = admin_url.rsplit_once('/').unwrap().0;
+            Some(Storage::open(&format!("{base}/{db}")).await.unwrap())
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    let b: [u8; 8] = api::auth::random_bytes();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn start(backend: &str) -> Option<Server> {
+    let storage = fresh_storage(backend).await?;
+    let state = ApiState::new(storage.clone(), [3; 32]);
+    let admin = api::tenants::system_token(&storage, "tests").await.unwrap();
+    let app = api::router(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    Some(Server { addr, state, admin })
+}
+
+struct Reply {
+    status: u16,
+    etag: Option<String>,
+    body: Value,
+}
+
+impl Server {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        if_match: Option<&str>,
+    ) -> Reply {
+        self.raw(
+            method,
+            path,
+            token,
+            body.map(|b| b.to_string()),
+            if_match,
+            "application/json",
+        )
+        .await
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+        if_match: Option<&str>,
+        content_type: &str,
+    ) -> Reply {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "test");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(v) = if_match {
+            req = req.header("if-match", v);
+        }
+        if body.is_some() {
+            req = req.header("content-type", content_type);
+        }
+        let req = req
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.unwrap_or_default(),
+            )))
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let etag = res
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_string());
+        use http_body_util::BodyExt;
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, etag, body }
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("POST", path, Some(token), Some(body), None).await
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), None, None).await
+    }
+
+    /// Two tenants with an admin token each, plus agent and supervisor tokens for acme.
+    async fn two_tenants(&self) -> Tenants {
+        for (name, domain) in [("acme", "acme.test"), ("globex", "globex.test")] {
+            let r = self
+                .post(
+                    "/api/v1/tenants",
+                    &self.admin,
+                    json!({"name": name, "domain": domain}),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+        }
+        let token = |tenant: &'static str, role: &'static str| async move {
+            let r = self
+                .post(
+                    &format!("/api/v1/tenants/{tenant}/tokens"),
+                    &self.admin,
+                    json!({"name": role, "role": role}),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.body["token"].as_str().unwrap().to_string()
+        };
+        Tenants {
+            acme: token("acme", "tenant_admin").await,
+            globex: token("globex", "tenant_admin").await,
+            agent: token("acme", "agent").await,
+            supervisor: token("acme", "supervisor").await,
+        }
+    }
+}
+
+struct Tenants {
+    acme: String,
+    globex: String,
+    agent: String,
+    supervisor: String,
+}
+
+fn error_code(r: &Reply) -> &str {
+    r.body["error"]["code"].as_str().unwrap_or("")
+}
+
+/// Runs `check` against each available back end.
+macro_rules! both_backends {
+    ($name:ident, $check:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            for backend in ["sqlite", "postgres"] {
+                match start(backend).await {
+                    Some(server) => $check(&server).await,
+                    None => eprintln!("{backend}: skipped (TANDEM_TEST_POSTGRES_URL not set)"),
+                }
+            }
+        }
+    };
+}
+
+both_backends!(login_sessions_and_tokens, check_auth);
+both_backends!(tenant_isolation, check_isolation);
+both_backends!(roles, check_roles);
+both_backends!(validation_errors, check_validation);
+both_backends!(versions_and_etags, check_versions);
+both_backends!(sip_directory_crud, check_directory);
+both_backends!(call_records_search, check_calls);
+both_backends!(lists_page_and_sort, check_paging);
+both_backends!(audit_log, check_audit);
+both_backends!(webhooks_signed_and_retried, check_webhooks);
+both_backends!(events_websocket_resumes, check_events);
+
+async fn check_auth(s: &Server) {
+    let t = s.two_tenants().await;
+    // No token, a garbage token, a forged API token: 401 with our error shape.
+    let r = s.call("GET", "/api/v1/me", None, None, None).await;
+    assert_eq!((r.status, error_code(&r)), (401, "unauthenticated"));
+    assert_eq!(s.get("/api/v1/me", "nonsense").await.status, 401);
+    let forged = format!("{}x", &t.acme);
+    assert_eq!(s.get("/api/v1/me", &forged).await.status, 401);
+    let me = s.get("/api/v1/me", &t.acme).await;
+    assert_eq!(me.body["tenant"], "acme");
+    assert_eq!(me.body["role"], "tenant_admin");
+
+    // A user logs in with a password and gets a session token.
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/users",
+            &t.acme,
+            json!({"username": "ann", "role": "supervisor", "password": "long enough"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.body.get("password_hash").is_none(), "hash never leaves");
+    let user_id = r.body["id"].as_str().unwrap().to_string();
+    let bad = s
+        .call(
+            "POST",
+            "/api/v1/sessions",
+            None,
+            Some(json!({"tenant": "acme", "username": "ann", "password": "wrong one"})),
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, 401);
+    let wrong_tenant = s
+        .call(
+            "POST",
+            "/api/v1/sessions",
+            None,
+            Some(json!({"tenant": "globex", "username": "ann", "password": "long enough"})),
+            None,
+        )
+        .await;
+    assert_eq!(wrong_tenant.status, 401);
+    let login = s
+        .call(
+            "POST",
+            "/api/v1/sessions",
+            None,
+            Some(json!({"tenant": "acme", "username": "ann", "password": "long enough"})),
+            None,
+        )
+        .await;
+    assert_eq!(login.status, 201, "{}", login.body);
+    let session = login.body["token"].as_str().unwrap().to_string();
+    assert!(session.starts_with("tds_"));
+    let me = s.get("/api/v1/me", &session).await;
+    assert_eq!(me.body["role"], "supervisor");
+    // A password change ends the session (after the principal cache's few seconds at most;
+    // this node forgets at once).
+    let r = s
+        .call(
+            "PATCH",
+            &format!("/api/v1/tenants/acme/users/{user_id}"),
+            Some(&session),
+            Some(json!({"password": "another long one"})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(s.get("/api/v1/me", &session).await.status, 401);
+
+    // Tokens: created once with the secret, listed without it, revoked for good.
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/tokens",
+            &t.acme,
+            json!({"name": "crm", "role": "agent", "expires_in_s": 3600}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let crm = r.body["token"].as_str().unwrap().to_string();
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let list = s.get("/api/v1/tenants/acme/tokens", &t.acme).await;
+    assert!(list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i.get("token").is_none() && i.get("secret_sha256").is_none()));
+    assert_eq!(s.get("/api/v1/me", &crm).await.status, 200);
+    let r = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/tenants/acme/tokens/{id}"),
+            Some(&t.acme),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(s.get("/api/v1/me", &crm).await.status, 401);
+}
+
+async fn check_isolation(s: &Server) {
+    let t = s.two_tenants().await;
+    let acct = s
+        .post(
+            "/api/v1/tenants/acme/sip-accounts",
+            &t.acme,
+            json!({"username": "agent1", "password": "sip secret 1"}),
+        )
+        .await;
+    assert_eq!(acct.status, 201);
+    let id = acct.body["id"].as_str().unwrap();
+    // globex's admin: every read, change or delete of acme's things is a plain 404.
+    for path in [
+        "/api/v1/tenants/acme".to_string(),
+        "/api/v1/tenants/acme/users".to_string(),
+        "/api/v1/tenants/acme/sip-accounts".to_string(),
+        format!("/api/v1/tenants/acme/sip-accounts/{id}"),
+        "/api/v1/tenants/acme/calls".to_string(),
+        "/api/v1/tenants/acme/audit".to_string(),
+        "/api/v1/tenants/acme/webhooks".to_string(),
+        "/api/v1/tenants/acme/tokens".to_string(),
+    ] {
+        let r = s.get(&path, &t.globex).await;
+        assert_eq!((r.status, error_code(&r)), (404, "not_found"), "{path}");
+        assert!(r.body.get("items").is_none());
+    }
+    // Naming its own tenant with acme's object id does not reach it either.
+    let r = s
+        .get(
+            &format!("/api/v1/tenants/globex/sip-accounts/{id}"),
+            &t.globex,
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = s
+        .call(
+            "PATCH",
+            &format!("/api/v1/tenants/acme/sip-accounts/{id}"),
+            Some(&t.globex),
+            Some(json!({"display_name": "pwned"})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/tenants/globex/sip-accounts/{id}"),
+            Some(&t.globex),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/users",
+            &t.globex,
+            json!({"username": "spy", "role": "agent", "password": "12345678"}),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    // The account is untouched, and the tenant list shows each only itself.
+    let r = s
+        .get(&format!("/api/v1/tenants/acme/sip-accounts/{id}"), &t.acme)
+        .await;
+    assert_eq!(r.body["display_name"], "agent1");
+    let r = s.get("/api/v1/tenants", &t.globex).await;
+    let names: Vec<_> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("globex")]);
+    let r = s.get("/api/v1/tenants", &s.admin).await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
+}
+
+async fn check_roles(s: &Server) {
+    let t = s.two_tenants().await;
+    // An agent may not administer; a supervisor reads but does not write; nobody creates
+    // tenants but system administrators; nobody grants above their own role.
+    let denied = [
+        (
+            "POST",
+            "/api/v1/tenants/acme/users",
+            &t.agent,
+            Some(json!({"username": "x", "role": "agent", "password": "12345678"})),
+        ),
+        ("GET", "/api/v1/tenants/acme/users", &t.agent, None),
+        (
+            "POST",
+            "/api/v1/tenants/acme/sip-accounts",
+            &t.supervisor,
+            Some(json!({"username": "x", "password": "12345678"})),
+        ),
+        ("GET", "/api/v1/tenants/acme/audit", &t.supervisor, None),
+        ("GET", "/api/v1/tenants/acme/tokens", &t.supervisor, None),
+        ("GET", "/api/v1/tenants/acme/calls", &t.agent, None),
+        (
+            "POST",
+            "/api/v1/tenants",
+            &t.acme,
+            Some(json!({"name": "x", "domain": "x.test"})),
+        ),
+        ("GET", "/api/v1/audit", &t.acme, None),
+        (
+            "POST",
+            "/api/v1/tenants/acme/tokens",
+            &t.acme,
+            Some(json!({"name": "x", "role": "system_admin"})),
+        ),
+    ];
+    for (method, path, token, body) in denied {
+        let r = s.call(method, path, Some(token), body, None).await;
+        assert_eq!(
+            (r.status, error_code(&r)),
+            (403, "forbidden"),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        s.get("/api/v1/tenants/acme/users", &t.supervisor)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        s.get("/api/v1/tenants/acme/calls", &t.supervisor)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(s.get("/api/v1/tenants/acme", &t.agent).await.status, 200);
+}
+
+async fn check_validation(s: &Server) {
+    let t = s.two_tenants().await;
+    let path = "/api/v1/tenants/acme/users";
+    let cases = [
+        (
+            json!({"role": "agent", "password": "12345678"}),
+            400,
+            "username",
+        ),
+        (
+            json!({"username": 5, "role": "agent", "password": "12345678"}),
+            400,
+            "username",
+        ),
+        (
+            json!({"username": "a", "role": "agent", "password": "12345678", "admin": true}),
+            400,
+            "admin",
+        ),
+        (
+            json!({"username": "x".repeat(65), "role": "agent", "password": "12345678"}),
+            422,
+            "username",
+        ),
+        (
+            json!({"username": "Bad Name", "role": "agent", "password": "12345678"}),
+            422,
+            "username",
+        ),
+        (
+            json!({"username": "a", "role": "king", "password": "12345678"}),
+            422,
+            "role",
+        ),
+        (
+            json!({"username": "a", "role": "agent", "password": "short"}),
+            422,
+            "password",
+        ),
+    ];
+    for (body, status, field) in cases {
+        let r = s.post(path, &t.acme, body.clone()).await;
+        assert_eq!(r.status, status, "{body} → {}", r.body);
+        assert_eq!(r.body["error"]["field"], field, "{body} → {}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap().len() > 5);
+    }
+    // Not JSON at all, the wrong media type, an oversized body.
+    let r = s
+        .raw(
+            "POST",
+            path,
+            Some(&t.acme),
+            Some("{nope".into()),
+            None,
+            "application/json",
+        )
+        .await;
+    assert_eq!((r.status, error_code(&r)), (400, "bad_request"));
+    let r = s
+        .raw(
+            "POST",
+            path,
+            Some(&t.acme),
+            Some("a=b".into()),
+            None,
+            "text/plain",
+        )
+        .await;
+    assert_eq!(r.status, 415);
+    let huge = json!({"username": "a", "role": "agent", "password": "p".repeat(100_000)});
+    let r = s.post(path, &t.acme, huge).await;
+    assert_eq!(r.status, 413);
+    // Bad query parameters and sort fields.
+    let r = s.get(&format!("{path}?limit=0"), &t.acme).await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (422, Some("limit"))
+    );
+    let r = s.get(&format!("{path}?limit=abc"), &t.acme).await;
+    assert_eq!(r.status, 400);
+    let r = s.get(&format!("{path}?sort=password_hash"), &t.acme).await;
+    assert_eq!(r.status, 422);
+    let r = s.get(&format!("{path}?color=red"), &t.acme).await;
+    assert_eq!(r.status, 400);
+    // Trunks and routes check what the SIP engine would choke on.
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/trunks",
+            &t.acme,
+            json!({"name": "c", "address": "carrier.example:5060"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (422, Some("address"))
+    );
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/trunks",
+            &t.acme,
+            json!({"name": "c", "address": "10.0.0.1:5060", "allow": ["10.0.0.0/33"]}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (422, Some("allow"))
+    );
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/routes",
+            &t.acme,
+            json!({"pattern": "44*", "target": "trunk:nowhere"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (422, Some("target"))
+    );
+    // Unknown paths answer in the same shape.
+    let r = s.get("/api/v1/nothing", &t.acme).await;
+    assert_eq!((r.status, error_code(&r)), (404, "not_found"));
+}
+
+async fn check_versions(s: &Server) {
+    let t = s.two_tenants().await;
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/sip-accounts",
+            &t.acme,
+            json!({"username": "a1", "password": "12345678"}),
+        )
+        .await;
+    assert_eq!(r.etag.as_deref(), Some("\"1\""));
+    let path = format!(
+        "/api/v1/tenants/acme/sip-accounts/{}",
+        r.body["id"].as_str().unwrap()
+    );
+    let r = s
+        .call(
+            "PATCH",
+            &path,
+            Some(&t.acme),
+            Some(json!({"display_name": "one"})),
+            Some("\"1\""),
+        )
+        .await;
+    assert_eq!((r.status, r.etag.as_deref()), (200, Some("\"2\"")));
+    // A writer still holding version 1 is told, not silently overwritten.
+    let r = s
+        .call(
+            "PATCH",
+            &path,
+            Some(&t.acme),
+            Some(json!({"display_name": "stale"})),
+            Some("\"1\""),
+        )
+        .await;
+    assert_eq!((r.status, error_code(&r)), (412, "version_mismatch"));
+    let r = s
+        .call("DELETE", &path, Some(&t.acme), None, Some("\"1\""))
+        .await;
+    assert_eq!(r.status, 412);
+    let r = s.get(&path, &t.acme).await;
+    assert_eq!(r.body["display_name"], "one");
+    let r = s
+        .call("DELETE", &path, Some(&t.acme), None, Some("\"2\""))
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(s.get(&path, &t.acme).await.status, 404);
+}
+
+async fn check_directory(s: &Server) {
+    let t = s.two_tenants().await;
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/sip-accounts",
+            &t.acme,
+            json!({"username": "agent1", "password": "sip secret 1"}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert!(r.body.get("ha1_md5").is_none());
+    let dup = s
+        .post(
+            "/api/v1/tenants/acme/sip-accounts",
+            &t.acme,
+            json!({"username": "agent1", "password": "sip secret 2"}),
+        )
+        .await;
+    assert_eq!((dup.status, error_code(&dup)), (409, "conflict"));
+    // The same name in another tenant is fine: names are per tenant.
+    let other = s
+        .post(
+            "/api/v1/tenants/globex/sip-accounts",
+            &t.globex,
+            json!({"username": "agent1", "password": "sip secret 3"}),
+        )
+        .await;
+    assert_eq!(other.status, 201);
+    let trunk = s
+        .post(
+            "/api/v1/tenants/acme/trunks",
+            &t.acme,
+            json!({"name": "carrier", "address": "10.1.1.1:5060", "allow": ["10.1.1.0/24"],
+                   "username": "acme", "password": "trunkpw", "register": true}),
+        )
+        .await;
+    assert_eq!(trunk.status, 201, "{}", trunk.body);
+    assert!(trunk.body.get("password").is_none());
+    for (pattern, target, position) in [
+        ("2001", "user:agent1", 10),
+        ("*", "trunk:carrier", 90),
+        ("3000", "uri:sip:ivr@10.9.9.9:5080", 20),
+    ] {
+        let r = s
+            .post(
+                "/api/v1/tenants/acme/routes",
+                &t.acme,
+                json!({"pattern": pattern, "target": target, "position": position}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let routes = s.get("/api/v1/tenants/acme/routes", &t.acme).await;
+    let order: Vec<_> = routes.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pattern"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(order, ["2001", "3000", "*"], "listed in match order");
+    // What the SIP engine gets: HA1s, tenant-qualified trunk names, routes in order.
+    let sip = s.state.storage.directory().await.unwrap().to_sip();
+    let acme_routes: Vec<_> = sip.routes.iter().filter(|r| r.tenant == "acme").collect();
+    assert_eq!(acme_routes[2].target, "trunk:acme/carrier");
+    assert_eq!(sip.trunks[0].name, "acme/carrier");
+    let a = sip.accounts.iter().find(|a| a.tenant == "acme").unwrap();
+    let (md5, sha) = api::directory::ha1s("agent1", "acme.test", "sip secret 1");
+    assert_eq!((a.ha1_md5.clone(), a.ha1_sha256.clone()), (md5, sha));
+}
+
+fn record(tenant: &str, i: i64, caller: &str, disposition: &str, direction: &str) -> CallRecordRow {
+    CallRecordRow {
+        id: format!("c{tenant}{i:04}"),
+        tenant: tenant.into(),
+        direction: direction.into(),
+        caller: caller.into(),
+        dialled: "2001".into(),
+        target: "sip:agent1@10.0.0.2".into(),
+        caller_call_id: format!("cid{i}"),
+        callee_call_id: Some(format!("b{i}")),
+        started_ms: 1_000_000 + i * 1000,
+        answered_ms: Some(1_000_500 + i * 1000),
+        ended_ms: 1_000_900 + i * 1000 + i,
+        setup_ms: Some(500),
+        duration_ms: 400 + i,
+        disposition: disposition.into(),
+        final_code: 200,
+        ended_by: "caller".into(),
+        codecs: vec!["PCMA".into()],
+        media: Some(json!({"caller": {"rtp_packets_received": 50}})),
+    }
+}
+
+async fn check_calls(s: &Server) {
+    let t = s.two_tenants().await;
+    let mut rows = Vec::new();
+    for i in 0..30 {
+        let disposition = if i % 3 == 0 { "busy" } else { "answered" };
+        let caller = if i % 2 == 0 {
+            "+442079460000"
+        } else {
+            "+15550001"
+        };
+        let direction = if i < 20 { "inbound" } else { "internal" };
+        rows.push(record("acme", i, caller, disposition, direction));
+    }
+    rows.push(record("globex", 0, "+442079460000", "answered", "inbound"));
+    s.state.storage.insert_call_records(&rows).await.unwrap();
+    let count = |r: &Reply| r.body["items"].as_array().unwrap().len();
+    let base = "/api/v1/tenants/acme/calls";
+    let r = s.get(&format!("{base}?limit=100"), &t.acme).await;
+    assert_eq!(count(&r), 30, "globex's call is not here");
+    assert_eq!(
+        r.body["items"][0]["id"], "cacme0029",
+        "newest first by default"
+    );
+    let r = s
+        .get(
+            &format!("{base}?number=%2B442079460000&disposition=answered&limit=100"),
+            &t.acme,
+        )
+        .await;
+    assert_eq!(count(&r), 10);
+    let r = s
+        .get(
+            &format!("{base}?from_ms=1010000&to_ms=1015000&sort=started"),
+            &t.acme,
+        )
+        .await;
+    assert_eq!(count(&r), 5);
+    assert_eq!(r.body["items"][0]["id"], "cacme0010");
+    let r = s.get(&format!("{base}?direction=internal"), &t.acme).await;
+    assert_eq!(count(&r), 10);
+    let r = s
+        .get(&format!("{base}?sort=-duration&limit=1"), &t.acme)
+        .await;
+    assert_eq!(r.body["items"][0]["duration_ms"], 429);
+    let r = s.get(&format!("{base}/cacme0007"), &t.acme).await;
+    assert_eq!(r.body["media"]["caller"]["rtp_packets_received"], 50);
+    assert_eq!(
+        s.get(&format!("{base}/cglobex0000"), &t.acme).await.status,
+        404
+    );
+    let r = s.get(&format!("{base}?direction=sideways"), &t.acme).await;
+    assert_eq!(r.status, 422);
+    let r = s.get(&format!("{base}?from_ms=10&to_ms=5"), &t.acme).await;
+    assert_eq!(r.status, 422);
+}
+
+async fn check_paging(s: &Server) {
+    let t = s.two_tenants().await;
+    for i in 0..7 {
+        let r = s
+            .post(
+                "/api/v1/tenants/acme/sip-accounts",
+                &t.acme,
+                json!({"username": format!("u{i}"), "password": "12345678"}),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    let mut seen = Vec::new();
+    let mut offset = Some(0);
+    while let Some(o) = offset {
+        let r = s
+            .get(
+                &format!("/api/v1/tenants/acme/sip-accounts?limit=3&offset={o}&sort=-username"),
+                &t.acme,
+            )
+            .await;
+        for item in r.body["items"].as_array().unwrap() {
+            seen.push(item["username"].as_str().unwrap().to_string());
+        }
+        offset = r.body["next_offset"].as_i64();
+    }
+    assert_eq!(seen, ["u6", "u5", "u4", "u3", "u2", "u1", "u0"]);
+}
+
+async fn check_audit(s: &Server) {
+    let t = s.two_tenants().await;
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/routes",
+            &t.acme,
+            json!({"pattern": "2001", "target": "user:agent1"}),
+        )
+        .await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    s.call(
+        "DELETE",
+        &format!("/api/v1/tenants/acme/routes/{id}"),
+        Some(&t.acme),
+        None,
+        None,
+    )
+    .await;
+    let log = s.get("/api/v1/tenants/acme/audit", &t.acme).await;
+    let entries = log.body["items"].as_array().unwrap();
+    let latest = &entries[0];
+    assert_eq!(latest["action"], "delete");
+    assert_eq!(latest["object_type"], "route");
+    assert_eq!(latest["object_id"], id.as_str());
+    assert_eq!(latest["source"], "127.0.0.1");
+    assert!(latest["actor"].as_str().unwrap().starts_with("token:"));
+    assert_eq!(entries[1]["action"], "create");
+    assert_eq!(entries[1]["detail"]["target"], "user:agent1");
+    // globex's log has none of it; the system log has both tenants' creation.
+    let other = s.get("/api/v1/tenants/globex/audit", &t.globex).await;
+    assert!(other.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["tenant"] == "globex"));
+    let all = s.get("/api/v1/audit?limit=500", &s.admin).await;
+    let tenants_created = all.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["object_type"] == "tenant" && e["action"] == "create")
+        .count();
+    assert_eq!(tenants_created, 2);
+}
+
+/// A receiver that fails the first `fail` requests with 503, then answers 204; it records
+/// what it was sent.
+async fn receiver(fail: usize) -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use axum::routing::post;
+    let got: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                let mut s = seen.lock().unwrap();
+                let sig = headers
+                    .get("x-tandem-signature")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
+                s.push((sig, body));
+                if s.len() <= fail {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+async fn check_webhooks(s: &Server) {
+    let t = s.two_tenants().await;
+    let (url, got) = receiver(2).await;
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/webhooks",
+            &t.acme,
+            json!({"url": url, "events": ["call.ended"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let secret = r.body["secret"].as_str().unwrap().to_string();
+    let hook = r.body["id"].as_str().unwrap().to_string();
+    let bad = s
+        .post(
+            "/api/v1/tenants/acme/webhooks",
+            &t.acme,
+            json!({"url": "ftp://x", "events": ["call.ended"]}),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    let worker = tokio::spawn(api::webhooks::run_deliveries(
+        s.state.clone(),
+        api::webhooks::Retry {
+            attempts: 4,
+            first_wait: Duration::from_millis(50),
+        },
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Other tenants' events and other types are not delivered.
+    s.state
+        .events
+        .publish("globex", "call.ended", json!({"id": "g"}));
+    s.state
+        .events
+        .publish("acme", "call.offered", json!({"id": "o"}));
+    let seq = s
+        .state
+        .events
+        .publish("acme", "call.ended", json!({"id": "c1"}));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while got.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deliveries = got.lock().unwrap().clone();
+    assert_eq!(deliveries.len(), 3, "two 503s then success");
+    for (sig, body) in &deliveries {
+        let event: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(event["type"], "call.ended");
+        assert_eq!(event["tenant"], "acme");
+        assert_eq!(event["seq"], seq);
+        // The receiver can check the signature with its secret.
+        let t_ms: i64 = sig
+            .split(',')
+            .next()
+            .unwrap()
+            .trim_start_matches("t=")
+            .parse()
+            .unwrap();
+        assert_eq!(
+            *sig,
+            api::webhooks::signature(&secret, t_ms, body.as_bytes())
+        );
+    }
+    let log = s
+        .get(
+            &format!("/api/v1/tenants/acme/webhooks/{hook}/deliveries?sort=at"),
+            &t.acme,
+        )
+        .await;
+    let statuses: Vec<_> = log.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["attempt"].as_i64().unwrap(),
+                d["status"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(statuses, [(1, 503), (2, 503), (3, 204)]);
+    worker.abort();
+}
+
+async fn check_events(s: &Server) {
+    use futures_util_lite::next_text;
+    let t = s.two_tenants().await;
+    let url = format!("ws://{}/api/v1/events?access_token={}", s.addr, t.acme);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let first = s
+        .state
+        .events
+        .publish("acme", "call.offered", json!({"n": 1}));
+    s.state
+        .events
+        .publish("globex", "call.offered", json!({"n": 99}));
+    s.state
+        .events
+        .publish("acme", "call.answered", json!({"n": 2}));
+    let a: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    let b: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(
+        (a["data"]["n"].clone(), b["data"]["n"].clone()),
+        (json!(1), json!(2))
+    );
+    drop(ws);
+    // Disconnected: events happen meanwhile; a resume from the last seen seq misses none.
+    s.state
+        .events
+        .publish("acme", "call.ended", json!({"n": 3}));
+    s.state
+        .events
+        .publish("acme", "registration.changed", json!({"n": 4}));
+    let resume = format!("{url}&cursor={}", b["seq"]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&resume).await.unwrap();
+    let c: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    let d: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(
+        (c["data"]["n"].clone(), d["data"]["n"].clone()),
+        (json!(3), json!(4))
+    );
+    assert!(c["seq"].as_u64().unwrap() > first);
+    // Without a token there is no stream.
+    let no_token = format!("ws://{}/api/v1/events", s.addr);
+    assert!(tokio_tungstenite::connect_async(&no_token).await.is_err());
+}
+
+mod futures_util_lite {
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// The next text message, within two seconds.
+    pub async fn next_text<S>(ws: &mut S) -> String
+    where
+        S: futures_core_stream::Stream<
+                Item = Result<Message, tokio_tungstenite::tungstenite::Error>,
+            > + Unpin,
+    {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, futures_core_stream::next(ws))
+                .await
+                .expect("an event within 2 s")
+                .expect("stream open")
+                .expect("no error");
+            if let Message::Text(t) = msg {
+                return t.to_string();
+            }
+        }
+    }
+
+    /// `StreamExt::next` without pulling in futures-util.
+    pub mod futures_core_stream {
+        pub use futures_core::Stream;
+        use std::pin::Pin;
+
+        pub async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+            std::future::poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
+        }
+    }
+}
