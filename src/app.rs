@@ -115,7 +115,8 @@ impl Appliance {
                 let reload_from = storage.clone();
                 tokio::spawn(async move {
                     loop {
-                        // A change made while a reload runs leaves a permit: one more reload.
+                        // The first change after a quiet spell applies at once; a burst (a
+                        // provisioning script) is folded into one reload per 50 ms.
                         changed.notified().await;
                         match reload_from.directory().await {
                             Ok(d) => {
@@ -125,6 +126,7 @@ impl Appliance {
                             }
                             Err(e) => tracing::error!("reloading the SIP directory: {e}"),
                         }
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     }
                 });
                 tokio::spawn(sip_server::run(

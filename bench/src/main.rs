@@ -40,6 +40,31 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1")]
         bind: IpAddr,
     },
+    /// Paced HTTP load on the control API: GETs of a path, or SIP-account creations (--write).
+    Api {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        target: SocketAddr,
+        /// Bearer token (an API token or session token).
+        #[arg(long)]
+        token: String,
+        /// Path to GET in read mode.
+        #[arg(long, default_value = "/api/v1/me")]
+        path: String,
+        /// Write mode: create SIP accounts in this tenant.
+        #[arg(long)]
+        write: Option<String>,
+        /// Requests per second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        duration_s: f64,
+        /// Keep-alive connections.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Write the report as JSON here too.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// SIP call generator: INVITE with SDP, optional RTP, hold, BYE; paced, with a concurrency cap.
     Sip(SipArgs),
     /// SIP answering endpoint: registers its users (digest), answers every call, echoes RTP.
@@ -251,6 +276,46 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Rtp(a) => run_rtp(a)?,
         Cmd::Sip(a) => run_sip(a)?,
+        Cmd::Api {
+            target,
+            token,
+            path,
+            write,
+            rate,
+            duration_s,
+            connections,
+            json,
+        } => {
+            let cfg = tandem_bench::api::ApiConfig {
+                target,
+                token,
+                path,
+                write_tenant: write,
+                rate,
+                duration: std::time::Duration::from_secs_f64(duration_s),
+                connections: connections.max(1),
+            };
+            let r = tandem_bench::api::run(&cfg)?;
+            println!(
+                "{:>6} {:>9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>8} {:>8}",
+                "kind", "offered", "achieved", "done", "errors", "non2xx", "p50ms", "p99ms", "maxms"
+            );
+            println!(
+                "{:>6} {:>9.0} {:>9.0} {:>8} {:>7} {:>7} {:>7.2} {:>7.2} {:>8.2}",
+                r.kind,
+                r.offered_rps,
+                r.achieved_rps,
+                r.completed,
+                r.errors,
+                r.non_2xx,
+                r.p50_ms,
+                r.p99_ms,
+                r.max_ms
+            );
+            if let Some(path) = json {
+                std::fs::write(path, serde_json::to_vec_pretty(&r)?)?;
+            }
+        }
         Cmd::SipUas {
             listen,
             registrar,

@@ -70,7 +70,7 @@ async fn list_accounts(
         ("created", "created_ms"),
         ("updated", "updated_ms"),
     ])?;
-    state.storage.tenant(&tenant).await?;
+    state.tenant_exists(&who, &tenant).await?;
     Ok(Json(state.storage.list_accounts(&tenant, &page).await?))
 }
 
@@ -242,6 +242,25 @@ pub struct TrunkPatch {
     pub register_expires_s: Option<i64>,
 }
 
+/// The checks `POST …/trunks` runs, on a request alone (the fuzz target's entry).
+pub fn check_new_trunk(req: NewTrunk) -> Result<(), ApiError> {
+    check_slug("name", &req.name, 40)?;
+    check_trunk(&Trunk {
+        id: String::new(),
+        tenant: String::new(),
+        name: req.name,
+        address: req.address,
+        allow: req.allow,
+        username: req.username,
+        password: req.password,
+        register: req.register,
+        register_expires_s: req.register_expires_s.unwrap_or(600),
+        version: 1,
+        created_ms: 0,
+        updated_ms: 0,
+    })
+}
+
 fn check_trunk(t: &Trunk) -> Result<(), ApiError> {
     if t.address.parse::<SocketAddr>().is_err() {
         return Err(ApiError::invalid(
@@ -309,7 +328,7 @@ async fn list_trunks(
 ) -> Result<Json<Listed<Trunk>>, ApiError> {
     who.require(&tenant, STAFF)?;
     let page = q.page(&[("name", "name"), ("created", "created_ms")])?;
-    state.storage.tenant(&tenant).await?;
+    state.tenant_exists(&who, &tenant).await?;
     Ok(Json(state.storage.list_trunks(&tenant, &page).await?))
 }
 
@@ -326,7 +345,7 @@ async fn create_trunk(
     Body(req): Body<NewTrunk>,
 ) -> Result<Response, ApiError> {
     who.require(&tenant, ADMINS)?;
-    state.storage.tenant(&tenant).await?;
+    state.tenant_exists(&who, &tenant).await?;
     check_slug("name", &req.name, 40)?;
     let now = now_ms();
     let trunk = Trunk {
@@ -545,7 +564,7 @@ async fn list_routes(
         ("pattern", "pattern"),
         ("created", "created_ms"),
     ])?;
-    state.storage.tenant(&tenant).await?;
+    state.tenant_exists(&who, &tenant).await?;
     Ok(Json(state.storage.list_routes(&tenant, &page).await?))
 }
 
@@ -562,7 +581,7 @@ async fn create_route(
     Body(req): Body<NewRoute>,
 ) -> Result<Response, ApiError> {
     who.require(&tenant, ADMINS)?;
-    state.storage.tenant(&tenant).await?;
+    state.tenant_exists(&who, &tenant).await?;
     let now = now_ms();
     let route = Route {
         id: new_id(),

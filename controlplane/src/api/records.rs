@@ -95,7 +95,7 @@ async fn list_calls(
             format!("disposition is one of {}", DISPOSITIONS.join(", ")),
         ));
     }
-    state.storage.tenant(&tenant).await?;
+    state.tenant_exists(&who, &tenant).await?;
     let filter = CallFilter {
         from_ms: q.from_ms,
         to_ms: q.to_ms,
@@ -141,7 +141,7 @@ async fn tenant_audit(
         ..q
     }
     .page(&[("at", "at_ms")])?;
-    state.storage.tenant(&tenant).await?;
+    state.tenant_exists(&who, &tenant).await?;
     Ok(Json(state.storage.list_audit(Some(&tenant), &page).await?))
 }
 

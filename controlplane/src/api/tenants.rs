@@ -398,7 +398,7 @@ async fn list_users(
         ("created", "created_ms"),
         ("updated", "updated_ms"),
     ])?;
-    state.storage.tenant(&tenant).await?;
+    state.tenant_exists(&who, &tenant).await?;
     Ok(Json(state.storage.list_users(&tenant, &page).await?))
 }
 
@@ -415,7 +415,7 @@ async fn create_user(
     Body(req): Body<NewUser>,
 ) -> Result<Response, ApiError> {
     who.require(&tenant, ADMINS)?;
-    state.storage.tenant(&tenant).await?;
+    state.tenant_exists(&who, &tenant).await?;
     check_slug("username", &req.username, 64)?;
     let display_name = req
         .display_name
@@ -588,7 +588,7 @@ async fn list_tokens(
 ) -> Result<Json<Listed<ApiToken>>, ApiError> {
     who.require(&tenant, ADMINS)?;
     let page = q.page(&[("created", "created_ms"), ("name", "name")])?;
-    state.storage.tenant(&tenant).await?;
+    state.tenant_exists(&who, &tenant).await?;
     Ok(Json(state.storage.list_tokens(&tenant, &page).await?))
 }
 
@@ -605,7 +605,7 @@ async fn create_token(
     Body(req): Body<NewToken>,
 ) -> Result<Response, ApiError> {
     who.require(&tenant, ADMINS)?;
-    state.storage.tenant(&tenant).await?;
+    state.tenant_exists(&who, &tenant).await?;
     check_len("name", &req.name, 1, 100)?;
     check_role("role", &req.role, &who)?;
     if req

@@ -111,7 +111,7 @@ async fn list_webhooks(
 ) -> Result<Json<Listed<Webhook>>, ApiError> {
     who.require(&tenant, ADMINS)?;
     let page = q.page(&[("created", "created_ms")])?;
-    state.storage.tenant(&tenant).await?;
+    state.tenant_exists(&who, &tenant).await?;
     Ok(Json(state.storage.list_webhooks(&tenant, &page).await?))
 }
 
@@ -128,7 +128,7 @@ async fn create_webhook(
     Body(req): Body<NewWebhook>,
 ) -> Result<Response, ApiError> {
     who.require(&tenant, ADMINS)?;
-    state.storage.tenant(&tenant).await?;
+    state.tenant_exists(&who, &tenant).await?;
     use base64::Engine as _;
     let secret =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(super::auth::random_bytes::<32>());

@@ -595,8 +595,10 @@ impl Storage {
         };
         let options = AnyPoolOptions::new()
             .max_connections(match backend {
-                // One writer at a time either way; a few readers alongside it in WAL mode.
-                Backend::Sqlite => 4,
+                // SQLite has one writer; with several connections they meet its lock and sleep
+                // in its busy handler (milliseconds each). One connection queues them instead,
+                // and on the one core the control plane has, parallel readers gain nothing.
+                Backend::Sqlite => 1,
                 Backend::Postgres => 8,
             })
             .after_connect(move |conn, _| {
