@@ -1,0 +1,9 @@
+//! Tandem's media DSP: the per-frame building blocks of the data plane's media pipeline.
+//!
+//! Every type here is sans-IO and clock-free: frames and timestamps go in, results come out.
+//! State (tables, scratch buffers, histories) is allocated when a value is constructed; the
+//! per-frame methods never allocate (`tests/no_alloc.rs` checks it with a counting allocator).
+//! Nothing here is wired into the data-plane cores yet.
+#![forbid(unsafe_code)]
+
+pub mod g711;
