@@ -7,3 +7,4 @@
 #![forbid(unsafe_code)]
 
 pub mod g711;
+pub mod rfc4733;
