@@ -8,3 +8,4 @@
 
 pub mod g711;
 pub mod rfc4733;
+pub mod tones;
