@@ -8,5 +8,6 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod mixer;
 pub mod rfc4733;
 pub mod tones;
