@@ -9,5 +9,6 @@
 pub mod dtmf;
 pub mod g711;
 pub mod mixer;
+pub mod quality;
 pub mod rfc4733;
 pub mod tones;
