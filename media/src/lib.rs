@@ -6,6 +6,7 @@
 //! Nothing here is wired into the data-plane cores yet.
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod mixer;
