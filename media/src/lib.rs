@@ -13,3 +13,4 @@ pub mod mixer;
 pub mod quality;
 pub mod rfc4733;
 pub mod tones;
+pub mod resample;
