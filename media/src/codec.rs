@@ -141,9 +141,10 @@ pub use g722::{G722Decoder, G722Encoder};
 mod g722 {
     //! G.722 at 64 kbit/s (mode 1): 16 kHz PCM, two samples per byte.
     //!
-    //! `ezk-g722`'s `encode`/`decode` return a fresh `Vec` per call, so each frame costs one
-    //! allocation there (counted in `tests/no_alloc.rs`); the result is copied into the
-    //! caller's buffer.
+    //! `ezk-g722`'s `encode`/`decode` return a fresh `Vec` per call, grown by pushes: a 20 ms
+    //! frame costs 6 allocations to encode and 8 to decode (pinned in `tests/no_alloc.rs`);
+    //! the result is copied into the caller's buffer. The only per-frame allocations in this
+    //! crate; replacing the backend removes them.
     use super::*;
     use ezk_g722::libg722::{decoder, encoder, Bitrate};
 
