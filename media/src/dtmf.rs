@@ -59,6 +59,7 @@ const KEYPAD: [[char; 4]; 4] = [
     ['*', '0', '#', 'D'],
 ];
 const QUEUE: usize = 4;
+const _: () = assert!(WINDOW.is_power_of_two() && WINDOW >= 4);
 
 /// A detected key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +106,9 @@ pub struct DtmfDetector {
     window_sum: f32,
     window_energy: f32,
     min_amplitude: f32,
+    /// Twist limits as power ratios.
+    max_reverse_twist: f32,
+    max_normal_twist: f32,
     /// Last WINDOW samples, circular; `ring_pos` is the oldest.
     ring: [f32; WINDOW],
     ring_pos: usize,
@@ -151,6 +155,8 @@ impl DtmfDetector {
             window_sum: window.iter().sum(),
             window_energy: window.iter().map(|w| w * w).sum(),
             min_amplitude: crate::tones::dbm0_to_peak(MIN_LEVEL_DBM0),
+            max_reverse_twist: db_to_power(MAX_REVERSE_TWIST_DB),
+            max_normal_twist: db_to_power(MAX_NORMAL_TWIST_DB),
             ring: [0.0; WINDOW],
             ring_pos: 0,
             since_hop: 0,
@@ -174,7 +180,7 @@ impl DtmfDetector {
     pub fn handle_frame(&mut self, samples: &[i16]) {
         for &s in samples {
             self.ring[self.ring_pos] = s as f32;
-            self.ring_pos = (self.ring_pos + 1) % WINDOW;
+            self.ring_pos = (self.ring_pos + 1) & (WINDOW - 1);
             self.samples_seen += 1;
             self.since_hop += 1;
             if self.since_hop == HOP && self.samples_seen >= WINDOW as u64 {
@@ -214,7 +220,7 @@ impl DtmfDetector {
         let mut quarters = [0f32; 4];
         let mut windowed_energy = 0f32;
         for m in 0..WINDOW {
-            let x = self.ring[(self.ring_pos + m) % WINDOW];
+            let x = self.ring[(self.ring_pos + m) & (WINDOW - 1)];
             quarters[m / (WINDOW / 4)] += x * x;
             let xw = x * self.window[m];
             windowed_energy += xw * xw;
@@ -269,8 +275,8 @@ impl DtmfDetector {
         let a_hi = a_hi / hann_response(d_hi * WINDOW as f32 / SAMPLE_RATE_HZ as f32);
         let level_ok = a_lo >= self.min_amplitude && a_hi >= self.min_amplitude;
         let (p_lo, p_hi) = (a_lo * a_lo, a_hi * a_hi);
-        let twist_ok = p_hi <= p_lo * db_to_power(MAX_REVERSE_TWIST_DB)
-            && p_lo <= p_hi * db_to_power(MAX_NORMAL_TWIST_DB);
+        let twist_ok =
+            p_hi <= p_lo * self.max_reverse_twist && p_lo <= p_hi * self.max_normal_twist;
         let pure = (p_lo + p_hi) * 0.5 >= MIN_TONE_FRACTION * power;
         let (qmin, qmax) = quarters
             .iter()
@@ -330,19 +336,21 @@ impl DtmfDetector {
     }
 }
 
-/// Complex Goertzel output of each bin over `x`.
+/// Complex Goertzel output of each bin over `x`. The eight recursions run side by side, one
+/// sample at a time: each is a serial chain, so interleaving them is what lets the CPU (and the
+/// vectoriser) overlap their latencies.
 fn goertzel8(bins: &[Bin; 8], x: &[f32; WINDOW]) -> [(f32, f32); 8] {
-    let mut out = [(0f32, 0f32); 8];
-    for (c, b) in out.iter_mut().zip(bins) {
-        let (mut s1, mut s2) = (0f32, 0f32);
-        for &v in x {
-            let s0 = v + b.coeff * s1 - s2;
-            s2 = s1;
-            s1 = s0;
+    let coeff: [f32; 8] = std::array::from_fn(|k| bins[k].coeff);
+    let mut s1 = [0f32; 8];
+    let mut s2 = [0f32; 8];
+    for &v in x {
+        for k in 0..8 {
+            let s0 = v + coeff[k] * s1[k] - s2[k];
+            s2[k] = s1[k];
+            s1[k] = s0;
         }
-        *c = (s1 - b.cos * s2, b.sin * s2);
     }
-    out
+    std::array::from_fn(|k| (s1[k] - bins[k].cos * s2[k], bins[k].sin * s2[k]))
 }
 
 fn mag2(c: (f32, f32)) -> f32 {
