@@ -2,7 +2,8 @@
 //!
 //! Every type here is sans-IO and clock-free: frames and timestamps go in, results come out.
 //! State (tables, scratch buffers, histories) is allocated when a value is constructed; the
-//! per-frame methods never allocate (`tests/no_alloc.rs` checks it with a counting allocator).
+//! per-frame methods never allocate (`tests/no_alloc.rs` checks it with a counting allocator),
+//! except G.722, whose `ezk-g722` backend does (feature `g722`, see [`codec`]).
 //! Nothing here is wired into the data-plane cores yet.
 #![forbid(unsafe_code)]
 
@@ -11,6 +12,6 @@ pub mod dtmf;
 pub mod g711;
 pub mod mixer;
 pub mod quality;
+pub mod resample;
 pub mod rfc4733;
 pub mod tones;
-pub mod resample;
