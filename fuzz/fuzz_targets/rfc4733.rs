@@ -21,7 +21,9 @@ fuzz_target!(|data: &[u8]| {
         }
         while let Some(r) = rx.poll_report() {
             match r {
-                EventReport::Started { timestamp, .. } => assert!(open.replace(timestamp).is_none()),
+                EventReport::Started { timestamp, .. } => {
+                    assert!(open.replace(timestamp).is_none())
+                }
                 EventReport::Ended { timestamp, .. } => {
                     assert_eq!(open.take(), Some(timestamp));
                 }
