@@ -298,7 +298,15 @@ fn main() -> anyhow::Result<()> {
             let r = tandem_bench::api::run(&cfg)?;
             println!(
                 "{:>6} {:>9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>8} {:>8}",
-                "kind", "offered", "achieved", "done", "errors", "non2xx", "p50ms", "p99ms", "maxms"
+                "kind",
+                "offered",
+                "achieved",
+                "done",
+                "errors",
+                "non2xx",
+                "p50ms",
+                "p99ms",
+                "maxms"
             );
             println!(
                 "{:>6} {:>9.0} {:>9.0} {:>8} {:>7} {:>7} {:>7.2} {:>7.2} {:>8.2}",

@@ -1,0 +1,121 @@
+//! Cost of one 20 ms frame through each media primitive.
+//! `cargo bench -p tandem-media --bench dsp -- --warm-up-time 1 --measurement-time 3`
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+use tandem_media::codec::{Decoder, Encoder, G711Decoder, G711Encoder};
+use tandem_media::dtmf::DtmfDetector;
+use tandem_media::g711::Law;
+use tandem_media::mixer::{Mixer, Role, SupervisorMode};
+use tandem_media::resample::Resampler;
+use tandem_media::tones::{call_progress, Country, ProgressTone, ToneGenerator};
+
+/// A frame of something speech-like in level (not silence, which some paths shortcut).
+fn frame(n: usize, seed: u32) -> Vec<i16> {
+    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            ((s >> 16) as i16) / 4
+        })
+        .collect()
+}
+
+fn codecs(c: &mut Criterion) {
+    let mut g = c.benchmark_group("codec_20ms");
+    for law in [Law::Ulaw, Law::Alaw] {
+        let pcm = frame(160, 1);
+        let mut enc = G711Encoder::new(law, 20).unwrap();
+        let mut dec = G711Decoder::new(law);
+        let mut payload = [0u8; 160];
+        let mut out = [0i16; 160];
+        g.bench_function(format!("g711_{law:?}_encode"), |b| {
+            b.iter(|| enc.encode(black_box(&pcm), &mut payload).unwrap())
+        });
+        g.bench_function(format!("g711_{law:?}_decode"), |b| {
+            b.iter(|| dec.decode(black_box(&payload), &mut out).unwrap())
+        });
+    }
+    #[cfg(feature = "g722")]
+    {
+        use tandem_media::codec::{G722Decoder, G722Encoder};
+        let pcm = frame(320, 2);
+        let mut enc = G722Encoder::new(20).unwrap();
+        let mut dec = G722Decoder::new();
+        let mut payload = [0u8; 160];
+        let mut out = [0i16; 320];
+        g.bench_function("g722_encode", |b| {
+            b.iter(|| enc.encode(black_box(&pcm), &mut payload).unwrap())
+        });
+        g.bench_function("g722_decode", |b| {
+            b.iter(|| dec.decode(black_box(&payload), &mut out).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn resampler(c: &mut Criterion) {
+    let mut g = c.benchmark_group("resample_20ms");
+    for (from, to) in [
+        (8000, 16000),
+        (16000, 8000),
+        (8000, 48000),
+        (48000, 8000),
+        (16000, 48000),
+        (48000, 16000),
+    ] {
+        let mut r = Resampler::new(from, to, 20).unwrap();
+        let x = frame(r.input_frame(), 3);
+        let mut y = vec![0i16; r.output_frame()];
+        g.bench_function(format!("{}k_to_{}k", from / 1000, to / 1000), |b| {
+            b.iter(|| r.process(black_box(&x), &mut y).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn dtmf_and_tones(c: &mut Criterion) {
+    let mut g = c.benchmark_group("signalling_20ms");
+    let mut d = DtmfDetector::new();
+    let x = frame(160, 4);
+    g.bench_function("dtmf_detect", |b| {
+        b.iter(|| {
+            d.handle_frame(black_box(&x));
+            d.poll_digit()
+        })
+    });
+    let mut t = ToneGenerator::new(&call_progress(Country::Us, ProgressTone::Dial), 8000).unwrap();
+    let mut out = [0i16; 160];
+    g.bench_function("tone_two_freq", |b| b.iter(|| t.fill(black_box(&mut out))));
+    g.finish();
+}
+
+fn mixer(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mix_20ms_8k");
+    for parties in [3usize, 8] {
+        let mut m = Mixer::new(parties, 160);
+        let ids: Vec<_> = (0..parties).map(|_| m.add(Role::Party).unwrap()).collect();
+        // The last one is a supervisor whispering to the second (the agent).
+        m.set_role(
+            ids[parties - 1],
+            Role::Supervisor(SupervisorMode::Whisper { to: ids[1] }),
+        )
+        .unwrap();
+        let inputs: Vec<Vec<i16>> = (0..parties).map(|i| frame(160, 10 + i as u32)).collect();
+        g.bench_function(format!("{parties}_parties"), |b| {
+            b.iter(|| {
+                for (id, x) in ids.iter().zip(&inputs) {
+                    m.set_input(*id, black_box(x)).unwrap();
+                }
+                m.mix();
+                black_box(m.output(ids[0]).unwrap()[0])
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, codecs, resampler, dtmf_and_tones, mixer);
+criterion_main!(benches);

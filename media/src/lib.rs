@@ -1,0 +1,17 @@
+//! Tandem's media DSP: the per-frame building blocks of the data plane's media pipeline.
+//!
+//! Every type here is sans-IO and clock-free: frames and timestamps go in, results come out.
+//! State (tables, scratch buffers, histories) is allocated when a value is constructed; the
+//! per-frame methods never allocate (`tests/no_alloc.rs` checks it with a counting allocator),
+//! except G.722, whose `ezk-g722` backend does (feature `g722`, see [`codec`]).
+//! Nothing here is wired into the data-plane cores yet.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod dtmf;
+pub mod g711;
+pub mod mixer;
+pub mod quality;
+pub mod resample;
+pub mod rfc4733;
+pub mod tones;
