@@ -10,6 +10,7 @@ use tandem_controlplane::media::DataPlaneClient;
 use tandem_controlplane::metrics::{NgMetrics, Registry};
 use tandem_controlplane::ng;
 use tandem_controlplane::sip::b2bua::Engine;
+use tandem_controlplane::sip::config::DirectoryUpdate;
 use tandem_controlplane::sip::metrics::SipMetrics;
 use tandem_controlplane::sip::server::{self as sip_server, CallRecords, Listeners};
 use tandem_controlplane::storage::Storage;
@@ -54,6 +55,7 @@ impl Appliance {
         let call_records = Arc::new(CallRecords::new(10_000));
         let records = call_records.clone();
         let storage_cfg = cfg.storage.clone();
+        let http_cfg = cfg.http.clone();
         let admin_password = cfg
             .api
             .admin_password
@@ -110,17 +112,24 @@ impl Appliance {
                 // Storage, seeded from the config file, is what the engine routes by.
                 let directory = storage.directory().await?;
                 engine.set_directory(std::time::Instant::now(), directory.to_sip());
-                let (directory_tx, directory_rx) = tokio::sync::mpsc::channel(16);
+                let directory_tx = api_state.directory_updates.clone();
+                let directory_rx = api_state.take_directory_updates();
                 let changed = api_state.directory_changed.clone();
+                let account_seq = api_state.account_seq.clone();
                 let reload_from = storage.clone();
                 tokio::spawn(async move {
                     loop {
                         // The first change after a quiet spell applies at once; a burst (a
                         // provisioning script) is folded into one reload per 50 ms.
                         changed.notified().await;
+                        let after = account_seq.load(std::sync::atomic::Ordering::SeqCst);
                         match reload_from.directory().await {
                             Ok(d) => {
-                                if directory_tx.send(d.to_sip()).await.is_err() {
+                                let update = DirectoryUpdate::Full {
+                                    directory: d.to_sip(),
+                                    after,
+                                };
+                                if directory_tx.send(update).is_err() {
                                     return;
                                 }
                             }
@@ -138,7 +147,7 @@ impl Appliance {
                     sip_server::Wiring {
                         cdr: Some(cdr_tx),
                         events: Some(api_state.events.clone()),
-                        directory: Some(directory_rx),
+                        directory: directory_rx,
                     },
                 ));
                 Some(addr)
@@ -163,10 +172,26 @@ impl Appliance {
             let http_registry = registry.clone();
             let http_records = call_records.clone();
             let http_api = api_state.clone();
+            let http_tls = match (&http_cfg.tls_certificate, &http_cfg.tls_private_key) {
+                (Some(cert), Some(key)) => {
+                    let names = vec![http_cfg.listen.ip().to_string()];
+                    let setup =
+                        tandem_controlplane::sip::tls::server(Some(cert), Some(key), &names)
+                            .context("HTTPS certificate")?;
+                    Some(setup.acceptor)
+                }
+                (None, None) => None,
+                _ => anyhow::bail!("http.tls_certificate and http.tls_private_key go together"),
+            };
             tokio::spawn(async move {
-                if let Err(e) =
-                    tandem_controlplane::http::serve(http, http_registry, http_records, http_api)
-                        .await
+                if let Err(e) = tandem_controlplane::http::serve(
+                    http,
+                    http_registry,
+                    http_records,
+                    http_api,
+                    http_tls,
+                )
+                .await
                 {
                     tracing::error!("HTTP server stopped: {e}");
                 }

@@ -90,6 +90,10 @@ pub struct NgConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// PEM certificate chain and private key: with both, the HTTP port (API, metrics) speaks
+    /// HTTPS only.
+    pub tls_certificate: Option<std::path::PathBuf>,
+    pub tls_private_key: Option<std::path::PathBuf>,
 }
 
 impl Default for DataPlaneConfig {
@@ -130,6 +134,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_certificate: None,
+            tls_private_key: None,
         }
     }
 }

@@ -52,13 +52,60 @@ pub async fn serve(
     registry: Arc<Registry>,
     records: Arc<CallRecords>,
     api: crate::api::ApiState,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()> {
     let app = router(registry, records).merge(crate::api::router(api));
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .await
+    match tls {
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+        }
+        Some(acceptor) => serve_tls(listener, app, acceptor).await,
+    }
+}
+
+/// HTTPS: each connection's TLS handshake runs in its own task (a slow client stalls nobody),
+/// then hyper serves it with upgrades (the events WebSocket).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> std::io::Result<()> {
+    loop {
+        let (tcp, addr) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors and the like: wait a little rather than spin.
+                tracing::warn!("HTTPS accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(addr)));
+        tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
+            let tls = match handshake.await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::debug!("HTTPS handshake with {addr}: {e}"),
+                Err(_) => return tracing::debug!("HTTPS handshake with {addr} timed out"),
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .with_upgrades()
+                .await
+            {
+                tracing::debug!("HTTPS connection from {addr}: {e}");
+            }
+        });
+    }
 }
 
 fn record_json(r: &CallRecord) -> serde_json::Value {

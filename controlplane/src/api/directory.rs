@@ -119,7 +119,14 @@ async fn create_account(
             serde_json::json!({"username": account.username}),
         )
         .await?;
-    state.directory_changed.notify_one();
+    state.account_changed(crate::sip::config::AccountChange::Upsert(
+        crate::sip::config::DigestAccount {
+            tenant: account.tenant.clone(),
+            user: account.username.clone(),
+            ha1_md5: account.ha1_md5.clone(),
+            ha1_sha256: account.ha1_sha256.clone(),
+        },
+    ));
     Ok(with_etag(StatusCode::CREATED, account.version, &account))
 }
 
@@ -177,7 +184,14 @@ async fn update_account(
             serde_json::json!({"display_name": a.display_name, "password_changed": password_changed}),
         )
         .await?;
-    state.directory_changed.notify_one();
+    state.account_changed(crate::sip::config::AccountChange::Upsert(
+        crate::sip::config::DigestAccount {
+            tenant: a.tenant.clone(),
+            user: a.username.clone(),
+            ha1_md5: a.ha1_md5.clone(),
+            ha1_sha256: a.ha1_sha256.clone(),
+        },
+    ));
     Ok(with_etag(StatusCode::OK, a.version, &a))
 }
 
@@ -206,7 +220,10 @@ async fn delete_account(
             serde_json::json!({"username": a.username}),
         )
         .await?;
-    state.directory_changed.notify_one();
+    state.account_changed(crate::sip::config::AccountChange::Remove {
+        tenant: a.tenant.clone(),
+        user: a.username.clone(),
+    });
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -40,8 +40,15 @@ pub struct ApiState {
     pub sessions: Arc<auth::SessionKeys>,
     pub events: Arc<events::EventHub>,
     pub metrics: Arc<metrics::ApiMetrics>,
-    /// Told whenever tenants, SIP accounts, trunks or routes change, so the SIP engine reloads.
+    /// Told whenever tenants, trunks or routes change, so the SIP engine reloads the directory.
     pub directory_changed: Arc<tokio::sync::Notify>,
+    /// SIP account changes, sent one by one to the SIP engine (see `sip::config::DirectoryUpdate`).
+    pub directory_updates: tokio::sync::mpsc::UnboundedSender<crate::sip::config::DirectoryUpdate>,
+    directory_updates_rx: Arc<
+        Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::sip::config::DirectoryUpdate>>>,
+    >,
+    /// Numbers account changes; a full reload records the number it was read at.
+    pub account_seq: Arc<std::sync::atomic::AtomicU64>,
     /// Told whenever webhooks change, so the delivery worker reloads them.
     pub webhooks_changed: Arc<tokio::sync::Notify>,
     principals: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
@@ -53,7 +60,11 @@ const PRINCIPAL_CACHE: Duration = Duration::from_secs(5);
 
 impl ApiState {
     pub fn new(storage: Storage, session_key: [u8; 32]) -> ApiState {
+        let (updates, updates_rx) = tokio::sync::mpsc::unbounded_channel();
         ApiState {
+            directory_updates: updates,
+            directory_updates_rx: Arc::new(Mutex::new(Some(updates_rx))),
+            account_seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             storage,
             sessions: Arc::new(auth::SessionKeys::new(session_key)),
             events: Arc::new(events::EventHub::new(100_000, Duration::from_secs(600))),
@@ -73,6 +84,24 @@ impl ApiState {
         }
         self.storage.tenant(tenant).await?;
         Ok(())
+    }
+
+    /// The receiving end of directory updates, for the SIP task (once).
+    pub fn take_directory_updates(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::sip::config::DirectoryUpdate>> {
+        self.directory_updates_rx.lock().ok()?.take()
+    }
+
+    /// Tells the SIP engine about one committed account change.
+    pub fn account_changed(&self, change: crate::sip::config::AccountChange) {
+        let seq = self
+            .account_seq
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let _ = self
+            .directory_updates
+            .send(crate::sip::config::DirectoryUpdate::Account { seq, change });
     }
 
     pub fn forget_principals(&self) {

@@ -467,6 +467,23 @@ impl Engine {
             .set_trunks(self.trunk_registrations.keys().cloned().collect());
     }
 
+    /// One account added, changed or removed (API), without rereading the directory.
+    pub fn change_account(&mut self, change: super::config::AccountChange) {
+        use super::config::AccountChange;
+        match change {
+            AccountChange::Upsert(account) => {
+                if let Some(realm) = self.cfg.tenant_domain(&account.tenant) {
+                    self.accounts
+                        .insert((realm.to_ascii_lowercase(), account.user.clone()), account);
+                }
+            }
+            AccountChange::Remove { tenant, user } => {
+                self.accounts
+                    .retain(|_, a| !(a.tenant == tenant && a.user == user));
+            }
+        }
+    }
+
     pub fn metrics(&self) -> &SipMetrics {
         &self.metrics
     }

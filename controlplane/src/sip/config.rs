@@ -77,6 +77,28 @@ pub struct DigestAccount {
     pub ha1_sha256: String,
 }
 
+/// What the API tells the SIP engine. Account changes (the frequent ones: provisioning agents)
+/// travel one by one; anything else sends the whole directory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DirectoryUpdate {
+    /// Everything as read from storage; account changes numbered above `after` were not yet
+    /// committed when it was read and must be applied again on top of it.
+    Full {
+        directory: SipDirectory,
+        after: u64,
+    },
+    Account {
+        seq: u64,
+        change: AccountChange,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountChange {
+    Upsert(DigestAccount),
+    Remove { tenant: String, user: String },
+}
+
 /// Tenants, accounts, trunks and routes: what the API changes at run time.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SipDirectory {

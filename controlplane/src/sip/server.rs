@@ -36,8 +36,8 @@ pub struct Wiring {
     pub cdr: Option<mpsc::Sender<CdrJob>>,
     /// Call and registration events for the API's WebSocket and webhooks.
     pub events: Option<Arc<crate::api::events::EventHub>>,
-    /// Directory replacements (tenants, accounts, trunks, routes) from the API.
-    pub directory: Option<mpsc::Receiver<super::config::SipDirectory>>,
+    /// Directory changes from the API (whole directories and single accounts).
+    pub directory: Option<mpsc::UnboundedReceiver<super::config::DirectoryUpdate>>,
 }
 
 /// Longest a reply waits for its call record; past it the reply goes anyway (storage is down
@@ -194,6 +194,8 @@ async fn run_loop(
 ) {
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
     let mut held: Vec<HeldBatch> = Vec::new();
+    let mut recent_accounts: VecDeque<(u64, Instant, super::config::AccountChange)> =
+        VecDeque::new();
     let mut hold_check = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         let deadline = tokio::time::Instant::from_std(engine.next_deadline());
@@ -204,7 +206,7 @@ async fn run_loop(
             }
         };
         tokio::select! {
-            Some(d) = directory => engine.set_directory(Instant::now(), d),
+            Some(update) = directory => apply_directory(engine, &mut recent_accounts, update),
             _ = hold_check.tick(), if !held.is_empty() => {
                 let expired: Vec<HeldBatch> = extract(&mut held, |b| b.since.elapsed() >= CDR_HOLD);
                 for batch in expired {
@@ -345,6 +347,35 @@ async fn run_loop(
                 since: Instant::now(),
                 sends: hold,
             });
+        }
+    }
+}
+
+/// Applies a directory change. Account changes are remembered for a minute so that a whole
+/// directory read before they were committed (and delivered after them) does not undo them.
+fn apply_directory(
+    engine: &mut Engine,
+    recent: &mut VecDeque<(u64, Instant, super::config::AccountChange)>,
+    update: super::config::DirectoryUpdate,
+) {
+    use super::config::DirectoryUpdate;
+    let now = Instant::now();
+    while recent
+        .front()
+        .is_some_and(|(_, at, _)| now.duration_since(*at) > std::time::Duration::from_secs(60))
+    {
+        recent.pop_front();
+    }
+    match update {
+        DirectoryUpdate::Account { seq, change } => {
+            engine.change_account(change.clone());
+            recent.push_back((seq, now, change));
+        }
+        DirectoryUpdate::Full { directory, after } => {
+            engine.set_directory(now, directory);
+            for (_, _, change) in recent.iter().filter(|(seq, _, _)| *seq > after) {
+                engine.change_account(change.clone());
+            }
         }
     }
 }

@@ -1297,3 +1297,52 @@ fn attended_transfer_joins_the_held_caller_with_the_consulted_party() {
     );
     assert_eq!(h.engine.active_calls(), 0);
 }
+
+#[test]
+fn accounts_changed_one_by_one_take_effect_at_once() {
+    use super::config::{AccountChange, DigestAccount};
+    let mut h = Harness::new();
+    let from = "192.168.1.9:5060";
+    let contact = "<sip:agent1@192.168.1.9:5060>";
+    let challenge = |out: &[Action]| {
+        sent(out)[0]
+            .1
+            .get_all("WWW-Authenticate")
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    // A new password through the API: the old one stops working, the new one works.
+    let input = "agent1:acme.test:new-pw";
+    h.engine
+        .change_account(AccountChange::Upsert(DigestAccount {
+            tenant: "acme".into(),
+            user: "agent1".into(),
+            ha1_md5: digest::Algorithm::Md5.hash(input),
+            ha1_sha256: digest::Algorithm::Sha256.hash(input),
+        }));
+    let out = h.feed(&register(1, None, contact), from);
+    let www = challenge(&out);
+    let old = digest::authorize(&www, "agent1", "pw", "REGISTER", "sip:acme.test", "c", 1).unwrap();
+    let out = h.feed(&register(2, Some(&old), contact), from);
+    assert_eq!(sent(&out)[0].1.status(), Some(403));
+    let new = digest::authorize(
+        &www,
+        "agent1",
+        "new-pw",
+        "REGISTER",
+        "sip:acme.test",
+        "c",
+        1,
+    )
+    .unwrap();
+    let out = h.feed(&register(3, Some(&new), contact), from);
+    assert_eq!(sent(&out)[0].1.status(), Some(200));
+    // Removed: challenged, then refused.
+    h.engine.change_account(AccountChange::Remove {
+        tenant: "acme".into(),
+        user: "agent1".into(),
+    });
+    let out = h.feed(&register(4, Some(&new), contact), from);
+    assert_eq!(sent(&out)[0].1.status(), Some(403));
+}
