@@ -38,7 +38,7 @@ start_tandem() {
   local storage=()
   # TANDEM_STORAGE_URL (PostgreSQL in CI's second storage pass) or SQLite in the test's directory.
   [ -n "${TANDEM_STORAGE_URL:-}" ] && storage=(--storage-url "$TANDEM_STORAGE_URL")
-  setsid "$TANDEM" run --ng "127.0.0.1:$ng" --http "127.0.0.1:$http" --data-dir "$WORK/data" "${storage[@]}" "$@" \
+  setsid "$TANDEM" run --ng "127.0.0.1:$ng" --http "127.0.0.1:$http" --data-dir "${DATA_DIR:-$WORK/data}" "${storage[@]}" "$@" \
     >>"$WORK/tandem.log" 2>&1 </dev/null &
   TANDEM_PID=$!
   PIDS+=("$TANDEM_PID")

@@ -59,7 +59,8 @@ tenant = "acme"
 match = "*"
 target = "trunk:carrier"
 CFG
-start_tandem $((NG + 1)) $((HTTP + 1)) --config "$WORK/call.toml" --port-min 37500 --port-max 37999
+# A fresh store: the first phase's trunk (seeded from its config) would otherwise stay.
+DATA_DIR="$WORK/data-call" start_tandem $((NG + 1)) $((HTTP + 1)) --config "$WORK/call.toml" --port-min 37500 --port-max 37999
 mkdir -p "$WORK/call"
 (cd "$WORK/call" && exec setsid timeout 60 sipp -sf "$SCEN/uas_trunk_challenge.xml" -i 127.0.0.1 -p $CARRIER -m 3 \
    -mp 16700 -nostdin -trace_err >carrier.log 2>&1 </dev/null) &
