@@ -114,7 +114,8 @@ impl Appliance {
                 engine.set_directory(std::time::Instant::now(), directory.to_sip());
                 let directory_tx = api_state.directory_updates.clone();
                 let directory_rx = api_state.take_directory_updates();
-                let changed = api_state.directory_changed.clone();
+                let changed = api_state.directory_reload.clone();
+                let requested = api_state.directory_requested.clone();
                 let account_seq = api_state.account_seq.clone();
                 let reload_from = storage.clone();
                 tokio::spawn(async move {
@@ -122,12 +123,14 @@ impl Appliance {
                         // The first change after a quiet spell applies at once; a burst (a
                         // provisioning script) is folded into one reload per 50 ms.
                         changed.notified().await;
+                        let generation = requested.load(std::sync::atomic::Ordering::SeqCst);
                         let after = account_seq.load(std::sync::atomic::Ordering::SeqCst);
                         match reload_from.directory().await {
                             Ok(d) => {
                                 let update = DirectoryUpdate::Full {
                                     directory: d.to_sip(),
                                     after,
+                                    generation,
                                 };
                                 if directory_tx.send(update).is_err() {
                                     return;
@@ -148,6 +151,7 @@ impl Appliance {
                         cdr: Some(cdr_tx),
                         events: Some(api_state.events.clone()),
                         directory: directory_rx,
+                        directory_applied: Some(api_state.directory_applied.clone()),
                     },
                 ));
                 Some(addr)

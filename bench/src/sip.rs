@@ -618,7 +618,12 @@ pub fn run_uas(
                     }
                     let trying = Message::response_to(&msg, 180, Some("uas"));
                     let _ = sip.send_to(&trying.to_bytes(), from);
-                    ringing.push((now + Duration::from_millis(cfg.ring_ms), msg, from));
+                    // From the moment it arrived, not the loop's start (up to a poll interval earlier).
+                    ringing.push((
+                        Instant::now() + Duration::from_millis(cfg.ring_ms),
+                        msg,
+                        from,
+                    ));
                 }
                 Method::Ack => {
                     answering.remove(msg.call_id());

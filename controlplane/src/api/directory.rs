@@ -391,7 +391,7 @@ async fn create_trunk(
             serde_json::json!({"name": trunk.name, "address": trunk.address, "allow": trunk.allow}),
         )
         .await?;
-    state.directory_changed.notify_one();
+    state.directory_changed().await;
     Ok(with_etag(StatusCode::CREATED, trunk.version, &trunk))
 }
 
@@ -458,7 +458,7 @@ async fn update_trunk(
             serde_json::json!({"address": t.address, "allow": t.allow, "register": t.register}),
         )
         .await?;
-    state.directory_changed.notify_one();
+    state.directory_changed().await;
     Ok(with_etag(StatusCode::OK, t.version, &t))
 }
 
@@ -487,7 +487,7 @@ async fn delete_trunk(
             serde_json::json!({"name": t.name}),
         )
         .await?;
-    state.directory_changed.notify_one();
+    state.directory_changed().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -622,7 +622,7 @@ async fn create_route(
             serde_json::json!({"pattern": route.pattern, "target": route.target, "position": route.position}),
         )
         .await?;
-    state.directory_changed.notify_one();
+    state.directory_changed().await;
     Ok(with_etag(StatusCode::CREATED, route.version, &route))
 }
 
@@ -680,7 +680,7 @@ async fn update_route(
             serde_json::json!({"pattern": r.pattern, "target": r.target, "position": r.position}),
         )
         .await?;
-    state.directory_changed.notify_one();
+    state.directory_changed().await;
     Ok(with_etag(StatusCode::OK, r.version, &r))
 }
 
@@ -709,6 +709,6 @@ async fn delete_route(
             serde_json::json!({"pattern": r.pattern}),
         )
         .await?;
-    state.directory_changed.notify_one();
+    state.directory_changed().await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -41,7 +41,12 @@ pub struct ApiState {
     pub events: Arc<events::EventHub>,
     pub metrics: Arc<metrics::ApiMetrics>,
     /// Told whenever tenants, trunks or routes change, so the SIP engine reloads the directory.
-    pub directory_changed: Arc<tokio::sync::Notify>,
+    pub directory_reload: Arc<tokio::sync::Notify>,
+    /// Directory changes requested, and the newest one the SIP engine has applied: a change
+    /// answers only once the engine routes by it (read your writes, for calls too).
+    pub directory_requested: Arc<std::sync::atomic::AtomicU64>,
+    pub directory_applied: Arc<tokio::sync::watch::Sender<u64>>,
+    sip_attached: Arc<std::sync::atomic::AtomicBool>,
     /// SIP account changes, sent one by one to the SIP engine (see `sip::config::DirectoryUpdate`).
     pub directory_updates: tokio::sync::mpsc::UnboundedSender<crate::sip::config::DirectoryUpdate>,
     directory_updates_rx: Arc<
@@ -69,7 +74,10 @@ impl ApiState {
             sessions: Arc::new(auth::SessionKeys::new(session_key)),
             events: Arc::new(events::EventHub::new(100_000, Duration::from_secs(600))),
             metrics: Arc::new(metrics::ApiMetrics::default()),
-            directory_changed: Arc::new(tokio::sync::Notify::new()),
+            directory_reload: Arc::new(tokio::sync::Notify::new()),
+            directory_requested: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            directory_applied: Arc::new(tokio::sync::watch::channel(0).0),
+            sip_attached: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             webhooks_changed: Arc::new(tokio::sync::Notify::new()),
             principals: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -90,7 +98,29 @@ impl ApiState {
     pub fn take_directory_updates(
         &self,
     ) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::sip::config::DirectoryUpdate>> {
-        self.directory_updates_rx.lock().ok()?.take()
+        let rx = self.directory_updates_rx.lock().ok()?.take();
+        self.sip_attached
+            .store(rx.is_some(), std::sync::atomic::Ordering::SeqCst);
+        rx
+    }
+
+    /// Asks for a directory reload and waits (up to 2 s) until the SIP engine has applied one
+    /// that includes this change. Without a SIP engine (API-only tests) it only asks.
+    pub async fn directory_changed(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let wanted = self.directory_requested.fetch_add(1, SeqCst) + 1;
+        self.directory_reload.notify_one();
+        if !self.sip_attached.load(SeqCst) {
+            return;
+        }
+        let mut applied = self.directory_applied.subscribe();
+        let wait = applied.wait_for(|&g| g >= wanted);
+        if tokio::time::timeout(Duration::from_secs(2), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("SIP directory change {wanted} not applied within 2 s");
+        }
     }
 
     /// Tells the SIP engine about one committed account change.

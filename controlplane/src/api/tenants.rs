@@ -246,7 +246,7 @@ async fn create_tenant(
             serde_json::json!({"domain": tenant.domain}),
         )
         .await?;
-    state.directory_changed.notify_one();
+    state.directory_changed().await;
     Ok(with_etag(StatusCode::CREATED, tenant.version, &tenant))
 }
 
@@ -307,7 +307,7 @@ async fn update_tenant(
             serde_json::json!({"display_name": t.display_name, "max_calls": t.max_calls, "country_code": t.country_code}),
         )
         .await?;
-    state.directory_changed.notify_one();
+    state.directory_changed().await;
     Ok(with_etag(StatusCode::OK, t.version, &t))
 }
 
@@ -340,7 +340,7 @@ async fn delete_tenant(
         )
         .await?;
     state.forget_principals();
-    state.directory_changed.notify_one();
+    state.directory_changed().await;
     Ok(StatusCode::NO_CONTENT)
 }
 

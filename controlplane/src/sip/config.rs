@@ -86,6 +86,8 @@ pub enum DirectoryUpdate {
     Full {
         directory: SipDirectory,
         after: u64,
+        /// The API's change number this directory was read at (reported back once applied).
+        generation: u64,
     },
     Account {
         seq: u64,

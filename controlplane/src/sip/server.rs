@@ -38,6 +38,8 @@ pub struct Wiring {
     pub events: Option<Arc<crate::api::events::EventHub>>,
     /// Directory changes from the API (whole directories and single accounts).
     pub directory: Option<mpsc::UnboundedReceiver<super::config::DirectoryUpdate>>,
+    /// Where the generation of each applied whole directory is reported.
+    pub directory_applied: Option<Arc<tokio::sync::watch::Sender<u64>>>,
 }
 
 /// Longest a reply waits for its call record; past it the reply goes anyway (storage is down
@@ -206,7 +208,21 @@ async fn run_loop(
             }
         };
         tokio::select! {
-            Some(update) = directory => apply_directory(engine, &mut recent_accounts, update),
+            Some(update) = directory => {
+                let generation = match &update {
+                    super::config::DirectoryUpdate::Full { generation, .. } => Some(*generation),
+                    super::config::DirectoryUpdate::Account { .. } => None,
+                };
+                apply_directory(engine, &mut recent_accounts, update);
+                if let (Some(g), Some(applied)) = (generation, &wiring.directory_applied) {
+                    applied.send_if_modified(|v| {
+                        let newer = g > *v;
+                        *v = (*v).max(g);
+                        newer
+                    });
+                }
+                continue;
+            }
             _ = hold_check.tick(), if !held.is_empty() => {
                 let expired: Vec<HeldBatch> = extract(&mut held, |b| b.since.elapsed() >= CDR_HOLD);
                 for batch in expired {
@@ -371,7 +387,9 @@ fn apply_directory(
             engine.change_account(change.clone());
             recent.push_back((seq, now, change));
         }
-        DirectoryUpdate::Full { directory, after } => {
+        DirectoryUpdate::Full {
+            directory, after, ..
+        } => {
             engine.set_directory(now, directory);
             for (_, _, change) in recent.iter().filter(|(seq, _, _)| *seq > after) {
                 engine.change_account(change.clone());
