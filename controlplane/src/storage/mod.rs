@@ -341,7 +341,7 @@ pub struct AuditEntry {
     pub tenant: Option<String>,
     /// `user:<id> (<name>)` or `token:<id> (<name>)`.
     pub actor: String,
-    /// `create`, `update`, `delete`, `revoke`, `login`.
+    /// `create`, `update`, `delete` or `revoke`.
     pub action: String,
     pub object_type: String,
     pub object_id: String,
