@@ -105,7 +105,8 @@ impl Appliance {
                 let mut engine = Engine::new(
                     engine_cfg,
                     advertise,
-                    random_secret()?,
+                    // Key for digest nonces and the seed of tags and branches: fresh per start.
+                    tandem_controlplane::api::auth::random_bytes(),
                     std::time::Instant::now(),
                     sip_metrics,
                 );
@@ -354,7 +355,7 @@ fn session_key(dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
         }
         anyhow::bail!("{} is not a 32-byte key", path.display());
     }
-    let key = random_secret()?;
+    let key = tandem_controlplane::api::auth::random_bytes();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -376,14 +377,4 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-/// Key for digest nonces and the seed of tags and branches: fresh per start.
-fn random_secret() -> anyhow::Result<[u8; 32]> {
-    use std::io::Read;
-    let mut secret = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut secret))
-        .context("reading /dev/urandom")?;
-    Ok(secret)
 }

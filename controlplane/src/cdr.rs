@@ -15,17 +15,20 @@ pub const QUEUE: usize = 65_536;
 /// Most records in one transaction.
 const GROUP: usize = 512;
 
+/// A call's per-leg media counters as call records show them (API and `/calls`).
+pub fn media_json(m: &tandem_dataplane::api::SessionStats) -> serde_json::Value {
+    let leg = |i: usize| {
+        serde_json::json!({
+            "rtp_packets_received": m.legs[i].rtp.packets,
+            "rtp_bytes_received": m.legs[i].rtp.bytes,
+            "rtcp_packets_received": m.legs[i].rtcp.packets,
+        })
+    };
+    serde_json::json!({ "caller": leg(0), "callee": leg(1) })
+}
+
 pub fn row(r: &CallRecord) -> CallRecordRow {
-    let media = r.media.map(|m| {
-        let leg = |i: usize| {
-            serde_json::json!({
-                "rtp_packets_received": m.legs[i].rtp.packets,
-                "rtp_bytes_received": m.legs[i].rtp.bytes,
-                "rtcp_packets_received": m.legs[i].rtcp.packets,
-            })
-        };
-        serde_json::json!({ "caller": leg(0), "callee": leg(1) })
-    });
+    let media = r.media.as_ref().map(media_json);
     let duration_ms = r
         .answered_unix_ms
         .map_or(0, |a| r.ended_unix_ms.saturating_sub(a)) as i64;

@@ -109,16 +109,7 @@ async fn serve_tls(
 }
 
 fn record_json(r: &CallRecord) -> serde_json::Value {
-    let media = r.media.map(|m| {
-        let leg = |i: usize| {
-            serde_json::json!({
-                "rtp_packets_received": m.legs[i].rtp.packets,
-                "rtp_bytes_received": m.legs[i].rtp.bytes,
-                "rtcp_packets_received": m.legs[i].rtcp.packets,
-            })
-        };
-        serde_json::json!({ "caller": leg(0), "callee": leg(1) })
-    });
+    let media = r.media.as_ref().map(crate::cdr::media_json);
     serde_json::json!({
         "id": r.call,
         "tenant": r.tenant,

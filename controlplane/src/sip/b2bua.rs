@@ -242,6 +242,16 @@ struct Call {
     direction: &'static str,
 }
 
+impl Call {
+    /// The leg on `side` (B is absent until the call has been sent on).
+    fn leg_mut(&mut self, side: Side) -> Option<&mut Leg> {
+        match side {
+            Side::A => Some(&mut self.a),
+            Side::B => self.b.as_mut(),
+        }
+    }
+}
+
 /// Attended transfer (RFC 5589 §7): the transferor joins the party it holds on this call with
 /// the party of its consultation call. The joined party keeps its data-plane port; the other is
 /// re-INVITEd onto this call's port and its dialog moves here.
@@ -1684,10 +1694,7 @@ impl Engine {
                 if let Some(sdp) = sdp {
                     c.sdp[side.index()] = sdp;
                 }
-                let leg = match target_side {
-                    Side::A => Some(&mut c.a),
-                    Side::B => c.b.as_mut(),
-                };
+                let leg = c.leg_mut(target_side);
                 let Some(leg) = leg else {
                     self.reply(now, tx, &req, 481);
                     return;
@@ -1738,10 +1745,7 @@ impl Engine {
         };
         let responder = from.other();
         if method == Method::Invite && (200..300).contains(&code) {
-            let leg = match responder {
-                Side::A => Some(&mut c.a),
-                Side::B => c.b.as_mut(),
-            };
+            let leg = c.leg_mut(responder);
             if let Some(leg) = leg {
                 let mut ack = leg.request(Method::Ack, &contact);
                 ack.set("CSeq", format!("{cseq} ACK"));
@@ -1999,10 +2003,7 @@ impl Engine {
         let Some(c2) = self.calls.get_mut(&consultation) else {
             return;
         };
-        let leg = match target_side {
-            Side::A => Some(&mut c2.a),
-            Side::B => c2.b.as_mut(),
-        };
+        let leg = c2.leg_mut(target_side);
         let Some(leg) = leg else { return };
         let mut reinvite = leg.request(Method::Invite, &contact);
         reinvite.push("Allow", ALLOW);
@@ -2030,10 +2031,7 @@ impl Engine {
         let Some(side) = c.replacement.as_ref().map(|r| r.transferor) else {
             return;
         };
-        let leg = match side {
-            Side::A => Some(&mut c.a),
-            Side::B => c.b.as_mut(),
-        };
+        let leg = c.leg_mut(side);
         let Some(leg) = leg else { return };
         let notify = sipfrag_notify(leg, &contact, sipfrag, terminated);
         let peer = leg.peer;
@@ -2071,10 +2069,7 @@ impl Engine {
         let Some(c2) = self.calls.get_mut(&consultation) else {
             return;
         };
-        let leg = match target_side {
-            Side::A => Some(&mut c2.a),
-            Side::B => c2.b.as_mut(),
-        };
+        let leg = c2.leg_mut(target_side);
         let Some(leg) = leg else { return };
         let ack = leg.request(Method::Ack, &contact);
         let target_leg = leg.clone();
@@ -2128,10 +2123,7 @@ impl Engine {
         let Some(t) = c.transfer.as_ref().filter(|t| !t.transferor_gone) else {
             return;
         };
-        let leg = match t.transferor {
-            Side::A => Some(&mut c.a),
-            Side::B => c.b.as_mut(),
-        };
+        let leg = c.leg_mut(t.transferor);
         let Some(leg) = leg else { return };
         let notify = sipfrag_notify(leg, &contact, sipfrag, terminated);
         let peer = leg.peer;
