@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Control API throughput on one core with SQLite: Tandem pinned to SUT_CPU, the generator on
 # GEN_CPU. Reads: authorized GETs of a tenant's SIP accounts (token check + one query) and of
-# one call-record page; writes: SIP-account creations (insert + audit entry + directory reload).
+# the newest 20 of 10,000 call records; writes: SIP-account creations (insert + audit entry + directory reload).
 # Each rate runs DURATION seconds; latency is from each request's scheduled time (open loop).
 #   bench/api-load.sh [--reads "2000 5000 8000"] [--writes "500 1000 2000"] [--duration 15] [--smoke]
 set -euo pipefail
@@ -39,6 +39,19 @@ for i in $(seq 1 20); do
   curl -fsS -X POST "$base/tenants/acme/sip-accounts" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
     -d "{\"username\":\"agent$i\",\"password\":\"agent-password\"}" >/dev/null
 done
+# 10,000 finished calls in the tenant's records, written beside the running appliance (WAL lets
+# a second writer in), so the calls page reads real rows from a table of realistic size.
+python3 - "$OUT/data/tandem.db" <<'PY'
+import json, sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], timeout=10)
+now = int(time.time() * 1000)
+media = json.dumps({"caller": {"packets_in": 1500, "packets_out": 1500, "lost": 2, "jitter_ms": 3}})
+db.executemany(
+    "INSERT INTO call_records VALUES (?, 'acme', 'inbound', ?, '2000', 'user:agent1', ?, ?, ?, ?, ?, 180, 30000, 'answered', 200, 'caller', 'PCMU', ?)",
+    [(f"bench{i:06d}", f"+4420{i:07d}", f"a{i}@bench", f"b{i}@bench", now - i * 60000,
+      now - i * 60000 + 180, now - i * 60000 + 30180, media) for i in range(10000)])
+db.commit()
+PY
 cpu() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 tick=$(getconf CLK_TCK)
 echo "Tandem API on CPU $SUT_CPU (SQLite, WAL), generator on CPU $GEN_CPU, $DURATION s per rate"
@@ -54,7 +67,7 @@ run() { # run KIND RATE ARGS...
 }
 printf '%-28s %s\n' "" "kind offered achieved done errors non2xx p50ms p99ms maxms"
 for r in $READS; do run "read sip-accounts (20)" "$r" --path /api/v1/tenants/acme/sip-accounts; done
-for r in $READS; do run "read calls page" "$r" --path "/api/v1/tenants/acme/calls?limit=20"; done
+for r in $READS; do run "read calls page (20 of 10k)" "$r" --path "/api/v1/tenants/acme/calls?limit=20"; done
 for r in $WRITES; do run "write sip-account" "$r" --write acme; done
 grep -q panicked "$OUT/tandem.log" && { echo "tandem panicked" >&2; exit 1; }
 exit 0

@@ -28,7 +28,10 @@ pub fn media_json(m: &tandem_dataplane::api::SessionStats) -> serde_json::Value 
 }
 
 pub fn row(r: &CallRecord) -> CallRecordRow {
-    let media = r.media.as_ref().map(media_json);
+    let media = r
+        .media
+        .as_ref()
+        .and_then(|m| serde_json::value::to_raw_value(&media_json(m)).ok());
     let duration_ms = r
         .answered_unix_ms
         .map_or(0, |a| r.ended_unix_ms.saturating_sub(a)) as i64;

@@ -137,9 +137,124 @@ impl SessionKeys {
     }
 }
 
+/// Password guessing through `POST /sessions` is throttled: a (login, source address) pair that
+/// fails [`LoginGuard::PAIR_FAILURES`] times in the window is refused for the window, and so is
+/// a source address that fails [`LoginGuard::SOURCE_FAILURES`] times over any logins. Keying on
+/// the pair keeps an attacker from locking a user out from everywhere by failing on purpose.
+/// Sans-IO: the caller passes `now_ms`.
+#[derive(Debug, Default)]
+pub struct LoginGuard {
+    failures: std::collections::HashMap<String, Failures>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    window_start_ms: i64,
+}
+
+impl LoginGuard {
+    pub const PAIR_FAILURES: u32 = 5;
+    pub const SOURCE_FAILURES: u32 = 30;
+    pub const WINDOW_MS: i64 = 15 * 60 * 1000;
+    /// Entries kept at most; beyond it, expired ones are dropped, then the oldest.
+    const MAX_ENTRIES: usize = 100_000;
+
+    fn keys(login: &str, source: &str) -> [(String, u32); 2] {
+        [
+            (format!("{login}\u{0}{source}"), Self::PAIR_FAILURES),
+            (format!("\u{0}{source}"), Self::SOURCE_FAILURES),
+        ]
+    }
+
+    /// Milliseconds until this login from this source may be tried again, if it is locked.
+    pub fn locked_for_ms(&self, login: &str, source: &str, now_ms: i64) -> Option<i64> {
+        Self::keys(login, source)
+            .iter()
+            .filter_map(|(key, limit)| {
+                let f = self.failures.get(key)?;
+                let until = f.window_start_ms + Self::WINDOW_MS;
+                (f.count >= *limit && until > now_ms).then_some(until - now_ms)
+            })
+            .max()
+    }
+
+    pub fn failed(&mut self, login: &str, source: &str, now_ms: i64) {
+        if self.failures.len() >= Self::MAX_ENTRIES {
+            self.failures
+                .retain(|_, f| f.window_start_ms + Self::WINDOW_MS > now_ms);
+            if self.failures.len() >= Self::MAX_ENTRIES {
+                if let Some(oldest) = self
+                    .failures
+                    .iter()
+                    .min_by_key(|(_, f)| f.window_start_ms)
+                    .map(|(k, _)| k.clone())
+                {
+                    self.failures.remove(&oldest);
+                }
+            }
+        }
+        for (key, _) in Self::keys(login, source) {
+            let f = self.failures.entry(key).or_insert(Failures {
+                count: 0,
+                window_start_ms: now_ms,
+            });
+            if f.window_start_ms + Self::WINDOW_MS <= now_ms {
+                *f = Failures {
+                    count: 0,
+                    window_start_ms: now_ms,
+                };
+            }
+            f.count += 1;
+        }
+    }
+
+    /// A correct password clears the pair's failures (not the source's).
+    pub fn succeeded(&mut self, login: &str, source: &str) {
+        let [(pair, _), _] = Self::keys(login, source);
+        self.failures.remove(&pair);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_guard_locks_the_pair_then_the_source() {
+        let mut g = LoginGuard::default();
+        for i in 0..LoginGuard::PAIR_FAILURES {
+            assert_eq!(
+                g.locked_for_ms("acme/alice", "10.0.0.1", 1000),
+                None,
+                "after {i}"
+            );
+            g.failed("acme/alice", "10.0.0.1", 1000);
+        }
+        assert_eq!(
+            g.locked_for_ms("acme/alice", "10.0.0.1", 2000),
+            Some(LoginGuard::WINDOW_MS - 1000)
+        );
+        // Another source is not locked out of alice; the window ends the lock.
+        assert_eq!(g.locked_for_ms("acme/alice", "10.0.0.2", 2000), None);
+        assert_eq!(
+            g.locked_for_ms("acme/alice", "10.0.0.1", 1000 + LoginGuard::WINDOW_MS),
+            None
+        );
+        // A source guessing across many logins is locked for all of them.
+        let mut g = LoginGuard::default();
+        for i in 0..LoginGuard::SOURCE_FAILURES {
+            g.failed(&format!("acme/user{i}"), "10.0.0.9", 5);
+        }
+        assert!(g
+            .locked_for_ms("acme/someone-else", "10.0.0.9", 6)
+            .is_some());
+        // Success clears the pair only.
+        let mut g = LoginGuard::default();
+        g.failed("acme/bob", "10.0.0.3", 0);
+        g.succeeded("acme/bob", "10.0.0.3");
+        assert_eq!(g.failures.len(), 1);
+    }
 
     #[test]
     fn passwords_hash_and_verify() {

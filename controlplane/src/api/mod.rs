@@ -33,9 +33,18 @@ use utoipa_axum::router::OpenApiRouter;
 /// Longest accepted request body; larger ones get 413 before any parsing.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// What handlers share.
+/// What handlers share. One `Arc` around it all: axum clones the state for every request.
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiShared>);
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiShared;
+    fn deref(&self) -> &ApiShared {
+        &self.0
+    }
+}
+
+pub struct ApiShared {
     pub storage: Storage,
     pub sessions: Arc<auth::SessionKeys>,
     pub events: Arc<events::EventHub>,
@@ -57,6 +66,8 @@ pub struct ApiState {
     /// Told whenever webhooks change, so the delivery worker reloads them.
     pub webhooks_changed: Arc<tokio::sync::Notify>,
     principals: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
+    /// Failed logins by (login, source) and by source: password guessing is throttled.
+    pub login_guard: Mutex<auth::LoginGuard>,
 }
 
 /// How long a verified token's principal is reused without reading storage again. Revocation
@@ -66,7 +77,7 @@ const PRINCIPAL_CACHE: Duration = Duration::from_secs(5);
 impl ApiState {
     pub fn new(storage: Storage, session_key: [u8; 32]) -> ApiState {
         let (updates, updates_rx) = tokio::sync::mpsc::unbounded_channel();
-        ApiState {
+        ApiState(Arc::new(ApiShared {
             directory_updates: updates,
             directory_updates_rx: Arc::new(Mutex::new(Some(updates_rx))),
             account_seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -80,7 +91,8 @@ impl ApiState {
             sip_attached: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             webhooks_changed: Arc::new(tokio::sync::Notify::new()),
             principals: Arc::new(Mutex::new(HashMap::new())),
-        }
+            login_guard: Mutex::new(auth::LoginGuard::default()),
+        }))
     }
 
     /// 404 for a tenant that does not exist. A tenant's own principals need no query: their
@@ -178,7 +190,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code: `bad_request`, `invalid`, `unauthenticated`, `forbidden`,
-    /// `not_found`, `conflict`, `version_mismatch`, `too_large`, `internal`.
+    /// `not_found`, `conflict`, `version_mismatch`, `too_large`, `locked` (too many failed
+    /// logins; see Retry-After), `internal`.
     pub code: String,
     pub message: String,
     /// The request field the error is about, when there is one.
@@ -398,15 +411,30 @@ pub const STAFF: &[&str] = &["tenant_admin", "supervisor"];
 pub const REVIEWERS: &[&str] = &["tenant_admin", "supervisor", "qa"];
 pub const EVERYONE: &[&str] = &["tenant_admin", "supervisor", "agent", "qa"];
 
+/// The client's address (`unknown` where the server was started without connection info).
+pub struct Source(pub String);
+
+fn source_of(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Source(source_of(parts)))
+    }
+}
+
 impl FromRequestParts<ApiState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let source = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_else(|| "unknown".to_string());
+        let source = source_of(parts);
         let token = bearer(&parts.headers).or_else(|| {
             let q: HashMap<String, String> =
                 serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).ok()?;

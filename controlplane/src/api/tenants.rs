@@ -3,7 +3,7 @@
 use super::auth::{self, SessionClaims};
 use super::{
     check_len, check_role, check_slug, check_version, with_etag, ApiError, ApiState, Body,
-    ErrorBody, ListParams, Params, Principal, ADMINS, EVERYONE,
+    ErrorBody, ListParams, Params, Principal, Source, ADMINS, EVERYONE,
 };
 use crate::storage::{new_id, now_ms, ApiToken, Listed, Tenant, User};
 use axum::extract::{Path, State};
@@ -51,11 +51,33 @@ pub struct SessionResponse {
 #[utoipa::path(post, path = "/api/v1/sessions", tag = "auth", security(()),
     request_body = LoginRequest,
     responses((status = 201, body = SessionResponse), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many failed logins from this address; retry after Retry-After seconds")))]
 async fn login(
     State(state): State<ApiState>,
+    Source(source): Source,
     Body(req): Body<LoginRequest>,
 ) -> Result<Response, ApiError> {
+    let login = format!("{}/{}", req.tenant.as_deref().unwrap_or(""), req.username);
+    let locked_ms = state
+        .login_guard
+        .lock()
+        .ok()
+        .and_then(|g| g.locked_for_ms(&login, &source, now_ms()));
+    if let Some(ms) = locked_ms {
+        state.metrics.auth_failure("locked");
+        let mut res = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "locked",
+            "too many failed logins from this address; try again later",
+        )
+        .into_response();
+        let retry_s = (ms + 999) / 1000;
+        if let Ok(v) = axum::http::HeaderValue::from_str(&retry_s.to_string()) {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        }
+        return Ok(res);
+    }
     let user = state
         .storage
         .user_by_login(req.tenant.as_deref(), &req.username)
@@ -72,12 +94,18 @@ async fn login(
     let user = match (ok, user) {
         (true, Ok(u)) => u,
         _ => {
+            if let Ok(mut g) = state.login_guard.lock() {
+                g.failed(&login, &source, now_ms());
+            }
             state.metrics.auth_failure("bad_password");
             return Err(ApiError::unauthenticated(
                 "wrong tenant, username or password",
             ));
         }
     };
+    if let Ok(mut g) = state.login_guard.lock() {
+        g.succeeded(&login, &source);
+    }
     let expires_ms = now_ms() + SESSION_MS;
     let token = state.sessions.issue(&SessionClaims {
         sub: user.id.clone(),

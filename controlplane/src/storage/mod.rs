@@ -6,11 +6,16 @@
 //! is simply not found. Updates are optimistic: the caller passes the version it read and a
 //! concurrent change makes the write fail with [`StoreError::VersionMismatch`].
 
+mod read;
 pub mod schema;
 
+use read::{Arg, Cols, FromRow, SqliteReader};
+
 use serde::Serialize;
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyPoolOptions;
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
+use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 use utoipa::ToSchema;
 
@@ -35,6 +40,8 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Storage {
     pool: AnyPool,
+    /// SQLite's read path (see `read.rs`); None on PostgreSQL and for in-memory databases.
+    reader: Option<std::sync::Arc<SqliteReader>>,
     pub backend: Backend,
 }
 
@@ -104,17 +111,19 @@ pub struct Tenant {
     pub updated_ms: i64,
 }
 
-fn tenant_from(r: &AnyRow) -> Result<Tenant, sqlx::Error> {
-    Ok(Tenant {
-        name: r.try_get("name")?,
-        domain: r.try_get("domain")?,
-        display_name: r.try_get("display_name")?,
-        max_calls: r.try_get("max_calls")?,
-        country_code: r.try_get("country_code")?,
-        version: r.try_get("version")?,
-        created_ms: r.try_get("created_ms")?,
-        updated_ms: r.try_get("updated_ms")?,
-    })
+impl FromRow for Tenant {
+    fn from_row<R: Cols>(r: &R) -> Result<Tenant, sqlx::Error> {
+        Ok(Tenant {
+            name: r.col("name")?,
+            domain: r.col("domain")?,
+            display_name: r.col("display_name")?,
+            max_calls: r.col("max_calls")?,
+            country_code: r.col("country_code")?,
+            version: r.col("version")?,
+            created_ms: r.col("created_ms")?,
+            updated_ms: r.col("updated_ms")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
@@ -132,18 +141,20 @@ pub struct User {
     pub updated_ms: i64,
 }
 
-fn user_from(r: &AnyRow) -> Result<User, sqlx::Error> {
-    Ok(User {
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        username: r.try_get("username")?,
-        display_name: r.try_get("display_name")?,
-        role: r.try_get("role")?,
-        password_hash: r.try_get("password_hash")?,
-        version: r.try_get("version")?,
-        created_ms: r.try_get("created_ms")?,
-        updated_ms: r.try_get("updated_ms")?,
-    })
+impl FromRow for User {
+    fn from_row<R: Cols>(r: &R) -> Result<User, sqlx::Error> {
+        Ok(User {
+            id: r.col("id")?,
+            tenant: r.col("tenant")?,
+            username: r.col("username")?,
+            display_name: r.col("display_name")?,
+            role: r.col("role")?,
+            password_hash: r.col("password_hash")?,
+            version: r.col("version")?,
+            created_ms: r.col("created_ms")?,
+            updated_ms: r.col("updated_ms")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
@@ -161,18 +172,20 @@ pub struct ApiToken {
     pub revoked_ms: Option<i64>,
 }
 
-fn token_from(r: &AnyRow) -> Result<ApiToken, sqlx::Error> {
-    Ok(ApiToken {
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        name: r.try_get("name")?,
-        role: r.try_get("role")?,
-        secret_sha256: r.try_get("secret_sha256")?,
-        created_by: r.try_get("created_by")?,
-        created_ms: r.try_get("created_ms")?,
-        expires_ms: r.try_get("expires_ms")?,
-        revoked_ms: r.try_get("revoked_ms")?,
-    })
+impl FromRow for ApiToken {
+    fn from_row<R: Cols>(r: &R) -> Result<ApiToken, sqlx::Error> {
+        Ok(ApiToken {
+            id: r.col("id")?,
+            tenant: r.col("tenant")?,
+            name: r.col("name")?,
+            role: r.col("role")?,
+            secret_sha256: r.col("secret_sha256")?,
+            created_by: r.col("created_by")?,
+            created_ms: r.col("created_ms")?,
+            expires_ms: r.col("expires_ms")?,
+            revoked_ms: r.col("revoked_ms")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
@@ -190,18 +203,20 @@ pub struct SipAccount {
     pub updated_ms: i64,
 }
 
-fn account_from(r: &AnyRow) -> Result<SipAccount, sqlx::Error> {
-    Ok(SipAccount {
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        username: r.try_get("username")?,
-        display_name: r.try_get("display_name")?,
-        ha1_md5: r.try_get("ha1_md5")?,
-        ha1_sha256: r.try_get("ha1_sha256")?,
-        version: r.try_get("version")?,
-        created_ms: r.try_get("created_ms")?,
-        updated_ms: r.try_get("updated_ms")?,
-    })
+impl FromRow for SipAccount {
+    fn from_row<R: Cols>(r: &R) -> Result<SipAccount, sqlx::Error> {
+        Ok(SipAccount {
+            id: r.col("id")?,
+            tenant: r.col("tenant")?,
+            username: r.col("username")?,
+            display_name: r.col("display_name")?,
+            ha1_md5: r.col("ha1_md5")?,
+            ha1_sha256: r.col("ha1_sha256")?,
+            version: r.col("version")?,
+            created_ms: r.col("created_ms")?,
+            updated_ms: r.col("updated_ms")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
@@ -223,22 +238,24 @@ pub struct Trunk {
     pub updated_ms: i64,
 }
 
-fn trunk_from(r: &AnyRow) -> Result<Trunk, sqlx::Error> {
-    let allow: String = r.try_get("allow_json")?;
-    Ok(Trunk {
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        name: r.try_get("name")?,
-        address: r.try_get("address")?,
-        allow: serde_json::from_str(&allow).unwrap_or_default(),
-        username: r.try_get("username")?,
-        password: r.try_get("password")?,
-        register: r.try_get::<i64, _>("register")? != 0,
-        register_expires_s: r.try_get("register_expires_s")?,
-        version: r.try_get("version")?,
-        created_ms: r.try_get("created_ms")?,
-        updated_ms: r.try_get("updated_ms")?,
-    })
+impl FromRow for Trunk {
+    fn from_row<R: Cols>(r: &R) -> Result<Trunk, sqlx::Error> {
+        let allow: String = r.col("allow_json")?;
+        Ok(Trunk {
+            id: r.col("id")?,
+            tenant: r.col("tenant")?,
+            name: r.col("name")?,
+            address: r.col("address")?,
+            allow: serde_json::from_str(&allow).unwrap_or_default(),
+            username: r.col("username")?,
+            password: r.col("password")?,
+            register: r.col::<i64>("register")? != 0,
+            register_expires_s: r.col("register_expires_s")?,
+            version: r.col("version")?,
+            created_ms: r.col("created_ms")?,
+            updated_ms: r.col("updated_ms")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
@@ -256,20 +273,22 @@ pub struct Route {
     pub updated_ms: i64,
 }
 
-fn route_from(r: &AnyRow) -> Result<Route, sqlx::Error> {
-    Ok(Route {
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        position: r.try_get("position")?,
-        pattern: r.try_get("pattern")?,
-        target: r.try_get("target")?,
-        version: r.try_get("version")?,
-        created_ms: r.try_get("created_ms")?,
-        updated_ms: r.try_get("updated_ms")?,
-    })
+impl FromRow for Route {
+    fn from_row<R: Cols>(r: &R) -> Result<Route, sqlx::Error> {
+        Ok(Route {
+            id: r.col("id")?,
+            tenant: r.col("tenant")?,
+            position: r.col("position")?,
+            pattern: r.col("pattern")?,
+            target: r.col("target")?,
+            version: r.col("version")?,
+            created_ms: r.col("created_ms")?,
+            updated_ms: r.col("updated_ms")?,
+        })
+    }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CallRecordRow {
     pub id: String,
     pub tenant: String,
@@ -290,38 +309,41 @@ pub struct CallRecordRow {
     pub final_code: i64,
     pub ended_by: String,
     pub codecs: Vec<String>,
-    /// Per-leg RTP/RTCP counters from the data plane.
+    /// Per-leg RTP/RTCP counters from the data plane. Kept as the stored JSON text: a record
+    /// page passes it through without building a tree for every call.
     #[schema(value_type = Option<Object>)]
-    pub media: Option<serde_json::Value>,
+    pub media: Option<Box<serde_json::value::RawValue>>,
 }
 
-fn call_from(r: &AnyRow) -> Result<CallRecordRow, sqlx::Error> {
-    let codecs: String = r.try_get("codecs")?;
-    let media: Option<String> = r.try_get("media_json")?;
-    Ok(CallRecordRow {
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        direction: r.try_get("direction")?,
-        caller: r.try_get("caller")?,
-        dialled: r.try_get("dialled")?,
-        target: r.try_get("target")?,
-        caller_call_id: r.try_get("caller_call_id")?,
-        callee_call_id: r.try_get("callee_call_id")?,
-        started_ms: r.try_get("started_ms")?,
-        answered_ms: r.try_get("answered_ms")?,
-        ended_ms: r.try_get("ended_ms")?,
-        setup_ms: r.try_get("setup_ms")?,
-        duration_ms: r.try_get("duration_ms")?,
-        disposition: r.try_get("disposition")?,
-        final_code: r.try_get("final_code")?,
-        ended_by: r.try_get("ended_by")?,
-        codecs: codecs
-            .split(',')
-            .filter(|c| !c.is_empty())
-            .map(str::to_string)
-            .collect(),
-        media: media.and_then(|m| serde_json::from_str(&m).ok()),
-    })
+impl FromRow for CallRecordRow {
+    fn from_row<R: Cols>(r: &R) -> Result<CallRecordRow, sqlx::Error> {
+        let codecs: String = r.col("codecs")?;
+        let media: Option<String> = r.col("media_json")?;
+        Ok(CallRecordRow {
+            id: r.col("id")?,
+            tenant: r.col("tenant")?,
+            direction: r.col("direction")?,
+            caller: r.col("caller")?,
+            dialled: r.col("dialled")?,
+            target: r.col("target")?,
+            caller_call_id: r.col("caller_call_id")?,
+            callee_call_id: r.col("callee_call_id")?,
+            started_ms: r.col("started_ms")?,
+            answered_ms: r.col("answered_ms")?,
+            ended_ms: r.col("ended_ms")?,
+            setup_ms: r.col("setup_ms")?,
+            duration_ms: r.col("duration_ms")?,
+            disposition: r.col("disposition")?,
+            final_code: r.col("final_code")?,
+            ended_by: r.col("ended_by")?,
+            codecs: codecs
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect(),
+            media: media.and_then(|m| serde_json::value::RawValue::from_string(m).ok()),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -351,19 +373,21 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
-fn audit_from(r: &AnyRow) -> Result<AuditEntry, sqlx::Error> {
-    let detail: String = r.try_get("detail_json")?;
-    Ok(AuditEntry {
-        id: r.try_get("id")?,
-        at_ms: r.try_get("at_ms")?,
-        tenant: r.try_get("tenant")?,
-        actor: r.try_get("actor")?,
-        action: r.try_get("action")?,
-        object_type: r.try_get("object_type")?,
-        object_id: r.try_get("object_id")?,
-        source: r.try_get("source")?,
-        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-    })
+impl FromRow for AuditEntry {
+    fn from_row<R: Cols>(r: &R) -> Result<AuditEntry, sqlx::Error> {
+        let detail: String = r.col("detail_json")?;
+        Ok(AuditEntry {
+            id: r.col("id")?,
+            at_ms: r.col("at_ms")?,
+            tenant: r.col("tenant")?,
+            actor: r.col("actor")?,
+            action: r.col("action")?,
+            object_type: r.col("object_type")?,
+            object_id: r.col("object_id")?,
+            source: r.col("source")?,
+            detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
@@ -382,19 +406,21 @@ pub struct Webhook {
     pub updated_ms: i64,
 }
 
-fn webhook_from(r: &AnyRow) -> Result<Webhook, sqlx::Error> {
-    let events: String = r.try_get("events")?;
-    Ok(Webhook {
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        url: r.try_get("url")?,
-        secret: r.try_get("secret")?,
-        events: events.split(',').map(str::to_string).collect(),
-        active: r.try_get::<i64, _>("active")? != 0,
-        version: r.try_get("version")?,
-        created_ms: r.try_get("created_ms")?,
-        updated_ms: r.try_get("updated_ms")?,
-    })
+impl FromRow for Webhook {
+    fn from_row<R: Cols>(r: &R) -> Result<Webhook, sqlx::Error> {
+        let events: String = r.col("events")?;
+        Ok(Webhook {
+            id: r.col("id")?,
+            tenant: r.col("tenant")?,
+            url: r.col("url")?,
+            secret: r.col("secret")?,
+            events: events.split(',').map(str::to_string).collect(),
+            active: r.col::<i64>("active")? != 0,
+            version: r.col("version")?,
+            created_ms: r.col("created_ms")?,
+            updated_ms: r.col("updated_ms")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
@@ -410,17 +436,19 @@ pub struct Delivery {
     pub at_ms: i64,
 }
 
-fn delivery_from(r: &AnyRow) -> Result<Delivery, sqlx::Error> {
-    Ok(Delivery {
-        id: r.try_get("id")?,
-        webhook_id: r.try_get("webhook_id")?,
-        event_seq: r.try_get("event_seq")?,
-        event_type: r.try_get("event_type")?,
-        attempt: r.try_get("attempt")?,
-        status: r.try_get("status")?,
-        error: r.try_get("error")?,
-        at_ms: r.try_get("at_ms")?,
-    })
+impl FromRow for Delivery {
+    fn from_row<R: Cols>(r: &R) -> Result<Delivery, sqlx::Error> {
+        Ok(Delivery {
+            id: r.col("id")?,
+            webhook_id: r.col("webhook_id")?,
+            event_seq: r.col("event_seq")?,
+            event_type: r.col("event_type")?,
+            attempt: r.col("attempt")?,
+            status: r.col("status")?,
+            error: r.col("error")?,
+            at_ms: r.col("at_ms")?,
+        })
+    }
 }
 
 /// Everything the SIP engine needs from storage, read in one go.
@@ -620,9 +648,67 @@ impl Storage {
                 })
             });
         let pool = options.connect(&url).await?;
-        let storage = Storage { pool, backend };
+        let mut storage = Storage {
+            pool,
+            reader: None,
+            backend,
+        };
         storage.migrate().await?;
+        if backend == Backend::Sqlite {
+            let file = SqliteConnectOptions::from_str(&url)?
+                .get_filename()
+                .to_path_buf();
+            if file.as_os_str() != ":memory:" && !url.contains("mode=memory") {
+                storage.reader = Some(SqliteReader::open(&file).map_err(|e| {
+                    StoreError::Db(sqlx::Error::Protocol(format!(
+                        "opening {} for reading: {e}",
+                        file.display()
+                    )))
+                })?);
+            }
+        }
         Ok(storage)
+    }
+
+    /// Rows of a read (a SELECT with `$n` placeholders bound from `args` in order).
+    async fn read_all<T: FromRow>(
+        &self,
+        sql: String,
+        args: Vec<Arg>,
+    ) -> Result<Vec<T>, StoreError> {
+        if let Some(reader) = &self.reader {
+            return Ok(reader.read(&sql, args).await?);
+        }
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for arg in args {
+            q = match arg {
+                Arg::Int(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(T::from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The one row a read by key finds, or `NotFound`.
+    async fn read_one<T: FromRow>(&self, sql: String, args: Vec<Arg>) -> Result<T, StoreError> {
+        self.read_all(sql, args)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// A page: `sql` selects with `LIMIT $k OFFSET $k+1` last, `args` binds what comes before.
+    async fn read_page<T: FromRow>(
+        &self,
+        sql: String,
+        mut args: Vec<Arg>,
+        page: &Page,
+    ) -> Result<Listed<T>, StoreError> {
+        args.push(Arg::Int(page.limit + 1));
+        args.push(Arg::Int(page.offset));
+        Ok(listed(self.read_all(sql, args).await?, page))
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -690,12 +776,11 @@ impl Storage {
     }
 
     pub async fn tenant(&self, name: &str) -> Result<Tenant, StoreError> {
-        let row = sqlx::query("SELECT * FROM tenants WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        Ok(tenant_from(&row)?)
+        self.read_one(
+            "SELECT * FROM tenants WHERE name = $1".into(),
+            vec![name.into()],
+        )
+        .await
     }
 
     pub async fn list_tenants(&self, page: &Page) -> Result<Listed<Tenant>, StoreError> {
@@ -703,13 +788,7 @@ impl Storage {
             "SELECT * FROM tenants ORDER BY {} LIMIT $1 OFFSET $2",
             page.order
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(page.limit + 1)
-            .bind(page.offset)
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows.iter().map(tenant_from).collect::<Result<_, _>>()?;
-        Ok(listed(items, page))
+        self.read_page(sql, vec![], page).await
     }
 
     /// Writes `t` over the stored tenant if its version is still `t.version - 1`.
@@ -780,32 +859,27 @@ impl Storage {
         Ok(())
     }
 
-    async fn get_scoped(&self, table: &str, tenant: &str, id: &str) -> Result<AnyRow, StoreError> {
+    async fn get_scoped<T: FromRow>(
+        &self,
+        table: &str,
+        tenant: &str,
+        id: &str,
+    ) -> Result<T, StoreError> {
         let sql = format!("SELECT * FROM {table} WHERE id = $1 AND tenant = $2");
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
-            .bind(tenant)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)
+        self.read_one(sql, vec![id.into(), tenant.into()]).await
     }
 
-    async fn list_scoped(
+    async fn list_scoped<T: FromRow>(
         &self,
         table: &str,
         tenant: &str,
         page: &Page,
-    ) -> Result<Vec<AnyRow>, StoreError> {
+    ) -> Result<Listed<T>, StoreError> {
         let sql = format!(
             "SELECT * FROM {table} WHERE tenant = $1 ORDER BY {} LIMIT $2 OFFSET $3",
             page.order
         );
-        Ok(sqlx::query(AssertSqlSafe(sql))
-            .bind(tenant)
-            .bind(page.limit + 1)
-            .bind(page.offset)
-            .fetch_all(&self.pool)
-            .await?)
+        self.read_page(sql, vec![tenant.into()], page).await
     }
 
     // ---- users ----
@@ -828,16 +902,12 @@ impl Storage {
     }
 
     pub async fn user(&self, tenant: &str, id: &str) -> Result<User, StoreError> {
-        Ok(user_from(&self.get_scoped("users", tenant, id).await?)?)
+        self.get_scoped("users", tenant, id).await
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<User, StoreError> {
-        let row = sqlx::query("SELECT * FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        Ok(user_from(&row)?)
+        self.read_one("SELECT * FROM users WHERE id = $1".into(), vec![id.into()])
+            .await
     }
 
     /// A login: `tenant` None looks among system administrators.
@@ -846,20 +916,15 @@ impl Storage {
         tenant: Option<&str>,
         username: &str,
     ) -> Result<User, StoreError> {
-        let row =
-            sqlx::query("SELECT * FROM users WHERE COALESCE(tenant, '') = $1 AND username = $2")
-                .bind(tenant.unwrap_or(""))
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-        Ok(user_from(&row)?)
+        self.read_one(
+            "SELECT * FROM users WHERE COALESCE(tenant, '') = $1 AND username = $2".into(),
+            vec![tenant.unwrap_or("").into(), username.into()],
+        )
+        .await
     }
 
     pub async fn list_users(&self, tenant: &str, page: &Page) -> Result<Listed<User>, StoreError> {
-        let rows = self.list_scoped("users", tenant, page).await?;
-        let items = rows.iter().map(user_from).collect::<Result<_, _>>()?;
-        Ok(listed(items, page))
+        self.list_scoped("users", tenant, page).await
     }
 
     pub async fn count_users(&self) -> Result<i64, StoreError> {
@@ -912,12 +977,11 @@ impl Storage {
     }
 
     pub async fn token(&self, id: &str) -> Result<ApiToken, StoreError> {
-        let row = sqlx::query("SELECT * FROM api_tokens WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        Ok(token_from(&row)?)
+        self.read_one(
+            "SELECT * FROM api_tokens WHERE id = $1".into(),
+            vec![id.into()],
+        )
+        .await
     }
 
     pub async fn list_tokens(
@@ -925,9 +989,7 @@ impl Storage {
         tenant: &str,
         page: &Page,
     ) -> Result<Listed<ApiToken>, StoreError> {
-        let rows = self.list_scoped("api_tokens", tenant, page).await?;
-        let items = rows.iter().map(token_from).collect::<Result<_, _>>()?;
-        Ok(listed(items, page))
+        self.list_scoped("api_tokens", tenant, page).await
     }
 
     pub async fn revoke_token(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
@@ -963,9 +1025,7 @@ impl Storage {
     }
 
     pub async fn account(&self, tenant: &str, id: &str) -> Result<SipAccount, StoreError> {
-        Ok(account_from(
-            &self.get_scoped("sip_accounts", tenant, id).await?,
-        )?)
+        self.get_scoped("sip_accounts", tenant, id).await
     }
 
     pub async fn list_accounts(
@@ -973,9 +1033,7 @@ impl Storage {
         tenant: &str,
         page: &Page,
     ) -> Result<Listed<SipAccount>, StoreError> {
-        let rows = self.list_scoped("sip_accounts", tenant, page).await?;
-        let items = rows.iter().map(account_from).collect::<Result<_, _>>()?;
-        Ok(listed(items, page))
+        self.list_scoped("sip_accounts", tenant, page).await
     }
 
     pub async fn update_account(&self, a: &SipAccount) -> Result<(), StoreError> {
@@ -1025,7 +1083,7 @@ impl Storage {
     }
 
     pub async fn trunk(&self, tenant: &str, id: &str) -> Result<Trunk, StoreError> {
-        Ok(trunk_from(&self.get_scoped("trunks", tenant, id).await?)?)
+        self.get_scoped("trunks", tenant, id).await
     }
 
     pub async fn list_trunks(
@@ -1033,9 +1091,7 @@ impl Storage {
         tenant: &str,
         page: &Page,
     ) -> Result<Listed<Trunk>, StoreError> {
-        let rows = self.list_scoped("trunks", tenant, page).await?;
-        let items = rows.iter().map(trunk_from).collect::<Result<_, _>>()?;
-        Ok(listed(items, page))
+        self.list_scoped("trunks", tenant, page).await
     }
 
     pub async fn update_trunk(&self, t: &Trunk) -> Result<(), StoreError> {
@@ -1084,7 +1140,7 @@ impl Storage {
     }
 
     pub async fn route(&self, tenant: &str, id: &str) -> Result<Route, StoreError> {
-        Ok(route_from(&self.get_scoped("routes", tenant, id).await?)?)
+        self.get_scoped("routes", tenant, id).await
     }
 
     pub async fn list_routes(
@@ -1092,9 +1148,7 @@ impl Storage {
         tenant: &str,
         page: &Page,
     ) -> Result<Listed<Route>, StoreError> {
-        let rows = self.list_scoped("routes", tenant, page).await?;
-        let items = rows.iter().map(route_from).collect::<Result<_, _>>()?;
-        Ok(listed(items, page))
+        self.list_scoped("routes", tenant, page).await
     }
 
     pub async fn update_route(&self, r: &Route) -> Result<(), StoreError> {
@@ -1124,28 +1178,25 @@ impl Storage {
 
     /// All tenants, accounts, trunks and routes (routes in position order).
     pub async fn directory(&self) -> Result<Directory, StoreError> {
-        let all = |sql: &'static str| sqlx::query(sql).fetch_all(&self.pool);
         Ok(Directory {
-            tenants: all("SELECT * FROM tenants ORDER BY name")
-                .await?
-                .iter()
-                .map(tenant_from)
-                .collect::<Result<_, _>>()?,
-            accounts: all("SELECT * FROM sip_accounts ORDER BY tenant, username")
-                .await?
-                .iter()
-                .map(account_from)
-                .collect::<Result<_, _>>()?,
-            trunks: all("SELECT * FROM trunks ORDER BY tenant, name")
-                .await?
-                .iter()
-                .map(trunk_from)
-                .collect::<Result<_, _>>()?,
-            routes: all("SELECT * FROM routes ORDER BY tenant, position, created_ms")
-                .await?
-                .iter()
-                .map(route_from)
-                .collect::<Result<_, _>>()?,
+            tenants: self
+                .read_all("SELECT * FROM tenants ORDER BY name".into(), vec![])
+                .await?,
+            accounts: self
+                .read_all(
+                    "SELECT * FROM sip_accounts ORDER BY tenant, username".into(),
+                    vec![],
+                )
+                .await?,
+            trunks: self
+                .read_all("SELECT * FROM trunks ORDER BY tenant, name".into(), vec![])
+                .await?,
+            routes: self
+                .read_all(
+                    "SELECT * FROM routes ORDER BY tenant, position, created_ms".into(),
+                    vec![],
+                )
+                .await?,
         })
     }
 
@@ -1174,7 +1225,7 @@ impl Storage {
                 .bind(c.final_code)
                 .bind(&c.ended_by)
                 .bind(c.codecs.join(","))
-                .bind(c.media.as_ref().map(|m| m.to_string()))
+                .bind(c.media.as_ref().map(|m| m.get().to_string()))
                 .execute(&mut *tx)
                 .await;
             match result {
@@ -1198,9 +1249,7 @@ impl Storage {
     }
 
     pub async fn call_record(&self, tenant: &str, id: &str) -> Result<CallRecordRow, StoreError> {
-        Ok(call_from(
-            &self.get_scoped("call_records", tenant, id).await?,
-        )?)
+        self.get_scoped("call_records", tenant, id).await
     }
 
     pub async fn list_call_records(
@@ -1232,29 +1281,16 @@ impl Storage {
             sql += &format!(" AND disposition = {}", arg());
         }
         sql += &format!(" ORDER BY {} LIMIT {} OFFSET {}", page.order, arg(), arg());
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(tenant);
-        if let Some(v) = filter.from_ms {
-            q = q.bind(v);
-        }
-        if let Some(v) = filter.to_ms {
-            q = q.bind(v);
-        }
+        let mut args = vec![Arg::from(tenant)];
+        args.extend(filter.from_ms.map(Arg::Int));
+        args.extend(filter.to_ms.map(Arg::Int));
         if let Some(v) = &filter.number {
-            q = q.bind(v.clone()).bind(v.clone());
+            args.push(v.into());
+            args.push(v.into());
         }
-        if let Some(v) = &filter.direction {
-            q = q.bind(v.clone());
-        }
-        if let Some(v) = &filter.disposition {
-            q = q.bind(v.clone());
-        }
-        let rows = q
-            .bind(page.limit + 1)
-            .bind(page.offset)
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows.iter().map(call_from).collect::<Result<_, _>>()?;
-        Ok(listed(items, page))
+        args.extend(filter.direction.as_ref().map(Arg::from));
+        args.extend(filter.disposition.as_ref().map(Arg::from));
+        self.read_page(sql, args, page).await
     }
 
     // ---- audit log ----
@@ -1281,22 +1317,16 @@ impl Storage {
         tenant: Option<&str>,
         page: &Page,
     ) -> Result<Listed<AuditEntry>, StoreError> {
-        let rows = match tenant {
-            Some(t) => self.list_scoped("audit_log", t, page).await?,
+        match tenant {
+            Some(t) => self.list_scoped("audit_log", t, page).await,
             None => {
                 let sql = format!(
                     "SELECT * FROM audit_log ORDER BY {} LIMIT $1 OFFSET $2",
                     page.order
                 );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(page.limit + 1)
-                    .bind(page.offset)
-                    .fetch_all(&self.pool)
-                    .await?
+                self.read_page(sql, vec![], page).await
             }
-        };
-        let items = rows.iter().map(audit_from).collect::<Result<_, _>>()?;
-        Ok(listed(items, page))
+        }
     }
 
     // ---- webhooks ----
@@ -1318,9 +1348,7 @@ impl Storage {
     }
 
     pub async fn webhook(&self, tenant: &str, id: &str) -> Result<Webhook, StoreError> {
-        Ok(webhook_from(
-            &self.get_scoped("webhooks", tenant, id).await?,
-        )?)
+        self.get_scoped("webhooks", tenant, id).await
     }
 
     pub async fn list_webhooks(
@@ -1328,17 +1356,13 @@ impl Storage {
         tenant: &str,
         page: &Page,
     ) -> Result<Listed<Webhook>, StoreError> {
-        let rows = self.list_scoped("webhooks", tenant, page).await?;
-        let items = rows.iter().map(webhook_from).collect::<Result<_, _>>()?;
-        Ok(listed(items, page))
+        self.list_scoped("webhooks", tenant, page).await
     }
 
     /// Every active webhook of every tenant (the delivery worker's view).
     pub async fn active_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM webhooks WHERE active = 1")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(webhook_from).collect::<Result<_, _>>()?)
+        self.read_all("SELECT * FROM webhooks WHERE active = 1".into(), vec![])
+            .await
     }
 
     pub async fn update_webhook(&self, w: &Webhook) -> Result<(), StoreError> {
@@ -1391,14 +1415,7 @@ impl Storage {
             "SELECT * FROM webhook_deliveries WHERE tenant = $1 AND webhook_id = $2 ORDER BY {} LIMIT $3 OFFSET $4",
             page.order
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(tenant)
-            .bind(webhook_id)
-            .bind(page.limit + 1)
-            .bind(page.offset)
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows.iter().map(delivery_from).collect::<Result<_, _>>()?;
-        Ok(listed(items, page))
+        self.read_page(sql, vec![tenant.into(), webhook_id.into()], page)
+            .await
     }
 }

@@ -149,4 +149,23 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         )",
         "CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, at_ms)",
     ],
+}, Migration {
+    version: 2,
+    name: "list indexes that end in the id tie-breaker, so every page is an index walk, not a sort",
+    statements: &[
+        // `ORDER BY started_ms DESC, id DESC LIMIT n`: with (tenant, started_ms) alone SQLite
+        // sorts each run of equal times; with id in the index it reads n rows and stops.
+        "CREATE INDEX call_records_page ON call_records (tenant, started_ms, id)",
+        "DROP INDEX call_records_time",
+        "CREATE INDEX audit_log_page ON audit_log (tenant, at_ms, id)",
+        "DROP INDEX audit_log_time",
+        "CREATE INDEX audit_log_all ON audit_log (at_ms, id)",
+        "CREATE INDEX sip_accounts_created ON sip_accounts (tenant, created_ms, id)",
+        "CREATE INDEX users_created ON users (tenant, created_ms, id)",
+        "CREATE INDEX api_tokens_created ON api_tokens (tenant, created_ms, id)",
+        "DROP INDEX api_tokens_tenant",
+        "CREATE INDEX trunks_created ON trunks (tenant, created_ms, id)",
+        "CREATE INDEX routes_position ON routes (tenant, position, id)",
+        "CREATE INDEX webhooks_created ON webhooks (tenant, created_ms, id)",
+    ],
 }];
