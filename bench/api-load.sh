@@ -53,17 +53,22 @@ db.executemany(
 db.commit()
 PY
 cpu() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+ucpu() { awk '{print $14}' "/proc/$PID/stat"; }
 tick=$(getconf CLK_TCK)
 echo "Tandem API on CPU $SUT_CPU (SQLite, WAL), generator on CPU $GEN_CPU, $DURATION s per rate"
 run() { # run KIND RATE ARGS...
   local kind=$1 rate=$2; shift 2
   local before; before=$(cpu)
+  local ubefore; ubefore=$(ucpu)
   taskset -c "$GEN_CPU" "$BENCH_BIN" api --target 127.0.0.1:$HTTP --token "$token" --rate "$rate" \
     --duration-s "$DURATION" --connections 32 "$@" | tail -1 | tr -s ' ' | sed 's/^ //' >"$OUT/row"
   local after; after=$(cpu)
+  local uafter; uafter=$(ucpu)
   local done_n; done_n=$(cut -d' ' -f4 "$OUT/row")
   local cpu_ms; cpu_ms=$(python3 -c "print(f'{($after-$before)/$tick*1000/max($done_n,1):.3f}')")
-  printf '%-28s %s  CPU ms/req %s\n' "$kind" "$(cat "$OUT/row")" "$cpu_ms"
+  # User time alone: over loopback the kernel time includes the receiving side's TCP work.
+  local user_ms; user_ms=$(python3 -c "print(f'{($uafter-$ubefore)/$tick*1000/max($done_n,1):.3f}')")
+  printf '%-28s %s  CPU ms/req %s (user %s)\n' "$kind" "$(cat "$OUT/row")" "$cpu_ms" "$user_ms"
 }
 printf '%-28s %s\n' "" "kind offered achieved done errors non2xx p50ms p99ms maxms"
 for r in $READS; do run "read sip-accounts (20)" "$r" --path /api/v1/tenants/acme/sip-accounts; done

@@ -699,15 +699,18 @@ impl Storage {
             .ok_or(StoreError::NotFound)
     }
 
-    /// A page: `sql` selects with `LIMIT $k OFFSET $k+1` last, `args` binds what comes before.
+    /// A page of `sql` (a SELECT ending in its ORDER BY). LIMIT and OFFSET go into the text as
+    /// numbers, not placeholders: SQLite (3.46+) plans a bound LIMIT by its value and so
+    /// re-prepares such a statement every time it is bound again, which cost more than the
+    /// read itself. They are integers validated by `ListParams::page`, never text.
     async fn read_page<T: FromRow>(
         &self,
-        sql: String,
-        mut args: Vec<Arg>,
+        mut sql: String,
+        args: Vec<Arg>,
         page: &Page,
     ) -> Result<Listed<T>, StoreError> {
-        args.push(Arg::Int(page.limit + 1));
-        args.push(Arg::Int(page.offset));
+        use std::fmt::Write as _;
+        let _ = write!(sql, " LIMIT {} OFFSET {}", page.limit + 1, page.offset);
         Ok(listed(self.read_all(sql, args).await?, page))
     }
 
@@ -784,10 +787,7 @@ impl Storage {
     }
 
     pub async fn list_tenants(&self, page: &Page) -> Result<Listed<Tenant>, StoreError> {
-        let sql = format!(
-            "SELECT * FROM tenants ORDER BY {} LIMIT $1 OFFSET $2",
-            page.order
-        );
+        let sql = format!("SELECT * FROM tenants ORDER BY {}", page.order);
         self.read_page(sql, vec![], page).await
     }
 
@@ -876,7 +876,7 @@ impl Storage {
         page: &Page,
     ) -> Result<Listed<T>, StoreError> {
         let sql = format!(
-            "SELECT * FROM {table} WHERE tenant = $1 ORDER BY {} LIMIT $2 OFFSET $3",
+            "SELECT * FROM {table} WHERE tenant = $1 ORDER BY {}",
             page.order
         );
         self.read_page(sql, vec![tenant.into()], page).await
@@ -1280,7 +1280,7 @@ impl Storage {
         if filter.disposition.is_some() {
             sql += &format!(" AND disposition = {}", arg());
         }
-        sql += &format!(" ORDER BY {} LIMIT {} OFFSET {}", page.order, arg(), arg());
+        sql += &format!(" ORDER BY {}", page.order);
         let mut args = vec![Arg::from(tenant)];
         args.extend(filter.from_ms.map(Arg::Int));
         args.extend(filter.to_ms.map(Arg::Int));
@@ -1320,10 +1320,7 @@ impl Storage {
         match tenant {
             Some(t) => self.list_scoped("audit_log", t, page).await,
             None => {
-                let sql = format!(
-                    "SELECT * FROM audit_log ORDER BY {} LIMIT $1 OFFSET $2",
-                    page.order
-                );
+                let sql = format!("SELECT * FROM audit_log ORDER BY {}", page.order);
                 self.read_page(sql, vec![], page).await
             }
         }
@@ -1412,7 +1409,7 @@ impl Storage {
         page: &Page,
     ) -> Result<Listed<Delivery>, StoreError> {
         let sql = format!(
-            "SELECT * FROM webhook_deliveries WHERE tenant = $1 AND webhook_id = $2 ORDER BY {} LIMIT $3 OFFSET $4",
+            "SELECT * FROM webhook_deliveries WHERE tenant = $1 AND webhook_id = $2 ORDER BY {}",
             page.order
         );
         self.read_page(sql, vec![tenant.into(), webhook_id.into()], page)
