@@ -61,8 +61,10 @@ impl Appliance {
             .admin_password
             .clone()
             .or_else(|| std::env::var("TANDEM_ADMIN_PASSWORD").ok());
+        let webhook_allow = cfg.api.webhook_allow.clone();
         let (ng_addr, http_addr, sip_addr, registry, api_state) = runtime.block_on(async {
             let api_state = open_storage(&storage_cfg, admin_password.as_deref(), &sip_cfg).await?;
+            api_state.allow_webhook_networks(webhook_allow);
             let storage = api_state.storage.clone();
             let (client, mut timeouts) = DataPlaneClient::new(cores, advertise)?;
             let ng_metrics = Arc::new(NgMetrics::default());

@@ -50,6 +50,11 @@ pub struct ApiConfig {
     /// Password of the `admin` system administrator created on first start; absent = a random
     /// one, printed once.
     pub admin_password: Option<String>,
+    /// Non-public networks webhooks may still be delivered to (`ip` or `ip/prefix`), e.g. a CRM
+    /// on the LAN. Loopback, private, link-local (cloud metadata) and other non-public
+    /// addresses are refused otherwise, so a tenant cannot aim the appliance at its own
+    /// network.
+    pub webhook_allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -179,6 +184,14 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for net in &self.api.webhook_allow {
+            let (ip, bits) = net.split_once('/').unwrap_or((net, "0"));
+            if ip.parse::<IpAddr>().is_err() || bits.parse::<u8>().map_or(true, |b| b > 128) {
+                return Err(ConfigError::Invalid(format!(
+                    "api.webhook_allow: {net:?} is not an address or address/prefix"
+                )));
+            }
+        }
         let dp = &self.dataplane;
         self.io_kind()?;
         if dp.port_min >= dp.port_max || dp.port_max - dp.port_min < 3 {

@@ -881,6 +881,17 @@ async fn receiver(fail: usize) -> (String, Arc<std::sync::Mutex<Vec<(String, Str
 async fn check_webhooks(s: &Server) {
     let t = s.two_tenants().await;
     let (url, got) = receiver(2).await;
+    // Loopback is not a public address: refused until the operator allows it.
+    let refused = s
+        .post(
+            "/api/v1/tenants/acme/webhooks",
+            &t.acme,
+            json!({"url": url, "events": ["call.ended"]}),
+        )
+        .await;
+    assert_eq!((refused.status, error_code(&refused)), (422, "invalid"));
+    assert_eq!(refused.body["error"]["field"], "url");
+    s.state.allow_webhook_networks(vec!["127.0.0.0/8".into()]);
     let r = s
         .post(
             "/api/v1/tenants/acme/webhooks",

@@ -68,6 +68,8 @@ pub struct ApiShared {
     principals: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
     /// Failed logins by (login, source) and by source: password guessing is throttled.
     pub login_guard: Mutex<auth::LoginGuard>,
+    /// Where webhooks may be delivered (see `webhooks::Destinations`).
+    webhook_destinations: std::sync::RwLock<webhooks::Destinations>,
 }
 
 /// How long a verified token's principal is reused without reading storage again. Revocation
@@ -92,6 +94,7 @@ impl ApiState {
             webhooks_changed: Arc::new(tokio::sync::Notify::new()),
             principals: Arc::new(Mutex::new(HashMap::new())),
             login_guard: Mutex::new(auth::LoginGuard::default()),
+            webhook_destinations: Default::default(),
         }))
     }
 
@@ -104,6 +107,20 @@ impl ApiState {
         }
         self.storage.tenant(tenant).await?;
         Ok(())
+    }
+
+    /// Non-public networks webhooks may reach (config `api.webhook_allow`).
+    pub fn allow_webhook_networks(&self, networks: Vec<String>) {
+        if let Ok(mut d) = self.webhook_destinations.write() {
+            d.allow = networks;
+        }
+    }
+
+    pub fn webhook_destinations(&self) -> webhooks::Destinations {
+        self.webhook_destinations
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_default()
     }
 
     /// The receiving end of directory updates, for the SIP task (once).

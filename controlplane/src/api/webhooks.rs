@@ -17,6 +17,7 @@ use axum::Json;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::ToSchema;
@@ -62,7 +63,62 @@ pub struct CreatedWebhook {
     pub webhook: Webhook,
 }
 
-fn check_webhook(w: &Webhook) -> Result<(), ApiError> {
+/// Where webhook deliveries may connect: public unicast addresses, plus the non-public networks
+/// an operator allowed (`api.webhook_allow`). Without this a tenant admin could make the
+/// appliance POST to its own loopback services, the LAN or a cloud metadata endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Destinations {
+    pub allow: Vec<String>,
+}
+
+impl Destinations {
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        is_public(ip)
+            || self
+                .allow
+                .iter()
+                .any(|net| crate::sip::config::cidr_contains(net, ip))
+    }
+}
+
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let [b0, b1, ..] = a.octets();
+            !(a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+                || a.is_multicast()
+                || a.is_documentation()
+                || b0 == 0
+                || b0 >= 240
+                || (b0 == 100 && (64..128).contains(&b1)) // carrier-grade NAT
+                || (b0 == 198 && (18..20).contains(&b1))) // benchmarking
+        }
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                let first = a.segments()[0];
+                !(a.is_loopback()
+                    || a.is_unspecified()
+                    || a.is_multicast()
+                    || first & 0xfe00 == 0xfc00 // unique local
+                    || first & 0xffc0 == 0xfe80 // link local
+                    || (first == 0x2001 && a.segments()[1] == 0x0db8)) // documentation
+            }
+        },
+    }
+}
+
+/// The host of an `http(s)://` URL when it is an address literal.
+fn url_ip_literal(url: &str) -> Option<IpAddr> {
+    let uri: hyper::Uri = url.parse().ok()?;
+    uri.host()?.trim_matches(['[', ']']).parse().ok()
+}
+
+fn check_webhook(w: &Webhook, destinations: &Destinations) -> Result<(), ApiError> {
     check_len("url", &w.url, 8, 2000)?;
     let ok = match w
         .url
@@ -80,6 +136,18 @@ fn check_webhook(w: &Webhook) -> Result<(), ApiError> {
             "url",
             "url must be http://host[:port]/path or https://…",
         ));
+    }
+    // An address written in the URL is checked now; a name is checked when it is resolved, at
+    // each delivery (a name can change what it points at).
+    if let Some(ip) = url_ip_literal(&w.url) {
+        if !destinations.permits(ip) {
+            return Err(ApiError::invalid(
+                "url",
+                format!(
+                    "{ip} is not a public address; an operator can allow it with api.webhook_allow"
+                ),
+            ));
+        }
     }
     if w.events.is_empty() || w.events.len() > EVENT_TYPES.len() {
         return Err(ApiError::invalid("events", "name 1–4 event types or *"));
@@ -144,7 +212,7 @@ async fn create_webhook(
         created_ms: now,
         updated_ms: now,
     };
-    check_webhook(&webhook)?;
+    check_webhook(&webhook, &state.webhook_destinations())?;
     state.storage.create_webhook(&webhook).await?;
     state
         .audit(
@@ -204,7 +272,7 @@ async fn update_webhook(
     if let Some(v) = req.active {
         w.active = v;
     }
-    check_webhook(&w)?;
+    check_webhook(&w, &state.webhook_destinations())?;
     w.version += 1;
     w.updated_ms = now_ms();
     state.storage.update_webhook(&w).await?;
@@ -356,8 +424,16 @@ async fn deliver(state: &ApiState, client: &Client, hook: &Webhook, event: &Even
     for attempt in 1..=retry.attempts {
         let at_ms = now_ms();
         let signature = signature(&hook.secret, at_ms, &body);
+        let destinations = state.webhook_destinations();
         let result = client
-            .post(&hook.url, &body, &signature, &event.kind, event.seq)
+            .post(
+                &destinations,
+                &hook.url,
+                &body,
+                &signature,
+                &event.kind,
+                event.seq,
+            )
             .await;
         let (status, error) = match &result {
             Ok(code) => (Some(*code as i64), None),
@@ -419,6 +495,7 @@ impl Client {
 
     async fn post(
         &self,
+        destinations: &Destinations,
         url: &str,
         body: &[u8],
         signature: &str,
@@ -427,7 +504,7 @@ impl Client {
     ) -> Result<u16, String> {
         tokio::time::timeout(
             Duration::from_secs(10),
-            self.post_inner(url, body, signature, kind, seq),
+            self.post_inner(destinations, url, body, signature, kind, seq),
         )
         .await
         .map_err(|_| "timed out after 10 s".to_string())?
@@ -435,6 +512,7 @@ impl Client {
 
     async fn post_inner(
         &self,
+        destinations: &Destinations,
         url: &str,
         body: &[u8],
         signature: &str,
@@ -449,7 +527,23 @@ impl Client {
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
-        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        // Resolve, check every address, and connect to a checked one (never by name again:
+        // the name could resolve differently the second time).
+        let addresses: Vec<std::net::SocketAddr> =
+            tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+                .await
+                .map_err(|e| format!("resolve {host}: {e}"))?
+                .collect();
+        let Some(address) = addresses.iter().find(|a| destinations.permits(a.ip())) else {
+            return Err(match addresses.first() {
+                Some(a) => format!(
+                    "{} is not a public address (allow it with api.webhook_allow)",
+                    a.ip()
+                ),
+                None => format!("{host} has no address"),
+            });
+        };
+        let tcp = tokio::net::TcpStream::connect(address)
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let request = hyper::Request::post(path)
@@ -511,5 +605,57 @@ mod tests {
         assert_ne!(a, signature("s3cret", 1001, b"{}"));
         assert_ne!(a, signature("s3cret", 1000, b"{ }"));
         assert_ne!(a, signature("other", 1000, b"{}"));
+    }
+}
+
+#[cfg(test)]
+mod destination_tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_public_addresses_unless_allowed() {
+        let d = Destinations::default();
+        for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(d.permits(ip(public)), "{public}");
+        }
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!d.permits(ip(private)), "{private}");
+        }
+        let lan = Destinations {
+            allow: vec!["10.0.0.0/8".into(), "::1".into()],
+        };
+        assert!(lan.permits(ip("10.9.9.9")));
+        assert!(lan.permits(ip("::1")));
+        assert!(!lan.permits(ip("192.168.1.1")));
+    }
+
+    #[test]
+    fn address_literals_are_read_from_urls() {
+        assert_eq!(
+            url_ip_literal("http://127.0.0.1:8080/x"),
+            Some(ip("127.0.0.1"))
+        );
+        assert_eq!(url_ip_literal("https://[::1]/hook"), Some(ip("::1")));
+        assert_eq!(url_ip_literal("https://crm.example.com/hook"), None);
     }
 }

@@ -204,7 +204,7 @@ pub fn parse_target(target: &str) -> Option<RouteTarget> {
     }
 }
 
-fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
+pub(crate) fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
     let (net, bits) = match cidr.split_once('/') {
         Some((net, bits)) => (net, bits.parse::<u32>().ok()),
         None => (cidr, None),
