@@ -63,16 +63,31 @@ fn fewest_calls_and_least_talk_time() {
     }
     // Agent 1 talks 100 s, agent 2 10 s; then agent 3 (0 s), then 2.
     h.enter(req(1, 1));
-    h.ok(Input::Answer { agent: AgentId(1), contact: ContactId(1) });
+    h.ok(Input::Answer {
+        agent: AgentId(1),
+        contact: ContactId(1),
+    });
     h.enter(req(2, 1));
-    h.ok(Input::Answer { agent: AgentId(2), contact: ContactId(2) });
+    h.ok(Input::Answer {
+        agent: AgentId(2),
+        contact: ContactId(2),
+    });
     h.now += 10_000;
-    h.ok(Input::Hangup { contact: ContactId(2), by: Party::Agent });
+    h.ok(Input::Hangup {
+        contact: ContactId(2),
+        by: Party::Agent,
+    });
     h.now += 90_000;
-    h.ok(Input::Hangup { contact: ContactId(1), by: Party::Agent });
+    h.ok(Input::Hangup {
+        contact: ContactId(1),
+        by: Party::Agent,
+    });
     assert_eq!(sequence(&mut h, 3, 2), vec![3, 3]);
     h.enter(req(9, 1));
-    h.ok(Input::Answer { agent: AgentId(3), contact: ContactId(9) });
+    h.ok(Input::Answer {
+        agent: AgentId(3),
+        contact: ContactId(9),
+    });
     assert_eq!(sequence(&mut h, 10, 1), vec![2]);
 }
 
@@ -84,7 +99,10 @@ fn round_robin_remembers_where_it_stopped() {
     }
     assert_eq!(sequence(&mut h, 1, 5), vec![1, 2, 3, 1, 2]);
     // Agent 3 on break: skipped, the rotation continues.
-    h.ok(Input::Pause { agent: AgentId(3), reason: ReasonCode(7) });
+    h.ok(Input::Pause {
+        agent: AgentId(3),
+        reason: ReasonCode(7),
+    });
     assert_eq!(sequence(&mut h, 10, 3), vec![1, 2, 1]);
 }
 
@@ -96,7 +114,10 @@ fn top_down_always_starts_at_the_top() {
     }
     assert_eq!(sequence(&mut h, 1, 3), vec![1, 1, 1]);
     h.enter(req(10, 1));
-    h.ok(Input::Answer { agent: AgentId(1), contact: ContactId(10) });
+    h.ok(Input::Answer {
+        agent: AgentId(1),
+        contact: ContactId(10),
+    });
     assert_eq!(sequence(&mut h, 11, 2), vec![2, 2]);
 }
 
@@ -133,8 +154,14 @@ fn ring_all_first_answer_wins_and_the_rest_are_cancelled() {
     h.enter(req(1, 1));
     assert_eq!(h.offers(), vec![(1, vec![1, 2, 3])]);
     h.take();
-    h.ok(Input::Ringing { agent: AgentId(3), contact: ContactId(1) });
-    h.ok(Input::Answer { agent: AgentId(2), contact: ContactId(1) });
+    h.ok(Input::Ringing {
+        agent: AgentId(3),
+        contact: ContactId(1),
+    });
+    h.ok(Input::Answer {
+        agent: AgentId(2),
+        contact: ContactId(1),
+    });
     let out = h.take();
     let cancelled: Vec<u64> = out
         .iter()
@@ -144,11 +171,20 @@ fn ring_all_first_answer_wins_and_the_rest_are_cancelled() {
         })
         .collect();
     assert_eq!(cancelled, vec![1, 3]);
-    assert!(out.contains(&Output::Connect { contact: ContactId(1), agent: AgentId(2) }));
+    assert!(out.contains(&Output::Connect {
+        contact: ContactId(1),
+        agent: AgentId(2)
+    }));
     // The loser's late answer is refused; it is free again.
     assert_eq!(
-        h.try_do(Input::Answer { agent: AgentId(1), contact: ContactId(1) }),
-        Err(AcdError::NotOffered { agent: AgentId(1), contact: ContactId(1) })
+        h.try_do(Input::Answer {
+            agent: AgentId(1),
+            contact: ContactId(1)
+        }),
+        Err(AcdError::NotOffered {
+            agent: AgentId(1),
+            contact: ContactId(1)
+        })
     );
     assert_eq!(h.state(1), AgentState::Available);
     assert_eq!(h.state(2), AgentState::OnCall);
@@ -169,8 +205,15 @@ fn ring_progressively_adds_an_agent_each_step() {
     h.advance(5_000);
     assert_eq!(h.offers(), vec![(1, vec![3])]);
     h.take();
-    h.ok(Input::Answer { agent: AgentId(1), contact: ContactId(1) });
-    let cancels = h.out.iter().filter(|o| matches!(o, Output::CancelOffer { .. })).count();
+    h.ok(Input::Answer {
+        agent: AgentId(1),
+        contact: ContactId(1),
+    });
+    let cancels = h
+        .out
+        .iter()
+        .filter(|o| matches!(o, Output::CancelOffer { .. }))
+        .count();
     assert_eq!(cancels, 2);
 }
 
@@ -198,8 +241,15 @@ fn best_proficiency_takes_the_most_skilled() {
 #[test]
 fn skills_filter_and_proficiency_relaxation() {
     let mut q = queue(1);
-    q.relax = vec![RelaxRule { after_ms: 30_000, max_tier: None, min_proficiency: Some(2) }];
-    let mut h = H::new(vec![q], vec![agent(1, &[1], &[(5, 2)]), agent(2, &[1], &[(6, 5)])]);
+    q.relax = vec![RelaxRule {
+        after_ms: 30_000,
+        max_tier: None,
+        min_proficiency: Some(2),
+    }];
+    let mut h = H::new(
+        vec![q],
+        vec![agent(1, &[1], &[(5, 2)]), agent(2, &[1], &[(6, 5)])],
+    );
     h.login(1);
     h.login(2);
     let mut r = req(1, 1);
@@ -209,14 +259,22 @@ fn skills_filter_and_proficiency_relaxation() {
     h.advance(29_999);
     assert!(h.offers().is_empty());
     h.advance(1);
-    assert_eq!(h.offers(), vec![(1, vec![1])], "after 30 s proficiency 2 will do");
+    assert_eq!(
+        h.offers(),
+        vec![(1, vec![1])],
+        "after 30 s proficiency 2 will do"
+    );
 }
 
 #[test]
 fn tiers_relax_over_time() {
     let mut q = queue(1);
     q.base_max_tier = 1;
-    q.relax = vec![RelaxRule { after_ms: 60_000, max_tier: Some(2), min_proficiency: None }];
+    q.relax = vec![RelaxRule {
+        after_ms: 60_000,
+        max_tier: Some(2),
+        min_proficiency: None,
+    }];
     let mut far = agent(2, &[1], &[]);
     far.memberships[0].tier = 2;
     let mut near = agent(1, &[1], &[]);
@@ -225,8 +283,15 @@ fn tiers_relax_over_time() {
     h.login(2);
     h.login(1);
     h.enter(req(1, 1));
-    assert_eq!(h.offers(), vec![(1, vec![1])], "tier 1 first even if tier 2 idled longer");
-    h.ok(Input::Answer { agent: AgentId(1), contact: ContactId(1) });
+    assert_eq!(
+        h.offers(),
+        vec![(1, vec![1])],
+        "tier 1 first even if tier 2 idled longer"
+    );
+    h.ok(Input::Answer {
+        agent: AgentId(1),
+        contact: ContactId(1),
+    });
     h.take();
     h.enter(req(2, 1));
     assert!(h.offers().is_empty());

@@ -18,7 +18,10 @@ pub fn agent(id: u64, queues: &[u64], skills: &[(u16, u8)]) -> AgentConfig {
         id: AgentId(id),
         tenant: T,
         skills: skills.iter().map(|&(s, p)| (SkillId(s), p)).collect(),
-        memberships: queues.iter().map(|&q| Membership::new(QueueId(q))).collect(),
+        memberships: queues
+            .iter()
+            .map(|&q| Membership::new(QueueId(q)))
+            .collect(),
     }
 }
 
