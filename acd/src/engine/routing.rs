@@ -230,6 +230,10 @@ impl Acd {
             &mut self.rng,
             &mut out,
         );
+        if c.callback.is_some() {
+            // A callback reserves one agent: there is one customer leg to dial, not a race.
+            out.truncate(1);
+        }
         if !out.is_empty() {
             if let Some(order) = rr {
                 self.queues[qi].rr_cursor = order;

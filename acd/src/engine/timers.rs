@@ -6,7 +6,7 @@ use super::{Acd, CState};
 use crate::ids::{AgentId, ContactId};
 use crate::io::{EventKind, Output};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Timer {
     /// The offer (or callback dial) ran out.
     Ring(ContactId),

@@ -211,6 +211,32 @@ impl Acd {
                 }
             }
         }
+        // Every deadline a state depends on is in the heap: no state without its way out.
+        let armed: std::collections::HashSet<(u64, super::timers::Timer)> =
+            self.timers.iter().map(|r| r.0).collect();
+        use super::timers::Timer as Tm;
+        let need = |at: Option<u64>, t: Tm| match at {
+            Some(at) if !armed.contains(&(at, t)) => Err(format!("{t:?} at {at} not armed")),
+            _ => Ok(()),
+        };
+        for a in &self.agents {
+            need(a.wrap_until, Tm::WrapUp(a.id))?;
+            need(a.blocked_until, Tm::Unblock(a.id))?;
+        }
+        for c in self.contacts.values() {
+            if let CState::Offered(o) = &c.state {
+                need(Some(o.deadline_ms), Tm::Ring(c.id))?;
+                need(o.step_at, Tm::Step(c.id))?;
+            }
+            need(c.grace_at, Tm::Grace(c.id))?;
+            need(c.retry_at, Tm::Retry(c.id))?;
+            // A max wait that passed during an offer is acted on when the offer fails.
+            if !matches!(c.state, CState::Offered(_)) {
+                need(c.max_wait_at, Tm::MaxWait(c.id))?;
+            }
+            need(c.reroute_at, Tm::Reroute(c.id))?;
+            need(c.announce_at, Tm::Announce(c.id))?;
+        }
         // Nothing routable is left waiting next to a free agent who may take it: routing ran to
         // a fixed point (delays, relaxation and retries have their own timers).
         for (ix, a) in self.agents.iter().enumerate() {
