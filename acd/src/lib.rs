@@ -31,6 +31,7 @@ mod ewt;
 pub mod ids;
 pub mod io;
 pub mod rng;
+pub mod scenario;
 pub mod sim;
 pub mod state;
 pub mod stats;
