@@ -216,12 +216,10 @@ impl Stats {
             .unwrap_or(self.cfg.default_sl_ms);
         let at = e.at_ms;
         match e.kind {
-            EventKind::Enter { resumed_from, .. } => {
-                // A resumed caller was offered once already (its first entry).
-                if resumed_from.is_none() {
-                    self.bump(at, &scopes, |c| c.offered += 1);
-                }
-            }
+            // A resumed caller was offered once already (its first entry).
+            EventKind::Enter {
+                resumed_from: None, ..
+            } => self.bump(at, &scopes, |c| c.offered += 1),
             EventKind::Connect {
                 wait_ms, callback, ..
             } => {

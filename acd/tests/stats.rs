@@ -178,7 +178,7 @@ fn stats_follow_a_real_engine_run() {
     })
     .unwrap();
     let mut s = Stats::new(StatsConfig::default(), &[q]);
-    let mut feed = |acd: &mut Acd, s: &mut Stats| {
+    let feed = |acd: &mut Acd, s: &mut Stats| {
         while let Some(o) = acd.poll_output() {
             s.observe(&o);
         }
