@@ -197,10 +197,10 @@ impl Stats {
             Output::AgentStateChanged {
                 agent,
                 tenant,
-                from,
                 to,
                 at_ms,
-            } => self.on_state(*agent, *tenant, *from, *to, *at_ms),
+                ..
+            } => self.on_state(*agent, *tenant, *to, *at_ms),
             _ => {}
         }
     }
@@ -296,14 +296,7 @@ impl Stats {
         }
     }
 
-    fn on_state(
-        &mut self,
-        agent: AgentId,
-        tenant: TenantId,
-        from: AgentState,
-        to: AgentState,
-        at: u64,
-    ) {
+    fn on_state(&mut self, agent: AgentId, tenant: TenantId, to: AgentState, at: u64) {
         let prev = self.agents.insert(
             agent,
             AgentTrack {
@@ -316,7 +309,6 @@ impl Stats {
         let scopes = [Scope::Tenant(tenant), Scope::Agent(agent)];
         let mut call = None;
         if let Some(p) = prev {
-            debug_assert_eq!(p.state, from);
             call = p.call;
             match p.state {
                 AgentState::OnCall | AgentState::WrapUp => {

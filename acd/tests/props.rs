@@ -85,6 +85,10 @@ enum Op {
     Advance {
         ms: u64,
     },
+    /// The shell wakes late: one `handle_timeout` far past several deadlines.
+    Jump {
+        ms: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -110,6 +114,7 @@ fn op() -> impl Strategy<Value = Op> {
         10 => (a.clone(), proptest::option::weighted(0.1, 1u64..14)).prop_map(|(a, stray)| Op::Answer { a, stray }),
         1 => a.clone().prop_map(|a| Op::Reject { a }),
         1 => (a.clone(), 0u8..3).prop_map(|(a, s)| Op::Force { a, s }),
+        1 => (1u64..200_000).prop_map(|ms| Op::Jump { ms }),
         4 => prop_oneof![0u64..3_000, 3_000u64..40_000, 40_000u64..400_000].prop_map(|ms| Op::Advance { ms }),
     ]
 }
@@ -289,6 +294,11 @@ impl Run {
         let cur = |acd: &Acd, a: u64| acd.agent_status(AgentId(a)).ok().and_then(|s| s.contact);
         let input = match *op {
             Op::Advance { ms } => return self.advance(ms),
+            Op::Jump { ms } => {
+                self.now += ms;
+                self.acd.handle_timeout(self.now);
+                return self.drain();
+            }
             Op::Enter {
                 c,
                 q,

@@ -391,6 +391,11 @@ impl Acd {
                 step_at = Some(now + step_ms);
             }
         }
+        if now >= deadline {
+            // A late clock: the ring timeout (due no later) ends this offer instead.
+            out.clear();
+            step_at = None;
+        }
         if let Some(&a) = out.first() {
             self.agents[a as usize].contact = Some(id);
             self.set_state(now, a, AgentState::Reserved);
@@ -399,7 +404,7 @@ impl Acd {
                 contact: id,
                 queue: q.id,
                 agents: vec![self.agents[a as usize].id],
-                ring_timeout_ms: deadline - now,
+                ring_timeout_ms: deadline.saturating_sub(now),
                 data: self.contacts[&id].data.clone(),
             });
         }
