@@ -2,11 +2,17 @@
 //!
 //! Load points are staffed so that P_wait lies between ~0.3 and ~0.6, where all three figures
 //! are sizeable. Waits are autocorrelated (strongly so near 95% load), so each run also reports
-//! batch-means standard errors. In release (`cargo test --release -p tandem-acd --test erlang`)
-//! the runs below are long enough for the tolerances (±2 points for P_wait and SL(20 s), ±5% for
-//! ASA) to sit at ≥3σ, and those are asserted. A debug build runs 1/40 of the calls (CI time)
-//! and asserts each figure within its tolerance or 4σ of its own statistical error, whichever
-//! is wider: a consistency check, not the precision claim.
+//! batch-means standard errors, and the load the random traffic actually offered (arrivals per
+//! ms × mean talk time of the measured contacts).
+//!
+//! Release (`cargo test --release -p tandem-acd --test erlang -- --nocapture`, ~3 min on two
+//! shared cores; 1.2M–16M calls per point): P_wait and SL(20 s) within ±2 points of the formula
+//! at the nominal load; ASA within ±5% of the formula at the realised load, and within ±5% or
+//! 3.5σ (the wider) of the formula at the nominal load. The last clause is for 95%: there ASA
+//! moves ~25% per 1% of load, so 16M calls whose load came out 0.09% above nominal land 5.4%
+//! (3.1σ) above the nominal formula and 2.4% from the formula at their own load (RESULTS.md).
+//! A debug build runs 1/40 of the calls on two seeds and asserts each figure within its
+//! tolerance or 4σ, whichever is wider: a consistency check, not the precision claim.
 
 use tandem_acd::erlang::erlang_c;
 use tandem_acd::sim;
@@ -51,17 +57,16 @@ fn check(point: usize) {
     let k = seeds as f64;
     let (pw, asa, sl, occ_sim, mae) = (pw / k, asa / k, sl / k, occ_sim / k, mae / k);
     let (pw_se, asa_se, sl_se) = (pw_v.sqrt() / k, asa_v.sqrt() / k, sl_v.sqrt() / k);
-    // Diagnostic only: Erlang C at the load the random traffic actually offered.
+    // Erlang C at the load the random traffic actually offered.
     let load = load / k;
-    if let Some(er) = erlang_c(load / HANDLE_MS, HANDLE_MS, n) {
-        println!(
-            "  realised load {:.3} Erl (nominal {:.3}): Erlang C there P_wait {:.4}, ASA {:.2} s",
-            load,
-            occ * f64::from(n),
-            er.p_wait,
-            er.asa / 1000.0
-        );
-    }
+    let er = erlang_c(load / HANDLE_MS, HANDLE_MS, n).expect("realised load below N");
+    println!(
+        "  realised load {:.3} Erl (nominal {:.3}): Erlang C there P_wait {:.4}, ASA {:.2} s",
+        load,
+        occ * f64::from(n),
+        er.p_wait,
+        er.asa / 1000.0
+    );
     println!(
         "| {:.0}% | {n} | {} | {:.4} ± {:.4} | {:.4} | {:.2} ± {:.2} | {:.2} | {:.4} ± {:.4} | {:.4} | {:.4} | {:.1} |",
         occ * 100.0,
@@ -88,10 +93,20 @@ fn check(point: usize) {
         (sl - sl_formula).abs() <= slack(0.02, sl_se),
         "SL {sl} vs {sl_formula}"
     );
+    let asa_slack = if strict {
+        (0.05 * e.asa).max(3.5 * asa_se)
+    } else {
+        slack(0.05 * e.asa, asa_se)
+    };
     assert!(
-        (asa - e.asa).abs() <= slack(0.05 * e.asa, asa_se),
+        (asa - e.asa).abs() <= asa_slack,
         "ASA {asa} vs {} (1σ {asa_se})",
         e.asa
+    );
+    assert!(
+        (asa - er.asa).abs() <= slack(0.05 * er.asa, asa_se),
+        "ASA {asa} vs {} at the realised load",
+        er.asa
     );
     assert!((occ_sim - occ).abs() <= 0.02, "occupancy {occ_sim}");
 }
