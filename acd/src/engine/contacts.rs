@@ -164,7 +164,12 @@ impl Acd {
             return (0, None);
         };
         let q = &self.queues[c.queue as usize];
-        let position = q.waiting.range(..c.key).count() as u32 + 1;
+        // A newcomer is usually last: O(1) then; otherwise count the keys ahead (O(depth)).
+        let position = if q.waiting.last_key_value().map(|(k, _)| *k) == Some(c.key) {
+            q.waiting.len() as u32
+        } else {
+            q.waiting.range(..c.key).count() as u32 + 1
+        };
         let ewt = estimate_wait_ms(position, q.available.len() as u32, q.staffed, q.aht.get());
         (position, ewt)
     }
