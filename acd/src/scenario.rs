@@ -140,16 +140,16 @@ impl RoutingScenario {
 
     /// The untimed rest of a call: answer and hang up (no wrap-up), so the agent is free again.
     pub fn complete(&mut self, contact: ContactId, agent: AgentId) {
-        let _ = self
-            .acd
-            .handle(self.now_ms, Input::Answer { agent, contact });
-        let _ = self.acd.handle(
-            self.now_ms,
-            Input::Hangup {
-                contact,
-                by: Party::Caller,
-            },
-        );
+        let _ = self.acd.handle(self.now_ms, Input::Answer { agent, contact });
+        let by = Party::Caller;
+        let _ = self.acd.handle(self.now_ms, Input::Hangup { contact, by });
+        self.tick();
+    }
+
+    /// What a shell does between inputs: fire due deadlines (here only stale ring timers of
+    /// answered offers, which this drops from the heap) and drain.
+    fn tick(&mut self) {
+        self.acd.handle_timeout(self.now_ms);
         while self.acd.poll_output().is_some() {}
     }
 
@@ -209,6 +209,7 @@ impl RoutingScenario {
             self.busy.push((a, c));
         }
         while self.acd.poll_output().is_some() {}
+        self.tick();
         let r = self.request();
         let _ = self.acd.handle(self.now_ms, Input::Enter(r));
         while let Some(o) = self.acd.poll_output() {

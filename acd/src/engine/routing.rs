@@ -107,13 +107,13 @@ fn pick(
     let mut weights: u64 = 0;
     let mut best: Option<(u32, u32)> = None; // (proficiency sum, agent) for BestProficiency
     for (key, cand) in &q.available {
-        if key.tier > max_tier || tier_found.is_some_and(|t| key.tier > t) {
+        if key.tier() > max_tier || tier_found.is_some_and(|t| key.tier() > t) {
             break;
         }
         if !eligible(cand) {
             continue;
         }
-        tier_found = Some(key.tier);
+        tier_found = Some(key.tier());
         match q.cfg.strategy {
             _ if first_fit => {
                 out.push(cand.agent);
@@ -121,11 +121,11 @@ fn pick(
             }
             Strategy::RoundRobin => {
                 if rr_first.is_none() {
-                    rr_first = Some((cand.agent, key.order));
+                    rr_first = Some((cand.agent, key.order()));
                 }
                 // The cursor starts at u32::MAX, so the first pick wraps to the front.
-                if key.order > q.rr_cursor && rr_after.is_none() {
-                    rr_after = Some((cand.agent, key.order));
+                if key.order() > q.rr_cursor && rr_after.is_none() {
+                    rr_after = Some((cand.agent, key.order()));
                 }
             }
             Strategy::BestProficiency => {
@@ -190,11 +190,7 @@ impl Acd {
                 q.available.remove(&k);
             }
             if want {
-                let k = AvailKey {
-                    tier: m.tier,
-                    k: strategy_key(q.cfg.strategy, &kv),
-                    order: m.order,
-                };
+                let k = AvailKey::new(m.tier, strategy_key(q.cfg.strategy, &kv), m.order);
                 q.available.insert(
                     k,
                     Cand {
