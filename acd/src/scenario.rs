@@ -140,7 +140,9 @@ impl RoutingScenario {
 
     /// The untimed rest of a call: answer and hang up (no wrap-up), so the agent is free again.
     pub fn complete(&mut self, contact: ContactId, agent: AgentId) {
-        let _ = self.acd.handle(self.now_ms, Input::Answer { agent, contact });
+        let _ = self
+            .acd
+            .handle(self.now_ms, Input::Answer { agent, contact });
         let by = Party::Caller;
         let _ = self.acd.handle(self.now_ms, Input::Hangup { contact, by });
         self.tick();

@@ -170,7 +170,7 @@ impl Acd {
         } else {
             q.waiting.range(..c.key).count() as u32 + 1
         };
-        let ewt = estimate_wait_ms(position, q.available.len() as u32, q.staffed, q.aht.get());
+        let ewt = estimate_wait_ms(position, q.idle, q.staffed, q.aht.get());
         (position, ewt)
     }
 

@@ -73,7 +73,8 @@ pub(crate) struct Member {
     delay_ms: u64,
     weight: u32,
     order: u32,
-    /// Present while the agent sits in this queue's available index.
+    /// Where the agent's entry in this queue's available index is: live while the agent is
+    /// indexed, stale (awaiting a lazy drop) otherwise.
     key: Option<AvailKey>,
 }
 
@@ -87,6 +88,8 @@ pub(crate) struct Agent {
     prof: Box<[u8]>,
     members: Vec<Member>,
     indexed: bool,
+    /// Available, but not yet in the trees (see `refresh_index`); never true between inputs.
+    tree_pending: bool,
     /// After a reject or ring-out the agent stays Available but gets no offer until then.
     blocked_until: Option<u64>,
     wrap_until: Option<u64>,
@@ -106,7 +109,10 @@ pub(crate) struct Agent {
 pub(crate) struct Queue {
     cfg: QueueConfig,
     waiting: BTreeMap<WaitKey, ContactId>,
+    /// Available members, plus stale entries of members that left Available (dropped lazily).
     available: BTreeMap<AvailKey, Cand>,
+    /// Members Available and not held back (the live part of `available`).
+    idle: u32,
     members: Vec<u32>,
     next_order: u32,
     rr_cursor: u32,
@@ -197,6 +203,7 @@ pub struct Acd {
     work_contacts: Vec<ContactId>,
     work_empty: Vec<u32>,
     scratch: Vec<u32>,
+    stale: Vec<(AvailKey, u32)>,
 }
 
 impl Acd {
@@ -230,6 +237,7 @@ impl Acd {
             work_contacts: Vec::new(),
             work_empty: Vec::new(),
             scratch: Vec::new(),
+            stale: Vec::new(),
         };
         for q in config.queues {
             acd.add_queue(q)?;
@@ -253,6 +261,7 @@ impl Acd {
             cfg,
             waiting: BTreeMap::new(),
             available: BTreeMap::new(),
+            idle: 0,
             members: Vec::new(),
             next_order: 0,
             rr_cursor: u32::MAX,
@@ -316,6 +325,7 @@ impl Acd {
             prof,
             members,
             indexed: false,
+            tree_pending: false,
             blocked_until: None,
             wrap_until: None,
             wrap_queue: None,

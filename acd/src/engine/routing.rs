@@ -83,8 +83,10 @@ fn pick(
     exclude: &[u32],
     rng: &mut crate::rng::SplitMix64,
     out: &mut Vec<u32>,
+    stale: &mut Vec<(AvailKey, u32)>,
 ) -> Option<u32> {
     out.clear();
+    stale.clear();
     let wait = now.saturating_sub(c.entered_ms);
     let (max_tier, cap) = limits(&q.cfg, wait);
     let eligible = |cand: &Cand| {
@@ -107,6 +109,10 @@ fn pick(
     let mut weights: u64 = 0;
     let mut best: Option<(u32, u32)> = None; // (proficiency sum, agent) for BestProficiency
     for (key, cand) in &q.available {
+        if !agents[cand.agent as usize].indexed {
+            stale.push((*key, cand.agent));
+            continue;
+        }
         if key.tier() > max_tier || tier_found.is_some_and(|t| key.tier() > t) {
             break;
         }
@@ -176,6 +182,29 @@ impl Acd {
         if want == a.indexed {
             return;
         }
+        let agent = &mut self.agents[ix as usize];
+        agent.indexed = want;
+        // Becoming available: the agent first looks for waiting work (`route_agent`) and goes
+        // into the trees only if it finds none, so a busy centre's agent goes from call to call
+        // without touching its queues' indexes. Leaving: the entries stay, stale, until a scan
+        // of the queue drops them or the agent comes back; an offer costs no tree removals.
+        agent.tree_pending = want;
+        for m in &agent.members {
+            let q = &mut self.queues[m.queue as usize];
+            if want {
+                q.idle += 1;
+            } else {
+                q.idle -= 1;
+            }
+        }
+        if want {
+            self.work_agents.push(ix);
+        }
+    }
+
+    /// Puts an available agent's entries into its queues' indexes (replacing stale ones).
+    fn insert_trees(&mut self, ix: u32) {
+        let a = &self.agents[ix as usize];
         let kv = KeyView {
             since_ms: a.since_ms,
             last_call_end_ms: a.last_call_end_ms,
@@ -183,28 +212,41 @@ impl Acd {
             talk_total_ms: a.talk_total_ms,
         };
         let agent = &mut self.agents[ix as usize];
-        agent.indexed = want;
+        agent.tree_pending = false;
         for m in &mut agent.members {
             let q = &mut self.queues[m.queue as usize];
-            if let Some(k) = m.key.take() {
-                q.available.remove(&k);
+            let k = AvailKey::new(m.tier, strategy_key(q.cfg.strategy, &kv), m.order);
+            if m.key == Some(k) {
+                continue; // the stale entry is current again
             }
-            if want {
-                let k = AvailKey::new(m.tier, strategy_key(q.cfg.strategy, &kv), m.order);
-                q.available.insert(
-                    k,
-                    Cand {
-                        agent: ix,
-                        delay_ms: m.delay_ms,
-                        weight: m.weight,
-                    },
-                );
-                m.key = Some(k);
+            if let Some(old) = m.key.take() {
+                q.available.remove(&old);
+            }
+            q.available.insert(
+                k,
+                Cand {
+                    agent: ix,
+                    delay_ms: m.delay_ms,
+                    weight: m.weight,
+                },
+            );
+            m.key = Some(k);
+        }
+    }
+
+    /// Removes the stale entries a scan of queue `qi` walked past (agents no longer available).
+    fn drop_stale(&mut self, qi: u32) {
+        for &(k, a) in &self.stale {
+            self.queues[qi as usize].available.remove(&k);
+            let members = &mut self.agents[a as usize].members;
+            if let Some(m) = members
+                .iter_mut()
+                .find(|m| m.queue == qi && m.key == Some(k))
+            {
+                m.key = None;
             }
         }
-        if want {
-            self.work_agents.push(ix);
-        }
+        self.stale.clear();
     }
 
     /// A contact became routable (entered, re-queued, relaxed): offer it if an agent fits.
@@ -225,8 +267,11 @@ impl Acd {
             &[],
             &mut self.rng,
             &mut out,
+            &mut self.stale,
         );
-        if c.callback.is_some() {
+        let callback = c.callback.is_some();
+        self.drop_stale(qi as u32);
+        if callback {
             // A callback reserves one agent: there is one customer leg to dial, not a race.
             out.truncate(1);
         }
@@ -286,7 +331,11 @@ impl Acd {
                     }
                 }
                 self.offer(now, id, &[ix]);
+                return;
             }
+        }
+        if self.agents[ix as usize].tree_pending {
+            self.insert_trees(ix);
         }
     }
 
@@ -381,7 +430,9 @@ impl Acd {
             &o.agents,
             &mut self.rng,
             &mut out,
+            &mut self.stale,
         );
+        self.drop_stale(qi as u32);
         if let Strategy::RingProgressively { step_ms } = self.queues[qi].cfg.strategy {
             if now + step_ms < deadline {
                 step_at = Some(now + step_ms);

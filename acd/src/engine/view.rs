@@ -78,7 +78,7 @@ impl Acd {
             longest_wait_ms: longest,
             agents,
             staffed: q.staffed,
-            ewt_ms: estimate_wait_ms(depth + 1, q.available.len() as u32, q.staffed, q.aht.get()),
+            ewt_ms: estimate_wait_ms(depth + 1, q.idle, q.staffed, q.aht.get()),
             aht_ms: q.aht.get().round() as u64,
         })
     }
@@ -149,8 +149,19 @@ impl Acd {
                 ));
             }
             let want = a.state == AgentState::Available && a.blocked_until.is_none();
-            if a.indexed != want || a.members.iter().any(|m| m.key.is_some() != want) {
+            if a.indexed != want
+                || a.tree_pending
+                || (want && a.members.iter().any(|m| m.key.is_none()))
+            {
                 return Err(format!("agent {} index out of step", a.id));
+            }
+            for m in &a.members {
+                let q = &self.queues[m.queue as usize];
+                if let Some(k) = m.key {
+                    if q.available.get(&k).map(|c| c.agent) != Some(ix) {
+                        return Err(format!("agent {} index entry missing", a.id));
+                    }
+                }
             }
         }
         let mut seen = std::collections::HashSet::new();
@@ -200,7 +211,22 @@ impl Acd {
                 }
             }
         }
-        for q in &self.queues {
+        for (qi, q) in self.queues.iter().enumerate() {
+            let members = || q.members.iter().map(|&a| &self.agents[a as usize]);
+            let entries = members()
+                .filter(|a| {
+                    a.members
+                        .iter()
+                        .any(|m| m.queue as usize == qi && m.key.is_some())
+                })
+                .count();
+            let idle = members().filter(|a| a.indexed).count();
+            if entries != q.available.len() || idle != q.idle as usize {
+                return Err(format!(
+                    "queue {} index has strays or a wrong idle count",
+                    q.cfg.id
+                ));
+            }
             for (k, id) in &q.waiting {
                 if !self
                     .contacts
