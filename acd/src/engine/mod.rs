@@ -297,6 +297,11 @@ impl Acd {
                     "agent is a member of a queue twice",
                 ));
             }
+            if self.queues[qi as usize].next_order >= MAX_MEMBERS {
+                return Err(AcdError::InvalidConfig(
+                    "a queue has at most 65,536 members",
+                ));
+            }
             qixs.push(qi);
         }
         let ix = self.agents.len() as u32;

@@ -74,7 +74,10 @@ fn strategy_key(strategy: Strategy, a: &KeyView) -> u64 {
     }
 }
 
-/// Eligible agents for `c` in `q`, per strategy, into `out` (empty when none).
+/// Eligible agents for `c` in `q`, per strategy, into `out` (empty when none); stale index
+/// entries walked past go to `stale` for the caller to drop. A free function over disjoint
+/// borrows of the engine's fields, hence the argument count.
+#[allow(clippy::too_many_arguments)]
 fn pick(
     q: &Queue,
     agents: &[Agent],
