@@ -169,7 +169,7 @@ pub fn run_routing(decisions: u64, seed: u64) -> anyhow::Result<()> {
         "scenario: 10,000 agents, 1,000 queues, 100 skills, 10 queues per agent (built in {:.1} s)",
         t.elapsed().as_secs_f64()
     );
-    let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3)?;
+    let mut h = Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3)?;
     let mut busy_ns = 0u64;
     let mut offered = 0u64;
     for _ in 0..decisions {
@@ -177,7 +177,8 @@ pub fn run_routing(decisions: u64, seed: u64) -> anyhow::Result<()> {
         let o = s.arrive();
         let ns = t.elapsed().as_nanos() as u64;
         busy_ns += ns;
-        h.record(ns.max(1))?;
+        // A preempted process can stall past any bound: saturate rather than fail the run.
+        h.saturating_record(ns.max(1));
         if let Some((c, a)) = o {
             offered += 1;
             s.complete(c, a);
@@ -187,7 +188,7 @@ pub fn run_routing(decisions: u64, seed: u64) -> anyhow::Result<()> {
 
     let mut s = RoutingScenario::new(seed + 1, 10_000, 1_000, 100, 10);
     s.fill(5_000);
-    let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3)?;
+    let mut h = Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3)?;
     let (mut busy_ns, mut offered, mut n) = (0u64, 0u64, 0u64);
     for _ in 0..decisions {
         let Some((_, contact)) = s.pick_busy() else {
@@ -198,7 +199,8 @@ pub fn run_routing(decisions: u64, seed: u64) -> anyhow::Result<()> {
         let ns = t.elapsed().as_nanos() as u64;
         busy_ns += ns;
         n += 1;
-        h.record(ns.max(1))?;
+        // A preempted process can stall past any bound: saturate rather than fail the run.
+        h.saturating_record(ns.max(1));
         offered += u64::from(o.is_some());
         s.refill(o);
     }
