@@ -90,7 +90,7 @@ impl Acd {
                 queue: qi,
                 key,
                 entered_ms,
-                skills: req.skills,
+                skills: Arc::from(req.skills),
                 data: Arc::from(req.data),
                 caller_key: req.caller_key,
                 state: CState::Waiting,
@@ -130,7 +130,8 @@ impl Acd {
         c.announce_at = (cfg.announce_period_ms > 0).then(|| now + cfg.announce_period_ms);
         let (tenant, key, queue) = (c.tenant, c.key, cfg.id);
         let (mw, an) = (c.max_wait_at, c.announce_at);
-        self.queues[qi as usize].waiting.insert(key, id);
+        let w = c.waiter();
+        self.queues[qi as usize].waiting.insert(key, w);
         let (position, ewt) = self.position_and_ewt(id);
         self.event(
             now,
@@ -181,7 +182,7 @@ impl Acd {
         };
         c.state = CState::Waiting;
         let (qi, key, expired) = (c.queue, c.key, c.max_wait_at.is_some_and(|at| at <= now));
-        self.queues[qi as usize].waiting.insert(key, id);
+        self.queues[qi as usize].waiting.insert(key, c.waiter());
         if expired && c.callback.is_none() {
             self.leave_queue(now, id, Exit::Timeout);
             return;
@@ -308,7 +309,7 @@ impl Acd {
         if q.staffed > 0 {
             return;
         }
-        let ids: Vec<ContactId> = q.waiting.values().copied().collect();
+        let ids: Vec<ContactId> = q.waiting.values().map(|w| w.id).collect();
         for id in ids {
             if self.contacts.get(&id).is_some_and(|c| c.callback.is_none()) {
                 self.leave_queue(now, id, Exit::Empty);
@@ -529,7 +530,7 @@ impl Acd {
                 let q = &mut self.queues[c.queue as usize];
                 q.waiting.remove(&c.key);
                 c.key.neg_priority = np;
-                q.waiting.insert(c.key, id);
+                q.waiting.insert(c.key, c.waiter());
                 Ok(())
             }
             CState::Offered(_) => {

@@ -33,6 +33,18 @@ pub(crate) struct WaitKey {
     seq: u64,
 }
 
+/// A waiting contact as its queue's map holds it: what the cross-queue pick reads, so it needs
+/// no contact record (a hash probe and a cache miss per queue at scale). Kept in step with the
+/// contact (`Contact::waiter`, and the retry timer clears `held`).
+#[derive(Debug, Clone)]
+pub(crate) struct Waiter {
+    id: ContactId,
+    entered_ms: u64,
+    /// A failed callback waiting for its retry: not routable yet.
+    held: bool,
+    skills: Arc<[(SkillId, u8)]>,
+}
+
 /// Order of available agents in a queue: tier first, then the strategy's key, then membership
 /// order (unique within the queue, so keys never collide). Packed into one `u64` (tier 8 bits,
 /// key 40 bits, order 16 bits) so the index compares one word per step: key values are ms
@@ -108,7 +120,7 @@ pub(crate) struct Agent {
 #[derive(Debug)]
 pub(crate) struct Queue {
     cfg: QueueConfig,
-    waiting: BTreeMap<WaitKey, ContactId>,
+    waiting: BTreeMap<WaitKey, Waiter>,
     /// Available members, plus stale entries of members that left Available (dropped lazily).
     available: BTreeMap<AvailKey, Cand>,
     /// Members Available and not held back (the live part of `available`).
@@ -159,7 +171,7 @@ pub(crate) struct Contact {
     queue: u32,
     key: WaitKey,
     entered_ms: u64,
-    skills: Vec<(SkillId, u8)>,
+    skills: Arc<[(SkillId, u8)]>,
     data: Arc<[(String, String)]>,
     caller_key: Option<String>,
     state: CState,
@@ -171,6 +183,17 @@ pub(crate) struct Contact {
     retry_at: Option<u64>,
     /// Overflow hops so far (bounded, so misconfigured overflow cycles end).
     hops: u8,
+}
+
+impl Contact {
+    fn waiter(&self) -> Waiter {
+        Waiter {
+            id: self.id,
+            entered_ms: self.entered_ms,
+            held: self.retry_at.is_some(),
+            skills: self.skills.clone(),
+        }
+    }
 }
 
 /// Overflow chains longer than this end the contact instead of moving it again.

@@ -297,24 +297,21 @@ impl Acd {
         let mut best: Option<(u128, ContactId)> = None;
         for m in &a.members {
             let q = &self.queues[m.queue as usize];
-            for id in q.waiting.values() {
-                let Some(c) = self.contacts.get(id) else {
-                    continue;
-                };
-                if c.retry_at.is_some() {
+            for w in q.waiting.values() {
+                if w.held {
                     continue;
                 }
-                let wait = now.saturating_sub(c.entered_ms);
+                let wait = now.saturating_sub(w.entered_ms);
                 if wait < q.cfg.routing_delay_ms + m.delay_ms {
                     continue;
                 }
                 let (max_tier, cap) = limits(&q.cfg, wait);
-                if m.tier > max_tier || !skills_ok(&a.prof, &c.skills, cap) {
+                if m.tier > max_tier || !skills_ok(&a.prof, &w.skills, cap) {
                     continue;
                 }
                 let score = u128::from(wait + 1) * u128::from(q.cfg.priority);
                 if best.is_none_or(|(s, _)| score > s) {
-                    best = Some((score, *id));
+                    best = Some((score, w.id));
                 }
                 // Later contacts of this queue come after this one in its own order.
                 break;

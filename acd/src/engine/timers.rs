@@ -81,6 +81,12 @@ impl Acd {
             Timer::Retry(id) => {
                 if let Some(c) = self.contacts.get_mut(&id) {
                     c.retry_at = None;
+                    if matches!(c.state, CState::Waiting) {
+                        let q = &mut self.queues[c.queue as usize];
+                        if let Some(w) = q.waiting.get_mut(&c.key) {
+                            w.held = false;
+                        }
+                    }
                     self.work_contacts.push(id);
                 }
             }

@@ -65,8 +65,8 @@ impl Acd {
         }
         let mut longest = 0;
         let mut callbacks = 0;
-        for id in q.waiting.values() {
-            if let Some(c) = self.contacts.get(id) {
+        for w in q.waiting.values() {
+            if let Some(c) = self.contacts.get(&w.id) {
                 longest = longest.max(now_ms.saturating_sub(c.entered_ms));
                 callbacks += u32::from(c.callback.is_some());
             }
@@ -167,7 +167,7 @@ impl Acd {
         let mut seen = std::collections::HashSet::new();
         for c in self.contacts.values() {
             let q = &self.queues[c.queue as usize];
-            let in_queue = q.waiting.get(&c.key) == Some(&c.id);
+            let in_queue = q.waiting.get(&c.key).map(|w| w.id) == Some(c.id);
             match &c.state {
                 CState::Waiting => {
                     if !in_queue {
@@ -227,13 +227,16 @@ impl Acd {
                     q.cfg.id
                 ));
             }
-            for (k, id) in &q.waiting {
-                if !self
-                    .contacts
-                    .get(id)
-                    .is_some_and(|c| c.key == *k && matches!(c.state, CState::Waiting))
-                {
-                    return Err(format!("queue {} holds stale contact {id}", q.cfg.id));
+            for (k, w) in &q.waiting {
+                let id = w.id;
+                if !self.contacts.get(&id).is_some_and(|c| {
+                    c.key == *k
+                        && matches!(c.state, CState::Waiting)
+                        && c.entered_ms == w.entered_ms
+                        && c.retry_at.is_some() == w.held
+                        && *c.skills == *w.skills
+                }) {
+                    return Err(format!("queue {} holds a stale entry for {id}", q.cfg.id));
                 }
             }
         }
@@ -271,8 +274,8 @@ impl Acd {
             }
             for m in &a.members {
                 let q = &self.queues[m.queue as usize];
-                for id in q.waiting.values() {
-                    let c = &self.contacts[id];
+                for w in q.waiting.values() {
+                    let (id, c) = (w.id, &self.contacts[&w.id]);
                     let wait = self.last_now_ms.saturating_sub(c.entered_ms);
                     let (tier, cap) = super::routing::limits(&q.cfg, wait);
                     if c.retry_at.is_none()
