@@ -284,6 +284,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, AcdError> {
     Ok(report(&acc, occupancy, inputs))
 }
 
+// The run loop's state, lent piecewise (a struct would have to borrow the loop's locals).
 #[allow(clippy::too_many_arguments)]
 fn on_event(
     kind: &EventKind,
