@@ -5,7 +5,7 @@
 //! batch-means standard errors, and the load the random traffic actually offered (arrivals per
 //! ms × mean talk time of the measured contacts).
 //!
-//! Release (`cargo test --release -p tandem-acd --test erlang -- --nocapture`, ~3 min on two
+//! Release (`cargo test --release -p tandem-acd --test erlang -- --nocapture`, 1.5–6 min on two
 //! shared cores; 1.2M–16M calls per point): P_wait and SL(20 s) within ±2 points of the formula
 //! at the nominal load; ASA within ±5% of the formula at the realised load, and within ±5% or
 //! 3.5σ (the wider) of the formula at the nominal load. The last clause is for 95%: there ASA
