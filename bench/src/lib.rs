@@ -1,5 +1,6 @@
 //! Load generators and yardsticks for Tandem and its peers. The binary is `tandem-bench`.
 
+pub mod acd;
 pub mod api;
 pub mod forward;
 pub mod ng_client;

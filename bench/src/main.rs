@@ -65,6 +65,39 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// ACD: simulate queues against the real state machine (Erlang C beside it for M/M/N), or
+    /// time routing decisions at 10k agents / 1k queues / 100 skills (--routing).
+    Acd {
+        /// Time routing decisions instead of simulating.
+        #[arg(long)]
+        routing: bool,
+        /// Decisions of each kind to time (--routing).
+        #[arg(long, default_value_t = 1_000_000)]
+        decisions: u64,
+        #[arg(long, default_value_t = 20)]
+        agents: u32,
+        /// Target occupancy (offered load ÷ agents).
+        #[arg(long, default_value_t = 0.9)]
+        occupancy: f64,
+        /// Mean talk time, seconds.
+        #[arg(long, default_value_t = 180.0)]
+        handle_s: f64,
+        /// Log-normal talk times with this standard deviation (default: exponential).
+        #[arg(long)]
+        lognormal_sd_s: Option<f64>,
+        #[arg(long, default_value_t = 0.0)]
+        wrapup_s: f64,
+        /// Mean caller patience, seconds (exponential); default: nobody abandons.
+        #[arg(long)]
+        patience_s: Option<f64>,
+        /// Queues, each with its own skill; every agent serves two adjacent ones.
+        #[arg(long, default_value_t = 1)]
+        queues: u32,
+        #[arg(long, default_value_t = 200_000)]
+        calls: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// SIP call generator: INVITE with SDP, optional RTP, hold, BYE; paced, with a concurrency cap.
     Sip(SipArgs),
     /// SIP answering endpoint: registers its users (digest), answers every call, echoes RTP.
@@ -276,6 +309,35 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Rtp(a) => run_rtp(a)?,
         Cmd::Sip(a) => run_sip(a)?,
+        Cmd::Acd {
+            routing,
+            decisions,
+            agents,
+            occupancy,
+            handle_s,
+            lognormal_sd_s,
+            wrapup_s,
+            patience_s,
+            queues,
+            calls,
+            seed,
+        } => {
+            if routing {
+                tandem_bench::acd::run_routing(decisions, seed)?;
+            } else {
+                tandem_bench::acd::run_sim(&tandem_bench::acd::SimArgs {
+                    agents,
+                    occupancy,
+                    handle_s,
+                    calls,
+                    seed,
+                    queues,
+                    patience_s,
+                    lognormal_sd_s,
+                    wrapup_s,
+                })?;
+            }
+        }
         Cmd::Api {
             target,
             token,
