@@ -337,9 +337,16 @@ async fn open_storage(
             "tandem: created system administrator 'admin' with password {password} (shown once; log in with POST /api/v1/sessions)"
         );
     }
-    let seeded = storage.seed(sip).await?;
+    let (seeded, kept) = storage.seed(sip).await?;
     if seeded > 0 {
         tracing::info!("storage: {seeded} SIP directory entries taken from the config file");
+    }
+    if kept > 0 {
+        // Said at every start, so an operator who edits the file and restarts learns why the
+        // edit did not take.
+        tracing::warn!(
+            "storage: {kept} SIP directory entries of the config file were already stored and were left as stored; after the first start storage wins: change them through the API"
+        );
     }
     let key = session_key(&cfg.data_dir)?;
     Ok(ApiState::new(storage, key))

@@ -525,16 +525,24 @@ impl Directory {
 impl Storage {
     /// Writes the config file's `[sip]` tenants, accounts, trunks and routes where storage
     /// does not have them yet; what the API changed since is left alone.
-    pub async fn seed(&self, sip: &crate::sip::config::SipConfig) -> Result<usize, StoreError> {
+    /// Returns how many entries were added and how many were already stored (and kept as
+    /// stored: once seeded, storage wins and changes go through the API).
+    pub async fn seed(
+        &self,
+        sip: &crate::sip::config::SipConfig,
+    ) -> Result<(usize, usize), StoreError> {
         let now = now_ms();
-        let mut added = 0;
+        let (mut added, mut kept) = (0, 0);
         let mut add = |r: Result<(), StoreError>| -> Result<(), StoreError> {
             match r {
                 Ok(()) => {
                     added += 1;
                     Ok(())
                 }
-                Err(StoreError::Conflict(_)) => Ok(()),
+                Err(StoreError::Conflict(_)) => {
+                    kept += 1;
+                    Ok(())
+                }
                 Err(e) => Err(e),
             }
         };
@@ -600,7 +608,7 @@ impl Storage {
                 })
                 .await)?;
         }
-        Ok(added)
+        Ok((added, kept))
     }
 
     /// Opens (creating if needed) and migrates. `sqlite://PATH` or `postgres://…`.
