@@ -437,17 +437,24 @@ impl Acd {
         Ok(())
     }
 
+    /// `to`'s index, when it is a queue of the contact's own tenant (transfer and move never
+    /// cross tenants).
+    fn queue_for(&self, id: ContactId, to: QueueId) -> Result<u32, AcdError> {
+        let ti = self.queue_index(to)?;
+        if self.queues[ti as usize].cfg.tenant != self.contact(id)?.tenant {
+            return Err(AcdError::TenantMismatch { queue: to });
+        }
+        Ok(ti)
+    }
+
     pub(super) fn transfer(
         &mut self,
         now: u64,
         id: ContactId,
         to: QueueId,
     ) -> Result<(), AcdError> {
-        let ti = self.queue_index(to)?;
+        let ti = self.queue_for(id, to)?;
         let c = self.contact(id)?;
-        if self.queues[ti as usize].cfg.tenant != c.tenant {
-            return Err(AcdError::TenantMismatch { queue: to });
-        }
         let CState::Connected { agent, since_ms } = c.state else {
             return Err(self.bad_state(id, "be transferred"));
         };
@@ -483,11 +490,8 @@ impl Acd {
         id: ContactId,
         to: QueueId,
     ) -> Result<(), AcdError> {
-        let ti = self.queue_index(to)?;
+        let ti = self.queue_for(id, to)?;
         let c = self.contact(id)?;
-        if self.queues[ti as usize].cfg.tenant != c.tenant {
-            return Err(AcdError::TenantMismatch { queue: to });
-        }
         if !matches!(c.state, CState::Waiting | CState::Offered(_)) || c.queue == ti {
             return Err(self.bad_state(id, "be moved"));
         }
