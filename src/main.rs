@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// Media inactivity timeout.
     #[arg(long)]
     timeout_ms: Option<u64>,
+    /// Datagrams that waited longer than this in the kernel (the process was stalled) are
+    /// dropped, not relayed late.
+    #[arg(long)]
+    max_packet_age_ms: Option<u64>,
 }
 
 impl RunArgs {
@@ -94,6 +98,7 @@ impl RunArgs {
         dp.port_max = self.port_max.unwrap_or(dp.port_max);
         dp.sessions_per_core = self.sessions_per_core.or(dp.sessions_per_core);
         dp.timeout_ms = self.timeout_ms.unwrap_or(dp.timeout_ms);
+        dp.max_packet_age_ms = self.max_packet_age_ms.unwrap_or(dp.max_packet_age_ms);
         cfg.ng.listen = self.ng.unwrap_or(cfg.ng.listen);
         cfg.http.listen = self.http.unwrap_or(cfg.http.listen);
         if let Some(dir) = &self.data_dir {
