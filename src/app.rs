@@ -155,6 +155,7 @@ impl Appliance {
                         events: Some(api_state.events.clone()),
                         directory: directory_rx,
                         directory_applied: Some(api_state.directory_applied.clone()),
+                        ..Default::default()
                     },
                 ));
                 Some(addr)

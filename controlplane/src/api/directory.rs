@@ -531,7 +531,7 @@ async fn check_route(state: &ApiState, r: &Route) -> Result<(), ApiError> {
     match parse_target(&r.target) {
         None => Err(ApiError::invalid(
             "target",
-            "target is user:<account>, trunk:<name> or uri:sip:user@ip:port",
+            "target is user:<account>, trunk:<name>, queue:<name> or uri:sip:user@ip:port",
         )),
         Some(RouteTarget::Uri(uri)) => {
             if crate::sip::message::SipUri::parse(&uri)
@@ -561,6 +561,7 @@ async fn check_route(state: &ApiState, r: &Route) -> Result<(), ApiError> {
             Ok(())
         }
         Some(RouteTarget::User(user)) => check_slug("target", &user, 64),
+        Some(RouteTarget::Queue(queue)) => check_slug("target", &queue, 64),
     }
 }
 

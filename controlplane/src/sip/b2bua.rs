@@ -74,6 +74,8 @@ pub enum SipEvent {
         tenant: String,
     },
     CallEnded(Box<CallRecord>),
+    /// The ACD's queue log, agent state changes and screen-pops.
+    Acd(Box<super::queues::AcdEvent>),
 }
 
 /// One finished call, as handed to storage.
@@ -1102,6 +1104,8 @@ impl Engine {
                 let transport = Transport::parse(parsed.transport()).unwrap_or(Transport::Udp);
                 Ok((uri.clone(), Peer { transport, addr }))
             }
+            // Queued calls are offered to agents by the ACD, not sent to one target.
+            RouteTarget::Queue(_) => Err(480),
             RouteTarget::Trunk(name) => {
                 let trunk = self.cfg.trunk(name.as_str()).ok_or(500u16)?;
                 let uri = format!("sip:{}@{}", number.trim_start_matches('+'), trunk.address);

@@ -46,6 +46,10 @@ pub struct SipConfig {
     pub accounts: Vec<AccountConfig>,
     pub trunks: Vec<TrunkConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Contact-centre queues and agents (`[[sip.queues]]`, `[[sip.agents]]`), seeded into
+    /// storage on the first start like the entries above.
+    pub queues: Vec<super::queues::QueueDef>,
+    pub agents: Vec<super::queues::AgentDef>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -108,6 +112,8 @@ pub struct SipDirectory {
     pub accounts: Vec<DigestAccount>,
     pub trunks: Vec<TrunkConfig>,
     pub routes: Vec<RouteConfig>,
+    pub queues: Vec<super::queues::QueueDef>,
+    pub agents: Vec<super::queues::AgentDef>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -144,7 +150,8 @@ pub struct RouteConfig {
     /// Dialled user part: exact (`2000`), prefix (`44*`) or anything (`*`).
     #[serde(rename = "match")]
     pub pattern: String,
-    /// `user:<name>` (a registered account), `uri:sip:…` (a fixed target) or `trunk:<name>`.
+    /// `user:<name>` (a registered account), `uri:sip:…` (a fixed target), `trunk:<name>` or
+    /// `queue:<name>` (the tenant's ACD queue).
     pub target: String,
 }
 
@@ -153,6 +160,7 @@ pub enum RouteTarget {
     User(String),
     Uri(String),
     Trunk(String),
+    Queue(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +198,8 @@ impl Default for SipConfig {
             accounts: Vec::new(),
             trunks: Vec::new(),
             routes: Vec::new(),
+            queues: Vec::new(),
+            agents: Vec::new(),
         }
     }
 }
@@ -200,6 +210,7 @@ pub fn parse_target(target: &str) -> Option<RouteTarget> {
         "user" if !value.is_empty() => Some(RouteTarget::User(value.to_string())),
         "uri" if value.starts_with("sip:") => Some(RouteTarget::Uri(value.to_string())),
         "trunk" if !value.is_empty() => Some(RouteTarget::Trunk(value.to_string())),
+        "queue" if !value.is_empty() => Some(RouteTarget::Queue(value.to_string())),
         _ => None,
     }
 }
@@ -265,6 +276,42 @@ impl SipConfig {
                 if net.parse::<IpAddr>().is_err() {
                     return Err(format!("sip.trunks: {}: bad allow entry {a}", t.name));
                 }
+            }
+        }
+        for q in &self.queues {
+            if !tenant(&q.tenant) {
+                return Err(format!(
+                    "sip.queues: {}: unknown tenant {}",
+                    q.name, q.tenant
+                ));
+            }
+            q.validate().map_err(|e| format!("sip.queues: {e}"))?;
+        }
+        let queue = |tenant: &str, name: &str| {
+            self.queues
+                .iter()
+                .any(|q| q.tenant == tenant && q.name == name)
+        };
+        for q in &self.queues {
+            if let Some(to) = q.overflow.as_deref().and_then(|o| o.strip_prefix("queue:")) {
+                if !queue(&q.tenant, to) {
+                    return Err(format!(
+                        "sip.queues: {}: unknown overflow queue {to}",
+                        q.name
+                    ));
+                }
+            }
+        }
+        for a in &self.agents {
+            if !tenant(&a.tenant) {
+                return Err(format!(
+                    "sip.agents: {}: unknown tenant {}",
+                    a.name, a.tenant
+                ));
+            }
+            a.validate().map_err(|e| format!("sip.agents: {e}"))?;
+            if let Some(m) = a.queues.iter().find(|m| !queue(&a.tenant, &m.queue)) {
+                return Err(format!("sip.agents: {}: unknown queue {}", a.name, m.queue));
             }
         }
         for r in &self.routes {

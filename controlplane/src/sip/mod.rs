@@ -6,6 +6,7 @@ pub mod config;
 pub mod digest;
 pub mod message;
 pub mod metrics;
+pub mod queues;
 pub mod registrar;
 pub mod server;
 pub mod tls;

@@ -38,6 +38,10 @@ pub struct Wiring {
     pub events: Option<Arc<crate::api::events::EventHub>>,
     /// Directory changes from the API (whole directories and single accounts).
     pub directory: Option<mpsc::UnboundedReceiver<super::config::DirectoryUpdate>>,
+    /// Where the ACD's queue log, agent state changes and screen-pops go (storage, WebSocket).
+    pub acd_events: Option<mpsc::UnboundedSender<super::queues::AcdEvent>>,
+    /// Agent actions and status queries from the API, answered by the engine's ACD.
+    pub acd_requests: Option<mpsc::Receiver<super::queues::AcdRequest>>,
     /// Where the generation of each applied whole directory is reported.
     pub directory_applied: Option<Arc<tokio::sync::watch::Sender<u64>>>,
 }
@@ -323,6 +327,11 @@ async fn run_loop(
                                     let _ = inbox.send(Inbound::Durable(call)).await;
                                 }
                             });
+                        }
+                    }
+                    SipEvent::Acd(event) => {
+                        if let Some(sink) = &wiring.acd_events {
+                            let _ = sink.send(*event);
                         }
                     }
                     SipEvent::Registration(e) => {

@@ -518,6 +518,9 @@ impl Directory {
                     },
                 })
                 .collect(),
+            // Not stored yet: the ACD's queues and agents come from the config file alone.
+            queues: Vec::new(),
+            agents: Vec::new(),
         }
     }
 }
