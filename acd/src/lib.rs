@@ -40,7 +40,7 @@ pub use config::{
     AcdConfig, AgentConfig, EmptyBehaviour, Membership, OverflowTarget, QueueConfig, RelaxRule,
     Strategy,
 };
-pub use engine::{Acd, AgentCounts, AgentStatus, QueueStatus};
+pub use engine::{Acd, AgentCounts, AgentStatus, QueueStatus, WaitingContact};
 pub use error::AcdError;
 pub use ewt::estimate_wait_ms;
 pub use ids::{AgentId, ContactId, QueueId, ReasonCode, SkillId, TenantId};
