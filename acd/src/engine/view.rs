@@ -195,11 +195,19 @@ impl Acd {
             {
                 return Err(format!("agent {} index out of step", a.id));
             }
+            let kv = super::routing::KeyView::of(a);
             for m in &a.members {
                 let q = &self.queues[m.queue as usize];
                 if let Some(k) = m.key {
-                    if q.available.get(&k).map(|c| c.agent) != Some(ix) {
+                    let Some(c) = q.available.get(&k).filter(|c| c.agent == ix) else {
                         return Err(format!("agent {} index entry missing", a.id));
+                    };
+                    // A live entry is filed under the queue's current strategy and carries the
+                    // membership as it is now.
+                    let key = super::routing::strategy_key(q.cfg.strategy, &kv);
+                    let now = super::AvailKey::new(m.tier, key, m.order);
+                    if a.indexed && (k != now || c.delay_ms != m.delay_ms || c.weight != m.weight) {
+                        return Err(format!("agent {} index entry out of date", a.id));
                     }
                 }
             }
