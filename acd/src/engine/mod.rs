@@ -354,16 +354,18 @@ impl Acd {
         }
         let prof = self.proficiencies(&cfg.skills)?;
         let qixs = self.membership_queues(&cfg, None)?;
+        let mut agent = Agent::new(cfg.id, cfg.tenant, prof);
+        agent.since_ms = self.last_now_ms;
         let ix = match self.free_agents.pop() {
-            Some(ix) => ix,
+            Some(ix) => {
+                self.agents[ix as usize] = agent;
+                ix
+            }
             None => {
-                self.agents
-                    .push(Agent::new(cfg.id, cfg.tenant, Box::default()));
+                self.agents.push(agent);
                 self.agents.len() as u32 - 1
             }
         };
-        self.agents[ix as usize] = Agent::new(cfg.id, cfg.tenant, prof);
-        self.agents[ix as usize].since_ms = self.last_now_ms;
         let mut members = Vec::with_capacity(cfg.memberships.len());
         let mut touched = Vec::new();
         for (m, qi) in cfg.memberships.iter().zip(qixs) {

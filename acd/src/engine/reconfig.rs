@@ -257,6 +257,8 @@ impl Acd {
     /// their order; their max-wait, announcement and re-route deadlines follow the new settings
     /// (one that has already waited past a new max wait overflows now). Offers ringing keep
     /// their ring timeout, and stop adding legs if the queue no longer rings progressively.
+    /// Agents wrapping up or held back keep their current deadline. A smaller `max_len` refuses
+    /// newcomers; it does not evict anyone waiting.
     /// Routing then runs to a fixed point; the outputs come from `poll_output`.
     pub fn update_queue(&mut self, now_ms: u64, cfg: QueueConfig) -> Result<(), AcdError> {
         self.time_ok(now_ms)?;
