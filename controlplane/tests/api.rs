@@ -222,6 +222,7 @@ both_backends!(events_websocket_resumes, check_events);
 both_backends!(contact_centre_crud, check_contact_centre);
 both_backends!(contact_centre_agent_actions, check_acd_requests);
 both_backends!(queue_events_and_stats, check_queue_events);
+both_backends!(config_seeds_contact_centre, check_seed);
 
 async fn check_auth(s: &Server) {
     let t = s.two_tenants().await;
@@ -1734,6 +1735,16 @@ async fn check_acd_requests(s: &Server) {
     .await;
     let r = s.get("/api/v1/tenants/slow/queues-status", &s.admin).await;
     assert_eq!((r.status, error_code(&r)), (503, "unavailable"));
+    // What a supervisor did to alice is audited; what alice did herself is in the queue log.
+    let r = s.get("/api/v1/tenants/acme/audit?limit=500", &t.acme).await;
+    let actions: Vec<_> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "agent_action")
+        .map(|e| e["detail"]["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions, ["force"], "{actions:?}");
     let seen = seen.lock().unwrap().clone();
     assert!(
         seen.iter()
@@ -1909,6 +1920,26 @@ async fn check_queue_events(s: &Server) {
     assert_eq!(pop.tenant, "acme");
     assert_eq!(pop.data["detail"]["data"]["account"], "A-17");
     assert_eq!(pop.data["agent"], "alice");
+    // Webhooks may subscribe to the contact centre's events.
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/webhooks",
+            &t.acme,
+            json!({"url": "https://crm.example/pop", "events": ["acd.offer", "call.ended"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/webhooks",
+            &t.acme,
+            json!({"url": "https://crm.example/pop", "events": ["acd.dance"]}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (422, Some("events"))
+    );
     // Stored, in order, filterable.
     let list = loop {
         let r = s
@@ -2100,6 +2131,80 @@ async fn check_queue_events(s: &Server) {
             .status,
         403
     );
+}
+
+async fn check_seed(s: &Server) {
+    let sip: tandem_controlplane::sip::config::SipConfig = toml::from_str(
+        r#"
+        [[tenants]]
+        name = "acme"
+        domain = "acme.test"
+        [[accounts]]
+        tenant = "acme"
+        user = "alice"
+        password = "sip secret"
+        [[queues]]
+        tenant = "acme"
+        name = "support"
+        [[queues]]
+        tenant = "acme"
+        name = "sales"
+        strategy = "ring-all"
+        overflow = "queue:support"
+        skills = [{ skill = "en", level = 2 }]
+        [[agents]]
+        tenant = "acme"
+        name = "alice"
+        user = "alice"
+        skills = [{ skill = "fr", level = 3 }]
+        queues = [{ queue = "sales", tier = 1 }, { queue = "support" }]
+        "#,
+    )
+    .unwrap();
+    sip.validate().unwrap();
+    let (added, kept) = s.state.storage.seed(&sip).await.unwrap();
+    // tenant, account, two queues, the agent and its two memberships
+    assert_eq!((added, kept), (7, 0));
+    let r = s.get("/api/v1/tenants/acme/skills", &s.admin).await;
+    let skills: Vec<_> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].clone())
+        .collect();
+    assert_eq!(
+        skills,
+        [json!("en"), json!("fr")],
+        "the skills they name exist"
+    );
+    // Storage wins after the first start: a change through the API survives a second seed.
+    let r = s
+        .call(
+            "PATCH",
+            "/api/v1/tenants/acme/queues/sales",
+            Some(&s.admin),
+            Some(json!({"strategy": "top-down"})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(s.state.storage.seed(&sip).await.unwrap(), (0, 7));
+    let d = s.state.storage.directory().await.unwrap().to_sip();
+    let sales = d.queues.iter().find(|q| q.name == "sales").unwrap();
+    assert_eq!(
+        (sales.strategy.as_str(), sales.overflow.as_deref()),
+        ("top-down", Some("queue:support"))
+    );
+    let alice = &d.agents[0];
+    assert_eq!(
+        alice
+            .queues
+            .iter()
+            .map(|m| (m.queue.as_str(), m.tier))
+            .collect::<Vec<_>>(),
+        [("sales", 1), ("support", 0)]
+    );
+    assert_eq!(alice.skills[0].skill, "fr");
 }
 
 mod futures_util_lite {

@@ -125,16 +125,20 @@ async fn agent_action(
             },
         )
         .await?;
-    state
-        .audit(
-            &who,
-            Some(&tenant),
-            "agent_action",
-            "agent",
-            &agent,
-            serde_json::to_value(&action).unwrap_or_default(),
-        )
-        .await?;
+    // An agent's own state changes are in the queue log (`agent_state`); what others do to an
+    // agent is audited.
+    if !is_self(&who, &tenant, &agent) {
+        state
+            .audit(
+                &who,
+                Some(&tenant),
+                "agent_action",
+                "agent",
+                &agent,
+                serde_json::to_value(&action).unwrap_or_default(),
+            )
+            .await?;
+    }
     Ok(Json(Done { done: true }))
 }
 
