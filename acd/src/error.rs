@@ -34,6 +34,18 @@ pub enum AcdError {
     NotOffered { agent: AgentId, contact: ContactId },
     #[error("queue {queue} belongs to another tenant")]
     TenantMismatch { queue: QueueId },
+    #[error("agent {0} belongs to another tenant")]
+    AgentTenantMismatch(AgentId),
+    /// `remove_queue` while a contact is waiting, being offered, connected or queued for a
+    /// callback in the queue.
+    #[error("queue {0} still has contacts")]
+    QueueBusy(QueueId),
+    /// `remove_queue` while another queue overflows to it.
+    #[error("queue {queue} is the overflow target of queue {by}")]
+    QueueReferenced { queue: QueueId, by: QueueId },
+    /// `remove_agent` while the agent is logged in.
+    #[error("agent {0} is logged in")]
+    AgentBusy(AgentId),
     #[error("contact table full ({0} contacts)")]
     TooManyContacts(usize),
     #[error("time went backwards: {now_ms} < {last_ms}")]

@@ -6,6 +6,8 @@
 pub(crate) struct Ewma {
     value: f64,
     div: f64,
+    /// Whether any sample has been added (before that, `value` is the configured guess).
+    measured: bool,
 }
 
 impl Ewma {
@@ -13,11 +15,20 @@ impl Ewma {
         Ewma {
             value: initial,
             div: f64::from(div.max(1)),
+            measured: false,
         }
     }
 
     pub(crate) fn add(&mut self, sample: f64) {
         self.value += (sample - self.value) / self.div;
+        self.measured = true;
+    }
+
+    /// A new initial guess replaces the old one only while nothing has been measured.
+    pub(crate) fn set_initial(&mut self, initial: f64) {
+        if !self.measured {
+            self.value = initial;
+        }
     }
 
     pub(crate) fn get(&self) -> f64 {

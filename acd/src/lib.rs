@@ -21,6 +21,11 @@
 //! its original position. Every contact ends with exactly one event whose
 //! [`EventKind::ends_contact`] is true.
 //!
+//! The control plane changes queues and agents while calls are in progress with
+//! `add_queue`/`add_agent`, `update_queue`/`update_agent` and `remove_queue`/`remove_agent`
+//! (refused while in use); like `handle`, the changes route to a fixed point and their outputs
+//! come from `poll_output`.
+//!
 //! Nothing here reads a clock or a global random source; `clippy.toml` forbids it.
 
 pub mod config;
@@ -40,7 +45,7 @@ pub use config::{
     AcdConfig, AgentConfig, EmptyBehaviour, Membership, OverflowTarget, QueueConfig, RelaxRule,
     Strategy,
 };
-pub use engine::{Acd, AgentCounts, AgentStatus, QueueStatus};
+pub use engine::{Acd, AgentCounts, AgentStatus, QueueStatus, WaitingContact};
 pub use error::AcdError;
 pub use ewt::estimate_wait_ms;
 pub use ids::{AgentId, ContactId, QueueId, ReasonCode, SkillId, TenantId};

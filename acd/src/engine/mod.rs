@@ -6,6 +6,7 @@
 
 mod agents;
 mod contacts;
+mod reconfig;
 mod routing;
 mod timers;
 mod view;
@@ -21,7 +22,7 @@ use crate::io::{ForcedState, Input, Output};
 use crate::rng::SplitMix64;
 use crate::state::AgentState;
 
-pub use view::{AgentCounts, AgentStatus, QueueStatus};
+pub use view::{AgentCounts, AgentStatus, QueueStatus, WaitingContact};
 
 use timers::Timer;
 
@@ -117,6 +118,32 @@ pub(crate) struct Agent {
     talk_total_ms: u64,
 }
 
+impl Agent {
+    /// A logged-out agent with no memberships (also what a removed agent's slot is reset to).
+    fn new(id: AgentId, tenant: TenantId, prof: Box<[u8]>) -> Agent {
+        Agent {
+            id,
+            tenant,
+            state: AgentState::LoggedOut,
+            since_ms: 0,
+            prof,
+            members: Vec::new(),
+            indexed: false,
+            tree_pending: false,
+            blocked_until: None,
+            wrap_until: None,
+            wrap_queue: None,
+            last_talk_ms: 0,
+            misses: 0,
+            contact: None,
+            pending: None,
+            last_call_end_ms: 0,
+            calls: 0,
+            talk_total_ms: 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Queue {
     cfg: QueueConfig,
@@ -135,6 +162,25 @@ pub(crate) struct Queue {
     aht: Ewma,
 }
 
+impl Queue {
+    /// An empty queue (also what a removed queue's slot is reset to).
+    fn new(cfg: QueueConfig, ewma_div: u32) -> Queue {
+        let aht = Ewma::new(cfg.initial_aht_ms as f64, ewma_div);
+        Queue {
+            cfg,
+            waiting: BTreeMap::new(),
+            available: BTreeMap::new(),
+            idle: 0,
+            members: Vec::new(),
+            next_order: 0,
+            rr_cursor: u32::MAX,
+            staffed: 0,
+            delay_points: BTreeMap::new(),
+            aht,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Offer {
     agents: Vec<u32>,
@@ -142,6 +188,9 @@ pub(crate) struct Offer {
     deadline_ms: u64,
     step_at: Option<u64>,
     callback: bool,
+    /// Made under ring-all or ring-progressively: may hold several legs. Recorded per offer
+    /// because `update_queue` may change the strategy while it rings.
+    multi: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -213,6 +262,9 @@ pub struct Acd {
     agent_ix: IdMap<AgentId, u32>,
     queues: Vec<Queue>,
     queue_ix: IdMap<QueueId, u32>,
+    /// Slots of removed agents and queues, reused by `add_agent`/`add_queue` (see `reconfig.rs`).
+    free_agents: Vec<u32>,
+    free_queues: Vec<u32>,
     contacts: IdMap<ContactId, Contact>,
     /// (queue, caller key) → contact in resume grace.
     departed: std::collections::HashMap<(u32, String), ContactId>,
@@ -249,6 +301,8 @@ impl Acd {
             agent_ix: IdMap::default(),
             queues: Vec::new(),
             queue_ix: IdMap::default(),
+            free_agents: Vec::new(),
+            free_queues: Vec::new(),
             contacts: IdMap::default(),
             departed: Default::default(),
             seq: 0,
@@ -277,21 +331,19 @@ impl Acd {
         if self.queue_ix.contains_key(&cfg.id) {
             return Err(AcdError::DuplicateQueue(cfg.id));
         }
-        let ix = self.queues.len() as u32;
-        self.queue_ix.insert(cfg.id, ix);
-        let aht = Ewma::new(cfg.initial_aht_ms as f64, self.ewma_div);
-        self.queues.push(Queue {
-            cfg,
-            waiting: BTreeMap::new(),
-            available: BTreeMap::new(),
-            idle: 0,
-            members: Vec::new(),
-            next_order: 0,
-            rr_cursor: u32::MAX,
-            staffed: 0,
-            delay_points: BTreeMap::new(),
-            aht,
-        });
+        let id = cfg.id;
+        let queue = Queue::new(cfg, self.ewma_div);
+        let ix = match self.free_queues.pop() {
+            Some(ix) => {
+                self.queues[ix as usize] = queue;
+                ix
+            }
+            None => {
+                self.queues.push(queue);
+                self.queues.len() as u32 - 1
+            }
+        };
+        self.queue_ix.insert(id, ix);
         Ok(())
     }
 
@@ -300,71 +352,32 @@ impl Acd {
         if self.agent_ix.contains_key(&cfg.id) {
             return Err(AcdError::DuplicateAgent(cfg.id));
         }
-        let mut prof = vec![0u8; usize::from(self.max_skills)].into_boxed_slice();
-        for &(s, p) in &cfg.skills {
-            if s.0 >= self.max_skills || !(1..=5).contains(&p) {
-                return Err(AcdError::InvalidConfig(
-                    "skill id beyond max_skills or proficiency outside 1-5",
-                ));
+        let prof = self.proficiencies(&cfg.skills)?;
+        let qixs = self.membership_queues(&cfg, None)?;
+        let mut agent = Agent::new(cfg.id, cfg.tenant, prof);
+        agent.since_ms = self.last_now_ms;
+        let ix = match self.free_agents.pop() {
+            Some(ix) => {
+                self.agents[ix as usize] = agent;
+                ix
             }
-            prof[usize::from(s.0)] = p;
-        }
-        let mut qixs = Vec::with_capacity(cfg.memberships.len());
-        for m in &cfg.memberships {
-            let qi = self.queue_index(m.queue)?;
-            if self.queues[qi as usize].cfg.tenant != cfg.tenant {
-                return Err(AcdError::TenantMismatch { queue: m.queue });
+            None => {
+                self.agents.push(agent);
+                self.agents.len() as u32 - 1
             }
-            if qixs.contains(&qi) {
-                return Err(AcdError::InvalidConfig(
-                    "agent is a member of a queue twice",
-                ));
-            }
-            if self.queues[qi as usize].next_order >= MAX_MEMBERS {
-                return Err(AcdError::InvalidConfig(
-                    "a queue has at most 65,536 members",
-                ));
-            }
-            qixs.push(qi);
-        }
-        let ix = self.agents.len() as u32;
+        };
         let mut members = Vec::with_capacity(cfg.memberships.len());
+        let mut touched = Vec::new();
         for (m, qi) in cfg.memberships.iter().zip(qixs) {
-            let q = &mut self.queues[qi as usize];
-            let order = q.next_order;
-            q.next_order += 1;
-            q.members.push(ix);
-            *q.delay_points.entry(m.delay_ms).or_insert(0) += 1;
-            members.push(Member {
-                queue: qi,
-                tier: m.tier,
-                delay_ms: m.delay_ms,
-                weight: m.weight.max(1),
-                order,
-                key: None,
-            });
+            members.push(self.join_member(ix, m, qi, &mut touched));
         }
+        self.agents[ix as usize].members = members;
         self.agent_ix.insert(cfg.id, ix);
-        self.agents.push(Agent {
-            id: cfg.id,
-            tenant: cfg.tenant,
-            state: AgentState::LoggedOut,
-            since_ms: self.last_now_ms,
-            prof,
-            members,
-            indexed: false,
-            tree_pending: false,
-            blocked_until: None,
-            wrap_until: None,
-            wrap_queue: None,
-            last_talk_ms: 0,
-            misses: 0,
-            contact: None,
-            pending: None,
-            last_call_end_ms: 0,
-            calls: 0,
-            talk_total_ms: 0,
-        });
+        // A new member delay is a new moment at which waiting contacts become routable.
+        let now = self.last_now_ms;
+        for qi in touched {
+            self.rearm_waiting(now, qi);
+        }
         Ok(())
     }
 

@@ -59,7 +59,7 @@ fn proficiency_sum(prof: &[u8], need: &[(SkillId, u8)]) -> u32 {
 }
 
 /// The strategy's ordering key for an available agent (lower goes first).
-fn strategy_key(strategy: Strategy, a: &KeyView) -> u64 {
+pub(super) fn strategy_key(strategy: Strategy, a: &KeyView) -> u64 {
     match strategy {
         Strategy::LongestIdle | Strategy::BestProficiency => a.since_ms,
         Strategy::LeastRecent => a.last_call_end_ms,
@@ -206,14 +206,8 @@ impl Acd {
     }
 
     /// Puts an available agent's entries into its queues' indexes (replacing stale ones).
-    fn insert_trees(&mut self, ix: u32) {
-        let a = &self.agents[ix as usize];
-        let kv = KeyView {
-            since_ms: a.since_ms,
-            last_call_end_ms: a.last_call_end_ms,
-            calls: a.calls,
-            talk_total_ms: a.talk_total_ms,
-        };
+    pub(super) fn insert_trees(&mut self, ix: u32) {
+        let kv = KeyView::of(&self.agents[ix as usize]);
         let agent = &mut self.agents[ix as usize];
         agent.tree_pending = false;
         for m in &mut agent.members {
@@ -367,6 +361,11 @@ impl Acd {
             deadline_ms,
             step_at,
             callback,
+            multi: !callback
+                && matches!(
+                    cfg.strategy,
+                    Strategy::RingAll | Strategy::RingProgressively { .. }
+                ),
         });
         let ring_timeout_ms = cfg.ring_timeout_ms;
         let (tenant, queue) = (c.tenant, cfg.id);
@@ -420,6 +419,9 @@ impl Acd {
             return;
         };
         let qi = c.queue as usize;
+        if !o.multi {
+            return;
+        }
         let (deadline, mut step_at) = (o.deadline_ms, None);
         let mut out = std::mem::take(&mut self.scratch);
         pick(
@@ -433,10 +435,14 @@ impl Acd {
             &mut self.stale,
         );
         self.drop_stale(qi as u32);
+        // `update_queue` may have changed the strategy since the offer: it keeps ringing the
+        // legs it has, and adds more only while the queue still rings progressively.
         if let Strategy::RingProgressively { step_ms } = self.queues[qi].cfg.strategy {
             if now + step_ms < deadline {
                 step_at = Some(now + step_ms);
             }
+        } else {
+            out.clear();
         }
         if now >= deadline {
             // A late clock: the ring timeout (due no later) ends this offer instead.
@@ -496,9 +502,20 @@ impl Acd {
 }
 
 /// The agent fields the strategy keys read.
-struct KeyView {
-    since_ms: u64,
-    last_call_end_ms: u64,
-    calls: u64,
-    talk_total_ms: u64,
+pub(super) struct KeyView {
+    pub(super) since_ms: u64,
+    pub(super) last_call_end_ms: u64,
+    pub(super) calls: u64,
+    pub(super) talk_total_ms: u64,
+}
+
+impl KeyView {
+    pub(super) fn of(a: &Agent) -> Self {
+        KeyView {
+            since_ms: a.since_ms,
+            last_call_end_ms: a.last_call_end_ms,
+            calls: a.calls,
+            talk_total_ms: a.talk_total_ms,
+        }
+    }
 }

@@ -46,7 +46,46 @@ pub struct AgentStatus {
     pub blocked_until_ms: Option<u64>,
 }
 
+/// One contact waiting in a queue, for the supervisor's live queue view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitingContact {
+    pub contact: ContactId,
+    /// 1 = served next: the queue's order (priority, then arrival). A callback between retries
+    /// keeps its place but is passed over until its retry is due.
+    pub position: u32,
+    /// Since the contact entered this queue (or its original entry, when it resumed).
+    pub waited_ms: u64,
+    pub priority: i32,
+    /// A queued callback (the caller is not on the line).
+    pub callback: bool,
+}
+
 impl Acd {
+    /// The contacts waiting in a queue, in the order they will be served (not those ringing an
+    /// agent, talking, or in a resume grace). O(depth).
+    pub fn queue_contacts(
+        &self,
+        queue: QueueId,
+        now_ms: u64,
+    ) -> Result<Vec<WaitingContact>, AcdError> {
+        let q = &self.queues[self.queue_index(queue)? as usize];
+        Ok(q.waiting
+            .iter()
+            .enumerate()
+            .map(|(i, (k, w))| WaitingContact {
+                contact: w.id,
+                position: i as u32 + 1,
+                waited_ms: now_ms.saturating_sub(w.entered_ms),
+                // Keys hold -priority of an i32, so this is exact.
+                priority: (-k.neg_priority) as i32,
+                callback: self
+                    .contacts
+                    .get(&w.id)
+                    .is_some_and(|c| c.callback.is_some()),
+            })
+            .collect())
+    }
+
     pub fn queue_status(&self, queue: QueueId, now_ms: u64) -> Result<QueueStatus, AcdError> {
         let qi = self.queue_index(queue)?;
         let q = &self.queues[qi as usize];
@@ -115,6 +154,7 @@ impl Acd {
 
     /// Checks the structural invariants; for tests and debugging (O(agents + contacts)).
     pub fn check_invariants(&self) -> Result<(), String> {
+        self.check_tables()?;
         let pending = |at: Option<u64>| at.is_some();
         for (ix, a) in self.agents.iter().enumerate() {
             let ix = ix as u32;
@@ -155,11 +195,19 @@ impl Acd {
             {
                 return Err(format!("agent {} index out of step", a.id));
             }
+            let kv = super::routing::KeyView::of(a);
             for m in &a.members {
                 let q = &self.queues[m.queue as usize];
                 if let Some(k) = m.key {
-                    if q.available.get(&k).map(|c| c.agent) != Some(ix) {
+                    let Some(c) = q.available.get(&k).filter(|c| c.agent == ix) else {
                         return Err(format!("agent {} index entry missing", a.id));
+                    };
+                    // A live entry is filed under the queue's current strategy and carries the
+                    // membership as it is now.
+                    let key = super::routing::strategy_key(q.cfg.strategy, &kv);
+                    let now = super::AvailKey::new(m.tier, key, m.order);
+                    if a.indexed && (k != now || c.delay_ms != m.delay_ms || c.weight != m.weight) {
+                        return Err(format!("agent {} index entry out of date", a.id));
                     }
                 }
             }
@@ -178,12 +226,7 @@ impl Acd {
                     if in_queue || o.agents.is_empty() {
                         return Err(format!("offered contact {} queued or with no legs", c.id));
                     }
-                    let multi = matches!(
-                        q.cfg.strategy,
-                        crate::config::Strategy::RingAll
-                            | crate::config::Strategy::RingProgressively { .. }
-                    );
-                    if o.agents.len() > 1 && (!multi || o.callback) {
+                    if o.agents.len() > 1 && (!o.multi || o.callback) {
                         return Err(format!(
                             "contact {} offered to {} agents",
                             c.id,
@@ -286,6 +329,112 @@ impl Acd {
                         return Err(format!("agent {ix} idle while it could take contact {id}"));
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// The tables after run-time reconfiguration: live slots are exactly those the id maps point
+    /// at, removed ones are inert and on the free lists, and memberships, member lists, staffing
+    /// counts, delay boundaries and membership orders agree.
+    fn check_tables(&self) -> Result<(), String> {
+        let mut live_a = vec![false; self.agents.len()];
+        for (&id, &ix) in &self.agent_ix {
+            if self.agents[ix as usize].id != id
+                || std::mem::replace(&mut live_a[ix as usize], true)
+            {
+                return Err(format!("agent map entry {id} -> {ix} wrong"));
+            }
+        }
+        let mut live_q = vec![false; self.queues.len()];
+        for (&id, &qi) in &self.queue_ix {
+            if self.queues[qi as usize].cfg.id != id
+                || std::mem::replace(&mut live_q[qi as usize], true)
+            {
+                return Err(format!("queue map entry {id} -> {qi} wrong"));
+            }
+        }
+        let free = |list: &[u32], live: &[bool]| {
+            let mut l = list.to_vec();
+            l.sort_unstable();
+            l.dedup();
+            let dead = live.iter().filter(|&&x| !x).count();
+            l.len() == list.len() && l.len() == dead && l.iter().all(|&i| !live[i as usize])
+        };
+        if !free(&self.free_agents, &live_a) || !free(&self.free_queues, &live_q) {
+            return Err("free lists are not exactly the removed slots".into());
+        }
+        for (ix, a) in self.agents.iter().enumerate() {
+            if !live_a[ix] {
+                if a.state != AgentState::LoggedOut
+                    || !a.members.is_empty()
+                    || a.contact.is_some()
+                    || a.indexed
+                    || a.wrap_until.is_some()
+                    || a.blocked_until.is_some()
+                {
+                    return Err(format!("removed agent slot {ix} not empty"));
+                }
+                continue;
+            }
+            if a.wrap_queue.is_some_and(|q| !live_q[q as usize]) {
+                return Err(format!("agent {} wraps up for a removed queue", a.id));
+            }
+            for m in &a.members {
+                let listed = live_q[m.queue as usize].then(|| {
+                    let q = &self.queues[m.queue as usize];
+                    q.members.iter().filter(|&&x| x as usize == ix).count()
+                });
+                let dup = a.members.iter().filter(|x| x.queue == m.queue).count();
+                if listed != Some(1) || dup != 1 {
+                    return Err(format!(
+                        "agent {} membership of slot {} wrong",
+                        a.id, m.queue
+                    ));
+                }
+            }
+        }
+        for (qi, q) in self.queues.iter().enumerate() {
+            if !live_q[qi] {
+                if !q.waiting.is_empty()
+                    || !q.available.is_empty()
+                    || !q.members.is_empty()
+                    || q.idle != 0
+                    || q.staffed != 0
+                    || !q.delay_points.is_empty()
+                {
+                    return Err(format!("removed queue slot {qi} not empty"));
+                }
+                continue;
+            }
+            let mut staffed = 0;
+            let mut delays = std::collections::BTreeMap::new();
+            let mut orders = Vec::new();
+            for &a in &q.members {
+                let agent = &self.agents[a as usize];
+                let m = agent.members.iter().find(|m| m.queue as usize == qi);
+                let Some(m) = m.filter(|_| live_a[a as usize]) else {
+                    return Err(format!("queue {} lists a non-member {a}", q.cfg.id));
+                };
+                staffed += u32::from(agent.state.is_staffed());
+                *delays.entry(m.delay_ms).or_insert(0u32) += 1;
+                orders.push(m.order);
+            }
+            orders.sort_unstable();
+            orders.dedup();
+            let orders_ok = orders.len() == q.members.len()
+                && orders.last().is_none_or(|&o| o < q.next_order)
+                && q.next_order <= super::MAX_MEMBERS;
+            if staffed != q.staffed || delays != q.delay_points || !orders_ok {
+                return Err(format!(
+                    "queue {} staffed count, delays or member orders out of step",
+                    q.cfg.id
+                ));
+            }
+        }
+        for c in self.contacts.values() {
+            if !live_q[c.queue as usize] {
+                return Err(format!("contact {} in a removed queue", c.id));
             }
         }
         Ok(())

@@ -79,6 +79,16 @@ impl H {
         self.try_do(i).unwrap_or_else(|e| panic!("{dbg}: {e}"));
     }
 
+    /// A run-time reconfiguration call at the current time, then the outputs and invariants.
+    pub fn conf(
+        &mut self,
+        f: impl FnOnce(&mut Acd, u64) -> Result<(), AcdError>,
+    ) -> Result<(), AcdError> {
+        let r = f(&mut self.acd, self.now);
+        self.drain();
+        r
+    }
+
     pub fn login(&mut self, a: u64) {
         self.ok(Input::Login { agent: AgentId(a) });
     }

@@ -20,6 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tandem_dataplane::api::{CoreError, LegIndex, LegParams, SessionId, SessionStats};
 
+#[path = "contact_centre.rs"]
+mod contact_centre;
+use contact_centre::{ContactCentre, Queued};
+
 #[derive(Debug, Clone, Copy)]
 pub struct Now {
     pub mono: Instant,
@@ -192,6 +196,8 @@ enum CallState {
     Media,
     /// INVITE sent to B.
     Calling,
+    /// Waiting in an ACD queue (caller rung with 180), offered to agents' devices.
+    Queued,
     Answered,
     Ending,
 }
@@ -242,6 +248,8 @@ struct Call {
     no_bye: Option<Side>,
     /// `inbound` (from a trunk), `outbound` (to a trunk) or `internal`.
     direction: &'static str,
+    /// Routed to an ACD queue: the contact and its offers to agents.
+    queue: Option<Queued>,
 }
 
 impl Call {
@@ -340,6 +348,8 @@ enum Pending {
         aor: String,
         contact: String,
     },
+    /// An INVITE offering a queued call to one of an agent's devices.
+    Offer(CallId),
 }
 
 pub struct Engine {
@@ -370,6 +380,8 @@ pub struct Engine {
     seed: u64,
     actions: Vec<Action>,
     metrics: Arc<SipMetrics>,
+    /// The ACD and the name ↔ id maps of its queues and agents.
+    cc: ContactCentre,
 }
 
 const MAX_REDIRECTS: u8 = 3;
@@ -405,7 +417,9 @@ impl Engine {
             .collect::<HashMap<_, _>>();
         let next_trunk_registration = trunk_registrations.len();
         let accounts = account_index(&cfg, cfg.digest_accounts());
+        let cc = ContactCentre::new(now, &cfg.queues, &cfg.agents);
         Engine {
+            cc,
             accounts,
             auth: Authenticator::new(secret, cfg.nonce_ttl_s),
             lockout: Lockout::new(
@@ -457,6 +471,9 @@ impl Engine {
         self.cfg.tenants = directory.tenants;
         self.cfg.trunks = directory.trunks;
         self.cfg.routes = directory.routes;
+        let now_ms = self.cc.now_ms(now);
+        self.cc
+            .reconcile(now_ms, &directory.queues, &directory.agents);
         self.accounts = account_index(&self.cfg, directory.accounts);
         let wanted: Vec<String> = self
             .cfg
@@ -518,7 +535,7 @@ impl Engine {
         format!("{kind}{:x}{:x}", self.seed & 0xffff_ffff, self.next_call)
     }
 
-    pub fn next_deadline(&self) -> Instant {
+    pub fn next_deadline(&mut self) -> Instant {
         let mut next = self.next_housekeeping;
         if self.cfg.options_ping_s > 0 {
             next = next.min(self.next_ping);
@@ -528,6 +545,9 @@ impl Engine {
         }
         if let Some(Reverse((at, _))) = self.call_timers.peek() {
             next = next.min(*at);
+        }
+        if let Some(at) = self.cc.deadline() {
+            next = next.min(at);
         }
         next
     }
@@ -547,6 +567,7 @@ impl Engine {
             self.call_timers.pop();
             self.call_timer(now, call);
         }
+        self.acd_timer(now);
         if now.mono >= self.next_housekeeping {
             self.next_housekeeping = now.mono + Duration::from_secs(1);
             for event in self.location.expire(now.mono) {
@@ -611,7 +632,11 @@ impl Engine {
             Ok((session, ports)) => {
                 c.session = Some(session);
                 c.ports = ports;
-                self.send_b_invite(now, call);
+                if c.queue.is_some() {
+                    self.enter_queue(now, call);
+                } else {
+                    self.send_b_invite(now, call);
+                }
             }
         }
         self.pump(now);
@@ -946,12 +971,33 @@ impl Engine {
             return;
         }
         let number = self.cfg.normalize(&tenant, &dialled);
-        let (target_uri, target_peer) = match self.resolve(now, &tenant, &route.target, &number) {
-            Ok(target) => target,
-            Err(code) => {
-                self.reply(now, tx, &req, code);
-                return;
-            }
+        let queued = match &route.target {
+            RouteTarget::Queue(name) => match self.cc.queue_id(&tenant, name) {
+                Some(queue) => Some(Queued {
+                    queue,
+                    offers: Vec::new(),
+                    agent: None,
+                    exit: None,
+                    overflow: None,
+                }),
+                None => {
+                    self.reply(now, tx, &req, 404);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let (target_uri, target_peer) = match &route.target {
+            // Which agent's device takes the call is decided later; the caller's own address
+            // stands in until then.
+            RouteTarget::Queue(name) => (format!("queue:{name}"), peer),
+            target => match self.resolve(now, &tenant, target, &number) {
+                Ok(target) => target,
+                Err(code) => {
+                    self.reply(now, tx, &req, code);
+                    return;
+                }
+            },
         };
 
         let Some(offer) = req
@@ -1065,6 +1111,7 @@ impl Engine {
                     (false, RouteTarget::Trunk(_)) => "outbound",
                     _ => "internal",
                 },
+                queue: queued,
             },
         );
         self.next_call = id;
@@ -1160,18 +1207,7 @@ impl Engine {
             return;
         };
         let c = self.calls.get_mut(&call).expect("checked");
-        let from_value = {
-            let a_from = name_addr_uri(&c.a.remote).to_string();
-            let display =
-                c.a.remote
-                    .split('<')
-                    .next()
-                    .map(str::trim)
-                    .filter(|d| !d.is_empty() && c.a.remote.contains('<'))
-                    .map(|d| format!("{d} "))
-                    .unwrap_or_default();
-            format!("{display}<{a_from}>")
-        };
+        let from_value = caller_identity(&c.a.remote);
         let mut leg = Leg {
             call_id: b_call_id.clone(),
             local_tag: from_tag.clone(),
@@ -1255,6 +1291,10 @@ impl Engine {
             }
             Some(Pending::Bye | Pending::Ignore) if code >= 200 => {
                 self.pending.remove(&tx);
+            }
+            Some(Pending::Offer(call)) => {
+                let call = *call;
+                self.on_offer_response(now, call, tx, res);
             }
             Some(Pending::Ping { .. }) if code >= 200 => {
                 if let Some(Pending::Ping { aor, contact }) = self.pending.remove(&tx) {
@@ -1429,6 +1469,16 @@ impl Engine {
             self.hang_up_both(now, call, None);
             return;
         };
+        self.answer_caller(now, call, answer);
+    }
+
+    /// Leg B answered with `answer`: point leg B's media at it and answer the caller with our
+    /// address and leg A's port (or end both legs when the answer cannot be rewritten).
+    fn answer_caller(&mut self, now: Now, call: CallId, answer: String) {
+        let contact = self.contact.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         if let (Some(session), Some(params)) = (c.session, first_audio_params(&answer)) {
             self.actions.push(Action::Media(MediaOp::Update {
                 session,
@@ -1554,6 +1604,10 @@ impl Engine {
     }
 
     fn finish_with(&mut self, now: Now, call: CallId, stats: Option<SessionStats>) {
+        let queued = self.calls.get(&call).is_some_and(|c| c.queue.is_some());
+        if queued {
+            self.leave_acd(now, call);
+        }
         let Some(c) = self.calls.remove(&call) else {
             return;
         };
@@ -1600,6 +1654,9 @@ impl Engine {
         }
         self.metrics
             .set_gauges(self.calls.len(), self.location.binding_count());
+        if queued {
+            self.acd_pump(now);
+        }
     }
 
     fn in_dialog(&mut self, now: Now, tx: ServerTxId, req: Message, call: CallId, side: Side) {
@@ -1832,6 +1889,7 @@ impl Engine {
                         .push(Action::Event(SipEvent::Registration(event)));
                 }
             }
+            Some(Pending::Offer(call)) => self.offer_timed_out(now, call, tx),
             Some(Pending::TransferInvite(call)) => {
                 self.notify_transferor(now, call, "SIP/2.0 408 Request Timeout", true);
                 self.transfer_failed(now, call);
@@ -2116,6 +2174,9 @@ impl Engine {
             self.pending.insert(bye_tx, Pending::Bye);
         }
         self.metrics.transferred();
+        if transferor == Side::B {
+            self.agent_transferred(now, call);
+        }
     }
 
     /// NOTIFY of the REFER's implicit subscription, with the transfer's progress as sipfrag.
@@ -2207,6 +2268,9 @@ impl Engine {
                     }
                 }
                 self.metrics.transferred();
+                if t.transferor == Side::B {
+                    self.agent_transferred(now, call);
+                }
             }
             _ => {
                 self.notify_transferor(now, call, &format!("SIP/2.0 {code} {reason}"), true);
@@ -2520,6 +2584,20 @@ pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGIST
 const SUPPORTED_REQUIRE: [&str; 0] = [];
 /// Headers copied onto a relayed in-dialog request.
 const RELAYED_HEADERS: [&str; 4] = ["Event", "Info-Package", "Content-Disposition", "Subject"];
+
+/// The caller's From (display name and URI, no tag or parameters) for the INVITEs we send on
+/// its behalf.
+fn caller_identity(remote: &str) -> String {
+    let uri = name_addr_uri(remote);
+    let display = remote
+        .split('<')
+        .next()
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && remote.contains('<'))
+        .map(|d| format!("{d} "))
+        .unwrap_or_default();
+    format!("{display}<{uri}>")
+}
 
 fn strip_tag(value: &str) -> String {
     match header_param(value, "tag") {

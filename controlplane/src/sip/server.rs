@@ -211,7 +211,17 @@ async fn run_loop(
                 None => std::future::pending().await,
             }
         };
+        let acd_request = async {
+            match wiring.acd_requests.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            Some(request) = acd_request => {
+                let super::queues::AcdRequest { tenant, op, reply } = request;
+                let _ = reply.send(engine.acd_request(now(), &tenant, op));
+            }
             Some(update) = directory => {
                 let generation = match &update {
                     super::config::DirectoryUpdate::Full { generation, .. } => Some(*generation),

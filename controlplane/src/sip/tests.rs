@@ -1346,3 +1346,403 @@ fn accounts_changed_one_by_one_take_effect_at_once() {
     let out = h.feed(&register(4, Some(&new), contact), from);
     assert_eq!(sent(&out)[0].1.status(), Some(403));
 }
+
+// ---- Contact centre: calls routed to queue:<name>, offered to agents' registered devices ----
+
+mod queue {
+    use super::*;
+    use crate::sip::queues::{
+        AcdEvent, AcdOp, AcdReply, AgentAction, AgentDef, MembershipDef, QueueDef,
+    };
+
+    fn cc_config(strategy: &str, max_wait_s: Option<u32>) -> SipConfig {
+        let mut cfg = config();
+        cfg.tenants[0].max_calls = None;
+        cfg.accounts = ["alice", "bob"]
+            .iter()
+            .map(|u| AccountConfig {
+                tenant: "acme".into(),
+                user: u.to_string(),
+                password: "pw".into(),
+            })
+            .collect();
+        cfg.routes.insert(
+            0,
+            RouteConfig {
+                tenant: "acme".into(),
+                pattern: "3000".into(),
+                target: "queue:support".into(),
+            },
+        );
+        let mut q = QueueDef::new("acme", "support");
+        q.strategy = strategy.into();
+        q.max_wait_s = max_wait_s;
+        q.ring_timeout_s = 15;
+        q.wrapup_s = 10;
+        cfg.queues = vec![q];
+        cfg.agents = ["alice", "bob"]
+            .iter()
+            .map(|u| AgentDef {
+                tenant: "acme".into(),
+                name: u.to_string(),
+                user: u.to_string(),
+                skills: vec![],
+                queues: vec![MembershipDef {
+                    queue: "support".into(),
+                    tier: 0,
+                    delay_s: 0,
+                    weight: 1,
+                }],
+            })
+            .collect();
+        cfg.validate().unwrap();
+        cfg
+    }
+
+    fn device(user: &str) -> &'static str {
+        match user {
+            "alice" => "192.168.1.11:5060",
+            _ => "192.168.1.12:5060",
+        }
+    }
+
+    /// Registers `user`'s phone (digest challenge answered).
+    fn register_device(h: &mut Harness, user: &str) {
+        let from = device(user);
+        let req = |cseq: u32, auth: Option<&str>| {
+            let auth = auth
+                .map(|a| format!("Authorization: {a}\r\n"))
+                .unwrap_or_default();
+            format!("REGISTER sip:acme.test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKr{user}{cseq}\r\nFrom: <sip:{user}@acme.test>;tag=r{user}\r\nTo: <sip:{user}@acme.test>\r\nCall-ID: reg-{user}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{from}>\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n").into_bytes()
+        };
+        let out = h.feed(&req(1, None), from);
+        let www = sent(&out)[0]
+            .1
+            .get_all("WWW-Authenticate")
+            .nth(1)
+            .unwrap()
+            .to_string();
+        let auth =
+            digest::authorize(&www, user, "pw", "REGISTER", "sip:acme.test", "c", 1).unwrap();
+        let out = h.feed(&req(2, Some(&auth)), from);
+        assert_eq!(sent(&out)[0].1.status(), Some(200));
+    }
+
+    fn agent(h: &mut Harness, name: &str, action: AgentAction) -> Vec<Action> {
+        let now = h.now();
+        let r = h.engine.acd_request(
+            now,
+            "acme",
+            AcdOp::Agent {
+                agent: name.into(),
+                action,
+            },
+        );
+        assert_eq!(r, Ok(AcdReply::Done), "{name}");
+        h.engine.drain().collect()
+    }
+
+    fn acd_events(actions: &[Action]) -> Vec<AcdEvent> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event(SipEvent::Acd(e)) => Some((**e).clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn kinds(actions: &[Action]) -> Vec<&'static str> {
+        acd_events(actions)
+            .into_iter()
+            .map(|e| e.kind)
+            .filter(|k| *k != "agent_state")
+            .collect()
+    }
+
+    /// Caller dials 3000 with `call_id`; returns the actions after media is allocated.
+    fn queued_call(h: &mut Harness, call_id: &str, slot: u32) -> (u64, Vec<Action>) {
+        let out = h.feed(
+            &invite(&format!("z9hG4bK{call_id}"), call_id, "3000", SDP_A),
+            "10.0.0.1:5060",
+        );
+        let call = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Media(MediaOp::Create { call, .. }) => Some(*call),
+                _ => None,
+            })
+            .expect("media requested");
+        let now = h.now();
+        let session = SessionId {
+            core: 0,
+            slot,
+            generation: 1,
+        };
+        h.engine
+            .media_created(now, call, Ok((session, [31000, 31004])));
+        (call, h.engine.drain().collect())
+    }
+
+    fn invites_to(actions: &[Action], addr: &str) -> Vec<Message> {
+        sent(actions)
+            .into_iter()
+            .filter(|(to, m)| to.to_string() == addr && m.method() == Some(&Method::Invite))
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    fn harness(strategy: &str, max_wait_s: Option<u32>) -> Harness {
+        let mut h = harness_with(cc_config(strategy, max_wait_s));
+        register_device(&mut h, "alice");
+        register_device(&mut h, "bob");
+        h
+    }
+
+    #[test]
+    fn a_queued_call_rings_the_agents_phone_and_is_bridged_when_it_answers() {
+        let mut h = harness("longest-idle", None);
+        let out = agent(&mut h, "alice", AgentAction::Login);
+        assert_eq!(kinds(&out), vec!["agent_login"]);
+        let (call, out) = queued_call(&mut h, "q-1", 1);
+        let to_caller = sent(&out);
+        assert!(to_caller
+            .iter()
+            .any(|(to, m)| to.to_string() == "10.0.0.1:5060" && m.status() == Some(180)));
+        let offer = invites_to(&out, device("alice")).pop().expect("alice rung");
+        assert_eq!(offer.request_uri(), Some("sip:alice@192.168.1.11:5060"));
+        let body = offer.body_str().unwrap();
+        assert!(body.contains("m=audio 31004 ") && !body.contains("10.0.0.1"));
+        assert_eq!(kinds(&out), vec!["enter", "offer"]);
+        let pop = acd_events(&out)
+            .into_iter()
+            .find(|e| e.kind == "offer")
+            .unwrap();
+        assert_eq!(pop.agent.as_deref(), Some("alice"));
+        assert_eq!(pop.call, Some(call));
+        assert_eq!(pop.detail["caller"], "sip:caller@10.0.0.1");
+
+        h.ms += 100;
+        let out = h.feed(&response_from(&offer, 180, "btag", None), device("alice"));
+        assert!(
+            sent(&out).is_empty(),
+            "the caller already heard 180: {out:?}"
+        );
+        h.ms += 2000;
+        let out = h.feed(
+            &response_from(&offer, 200, "btag", Some(SDP_B)),
+            device("alice"),
+        );
+        let msgs = sent(&out);
+        assert!(msgs
+            .iter()
+            .any(|(to, m)| to.to_string() == device("alice") && m.method() == Some(&Method::Ack)));
+        let ok = msgs
+            .iter()
+            .find(|(to, m)| to.to_string() == "10.0.0.1:5060" && m.status() == Some(200))
+            .expect("caller answered");
+        assert!(ok.1.body_str().unwrap().contains("m=audio 31000 "));
+        assert!(out.iter().any(|a| matches!(a, Action::Media(MediaOp::Update { leg: LegIndex::B, params, .. }) if params.rtp == Some("10.0.0.2:5000".parse().unwrap()))));
+        assert_eq!(kinds(&out), vec!["connect"]);
+        let now = h.now();
+        let Ok(AcdReply::Agents(agents)) =
+            h.engine
+                .acd_request(now, "acme", AcdOp::Agents { agent: None })
+        else {
+            panic!()
+        };
+        assert_eq!(agents[0].name, "alice");
+        assert_eq!(agents[0].state, "on-call");
+        assert_eq!(agents[0].contact, Some(call));
+        assert!(agents[0].registered);
+
+        // The agent hangs up: the caller gets BYE, the agent goes to wrap-up, then available.
+        h.ms += 30_000;
+        let a_tag = ok.1.to_tag().unwrap().to_string();
+        let bye = in_dialog_from_b(&offer, "BYE", 2, "");
+        let out = h.feed(&bye, device("alice"));
+        let msgs = sent(&out);
+        assert!(msgs.iter().any(|(to, m)| to.to_string() == "10.0.0.1:5060"
+            && m.method() == Some(&Method::Bye)
+            && m.from_tag() == Some(a_tag.as_str())));
+        assert_eq!(kinds(&out), vec!["complete_agent"]);
+        let states: Vec<String> = acd_events(&out)
+            .iter()
+            .filter(|e| e.kind == "agent_state")
+            .map(|e| e.detail["to"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(states, vec!["wrap-up"]);
+        let out = h.advance(10_100);
+        let states: Vec<String> = acd_events(&out)
+            .iter()
+            .filter(|e| e.kind == "agent_state")
+            .map(|e| e.detail["to"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(states, vec!["available"], "wrap-up ends on its timer");
+    }
+
+    #[test]
+    fn ring_all_cancels_the_other_phones_when_one_answers() {
+        let mut h = harness("ring-all", None);
+        agent(&mut h, "alice", AgentAction::Login);
+        agent(&mut h, "bob", AgentAction::Login);
+        let (_, out) = queued_call(&mut h, "q-2", 1);
+        let to_alice = invites_to(&out, device("alice")).pop().expect("alice rung");
+        let to_bob = invites_to(&out, device("bob")).pop().expect("bob rung");
+        h.feed(&response_from(&to_alice, 180, "da", None), device("alice"));
+        h.feed(&response_from(&to_bob, 180, "db", None), device("bob"));
+        h.ms += 1000;
+        let out = h.feed(
+            &response_from(&to_bob, 200, "db", Some(SDP_B)),
+            device("bob"),
+        );
+        let msgs = sent(&out);
+        let cancel = msgs
+            .iter()
+            .find(|(to, m)| {
+                to.to_string() == device("alice") && m.method() == Some(&Method::Cancel)
+            })
+            .expect("alice's phone cancelled");
+        assert_eq!(cancel.1.call_id(), to_alice.call_id());
+        assert!(msgs
+            .iter()
+            .any(|(to, m)| to.to_string() == "10.0.0.1:5060" && m.status() == Some(200)));
+        // Alice's phone answers anyway (the race): ACKed and hung up, the caller keeps bob.
+        let out = h.feed(
+            &response_from(&to_alice, 200, "da", Some(SDP_B)),
+            device("alice"),
+        );
+        let msgs = sent(&out);
+        assert!(msgs
+            .iter()
+            .any(|(to, m)| to.to_string() == device("alice") && m.method() == Some(&Method::Ack)));
+        assert!(msgs
+            .iter()
+            .any(|(to, m)| to.to_string() == device("alice") && m.method() == Some(&Method::Bye)));
+        assert!(!msgs.iter().any(|(to, _)| to.to_string() == "10.0.0.1:5060"));
+        let now = h.now();
+        let Ok(AcdReply::Agents(agents)) =
+            h.engine
+                .acd_request(now, "acme", AcdOp::Agents { agent: None })
+        else {
+            panic!()
+        };
+        let state = |n: &str| agents.iter().find(|a| a.name == n).unwrap().state.clone();
+        assert_eq!(state("bob"), "on-call");
+        assert_eq!(state("alice"), "available");
+    }
+
+    #[test]
+    fn a_caller_who_hangs_up_in_queue_is_abandoned_and_the_phone_stops_ringing() {
+        let mut h = harness("longest-idle", None);
+        agent(&mut h, "alice", AgentAction::Login);
+        let (_, out) = queued_call(&mut h, "q-3", 1);
+        let offer = invites_to(&out, device("alice")).pop().unwrap();
+        h.feed(&response_from(&offer, 180, "d", None), device("alice"));
+        h.ms += 4000;
+        let cancel = String::from_utf8(invite("z9hG4bKq-3", "q-3", "3000", ""))
+            .unwrap()
+            .replace("INVITE sip:3000@127.0.0.1", "CANCEL sip:3000@127.0.0.1")
+            .replace("1 INVITE", "1 CANCEL")
+            .replace("c: application/sdp\r\n", "");
+        let out = h.feed(cancel.as_bytes(), "10.0.0.1:5060");
+        let msgs = sent(&out);
+        assert!(msgs.iter().any(|(_, m)| m.status() == Some(487)));
+        assert!(msgs.iter().any(
+            |(to, m)| to.to_string() == device("alice") && m.method() == Some(&Method::Cancel)
+        ));
+        assert_eq!(kinds(&out), vec!["abandon"]);
+        let abandon = acd_events(&out)
+            .into_iter()
+            .find(|e| e.kind == "abandon")
+            .unwrap();
+        assert_eq!(abandon.detail["wait_ms"], 4000);
+        // The phone's 487 changes nothing; alice is free again.
+        let out = h.feed(&response_from(&offer, 487, "d", None), device("alice"));
+        assert!(kinds(&out).is_empty());
+        let now = h.now();
+        let Ok(AcdReply::Agents(agents)) = h.engine.acd_request(
+            now,
+            "acme",
+            AcdOp::Agents {
+                agent: Some("alice".into()),
+            },
+        ) else {
+            panic!()
+        };
+        assert_eq!(agents[0].state, "available");
+    }
+
+    #[test]
+    fn an_agent_on_break_gets_nothing_and_max_wait_ends_the_call_with_480() {
+        let mut h = harness("longest-idle", Some(30));
+        agent(&mut h, "alice", AgentAction::Login);
+        agent(
+            &mut h,
+            "alice",
+            AgentAction::Break {
+                reason: "lunch".into(),
+            },
+        );
+        let (_, out) = queued_call(&mut h, "q-4", 1);
+        assert!(invites_to(&out, device("alice")).is_empty());
+        assert_eq!(kinds(&out), vec!["enter"]);
+        let now = h.now();
+        let Ok(AcdReply::Queues(queues)) =
+            h.engine
+                .acd_request(now, "acme", AcdOp::Queues { queue: None })
+        else {
+            panic!()
+        };
+        assert_eq!(queues[0].waiting, 1);
+        assert_eq!(queues[0].on_break, 1);
+        assert_eq!(queues[0].callers.len(), 1);
+        assert_eq!(queues[0].callers[0].position, 1);
+        let out = h.advance(30_010);
+        assert!(invites_to(&out, device("alice")).is_empty());
+        assert!(sent(&out)
+            .iter()
+            .any(|(to, m)| to.to_string() == "10.0.0.1:5060" && m.status() == Some(480)));
+        assert_eq!(kinds(&out), vec!["exit_timeout"]);
+        assert_eq!(h.engine.active_calls(), 0);
+    }
+
+    #[test]
+    fn a_busy_phone_is_a_reject_and_the_caller_goes_to_the_next_agent() {
+        let mut h = harness("top-down", None);
+        agent(&mut h, "alice", AgentAction::Login);
+        agent(&mut h, "bob", AgentAction::Login);
+        let (_, out) = queued_call(&mut h, "q-5", 1);
+        let first: Vec<(SocketAddr, Message)> = sent(&out)
+            .into_iter()
+            .filter(|(_, m)| m.method() == Some(&Method::Invite))
+            .collect();
+        assert_eq!(first.len(), 1, "one agent at a time");
+        let (to, offer) = &first[0];
+        let out = h.feed(&response_from(offer, 486, "x", None), &to.to_string());
+        assert!(kinds(&out).contains(&"reject"), "{:?}", kinds(&out));
+        let next: Vec<(SocketAddr, Message)> = sent(&out)
+            .into_iter()
+            .filter(|(_, m)| m.method() == Some(&Method::Invite))
+            .collect();
+        assert_eq!(next.len(), 1);
+        assert_ne!(next[0].0, *to, "offered to the other agent");
+    }
+
+    #[test]
+    fn an_agent_whose_phone_is_not_registered_is_skipped() {
+        let mut h = harness_with(cc_config("longest-idle", None));
+        register_device(&mut h, "bob");
+        agent(&mut h, "alice", AgentAction::Login);
+        h.ms += 10;
+        agent(&mut h, "bob", AgentAction::Login);
+        let (_, out) = queued_call(&mut h, "q-6", 1);
+        assert_eq!(
+            invites_to(&out, device("bob")).len(),
+            1,
+            "{:?}",
+            kinds(&out)
+        );
+        assert!(kinds(&out).contains(&"reject"));
+    }
+}

@@ -1,0 +1,1319 @@
+//! The B2BUA's contact centre: calls routed to `queue:<name>` wait in the engine's ACD
+//! (`tandem-acd`) and are offered to agents' registered devices.
+//!
+//! A queued call is an ordinary call whose leg B is not chosen yet. On entry the caller gets
+//! 180 Ringing (its phone plays ringback: the data plane cannot play hold music yet) and the
+//! ACD gets `Enter`. Each `Offer` becomes one INVITE per registered device of each offered agent
+//! (all carrying the caller's SDP on leg B's port); a device's 18x is the agent's `Ringing`, its
+//! 2xx is ACKed at once and reported as `Answer`, and the ACD's `Connect` makes that device's
+//! dialog the call's leg B and answers the caller. `CancelOffer` (ring timeout, ring-all loser)
+//! CANCELs the agent's devices; a 2xx that races the CANCEL is ACKed and BYEd. A device that
+//! refuses (busy, decline, unreachable) is the agent's `Reject`; an agent with no registered
+//! device rejects at once. Max-wait, full and empty queues end the call (480, 486) or send it
+//! on to the queue's overflow target like any routed call. The ACD's clock is milliseconds since
+//! the engine started, from the same `Now` every other input carries.
+
+use super::super::queues::{
+    AcdEvent, AcdOp, AcdRefusal, AcdReply, AgentAction, AgentDef, AgentStatusView, QueueDef,
+    QueueStatusView, WaitingCallerView,
+};
+use super::*;
+use std::collections::VecDeque;
+use tandem_acd::{
+    Acd, AcdConfig, AcdError, AgentConfig, AgentId, AgentState, ContactId, ContactRequest,
+    EmptyBehaviour, EventKind, ForcedState, Input, Membership, Output as AcdOutput, OverflowTarget,
+    Party, QueueConfig, QueueEvent, QueueId, ReasonCode, RelaxRule, SkillId, Strategy, TenantId,
+};
+
+/// Skills across all tenants (each tenant's names map to their own ids).
+const MAX_SKILLS: u16 = 1024;
+
+/// A queued call's side of the ACD.
+pub(super) struct Queued {
+    pub(super) queue: QueueId,
+    /// INVITEs to agents' devices, live and finished (a late 2xx must find its offer).
+    pub(super) offers: Vec<DeviceOffer>,
+    /// The agent who took the call.
+    pub(super) agent: Option<AgentId>,
+    /// The ACD ended the contact with this final response for the caller, unless an overflow
+    /// target takes the call.
+    pub(super) exit: Option<u16>,
+    pub(super) overflow: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OfferState {
+    Trying,
+    Ringing,
+    /// 2xx received and ACKed; waiting for the ACD's Connect.
+    Answered,
+    Connected,
+    /// CANCEL sent, or a final failure received.
+    Done,
+}
+
+pub(super) struct DeviceOffer {
+    pub(super) agent: AgentId,
+    pub(super) leg: Leg,
+    pub(super) invite: ClientTxId,
+    pub(super) state: OfferState,
+    /// The device's answer (SDP), kept from its 2xx until the ACD connects it.
+    pub(super) answer: Option<String>,
+    pub(super) ack: Option<Vec<u8>>,
+}
+
+struct AgentInfo {
+    tenant: String,
+    name: String,
+    user: String,
+}
+
+/// Names ↔ the ACD's numeric ids, and the ACD itself.
+pub(super) struct ContactCentre {
+    acd: Acd,
+    epoch: Instant,
+    tenants: HashMap<String, TenantId>,
+    queues: HashMap<(String, String), QueueId>,
+    queue_defs: HashMap<QueueId, QueueDef>,
+    agents: HashMap<(String, String), AgentId>,
+    agent_info: HashMap<AgentId, AgentInfo>,
+    agent_defs: HashMap<AgentId, AgentDef>,
+    skills: HashMap<(String, String), SkillId>,
+    reasons: HashMap<String, ReasonCode>,
+    reason_names: HashMap<ReasonCode, String>,
+    next_id: u64,
+    /// Inputs produced while acting on outputs (a device that cannot ring), fed next.
+    deferred: VecDeque<Input>,
+}
+
+impl ContactCentre {
+    pub(super) fn new(now: Instant, queues: &[QueueDef], agents: &[AgentDef]) -> ContactCentre {
+        let acd = Acd::new(AcdConfig {
+            max_skills: MAX_SKILLS,
+            ..AcdConfig::default()
+        })
+        .expect("the default ACD configuration is valid");
+        let mut cc = ContactCentre {
+            acd,
+            epoch: now,
+            tenants: HashMap::new(),
+            queues: HashMap::new(),
+            queue_defs: HashMap::new(),
+            agents: HashMap::new(),
+            agent_info: HashMap::new(),
+            agent_defs: HashMap::new(),
+            skills: HashMap::new(),
+            reasons: HashMap::new(),
+            reason_names: HashMap::new(),
+            next_id: 0,
+            deferred: VecDeque::new(),
+        };
+        cc.reason_names
+            .insert(ReasonCode::AUTO_PAUSE_NO_ANSWER, "no-answer".into());
+        cc.reason_names
+            .insert(ReasonCode::SUPERVISOR, "supervisor".into());
+        cc.reasons
+            .insert("no-answer".into(), ReasonCode::AUTO_PAUSE_NO_ANSWER);
+        cc.reasons
+            .insert("supervisor".into(), ReasonCode::SUPERVISOR);
+        cc.reconcile(0, queues, agents);
+        cc
+    }
+
+    pub(super) fn now_ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    pub(super) fn deadline(&mut self) -> Option<Instant> {
+        self.acd
+            .poll_timeout()
+            .map(|ms| self.epoch + Duration::from_millis(ms))
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn tenant_id(&mut self, tenant: &str) -> TenantId {
+        if let Some(&id) = self.tenants.get(tenant) {
+            return id;
+        }
+        let id = TenantId(self.id());
+        self.tenants.insert(tenant.to_string(), id);
+        id
+    }
+
+    fn tenant_name(&self, id: TenantId) -> String {
+        self.tenants
+            .iter()
+            .find(|(_, &t)| t == id)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default()
+    }
+
+    fn skill_id(&mut self, tenant: &str, skill: &str) -> Option<SkillId> {
+        let key = (tenant.to_string(), skill.to_string());
+        if let Some(&id) = self.skills.get(&key) {
+            return Some(id);
+        }
+        let next = self.skills.len() as u16;
+        if next >= MAX_SKILLS {
+            return None;
+        }
+        self.skills.insert(key, SkillId(next));
+        Some(SkillId(next))
+    }
+
+    fn reason(&mut self, name: &str) -> ReasonCode {
+        if let Some(&r) = self.reasons.get(name) {
+            return r;
+        }
+        let r = ReasonCode(self.reasons.len() as u32 + 1);
+        self.reasons.insert(name.to_string(), r);
+        self.reason_names.insert(r, name.to_string());
+        r
+    }
+
+    pub(super) fn queue_id(&self, tenant: &str, name: &str) -> Option<QueueId> {
+        self.queues
+            .get(&(tenant.to_string(), name.to_string()))
+            .copied()
+    }
+
+    fn queue_name(&self, id: QueueId) -> Option<String> {
+        self.queue_defs.get(&id).map(|d| d.name.clone())
+    }
+
+    fn agent_id(&self, tenant: &str, name: &str) -> Option<AgentId> {
+        self.agents
+            .get(&(tenant.to_string(), name.to_string()))
+            .copied()
+    }
+
+    fn queue_config(&mut self, id: QueueId, def: &QueueDef) -> QueueConfig {
+        let tenant = self.tenant_id(&def.tenant);
+        let mut cfg = QueueConfig::new(id, tenant);
+        cfg.strategy = match def.strategy.as_str() {
+            "ring-all" => Strategy::RingAll,
+            "least-recent" => Strategy::LeastRecent,
+            "fewest-calls" => Strategy::FewestCalls,
+            "least-talk-time" => Strategy::LeastTalkTime,
+            "round-robin" => Strategy::RoundRobin,
+            "top-down" => Strategy::TopDown,
+            "random" => Strategy::Random,
+            "weighted-random" => Strategy::WeightedRandom,
+            "ring-progressively" => Strategy::RingProgressively {
+                step_ms: u64::from(def.ring_step_s.max(1)) * 1000,
+            },
+            "best-proficiency" => Strategy::BestProficiency,
+            _ => Strategy::LongestIdle,
+        };
+        cfg.priority = def.priority.max(1);
+        cfg.service_level_s = def.service_level_s;
+        cfg.max_len = def.max_len;
+        cfg.max_wait_ms = def.max_wait_s.map(|s| u64::from(s) * 1000);
+        cfg.overflow = def
+            .overflow
+            .as_ref()
+            .map(|o| match o.strip_prefix("queue:") {
+                Some(q) => match self.queue_id(&def.tenant, q) {
+                    Some(qid) => OverflowTarget::Queue(qid),
+                    // A queue that does not exist (yet): callers end instead of looping.
+                    None => OverflowTarget::External(String::new()),
+                },
+                None => OverflowTarget::External(o.clone()),
+            });
+        cfg.empty = if def.leave_when_empty {
+            EmptyBehaviour::Leave
+        } else {
+            EmptyBehaviour::Wait
+        };
+        // No announcements: the data plane cannot play them yet.
+        cfg.announce_period_ms = 0;
+        cfg.base_max_tier = def.max_tier.unwrap_or(u8::MAX);
+        cfg.relax = def
+            .relax
+            .iter()
+            .map(|r| RelaxRule {
+                after_ms: u64::from(r.after_s) * 1000,
+                max_tier: r.max_tier,
+                min_proficiency: r.min_level,
+            })
+            .collect();
+        cfg.ring_timeout_ms = u64::from(def.ring_timeout_s.max(1)) * 1000;
+        cfg.wrapup_ms = u64::from(def.wrapup_s) * 1000;
+        cfg.reject_delay_ms = u64::from(def.reject_delay_s) * 1000;
+        cfg.no_answer_delay_ms = u64::from(def.no_answer_delay_s) * 1000;
+        cfg.max_no_answer = def.max_no_answer;
+        cfg.routing_delay_ms = u64::from(def.routing_delay_s) * 1000;
+        cfg
+    }
+
+    fn agent_config(&mut self, id: AgentId, def: &AgentDef) -> AgentConfig {
+        let tenant = self.tenant_id(&def.tenant);
+        let skills = def
+            .skills
+            .iter()
+            .filter_map(|s| Some((self.skill_id(&def.tenant, &s.skill)?, s.level.clamp(1, 5))))
+            .collect();
+        let memberships = def
+            .queues
+            .iter()
+            .filter_map(|m| {
+                let queue = self.queue_id(&def.tenant, &m.queue)?;
+                Some(Membership {
+                    queue,
+                    tier: m.tier,
+                    delay_ms: u64::from(m.delay_s) * 1000,
+                    weight: m.weight.max(1),
+                })
+            })
+            .collect();
+        AgentConfig {
+            id,
+            tenant,
+            skills,
+            memberships,
+        }
+    }
+
+    /// Brings the ACD in line with the directory: new queues and agents are added.
+    pub(super) fn reconcile(&mut self, now_ms: u64, queues: &[QueueDef], agents: &[AgentDef]) {
+        // Ids first, so overflow targets between new queues resolve.
+        let mut added = Vec::new();
+        for def in queues {
+            let key = (def.tenant.clone(), def.name.clone());
+            if !self.queues.contains_key(&key) {
+                let id = QueueId(self.id());
+                self.queues.insert(key, id);
+                added.push((id, def));
+            }
+        }
+        for (id, def) in added {
+            let cfg = self.queue_config(id, def);
+            match self.acd.add_queue(cfg) {
+                Ok(()) => {
+                    self.queue_defs.insert(id, def.clone());
+                }
+                Err(e) => {
+                    tracing::warn!("ACD: queue {}/{} not added: {e}", def.tenant, def.name);
+                    self.queues.remove(&(def.tenant.clone(), def.name.clone()));
+                }
+            }
+        }
+        for def in agents {
+            let key = (def.tenant.clone(), def.name.clone());
+            if self.agents.contains_key(&key) {
+                continue;
+            }
+            let id = AgentId(self.id());
+            let cfg = self.agent_config(id, def);
+            match self.acd.add_agent(cfg) {
+                Ok(()) => {
+                    self.agents.insert(key, id);
+                    self.agent_info.insert(
+                        id,
+                        AgentInfo {
+                            tenant: def.tenant.clone(),
+                            name: def.name.clone(),
+                            user: def.user.clone(),
+                        },
+                    );
+                    self.agent_defs.insert(id, def.clone());
+                }
+                Err(e) => tracing::warn!("ACD: agent {}/{} not added: {e}", def.tenant, def.name),
+            }
+        }
+        let _ = now_ms;
+    }
+}
+
+fn refusal(e: AcdError) -> AcdRefusal {
+    match e {
+        AcdError::UnknownQueue(_) | AcdError::UnknownAgent(_) | AcdError::UnknownContact(_) => {
+            AcdRefusal::NotFound(e.to_string())
+        }
+        AcdError::InvalidTransition { .. }
+        | AcdError::InvalidContactState { .. }
+        | AcdError::NotOffered { .. }
+        | AcdError::InUse(_)
+        | AcdError::TooManyContacts(_) => AcdRefusal::Conflict(e.to_string()),
+        _ => AcdRefusal::Invalid(e.to_string()),
+    }
+}
+
+fn event_kind_name(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::Enter { .. } => "enter",
+        EventKind::Connect { .. } => "connect",
+        EventKind::CompleteCaller { .. } => "complete_caller",
+        EventKind::CompleteAgent { .. } => "complete_agent",
+        EventKind::Abandon { .. } => "abandon",
+        EventKind::Resumed { .. } => "resumed",
+        EventKind::ExitTimeout { .. } => "exit_timeout",
+        EventKind::ExitKey { .. } => "exit_key",
+        EventKind::ExitEmpty { .. } => "exit_empty",
+        EventKind::ExitFull { .. } => "exit_full",
+        EventKind::RingNoAnswer { .. } => "ring_no_answer",
+        EventKind::Reject => "reject",
+        EventKind::Transfer { .. } => "transfer",
+        EventKind::CallbackRequested { .. } => "callback_requested",
+        EventKind::CallbackPlaced { .. } => "callback_placed",
+        EventKind::CallbackFailed { .. } => "callback_failed",
+        EventKind::AgentLogin => "agent_login",
+        EventKind::AgentLogout => "agent_logout",
+        EventKind::Pause { .. } => "pause",
+        EventKind::Unpause => "unpause",
+    }
+}
+
+impl Engine {
+    fn acd_now(&self, now: Now) -> u64 {
+        self.cc.now_ms(now.mono)
+    }
+
+    /// The unix time of an ACD timestamp (events carry the ACD's clock).
+    fn acd_unix_ms(&self, now: Now, at_ms: u64) -> u64 {
+        let now_ms = self.acd_now(now);
+        now.unix_ms.saturating_sub(now_ms.saturating_sub(at_ms))
+    }
+
+    /// A routed call reached `queue:<name>`: 180 to the caller, then the ACD has it.
+    pub(super) fn enter_queue(&mut self, now: Now, call: CallId) {
+        let contact = self.contact.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(q) = c.queue.as_ref() else { return };
+        let queue = q.queue;
+        c.state = CallState::Queued;
+        let mut ringing = Message::response_to(&c.a_request, 180, Some(&c.a.local_tag));
+        ringing.push("Contact", contact);
+        let a_invite = c.a_invite;
+        let data = vec![
+            ("caller".to_string(), c.caller.clone()),
+            ("dialled".to_string(), c.dialled.clone()),
+            ("tenant".to_string(), c.tenant.clone()),
+        ];
+        let tenant = c.tenant.clone();
+        self.respond(now, a_invite, ringing);
+        let skills = self
+            .cc
+            .queue_defs
+            .get(&queue)
+            .map(|d| d.skills.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| Some((self.cc.skill_id(&tenant, &s.skill)?, s.level.clamp(1, 5))))
+            .collect();
+        let now_ms = self.acd_now(now);
+        let entered = self.cc.acd.handle(
+            now_ms,
+            Input::Enter(ContactRequest {
+                id: ContactId(call),
+                queue,
+                priority: 0,
+                skills,
+                data,
+                caller_key: None,
+            }),
+        );
+        if let Err(e) = entered {
+            tracing::warn!("ACD refused call {call}: {e}");
+            self.fail_call(now, call, 503, Disposition::Failed, "system");
+        }
+        self.acd_pump(now);
+    }
+
+    /// The ACD's timers (ring timeouts, max-wait, wrap-up, relaxation) fell due.
+    pub(super) fn acd_timer(&mut self, now: Now) {
+        let now_ms = self.acd_now(now);
+        if self.cc.acd.poll_timeout().is_some_and(|at| at <= now_ms) {
+            self.cc.acd.handle_timeout(now_ms);
+            self.acd_pump(now);
+        }
+    }
+
+    /// Feeds an input produced by SIP (a device rang, answered, refused; a call ended).
+    fn acd_input(&mut self, now: Now, input: Input) -> Result<(), AcdError> {
+        let now_ms = self.acd_now(now);
+        let result = self.cc.acd.handle(now_ms, input);
+        self.acd_pump(now);
+        result
+    }
+
+    /// Acts on everything the ACD has to say, to a fixed point.
+    pub(super) fn acd_pump(&mut self, now: Now) {
+        loop {
+            let mut any = false;
+            while let Some(out) = self.cc.acd.poll_output() {
+                any = true;
+                self.acd_output(now, out);
+            }
+            if let Some(input) = self.cc.deferred.pop_front() {
+                any = true;
+                let now_ms = self.acd_now(now);
+                if let Err(e) = self.cc.acd.handle(now_ms, input) {
+                    tracing::debug!("ACD input refused: {e}");
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        // Contacts the ACD let go of without an agent: overflow, or end the call.
+        let exits: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.queue.as_ref().is_some_and(|q| q.exit.is_some()))
+            .map(|(&id, _)| id)
+            .collect();
+        for call in exits {
+            let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) else {
+                continue;
+            };
+            let code = q.exit.take().unwrap_or(480);
+            match q.overflow.take().filter(|t| !t.is_empty()) {
+                Some(target) => self.overflow_call(now, call, &target, code),
+                None => {
+                    let disposition = if code == 486 {
+                        Disposition::Busy
+                    } else {
+                        Disposition::NoAnswer
+                    };
+                    self.fail_call(now, call, code, disposition, "system");
+                }
+            }
+        }
+    }
+
+    fn acd_output(&mut self, now: Now, out: AcdOutput) {
+        match out {
+            AcdOutput::Offer {
+                contact,
+                queue,
+                agents,
+                data,
+                ..
+            } => {
+                for agent in agents {
+                    let rang = self.offer_to_agent(now, contact.0, agent);
+                    if !rang {
+                        self.cc.deferred.push_back(Input::Reject { agent, contact });
+                    } else {
+                        let mut detail = serde_json::Map::new();
+                        for (k, v) in data.iter() {
+                            detail.insert(k.clone(), serde_json::Value::String(v.clone()));
+                        }
+                        self.emit_acd(
+                            now,
+                            "offer",
+                            None,
+                            Some(queue),
+                            Some(agent),
+                            Some(contact),
+                            detail,
+                        );
+                    }
+                }
+            }
+            AcdOutput::CancelOffer { contact, agent } => self.cancel_offer(now, contact.0, agent),
+            AcdOutput::Connect { contact, agent } => self.connect_agent(now, contact.0, agent),
+            AcdOutput::Overflow { contact, target } => {
+                if let Some(q) = self
+                    .calls
+                    .get_mut(&contact.0)
+                    .and_then(|c| c.queue.as_mut())
+                {
+                    q.overflow = Some(target);
+                    q.exit.get_or_insert(480);
+                }
+            }
+            // Not produced: announcements are off (announce_period 0) and callbacks are
+            // only requested by a caller's key press, which needs the IVR.
+            AcdOutput::Announce { .. } | AcdOutput::PlaceCallback { .. } => {}
+            AcdOutput::AgentStateChanged {
+                agent,
+                tenant,
+                from,
+                to,
+                at_ms,
+            } => {
+                let mut detail = serde_json::Map::new();
+                detail.insert("from".into(), self.state_name(from).into());
+                detail.insert("to".into(), self.state_name(to).into());
+                if let AgentState::Break(r) = to {
+                    detail.insert("reason".into(), self.reason_name(r).into());
+                }
+                self.emit_acd(
+                    now,
+                    "agent_state",
+                    Some((tenant, at_ms)),
+                    None,
+                    Some(agent),
+                    None,
+                    detail,
+                );
+            }
+            AcdOutput::Event(event) => self.queue_event(now, event),
+        }
+    }
+
+    fn state_name(&self, s: AgentState) -> String {
+        s.name().to_string()
+    }
+
+    fn reason_name(&self, r: ReasonCode) -> String {
+        self.cc
+            .reason_names
+            .get(&r)
+            .cloned()
+            .unwrap_or_else(|| r.0.to_string())
+    }
+
+    fn queue_event(&mut self, now: Now, e: QueueEvent) {
+        let mut detail = serde_json::Map::new();
+        let mut put = |k: &str, v: u64| {
+            detail.insert(k.into(), v.into());
+        };
+        match &e.kind {
+            EventKind::Enter {
+                position, ewt_ms, ..
+            } => {
+                put("position", u64::from(*position));
+                put("ewt_ms", *ewt_ms);
+            }
+            EventKind::Connect {
+                wait_ms, ring_ms, ..
+            } => {
+                put("wait_ms", *wait_ms);
+                put("ring_ms", *ring_ms);
+            }
+            EventKind::CompleteCaller { wait_ms, talk_ms }
+            | EventKind::CompleteAgent { wait_ms, talk_ms } => {
+                put("wait_ms", *wait_ms);
+                put("talk_ms", *talk_ms);
+            }
+            EventKind::Abandon { wait_ms }
+            | EventKind::ExitKey { wait_ms }
+            | EventKind::CallbackRequested { wait_ms } => put("wait_ms", *wait_ms),
+            EventKind::ExitTimeout { wait_ms, .. } | EventKind::ExitEmpty { wait_ms, .. } => {
+                put("wait_ms", *wait_ms)
+            }
+            EventKind::RingNoAnswer { ring_ms } => put("ring_ms", *ring_ms),
+            EventKind::Transfer {
+                wait_ms, talk_ms, ..
+            } => {
+                put("wait_ms", *wait_ms);
+                put("talk_ms", *talk_ms);
+            }
+            _ => {}
+        }
+        let to = match &e.kind {
+            EventKind::ExitTimeout { to, .. }
+            | EventKind::ExitEmpty { to, .. }
+            | EventKind::ExitFull { to } => *to,
+            EventKind::Transfer { to, .. } => Some(*to),
+            _ => None,
+        };
+        if let Some(to) = to.and_then(|q| self.cc.queue_name(q)) {
+            detail.insert("to".into(), to.into());
+        }
+        if let EventKind::Pause { reason } = &e.kind {
+            detail.insert("reason".into(), self.reason_name(*reason).into());
+        }
+        // A contact that left without an agent and without another queue: the call ends
+        // (or overflows) once the outputs of this round are seen.
+        let exit = match &e.kind {
+            EventKind::ExitTimeout { to: None, .. } | EventKind::ExitEmpty { to: None, .. } => {
+                Some(480)
+            }
+            EventKind::ExitFull { to: None } => Some(486),
+            _ => None,
+        };
+        if let (Some(code), Some(contact)) = (exit, e.contact) {
+            if let Some(q) = self
+                .calls
+                .get_mut(&contact.0)
+                .and_then(|c| c.queue.as_mut())
+            {
+                q.exit = Some(code);
+            }
+        }
+        if let (EventKind::Connect { .. }, Some(contact)) = (&e.kind, e.contact) {
+            if let Some(q) = self
+                .calls
+                .get_mut(&contact.0)
+                .and_then(|c| c.queue.as_mut())
+            {
+                q.queue = e.queue.unwrap_or(q.queue);
+            }
+        }
+        let kind = event_kind_name(&e.kind);
+        self.emit_acd(
+            now,
+            kind,
+            Some((e.tenant, e.at_ms)),
+            e.queue,
+            e.agent,
+            e.contact,
+            detail,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit_acd(
+        &mut self,
+        now: Now,
+        kind: &'static str,
+        tenant_at: Option<(TenantId, u64)>,
+        queue: Option<QueueId>,
+        agent: Option<AgentId>,
+        contact: Option<ContactId>,
+        detail: serde_json::Map<String, serde_json::Value>,
+    ) {
+        let (tenant, at_unix_ms) = match tenant_at {
+            Some((t, at)) => (self.cc.tenant_name(t), self.acd_unix_ms(now, at)),
+            None => {
+                let t = agent
+                    .and_then(|a| self.cc.agent_info.get(&a))
+                    .map(|i| i.tenant.clone())
+                    .or_else(|| {
+                        contact
+                            .and_then(|c| self.calls.get(&c.0))
+                            .map(|c| c.tenant.clone())
+                    })
+                    .unwrap_or_default();
+                (t, now.unix_ms)
+            }
+        };
+        let event = AcdEvent {
+            at_unix_ms,
+            tenant,
+            kind,
+            queue: queue.and_then(|q| self.cc.queue_name(q)),
+            agent: agent.and_then(|a| self.cc.agent_info.get(&a).map(|i| i.name.clone())),
+            contact: contact.map(|c| c.0),
+            call: contact
+                .map(|c| c.0)
+                .filter(|id| self.calls.contains_key(id)),
+            detail,
+        };
+        self.actions
+            .push(Action::Event(SipEvent::Acd(Box::new(event))));
+    }
+
+    /// INVITEs every registered device of `agent` with the caller's offer; false when the
+    /// agent has none (or the call is gone).
+    fn offer_to_agent(&mut self, now: Now, call: CallId, agent: AgentId) -> bool {
+        let Some(info) = self.cc.agent_info.get(&agent) else {
+            return false;
+        };
+        let domain = self.cfg.tenant_domain(&info.tenant).unwrap_or_default();
+        let aor = format!("{}@{domain}", info.user);
+        let devices: Vec<(String, Peer)> = self
+            .location
+            .lookup(&aor, now.mono)
+            .into_iter()
+            .map(|b| (b.contact.clone(), b.peer))
+            .collect();
+        if devices.is_empty() {
+            return false;
+        }
+        let Some(c) = self.calls.get(&call) else {
+            return false;
+        };
+        if c.state != CallState::Queued {
+            return false;
+        }
+        let Some(offer_sdp) = self.rewrite_for(&c.sdp[0], c.ports[1]) else {
+            return false;
+        };
+        let contact = self.contact.clone();
+        let from_value = caller_identity(&c.a.remote);
+        for (target, peer) in devices {
+            let local_tag = self.token("b");
+            let call_id = format!("{}@tandem", self.token("c"));
+            let mut leg = Leg {
+                call_id: call_id.clone(),
+                local_tag: local_tag.clone(),
+                local_uri: from_value.clone(),
+                remote: format!("<sip:{aor}>"),
+                remote_tag: None,
+                remote_target: target,
+                route_set: Vec::new(),
+                local_cseq: 0,
+                peer,
+            };
+            let mut invite = leg.request(Method::Invite, &contact);
+            invite.push("Max-Forwards", "69");
+            invite.push("Allow", ALLOW);
+            invite.push("Supported", "replaces, 100rel, timer");
+            invite.set_body("application/sdp", offer_sdp.clone().into_bytes());
+            let tx = self.tx.send_request(now.mono, invite, peer, None);
+            self.pending.insert(tx, Pending::Offer(call));
+            self.dialogs.insert((call_id, local_tag), (call, Side::B));
+            if let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) {
+                q.offers.push(DeviceOffer {
+                    agent,
+                    leg,
+                    invite: tx,
+                    state: OfferState::Trying,
+                    answer: None,
+                    ack: None,
+                });
+            }
+        }
+        true
+    }
+
+    /// The ACD withdrew the offer from `agent`: CANCEL its devices still alerting.
+    fn cancel_offer(&mut self, now: Now, call: CallId, agent: AgentId) {
+        let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) else {
+            return;
+        };
+        let mut cancel = Vec::new();
+        let mut bye = Vec::new();
+        for o in q.offers.iter_mut().filter(|o| o.agent == agent) {
+            match o.state {
+                OfferState::Trying | OfferState::Ringing => {
+                    o.state = OfferState::Done;
+                    cancel.push(o.invite);
+                }
+                OfferState::Answered => {
+                    // Answered, but the ACD gave the call to someone else first.
+                    o.state = OfferState::Done;
+                    bye.push(o.leg.clone());
+                }
+                OfferState::Connected | OfferState::Done => {}
+            }
+        }
+        for tx in cancel {
+            self.tx.cancel(now.mono, tx);
+        }
+        for leg in bye {
+            self.bye_leg(now, leg);
+        }
+    }
+
+    fn bye_leg(&mut self, now: Now, mut leg: Leg) {
+        let contact = self.contact.clone();
+        self.dialogs
+            .remove(&(leg.call_id.clone(), leg.local_tag.clone()));
+        let bye = leg.request(Method::Bye, &contact);
+        let tx = self.tx.send_request(now.mono, bye, leg.peer, None);
+        self.pending.insert(tx, Pending::Bye);
+    }
+
+    /// The ACD bridged `agent`: its answering device becomes leg B and the caller is answered.
+    fn connect_agent(&mut self, now: Now, call: CallId, agent: AgentId) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(q) = c.queue.as_mut() else { return };
+        let Some(ix) = q
+            .offers
+            .iter()
+            .position(|o| o.agent == agent && o.state == OfferState::Answered)
+        else {
+            return;
+        };
+        q.offers[ix].state = OfferState::Connected;
+        q.agent = Some(agent);
+        let leg = q.offers[ix].leg.clone();
+        let answer = q.offers[ix].answer.clone().unwrap_or_default();
+        let ack = q.offers[ix].ack.clone();
+        let b_invite = q.offers[ix].invite;
+        // The agent's other devices stop ringing.
+        let mut cancel = Vec::new();
+        let mut bye = Vec::new();
+        for (i, o) in q.offers.iter_mut().enumerate() {
+            if i == ix || o.agent != agent {
+                continue;
+            }
+            match o.state {
+                OfferState::Trying | OfferState::Ringing => cancel.push(o.invite),
+                OfferState::Answered => bye.push(o.leg.clone()),
+                _ => {}
+            }
+            o.state = OfferState::Done;
+        }
+        if let Some(info) = self.cc.agent_info.get(&agent) {
+            c.target_uri = format!("agent:{}", info.name);
+        }
+        c.target_peer = leg.peer;
+        c.b = Some(leg);
+        c.b_invite = Some(b_invite);
+        c.b_ack = ack;
+        for tx in cancel {
+            self.tx.cancel(now.mono, tx);
+        }
+        for l in bye {
+            self.bye_leg(now, l);
+        }
+        if let Some(c) = self.calls.get_mut(&call) {
+            // Until answered it is still a queued call for the code that ends calls.
+            c.state = CallState::Calling;
+        }
+        self.answer_caller(now, call, answer);
+    }
+
+    /// A response from an agent's device to our offer INVITE.
+    pub(super) fn on_offer_response(
+        &mut self,
+        now: Now,
+        call: CallId,
+        tx: ClientTxId,
+        res: Message,
+    ) {
+        let code = res.status().unwrap_or(0);
+        let contact = self.contact.clone();
+        let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) else {
+            if (200..300).contains(&code) {
+                self.ack_and_bye_orphan(now, tx, &res);
+            }
+            return;
+        };
+        let Some(ix) = q.offers.iter().position(|o| o.invite == tx) else {
+            return;
+        };
+        let agent = q.offers[ix].agent;
+        let o = &mut q.offers[ix];
+        match code {
+            100 => {}
+            101..=199 => {
+                if o.state == OfferState::Trying {
+                    o.state = OfferState::Ringing;
+                    let already = q.offers.iter().enumerate().any(|(i, p)| {
+                        i != ix && p.agent == agent && p.state == OfferState::Ringing
+                    });
+                    if !already {
+                        let _ = self.acd_input(
+                            now,
+                            Input::Ringing {
+                                agent,
+                                contact: ContactId(call),
+                            },
+                        );
+                    }
+                }
+            }
+            200..=299 => {
+                match o.state {
+                    OfferState::Answered | OfferState::Connected => {
+                        // A retransmitted 2xx: our ACK was lost.
+                        if let Some(ack) = o.ack.clone() {
+                            let peer = o.leg.peer;
+                            self.tx.resend(peer, ack);
+                        }
+                        return;
+                    }
+                    OfferState::Done => {
+                        // Answered as our CANCEL crossed it, or after another device won.
+                        o.state = OfferState::Answered; // so retransmissions are re-ACKed
+                        self.ack_and_bye_orphan(now, tx, &res);
+                        if let Some(o) = self
+                            .calls
+                            .get_mut(&call)
+                            .and_then(|c| c.queue.as_mut())
+                            .and_then(|q| q.offers.get_mut(ix))
+                        {
+                            o.state = OfferState::Done;
+                        }
+                        return;
+                    }
+                    OfferState::Trying | OfferState::Ringing => {}
+                }
+                let leg = &mut o.leg;
+                leg.remote_tag = res.to_tag().map(str::to_string);
+                leg.remote = res.get("To").unwrap_or_default().to_string();
+                if let Some(target) = res.contact_uri() {
+                    leg.remote_target = target.to_string();
+                }
+                leg.route_set = res.get_all("Record-Route").map(str::to_string).collect();
+                leg.route_set.reverse();
+                let ack = leg.request(Method::Ack, &contact);
+                let peer = leg.peer;
+                let ack_bytes = self.tx.send_ack(ack, peer);
+                let q = self
+                    .calls
+                    .get_mut(&call)
+                    .and_then(|c| c.queue.as_mut())
+                    .expect("checked");
+                let o = &mut q.offers[ix];
+                o.ack = Some(ack_bytes);
+                o.state = OfferState::Answered;
+                o.answer = res
+                    .body_str()
+                    .filter(|_| res.content_type() == Some("application/sdp"))
+                    .map(str::to_string);
+                if o.answer.is_none() {
+                    o.state = OfferState::Done;
+                    let leg = o.leg.clone();
+                    self.bye_leg(now, leg);
+                    self.device_failed(now, call, agent);
+                    return;
+                }
+                let answered = self.acd_input(
+                    now,
+                    Input::Answer {
+                        agent,
+                        contact: ContactId(call),
+                    },
+                );
+                if answered.is_err() {
+                    // The ACD moved on (ring timeout, caller gone): release the device.
+                    if let Some(o) = self
+                        .calls
+                        .get_mut(&call)
+                        .and_then(|c| c.queue.as_mut())
+                        .and_then(|q| q.offers.get_mut(ix))
+                    {
+                        if o.state == OfferState::Answered {
+                            o.state = OfferState::Done;
+                            let leg = o.leg.clone();
+                            self.bye_leg(now, leg);
+                        }
+                    }
+                }
+            }
+            _ => {
+                self.pending.remove(&tx);
+                let was_live = matches!(o.state, OfferState::Trying | OfferState::Ringing);
+                o.state = OfferState::Done;
+                let key = (o.leg.call_id.clone(), o.leg.local_tag.clone());
+                self.dialogs.remove(&key);
+                if was_live {
+                    self.device_failed(now, call, agent);
+                }
+            }
+        }
+    }
+
+    /// One of the agent's devices refused or vanished: when none is left alerting, the agent
+    /// rejected the offer.
+    pub(super) fn device_failed(&mut self, now: Now, call: CallId, agent: AgentId) {
+        let Some(q) = self.calls.get(&call).and_then(|c| c.queue.as_ref()) else {
+            return;
+        };
+        let alive = q.offers.iter().any(|o| {
+            o.agent == agent
+                && matches!(
+                    o.state,
+                    OfferState::Trying | OfferState::Ringing | OfferState::Answered
+                )
+        });
+        if !alive {
+            let _ = self.acd_input(
+                now,
+                Input::Reject {
+                    agent,
+                    contact: ContactId(call),
+                },
+            );
+        }
+    }
+
+    /// The offer INVITE got no answer at all (Timer B).
+    pub(super) fn offer_timed_out(&mut self, now: Now, call: CallId, tx: ClientTxId) {
+        let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) else {
+            return;
+        };
+        let Some(o) = q.offers.iter_mut().find(|o| o.invite == tx) else {
+            return;
+        };
+        if matches!(o.state, OfferState::Trying | OfferState::Ringing) {
+            o.state = OfferState::Done;
+            let agent = o.agent;
+            self.device_failed(now, call, agent);
+        }
+    }
+
+    /// A queued call is ending (either side, any reason): stop its devices ringing and tell the
+    /// ACD who hung up. Called before the call is removed.
+    pub(super) fn leave_acd(&mut self, now: Now, call: CallId) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let by = if c.ended_by == "callee" {
+            Party::Agent
+        } else {
+            Party::Caller
+        };
+        let Some(q) = c.queue.as_mut() else { return };
+        let mut cancel = Vec::new();
+        let mut bye = Vec::new();
+        for o in q.offers.iter_mut() {
+            match o.state {
+                OfferState::Trying | OfferState::Ringing => cancel.push(o.invite),
+                OfferState::Answered => bye.push(o.leg.clone()),
+                _ => {}
+            }
+            o.state = OfferState::Done;
+            self.dialogs
+                .remove(&(o.leg.call_id.clone(), o.leg.local_tag.clone()));
+        }
+        for tx in cancel {
+            self.tx.cancel(now.mono, tx);
+        }
+        for leg in bye {
+            self.bye_leg(now, leg);
+        }
+        // Unknown once it overflowed or exited: nothing to tell.
+        let now_ms = self.acd_now(now);
+        let _ = self.cc.acd.handle(
+            now_ms,
+            Input::Hangup {
+                contact: ContactId(call),
+                by,
+            },
+        );
+    }
+
+    /// The agent (leg B) transferred the caller elsewhere and left: for the ACD the agent's
+    /// part of the contact is complete (wrap-up starts); the call goes on outside the queue.
+    pub(super) fn agent_transferred(&mut self, now: Now, call: CallId) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.queue.as_ref().is_none_or(|q| q.agent.is_none()) {
+            return;
+        }
+        c.queue = None;
+        let _ = self.acd_input(
+            now,
+            Input::Hangup {
+                contact: ContactId(call),
+                by: Party::Agent,
+            },
+        );
+    }
+
+    /// The ACD let the caller go to an external target: route it there like any call.
+    fn overflow_call(&mut self, now: Now, call: CallId, target: &str, code: u16) {
+        let Some(route_target) = crate::sip::config::parse_target(target) else {
+            self.fail_call(now, call, code, Disposition::NoAnswer, "system");
+            return;
+        };
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let (tenant, number) = (c.tenant.clone(), c.dialled.clone());
+        match self.resolve(now, &tenant, &route_target, &number) {
+            Ok((uri, peer)) => {
+                let c = self.calls.get_mut(&call).expect("checked");
+                c.target_uri = uri;
+                c.target_peer = peer;
+                c.queue = None;
+                c.trunk = match route_target {
+                    RouteTarget::Trunk(name) => Some(name),
+                    _ => None,
+                };
+                c.no_answer_at = now.mono + Duration::from_secs(self.cfg.no_answer_timeout_s);
+                let at = c.no_answer_at;
+                self.call_timers.push(Reverse((at, call)));
+                self.send_b_invite(now, call);
+            }
+            Err(code) => self.fail_call(now, call, code, Disposition::Failed, "system"),
+        }
+    }
+
+    /// An API request for the ACD (agent action, status, supervisor move).
+    pub fn acd_request(
+        &mut self,
+        now: Now,
+        tenant: &str,
+        op: AcdOp,
+    ) -> Result<AcdReply, AcdRefusal> {
+        let now_ms = self.acd_now(now);
+        let result = match op {
+            AcdOp::Agent { agent, action } => {
+                let id = self
+                    .cc
+                    .agent_id(tenant, &agent)
+                    .ok_or_else(|| AcdRefusal::NotFound(format!("no agent {agent}")))?;
+                let input = match action {
+                    AgentAction::Login => Input::Login { agent: id },
+                    AgentAction::Logout => Input::Logout { agent: id },
+                    AgentAction::Ready => Input::Ready { agent: id },
+                    AgentAction::Break { reason } => Input::Pause {
+                        agent: id,
+                        reason: self.cc.reason(&reason),
+                    },
+                    AgentAction::ExtendWrapUp { seconds } => Input::ExtendWrapUp {
+                        agent: id,
+                        extra_ms: u64::from(seconds) * 1000,
+                    },
+                    AgentAction::Force { state, reason } => Input::ForceState {
+                        agent: id,
+                        state: match state.as_str() {
+                            "logged-out" | "logged_out" => ForcedState::LoggedOut,
+                            "available" => ForcedState::Available,
+                            "break" => ForcedState::Break(
+                                self.cc.reason(reason.as_deref().unwrap_or("supervisor")),
+                            ),
+                            other => {
+                                return Err(AcdRefusal::Invalid(format!(
+                                    "state {other:?} is not logged-out, available or break"
+                                )))
+                            }
+                        },
+                    },
+                };
+                self.cc
+                    .acd
+                    .handle(now_ms, input)
+                    .map(|()| AcdReply::Done)
+                    .map_err(refusal)
+            }
+            AcdOp::MoveCaller { contact, queue } => {
+                self.caller_of(tenant, contact)?;
+                let q = self
+                    .cc
+                    .queue_id(tenant, &queue)
+                    .ok_or_else(|| AcdRefusal::NotFound(format!("no queue {queue}")))?;
+                self.cc
+                    .acd
+                    .handle(
+                        now_ms,
+                        Input::Move {
+                            contact: ContactId(contact),
+                            queue: q,
+                        },
+                    )
+                    .map(|()| AcdReply::Done)
+                    .map_err(refusal)
+            }
+            AcdOp::SetPriority { contact, priority } => {
+                self.caller_of(tenant, contact)?;
+                self.cc
+                    .acd
+                    .handle(
+                        now_ms,
+                        Input::SetPriority {
+                            contact: ContactId(contact),
+                            priority,
+                        },
+                    )
+                    .map(|()| AcdReply::Done)
+                    .map_err(refusal)
+            }
+            AcdOp::Queues { queue } => {
+                let mut names: Vec<(String, QueueId)> = self
+                    .cc
+                    .queues
+                    .iter()
+                    .filter(|((t, n), _)| t == tenant && queue.as_ref().is_none_or(|q| q == n))
+                    .map(|((_, n), &id)| (n.clone(), id))
+                    .collect();
+                if names.is_empty() && queue.is_some() {
+                    return Err(AcdRefusal::NotFound(format!(
+                        "no queue {}",
+                        queue.unwrap_or_default()
+                    )));
+                }
+                names.sort();
+                let views = names
+                    .into_iter()
+                    .filter_map(|(name, id)| self.queue_view(now, name, id))
+                    .collect();
+                return Ok(AcdReply::Queues(views));
+            }
+            AcdOp::Agents { agent } => {
+                let mut ids: Vec<(String, AgentId)> = self
+                    .cc
+                    .agents
+                    .iter()
+                    .filter(|((t, n), _)| t == tenant && agent.as_ref().is_none_or(|a| a == n))
+                    .map(|((_, n), &id)| (n.clone(), id))
+                    .collect();
+                if ids.is_empty() && agent.is_some() {
+                    return Err(AcdRefusal::NotFound(format!(
+                        "no agent {}",
+                        agent.unwrap_or_default()
+                    )));
+                }
+                ids.sort();
+                let views = ids
+                    .into_iter()
+                    .filter_map(|(_, id)| self.agent_view(now, id))
+                    .collect();
+                return Ok(AcdReply::Agents(views));
+            }
+        };
+        self.acd_pump(now);
+        self.pump(now);
+        result
+    }
+
+    fn caller_of(&self, tenant: &str, contact: u64) -> Result<(), AcdRefusal> {
+        match self.calls.get(&contact) {
+            Some(c) if c.tenant == tenant && c.queue.is_some() => Ok(()),
+            _ => Err(AcdRefusal::NotFound(format!("no queued caller {contact}"))),
+        }
+    }
+
+    fn queue_view(&self, now: Now, name: String, id: QueueId) -> Option<QueueStatusView> {
+        let now_ms = self.acd_now(now);
+        let s = self.cc.acd.queue_status(id, now_ms).ok()?;
+        let mut callers: Vec<WaitingCallerView> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| {
+                c.state == CallState::Queued && c.queue.as_ref().is_some_and(|q| q.queue == id)
+            })
+            .filter_map(|(&call, c)| {
+                let position = self.cc.acd.contact_position(ContactId(call)).ok()??;
+                Some(WaitingCallerView {
+                    contact: call,
+                    position,
+                    waited_s: now.mono.saturating_duration_since(c.started).as_secs_f64(),
+                    priority: 0,
+                    caller: c.caller.clone(),
+                })
+            })
+            .collect();
+        callers.sort_by_key(|c| c.position);
+        Some(QueueStatusView {
+            name,
+            waiting: s.depth,
+            callbacks: s.callbacks,
+            longest_wait_s: s.longest_wait_ms as f64 / 1000.0,
+            staffed: s.staffed,
+            available: s.agents.available,
+            on_break: s.agents.on_break,
+            ringing: s.agents.ringing + s.agents.reserved,
+            on_call: s.agents.on_call,
+            wrap_up: s.agents.wrap_up,
+            ewt_s: s.ewt_ms.map(|ms| ms as f64 / 1000.0),
+            aht_s: s.aht_ms as f64 / 1000.0,
+            callers,
+        })
+    }
+
+    fn agent_view(&self, now: Now, id: AgentId) -> Option<AgentStatusView> {
+        let info = self.cc.agent_info.get(&id)?;
+        let s = self.cc.acd.agent_status(id).ok()?;
+        let now_ms = self.acd_now(now);
+        let domain = self.cfg.tenant_domain(&info.tenant).unwrap_or_default();
+        let registered = !self
+            .location
+            .lookup(&format!("{}@{domain}", info.user), now.mono)
+            .is_empty();
+        Some(AgentStatusView {
+            name: info.name.clone(),
+            user: info.user.clone(),
+            state: s.state.name().to_string(),
+            reason: match s.state {
+                AgentState::Break(r) => Some(self.reason_name(r)),
+                _ => None,
+            },
+            in_state_s: now_ms.saturating_sub(s.since_ms) as f64 / 1000.0,
+            contact: s.contact.map(|c| c.0),
+            calls_taken: s.calls,
+            missed_in_a_row: s.consecutive_misses,
+            registered,
+        })
+    }
+}
