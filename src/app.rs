@@ -81,6 +81,13 @@ impl Appliance {
                 cdr_rx,
                 api_state.events.clone(),
             ));
+            // The ACD's events: published on the event hub, stored in the queue event log.
+            let (acd_events_tx, acd_events_rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(tandem_controlplane::acd_log::run_writer(
+                storage.clone(),
+                acd_events_rx,
+                api_state.events.clone(),
+            ));
             tokio::spawn(api::webhooks::run_deliveries(
                 api_state.clone(),
                 api::webhooks::Retry::default(),
@@ -144,6 +151,9 @@ impl Appliance {
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     }
                 });
+                // Agent actions and live status from the API, answered by the engine's ACD.
+                let (acd_requests_tx, acd_requests_rx) = tokio::sync::mpsc::channel(1024);
+                api_state.attach_acd(acd_requests_tx);
                 tokio::spawn(sip_server::run(
                     engine,
                     listeners,
@@ -155,7 +165,8 @@ impl Appliance {
                         events: Some(api_state.events.clone()),
                         directory: directory_rx,
                         directory_applied: Some(api_state.directory_applied.clone()),
-                        ..Default::default()
+                        acd_events: Some(acd_events_tx),
+                        acd_requests: Some(acd_requests_rx),
                     },
                 ));
                 Some(addr)

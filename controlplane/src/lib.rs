@@ -2,6 +2,7 @@
 //! SIP (registrar and B2BUA with media anchored in the data plane), SDP rewriting, configuration
 //! and Prometheus metrics.
 
+pub mod acd_log;
 pub mod api;
 pub mod bencode;
 pub mod cdr;

@@ -219,6 +219,10 @@ both_backends!(lists_page_and_sort, check_paging);
 both_backends!(audit_log, check_audit);
 both_backends!(webhooks_signed_and_retried, check_webhooks);
 both_backends!(events_websocket_resumes, check_events);
+both_backends!(contact_centre_crud, check_contact_centre);
+both_backends!(contact_centre_agent_actions, check_acd_requests);
+both_backends!(queue_events_and_stats, check_queue_events);
+both_backends!(config_seeds_contact_centre, check_seed);
 
 async fn check_auth(s: &Server) {
     let t = s.two_tenants().await;
@@ -1017,6 +1021,1190 @@ async fn check_events(s: &Server) {
     // Without a token there is no stream.
     let no_token = format!("ws://{}/api/v1/events", s.addr);
     assert!(tokio_tungstenite::connect_async(&no_token).await.is_err());
+}
+
+/// A tenant with a SIP account `alice`, skills `en` and `fr`, and queues `sales` and `support`.
+async fn contact_centre(s: &Server, t: &Tenants) {
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/sip-accounts",
+            &t.acme,
+            json!({"username": "alice", "password": "sip secret 1"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    for name in ["en", "fr"] {
+        let r = s
+            .post(
+                "/api/v1/tenants/acme/skills",
+                &t.acme,
+                json!({"name": name, "description": "language"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/queues",
+            &t.acme,
+            json!({"name": "support", "strategy": "ring-all"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/queues",
+            &t.acme,
+            json!({"name": "sales", "skills": [{"skill": "en", "level": 2}], "max_wait_s": 120,
+                   "overflow": "queue:support", "relax": [{"after_s": 30, "min_level": 1}], "wrapup_s": 10}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.etag.as_deref(), Some("\"1\""));
+    assert_eq!(r.body["strategy"], "longest-idle", "defaults filled in");
+    assert_eq!(r.body["service_level_s"], 20);
+}
+
+async fn check_contact_centre(s: &Server) {
+    let t = s.two_tenants().await;
+    contact_centre(s, &t).await;
+    // Agents: the SIP account must exist, skills too.
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/agents",
+            &t.acme,
+            json!({"name": "alice", "user": "alice", "skills": [{"skill": "en", "level": 4}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let dup = s
+        .post(
+            "/api/v1/tenants/acme/agents",
+            &t.acme,
+            json!({"name": "alice", "user": "alice"}),
+        )
+        .await;
+    assert_eq!((dup.status, error_code(&dup)), (409, "conflict"));
+    // Validation: each error names its field.
+    let cases = [
+        (
+            "/api/v1/tenants/acme/queues",
+            json!({"name": "q1", "strategy": "fastest"}),
+            "strategy",
+        ),
+        (
+            "/api/v1/tenants/acme/queues",
+            json!({"name": "q1", "priority": 0}),
+            "priority",
+        ),
+        (
+            "/api/v1/tenants/acme/queues",
+            json!({"name": "Q 1"}),
+            "name",
+        ),
+        (
+            "/api/v1/tenants/acme/queues",
+            json!({"name": "q1", "skills": [{"skill": "de", "level": 2}]}),
+            "skills",
+        ),
+        (
+            "/api/v1/tenants/acme/queues",
+            json!({"name": "q1", "skills": [{"skill": "en", "level": 9}]}),
+            "skills",
+        ),
+        (
+            "/api/v1/tenants/acme/queues",
+            json!({"name": "q1", "overflow": "queue:nowhere"}),
+            "overflow",
+        ),
+        (
+            "/api/v1/tenants/acme/queues",
+            json!({"name": "q1", "overflow": "queue:q1"}),
+            "overflow",
+        ),
+        (
+            "/api/v1/tenants/acme/queues",
+            json!({"name": "q1", "overflow": "trunk:none"}),
+            "overflow",
+        ),
+        (
+            "/api/v1/tenants/acme/queues",
+            json!({"name": "q1", "relax": [{"after_s": 5, "min_level": 7}]}),
+            "relax",
+        ),
+        (
+            "/api/v1/tenants/acme/agents",
+            json!({"name": "bob", "user": "nobody"}),
+            "user",
+        ),
+        (
+            "/api/v1/tenants/acme/agents",
+            json!({"name": "bob", "user": "alice", "skills": [{"skill": "xx", "level": 1}]}),
+            "skills",
+        ),
+        ("/api/v1/tenants/acme/skills", json!({"name": "EN"}), "name"),
+        (
+            "/api/v1/tenants/acme/routes",
+            json!({"pattern": "5000", "target": "queue:nowhere"}),
+            "target",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let r = s.post(path, &t.acme, body.clone()).await;
+        assert_eq!(
+            (r.status, error_code(&r), r.body["error"]["field"].as_str()),
+            (422, "invalid", Some(field)),
+            "{path} {body}: {}",
+            r.body
+        );
+    }
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/queues",
+            &t.acme,
+            json!({"name": "q1", "colour": "red"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (400, Some("colour"))
+    );
+    // Memberships: PUT creates, PUT again changes, 404 for unknown agents or queues.
+    let path = "/api/v1/tenants/acme/agents/alice/queues/sales";
+    let r = s
+        .call(
+            "PUT",
+            path,
+            Some(&t.acme),
+            Some(json!({"tier": 1, "delay_s": 5})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s
+        .call(
+            "PUT",
+            path,
+            Some(&t.acme),
+            Some(json!({"tier": 2})),
+            Some("\"1\""),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["tier"].clone(), r.body["weight"].clone()),
+        (200, json!(2), json!(1))
+    );
+    let r = s
+        .call(
+            "PUT",
+            path,
+            Some(&t.acme),
+            Some(json!({"tier": 3})),
+            Some("\"1\""),
+        )
+        .await;
+    assert_eq!(r.status, 412, "stale If-Match");
+    let r = s
+        .call("PUT", path, Some(&t.acme), Some(json!({"weight": 0})), None)
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (422, Some("weight"))
+    );
+    let r = s
+        .call(
+            "PUT",
+            "/api/v1/tenants/acme/agents/ghost/queues/sales",
+            Some(&t.acme),
+            Some(json!({})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = s
+        .call(
+            "PUT",
+            "/api/v1/tenants/acme/agents/alice/queues/support",
+            Some(&t.acme),
+            Some(json!({})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let r = s
+        .get("/api/v1/tenants/acme/agents/alice/queues", &t.acme)
+        .await;
+    let queues: Vec<_> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["queue"].clone())
+        .collect();
+    assert_eq!(queues, [json!("sales"), json!("support")]);
+    let r = s
+        .get("/api/v1/tenants/acme/queues/sales/members", &t.acme)
+        .await;
+    assert_eq!(r.body["items"][0]["agent"], "alice");
+    // Patch: null clears, ETag moves on, stale writers get 412.
+    let r = s
+        .call(
+            "PATCH",
+            "/api/v1/tenants/acme/queues/sales",
+            Some(&t.acme),
+            Some(json!({"max_wait_s": null, "priority": 3})),
+            Some("\"1\""),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.etag.as_deref()),
+        (200, Some("\"2\"")),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        (r.body["max_wait_s"].clone(), r.body["priority"].clone()),
+        (json!(null), json!(3))
+    );
+    assert_eq!(r.body["overflow"], "queue:support", "absent fields stay");
+    let r = s
+        .call(
+            "PATCH",
+            "/api/v1/tenants/acme/queues/sales",
+            Some(&t.acme),
+            Some(json!({"wrapup_s": 5})),
+            Some("\"1\""),
+        )
+        .await;
+    assert_eq!(r.status, 412);
+    // What the SIP engine gets.
+    let sip = s.state.storage.directory().await.unwrap().to_sip();
+    let sales = sip.queues.iter().find(|q| q.name == "sales").unwrap();
+    assert_eq!(
+        (sales.priority, sales.max_wait_s, sales.wrapup_s),
+        (3, None, 10)
+    );
+    assert_eq!(sales.skills[0].skill, "en");
+    assert_eq!(sales.relax[0].min_level, Some(1));
+    let alice = sip.agents.iter().find(|a| a.name == "alice").unwrap();
+    assert_eq!(alice.user, "alice");
+    assert_eq!(alice.queues.len(), 2);
+    assert_eq!(
+        (alice.queues[0].queue.as_str(), alice.queues[0].tier),
+        ("sales", 2)
+    );
+    for q in &sip.queues {
+        q.validate().unwrap();
+    }
+    // A route to a queue; then the queue cannot go while something names it.
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/routes",
+            &t.acme,
+            json!({"pattern": "5000", "target": "queue:support"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let route = r.body["id"].as_str().unwrap().to_string();
+    let r = s
+        .call(
+            "DELETE",
+            "/api/v1/tenants/acme/queues/support",
+            Some(&t.acme),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((r.status, error_code(&r)), (409, "conflict"));
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("route 5000") && message.contains("queue sales"),
+        "{message}"
+    );
+    let r = s
+        .call(
+            "DELETE",
+            "/api/v1/tenants/acme/skills/en",
+            Some(&t.acme),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (409, "conflict"),
+        "en is in use"
+    );
+    let r = s
+        .call(
+            "DELETE",
+            "/api/v1/tenants/acme/skills/fr",
+            Some(&t.acme),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/tenants/acme/routes/{route}"),
+            Some(&t.acme),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = s
+        .call(
+            "PATCH",
+            "/api/v1/tenants/acme/queues/sales",
+            Some(&t.acme),
+            Some(json!({"overflow": null})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = s
+        .call(
+            "DELETE",
+            "/api/v1/tenants/acme/queues/support",
+            Some(&t.acme),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    // Its memberships went with it.
+    let r = s
+        .get("/api/v1/tenants/acme/agents/alice/queues", &t.acme)
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    // Roles and tenants: supervisors read, agents do not; another tenant sees nothing.
+    assert_eq!(
+        s.get("/api/v1/tenants/acme/queues", &t.supervisor)
+            .await
+            .status,
+        200
+    );
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/skills",
+            &t.supervisor,
+            json!({"name": "de"}),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        s.get("/api/v1/tenants/acme/queues", &t.agent).await.status,
+        403
+    );
+    for path in [
+        "/api/v1/tenants/acme/queues",
+        "/api/v1/tenants/acme/queues/sales",
+        "/api/v1/tenants/acme/agents/alice",
+        "/api/v1/tenants/acme/skills/en",
+    ] {
+        assert_eq!(s.get(path, &t.globex).await.status, 404, "{path}");
+    }
+    assert_eq!(
+        s.get("/api/v1/tenants/globex/queues/sales", &t.globex)
+            .await
+            .status,
+        404
+    );
+    // Paging.
+    let r = s
+        .get("/api/v1/tenants/acme/skills?limit=1&sort=-name", &t.acme)
+        .await;
+    assert_eq!(r.body["items"][0]["name"], "en");
+    // Audited.
+    let r = s.get("/api/v1/tenants/acme/audit?limit=500", &t.acme).await;
+    let types: Vec<_> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["object_type"].as_str().unwrap().to_string())
+        .collect();
+    for kind in ["skill", "queue", "agent", "membership"] {
+        assert!(types.iter().any(|t| t == kind), "{kind} audited");
+    }
+    // Deleting the agent deletes its memberships.
+    let r = s
+        .call(
+            "DELETE",
+            "/api/v1/tenants/acme/agents/alice",
+            Some(&t.acme),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let sip = s.state.storage.directory().await.unwrap().to_sip();
+    assert!(sip.agents.is_empty());
+}
+
+/// A stand-in for the SIP engine's ACD: answers requests like the engine would for an agent
+/// `alice` and a queue `sales` with one waiting caller (contact 7).
+fn fake_engine(
+    mut requests: tokio::sync::mpsc::Receiver<tandem_controlplane::sip::queues::AcdRequest>,
+) -> Arc<std::sync::Mutex<Vec<String>>> {
+    use tandem_controlplane::sip::queues::*;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut logged_in = false;
+        while let Some(req) = requests.recv().await {
+            log.lock()
+                .unwrap()
+                .push(format!("{} {:?}", req.tenant, req.op));
+            let agent = |name: &str, state: &str| AgentStatusView {
+                name: name.into(),
+                user: name.into(),
+                state: state.into(),
+                reason: None,
+                in_state_s: 1.0,
+                contact: None,
+                calls_taken: 0,
+                missed_in_a_row: 0,
+                registered: true,
+            };
+            let reply = match req.op {
+                AcdOp::Agent { agent, .. } if agent != "alice" => {
+                    Err(AcdRefusal::NotFound(format!("no agent {agent}")))
+                }
+                AcdOp::Agent {
+                    action: AgentAction::Login,
+                    ..
+                } => {
+                    logged_in = true;
+                    Ok(AcdReply::Done)
+                }
+                AcdOp::Agent {
+                    action: AgentAction::Ready,
+                    ..
+                } if !logged_in => Err(AcdRefusal::Conflict("alice is logged out".into())),
+                AcdOp::Agent { .. } => Ok(AcdReply::Done),
+                AcdOp::Agents { agent: Some(a) } if a != "alice" => {
+                    Err(AcdRefusal::NotFound("no agent".into()))
+                }
+                AcdOp::Agents { .. } => Ok(AcdReply::Agents(vec![agent(
+                    "alice",
+                    if logged_in { "available" } else { "logged-out" },
+                )])),
+                AcdOp::Queues { queue } if queue.as_deref().is_some_and(|q| q != "sales") => {
+                    Err(AcdRefusal::NotFound("no queue".into()))
+                }
+                AcdOp::Queues { .. } => Ok(AcdReply::Queues(vec![QueueStatusView {
+                    name: "sales".into(),
+                    waiting: 1,
+                    callbacks: 0,
+                    longest_wait_s: 12.5,
+                    staffed: 1,
+                    available: 0,
+                    on_break: 0,
+                    ringing: 0,
+                    on_call: 1,
+                    wrap_up: 0,
+                    ewt_s: Some(30.0),
+                    aht_s: 120.0,
+                    callers: vec![WaitingCallerView {
+                        contact: 7,
+                        position: 1,
+                        waited_s: 12.5,
+                        priority: 0,
+                        caller: "+4420".into(),
+                    }],
+                }])),
+                AcdOp::MoveCaller { contact, .. } | AcdOp::SetPriority { contact, .. }
+                    if contact != 7 =>
+                {
+                    Err(AcdRefusal::NotFound("no such caller".into()))
+                }
+                AcdOp::MoveCaller { queue, .. } if queue == "sales" => {
+                    Err(AcdRefusal::Invalid("already in sales".into()))
+                }
+                AcdOp::MoveCaller { .. } | AcdOp::SetPriority { .. } => Ok(AcdReply::Done),
+            };
+            // Requests of tenant `slow` are dropped unanswered.
+            if req.tenant != "slow" {
+                let _ = req.reply.send(reply);
+            }
+        }
+    });
+    seen
+}
+
+async fn check_acd_requests(s: &Server) {
+    let t = s.two_tenants().await;
+    contact_centre(s, &t).await;
+    // An agent-role user named like the agent acts as that agent.
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/users",
+            &t.acme,
+            json!({"username": "alice", "role": "agent", "password": "alice's password"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let alice = s.login("acme", "alice", "alice's password").await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let state = "/api/v1/tenants/acme/agents/alice/state";
+    // No engine: 503.
+    let r = s.post(state, &alice, json!({"action": "login"})).await;
+    assert_eq!((r.status, error_code(&r)), (503, "unavailable"));
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    s.state.attach_acd(tx);
+    let seen = fake_engine(rx);
+    let r = s.post(state, &alice, json!({"action": "ready"})).await;
+    assert_eq!((r.status, error_code(&r)), (409, "conflict"), "{}", r.body);
+    let r = s.post(state, &alice, json!({"action": "login"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s
+        .post(state, &alice, json!({"action": "break", "reason": "lunch"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s
+        .post(
+            state,
+            &alice,
+            json!({"action": "extend_wrap_up", "seconds": 30}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s
+        .post(
+            state,
+            &alice,
+            json!({"action": "extend_wrap_up", "seconds": 0}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (422, Some("seconds"))
+    );
+    let r = s.post(state, &alice, json!({"action": "dance"})).await;
+    assert_eq!(r.status, 400);
+    // Agents do not force, and do not act for others; supervisors do both.
+    let r = s
+        .post(
+            state,
+            &alice,
+            json!({"action": "force", "state": "available"}),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/agents/bob/state",
+            &alice,
+            json!({"action": "login"}),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/agents/bob/state",
+            &t.agent,
+            json!({"action": "login"}),
+        )
+        .await;
+    assert_eq!(r.status, 403, "an agent token is nobody in particular");
+    let r = s
+        .post(
+            state,
+            &t.supervisor,
+            json!({"action": "force", "state": "break", "reason": "meeting"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s
+        .post(
+            state,
+            &t.supervisor,
+            json!({"action": "force", "state": "on-call"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (422, Some("state"))
+    );
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/agents/bob/state",
+            &t.supervisor,
+            json!({"action": "login"}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "the engine knows no bob");
+    // Status.
+    let r = s
+        .get("/api/v1/tenants/acme/agents/alice/status", &alice)
+        .await;
+    assert_eq!(
+        (r.status, r.body["state"].clone()),
+        (200, json!("available")),
+        "{}",
+        r.body
+    );
+    let r = s.get("/api/v1/tenants/acme/agents-status", &alice).await;
+    assert_eq!(r.status, 403);
+    let r = s
+        .get("/api/v1/tenants/acme/agents-status", &t.supervisor)
+        .await;
+    assert_eq!(r.body["items"][0]["name"], "alice");
+    let r = s
+        .get("/api/v1/tenants/acme/queues/sales/status", &alice)
+        .await;
+    assert_eq!(
+        (r.status, r.body["callers"][0]["contact"].clone()),
+        (200, json!(7)),
+        "{}",
+        r.body
+    );
+    let r = s
+        .get("/api/v1/tenants/acme/queues/nope/status", &t.supervisor)
+        .await;
+    assert_eq!(r.status, 404);
+    let r = s
+        .get("/api/v1/tenants/acme/queues-status", &t.supervisor)
+        .await;
+    assert_eq!(r.body["items"][0]["waiting"], 1);
+    assert_eq!(
+        s.get("/api/v1/tenants/acme/queues-status", &t.globex)
+            .await
+            .status,
+        404
+    );
+    // Supervisors move waiting callers and change their priority.
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/queue-callers/7/move",
+            &t.supervisor,
+            json!({"queue": "support"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/queue-callers/7/move",
+            &t.supervisor,
+            json!({"queue": "sales"}),
+        )
+        .await;
+    assert_eq!((r.status, error_code(&r)), (422, "invalid"));
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/queue-callers/8/priority",
+            &t.supervisor,
+            json!({"priority": 5}),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/queue-callers/7/priority",
+            &t.supervisor,
+            json!({"priority": 5}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/queue-callers/7/priority",
+            &alice,
+            json!({"priority": 5}),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/queue-callers/x/priority",
+            &t.supervisor,
+            json!({"priority": 5}),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    // An engine that drops a request unanswered: 503.
+    s.post(
+        "/api/v1/tenants",
+        &s.admin,
+        json!({"name": "slow", "domain": "slow.test"}),
+    )
+    .await;
+    let r = s.get("/api/v1/tenants/slow/queues-status", &s.admin).await;
+    assert_eq!((r.status, error_code(&r)), (503, "unavailable"));
+    // What a supervisor did to alice is audited; what alice did herself is in the queue log.
+    let r = s.get("/api/v1/tenants/acme/audit?limit=500", &t.acme).await;
+    let actions: Vec<_> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "agent_action")
+        .map(|e| e["detail"]["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions, ["force"], "{actions:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|r| r
+                .contains("acme Agent { agent: \"alice\", action: Break { reason: \"lunch\" } }")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|r| r.contains("MoveCaller { contact: 7, queue: \"support\" }")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|r| !r.contains("bob") || r.starts_with("acme Agent")),
+        "{seen:?}"
+    );
+}
+
+fn acd_event(
+    at: u64,
+    kind: &'static str,
+    queue: Option<&str>,
+    agent: Option<&str>,
+    contact: Option<u64>,
+    detail: Value,
+) -> tandem_controlplane::sip::queues::AcdEvent {
+    tandem_controlplane::sip::queues::AcdEvent {
+        at_unix_ms: at,
+        tenant: "acme".into(),
+        kind,
+        queue: queue.map(str::to_string),
+        agent: agent.map(str::to_string),
+        contact,
+        call: contact.map(|c| c + 1000),
+        detail: detail.as_object().unwrap().clone(),
+    }
+}
+
+async fn check_queue_events(s: &Server) {
+    let t = s.two_tenants().await;
+    contact_centre(s, &t).await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(tandem_controlplane::acd_log::run_writer(
+        s.state.storage.clone(),
+        rx,
+        s.state.events.clone(),
+    ));
+    // An interval boundary (a multiple of 15 minutes), and a known day in the queue.
+    let t0: u64 = 1_699_999_200_000;
+    let state = |at: u64, from: &str, to: &str| {
+        acd_event(
+            at,
+            "agent_state",
+            None,
+            Some("alice"),
+            None,
+            json!({"from": from, "to": to}),
+        )
+    };
+    let sales = Some("sales");
+    let alice = Some("alice");
+    let events = vec![
+        state(t0, "logged-out", "available"),
+        acd_event(
+            t0 + 1_000,
+            "enter",
+            sales,
+            None,
+            Some(1),
+            json!({"position": 1, "ewt_ms": 0}),
+        ),
+        state(t0 + 2_000, "available", "reserved"),
+        acd_event(
+            t0 + 2_000,
+            "offer",
+            sales,
+            alice,
+            Some(1),
+            json!({"caller": "+442071234567", "data": {"account": "A-17"}}),
+        ),
+        state(t0 + 3_000, "reserved", "ringing"),
+        acd_event(
+            t0 + 11_000,
+            "connect",
+            sales,
+            alice,
+            Some(1),
+            json!({"wait_ms": 10_000, "ring_ms": 8_000}),
+        ),
+        state(t0 + 11_000, "ringing", "on-call"),
+        acd_event(
+            t0 + 71_000,
+            "complete_caller",
+            sales,
+            alice,
+            Some(1),
+            json!({"wait_ms": 10_000, "talk_ms": 60_000}),
+        ),
+        state(t0 + 71_000, "on-call", "wrap-up"),
+        state(t0 + 81_000, "wrap-up", "available"),
+        acd_event(
+            t0 + 100_000,
+            "enter",
+            sales,
+            None,
+            Some(2),
+            json!({"position": 1, "ewt_ms": 0}),
+        ),
+        acd_event(
+            t0 + 130_000,
+            "abandon",
+            sales,
+            None,
+            Some(2),
+            json!({"wait_ms": 30_000}),
+        ),
+        acd_event(
+            t0 + 200_000,
+            "enter",
+            sales,
+            None,
+            Some(3),
+            json!({"position": 1, "ewt_ms": 0}),
+        ),
+        acd_event(
+            t0 + 225_000,
+            "connect",
+            sales,
+            alice,
+            Some(3),
+            json!({"wait_ms": 25_000, "ring_ms": 2_000}),
+        ),
+        acd_event(
+            t0 + 300_000,
+            "enter",
+            Some("support"),
+            None,
+            Some(4),
+            json!({"position": 1}),
+        ),
+        acd_event(
+            t0 + 901_000,
+            "enter",
+            sales,
+            None,
+            Some(5),
+            json!({"position": 1, "ewt_ms": 0}),
+        ),
+        acd_event(
+            t0 + 903_000,
+            "abandon",
+            sales,
+            None,
+            Some(5),
+            json!({"wait_ms": 2_000}),
+        ),
+    ];
+    let n = events.len();
+    for e in events {
+        tx.send(e).unwrap();
+    }
+    // The screen-pop went out on the event stream with the caller's data.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let pop = loop {
+        let (all, _) = s.state.events.since(0);
+        if let Some(e) = all.iter().find(|e| e.kind == "acd.offer") {
+            break e.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no acd.offer event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(pop.tenant, "acme");
+    assert_eq!(pop.data["detail"]["data"]["account"], "A-17");
+    assert_eq!(pop.data["agent"], "alice");
+    // Webhooks may subscribe to the contact centre's events.
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/webhooks",
+            &t.acme,
+            json!({"url": "https://crm.example/pop", "events": ["acd.offer", "call.ended"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/webhooks",
+            &t.acme,
+            json!({"url": "https://crm.example/pop", "events": ["acd.dance"]}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (422, Some("events"))
+    );
+    // Stored, in order, filterable.
+    let list = loop {
+        let r = s
+            .get(
+                "/api/v1/tenants/acme/queue-events?limit=100&sort=at",
+                &t.supervisor,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        if r.body["items"].as_array().unwrap().len() == n {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events not stored: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let kinds: Vec<_> = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        &kinds[..4],
+        ["agent_state", "enter", "agent_state", "offer"]
+    );
+    assert_eq!(list.body["items"][1]["contact"], 1);
+    assert_eq!(list.body["items"][1]["call"], 1001);
+    let r = s
+        .get("/api/v1/tenants/acme/queue-events?queue=support", &t.acme)
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    let r = s
+        .get("/api/v1/tenants/acme/queue-events?kind=abandon", &t.acme)
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
+    assert_eq!(r.body["items"][0]["contact"], 5, "newest first by default");
+    let r = s
+        .get(
+            &format!(
+                "/api/v1/tenants/acme/queue-events?agent=alice&kind=connect&from_ms={}",
+                t0 + 100_000
+            ),
+            &t.acme,
+        )
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    let r = s
+        .get(
+            &format!(
+                "/api/v1/tenants/acme/queue-events?limit=5&to_ms={}",
+                t0 + 2_000
+            ),
+            &t.acme,
+        )
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
+    let r = s
+        .get("/api/v1/tenants/acme/queue-events?kind=nonsense", &t.acme)
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (422, Some("kind"))
+    );
+    assert_eq!(
+        s.get("/api/v1/tenants/acme/queue-events", &t.agent)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        s.get("/api/v1/tenants/acme/queue-events", &t.globex)
+            .await
+            .status,
+        404
+    );
+    let r = s
+        .get("/api/v1/tenants/globex/queue-events", &t.globex)
+        .await;
+    assert!(r.body["items"].as_array().unwrap().is_empty());
+    // Statistics per METRICS.md, per 15 minutes.
+    let r = s
+        .get(
+            &format!(
+                "/api/v1/tenants/acme/queues/sales/stats?from={}&to={}",
+                t0,
+                t0 + 1_800_000
+            ),
+            &t.supervisor,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let first = &r.body["intervals"][0];
+    assert_eq!(first["start_ms"], t0);
+    assert_eq!(
+        (
+            first["offered"].clone(),
+            first["answered"].clone(),
+            first["abandoned"].clone()
+        ),
+        (json!(2 + 1), json!(2), json!(1))
+    );
+    assert_eq!(first["answered_within_sl"], 1);
+    // SL = answered within 20 s ÷ (answered + abandoned after 20 s) = 1 / 3.
+    assert!(
+        (first["service_level_pct"].as_f64().unwrap() - 100.0 / 3.0).abs() < 1e-9,
+        "{first}"
+    );
+    assert_eq!(first["asa_s"], 17.5);
+    assert_eq!(
+        (
+            first["handled"].clone(),
+            first["aht_s"].clone(),
+            first["acw_s"].clone()
+        ),
+        (json!(1), json!(70.0), json!(10.0))
+    );
+    assert!((first["abandonment_rate_pct"].as_f64().unwrap() - 100.0 / 3.0).abs() < 1e-9);
+    assert_eq!(first["longest_wait_s"], 30.0);
+    let second = &r.body["intervals"][1];
+    assert_eq!(
+        (
+            second["offered"].clone(),
+            second["abandoned"].clone(),
+            second["short_abandoned"].clone()
+        ),
+        (json!(1), json!(1), json!(1))
+    );
+    assert_eq!(
+        second["service_level_pct"],
+        Value::Null,
+        "no answered and no late abandons"
+    );
+    assert_eq!(second["abandonment_rate_pct"], 100.0);
+    assert_eq!(r.body["intervals"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (
+            r.body["totals"]["offered"].clone(),
+            r.body["totals"]["abandoned"].clone()
+        ),
+        (json!(4), json!(2))
+    );
+    // Short abandons left out on request; hourly intervals; another SL formula.
+    let r = s
+        .get(&format!("/api/v1/tenants/acme/queues/sales/stats?from={}&to={}&interval=3600&exclude_short_abandons=true&sl=asterisk", t0, t0 + 3_600_000), &t.supervisor)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["intervals"].as_array().unwrap().len(), 1);
+    let total = &r.body["totals"];
+    assert_eq!(
+        (total["abandoned"].clone(), total["short_abandoned"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(
+        total["service_level_pct"], 50.0,
+        "asterisk: answered within T / answered"
+    );
+    for (query, field) in [
+        ("interval=61", "interval"),
+        ("sl=best", "sl"),
+        ("from=10&to=5", "to"),
+        ("from=0&to=4000000000", "to"),
+    ] {
+        let r = s
+            .get(
+                &format!("/api/v1/tenants/acme/queues/sales/stats?{query}"),
+                &t.acme,
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.body["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{query}: {}",
+            r.body
+        );
+    }
+    assert_eq!(
+        s.get("/api/v1/tenants/acme/queues/nope/stats", &t.acme)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        s.get("/api/v1/tenants/acme/queues/sales/stats", &t.agent)
+            .await
+            .status,
+        403
+    );
+}
+
+async fn check_seed(s: &Server) {
+    let sip: tandem_controlplane::sip::config::SipConfig = toml::from_str(
+        r#"
+        [[tenants]]
+        name = "acme"
+        domain = "acme.test"
+        [[accounts]]
+        tenant = "acme"
+        user = "alice"
+        password = "sip secret"
+        [[queues]]
+        tenant = "acme"
+        name = "support"
+        [[queues]]
+        tenant = "acme"
+        name = "sales"
+        strategy = "ring-all"
+        overflow = "queue:support"
+        skills = [{ skill = "en", level = 2 }]
+        [[agents]]
+        tenant = "acme"
+        name = "alice"
+        user = "alice"
+        skills = [{ skill = "fr", level = 3 }]
+        queues = [{ queue = "sales", tier = 1 }, { queue = "support" }]
+        "#,
+    )
+    .unwrap();
+    sip.validate().unwrap();
+    let (added, kept) = s.state.storage.seed(&sip).await.unwrap();
+    // tenant, account, two queues, the agent and its two memberships
+    assert_eq!((added, kept), (7, 0));
+    let r = s.get("/api/v1/tenants/acme/skills", &s.admin).await;
+    let skills: Vec<_> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].clone())
+        .collect();
+    assert_eq!(
+        skills,
+        [json!("en"), json!("fr")],
+        "the skills they name exist"
+    );
+    // Storage wins after the first start: a change through the API survives a second seed.
+    let r = s
+        .call(
+            "PATCH",
+            "/api/v1/tenants/acme/queues/sales",
+            Some(&s.admin),
+            Some(json!({"strategy": "top-down"})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(s.state.storage.seed(&sip).await.unwrap(), (0, 7));
+    let d = s.state.storage.directory().await.unwrap().to_sip();
+    let sales = d.queues.iter().find(|q| q.name == "sales").unwrap();
+    assert_eq!(
+        (sales.strategy.as_str(), sales.overflow.as_deref()),
+        ("top-down", Some("queue:support"))
+    );
+    let alice = &d.agents[0];
+    assert_eq!(
+        alice
+            .queues
+            .iter()
+            .map(|m| (m.queue.as_str(), m.tier))
+            .collect::<Vec<_>>(),
+        [("sales", 1), ("support", 0)]
+    );
+    assert_eq!(alice.skills[0].skill, "fr");
 }
 
 mod futures_util_lite {

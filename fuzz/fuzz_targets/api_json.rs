@@ -2,7 +2,9 @@
 //! clear error (never a panic), and a parsed trunk goes through the same checks the handler runs.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tandem_controlplane::api::{directory, parse_json, records, tenants, webhooks, ListParams};
+use tandem_controlplane::api::{
+    acd, contact_centre, directory, parse_json, records, tenants, webhooks, ListParams,
+};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_json::<tenants::LoginRequest>(data);
@@ -18,6 +20,16 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_json::<directory::TrunkPatch>(data);
     let _ = parse_json::<webhooks::NewWebhook>(data);
     let _ = parse_json::<webhooks::WebhookPatch>(data);
+    let _ = parse_json::<contact_centre::NewSkill>(data);
+    let _ = parse_json::<contact_centre::SkillPatch>(data);
+    let _ = parse_json::<contact_centre::NewQueue>(data);
+    let _ = parse_json::<contact_centre::QueuePatch>(data);
+    let _ = parse_json::<contact_centre::NewAgent>(data);
+    let _ = parse_json::<contact_centre::AgentPatch>(data);
+    let _ = parse_json::<contact_centre::MembershipBody>(data);
+    let _ = parse_json::<tandem_controlplane::sip::queues::AgentAction>(data);
+    let _ = parse_json::<acd::MoveCaller>(data);
+    let _ = parse_json::<acd::CallerPriority>(data);
     if let Ok(t) = parse_json::<directory::NewTrunk>(data) {
         let _ = directory::check_new_trunk(t);
     }
@@ -27,5 +39,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = q.page(&[("created", "created_ms"), ("name", "name")]);
         }
         let _ = serde_urlencoded::from_str::<records::CallQuery>(text);
+        let _ = serde_urlencoded::from_str::<acd::QueueEventQuery>(text);
+        let _ = serde_urlencoded::from_str::<acd::StatsQuery>(text);
     }
 });

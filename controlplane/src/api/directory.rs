@@ -498,7 +498,7 @@ async fn delete_trunk(
 pub struct NewRoute {
     /// Dialled user part: exact (`2000`), prefix (`44*`) or anything (`*`); unique in the tenant.
     pub pattern: String,
-    /// `user:<account>`, `trunk:<trunk name>` or `uri:sip:user@ip:port`.
+    /// `user:<account>`, `trunk:<trunk name>`, `queue:<queue name>` or `uri:sip:user@ip:port`.
     pub target: String,
     /// Routes are tried in ascending position (default 100).
     pub position: Option<i64>,
@@ -561,7 +561,17 @@ async fn check_route(state: &ApiState, r: &Route) -> Result<(), ApiError> {
             Ok(())
         }
         Some(RouteTarget::User(user)) => check_slug("target", &user, 64),
-        Some(RouteTarget::Queue(queue)) => check_slug("target", &queue, 64),
+        Some(RouteTarget::Queue(queue)) => {
+            check_slug("target", &queue, 64)?;
+            match state.storage.queue(&r.tenant, &queue).await {
+                Ok(_) => Ok(()),
+                Err(crate::storage::StoreError::NotFound) => Err(ApiError::invalid(
+                    "target",
+                    format!("no queue named {queue} in this tenant"),
+                )),
+                Err(e) => Err(e.into()),
+            }
+        }
     }
 }
 

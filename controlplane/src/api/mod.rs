@@ -7,7 +7,9 @@
 //! nothing about other tenants can be learned. Within its tenant, a role that may not do
 //! something gets 403.
 
+pub mod acd;
 pub mod auth;
+pub mod contact_centre;
 pub mod directory;
 pub mod events;
 pub mod metrics;
@@ -70,7 +72,13 @@ pub struct ApiShared {
     pub login_guard: Mutex<auth::LoginGuard>,
     /// Where webhooks may be delivered (see `webhooks::Destinations`).
     webhook_destinations: std::sync::RwLock<webhooks::Destinations>,
+    /// Agent actions and live status go to the SIP engine's ACD through this; unset without a
+    /// SIP engine (503).
+    acd: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::sip::queues::AcdRequest>>,
 }
+
+/// How long the API waits for the ACD's answer before saying 503.
+const ACD_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a verified token's principal is reused without reading storage again. Revocation
 /// through this node clears it at once; another node sharing PostgreSQL sees it within this.
@@ -95,7 +103,54 @@ impl ApiState {
             principals: Arc::new(Mutex::new(HashMap::new())),
             login_guard: Mutex::new(auth::LoginGuard::default()),
             webhook_destinations: Default::default(),
+            acd: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Joins the API to the SIP engine's ACD (once; the appliance's start does it).
+    pub fn attach_acd(&self, requests: tokio::sync::mpsc::Sender<crate::sip::queues::AcdRequest>) {
+        let _ = self.acd.set(requests);
+    }
+
+    /// Asks the engine's ACD and waits for its answer: a refusal maps to 404, 409 or 422; no
+    /// engine, a closed channel or no answer within 2 s to 503.
+    pub async fn ask_acd(
+        &self,
+        tenant: &str,
+        op: crate::sip::queues::AcdOp,
+    ) -> Result<crate::sip::queues::AcdReply, ApiError> {
+        use crate::sip::queues::{AcdRefusal, AcdRequest};
+        let unavailable = || {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the contact-centre engine is not running",
+            )
+        };
+        let Some(requests) = self.acd.get() else {
+            return Err(unavailable());
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = AcdRequest {
+            tenant: tenant.to_string(),
+            op,
+            reply,
+        };
+        let asked = async {
+            requests.send(request).await.ok()?;
+            answer.await.ok()
+        };
+        match tokio::time::timeout(ACD_WAIT, asked).await {
+            Ok(Some(Ok(reply))) => Ok(reply),
+            Ok(Some(Err(refusal))) => Err(match refusal {
+                AcdRefusal::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+                AcdRefusal::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+                AcdRefusal::Invalid(m) => {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m)
+                }
+            }),
+            Ok(None) | Err(_) => Err(unavailable()),
+        }
     }
 
     /// 404 for a tenant that does not exist. A tenant's own principals need no query: their
@@ -208,7 +263,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable machine-readable code: `bad_request`, `invalid`, `unauthenticated`, `forbidden`,
     /// `not_found`, `conflict`, `version_mismatch`, `too_large`, `locked` (too many failed
-    /// logins; see Retry-After), `internal`.
+    /// logins; see Retry-After), `unavailable` (the contact-centre engine is not running or did
+    /// not answer), `internal`.
     pub code: String,
     pub message: String,
     /// The request field the error is about, when there is one.
@@ -395,6 +451,9 @@ pub struct Principal {
     /// `user:<id> (<name>)` or `token:<id> (<name>)`, as written to the audit log.
     pub actor: String,
     pub user_id: Option<String>,
+    /// The user's login name (session tokens only): an `agent` user acts as the contact-centre
+    /// agent of the same name.
+    pub username: Option<String>,
     pub source: String,
 }
 
@@ -522,6 +581,7 @@ async fn authenticate(
             role: stored.role,
             actor: format!("token:{} ({})", stored.id, stored.name),
             user_id: None,
+            username: None,
             source,
         });
     }
@@ -539,6 +599,7 @@ async fn authenticate(
         role: user.role,
         actor: format!("user:{} ({})", user.id, user.username),
         user_id: Some(user.id),
+        username: Some(user.username),
         source,
     })
 }
@@ -616,7 +677,9 @@ fn order_clause(column: &'static str, desc: bool) -> &'static str {
         "started_ms",
         "ended_ms",
         "duration_ms",
-        "at_ms"
+        "at_ms",
+        "queue",
+        "agent"
     )
 }
 
@@ -781,7 +844,7 @@ mod tests {
 #[openapi(
     info(
         title = "Tandem control API",
-        description = "Tenants, users, tokens, SIP directory, call records, audit log, webhooks and events of a Tandem appliance."
+        description = "Tenants, users, tokens, SIP directory, contact-centre queues and agents, call records, audit log, webhooks and events of a Tandem appliance."
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -795,6 +858,8 @@ pub fn router(state: ApiState) -> axum::Router {
         .merge(directory::routes())
         .merge(records::routes())
         .merge(webhooks::routes())
+        .merge(contact_centre::routes())
+        .merge(acd::routes())
         .split_for_parts();
     let doc = Arc::new(openapi.to_json().unwrap_or_default());
     router

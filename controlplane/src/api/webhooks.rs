@@ -24,11 +24,35 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub const EVENT_TYPES: [&str; 4] = [
+/// What a webhook may subscribe to: calls, registrations, and the contact centre's events
+/// (`acd.<kind>`, see `api::acd::EVENT_KINDS`; `acd.offer` is the screen-pop).
+pub const EVENT_TYPES: [&str; 26] = [
     "call.offered",
     "call.answered",
     "call.ended",
     "registration.changed",
+    "acd.enter",
+    "acd.connect",
+    "acd.complete_caller",
+    "acd.complete_agent",
+    "acd.abandon",
+    "acd.resumed",
+    "acd.exit_timeout",
+    "acd.exit_key",
+    "acd.exit_empty",
+    "acd.exit_full",
+    "acd.ring_no_answer",
+    "acd.reject",
+    "acd.transfer",
+    "acd.callback_requested",
+    "acd.callback_placed",
+    "acd.callback_failed",
+    "acd.agent_login",
+    "acd.agent_logout",
+    "acd.pause",
+    "acd.unpause",
+    "acd.agent_state",
+    "acd.offer",
 ];
 
 pub fn routes() -> OpenApiRouter<ApiState> {
@@ -150,7 +174,10 @@ fn check_webhook(w: &Webhook, destinations: &Destinations) -> Result<(), ApiErro
         }
     }
     if w.events.is_empty() || w.events.len() > EVENT_TYPES.len() {
-        return Err(ApiError::invalid("events", "name 1–4 event types or *"));
+        return Err(ApiError::invalid(
+            "events",
+            format!("name 1–{} event types or *", EVENT_TYPES.len()),
+        ));
     }
     for e in &w.events {
         if e != "*" && !EVENT_TYPES.contains(&e.as_str()) {

@@ -73,7 +73,7 @@ pub struct QueueDef {
     pub routing_delay_s: u32,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SkillLevel {
     pub skill: String,
@@ -81,7 +81,7 @@ pub struct SkillLevel {
     pub level: u8,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RelaxDef {
     /// Seconds the caller has waited.
@@ -270,7 +270,7 @@ pub enum AcdOp {
     SetPriority { contact: u64, priority: i32 },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "action", deny_unknown_fields)]
 pub enum AgentAction {
     Login,
@@ -319,7 +319,7 @@ impl std::fmt::Display for AcdRefusal {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct QueueStatusView {
     pub name: String,
     /// Callers waiting (not yet connected), callbacks included.
@@ -341,7 +341,7 @@ pub struct QueueStatusView {
     pub callers: Vec<WaitingCallerView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WaitingCallerView {
     pub contact: u64,
     pub position: u32,
@@ -351,7 +351,7 @@ pub struct WaitingCallerView {
     pub caller: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AgentStatusView {
     pub name: String,
     pub user: String,

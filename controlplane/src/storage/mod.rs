@@ -6,8 +6,11 @@
 //! is simply not found. Updates are optimistic: the caller passes the version it read and a
 //! concurrent change makes the write fail with [`StoreError::VersionMismatch`].
 
+mod acd;
 mod read;
 pub mod schema;
+
+pub use acd::{Agent, Membership, Queue, QueueEventFilter, QueueEventRow, Skill};
 
 use read::{Arg, Cols, FromRow, SqliteReader};
 
@@ -398,7 +401,7 @@ pub struct Webhook {
     #[serde(skip)]
     pub secret: String,
     /// Event types delivered (`call.offered`, `call.answered`, `call.ended`,
-    /// `registration.changed`), or `*`.
+    /// `registration.changed`, the contact centre's `acd.<kind>`), or `*`.
     pub events: Vec<String>,
     pub active: bool,
     pub version: i64,
@@ -458,6 +461,9 @@ pub struct Directory {
     pub accounts: Vec<SipAccount>,
     pub trunks: Vec<Trunk>,
     pub routes: Vec<Route>,
+    pub queues: Vec<Queue>,
+    pub agents: Vec<Agent>,
+    pub memberships: Vec<Membership>,
 }
 
 /// The engine's name for a tenant's trunk: trunk names are unique per tenant, not globally.
@@ -518,16 +524,30 @@ impl Directory {
                     },
                 })
                 .collect(),
-            // Not stored yet: the ACD's queues and agents come from the config file alone.
-            queues: Vec::new(),
-            agents: Vec::new(),
+            queues: self
+                .queues
+                .iter()
+                .map(|q| {
+                    let mut def = q.def();
+                    // An overflow to a trunk names it the way routes do.
+                    if let Some(name) = def
+                        .overflow
+                        .as_deref()
+                        .and_then(|o| o.strip_prefix("trunk:"))
+                    {
+                        def.overflow = Some(format!("trunk:{}", trunk_key(&q.tenant, name)));
+                    }
+                    def
+                })
+                .collect(),
+            agents: acd::agent_defs(&self.agents, &self.memberships),
         }
     }
 }
 
 impl Storage {
-    /// Writes the config file's `[sip]` tenants, accounts, trunks and routes where storage
-    /// does not have them yet; what the API changed since is left alone.
+    /// Writes the config file's `[sip]` tenants, accounts, trunks, routes, queues and agents
+    /// where storage does not have them yet; what the API changed since is left alone.
     /// Returns how many entries were added and how many were already stored (and kept as
     /// stored: once seeded, storage wins and changes go through the API).
     pub async fn seed(
@@ -611,7 +631,83 @@ impl Storage {
                 })
                 .await)?;
         }
+        self.seed_contact_centre(sip, now, &mut add).await?;
         Ok((added, kept))
+    }
+
+    /// `[[sip.queues]]` and `[[sip.agents]]` with their memberships; the skills they name are
+    /// created (without a description) where the tenant has none of that name.
+    async fn seed_contact_centre(
+        &self,
+        sip: &crate::sip::config::SipConfig,
+        now: i64,
+        add: &mut impl FnMut(Result<(), StoreError>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut skills: Vec<(&str, &str)> = Vec::new();
+        for (tenant, levels) in sip
+            .queues
+            .iter()
+            .map(|q| (&q.tenant, &q.skills))
+            .chain(sip.agents.iter().map(|a| (&a.tenant, &a.skills)))
+        {
+            for l in levels {
+                if !skills.contains(&(tenant.as_str(), l.skill.as_str())) {
+                    skills.push((tenant, &l.skill));
+                }
+            }
+        }
+        for (tenant, name) in skills {
+            match self
+                .create_skill(&Skill {
+                    id: new_id(),
+                    tenant: tenant.to_string(),
+                    name: name.to_string(),
+                    description: String::new(),
+                    version: 1,
+                    created_ms: now,
+                    updated_ms: now,
+                })
+                .await
+            {
+                // A skill is implied, not an entry of its own: not counted either way.
+                Ok(()) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for q in &sip.queues {
+            add(self.create_queue(&Queue::from_def(q, now)).await)?;
+        }
+        for a in &sip.agents {
+            add(self
+                .create_agent(&Agent {
+                    id: new_id(),
+                    tenant: a.tenant.clone(),
+                    name: a.name.clone(),
+                    user: a.user.clone(),
+                    skills: a.skills.clone(),
+                    version: 1,
+                    created_ms: now,
+                    updated_ms: now,
+                })
+                .await)?;
+            for m in &a.queues {
+                add(self
+                    .create_membership(&Membership {
+                        id: new_id(),
+                        tenant: a.tenant.clone(),
+                        agent: a.name.clone(),
+                        queue: m.queue.clone(),
+                        tier: m.tier.into(),
+                        delay_s: m.delay_s.into(),
+                        weight: m.weight.into(),
+                        version: 1,
+                        created_ms: now,
+                        updated_ms: now,
+                    })
+                    .await)?;
+            }
+        }
+        Ok(())
     }
 
     /// Opens (creating if needed) and migrates. `sqlite://PATH` or `postgres://…`.
@@ -1187,7 +1283,8 @@ impl Storage {
         self.delete_scoped("routes", tenant, id).await
     }
 
-    /// All tenants, accounts, trunks and routes (routes in position order).
+    /// All tenants, accounts, trunks, routes (in position order), queues, agents and
+    /// memberships.
     pub async fn directory(&self) -> Result<Directory, StoreError> {
         Ok(Directory {
             tenants: self
@@ -1205,6 +1302,18 @@ impl Storage {
             routes: self
                 .read_all(
                     "SELECT * FROM routes ORDER BY tenant, position, created_ms".into(),
+                    vec![],
+                )
+                .await?,
+            queues: self
+                .read_all("SELECT * FROM queues ORDER BY tenant, name".into(), vec![])
+                .await?,
+            agents: self
+                .read_all("SELECT * FROM agents ORDER BY tenant, name".into(), vec![])
+                .await?,
+            memberships: self
+                .read_all(
+                    "SELECT * FROM agent_queues ORDER BY tenant, agent, queue".into(),
                     vec![],
                 )
                 .await?,

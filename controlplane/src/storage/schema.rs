@@ -168,4 +168,96 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE INDEX routes_position ON routes (tenant, position, id)",
         "CREATE INDEX webhooks_created ON webhooks (tenant, created_ms, id)",
     ],
+}, Migration {
+    version: 3,
+    name: "contact centre: skills, queues, agents, memberships, the queue event log",
+    statements: &[
+        // Names are the keys the API and the SIP engine use (immutable, unique per tenant); the
+        // id is the list tie-breaker and the audit log's object id.
+        "CREATE TABLE skills (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            updated_ms BIGINT NOT NULL
+        )",
+        "CREATE UNIQUE INDEX skills_name ON skills (tenant, name)",
+        "CREATE INDEX skills_created ON skills (tenant, created_ms, id)",
+        // Every `sip::queues::QueueDef` field; skills and relaxation rules as JSON text.
+        "CREATE TABLE queues (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            strategy TEXT NOT NULL,
+            ring_step_s BIGINT NOT NULL,
+            priority BIGINT NOT NULL,
+            service_level_s BIGINT NOT NULL,
+            max_len BIGINT,
+            max_wait_s BIGINT,
+            overflow TEXT,
+            leave_when_empty BIGINT NOT NULL,
+            skills_json TEXT NOT NULL,
+            relax_json TEXT NOT NULL,
+            max_tier BIGINT,
+            ring_timeout_s BIGINT NOT NULL,
+            wrapup_s BIGINT NOT NULL,
+            reject_delay_s BIGINT NOT NULL,
+            no_answer_delay_s BIGINT NOT NULL,
+            max_no_answer BIGINT NOT NULL,
+            routing_delay_s BIGINT NOT NULL,
+            version BIGINT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            updated_ms BIGINT NOT NULL
+        )",
+        "CREATE UNIQUE INDEX queues_name ON queues (tenant, name)",
+        "CREATE INDEX queues_created ON queues (tenant, created_ms, id)",
+        // sip_user: the tenant's SIP account whose devices ring for the agent.
+        "CREATE TABLE agents (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            sip_user TEXT NOT NULL,
+            skills_json TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            updated_ms BIGINT NOT NULL
+        )",
+        "CREATE UNIQUE INDEX agents_name ON agents (tenant, name)",
+        "CREATE INDEX agents_created ON agents (tenant, created_ms, id)",
+        // A membership goes with its agent and its queue.
+        "CREATE TABLE agent_queues (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            tier BIGINT NOT NULL,
+            delay_s BIGINT NOT NULL,
+            weight BIGINT NOT NULL,
+            version BIGINT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            updated_ms BIGINT NOT NULL,
+            FOREIGN KEY (tenant, agent) REFERENCES agents (tenant, name) ON DELETE CASCADE,
+            FOREIGN KEY (tenant, queue) REFERENCES queues (tenant, name) ON DELETE CASCADE
+        )",
+        "CREATE UNIQUE INDEX agent_queues_pair ON agent_queues (tenant, agent, queue)",
+        "CREATE INDEX agent_queues_queue ON agent_queues (tenant, queue, agent)",
+        // The ACD's event log. Ids sort by time, then by arrival within a node, so a read in id
+        // order replays events in the order the engine emitted them.
+        "CREATE TABLE queue_events (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+            at_ms BIGINT NOT NULL,
+            kind TEXT NOT NULL,
+            queue TEXT,
+            agent TEXT,
+            contact BIGINT,
+            call_id BIGINT,
+            detail_json TEXT NOT NULL
+        )",
+        "CREATE INDEX queue_events_time ON queue_events (tenant, at_ms, id)",
+        "CREATE INDEX queue_events_queue ON queue_events (tenant, queue, at_ms, id)",
+        "CREATE INDEX queue_events_agent ON queue_events (tenant, agent, at_ms, id)",
+    ],
 }];
