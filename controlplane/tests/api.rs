@@ -2105,6 +2105,9 @@ async fn check_queue_events(s: &Server) {
         ("sl=best", "sl"),
         ("from=10&to=5", "to"),
         ("from=0&to=4000000000", "to"),
+        ("to=-9223372036768375809", "to"),
+        ("to=9223372036854775807", "to"),
+        ("from=-1", "from"),
     ] {
         let r = s
             .get(

@@ -519,13 +519,15 @@ async fn queue_stats(
         ));
     }
     let interval_ms = interval_s * 1000;
+    // Unix milliseconds up to the year 9999; checked before any arithmetic on them.
+    const LATEST: i64 = 253_402_300_799_999;
     let to = q.to.unwrap_or_else(now_ms);
-    let from = q.from.unwrap_or(to - 86_400_000);
-    if !(0..=i64::MAX / 2).contains(&from) || !(0..=i64::MAX / 2).contains(&to) {
-        return Err(ApiError::invalid(
-            "from",
-            "from and to are Unix milliseconds",
-        ));
+    if !(0..=LATEST).contains(&to) {
+        return Err(ApiError::invalid("to", "to is Unix milliseconds"));
+    }
+    let from = q.from.unwrap_or(to.saturating_sub(86_400_000).max(0));
+    if !(0..=LATEST).contains(&from) {
+        return Err(ApiError::invalid("from", "from is Unix milliseconds"));
     }
     if to <= from {
         return Err(ApiError::invalid("to", "to must be after from"));
