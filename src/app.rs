@@ -121,7 +121,7 @@ impl Appliance {
                 );
                 // Storage, seeded from the config file, is what the engine routes by.
                 let directory = storage.directory().await?;
-                engine.set_directory(std::time::Instant::now(), directory.to_sip());
+                engine.set_directory(sip_server::now(), directory.to_sip());
                 let directory_tx = api_state.directory_updates.clone();
                 let directory_rx = api_state.take_directory_updates();
                 let changed = api_state.directory_reload.clone();

@@ -1,7 +1,12 @@
-//! `tandem demo`: the appliance on embedded defaults with a demonstration tenant, three agent
-//! phones that register with digest authentication, and callers that dial them over SIP. Every
-//! call is bridged by the B2BUA with its media anchored in the data plane; RTP flows both ways.
-//! A live progress line, then a closing report.
+//! `tandem demo`: the appliance on embedded defaults running a small contact centre. A
+//! demonstration tenant is provisioned through the control API (SIP accounts, skills, two
+//! queues with different skills, agents and their memberships, routes to the queues); the
+//! agents' phones (simulated SIP user agents) register with digest authentication and the agents
+//! log in through the API (one is on a break). Callers arrive from a trusted trunk and dial the
+//! two queues; the ACD offers each caller to an agent with the queue's skill, the B2BUA bridges
+//! the call with its media anchored in the data plane, RTP flows both ways. A live line shows the
+//! queues, the agents by state, service level and ASA; the closing report shows the queues'
+//! figures (METRICS.md) from the durable queue log, and checks every call has its record.
 
 use crate::app::Appliance;
 use clap::Args;
@@ -17,21 +22,48 @@ use tandem_dataplane::stats::DropReason;
 #[derive(Args)]
 pub struct DemoArgs {
     /// Calls to place.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 200)]
     calls: usize,
     /// New calls per second.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 5.0)]
     cps: f64,
     /// Talk time of each call, in seconds (20 ms PCMA both ways).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 3.0)]
     hold_s: f64,
+    /// Agents (one of them spends the demo on a break).
+    #[arg(long, default_value_t = 20)]
+    agents: usize,
     /// I/O backend: uring or portable.
     #[arg(long)]
     io: Option<String>,
 }
 
-const AGENTS: [&str; 3] = ["agent1", "agent2", "agent3"];
 const PASSWORD: &str = "demo-secret";
+/// Queue, the number that reaches it, the skill it needs.
+const QUEUES: [(&str, &str, &str); 2] =
+    [("sales", "3001", "sales"), ("support", "3002", "support")];
+
+/// agent1..agentN: the first ~40% sell, the rest support, and a few in the middle do both
+/// (tier 1 in their second queue, so they help there only when their own is quiet).
+fn agents(n: usize) -> Vec<(String, Vec<(&'static str, u8)>)> {
+    let sales = (n * 2).div_ceil(5);
+    let both = (n / 5).max(1);
+    (1..=n)
+        .map(|i| {
+            let mut queues = Vec::new();
+            if i <= sales {
+                queues.push(("sales", 0));
+            }
+            if i > sales {
+                queues.push(("support", 0));
+            }
+            if i > sales.saturating_sub(both) && i <= sales {
+                queues.push(("support", 1));
+            }
+            (format!("agent{i}"), queues)
+        })
+        .collect()
+}
 
 fn demo_config(io: Option<String>, data_dir: std::path::PathBuf) -> anyhow::Result<Config> {
     let mut cfg = Config::default();
@@ -89,7 +121,11 @@ fn api(
 }
 
 /// The demonstration tenant, made the way a BPO's provisioning script would.
-fn provision(http: SocketAddr, admin: &str) -> anyhow::Result<String> {
+fn provision(
+    http: SocketAddr,
+    admin: &str,
+    agents: &[(String, Vec<(&str, u8)>)],
+) -> anyhow::Result<String> {
     use serde_json::json;
     api(
         http,
@@ -101,59 +137,114 @@ fn provision(http: SocketAddr, admin: &str) -> anyhow::Result<String> {
         ),
     )?;
     let t = "/api/v1/tenants/demo";
-    api(
-        http,
-        admin,
-        "POST",
-        &format!("{t}/users"),
-        Some(
-            json!({"username": "sam", "display_name": "Sam (supervisor)", "role": "supervisor", "password": random_password()}),
-        ),
+    let post = |path: &str, body: serde_json::Value| {
+        api(http, admin, "POST", &format!("{t}{path}"), Some(body))
+    };
+    post(
+        "/users",
+        json!({"username": "sam", "display_name": "Sam (supervisor)", "role": "supervisor", "password": random_password()}),
     )?;
-    for (i, agent) in AGENTS.iter().enumerate() {
-        api(
-            http,
-            admin,
-            "POST",
-            &format!("{t}/users"),
-            Some(json!({"username": agent, "role": "agent", "password": random_password()})),
+    for (queue, number, skill) in QUEUES {
+        post("/skills", json!({"name": skill}))?;
+        post(
+            "/queues",
+            json!({"name": queue, "strategy": "longest-idle", "service_level_s": 20,
+                   "skills": [{"skill": skill, "level": 1}], "ring_timeout_s": 15, "wrapup_s": 1}),
         )?;
-        api(
-            http,
-            admin,
-            "POST",
-            &format!("{t}/sip-accounts"),
-            Some(json!({"username": agent, "password": PASSWORD})),
-        )?;
-        api(
-            http,
-            admin,
-            "POST",
-            &format!("{t}/routes"),
-            Some(
-                json!({"pattern": format!("200{}", i + 1), "target": format!("user:{agent}"), "position": 10 * (i + 1)}),
-            ),
+        post(
+            "/routes",
+            json!({"pattern": number, "target": format!("queue:{queue}"), "position": 10}),
         )?;
     }
+    for (agent, queues) in agents {
+        post(
+            "/sip-accounts",
+            json!({"username": agent, "password": PASSWORD}),
+        )?;
+        let skills: Vec<serde_json::Value> = queues
+            .iter()
+            .map(|(q, tier)| {
+                let skill = QUEUES
+                    .iter()
+                    .find(|(name, _, _)| name == q)
+                    .map_or("", |x| x.2);
+                json!({"skill": skill, "level": if *tier == 0 { 4 } else { 2 }})
+            })
+            .collect();
+        post(
+            "/agents",
+            json!({"name": agent, "user": agent, "skills": skills}),
+        )?;
+        for (queue, tier) in queues {
+            api(
+                http,
+                admin,
+                "PUT",
+                &format!("{t}/agents/{agent}/queues/{queue}"),
+                Some(json!({"tier": tier})),
+            )?;
+        }
+    }
     // The callers arrive as a carrier trunk would: trusted by source address.
-    api(
-        http,
-        admin,
-        "POST",
-        &format!("{t}/trunks"),
-        Some(json!({"name": "callers", "address": "127.0.0.1:5999", "allow": ["127.0.0.1"]})),
+    post(
+        "/trunks",
+        json!({"name": "callers", "address": "127.0.0.1:5999", "allow": ["127.0.0.1"]}),
     )?;
-    let token = api(
-        http,
-        admin,
-        "POST",
-        &format!("{t}/tokens"),
-        Some(json!({"name": "demo explorer", "role": "tenant_admin", "expires_in_s": 86400})),
+    let token = post(
+        "/tokens",
+        json!({"name": "demo explorer", "role": "tenant_admin", "expires_in_s": 86400}),
     )?;
     token["token"]
         .as_str()
         .map(str::to_string)
         .ok_or_else(|| anyhow::anyhow!("no token in the API's answer"))
+}
+
+/// The live line: per queue the callers waiting, service level and ASA so far, then the
+/// agents by state, all read from the API as a wallboard would.
+fn live_line(http: SocketAddr, token: &str) -> String {
+    let mut line = String::new();
+    let status = api(
+        http,
+        token,
+        "GET",
+        "/api/v1/tenants/demo/queues-status",
+        None,
+    )
+    .ok();
+    for (queue, _, _) in QUEUES {
+        let item = status
+            .as_ref()
+            .and_then(|q| q["items"].as_array())
+            .and_then(|items| items.iter().find(|i| i["name"] == queue));
+        let waiting = item.map_or(0, |i| i["waiting"].as_u64().unwrap_or(0));
+        line.push_str(&format!("{queue}: {waiting:>2} waiting"));
+        let path = format!("/api/v1/tenants/demo/queues/{queue}/stats");
+        if let Ok(s) = api(http, token, "GET", &path, None) {
+            let t = &s["totals"];
+            if let (Some(sl), Some(asa)) = (t["service_level_pct"].as_f64(), t["asa_s"].as_f64()) {
+                line.push_str(&format!(" SL {sl:>3.0}% ASA {asa:>4.1} s"));
+            }
+        }
+        line.push_str("  ");
+    }
+    if let Ok(a) = api(
+        http,
+        token,
+        "GET",
+        "/api/v1/tenants/demo/agents-status",
+        None,
+    ) {
+        let mut by_state = std::collections::BTreeMap::new();
+        for item in a["items"].as_array().into_iter().flatten() {
+            *by_state
+                .entry(item["state"].as_str().unwrap_or("?").to_string())
+                .or_insert(0) += 1;
+        }
+        let states: Vec<String> = by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        line.push_str(&format!("| agents {}", states.join(", ")));
+    }
+    line
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -171,16 +262,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             "demo provisioning",
         ))
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    let token = provision(http, &admin)?;
+    let agents = agents(args.agents.max(2));
+    let token = provision(http, &admin, &agents)?;
     println!(
-        "Tandem demo: {} SIP calls at {} cps to 3 registered agents via {sip}, {:.0} s each (ng for Kamailio on {}).",
-        args.calls, args.cps, args.hold_s, appliance.ng_addr
+        "Tandem demo: a contact centre. {} callers at {} cps dial queues sales (3001) and support (3002) via {sip}; {} agents, {:.0} s talk each (ng for Kamailio on {}).",
+        args.calls, args.cps, agents.len(), args.hold_s, appliance.ng_addr
     );
-    println!("  Tenant, users, SIP accounts, routes and trunk were provisioned through the API at http://{http}/api/v1 (storage: SQLite in {}).", data_dir.display());
+    println!("  Tenant, SIP accounts, skills, queues, agents, memberships, routes and trunk were provisioned through the API at http://{http}/api/v1 (storage: SQLite in {}).", data_dir.display());
     println!("  Explore it while the demo runs (this token is the demo tenant's administrator):");
     println!("    export TOKEN={token}");
     println!("    curl -s -H \"Authorization: Bearer $TOKEN\" 'http://{http}/api/v1/tenants/demo/calls?limit=5&sort=-started'");
-    println!("    curl -s -H \"Authorization: Bearer $TOKEN\" http://{http}/api/v1/tenants/demo/sip-accounts");
+    println!("    curl -s -H \"Authorization: Bearer $TOKEN\" http://{http}/api/v1/tenants/demo/queues-status");
+    println!("    curl -s -H \"Authorization: Bearer $TOKEN\" http://{http}/api/v1/tenants/demo/agents-status");
+    println!("    websocat -H \"Authorization: Bearer $TOKEN\" ws://{http}/api/v1/events   # queue log, agent states, screen-pops");
     println!("    curl -s http://{http}/api/v1/openapi.json | head -c 300;  curl -s http://{http}/metrics | grep -E 'tandem_(sip|dp|api)_'");
 
     // The agents' phones: register with digest auth, answer, echo the caller's audio.
@@ -189,7 +283,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let uas_cfg = UasConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         registrar: Some(sip),
-        users: AGENTS.iter().map(|a| a.to_string()).collect(),
+        users: agents.iter().map(|(a, _)| a.clone()).collect(),
         password: PASSWORD.into(),
         domain: "demo.local".into(),
         ring_ms: 200,
@@ -198,10 +292,34 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         std::thread::spawn(move || tandem_bench::sip::run_uas(&uas_cfg, &uas_stop, |_| {}));
     let registered = || registry.sip.registered_contacts.load(Ordering::Relaxed);
     let waited = Instant::now();
-    while registered() < AGENTS.len() as u64 && waited.elapsed() < Duration::from_secs(5) {
+    while registered() < agents.len() as u64 && waited.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    println!("  agents registered: {} of {}", registered(), AGENTS.len());
+    println!(
+        "  agents' phones registered: {} of {}",
+        registered(),
+        agents.len()
+    );
+    // The agents log in through the API, as their desktop would; the last one is at lunch.
+    for (i, (agent, _)) in agents.iter().enumerate() {
+        let path = format!("/api/v1/tenants/demo/agents/{agent}/state");
+        api(
+            http,
+            &token,
+            "POST",
+            &path,
+            Some(serde_json::json!({"action": "login"})),
+        )?;
+        if i + 1 == agents.len() {
+            let lunch = serde_json::json!({"action": "break", "reason": "lunch"});
+            api(http, &token, "POST", &path, Some(lunch))?;
+        }
+    }
+    println!(
+        "  agents logged in through the API: {} ({} on a break)",
+        agents.len(),
+        1
+    );
 
     let relayed = || -> u64 {
         registry
@@ -216,24 +334,31 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         max_concurrent: 10_000,
         calls: args.calls,
         hold_ms: (args.hold_s * 1000.0) as u64,
-        to_user: "2001".into(),
-        to_user_range: Some(AGENTS.len() as u32),
+        to_user: QUEUES[0].1.into(),
+        to_user_range: Some(QUEUES.len() as u32),
         from_user: "02079460000".into(),
         rtp: true,
         ..UacConfig::default()
     };
-    let mut last = (0.0f64, 0u64);
+    let mut next_line = 0.0f64;
     let report = tandem_bench::sip::run_uac(&uac, |p| {
-        let now = relayed();
-        let rate = (now - last.1) as f64 / (p.elapsed_s - last.0).max(1e-3);
-        eprint!(
-            "\r  [{:4.1}s] calls placed {:>5}  answered {:>5}  failed {:>3}  in progress {:>4}  RTP relayed by Tandem {:>8} ({:>6.0} pps)   ",
-            p.elapsed_s, p.attempted, p.answered, p.failed, p.active, now, rate
+        // A wallboard line every two seconds: what the supervisor would watch.
+        if p.elapsed_s < next_line {
+            return;
+        }
+        next_line = p.elapsed_s + 2.0;
+        eprintln!(
+            "  [{:4.1}s] calls {:>4} placed {:>4} answered {:>2} failed, {:>3} in progress, RTP relayed {:>7} | {}",
+            p.elapsed_s,
+            p.attempted,
+            p.answered,
+            p.failed,
+            p.active,
+            relayed(),
+            live_line(http, &token)
         );
         let _ = std::io::stderr().flush();
-        last = (p.elapsed_s, now);
     })?;
-    eprintln!();
     // Let the last BYEs and data-plane deletes land before reading the counters.
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -289,11 +414,52 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     row("packets relayed by Tandem", relayed_total.to_string());
     row("packets dropped", dropped.to_string());
     // Every finished call has a durable record by now (replies waited for them).
-    let stored = appliance_calls(http, &token)?;
+    let stored = count_items(http, &token, "/api/v1/tenants/demo/calls")?;
     row("call records in storage (API)", stored.to_string());
     println!("  └──────────────────────────────────┴──────────────────────────────┘");
     println!(
         "  (RTP in flight when a call hangs up is not returned: expect slightly under 100 %.)"
+    );
+    // The queues' figures, computed by the API from the durable queue log (METRICS.md).
+    std::thread::sleep(Duration::from_millis(500));
+    println!();
+    println!(
+        "  queue     offered answered abandoned  SL(20 s)    ASA     AHT  longest wait  agent"
+    );
+    let mut answered_in_queues = 0;
+    for (queue, _, _) in QUEUES {
+        let stats = api(
+            http,
+            &token,
+            "GET",
+            &format!("/api/v1/tenants/demo/queues/{queue}/stats"),
+            None,
+        )?;
+        let t = &stats["totals"];
+        let pct =
+            |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1} %"));
+        let secs =
+            |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.2} s"));
+        answered_in_queues += t["answered"].as_u64().unwrap_or(0);
+        let members = agents
+            .iter()
+            .filter(|(_, q)| q.iter().any(|(n, _)| *n == queue))
+            .count();
+        println!(
+            "  {queue:<9} {:>7} {:>8} {:>9} {:>9} {:>7} {:>7} {:>13} {:>6}",
+            t["offered"],
+            t["answered"],
+            t["abandoned"],
+            pct(&t["service_level_pct"]),
+            secs(&t["asa_s"]),
+            secs(&t["aht_s"]),
+            secs(&t["longest_wait_s"]),
+            members
+        );
+    }
+    let events = count_items(http, &token, "/api/v1/tenants/demo/queue-events")?;
+    println!(
+        "  (queue log: {events} events stored; GET /api/v1/tenants/demo/queue-events, and .../queues/<q>/stats?interval=900 for 15-minute intervals)"
     );
     appliance.stop();
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -303,14 +469,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             report.attempted
         );
     }
+    if answered_in_queues != report.answered {
+        anyhow::bail!(
+            "the queues answered {answered_in_queues} calls, the callers saw {} answered",
+            report.answered
+        );
+    }
     if report.failed > 0 || report.answered == 0 || returned < 95.0 {
         anyhow::bail!("the demo did not complete cleanly (see the table above)");
     }
     Ok(())
 }
 
-/// Call records the API holds for the demo tenant, counted page by page.
-fn appliance_calls(http: SocketAddr, token: &str) -> anyhow::Result<usize> {
+/// Items of one of the demo tenant's lists (call records, queue events), counted page by page.
+fn count_items(http: SocketAddr, token: &str, path: &str) -> anyhow::Result<usize> {
     let mut count = 0;
     let mut offset = 0;
     loop {
@@ -318,7 +490,7 @@ fn appliance_calls(http: SocketAddr, token: &str) -> anyhow::Result<usize> {
             http,
             token,
             "GET",
-            &format!("/api/v1/tenants/demo/calls?limit=500&offset={offset}"),
+            &format!("{path}?limit=500&offset={offset}"),
             None,
         )?;
         count += page["items"].as_array().map_or(0, |a| a.len());

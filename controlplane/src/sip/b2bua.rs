@@ -253,6 +253,14 @@ struct Call {
 }
 
 impl Call {
+    /// In a queue with nobody on leg B: waiting to be answered, or answered and transferred
+    /// back into a queue by its agent.
+    fn awaiting_agent(&self) -> bool {
+        self.queue.is_some()
+            && (self.state == CallState::Queued
+                || (self.state == CallState::Answered && self.b.is_none()))
+    }
+
     /// The leg on `side` (B is absent until the call has been sent on).
     fn leg_mut(&mut self, side: Side) -> Option<&mut Leg> {
         match side {
@@ -467,13 +475,16 @@ impl Engine {
     /// Replaces tenants, accounts, trunks and routes (an API change). Calls in progress keep
     /// going; registrations of accounts that no longer exist lapse at their expiry; trunk
     /// registrations start for new trunks and stop for removed ones.
-    pub fn set_directory(&mut self, now: Instant, directory: super::config::SipDirectory) {
+    pub fn set_directory(&mut self, at: Now, directory: super::config::SipDirectory) {
+        let now = at.mono;
         self.cfg.tenants = directory.tenants;
         self.cfg.trunks = directory.trunks;
         self.cfg.routes = directory.routes;
         let now_ms = self.cc.now_ms(now);
         self.cc
             .reconcile(now_ms, &directory.queues, &directory.agents);
+        self.acd_pump(at);
+        self.pump(at);
         self.accounts = account_index(&self.cfg, directory.accounts);
         let wanted: Vec<String> = self
             .cfg
@@ -583,6 +594,11 @@ impl Engine {
                 .collect();
             for name in due {
                 self.send_trunk_register(now, &name, None);
+            }
+            if self.cc.retiring() {
+                let now_ms = self.cc.now_ms(now.mono);
+                self.cc.retire(now_ms);
+                self.acd_pump(now);
             }
             self.invite_limit.forget_idle(now.mono);
             self.register_limit.forget_idle(now.mono);
@@ -1666,6 +1682,14 @@ impl Engine {
             self.reply(now, tx, &req, 481);
             return;
         };
+        if side == Side::B
+            && c.queue.is_some()
+            && c.b.as_ref().is_none_or(|b| b.call_id != req.call_id())
+        {
+            // From an agent's device that was offered the call but is not its leg B.
+            self.offer_dialog_request(now, tx, req, call);
+            return;
+        }
         // Requests from a peer must not go backwards in CSeq (§12.2.2); BYE included.
         match method {
             Method::Bye if c.transfer.as_ref().is_some_and(|t| t.transferor == side) => {
@@ -1708,7 +1732,8 @@ impl Engine {
                 // We never send reliable provisionals, so there is nothing to acknowledge.
                 self.reply(now, tx, &req, 481);
             }
-            _ if c.state != CallState::Answered => {
+            // Not answered yet, or back in a queue with nobody on leg B to relay to.
+            _ if c.state != CallState::Answered || c.b.is_none() => {
                 let mut res = Message::response_to(&req, 491, None);
                 res.push("Retry-After", "1");
                 self.respond(now, tx, res);
@@ -1966,6 +1991,10 @@ impl Engine {
             self.reply(now, tx, &req, 404);
             return;
         };
+        if let RouteTarget::Queue(name) = &route.target {
+            self.refer_to_queue(now, tx, &req, call, side, name);
+            return;
+        }
         let number = self.cfg.normalize(&tenant, &dialled);
         let (target_uri, target_peer) = match self.resolve(now, &tenant, &route.target, &number) {
             Ok(target) => target,

@@ -84,6 +84,9 @@ pub(super) struct ContactCentre {
     next_id: u64,
     /// Inputs produced while acting on outputs (a device that cannot ring), fed next.
     deferred: VecDeque<Input>,
+    /// Taken out of the directory but still busy: removed once idle.
+    retiring_agents: Vec<AgentId>,
+    retiring_queues: Vec<QueueId>,
 }
 
 impl ContactCentre {
@@ -107,6 +110,8 @@ impl ContactCentre {
             reason_names: HashMap::new(),
             next_id: 0,
             deferred: VecDeque::new(),
+            retiring_agents: Vec::new(),
+            retiring_queues: Vec::new(),
         };
         cc.reason_names
             .insert(ReasonCode::AUTO_PAUSE_NO_ANSWER, "no-answer".into());
@@ -278,38 +283,78 @@ impl ContactCentre {
         }
     }
 
-    /// Brings the ACD in line with the directory: new queues and agents are added.
+    /// Brings the ACD in line with the directory: queues and agents added, changed in place
+    /// (calls in progress keep going) or removed. A queue with callers or an agent not logged
+    /// out cannot go yet: its name is released at once (no new calls or logins), the agent is
+    /// asked to log out (after any call), and removal is retried every second until it takes.
     pub(super) fn reconcile(&mut self, now_ms: u64, queues: &[QueueDef], agents: &[AgentDef]) {
-        // Ids first, so overflow targets between new queues resolve.
         let mut added = Vec::new();
         for def in queues {
             let key = (def.tenant.clone(), def.name.clone());
             if !self.queues.contains_key(&key) {
                 let id = QueueId(self.id());
                 self.queues.insert(key, id);
-                added.push((id, def));
+                added.push(id);
             }
         }
-        for (id, def) in added {
+        // Removed queues first lose their names, so nothing new routes to them.
+        let wanted: std::collections::HashSet<(String, String)> = queues
+            .iter()
+            .map(|d| (d.tenant.clone(), d.name.clone()))
+            .collect();
+        let gone: Vec<QueueId> = self
+            .queues
+            .iter()
+            .filter(|(k, _)| !wanted.contains(*k))
+            .map(|(_, &id)| id)
+            .collect();
+        self.queues.retain(|k, _| wanted.contains(k));
+        for def in queues {
+            let id = self.queues[&(def.tenant.clone(), def.name.clone())];
             let cfg = self.queue_config(id, def);
-            match self.acd.add_queue(cfg) {
+            let result = if added.contains(&id) {
+                self.acd.add_queue(cfg)
+            } else if self.queue_defs.get(&id) != Some(def) {
+                self.acd.update_queue(now_ms, cfg)
+            } else {
+                continue;
+            };
+            match result {
                 Ok(()) => {
                     self.queue_defs.insert(id, def.clone());
                 }
                 Err(e) => {
-                    tracing::warn!("ACD: queue {}/{} not added: {e}", def.tenant, def.name);
-                    self.queues.remove(&(def.tenant.clone(), def.name.clone()));
+                    tracing::warn!("ACD: queue {}/{} not applied: {e}", def.tenant, def.name);
+                    if added.contains(&id) {
+                        self.queues.remove(&(def.tenant.clone(), def.name.clone()));
+                    }
                 }
             }
         }
+        let wanted: std::collections::HashSet<(String, String)> = agents
+            .iter()
+            .map(|d| (d.tenant.clone(), d.name.clone()))
+            .collect();
+        let gone_agents: Vec<AgentId> = self
+            .agents
+            .iter()
+            .filter(|(k, _)| !wanted.contains(*k))
+            .map(|(_, &id)| id)
+            .collect();
+        self.agents.retain(|k, _| wanted.contains(k));
         for def in agents {
             let key = (def.tenant.clone(), def.name.clone());
-            if self.agents.contains_key(&key) {
+            let known = self.agents.get(&key).copied();
+            let id = known.unwrap_or_else(|| AgentId(self.id()));
+            if known.is_some() && self.agent_defs.get(&id) == Some(def) {
                 continue;
             }
-            let id = AgentId(self.id());
             let cfg = self.agent_config(id, def);
-            match self.acd.add_agent(cfg) {
+            let result = match known {
+                Some(_) => self.acd.update_agent(now_ms, cfg),
+                None => self.acd.add_agent(cfg),
+            };
+            match result {
                 Ok(()) => {
                     self.agents.insert(key, id);
                     self.agent_info.insert(
@@ -322,10 +367,57 @@ impl ContactCentre {
                     );
                     self.agent_defs.insert(id, def.clone());
                 }
-                Err(e) => tracing::warn!("ACD: agent {}/{} not added: {e}", def.tenant, def.name),
+                Err(e) => tracing::warn!("ACD: agent {}/{} not applied: {e}", def.tenant, def.name),
             }
         }
-        let _ = now_ms;
+        for id in gone_agents {
+            self.agent_defs.remove(&id);
+            if !self.retiring_agents.contains(&id) {
+                self.retiring_agents.push(id);
+            }
+        }
+        for id in gone {
+            if !self.retiring_queues.contains(&id) {
+                self.retiring_queues.push(id);
+            }
+        }
+        self.retire(now_ms);
+    }
+
+    /// Removes agents and queues taken out of the directory once they are idle.
+    pub(super) fn retire(&mut self, now_ms: u64) {
+        let mut keep = Vec::new();
+        for id in std::mem::take(&mut self.retiring_agents) {
+            match self.acd.remove_agent(now_ms, id) {
+                Ok(()) | Err(AcdError::UnknownAgent(_)) => {
+                    self.agent_info.remove(&id);
+                }
+                Err(_) => {
+                    // Logged in: log out now, or after the call in progress.
+                    let _ = self.acd.handle(now_ms, Input::Logout { agent: id });
+                    if self.acd.remove_agent(now_ms, id).is_ok() {
+                        self.agent_info.remove(&id);
+                    } else {
+                        keep.push(id);
+                    }
+                }
+            }
+        }
+        self.retiring_agents = keep;
+        let mut keep = Vec::new();
+        for id in std::mem::take(&mut self.retiring_queues) {
+            match self.acd.remove_queue(now_ms, id) {
+                Ok(()) | Err(AcdError::UnknownQueue(_)) => {
+                    self.queue_defs.remove(&id);
+                }
+                Err(_) => keep.push(id),
+            }
+        }
+        self.retiring_queues = keep;
+    }
+
+    pub(super) fn retiring(&self) -> bool {
+        !self.retiring_agents.is_empty() || !self.retiring_queues.is_empty()
     }
 }
 
@@ -338,6 +430,9 @@ fn refusal(e: AcdError) -> AcdRefusal {
         | AcdError::InvalidContactState { .. }
         | AcdError::NotOffered { .. }
         | AcdError::InUse(_)
+        | AcdError::QueueBusy(_)
+        | AcdError::QueueReferenced { .. }
+        | AcdError::AgentBusy(_)
         | AcdError::TooManyContacts(_) => AcdRefusal::Conflict(e.to_string()),
         _ => AcdRefusal::Invalid(e.to_string()),
     }
@@ -391,13 +486,31 @@ impl Engine {
         let mut ringing = Message::response_to(&c.a_request, 180, Some(&c.a.local_tag));
         ringing.push("Contact", contact);
         let a_invite = c.a_invite;
-        let data = vec![
-            ("caller".to_string(), c.caller.clone()),
-            ("dialled".to_string(), c.dialled.clone()),
-            ("tenant".to_string(), c.tenant.clone()),
-        ];
-        let tenant = c.tenant.clone();
         self.respond(now, a_invite, ringing);
+        let request = self.contact_request(call, queue);
+        let now_ms = self.acd_now(now);
+        let entered = self.cc.acd.handle(now_ms, Input::Enter(request));
+        if let Err(e) = entered {
+            tracing::warn!("ACD refused call {call}: {e}");
+            self.fail_call(now, call, 503, Disposition::Failed, "system");
+        }
+        self.acd_pump(now);
+    }
+
+    /// What the ACD is told about a caller entering `queue`: the queue's required skills and
+    /// the caller's data for the agent's screen-pop.
+    fn contact_request(&mut self, call: CallId, queue: QueueId) -> ContactRequest {
+        let (tenant, data) = match self.calls.get(&call) {
+            Some(c) => (
+                c.tenant.clone(),
+                vec![
+                    ("caller".to_string(), c.caller.clone()),
+                    ("dialled".to_string(), c.dialled.clone()),
+                    ("tenant".to_string(), c.tenant.clone()),
+                ],
+            ),
+            None => (String::new(), Vec::new()),
+        };
         let skills = self
             .cc
             .queue_defs
@@ -407,23 +520,14 @@ impl Engine {
             .into_iter()
             .filter_map(|s| Some((self.cc.skill_id(&tenant, &s.skill)?, s.level.clamp(1, 5))))
             .collect();
-        let now_ms = self.acd_now(now);
-        let entered = self.cc.acd.handle(
-            now_ms,
-            Input::Enter(ContactRequest {
-                id: ContactId(call),
-                queue,
-                priority: 0,
-                skills,
-                data,
-                caller_key: None,
-            }),
-        );
-        if let Err(e) = entered {
-            tracing::warn!("ACD refused call {call}: {e}");
-            self.fail_call(now, call, 503, Disposition::Failed, "system");
+        ContactRequest {
+            id: ContactId(call),
+            queue,
+            priority: 0,
+            skills,
+            data,
+            caller_key: None,
         }
-        self.acd_pump(now);
     }
 
     /// The ACD's timers (ring timeouts, max-wait, wrap-up, relaxation) fell due.
@@ -724,7 +828,7 @@ impl Engine {
         let Some(c) = self.calls.get(&call) else {
             return false;
         };
-        if c.state != CallState::Queued {
+        if !c.awaiting_agent() {
             return false;
         }
         let Some(offer_sdp) = self.rewrite_for(&c.sdp[0], c.ports[1]) else {
@@ -852,10 +956,22 @@ impl Engine {
         for l in bye {
             self.bye_leg(now, l);
         }
-        if let Some(c) = self.calls.get_mut(&call) {
-            // Until answered it is still a queued call for the code that ends calls.
-            c.state = CallState::Calling;
+        let c = self.calls.get_mut(&call).expect("checked");
+        if c.state == CallState::Answered {
+            // Transferred back into a queue: the caller was answered long ago; only the media
+            // of leg B moves to the new agent.
+            if let (Some(session), Some(params)) = (c.session, first_audio_params(&answer)) {
+                self.actions.push(Action::Media(MediaOp::Update {
+                    session,
+                    leg: LegIndex::B,
+                    params,
+                }));
+            }
+            c.sdp[1] = answer;
+            return;
         }
+        // Until answered it is still a queued call for the code that ends calls.
+        c.state = CallState::Calling;
         self.answer_caller(now, call, answer);
     }
 
@@ -1015,6 +1131,36 @@ impl Engine {
         }
     }
 
+    /// A request on the dialog of an offered device that did not become leg B: its BYE (a
+    /// device hanging up between its 2xx and our BYE) is accepted and ends that offer; anything
+    /// else has no dialog to belong to.
+    pub(super) fn offer_dialog_request(
+        &mut self,
+        now: Now,
+        tx: ServerTxId,
+        req: Message,
+        call: CallId,
+    ) {
+        if req.method() != Some(&Method::Bye) {
+            self.reply(now, tx, &req, 481);
+            return;
+        }
+        self.respond(now, tx, Message::response_to(&req, 200, None));
+        let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) else {
+            return;
+        };
+        let Some(o) = q.offers.iter_mut().find(|o| o.leg.call_id == req.call_id()) else {
+            return;
+        };
+        let was_answered = o.state == OfferState::Answered;
+        o.state = OfferState::Done;
+        let (agent, key) = (o.agent, (o.leg.call_id.clone(), o.leg.local_tag.clone()));
+        self.dialogs.remove(&key);
+        if was_answered {
+            self.device_failed(now, call, agent);
+        }
+    }
+
     /// The offer INVITE got no answer at all (Timer B).
     pub(super) fn offer_timed_out(&mut self, now: Now, call: CallId, tx: ClientTxId) {
         let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) else {
@@ -1088,6 +1234,92 @@ impl Engine {
                 by: Party::Agent,
             },
         );
+    }
+
+    /// The called party (an agent, or whoever answered a plain call) REFERs the caller to a
+    /// number routed to a queue: the agent is released (202, NOTIFY 200, BYE) and the caller,
+    /// still answered, waits in that queue with leg B empty until the next agent answers. For
+    /// a call that came through a queue the ACD books it as a transfer (the agent's part is
+    /// complete, the caller keeps its original entry time); any other call enters fresh.
+    pub(super) fn refer_to_queue(
+        &mut self,
+        now: Now,
+        tx: ServerTxId,
+        req: &Message,
+        call: CallId,
+        side: Side,
+        name: &str,
+    ) {
+        let contact = self.contact.clone();
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let tenant = c.tenant.clone();
+        if side != Side::B || c.b.is_none() {
+            let res = Message::response_to(req, 403, None)
+                .with_reason("Forbidden (only the answering party can transfer to a queue)");
+            self.respond(now, tx, res);
+            return;
+        }
+        let Some(queue) = self.cc.queue_id(&tenant, name) else {
+            self.reply(now, tx, req, 404);
+            return;
+        };
+        let connected = c.queue.as_ref().and_then(|q| q.agent);
+        self.respond(now, tx, Message::response_to(req, 202, None));
+        let c = self.calls.get_mut(&call).expect("checked");
+        let mut agent_leg = c.b.take().expect("checked");
+        c.b_invite = None;
+        c.b_ack = None;
+        c.sdp[1].clear();
+        self.dialogs
+            .remove(&(agent_leg.call_id.clone(), agent_leg.local_tag.clone()));
+        let notify = sipfrag_notify(&mut agent_leg, &contact, "SIP/2.0 200 OK", true);
+        let notify_tx = self.tx.send_request(now.mono, notify, agent_leg.peer, None);
+        self.pending.insert(notify_tx, Pending::Ignore);
+        self.bye_leg(now, agent_leg);
+        self.metrics.transferred();
+        let c = self.calls.get_mut(&call).expect("checked");
+        if let Some(session) = c.session {
+            // Until the next agent answers, leg B has no peer.
+            self.actions.push(Action::Media(MediaOp::Update {
+                session,
+                leg: LegIndex::B,
+                params: LegParams::default(),
+            }));
+        }
+        let result = match connected {
+            Some(_) => {
+                let q = c.queue.as_mut().expect("connected through a queue");
+                q.agent = None;
+                q.queue = queue;
+                self.acd_input(
+                    now,
+                    Input::Transfer {
+                        contact: ContactId(call),
+                        queue,
+                    },
+                )
+            }
+            None => {
+                c.queue = Some(Queued {
+                    queue,
+                    offers: Vec::new(),
+                    agent: None,
+                    exit: None,
+                    overflow: None,
+                });
+                let request = self.contact_request(call, queue);
+                self.acd_input(now, Input::Enter(request))
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!("ACD refused the transfer of call {call} to queue {name}: {e}");
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.ended_by = "system";
+            }
+            self.hang_up_both(now, call, None);
+        }
     }
 
     /// The ACD let the caller go to an external target: route it there like any call.
@@ -1260,9 +1492,7 @@ impl Engine {
         let mut callers: Vec<WaitingCallerView> = self
             .calls
             .iter()
-            .filter(|(_, c)| {
-                c.state == CallState::Queued && c.queue.as_ref().is_some_and(|q| q.queue == id)
-            })
+            .filter(|(_, c)| c.awaiting_agent() && c.queue.as_ref().is_some_and(|q| q.queue == id))
             .filter_map(|(&call, c)| {
                 let position = self.cc.acd.contact_position(ContactId(call)).ok()??;
                 Some(WaitingCallerView {

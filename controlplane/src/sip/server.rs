@@ -106,7 +106,8 @@ enum Inbound {
     Durable(CallId),
 }
 
-fn now() -> Now {
+/// The wall and monotonic clocks, read once for one input to the engine.
+pub fn now() -> Now {
     Now {
         mono: Instant::now(),
         unix_ms: SystemTime::now()
@@ -409,7 +410,7 @@ fn apply_directory(
         DirectoryUpdate::Full {
             directory, after, ..
         } => {
-            engine.set_directory(now, directory);
+            engine.set_directory(self::now(), directory);
             for (_, _, change) in recent.iter().filter(|(seq, _, _)| *seq > after) {
                 engine.change_account(change.clone());
             }

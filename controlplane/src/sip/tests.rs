@@ -1349,13 +1349,13 @@ fn accounts_changed_one_by_one_take_effect_at_once() {
 
 // ---- Contact centre: calls routed to queue:<name>, offered to agents' registered devices ----
 
-mod queue {
+pub(super) mod queue {
     use super::*;
     use crate::sip::queues::{
         AcdEvent, AcdOp, AcdReply, AgentAction, AgentDef, MembershipDef, QueueDef,
     };
 
-    fn cc_config(strategy: &str, max_wait_s: Option<u32>) -> SipConfig {
+    pub(super) fn cc_config(strategy: &str, max_wait_s: Option<u32>) -> SipConfig {
         let mut cfg = config();
         cfg.tenants[0].max_calls = None;
         cfg.accounts = ["alice", "bob"]
@@ -1379,7 +1379,21 @@ mod queue {
         q.max_wait_s = max_wait_s;
         q.ring_timeout_s = 15;
         q.wrapup_s = 10;
-        cfg.queues = vec![q];
+        cfg.routes.insert(
+            0,
+            RouteConfig {
+                tenant: "acme".into(),
+                pattern: "3001".into(),
+                target: "queue:sales".into(),
+            },
+        );
+        cfg.queues = vec![q, QueueDef::new("acme", "sales")];
+        let member = |queue: &str| MembershipDef {
+            queue: queue.into(),
+            tier: 0,
+            delay_s: 0,
+            weight: 1,
+        };
         cfg.agents = ["alice", "bob"]
             .iter()
             .map(|u| AgentDef {
@@ -1387,12 +1401,10 @@ mod queue {
                 name: u.to_string(),
                 user: u.to_string(),
                 skills: vec![],
-                queues: vec![MembershipDef {
-                    queue: "support".into(),
-                    tier: 0,
-                    delay_s: 0,
-                    weight: 1,
-                }],
+                queues: match *u {
+                    "alice" => vec![member("support")],
+                    _ => vec![member("support"), member("sales")],
+                },
             })
             .collect();
         cfg.validate().unwrap();
@@ -1694,6 +1706,11 @@ mod queue {
         else {
             panic!()
         };
+        assert_eq!(queues.len(), 2);
+        assert_eq!(queues[0].name, "sales");
+        assert_eq!(queues[0].waiting, 0);
+        let queues = &queues[1..];
+        assert_eq!(queues[0].name, "support");
         assert_eq!(queues[0].waiting, 1);
         assert_eq!(queues[0].on_break, 1);
         assert_eq!(queues[0].callers.len(), 1);
@@ -1744,5 +1761,177 @@ mod queue {
             kinds(&out)
         );
         assert!(kinds(&out).contains(&"reject"));
+    }
+
+    #[test]
+    fn an_agent_transfers_the_caller_to_another_queue_and_the_next_agent_takes_it() {
+        let mut h = harness("longest-idle", None);
+        agent(&mut h, "alice", AgentAction::Login);
+        let (call, out) = queued_call(&mut h, "q-7", 1);
+        let offer = invites_to(&out, device("alice")).pop().unwrap();
+        h.ms += 1000;
+        let out = h.feed(
+            &response_from(&offer, 200, "btag", Some(SDP_B)),
+            device("alice"),
+        );
+        assert!(sent(&out).iter().any(|(_, m)| m.status() == Some(200)));
+        agent(&mut h, "bob", AgentAction::Login);
+
+        h.ms += 20_000;
+        let refer = in_dialog_from_b(&offer, "REFER", 2, "Refer-To: <sip:3001@127.0.0.1>\r\n");
+        let out = h.feed(&refer, device("alice"));
+        let msgs = sent(&out);
+        let to_alice: Vec<&Message> = msgs
+            .iter()
+            .filter(|(to, _)| to.to_string() == device("alice"))
+            .map(|(_, m)| m)
+            .collect();
+        assert!(to_alice.iter().any(|m| m.status() == Some(202)));
+        assert!(to_alice.iter().any(
+            |m| m.method() == Some(&Method::Notify) && m.body_str().unwrap().contains("200 OK")
+        ));
+        assert!(to_alice.iter().any(|m| m.method() == Some(&Method::Bye)));
+        assert!(
+            !msgs.iter().any(|(to, _)| to.to_string() == "10.0.0.1:5060"),
+            "the caller sees nothing"
+        );
+        assert!(kinds(&out).contains(&"transfer"), "{:?}", kinds(&out));
+        let to_bob = invites_to(&out, device("bob"))
+            .pop()
+            .expect("bob offered the caller");
+        assert!(to_bob.body_str().unwrap().contains("m=audio 31004 "));
+        let transfer = acd_events(&out)
+            .into_iter()
+            .find(|e| e.kind == "transfer")
+            .unwrap();
+        assert_eq!(transfer.detail["to"], "sales");
+        assert_eq!(transfer.agent.as_deref(), Some("alice"));
+
+        h.ms += 1000;
+        let bob_sdp = SDP_B.replace("10.0.0.2", "10.0.0.3");
+        let out = h.feed(
+            &response_from(&to_bob, 200, "bobtag", Some(&bob_sdp)),
+            device("bob"),
+        );
+        assert!(
+            !sent(&out)
+                .iter()
+                .any(|(to, _)| to.to_string() == "10.0.0.1:5060"),
+            "no second 200 to the caller"
+        );
+        assert!(out.iter().any(|a| matches!(a, Action::Media(MediaOp::Update { leg: LegIndex::B, params, .. }) if params.rtp == Some("10.0.0.3:5000".parse().unwrap()))));
+        let now = h.now();
+        let Ok(AcdReply::Agents(agents)) =
+            h.engine
+                .acd_request(now, "acme", AcdOp::Agents { agent: None })
+        else {
+            panic!()
+        };
+        let state = |n: &str| agents.iter().find(|a| a.name == n).unwrap().state.clone();
+        assert_eq!(state("bob"), "on-call");
+        assert_eq!(state("alice"), "wrap-up");
+        assert_eq!(
+            agents.iter().find(|a| a.name == "bob").unwrap().contact,
+            Some(call)
+        );
+    }
+}
+
+mod queue_directory {
+    use super::*;
+    use crate::sip::config::SipDirectory;
+    use crate::sip::queues::{AcdOp, AcdRefusal, AcdReply, AgentAction};
+
+    fn directory(cfg: &SipConfig) -> SipDirectory {
+        SipDirectory {
+            tenants: cfg.tenants.clone(),
+            accounts: cfg.digest_accounts(),
+            trunks: cfg.trunks.clone(),
+            routes: cfg.routes.clone(),
+            queues: cfg.queues.clone(),
+            agents: cfg.agents.clone(),
+        }
+    }
+
+    #[test]
+    fn queues_and_agents_change_at_run_time_and_busy_ones_go_once_idle() {
+        let cfg = super::queue::cc_config("longest-idle", None);
+        let mut h = harness_with(cfg.clone());
+        let now = h.now();
+        let login = |h: &mut Harness, name: &str| {
+            let now = h.now();
+            h.engine.acd_request(
+                now,
+                "acme",
+                AcdOp::Agent {
+                    agent: name.into(),
+                    action: AgentAction::Login,
+                },
+            )
+        };
+        assert_eq!(login(&mut h, "bob"), Ok(AcdReply::Done));
+        h.engine.drain().for_each(drop);
+
+        // Max wait added to support, alice removed (logged out: goes at once), carol added.
+        let mut changed = cfg.clone();
+        changed.queues[0].max_wait_s = Some(5);
+        changed.agents.retain(|a| a.name != "alice");
+        let mut carol = cfg.agents[0].clone();
+        carol.name = "carol".into();
+        changed.agents.push(carol);
+        h.engine.set_directory(now, directory(&changed));
+        assert!(matches!(
+            login(&mut h, "alice"),
+            Err(AcdRefusal::NotFound(_))
+        ));
+        assert_eq!(login(&mut h, "carol"), Ok(AcdReply::Done));
+
+        // A caller waits in support (nobody's phone is registered, so every offer is refused
+        // at once and the caller waits): the new max-wait applies.
+        let out = h.feed(&invite("z9hG4bKd1", "d-1", "3000", SDP_A), "10.0.0.1:5060");
+        let call = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Media(MediaOp::Create { call, .. }) => Some(*call),
+                _ => None,
+            })
+            .unwrap();
+        let now = h.now();
+        let session = SessionId {
+            core: 0,
+            slot: 1,
+            generation: 1,
+        };
+        h.engine
+            .media_created(now, call, Ok((session, [31000, 31004])));
+        h.engine.drain().for_each(drop);
+
+        // Support is taken away while the caller waits: it stays until the caller is gone.
+        let mut without = changed.clone();
+        without.queues.retain(|q| q.name != "support");
+        without.routes.retain(|r| r.target != "queue:support");
+        for a in without.agents.iter_mut() {
+            a.queues.retain(|m| m.queue != "support");
+        }
+        let now = h.now();
+        h.engine.set_directory(now, directory(&without));
+        let now = h.now();
+        let Ok(AcdReply::Queues(queues)) =
+            h.engine
+                .acd_request(now, "acme", AcdOp::Queues { queue: None })
+        else {
+            panic!()
+        };
+        assert_eq!(
+            queues.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(),
+            vec!["sales"],
+            "its name is gone at once"
+        );
+        let out = h.advance(5_100);
+        assert!(
+            sent(&out).iter().any(|(_, m)| m.status() == Some(480)),
+            "the waiting caller still gets the max-wait it had"
+        );
+        assert_eq!(h.engine.active_calls(), 0);
     }
 }
