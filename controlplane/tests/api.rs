@@ -1085,6 +1085,22 @@ async fn check_contact_centre(s: &Server) {
         )
         .await;
     assert_eq!((dup.status, error_code(&dup)), (409, "conflict"));
+    // Its SIP account cannot go while the agent uses it.
+    let accounts = s.get("/api/v1/tenants/acme/sip-accounts", &t.acme).await;
+    let account = accounts.body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/tenants/acme/sip-accounts/{account}"),
+            Some(&t.acme),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((r.status, error_code(&r)), (409, "conflict"), "{}", r.body);
     // Validation: each error names its field.
     let cases = [
         (
