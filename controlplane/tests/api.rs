@@ -1920,9 +1920,34 @@ async fn check_queue_events(s: &Server) {
         ),
     ];
     let n = events.len();
+    // Each tenant's WebSocket carries its own ACD events only.
+    let url = |token: &str| format!("ws://{}/api/v1/events?access_token={token}", s.addr);
+    let (mut acme_ws, _) = tokio_tungstenite::connect_async(&url(&t.supervisor))
+        .await
+        .unwrap();
+    let (mut globex_ws, _) = tokio_tungstenite::connect_async(&url(&t.globex))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     for e in events {
         tx.send(e).unwrap();
     }
+    let mut globex_event = acd_event(t0, "agent_login", None, Some("gina"), None, json!({}));
+    globex_event.tenant = "globex".into();
+    tx.send(globex_event).unwrap();
+    let first: Value =
+        serde_json::from_str(&futures_util_lite::next_text(&mut acme_ws).await).unwrap();
+    assert_eq!(
+        (first["type"].as_str(), first["tenant"].as_str()),
+        (Some("acd.agent_state"), Some("acme"))
+    );
+    assert_eq!(first["data"]["detail"]["to"], "available");
+    let theirs: Value =
+        serde_json::from_str(&futures_util_lite::next_text(&mut globex_ws).await).unwrap();
+    assert_eq!(
+        (theirs["type"].as_str(), theirs["data"]["agent"].as_str()),
+        (Some("acd.agent_login"), Some("gina"))
+    );
     // The screen-pop went out on the event stream with the caller's data.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let pop = loop {
@@ -2035,10 +2060,21 @@ async fn check_queue_events(s: &Server) {
             .status,
         404
     );
-    let r = s
-        .get("/api/v1/tenants/globex/queue-events", &t.globex)
-        .await;
-    assert!(r.body["items"].as_array().unwrap().is_empty());
+    let r = loop {
+        let r = s
+            .get("/api/v1/tenants/globex/queue-events", &t.globex)
+            .await;
+        if !r.body["items"].as_array().unwrap().is_empty() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "globex's event not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1, "{}", r.body);
+    assert_eq!(r.body["items"][0]["agent"], "gina");
     // Statistics per METRICS.md, per 15 minutes.
     let r = s
         .get(
