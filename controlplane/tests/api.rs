@@ -2186,6 +2186,66 @@ async fn check_queue_events(s: &Server) {
             .status,
         403
     );
+    // An agent's figures: its answers, handle time and occupancy (on contacts 60 s talk + 10 s
+    // wrap-up, available 2 s before its first offer; the later idle spell has not ended).
+    let r = s
+        .get(
+            &format!(
+                "/api/v1/tenants/acme/agents/alice/stats?from={t0}&to={}",
+                t0 + 900_000
+            ),
+            &t.supervisor,
+        )
+        .await;
+    assert_eq!(
+        r.status, 404,
+        "no agent alice is stored in this test: {}",
+        r.body
+    );
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/agents",
+            &t.acme,
+            json!({"name": "alice", "user": "alice"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s
+        .get(
+            &format!(
+                "/api/v1/tenants/acme/agents/alice/stats?from={t0}&to={}",
+                t0 + 900_000
+            ),
+            &t.supervisor,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let total = &r.body["totals"];
+    assert_eq!(
+        (
+            total["answered"].clone(),
+            total["answered_within_sl"].clone(),
+            total["handled"].clone()
+        ),
+        (json!(2), json!(1), json!(1))
+    );
+    assert_eq!(
+        (
+            total["aht_s"].clone(),
+            total["acw_s"].clone(),
+            total["asa_s"].clone()
+        ),
+        (json!(70.0), json!(10.0), json!(17.5))
+    );
+    assert!(
+        (total["occupancy_pct"].as_f64().unwrap() - 7000.0 / 72.0).abs() < 1e-9,
+        "{total}"
+    );
+    assert_eq!(total["offered"], 0, "offered is a queue figure");
+    let r = s
+        .get("/api/v1/tenants/acme/queues/sales/stats", &t.supervisor)
+        .await;
+    assert_eq!(r.body["totals"]["occupancy_pct"], Value::Null);
 }
 
 async fn check_seed(s: &Server) {

@@ -744,6 +744,19 @@ impl Storage {
     }
 }
 
+impl Storage {
+    /// A filtered read of the event log in emission order, whole (statistics).
+    pub async fn stats_events(
+        &self,
+        tenant: &str,
+        filter: &QueueEventFilter,
+    ) -> Result<Vec<QueueEventRow>, StoreError> {
+        let (sql, args) = event_query(tenant, filter, false);
+        self.read_all(format!("{sql} ORDER BY at_ms ASC, id ASC"), args)
+            .await
+    }
+}
+
 /// The SELECT for a filtered read of the event log. `with_agent_states`: the queue filter also
 /// lets agent state changes through (they name no queue).
 fn event_query(tenant: &str, f: &QueueEventFilter, with_agent_states: bool) -> (String, Vec<Arg>) {
