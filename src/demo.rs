@@ -43,23 +43,26 @@ const PASSWORD: &str = "demo-secret";
 const QUEUES: [(&str, &str, &str); 2] =
     [("sales", "3001", "sales"), ("support", "3002", "support")];
 
-/// agent1..agentN: the first ~40% sell, the rest support, and a few in the middle do both
-/// (tier 1 in their second queue, so they help there only when their own is quiet).
+/// agent1..agentN: the first half sell, the second half do support, and a fifth of each half,
+/// next to the other, also helps the other queue (tier 1: offered after that queue's own).
 fn agents(n: usize) -> Vec<(String, Vec<(&'static str, u8)>)> {
-    let sales = (n * 2).div_ceil(5);
-    let both = (n / 5).max(1);
+    let half = n / 2;
+    let helpers = (n / 10).max(1);
     (1..=n)
         .map(|i| {
-            let mut queues = Vec::new();
-            if i <= sales {
-                queues.push(("sales", 0));
-            }
-            if i > sales {
-                queues.push(("support", 0));
-            }
-            if i > sales.saturating_sub(both) && i <= sales {
-                queues.push(("support", 1));
-            }
+            let queues = if i <= half {
+                let mut q = vec![("sales", 0)];
+                if i > half - helpers {
+                    q.push(("support", 1));
+                }
+                q
+            } else {
+                let mut q = vec![("support", 0)];
+                if i <= half + helpers {
+                    q.push(("sales", 1));
+                }
+                q
+            };
             (format!("agent{i}"), queues)
         })
         .collect()
@@ -400,7 +403,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         format!("{:.2} / {:.2} ms", report.setup_p50_ms, report.setup_p99_ms),
     );
     row(
-        "(includes 200 ms of ringing)",
+        "(includes queueing, 200 ms ring)",
         format!("max {:.2} ms", report.setup_max_ms),
     );
     row("agents' phones answered", phones.answered.to_string());
@@ -424,7 +427,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     println!();
     println!(
-        "  queue     offered answered abandoned  SL(20 s)    ASA     AHT  longest wait  agent"
+        "  queue     offered answered abandoned  SL(20 s)     ASA     AHT  longest wait agents"
     );
     let mut answered_in_queues = 0;
     for (queue, _, _) in QUEUES {
@@ -441,15 +444,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let secs =
             |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.2} s"));
         answered_in_queues += t["answered"].as_u64().unwrap_or(0);
+        let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
         let members = agents
             .iter()
             .filter(|(_, q)| q.iter().any(|(n, _)| *n == queue))
             .count();
         println!(
             "  {queue:<9} {:>7} {:>8} {:>9} {:>9} {:>7} {:>7} {:>13} {:>6}",
-            t["offered"],
-            t["answered"],
-            t["abandoned"],
+            n(&t["offered"]),
+            n(&t["answered"]),
+            n(&t["abandoned"]),
             pct(&t["service_level_pct"]),
             secs(&t["asa_s"]),
             secs(&t["aht_s"]),

@@ -73,7 +73,7 @@ taken() { api GET "/tenants/acme/agents/$1/status" | python3 -c 'import json,sys
 for n in 1 2; do
   home="$WORK/agent$n"; mkdir -p "$home"
   sed -e "s/agent1@/agent$n@/; s/127.0.0.1:5062/127.0.0.1:$SIP/" "$PEERS_DIR/baresip/agent1/accounts" >"$home/accounts"
-  sed -e "s/^sip_listen.*/sip_listen\t\t127.0.0.1:$((5100 + n))/; s/^rtp_ports.*/rtp_ports\t\t$((18100 + n * 100))-$((18199 + n * 100))/; s/^ctrl_tcp_listen.*/ctrl_tcp_listen\t\t127.0.0.1:$((4450 + n))/" \
+  sed -e "s/^sip_listen.*/sip_listen\t\t127.0.0.1:$((5100 + 10 * n))/; s/^rtp_ports.*/rtp_ports\t\t$((18100 + n * 100))-$((18199 + n * 100))/; s/^ctrl_tcp_listen.*/ctrl_tcp_listen\t\t127.0.0.1:$((4450 + n))/" \
     "$PEERS_DIR/baresip/agent1/config" >"$home/config"
   sox -n -r 8000 -c 1 -b 16 "$home/tone8k.wav" synth 30 sine 440 vol 0.3
   (cd "$home" && exec baresip -f "$home" >"$WORK/baresip$n.log" 2>&1 </dev/null) &
