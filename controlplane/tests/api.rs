@@ -1469,6 +1469,7 @@ fn fake_engine(
     let log = seen.clone();
     tokio::spawn(async move {
         let mut logged_in = false;
+        let mut held = Vec::new();
         while let Some(req) = requests.recv().await {
             log.lock()
                 .unwrap()
@@ -1541,9 +1542,14 @@ fn fake_engine(
                 }
                 AcdOp::MoveCaller { .. } | AcdOp::SetPriority { .. } => Ok(AcdReply::Done),
             };
-            // Requests of tenant `slow` are dropped unanswered.
-            if req.tenant != "slow" {
-                let _ = req.reply.send(reply);
+            // Requests of tenant `slow` are dropped unanswered, `stalled`'s held unanswered.
+            match req.tenant.as_str() {
+                "slow" => drop(req.reply),
+                // Held, never answered: the API gives up after 2 s.
+                "stalled" => held.push(req.reply),
+                _ => {
+                    let _ = req.reply.send(reply);
+                }
             }
         }
     });
@@ -1751,6 +1757,23 @@ async fn check_acd_requests(s: &Server) {
     .await;
     let r = s.get("/api/v1/tenants/slow/queues-status", &s.admin).await;
     assert_eq!((r.status, error_code(&r)), (503, "unavailable"));
+    // One that never answers: 503 after 2 s.
+    s.post(
+        "/api/v1/tenants",
+        &s.admin,
+        json!({"name": "stalled", "domain": "stalled.test"}),
+    )
+    .await;
+    let asked = std::time::Instant::now();
+    let r = s
+        .get("/api/v1/tenants/stalled/queues-status", &s.admin)
+        .await;
+    assert_eq!((r.status, error_code(&r)), (503, "unavailable"));
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
     // What a supervisor did to alice is audited; what alice did herself is in the queue log.
     let r = s.get("/api/v1/tenants/acme/audit?limit=500", &t.acme).await;
     let actions: Vec<_> = r.body["items"]
