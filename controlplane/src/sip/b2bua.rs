@@ -636,6 +636,10 @@ impl Engine {
         }
         match result {
             Err(e) => {
+                tracing::warn!(
+                    "call {call}: the data plane refused a session: {}",
+                    e.reason()
+                );
                 self.metrics.media_failure();
                 let code = match e {
                     CoreError::LoadLimit | CoreError::PortsExhausted | CoreError::Unresponsive => {

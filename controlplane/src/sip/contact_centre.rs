@@ -87,6 +87,8 @@ pub(super) struct ContactCentre {
     /// Taken out of the directory but still busy: removed once idle.
     retiring_agents: Vec<AgentId>,
     retiring_queues: Vec<QueueId>,
+    /// Calls whose contact the ACD let go without an agent this round (see `acd_pump`).
+    exits: Vec<CallId>,
 }
 
 impl ContactCentre {
@@ -112,6 +114,7 @@ impl ContactCentre {
             deferred: VecDeque::new(),
             retiring_agents: Vec::new(),
             retiring_queues: Vec::new(),
+            exits: Vec::new(),
         };
         cc.reason_names
             .insert(ReasonCode::AUTO_PAUSE_NO_ANSWER, "no-answer".into());
@@ -567,17 +570,15 @@ impl Engine {
             }
         }
         // Contacts the ACD let go of without an agent: overflow, or end the call.
-        let exits: Vec<CallId> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.queue.as_ref().is_some_and(|q| q.exit.is_some()))
-            .map(|(&id, _)| id)
-            .collect();
+        let exits = std::mem::take(&mut self.cc.exits);
         for call in exits {
             let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) else {
                 continue;
             };
-            let code = q.exit.take().unwrap_or(480);
+            // Listed once per exit event and once per overflow: the first visit acts.
+            let Some(code) = q.exit.take() else {
+                continue;
+            };
             match q.overflow.take().filter(|t| !t.is_empty()) {
                 Some(target) => self.overflow_call(now, call, &target, code),
                 None => {
@@ -632,6 +633,7 @@ impl Engine {
                 {
                     q.overflow = Some(target);
                     q.exit.get_or_insert(480);
+                    self.cc.exits.push(contact.0);
                 }
             }
             // Not produced: announcements are off (announce_period 0) and callbacks are
@@ -743,6 +745,7 @@ impl Engine {
                 .and_then(|c| c.queue.as_mut())
             {
                 q.exit = Some(code);
+                self.cc.exits.push(contact.0);
             }
         }
         if let (EventKind::Connect { .. }, Some(contact)) = (&e.kind, e.contact) {

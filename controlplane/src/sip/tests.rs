@@ -1934,4 +1934,44 @@ mod queue_directory {
         );
         assert_eq!(h.engine.active_calls(), 0);
     }
+
+    #[test]
+    fn max_wait_sends_the_caller_to_the_overflow_target_like_any_routed_call() {
+        let mut cfg = super::queue::cc_config("longest-idle", Some(5));
+        cfg.queues[0].overflow = Some("uri:sip:voicemail@10.0.0.9:5060".into());
+        cfg.validate().unwrap();
+        let mut h = harness_with(cfg);
+        let out = h.feed(&invite("z9hG4bKo1", "o-1", "3000", SDP_A), "10.0.0.1:5060");
+        let call = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Media(MediaOp::Create { call, .. }) => Some(*call),
+                _ => None,
+            })
+            .unwrap();
+        let now = h.now();
+        let session = SessionId {
+            core: 0,
+            slot: 1,
+            generation: 1,
+        };
+        h.engine
+            .media_created(now, call, Ok((session, [31000, 31004])));
+        h.engine.drain().for_each(drop);
+        let out = h.advance(5_100);
+        let vm = sent(&out)
+            .into_iter()
+            .find(|(to, m)| {
+                to.to_string() == "10.0.0.9:5060" && m.method() == Some(&Method::Invite)
+            })
+            .expect("sent to voicemail")
+            .1;
+        assert_eq!(vm.request_uri(), Some("sip:voicemail@10.0.0.9:5060"));
+        assert!(vm.body_str().unwrap().contains("m=audio 31004 "));
+        let out = h.feed(&response_from(&vm, 200, "vm", Some(SDP_B)), "10.0.0.9:5060");
+        assert!(sent(&out)
+            .iter()
+            .any(|(to, m)| to.to_string() == "10.0.0.1:5060" && m.status() == Some(200)));
+        assert_eq!(h.engine.active_calls(), 1);
+    }
 }
