@@ -1085,6 +1085,22 @@ async fn check_contact_centre(s: &Server) {
         )
         .await;
     assert_eq!((dup.status, error_code(&dup)), (409, "conflict"));
+    // Its SIP account cannot go while the agent uses it.
+    let accounts = s.get("/api/v1/tenants/acme/sip-accounts", &t.acme).await;
+    let account = accounts.body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/tenants/acme/sip-accounts/{account}"),
+            Some(&t.acme),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((r.status, error_code(&r)), (409, "conflict"), "{}", r.body);
     // Validation: each error names its field.
     let cases = [
         (
@@ -1453,6 +1469,7 @@ fn fake_engine(
     let log = seen.clone();
     tokio::spawn(async move {
         let mut logged_in = false;
+        let mut held = Vec::new();
         while let Some(req) = requests.recv().await {
             log.lock()
                 .unwrap()
@@ -1525,9 +1542,14 @@ fn fake_engine(
                 }
                 AcdOp::MoveCaller { .. } | AcdOp::SetPriority { .. } => Ok(AcdReply::Done),
             };
-            // Requests of tenant `slow` are dropped unanswered.
-            if req.tenant != "slow" {
-                let _ = req.reply.send(reply);
+            // Requests of tenant `slow` are dropped unanswered, `stalled`'s held unanswered.
+            match req.tenant.as_str() {
+                "slow" => drop(req.reply),
+                // Held, never answered: the API gives up after 2 s.
+                "stalled" => held.push(req.reply),
+                _ => {
+                    let _ = req.reply.send(reply);
+                }
             }
         }
     });
@@ -1735,6 +1757,23 @@ async fn check_acd_requests(s: &Server) {
     .await;
     let r = s.get("/api/v1/tenants/slow/queues-status", &s.admin).await;
     assert_eq!((r.status, error_code(&r)), (503, "unavailable"));
+    // One that never answers: 503 after 2 s.
+    s.post(
+        "/api/v1/tenants",
+        &s.admin,
+        json!({"name": "stalled", "domain": "stalled.test"}),
+    )
+    .await;
+    let asked = std::time::Instant::now();
+    let r = s
+        .get("/api/v1/tenants/stalled/queues-status", &s.admin)
+        .await;
+    assert_eq!((r.status, error_code(&r)), (503, "unavailable"));
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
     // What a supervisor did to alice is audited; what alice did herself is in the queue log.
     let r = s.get("/api/v1/tenants/acme/audit?limit=500", &t.acme).await;
     let actions: Vec<_> = r.body["items"]
@@ -1904,9 +1943,34 @@ async fn check_queue_events(s: &Server) {
         ),
     ];
     let n = events.len();
+    // Each tenant's WebSocket carries its own ACD events only.
+    let url = |token: &str| format!("ws://{}/api/v1/events?access_token={token}", s.addr);
+    let (mut acme_ws, _) = tokio_tungstenite::connect_async(&url(&t.supervisor))
+        .await
+        .unwrap();
+    let (mut globex_ws, _) = tokio_tungstenite::connect_async(&url(&t.globex))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     for e in events {
         tx.send(e).unwrap();
     }
+    let mut globex_event = acd_event(t0, "agent_login", None, Some("gina"), None, json!({}));
+    globex_event.tenant = "globex".into();
+    tx.send(globex_event).unwrap();
+    let first: Value =
+        serde_json::from_str(&futures_util_lite::next_text(&mut acme_ws).await).unwrap();
+    assert_eq!(
+        (first["type"].as_str(), first["tenant"].as_str()),
+        (Some("acd.agent_state"), Some("acme"))
+    );
+    assert_eq!(first["data"]["detail"]["to"], "available");
+    let theirs: Value =
+        serde_json::from_str(&futures_util_lite::next_text(&mut globex_ws).await).unwrap();
+    assert_eq!(
+        (theirs["type"].as_str(), theirs["data"]["agent"].as_str()),
+        (Some("acd.agent_login"), Some("gina"))
+    );
     // The screen-pop went out on the event stream with the caller's data.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let pop = loop {
@@ -2019,10 +2083,21 @@ async fn check_queue_events(s: &Server) {
             .status,
         404
     );
-    let r = s
-        .get("/api/v1/tenants/globex/queue-events", &t.globex)
-        .await;
-    assert!(r.body["items"].as_array().unwrap().is_empty());
+    let r = loop {
+        let r = s
+            .get("/api/v1/tenants/globex/queue-events", &t.globex)
+            .await;
+        if !r.body["items"].as_array().unwrap().is_empty() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "globex's event not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1, "{}", r.body);
+    assert_eq!(r.body["items"][0]["agent"], "gina");
     // Statistics per METRICS.md, per 15 minutes.
     let r = s
         .get(
@@ -2105,6 +2180,9 @@ async fn check_queue_events(s: &Server) {
         ("sl=best", "sl"),
         ("from=10&to=5", "to"),
         ("from=0&to=4000000000", "to"),
+        ("to=-9223372036768375809", "to"),
+        ("to=9223372036854775807", "to"),
+        ("from=-1", "from"),
     ] {
         let r = s
             .get(
@@ -2131,6 +2209,66 @@ async fn check_queue_events(s: &Server) {
             .status,
         403
     );
+    // An agent's figures: its answers, handle time and occupancy (on contacts 60 s talk + 10 s
+    // wrap-up, available 2 s before its first offer; the later idle spell has not ended).
+    let r = s
+        .get(
+            &format!(
+                "/api/v1/tenants/acme/agents/alice/stats?from={t0}&to={}",
+                t0 + 900_000
+            ),
+            &t.supervisor,
+        )
+        .await;
+    assert_eq!(
+        r.status, 404,
+        "no agent alice is stored in this test: {}",
+        r.body
+    );
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/agents",
+            &t.acme,
+            json!({"name": "alice", "user": "alice"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s
+        .get(
+            &format!(
+                "/api/v1/tenants/acme/agents/alice/stats?from={t0}&to={}",
+                t0 + 900_000
+            ),
+            &t.supervisor,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let total = &r.body["totals"];
+    assert_eq!(
+        (
+            total["answered"].clone(),
+            total["answered_within_sl"].clone(),
+            total["handled"].clone()
+        ),
+        (json!(2), json!(1), json!(1))
+    );
+    assert_eq!(
+        (
+            total["aht_s"].clone(),
+            total["acw_s"].clone(),
+            total["asa_s"].clone()
+        ),
+        (json!(70.0), json!(10.0), json!(17.5))
+    );
+    assert!(
+        (total["occupancy_pct"].as_f64().unwrap() - 7000.0 / 72.0).abs() < 1e-9,
+        "{total}"
+    );
+    assert_eq!(total["offered"], 0, "offered is a queue figure");
+    let r = s
+        .get("/api/v1/tenants/acme/queues/sales/stats", &t.supervisor)
+        .await;
+    assert_eq!(r.body["totals"]["occupancy_pct"], Value::Null);
 }
 
 async fn check_seed(s: &Server) {

@@ -3,7 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tandem_controlplane::api::{
-    acd, contact_centre, directory, parse_json, records, tenants, webhooks, ListParams,
+    acd, acd_stats, contact_centre, directory, parse_json, records, tenants, webhooks, ListParams,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -40,6 +40,6 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = serde_urlencoded::from_str::<records::CallQuery>(text);
         let _ = serde_urlencoded::from_str::<acd::QueueEventQuery>(text);
-        let _ = serde_urlencoded::from_str::<acd::StatsQuery>(text);
+        let _ = serde_urlencoded::from_str::<acd_stats::StatsQuery>(text);
     }
 });

@@ -195,11 +195,11 @@ async fn update_account(
     Ok(with_etag(StatusCode::OK, a.version, &a))
 }
 
-/// Remove a SIP account; its phones can no longer register or call.
+/// Remove a SIP account; its phones can no longer register or call. 409 while an agent uses it.
 #[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/sip-accounts/{id}", tag = "sip",
     params(("tenant" = String, Path), ("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)))]
 async fn delete_account(
     State(state): State<ApiState>,
     who: Principal,
@@ -209,6 +209,22 @@ async fn delete_account(
     who.require(&tenant, ADMINS)?;
     let a = state.storage.account(&tenant, &id).await?;
     check_version(&headers, a.version)?;
+    let agents: Vec<String> = state
+        .storage
+        .all_agents(&tenant)
+        .await?
+        .into_iter()
+        .filter(|g| g.user == a.username)
+        .map(|g| g.name)
+        .collect();
+    if !agents.is_empty() {
+        return Err(crate::storage::StoreError::Conflict(format!(
+            "SIP account {} still rings for agent(s) {}",
+            a.username,
+            agents.join(", ")
+        ))
+        .into());
+    }
     state.storage.delete_account(&tenant, &id).await?;
     state
         .audit(

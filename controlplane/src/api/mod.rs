@@ -8,6 +8,7 @@
 //! something gets 403.
 
 pub mod acd;
+pub mod acd_stats;
 pub mod auth;
 pub mod contact_centre;
 pub mod directory;
@@ -860,6 +861,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .merge(webhooks::routes())
         .merge(contact_centre::routes())
         .merge(acd::routes())
+        .merge(acd_stats::routes())
         .split_for_parts();
     let doc = Arc::new(openapi.to_json().unwrap_or_default());
     router

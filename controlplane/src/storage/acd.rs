@@ -723,8 +723,8 @@ impl Storage {
         self.read_page(sql, args, page).await
     }
 
-    /// What the statistics of one queue read: its events and every agent state change of the
-    /// tenant in [from, to), in emission order.
+    /// What the statistics of one queue read: its events in [from, to) and the state changes of
+    /// the agents named in them, in emission order.
     pub async fn queue_stats_events(
         &self,
         tenant: &str,
@@ -739,6 +739,19 @@ impl Storage {
             ..Default::default()
         };
         let (sql, args) = event_query(tenant, &filter, true);
+        self.read_all(format!("{sql} ORDER BY at_ms ASC, id ASC"), args)
+            .await
+    }
+}
+
+impl Storage {
+    /// A filtered read of the event log in emission order, whole (statistics).
+    pub async fn stats_events(
+        &self,
+        tenant: &str,
+        filter: &QueueEventFilter,
+    ) -> Result<Vec<QueueEventRow>, StoreError> {
+        let (sql, args) = event_query(tenant, filter, false);
         self.read_all(format!("{sql} ORDER BY at_ms ASC, id ASC"), args)
             .await
     }
@@ -762,7 +775,19 @@ fn event_query(tenant: &str, f: &QueueEventFilter, with_agent_states: bool) -> (
     if let Some(v) = &f.queue {
         let p = arg(v.into(), &mut args);
         if with_agent_states {
-            sql += &format!(" AND (queue = {p} OR kind = 'agent_state')");
+            // State changes of the agents that took this queue's calls in the period: a handled
+            // contact's figures land when its agent's wrap-up ends. Nobody else's are read.
+            let mut inner = String::from("tenant = $1");
+            if f.from_ms.is_some() {
+                inner += " AND at_ms >= $2";
+            }
+            if f.to_ms.is_some() {
+                inner += &format!(" AND at_ms < ${}", if f.from_ms.is_some() { 3 } else { 2 });
+            }
+            sql += &format!(
+                " AND (queue = {p} OR (kind = 'agent_state' AND agent IN \
+                 (SELECT agent FROM queue_events WHERE {inner} AND queue = {p} AND agent IS NOT NULL)))"
+            );
         } else {
             sql += &format!(" AND queue = {p}");
         }
