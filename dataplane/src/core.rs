@@ -168,15 +168,17 @@ impl Core {
                 .on_packet(meta.slot, meta.src, self.rx.packet(i), now);
             match verdict {
                 Verdict::Drop(reason) => self.counters.drop(reason, 1),
+                Verdict::DropLatched { reason, latch } => {
+                    self.latch(meta.slot, latch);
+                    self.counters.drop(reason, 1);
+                }
                 Verdict::Forward {
                     out_slot,
                     dest,
                     latch,
                 } => {
                     if let Some(peer) = latch {
-                        if self.backend.connect(meta.slot, Some(peer)).is_err() {
-                            self.sessions.connect_failed(meta.slot);
-                        }
+                        self.latch(meta.slot, peer);
                     }
                     if self.tx.is_full() {
                         self.flush();
@@ -188,6 +190,13 @@ impl Core {
             }
         }
         self.flush();
+    }
+
+    /// Connects the socket in `slot` to its newly latched peer.
+    fn latch(&mut self, slot: u32, peer: SocketAddr) {
+        if self.backend.connect(slot, Some(peer)).is_err() {
+            self.sessions.connect_failed(slot);
+        }
     }
 
     /// Hands the batch to the backend and books what it reports. Called every pass even with

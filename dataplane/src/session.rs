@@ -95,6 +95,12 @@ pub enum Verdict {
         latch: Option<SocketAddr>,
     },
     Drop(DropReason),
+    /// Not relayed, but the packet latched its stream: the in socket is connected to `latch`
+    /// all the same (later sends to this leg rely on the connection).
+    DropLatched {
+        reason: DropReason,
+        latch: SocketAddr,
+    },
 }
 
 /// Socket operations the core must carry out after a timer pass.
@@ -252,7 +258,7 @@ impl Sessions {
             None => {
                 let in_stream = stream_mut(&mut session.legs[leg_in], on_rtcp_port);
                 in_stream.stats.errors += 1;
-                Verdict::Drop(DropReason::NoDestination)
+                drop_latched(DropReason::NoDestination, latch)
             }
             Some(peer) => Verdict::Forward {
                 out_slot,
@@ -314,6 +320,13 @@ impl Sessions {
     }
 }
 
+fn drop_latched(reason: DropReason, latch: Option<SocketAddr>) -> Verdict {
+    match latch {
+        Some(latch) => Verdict::DropLatched { reason, latch },
+        None => Verdict::Drop(reason),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,7 +354,15 @@ mod tests {
         let mut t = Sessions::new(0, 4, 30000);
         let id = t.activate(1, &params(5000), &LegParams::default(), 0);
         assert_eq!(t.resolve(id), Some(1));
-        // From A (slot 4 = session 1, leg A RTP): B's address is not known yet.
+        // From A (slot 4 = session 1, leg A RTP): B's address is not known yet. The packet is
+        // dropped but latches A all the same.
+        assert_eq!(
+            t.on_packet(4, addr("10.0.0.1:5000"), &rtp(), 1),
+            Verdict::DropLatched {
+                reason: DropReason::NoDestination,
+                latch: addr("10.0.0.1:5000")
+            }
+        );
         assert_eq!(
             t.on_packet(4, addr("10.0.0.1:5000"), &rtp(), 1),
             Verdict::Drop(DropReason::NoDestination)
@@ -377,8 +398,8 @@ mod tests {
             Verdict::Drop(DropReason::ForeignSource)
         );
         let stats = t.stats(1);
-        assert_eq!(stats.legs[0].rtp.packets, 3);
-        assert_eq!(stats.legs[0].rtp.errors, 1);
+        assert_eq!(stats.legs[0].rtp.packets, 4);
+        assert_eq!(stats.legs[0].rtp.errors, 2);
         assert_eq!(stats.legs[1].rtp.packets, 1);
         assert_eq!(stats.legs[1].rtp.errors, 1);
     }
