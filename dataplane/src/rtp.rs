@@ -51,7 +51,23 @@ pub fn classify_rtcp_port(data: &[u8]) -> Result<Kind, Malformed> {
     check_rtcp(data).map(|()| Kind::Rtcp)
 }
 
+/// The payload of a datagram that [`classify`] accepts as RTP: after the CSRCs and the header
+/// extension, before the padding. `None` for anything else.
+pub fn rtp_payload(data: &[u8]) -> Option<&[u8]> {
+    if classify(data) != Ok(Kind::Rtp) {
+        return None;
+    }
+    let (start, end) = rtp_bounds(data).ok()?;
+    data.get(start..end)
+}
+
 fn check_rtp(data: &[u8]) -> Result<(), Malformed> {
+    rtp_bounds(data).map(|_| ())
+}
+
+/// Where an RTP packet's payload starts and ends.
+#[inline]
+fn rtp_bounds(data: &[u8]) -> Result<(usize, usize), Malformed> {
     if data.len() < 12 {
         return Err(Malformed::TooShort);
     }
@@ -65,13 +81,15 @@ fn check_rtp(data: &[u8]) -> Result<(), Malformed> {
     if header > data.len() {
         return Err(Malformed::BadLength);
     }
+    let mut end = data.len();
     if data[0] & 0x20 != 0 {
         let pad = data[data.len() - 1] as usize;
         if pad == 0 || header + pad > data.len() {
             return Err(Malformed::BadLength);
         }
+        end -= pad;
     }
-    Ok(())
+    Ok((header, end))
 }
 
 /// Walks a compound RTCP packet: every part must be version 2, an RTCP type, and fit exactly.
@@ -150,6 +168,7 @@ mod tests {
         fn never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = classify(&data);
             let _ = classify_rtcp_port(&data);
+            prop_assert_eq!(rtp_payload(&data).is_some(), classify(&data) == Ok(Kind::Rtp));
         }
 
         #[test]
@@ -162,6 +181,7 @@ mod tests {
             p.resize(p.len() + pad as usize, 0);
             *p.last_mut().unwrap() = pad;
             prop_assert_eq!(classify(&p), Ok(Kind::Rtp));
+            prop_assert_eq!(rtp_payload(&p).map(<[u8]>::len), Some(payload));
         }
     }
 }
