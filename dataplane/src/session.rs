@@ -66,7 +66,10 @@ const _: () = assert!(
     "keep the session slab compact"
 );
 
-#[derive(Debug, Clone, Copy, Default)]
+/// `Leg::dtmf_pt` of a leg without telephone events.
+pub const NO_DTMF: u8 = 0xff;
+
+#[derive(Debug, Clone, Copy)]
 pub struct Leg {
     pub rtp: Stream,
     pub rtcp: Stream,
@@ -74,8 +77,22 @@ pub struct Leg {
     pub strict_source: bool,
     /// A clip is being played to this leg's peer: nothing is relayed to it meanwhile.
     pub playing: bool,
-    /// The telephone-event payload type whose packets from this leg are parsed for DTMF.
-    pub dtmf_pt: Option<u8>,
+    /// The telephone-event payload type whose packets from this leg are parsed for DTMF, or
+    /// [`NO_DTMF`] (which no 7-bit payload type equals, so the check is one byte compare).
+    pub dtmf_pt: u8,
+}
+
+impl Default for Leg {
+    fn default() -> Self {
+        Leg {
+            rtp: Stream::default(),
+            rtcp: Stream::default(),
+            rtcp_mux: false,
+            strict_source: false,
+            playing: false,
+            dtmf_pt: NO_DTMF,
+        }
+    }
 }
 
 impl Leg {
@@ -213,7 +230,8 @@ impl Sessions {
     /// Sets (or clears) the telephone-event payload type of `leg`; any event in progress is
     /// forgotten.
     pub fn set_dtmf(&mut self, index: u32, leg: LegIndex, payload_type: Option<u8>) {
-        self.slots[index as usize].legs[leg as usize].dtmf_pt = payload_type.map(|pt| pt & 0x7f);
+        self.slots[index as usize].legs[leg as usize].dtmf_pt =
+            payload_type.map_or(NO_DTMF, |pt| pt & 0x7f);
         self.dtmf[index as usize * 2 + leg as usize] = EventReceiver::new();
     }
 
@@ -310,49 +328,76 @@ impl Sessions {
         stream.stats.bytes += data.len() as u64;
         stream.stats.last_seen_ns = now_ns;
 
-        // Telephone events: one compare per packet, parsing only on a match. Reported whether
-        // or not the packet can be relayed (a caller on hold music presses keys too).
-        if kind == Kind::Rtp && session.legs[leg_in].dtmf_pt == Some(data[1] & 0x7f) {
-            let id = SessionId {
-                core: self.core,
-                slot: index,
-                generation: session.generation,
-            };
-            let receiver = &mut self.dtmf[index as usize * 2 + leg_in];
-            let leg = if leg_in == 0 {
-                LegIndex::A
-            } else {
-                LegIndex::B
-            };
-            on_telephone_event(
-                receiver,
-                &mut self.dtmf_reports,
-                &mut self.dtmf_overflow,
-                id,
-                leg,
-                data,
-            );
-        }
-
+        let dtmf_pt = session.legs[leg_in].dtmf_pt;
         let out_leg_index = 1 - leg_in;
         let out_leg = &session.legs[out_leg_index];
-        if out_leg.playing {
-            return drop_latched(DropReason::Playback, latch);
-        }
         let to_rtcp = kind == Kind::Rtcp && !out_leg.rtcp_mux;
         let out = if to_rtcp { &out_leg.rtcp } else { &out_leg.rtp };
         let out_slot = index * PORTS_PER_SESSION + 2 * out_leg_index as u32 + to_rtcp as u32;
-        match out.peer {
-            None => {
-                let in_stream = stream_mut(&mut session.legs[leg_in], on_rtcp_port);
-                in_stream.stats.errors += 1;
-                drop_latched(DropReason::NoDestination, latch)
+        let verdict = if out_leg.playing {
+            drop_latched(DropReason::Playback, latch)
+        } else {
+            match out.peer {
+                None => {
+                    let in_stream = stream_mut(&mut session.legs[leg_in], on_rtcp_port);
+                    in_stream.stats.errors += 1;
+                    drop_latched(DropReason::NoDestination, latch)
+                }
+                Some(peer) => Verdict::Forward {
+                    out_slot,
+                    dest: if out.latched { None } else { Some(peer) },
+                    latch,
+                },
             }
-            Some(peer) => Verdict::Forward {
-                out_slot,
-                dest: if out.latched { None } else { Some(peer) },
-                latch,
-            },
+        };
+        // Telephone events: one compare per packet, parsing only on a match (muxed RTCP that
+        // happens to match is refused by the parser). Reported whether or not the packet can be
+        // relayed (a caller on hold music presses keys too).
+        if dtmf_pt != NO_DTMF && dtmf_pt == data[1] & 0x7f {
+            self.on_telephone_event(index, leg_in, data);
+        }
+        verdict
+    }
+
+    /// Feeds one telephone-event packet to its leg's receiver; queues a report for each DTMF
+    /// key that ended (once per event, whatever the retransmitted end packets). Out of line: a
+    /// few packets per key press come here, every other packet only pays the compare before it.
+    #[cold]
+    #[inline(never)]
+    fn on_telephone_event(&mut self, index: u32, leg_in: usize, data: &[u8]) {
+        let Some(event) = rtp::rtp_payload(data).and_then(|p| TelephoneEvent::parse(p).ok()) else {
+            return;
+        };
+        let timestamp = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+        let id = self.id(index);
+        let leg = if leg_in == 0 {
+            LegIndex::A
+        } else {
+            LegIndex::B
+        };
+        let receiver = &mut self.dtmf[index as usize * 2 + leg_in];
+        receiver.handle_packet(timestamp, event);
+        while let Some(report) = receiver.poll_report() {
+            let EventReport::Ended {
+                event, duration, ..
+            } = report
+            else {
+                continue;
+            };
+            let Some(digit) = tandem_media::rfc4733::dtmf_digit(event) else {
+                continue;
+            };
+            if self.dtmf_reports.len() == self.dtmf_reports.capacity() {
+                self.dtmf_overflow += 1;
+                continue;
+            }
+            self.dtmf_reports.push(DtmfReport {
+                id,
+                leg,
+                digit,
+                // The telephone-event clock is 8 kHz (the rate every G.711 call signals).
+                duration_ms: duration as u32 / 8,
+            });
         }
     }
 
@@ -412,45 +457,6 @@ fn drop_latched(reason: DropReason, latch: Option<SocketAddr>) -> Verdict {
     match latch {
         Some(latch) => Verdict::DropLatched { reason, latch },
         None => Verdict::Drop(reason),
-    }
-}
-
-/// Feeds one telephone-event packet to its leg's receiver; queues a report for each DTMF key
-/// that ended (once per event, whatever the retransmitted end packets).
-fn on_telephone_event(
-    receiver: &mut EventReceiver,
-    reports: &mut Vec<DtmfReport>,
-    overflow: &mut u64,
-    id: SessionId,
-    leg: LegIndex,
-    data: &[u8],
-) {
-    let Some(event) = rtp::rtp_payload(data).and_then(|p| TelephoneEvent::parse(p).ok()) else {
-        return;
-    };
-    let timestamp = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
-    receiver.handle_packet(timestamp, event);
-    while let Some(report) = receiver.poll_report() {
-        let EventReport::Ended {
-            event, duration, ..
-        } = report
-        else {
-            continue;
-        };
-        let Some(digit) = tandem_media::rfc4733::dtmf_digit(event) else {
-            continue;
-        };
-        if reports.len() == reports.capacity() {
-            *overflow += 1;
-            continue;
-        }
-        reports.push(DtmfReport {
-            id,
-            leg,
-            digit,
-            // The telephone-event clock is 8 kHz (the rate every G.711 call signals).
-            duration_ms: duration as u32 / 8,
-        });
     }
 }
 
