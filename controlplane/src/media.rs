@@ -1,5 +1,6 @@
 //! The control plane's async client for the data-plane cores: turns ring commands and events
-//! into request/response futures, and surfaces the cores' own reports (inactivity timeouts).
+//! into request/response futures, and surfaces the cores' own reports (inactivity timeouts on
+//! the channel `new` returns; DTMF keys to every [`DataPlaneClient::subscribe_dtmf`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,10 +14,14 @@ use tandem_dataplane::engine::{CommandSender, EventReceiver};
 use tandem_dataplane::stats::CoreStats;
 use tandem_dataplane::CoreHandle;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// How long a core may take to answer a command before the request fails.
 const CORE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// DTMF reports a slow subscriber may fall behind by before it loses the oldest (it is then
+/// told how many with `RecvError::Lagged`).
+const DTMF_BACKLOG: usize = 1024;
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Event>>>>;
 
@@ -26,10 +31,22 @@ pub struct DataPlaneClient {
     pending: Pending,
     next_token: AtomicU64,
     advertise: IpAddr,
+    dtmf: broadcast::Sender<Dtmf>,
 }
 
 /// A session a core ended by itself, with its final counters.
 pub type TimedOut = (SessionId, SessionStats);
+
+/// A DTMF key pressed on a leg whose telephone-event payload type was set with
+/// [`DataPlaneClient::set_dtmf`]; reported once, when the key is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dtmf {
+    pub id: SessionId,
+    pub leg: LegIndex,
+    /// `0`-`9`, `*`, `#`, `A`-`D`.
+    pub digit: char,
+    pub duration_ms: u32,
+}
 
 impl DataPlaneClient {
     /// Takes ownership of the cores' handles and spawns one event pump per core on the current
@@ -40,6 +57,7 @@ impl DataPlaneClient {
     ) -> std::io::Result<(Arc<Self>, mpsc::Receiver<TimedOut>)> {
         let pending: Pending = Arc::default();
         let (timeouts_tx, timeouts_rx) = mpsc::channel(4096);
+        let (dtmf, _) = broadcast::channel(DTMF_BACKLOG);
         let mut senders = Vec::new();
         let mut stats = Vec::new();
         for core in cores {
@@ -57,6 +75,7 @@ impl DataPlaneClient {
                 rx,
                 pending: pending.clone(),
                 timeouts: timeouts_tx.clone(),
+                dtmf: dtmf.clone(),
             };
             tokio::spawn(pump.run());
         }
@@ -67,6 +86,7 @@ impl DataPlaneClient {
                 pending,
                 next_token: AtomicU64::new(1),
                 advertise,
+                dtmf,
             }),
             timeouts_rx,
         ))
@@ -78,6 +98,12 @@ impl DataPlaneClient {
 
     pub fn core_stats(&self) -> &[Arc<CoreStats>] {
         &self.stats
+    }
+
+    /// Every DTMF key the cores report from now on, for each front end that wants them (each
+    /// ignores sessions it does not own). Keys reported while nobody subscribes are dropped.
+    pub fn subscribe_dtmf(&self) -> broadcast::Receiver<Dtmf> {
+        self.dtmf.subscribe()
     }
 
     async fn request(
@@ -166,6 +192,61 @@ impl DataPlaneClient {
         }
     }
 
+    /// Plays clip `clip` (an index into the engine's `Config::clips`; 0 is the built-in hold
+    /// melody unless configured otherwise) in a loop to `leg`'s peer, as PCMU (`payload_type`
+    /// 0) or PCMA (8). Nothing is relayed to that leg until [`Self::stop_play`].
+    pub async fn play(
+        &self,
+        id: SessionId,
+        leg: LegIndex,
+        clip: u16,
+        payload_type: u8,
+    ) -> Result<(), CoreError> {
+        self.expect_updated(id, |token| Command::Play {
+            token,
+            id,
+            leg,
+            clip,
+            payload_type,
+        })
+        .await
+    }
+
+    /// Stops playing to `leg` (a no-op if it was not playing); relaying to it resumes.
+    pub async fn stop_play(&self, id: SessionId, leg: LegIndex) -> Result<(), CoreError> {
+        self.expect_updated(id, |token| Command::StopPlay { token, id, leg })
+            .await
+    }
+
+    /// Sets the telephone-event payload type of `leg` (from its SDP's
+    /// `a=rtpmap:<pt> telephone-event/8000`), or `None` to stop listening: keys pressed on that
+    /// leg then arrive on [`Self::subscribe_dtmf`].
+    pub async fn set_dtmf(
+        &self,
+        id: SessionId,
+        leg: LegIndex,
+        payload_type: Option<u8>,
+    ) -> Result<(), CoreError> {
+        self.expect_updated(id, |token| Command::SetDtmf {
+            token,
+            id,
+            leg,
+            payload_type,
+        })
+        .await
+    }
+
+    async fn expect_updated(
+        &self,
+        id: SessionId,
+        make: impl FnOnce(u64) -> Command,
+    ) -> Result<(), CoreError> {
+        match self.request(id.core as usize, make).await? {
+            Event::Updated { .. } => Ok(()),
+            _ => Err(CoreError::Unresponsive),
+        }
+    }
+
     pub async fn query(&self, id: SessionId) -> Result<SessionStats, CoreError> {
         match self
             .request(id.core as usize, |token| Command::Query { token, id })
@@ -182,6 +263,7 @@ struct EventPump {
     rx: EventReceiver,
     pending: Pending,
     timeouts: mpsc::Sender<TimedOut>,
+    dtmf: broadcast::Sender<Dtmf>,
 }
 
 impl EventPump {
@@ -205,11 +287,109 @@ impl EventPump {
                         let _ = self.timeouts.try_send((id, stats));
                         continue;
                     }
+                    Event::Dtmf {
+                        id,
+                        leg,
+                        digit,
+                        duration_ms,
+                    } => {
+                        // No subscriber: nobody listens for keys, and that is no error.
+                        let _ = self.dtmf.send(Dtmf {
+                            id,
+                            leg,
+                            digit,
+                            duration_ms,
+                        });
+                        continue;
+                    }
                 };
                 if let Some(waiter) = self.pending.lock().unwrap().remove(&token) {
                     let _ = waiter.send(event);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use tandem_dataplane::{Config, DataPlane};
+
+    fn event_packet(seq: u16, ts: u32, event: u8, end: bool, duration: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 101, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&[event, if end { 0x8a } else { 0x0a }]);
+        p.extend_from_slice(&duration.to_be_bytes());
+        p
+    }
+
+    /// The client end to end against a real core: play and stop on a leg, and a key pressed
+    /// on a leg with a telephone-event payload type reaching every subscriber once.
+    #[tokio::test]
+    async fn plays_stops_and_fans_out_dtmf() {
+        let mut dp = DataPlane::start(&Config {
+            cores: Some(1),
+            port_min: 45000,
+            port_max: 45399,
+            sessions_per_core: Some(4),
+            ..Config::default()
+        })
+        .unwrap();
+        let (client, _timeouts) =
+            DataPlaneClient::new(dp.take_cores(), "127.0.0.1".parse().unwrap()).unwrap();
+        let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let params = LegParams {
+            rtp: Some(phone.local_addr().unwrap()),
+            ..LegParams::default()
+        };
+        let (id, ports) = client.create(params, LegParams::default()).await.unwrap();
+        let ours = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+
+        // Hold music: clip 0 is the built-in melody.
+        client.play(id, LegIndex::A, 0, 0).await.unwrap();
+        let mut buf = [0u8; 256];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(2), phone.recv_from(&mut buf))
+            .await
+            .expect("a played packet")
+            .unwrap();
+        assert_eq!((n, from, buf[1]), (172, ours, 0x80));
+        assert_eq!(
+            client.play(id, LegIndex::A, 7, 0).await,
+            Err(CoreError::UnknownClip)
+        );
+        client.stop_play(id, LegIndex::A).await.unwrap();
+
+        let (mut first, mut second) = (client.subscribe_dtmf(), client.subscribe_dtmf());
+        client.set_dtmf(id, LegIndex::A, Some(101)).await.unwrap();
+        for (i, d) in [160u16, 320, 640, 640, 640].into_iter().enumerate() {
+            let pkt = event_packet(i as u16, 3200, 9, i >= 2, d);
+            phone.send_to(&pkt, ours).await.unwrap();
+        }
+        for rx in [&mut first, &mut second] {
+            let got = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .expect("a DTMF report")
+                .unwrap();
+            assert_eq!(
+                got,
+                Dtmf {
+                    id,
+                    leg: LegIndex::A,
+                    digit: '9',
+                    duration_ms: 80
+                }
+            );
+            assert!(rx.try_recv().is_err(), "reported once");
+        }
+        client.delete(id).await.unwrap();
+        assert_eq!(
+            client.stop_play(id, LegIndex::A).await,
+            Err(CoreError::UnknownSession)
+        );
+        drop(client);
+        dp.shutdown();
     }
 }

@@ -100,6 +100,27 @@ impl Registry {
         );
         per_core(
             &mut out,
+            "tandem_dp_played_packets_total",
+            "counter",
+            "Datagrams the core generated and sent itself (playback: hold music).",
+            &|s| s.played_packets,
+        );
+        per_core(
+            &mut out,
+            "tandem_dp_played_bytes_total",
+            "counter",
+            "Bytes of the datagrams in tandem_dp_played_packets_total.",
+            &|s| s.played_bytes,
+        );
+        per_core(
+            &mut out,
+            "tandem_dp_dtmf_events_total",
+            "counter",
+            "DTMF keys (RFC 4733 telephone events) reported to the control plane.",
+            &|s| s.dtmf_events,
+        );
+        per_core(
+            &mut out,
             "tandem_dp_sessions_active",
             "gauge",
             "Sessions currently allocated.",
@@ -241,6 +262,7 @@ mod tests {
         let core = Arc::new(CoreStats::default());
         let mut c = Counters {
             relayed_packets: 3,
+            played_packets: 50,
             ..Counters::default()
         };
         c.record_latency(1_000);
@@ -257,6 +279,10 @@ mod tests {
         }
         .render();
         assert!(text.contains("tandem_dp_relayed_packets_total{core=\"0\"} 3\n"));
+        assert!(text.contains("tandem_dp_played_packets_total{core=\"0\"} 50\n"));
+        assert!(
+            text.contains("tandem_dp_dropped_packets_total{core=\"0\",reason=\"playback\"} 0\n")
+        );
         assert!(
             text.contains("tandem_dp_relay_latency_seconds_bucket{core=\"0\",le=\"0.000005\"} 1\n")
         );

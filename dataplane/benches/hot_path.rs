@@ -1,10 +1,15 @@
-//! The per-packet primitives of the relay: classification and the forwarding decision.
+//! The per-packet primitives of the relay: classification and the forwarding decision (plain,
+//! and with DTMF parsing armed on every leg, which adds a payload-type compare), one telephone-
+//! event packet through the decision and the RFC 4733 receiver, and building one played packet.
 //! `cargo bench -p tandem-dataplane --bench hot_path`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::net::SocketAddr;
-use tandem_dataplane::api::LegParams;
+use tandem_dataplane::api::{LegIndex, LegParams};
+use tandem_dataplane::clip::{Clip, Law};
+use tandem_dataplane::io::TxBatch;
+use tandem_dataplane::playback::Player;
 use tandem_dataplane::rtp;
 use tandem_dataplane::session::Sessions;
 
@@ -43,6 +48,57 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 7919) % n;
             black_box(sessions.on_packet(i * 4, black_box(src), black_box(&p), 1))
+        })
+    });
+
+    // The same with a telephone-event payload type on every leg: audio packets pay a compare.
+    for s in 0..n {
+        sessions.set_dtmf(s, LegIndex::A, Some(101));
+        sessions.set_dtmf(s, LegIndex::B, Some(101));
+    }
+    g.bench_function("forward_decision_10k_sessions_dtmf_armed", |b| {
+        b.iter(|| {
+            i = (i + 7919) % n;
+            black_box(sessions.on_packet(i * 4, black_box(src), black_box(&p), 1))
+        })
+    });
+
+    // A telephone-event packet (an update of a key held down): parsed and fed to the receiver.
+    let mut event = vec![0x80, 101, 0, 1, 0, 0, 0x0f, 0xa0, 0, 0, 0, 1, 5, 0x0a, 0, 0];
+    let mut duration = 0u16;
+    g.bench_function("forward_decision_telephone_event", |b| {
+        b.iter(|| {
+            duration = duration.wrapping_add(160);
+            event[14..16].copy_from_slice(&duration.to_be_bytes());
+            let v = sessions.on_packet(0, black_box(src), black_box(&event), 1);
+            sessions.drain_dtmf(|r| {
+                black_box(r);
+            });
+            black_box(v)
+        })
+    });
+
+    // One played packet: header, clip frame, copied into a send batch.
+    let clip = Clip::hold_music();
+    let mut player = Player {
+        key: 0,
+        clip: 0,
+        payload_type: 8,
+        law: Law::Alaw,
+        ssrc: 1,
+        seq: 0,
+        ts: 0,
+        frame: 0,
+        marker: true,
+    };
+    let mut tx = TxBatch::new(64);
+    g.bench_function("play_packet_build", |b| {
+        b.iter(|| {
+            if tx.is_full() {
+                tx.clear();
+            }
+            let (header, frame) = player.next_packet(clip.frames());
+            black_box(tx.push_played(0, None, &header, clip.frame(player.law, frame)))
         })
     });
     g.finish();

@@ -66,6 +66,32 @@ pub enum Command {
         token: u64,
         id: SessionId,
     },
+    /// Plays clip `clip` (an index into [`crate::engine::Config::clips`]) in a loop to `leg`'s
+    /// peer as RTP with `payload_type` 0 (PCMU) or 8 (PCMA), replacing whatever it played. While
+    /// it plays, nothing from the other leg is relayed to it. Answered with `Updated`.
+    Play {
+        token: u64,
+        id: SessionId,
+        leg: LegIndex,
+        clip: u16,
+        payload_type: u8,
+    },
+    /// Stops playing to `leg` (no-op if it was not playing); relaying to it resumes. Answered
+    /// with `Updated`.
+    StopPlay {
+        token: u64,
+        id: SessionId,
+        leg: LegIndex,
+    },
+    /// Says which payload type is telephone-event (RFC 4733, 8 kHz clock) on `leg`, or `None`
+    /// for none: the core then reports each DTMF key pressed on that leg as [`Event::Dtmf`]
+    /// (the packets are still relayed). Answered with `Updated`.
+    SetDtmf {
+        token: u64,
+        id: SessionId,
+        leg: LegIndex,
+        payload_type: Option<u8>,
+    },
     /// Stops the core's thread after closing every socket.
     Shutdown,
 }
@@ -99,6 +125,14 @@ pub enum Event {
         id: SessionId,
         stats: SessionStats,
     },
+    /// A DTMF key pressed on `leg` (a leg with a telephone-event payload type set by
+    /// `SetDtmf`), reported once, when the event ends. `duration_ms` is the sender's own.
+    Dtmf {
+        id: SessionId,
+        leg: LegIndex,
+        digit: char,
+        duration_ms: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +145,10 @@ pub enum CoreError {
     UnknownSession,
     /// The core did not answer in time or its command ring was full: it is overwhelmed.
     Unresponsive,
+    /// `Play` named a clip the engine was not started with.
+    UnknownClip,
+    /// `Play` asked for a payload type other than 0 (PCMU) or 8 (PCMA).
+    UnsupportedPayloadType,
 }
 
 impl CoreError {
@@ -120,6 +158,8 @@ impl CoreError {
             CoreError::PortsExhausted => "ran out of ports",
             CoreError::UnknownSession => "unknown session",
             CoreError::Unresponsive => "media core unresponsive",
+            CoreError::UnknownClip => "unknown clip",
+            CoreError::UnsupportedPayloadType => "payload type cannot be played",
         }
     }
 }

@@ -1,11 +1,14 @@
 //! One data-plane core: its thread's loop, and everything it owns.
 //!
-//! The loop: drain commands → wait for datagrams (or the next timer tick, or a wake) → decide
-//! each packet's fate → send the batch → run due timers → publish counters. It never blocks on
-//! anything but the backend's wait, never allocates after start, and never takes a lock.
+//! The loop: drain commands → wait for datagrams (or the next timer tick, the next playback
+//! frame, or a wake) → decide each packet's fate → queue the playback frames due → send the
+//! batch → report DTMF keys → run due timers → publish counters. It never blocks on anything
+//! but the backend's wait, never allocates after start, and never takes a lock.
 
-use crate::api::{Command, CoreError, Event, LegParams};
+use crate::api::{Command, CoreError, Event, LegIndex, LegParams, SessionId};
+use crate::clip::{law_of_payload_type, Clip};
 use crate::io::{signal_eventfd, Backend, RxBatch, TxBatch};
+use crate::playback::{Player, Players, MAX_BURST};
 use crate::session::{Sessions, TimerAction, Verdict, PORTS_PER_SESSION};
 use crate::stats::{CoreStats, Counters, DropReason};
 use crate::timer::TimerWheel;
@@ -58,6 +61,11 @@ pub struct Core {
     socket_drops: Box<[u32]>,
     counters: Counters,
     events_pushed: bool,
+    /// The clips `Play` may name, encoded at start; shared read-only with the other cores.
+    clips: Arc<[Arc<Clip>]>,
+    players: Players,
+    /// SplitMix64 state for playback SSRCs and initial sequence numbers and timestamps.
+    rng: u64,
 }
 
 pub(crate) fn monotonic_ns() -> u64 {
@@ -86,9 +94,14 @@ impl Core {
         events: rtrb::Producer<Event>,
         notify_fd: RawFd,
         stats: Arc<CoreStats>,
+        clips: Arc<[Arc<Clip>]>,
     ) -> Self {
         let slots = cfg.capacity * PORTS_PER_SESSION;
         Core {
+            players: Players::new(cfg.capacity),
+            clips,
+            // Distinct per core and per start; nothing depends on it but stream identities.
+            rng: realtime_ns() ^ (cfg.id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             sessions: Sessions::new(cfg.id, cfg.capacity, cfg.base_port),
             free: (0..cfg.capacity).collect(),
             wheel: TimerWheel::new(
@@ -125,7 +138,14 @@ impl Core {
                 signal_eventfd(self.notify_fd);
             }
             let now = monotonic_ns();
-            let timeout = self.wheel.sleep_hint_ns(now).map(Duration::from_nanos);
+            let hint = match (
+                self.wheel.sleep_hint_ns(now),
+                self.players.sleep_hint_ns(now),
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = hint.map(Duration::from_nanos);
             if self.backend.receive(&mut self.rx, timeout).is_err() {
                 // epoll/io_uring wait failed (EBADF would mean a bug): don't spin hot on it.
                 std::thread::sleep(Duration::from_millis(1));
@@ -133,6 +153,9 @@ impl Core {
             self.counters.loop_wakeups += 1;
             let now = monotonic_ns();
             self.relay_batch(now);
+            self.play(now);
+            self.flush();
+            self.report_dtmf();
             self.run_timers(now);
         }
         for index in 0..self.sessions.capacity() {
@@ -168,15 +191,17 @@ impl Core {
                 .on_packet(meta.slot, meta.src, self.rx.packet(i), now);
             match verdict {
                 Verdict::Drop(reason) => self.counters.drop(reason, 1),
+                Verdict::DropLatched { reason, latch } => {
+                    self.latch(meta.slot, latch);
+                    self.counters.drop(reason, 1);
+                }
                 Verdict::Forward {
                     out_slot,
                     dest,
                     latch,
                 } => {
                     if let Some(peer) = latch {
-                        if self.backend.connect(meta.slot, Some(peer)).is_err() {
-                            self.sessions.connect_failed(meta.slot);
-                        }
+                        self.latch(meta.slot, peer);
                     }
                     if self.tx.is_full() {
                         self.flush();
@@ -187,7 +212,70 @@ impl Core {
                 }
             }
         }
-        self.flush();
+    }
+
+    /// Queues the playback frames due at `now`: up to [`MAX_BURST`] per playing leg (after a
+    /// stall the older ones are skipped), to the leg's latched or signalled address.
+    fn play(&mut self, now: u64) {
+        let due = self.players.due(now);
+        if due == 0 {
+            return;
+        }
+        let send = due.min(MAX_BURST).min(self.tx.capacity() as u32);
+        for i in 0..self.players.len() {
+            if self.tx.room() < send as usize {
+                self.flush();
+            }
+            let mut p = self.players.get(i);
+            let clip = &self.clips[p.clip as usize];
+            let frames = clip.frames();
+            match self.sessions.play_target(p.session(), p.leg()) {
+                // No address for the peer yet: time passes for the stream all the same.
+                None => p.skip(due, frames),
+                Some((slot, dest)) => {
+                    p.skip(due - send, frames);
+                    for _ in 0..send {
+                        let (header, frame) = p.next_packet(frames);
+                        let pushed =
+                            self.tx
+                                .push_played(slot, dest, &header, clip.frame(p.law, frame));
+                        debug_assert!(pushed, "room was made above");
+                    }
+                }
+            }
+            self.players.set(i, p);
+        }
+    }
+
+    /// Turns the DTMF keys the batch ended into events.
+    fn report_dtmf(&mut self) {
+        let events = &mut self.events;
+        let counters = &mut self.counters;
+        let mut pushed = false;
+        self.sessions.drain_dtmf(|r| {
+            let event = Event::Dtmf {
+                id: r.id,
+                leg: r.leg,
+                digit: r.digit,
+                duration_ms: r.duration_ms,
+            };
+            if events.push(event).is_err() {
+                counters.events_lost += 1;
+            } else {
+                counters.dtmf_events += 1;
+                pushed = true;
+            }
+        });
+        self.events_pushed |= pushed;
+        // Reports the session table could not queue are lost events.
+        self.counters.events_lost += std::mem::take(&mut self.sessions.dtmf_overflow);
+    }
+
+    /// Connects the socket in `slot` to its newly latched peer.
+    fn latch(&mut self, slot: u32, peer: SocketAddr) {
+        if self.backend.connect(slot, Some(peer)).is_err() {
+            self.sessions.connect_failed(slot);
+        }
     }
 
     /// Hands the batch to the backend and books what it reports. Called every pass even with
@@ -202,8 +290,10 @@ impl Core {
             }
         }
         self.tx_rx_ns.clear();
-        self.counters.relayed_packets += report.sent as u64;
-        self.counters.relayed_bytes += report.bytes;
+        self.counters.relayed_packets += (report.sent - report.played) as u64;
+        self.counters.relayed_bytes += report.bytes - report.played_bytes;
+        self.counters.played_packets += report.played as u64;
+        self.counters.played_bytes += report.played_bytes;
         self.counters
             .drop(DropReason::SendFailed, report.failed as u64);
     }
@@ -302,6 +392,51 @@ impl Core {
                     };
                     self.push_event(event);
                 }
+                Command::Play {
+                    token,
+                    id,
+                    leg,
+                    clip,
+                    payload_type,
+                } => {
+                    let event = match self.start_playing(id, leg, clip, payload_type) {
+                        Ok(()) => Event::Updated { token },
+                        Err(error) => Event::Failed { token, error },
+                    };
+                    self.push_event(event);
+                }
+                Command::StopPlay { token, id, leg } => {
+                    let event = match self.sessions.resolve(id) {
+                        Some(index) => {
+                            self.players.stop(Player::key(index, leg));
+                            self.sessions.set_playing(index, leg, false);
+                            Event::Updated { token }
+                        }
+                        None => Event::Failed {
+                            token,
+                            error: CoreError::UnknownSession,
+                        },
+                    };
+                    self.push_event(event);
+                }
+                Command::SetDtmf {
+                    token,
+                    id,
+                    leg,
+                    payload_type,
+                } => {
+                    let event = match self.sessions.resolve(id) {
+                        Some(index) => {
+                            self.sessions.set_dtmf(index, leg, payload_type);
+                            Event::Updated { token }
+                        }
+                        None => Event::Failed {
+                            token,
+                            error: CoreError::UnknownSession,
+                        },
+                    };
+                    self.push_event(event);
+                }
                 Command::Query { token, id } => {
                     let event = match self.sessions.resolve(id) {
                         Some(index) => Event::Stats {
@@ -318,6 +453,58 @@ impl Core {
             }
         }
         !self.commands.is_abandoned() || !self.commands.is_empty()
+    }
+
+    fn start_playing(
+        &mut self,
+        id: SessionId,
+        leg: LegIndex,
+        clip: u16,
+        payload_type: u8,
+    ) -> Result<(), CoreError> {
+        let index = self.sessions.resolve(id).ok_or(CoreError::UnknownSession)?;
+        if clip as usize >= self.clips.len() {
+            return Err(CoreError::UnknownClip);
+        }
+        let law = law_of_payload_type(payload_type).ok_or(CoreError::UnsupportedPayloadType)?;
+        let key = Player::key(index, leg);
+        let player = match self.players.find(key) {
+            // Switching clips: the stream (SSRC, sequence, timestamps) carries on.
+            Some(&playing) => Player {
+                clip,
+                payload_type,
+                law,
+                frame: 0,
+                marker: true,
+                ..playing
+            },
+            None => {
+                let r = self.random();
+                Player {
+                    key,
+                    clip,
+                    payload_type,
+                    law,
+                    ssrc: r as u32,
+                    seq: (r >> 32) as u16,
+                    ts: self.random() as u32,
+                    frame: 0,
+                    marker: true,
+                }
+            }
+        };
+        self.players.start(player, monotonic_ns());
+        self.sessions.set_playing(index, leg, true);
+        Ok(())
+    }
+
+    /// SplitMix64.
+    fn random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 
     fn create(
@@ -391,6 +578,8 @@ impl Core {
             self.backend.close(index * PORTS_PER_SESSION + k);
         }
         self.wheel.cancel(index);
+        self.players.stop(Player::key(index, LegIndex::A));
+        self.players.stop(Player::key(index, LegIndex::B));
         self.free.push_back(index);
         self.counters.sessions_active -= 1;
         self.sessions.deactivate(index)

@@ -1,6 +1,7 @@
 //! Starting the cores: split the port range, pin threads, wire the rings.
 
 use crate::api::{Command, Event};
+use crate::clip::Clip;
 use crate::core::{Core, CoreConfig};
 use crate::io::{self, signal_eventfd, BackendParams, IoKind};
 use crate::session::PORTS_PER_SESSION;
@@ -32,6 +33,9 @@ pub struct Config {
     pub max_packet_age_ms: u64,
     /// SO_RCVBUF of each media socket (0: kernel default). The kernel doubles it for overhead.
     pub socket_rcvbuf_bytes: u32,
+    /// The clips `Command::Play` names by index, encoded once and shared read-only by every
+    /// core. Default: the built-in hold melody as clip 0.
+    pub clips: Vec<Arc<Clip>>,
 }
 
 impl Default for Config {
@@ -49,6 +53,7 @@ impl Default for Config {
             ring_capacity: 4096,
             max_packet_age_ms: 200,
             socket_rcvbuf_bytes: 32 * 1024,
+            clips: vec![Clip::hold_music()],
         }
     }
 }
@@ -215,6 +220,13 @@ impl DataPlane {
             control_cpus = allowed.clone();
         }
 
+        if cfg.clips.len() > u16::MAX as usize + 1 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} clips: at most 65536", cfg.clips.len()),
+            ));
+        }
+        let clips: Arc<[Arc<Clip>]> = cfg.clips.clone().into();
         let mut cores = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         let mut wakes = Vec::with_capacity(n);
@@ -250,6 +262,7 @@ impl DataPlane {
                 rcvbuf_bytes: cfg.socket_rcvbuf_bytes,
             };
             let io_kind = cfg.io;
+            let core_clips = clips.clone();
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             let thread = std::thread::Builder::new()
                 .name(format!("dp-core-{i}"))
@@ -269,7 +282,10 @@ impl DataPlane {
                             return;
                         }
                     };
-                    Core::new(core_cfg, backend, cmd_rx, ev_tx, notify_fd, core_stats).run();
+                    Core::new(
+                        core_cfg, backend, cmd_rx, ev_tx, notify_fd, core_stats, core_clips,
+                    )
+                    .run();
                 })?;
             let (name, fell_back) = ready_rx
                 .recv()

@@ -5,12 +5,15 @@
 //! control plane and never on an async runtime.
 
 pub mod api;
+pub mod clip;
 mod core;
 pub mod engine;
 pub mod io;
+pub mod playback;
 pub mod rtp;
 pub mod session;
 pub mod stats;
 pub mod timer;
 
+pub use clip::Clip;
 pub use engine::{Config, CoreHandle, DataPlane};

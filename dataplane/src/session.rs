@@ -9,8 +9,22 @@ use crate::api::{LegIndex, LegParams, LegStats, SessionId, SessionStats, StreamS
 use crate::rtp::{self, Kind};
 use crate::stats::DropReason;
 use std::net::SocketAddr;
+use tandem_media::rfc4733::{EventReceiver, EventReport, TelephoneEvent};
 
 pub const PORTS_PER_SESSION: u32 = 4;
+
+/// DTMF reports held between two drains by the core (it drains after every batch, and one
+/// packet yields at most two).
+pub const DTMF_QUEUE: usize = 256;
+
+/// A DTMF key that ended on a leg, for the core to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DtmfReport {
+    pub id: SessionId,
+    pub leg: LegIndex,
+    pub digit: char,
+    pub duration_ms: u32,
+}
 
 /// One direction-pair on one socket: what we know about the peer behind it, and what it sent us.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,12 +66,33 @@ const _: () = assert!(
     "keep the session slab compact"
 );
 
-#[derive(Debug, Clone, Copy, Default)]
+/// `Leg::dtmf_pt` of a leg without telephone events.
+pub const NO_DTMF: u8 = 0xff;
+
+#[derive(Debug, Clone, Copy)]
 pub struct Leg {
     pub rtp: Stream,
     pub rtcp: Stream,
     pub rtcp_mux: bool,
     pub strict_source: bool,
+    /// A clip is being played to this leg's peer: nothing is relayed to it meanwhile.
+    pub playing: bool,
+    /// The telephone-event payload type whose packets from this leg are parsed for DTMF, or
+    /// [`NO_DTMF`] (which no 7-bit payload type equals, so the check is one byte compare).
+    pub dtmf_pt: u8,
+}
+
+impl Default for Leg {
+    fn default() -> Self {
+        Leg {
+            rtp: Stream::default(),
+            rtcp: Stream::default(),
+            rtcp_mux: false,
+            strict_source: false,
+            playing: false,
+            dtmf_pt: NO_DTMF,
+        }
+    }
 }
 
 impl Leg {
@@ -95,6 +130,12 @@ pub enum Verdict {
         latch: Option<SocketAddr>,
     },
     Drop(DropReason),
+    /// Not relayed, but the packet latched its stream: the in socket is connected to `latch`
+    /// all the same (later sends to this leg rely on the connection).
+    DropLatched {
+        reason: DropReason,
+        latch: SocketAddr,
+    },
 }
 
 /// Socket operations the core must carry out after a timer pass.
@@ -110,6 +151,12 @@ pub struct Sessions {
     pub core: u16,
     base_port: u16,
     slots: Box<[Session]>,
+    /// One RFC 4733 receiver per leg (`index * 2 + leg`), kept out of the slab: only legs with
+    /// a telephone-event payload type touch theirs.
+    dtmf: Box<[EventReceiver]>,
+    dtmf_reports: Vec<DtmfReport>,
+    /// Reports lost because the queue was full (the core did not drain it in time).
+    pub dtmf_overflow: u64,
 }
 
 fn stream_mut(leg: &mut Leg, rtcp: bool) -> &mut Stream {
@@ -126,6 +173,11 @@ impl Sessions {
             core,
             base_port,
             slots: vec![Session::default(); capacity as usize].into_boxed_slice(),
+            dtmf: (0..capacity as usize * 2)
+                .map(|_| EventReceiver::new())
+                .collect(),
+            dtmf_reports: Vec::with_capacity(DTMF_QUEUE),
+            dtmf_overflow: 0,
         }
     }
 
@@ -164,7 +216,40 @@ impl Sessions {
         };
         s.legs[0].apply(a);
         s.legs[1].apply(b);
+        for k in 0..2 {
+            self.dtmf[index as usize * 2 + k] = EventReceiver::new();
+        }
         self.id(index)
+    }
+
+    /// Marks `leg` as played to (or not): while it is, nothing is relayed to it.
+    pub fn set_playing(&mut self, index: u32, leg: LegIndex, playing: bool) {
+        self.slots[index as usize].legs[leg as usize].playing = playing;
+    }
+
+    /// Sets (or clears) the telephone-event payload type of `leg`; any event in progress is
+    /// forgotten.
+    pub fn set_dtmf(&mut self, index: u32, leg: LegIndex, payload_type: Option<u8>) {
+        self.slots[index as usize].legs[leg as usize].dtmf_pt =
+            payload_type.map_or(NO_DTMF, |pt| pt & 0x7f);
+        self.dtmf[index as usize * 2 + leg as usize] = EventReceiver::new();
+    }
+
+    /// Where playback to `leg` goes: its RTP socket's slot, and the destination (`None` when
+    /// the socket is connected to the latched peer). `None` while the peer is unknown.
+    pub fn play_target(&self, index: u32, leg: LegIndex) -> Option<(u32, Option<SocketAddr>)> {
+        let s = self.get(index)?;
+        let rtp = &s.legs[leg as usize].rtp;
+        let peer = rtp.peer?;
+        let slot = index * PORTS_PER_SESSION + 2 * leg as u32;
+        Some((slot, if rtp.latched { None } else { Some(peer) }))
+    }
+
+    /// Hands every pending DTMF report to `f`, oldest first.
+    pub fn drain_dtmf(&mut self, mut f: impl FnMut(DtmfReport)) {
+        for r in self.dtmf_reports.drain(..) {
+            f(r);
+        }
     }
 
     pub fn update(&mut self, index: u32, leg: LegIndex, params: &LegParams) -> [Option<u32>; 2] {
@@ -243,22 +328,76 @@ impl Sessions {
         stream.stats.bytes += data.len() as u64;
         stream.stats.last_seen_ns = now_ns;
 
+        let dtmf_pt = session.legs[leg_in].dtmf_pt;
         let out_leg_index = 1 - leg_in;
         let out_leg = &session.legs[out_leg_index];
         let to_rtcp = kind == Kind::Rtcp && !out_leg.rtcp_mux;
         let out = if to_rtcp { &out_leg.rtcp } else { &out_leg.rtp };
         let out_slot = index * PORTS_PER_SESSION + 2 * out_leg_index as u32 + to_rtcp as u32;
-        match out.peer {
-            None => {
-                let in_stream = stream_mut(&mut session.legs[leg_in], on_rtcp_port);
-                in_stream.stats.errors += 1;
-                Verdict::Drop(DropReason::NoDestination)
+        let verdict = if out_leg.playing {
+            drop_latched(DropReason::Playback, latch)
+        } else {
+            match out.peer {
+                None => {
+                    let in_stream = stream_mut(&mut session.legs[leg_in], on_rtcp_port);
+                    in_stream.stats.errors += 1;
+                    drop_latched(DropReason::NoDestination, latch)
+                }
+                Some(peer) => Verdict::Forward {
+                    out_slot,
+                    dest: if out.latched { None } else { Some(peer) },
+                    latch,
+                },
             }
-            Some(peer) => Verdict::Forward {
-                out_slot,
-                dest: if out.latched { None } else { Some(peer) },
-                latch,
-            },
+        };
+        // Telephone events: one compare per packet, parsing only on a match (muxed RTCP that
+        // happens to match is refused by the parser). Reported whether or not the packet can be
+        // relayed (a caller on hold music presses keys too).
+        if dtmf_pt != NO_DTMF && dtmf_pt == data[1] & 0x7f {
+            self.on_telephone_event(index, leg_in, data);
+        }
+        verdict
+    }
+
+    /// Feeds one telephone-event packet to its leg's receiver; queues a report for each DTMF
+    /// key that ended (once per event, whatever the retransmitted end packets). Out of line: a
+    /// few packets per key press come here, every other packet only pays the compare before it.
+    #[cold]
+    #[inline(never)]
+    fn on_telephone_event(&mut self, index: u32, leg_in: usize, data: &[u8]) {
+        let Some(event) = rtp::rtp_payload(data).and_then(|p| TelephoneEvent::parse(p).ok()) else {
+            return;
+        };
+        let timestamp = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+        let id = self.id(index);
+        let leg = if leg_in == 0 {
+            LegIndex::A
+        } else {
+            LegIndex::B
+        };
+        let receiver = &mut self.dtmf[index as usize * 2 + leg_in];
+        receiver.handle_packet(timestamp, event);
+        while let Some(report) = receiver.poll_report() {
+            let EventReport::Ended {
+                event, duration, ..
+            } = report
+            else {
+                continue;
+            };
+            let Some(digit) = tandem_media::rfc4733::dtmf_digit(event) else {
+                continue;
+            };
+            if self.dtmf_reports.len() == self.dtmf_reports.capacity() {
+                self.dtmf_overflow += 1;
+                continue;
+            }
+            self.dtmf_reports.push(DtmfReport {
+                id,
+                leg,
+                digit,
+                // The telephone-event clock is 8 kHz (the rate every G.711 call signals).
+                duration_ms: duration as u32 / 8,
+            });
         }
     }
 
@@ -314,6 +453,13 @@ impl Sessions {
     }
 }
 
+fn drop_latched(reason: DropReason, latch: Option<SocketAddr>) -> Verdict {
+    match latch {
+        Some(latch) => Verdict::DropLatched { reason, latch },
+        None => Verdict::Drop(reason),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,7 +487,15 @@ mod tests {
         let mut t = Sessions::new(0, 4, 30000);
         let id = t.activate(1, &params(5000), &LegParams::default(), 0);
         assert_eq!(t.resolve(id), Some(1));
-        // From A (slot 4 = session 1, leg A RTP): B's address is not known yet.
+        // From A (slot 4 = session 1, leg A RTP): B's address is not known yet. The packet is
+        // dropped but latches A all the same.
+        assert_eq!(
+            t.on_packet(4, addr("10.0.0.1:5000"), &rtp(), 1),
+            Verdict::DropLatched {
+                reason: DropReason::NoDestination,
+                latch: addr("10.0.0.1:5000")
+            }
+        );
         assert_eq!(
             t.on_packet(4, addr("10.0.0.1:5000"), &rtp(), 1),
             Verdict::Drop(DropReason::NoDestination)
@@ -377,8 +531,8 @@ mod tests {
             Verdict::Drop(DropReason::ForeignSource)
         );
         let stats = t.stats(1);
-        assert_eq!(stats.legs[0].rtp.packets, 3);
-        assert_eq!(stats.legs[0].rtp.errors, 1);
+        assert_eq!(stats.legs[0].rtp.packets, 4);
+        assert_eq!(stats.legs[0].rtp.errors, 2);
         assert_eq!(stats.legs[1].rtp.packets, 1);
         assert_eq!(stats.legs[1].rtp.errors, 1);
     }
@@ -440,6 +594,98 @@ mod tests {
         let mut moved = strict;
         moved.rtp = Some(addr("10.0.0.9:7000"));
         assert_eq!(t.update(0, LegIndex::A, &moved), [Some(0), None]);
+    }
+
+    fn event_packet(pt: u8, seq: u16, ts: u32, event: u8, end: bool, duration: u16) -> Vec<u8> {
+        let mut p = vec![0x80, pt, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&ts.to_be_bytes());
+        let flags = if end { 0x80 } else { 0 } | 10;
+        p.extend_from_slice(&[event, flags]);
+        p.extend_from_slice(&duration.to_be_bytes());
+        p
+    }
+
+    fn drained(t: &mut Sessions) -> Vec<DtmfReport> {
+        let mut v = Vec::new();
+        t.drain_dtmf(|r| v.push(r));
+        v
+    }
+
+    #[test]
+    fn telephone_events_on_the_signalled_type_are_reported_once_and_still_relayed() {
+        let mut t = Sessions::new(0, 2, 30000);
+        let id = t.activate(1, &params(5000), &params(6000), 0);
+        t.set_dtmf(1, LegIndex::A, Some(101));
+        let a = addr("10.0.0.1:5000");
+        // '#': three updates, then the end packet three times.
+        let durations = [160u16, 320, 480, 800, 800, 800];
+        for (i, &d) in durations.iter().enumerate() {
+            let pkt = event_packet(101, 7 + i as u16, 4000, 11, i >= 3, d);
+            assert!(matches!(
+                t.on_packet(4, a, &pkt, 1),
+                Verdict::Forward { out_slot: 6, .. }
+            ));
+        }
+        assert_eq!(
+            drained(&mut t),
+            [DtmfReport {
+                id,
+                leg: LegIndex::A,
+                digit: '#',
+                duration_ms: 100
+            }]
+        );
+        // The same payload under another payload type is not an event; nor is leg B's.
+        let pkt = event_packet(96, 20, 9000, 1, true, 800);
+        let _ = t.on_packet(4, a, &pkt, 2);
+        let pkt = event_packet(101, 20, 9000, 1, true, 800);
+        let _ = t.on_packet(6, addr("10.0.0.1:6000"), &pkt, 2);
+        assert!(drained(&mut t).is_empty());
+        // Cleared: nothing more.
+        t.set_dtmf(1, LegIndex::A, None);
+        let pkt = event_packet(101, 30, 12000, 2, true, 800);
+        let _ = t.on_packet(4, a, &pkt, 3);
+        assert!(drained(&mut t).is_empty());
+    }
+
+    #[test]
+    fn a_played_leg_gets_nothing_relayed_but_its_own_keys_still_count() {
+        let mut t = Sessions::new(0, 1, 30000);
+        t.activate(0, &params(5000), &params(6000), 0);
+        t.set_dtmf(0, LegIndex::A, Some(101));
+        let (a, b) = (addr("10.0.0.1:5000"), addr("10.0.0.1:6000"));
+        assert_eq!(t.play_target(0, LegIndex::A), Some((0, Some(a))));
+        t.set_playing(0, LegIndex::A, true);
+        assert_eq!(
+            t.on_packet(2, b, &rtp(), 1),
+            Verdict::DropLatched {
+                reason: DropReason::Playback,
+                latch: b
+            }
+        );
+        assert_eq!(
+            t.on_packet(2, b, &rtp(), 1),
+            Verdict::Drop(DropReason::Playback)
+        );
+        // B latched on that packet; A's packets still go to B, and A's keys are heard.
+        assert!(matches!(
+            t.on_packet(0, a, &rtp(), 2),
+            Verdict::Forward { out_slot: 2, .. }
+        ));
+        let _ = t.on_packet(0, a, &event_packet(101, 1, 160, 4, true, 400), 3);
+        assert_eq!(drained(&mut t)[0].digit, '4');
+        // A latched: playback goes out of A's connected socket.
+        assert_eq!(t.play_target(0, LegIndex::A), Some((0, None)));
+        t.set_playing(0, LegIndex::A, false);
+        assert!(matches!(
+            t.on_packet(2, b, &rtp(), 4),
+            Verdict::Forward { out_slot: 0, .. }
+        ));
+        assert_eq!(t.play_target(0, LegIndex::B), Some((2, None)));
+        let mut fresh = Sessions::new(0, 1, 30000);
+        fresh.activate(0, &LegParams::default(), &LegParams::default(), 0);
+        assert_eq!(fresh.play_target(0, LegIndex::A), None);
     }
 
     proptest::proptest! {

@@ -24,10 +24,12 @@ pub enum DropReason {
     /// Waited in the socket queue longer than the age limit (a stall): relaying audio that old
     /// only delays fresh packets behind it, so it is dropped at receive cost.
     Stale,
+    /// Bound for a leg that is being played a clip: its peer hears the clip instead.
+    Playback,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Malformed,
         DropReason::Truncated,
         DropReason::ForeignSource,
@@ -35,6 +37,7 @@ impl DropReason {
         DropReason::SendFailed,
         DropReason::SocketOverflow,
         DropReason::Stale,
+        DropReason::Playback,
     ];
 
     pub fn label(self) -> &'static str {
@@ -46,6 +49,7 @@ impl DropReason {
             DropReason::SendFailed => "send_failed",
             DropReason::SocketOverflow => "socket_overflow",
             DropReason::Stale => "stale",
+            DropReason::Playback => "playback",
         }
     }
 }
@@ -84,6 +88,11 @@ pub struct Counters {
     pub rx_bytes: u64,
     pub relayed_packets: u64,
     pub relayed_bytes: u64,
+    /// Datagrams the core generated itself (playback), sent; not in `relayed_*`.
+    pub played_packets: u64,
+    pub played_bytes: u64,
+    /// DTMF keys reported to the control plane.
+    pub dtmf_events: u64,
     pub drops: [u64; DropReason::ALL.len()],
     pub sessions_active: u64,
     pub sessions_created: u64,
@@ -113,6 +122,9 @@ pub struct CoreStats {
     rx_bytes: AtomicU64,
     relayed_packets: AtomicU64,
     relayed_bytes: AtomicU64,
+    played_packets: AtomicU64,
+    played_bytes: AtomicU64,
+    dtmf_events: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
     sessions_active: AtomicU64,
     sessions_created: AtomicU64,
@@ -131,6 +143,9 @@ impl CoreStats {
         self.rx_bytes.store(c.rx_bytes, Relaxed);
         self.relayed_packets.store(c.relayed_packets, Relaxed);
         self.relayed_bytes.store(c.relayed_bytes, Relaxed);
+        self.played_packets.store(c.played_packets, Relaxed);
+        self.played_bytes.store(c.played_bytes, Relaxed);
+        self.dtmf_events.store(c.dtmf_events, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops) {
             a.store(v, Relaxed);
         }
@@ -153,6 +168,9 @@ impl CoreStats {
             rx_bytes: self.rx_bytes.load(Relaxed),
             relayed_packets: self.relayed_packets.load(Relaxed),
             relayed_bytes: self.relayed_bytes.load(Relaxed),
+            played_packets: self.played_packets.load(Relaxed),
+            played_bytes: self.played_bytes.load(Relaxed),
+            dtmf_events: self.dtmf_events.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
             sessions_active: self.sessions_active.load(Relaxed),
             sessions_created: self.sessions_created.load(Relaxed),
@@ -182,6 +200,7 @@ mod tests {
     fn publish_then_snapshot_round_trips() {
         let mut c = Counters {
             rx_packets: 7,
+            played_packets: 5,
             ..Counters::default()
         };
         c.drop(DropReason::ForeignSource, 3);
@@ -189,7 +208,7 @@ mod tests {
         let s = CoreStats::default();
         s.publish(&c);
         let back = s.snapshot();
-        assert_eq!(back.rx_packets, 7);
+        assert_eq!((back.rx_packets, back.played_packets), (7, 5));
         assert_eq!(back.drops[DropReason::ForeignSource as usize], 3);
         assert_eq!(back.latency_buckets[latency_bucket(42_000)], 1);
     }

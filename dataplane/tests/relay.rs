@@ -194,6 +194,67 @@ fn refuses_beyond_budget_and_times_out(io: IoKind, port_min: u16) {
     dp.shutdown();
 }
 
+/// A caller's media arrives before the callee's address is known (early media, a queued call):
+/// the packets cannot be relayed, but they latch leg A, and its socket must be connected to
+/// the latched peer, or later sends to A (which rely on the connection) would fail.
+fn a_leg_latched_by_an_unrelayable_packet_still_receives(io: IoKind, port_min: u16) {
+    let (dp, mut core) = start(io, port_min, 10, 60_000);
+    let (a, b) = (endpoint(), endpoint());
+    let Event::Created { id, ports, .. } = call(
+        &mut core,
+        Command::Create {
+            token: 1,
+            a: leg(&a),
+            b: LegParams::default(),
+        },
+    ) else {
+        panic!("create failed")
+    };
+    let to_a_side = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let to_b_side = SocketAddr::from(([127, 0, 0, 1], ports[1]));
+    for seq in 0..3 {
+        a.send_to(&rtp(seq), to_a_side).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(matches!(
+        call(
+            &mut core,
+            Command::Update {
+                token: 2,
+                id,
+                leg: LegIndex::B,
+                params: leg(&b)
+            }
+        ),
+        Event::Updated { token: 2 }
+    ));
+    let mut buf = [0u8; 2048];
+    for seq in 10..20u16 {
+        b.send_to(&rtp(seq), to_b_side).unwrap();
+        let (n, from) = a.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (n, from, &buf[2..4]),
+            (172, to_a_side, &seq.to_be_bytes()[..])
+        );
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let c = core.stats.snapshot();
+    assert_eq!(c.drops[DropReason::NoDestination as usize], 3);
+    assert_eq!(c.drops[DropReason::SendFailed as usize], 0);
+    drop(core);
+    dp.shutdown();
+}
+
+#[test]
+fn portable_latched_by_an_unrelayable_packet_still_receives() {
+    a_leg_latched_by_an_unrelayable_packet_still_receives(IoKind::Portable, 44200);
+}
+
+#[test]
+fn uring_latched_by_an_unrelayable_packet_still_receives() {
+    a_leg_latched_by_an_unrelayable_packet_still_receives(IoKind::Uring, 44600);
+}
+
 #[test]
 fn portable_relays_both_ways() {
     relays_both_ways(IoKind::Portable, 41000);

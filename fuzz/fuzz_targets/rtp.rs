@@ -1,9 +1,10 @@
 #![no_main]
 //! RTP/RTCP classification and the forwarding decision on arbitrary datagrams from arbitrary
-//! sources on any port of a live session: never panics, never stops the real streams.
+//! sources on any port of a live session, with telephone-event parsing armed on leg A for a
+//! payload type the input picks: never panics, never stops the real streams.
 use libfuzzer_sys::fuzz_target;
 use std::net::SocketAddr;
-use tandem_dataplane::api::LegParams;
+use tandem_dataplane::api::{LegIndex, LegParams};
 use tandem_dataplane::rtp;
 use tandem_dataplane::session::{Sessions, Verdict};
 
@@ -17,6 +18,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut t = Sessions::new(0, 2, 30000);
     t.activate(0, &leg(5000), &leg(6000), 0);
+    t.set_dtmf(0, LegIndex::A, data.get(1).map(|b| b & 0x7f));
+    // Playing to A holds back what B sends, never what A sends.
+    t.set_playing(0, LegIndex::A, data.get(3).is_some_and(|b| b & 1 == 1));
     let mut good = vec![0u8; 172];
     good[0] = 0x80;
     let a = SocketAddr::from(([10, 0, 0, 1], 5000));
@@ -24,5 +28,8 @@ fuzz_target!(|data: &[u8]| {
     let slot = data.first().copied().unwrap_or(0) as u32 % 8;
     let src = SocketAddr::from(([192, 0, 2, data.get(1).copied().unwrap_or(0)], 9));
     let _ = t.on_packet(slot, src, data, 2);
+    // The same bytes from A itself reach the DTMF parser when their payload type matches.
+    let _ = t.on_packet(0, a, data, 2);
+    t.drain_dtmf(|r| assert!(r.digit.is_ascii_alphanumeric() || "*#".contains(r.digit)));
     assert!(matches!(t.on_packet(0, a, &good, 3), Verdict::Forward { out_slot: 2, .. }));
 });

@@ -4,9 +4,11 @@
 //! State (tables, scratch buffers, histories) is allocated when a value is constructed; the
 //! per-frame methods never allocate (`tests/no_alloc.rs` checks it with a counting allocator),
 //! except G.722, whose `ezk-g722` backend does (feature `g722`, see [`codec`]).
-//! Nothing here is wired into the data-plane cores yet.
+//! The data-plane cores use [`g711`] (playback frames), [`rfc4733`] (DTMF events) and [`clip`]
+//! (the clips they play, read at start); the rest is not wired into them yet.
 #![forbid(unsafe_code)]
 
+pub mod clip;
 pub mod codec;
 pub mod dtmf;
 pub mod g711;

@@ -184,7 +184,8 @@ impl Backend for Portable {
         rx.clear();
         let timeout_ms = match timeout {
             None => -1,
-            Some(d) => d.as_millis().min(i32::MAX as u128) as i32,
+            // Rounded up: a timeout truncated to 0 ms would spin until a sub-ms deadline.
+            Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
         };
         let max = self.events.len() as i32;
         // SAFETY: events has room for `max` entries.
@@ -282,10 +283,13 @@ impl Backend for Portable {
                     done += 1;
                 } else {
                     report.sent += n as u32;
-                    report.bytes += self.iovecs[done..done + n as usize]
-                        .iter()
-                        .map(|v| v.iov_len as u64)
-                        .sum::<u64>();
+                    for (k, v) in self.iovecs[done..done + n as usize].iter().enumerate() {
+                        report.bytes += v.iov_len as u64;
+                        if tx.meta(start + done + k).played {
+                            report.played += 1;
+                            report.played_bytes += v.iov_len as u64;
+                        }
+                    }
                     done += n as usize;
                 }
             }

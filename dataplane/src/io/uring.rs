@@ -88,6 +88,8 @@ struct TxSlots {
     len: Box<[u32]>,
     /// The socket slot each in-flight send leaves from (for the one retry below).
     socket: Box<[u32]>,
+    /// Whether each in-flight send is a played (generated) datagram, for the report.
+    played: Box<[bool]>,
     hdrs: Box<[libc::msghdr]>,
     iov: Box<[libc::iovec]>,
     addrs: Box<[libc::sockaddr_storage]>,
@@ -185,6 +187,7 @@ impl Uring {
                 data: vec![[0u8; PACKET_CAPACITY]; 2 * batch].into_boxed_slice(),
                 len: vec![0; 2 * batch].into_boxed_slice(),
                 socket: vec![0; 2 * batch].into_boxed_slice(),
+                played: vec![false; 2 * batch].into_boxed_slice(),
                 // SAFETY: plain C structs; all-zero is valid.
                 hdrs: vec![unsafe { std::mem::zeroed() }; 2 * batch].into_boxed_slice(),
                 iov: vec![
@@ -310,8 +313,13 @@ impl Uring {
             }
         }
         if res >= 0 {
+            let len = self.tx.len[tx_slot as usize] as u64;
             self.pending_report.sent += 1;
-            self.pending_report.bytes += self.tx.len[tx_slot as usize] as u64;
+            self.pending_report.bytes += len;
+            if self.tx.played[tx_slot as usize] {
+                self.pending_report.played += 1;
+                self.pending_report.played_bytes += len;
+            }
         } else {
             self.pending_report.failed += 1;
         }
@@ -569,6 +577,7 @@ impl Backend for Uring {
             self.tx.data[k][..pkt.len()].copy_from_slice(pkt);
             self.tx.len[k] = pkt.len() as u32;
             self.tx.socket[k] = m.slot;
+            self.tx.played[k] = m.played;
             self.tx.iov[k] = libc::iovec {
                 iov_base: self.tx.data[k].as_mut_ptr() as *mut libc::c_void,
                 iov_len: pkt.len(),

@@ -1,0 +1,245 @@
+//! Playback: a looped clip sent as RTP to one leg's peer, every 20 ms, from the core's loop.
+//!
+//! Pure state, no sockets and no clock: the core asks [`Players::due`] how many frames are due
+//! at `now` (one shared 20 ms grid per core, so every playing leg goes out in the same batch),
+//! then takes each player's next header with [`Player::next_packet`] and sends it with the
+//! clip's frame. The list of players is sized at start (two per session) and never grows.
+
+use crate::api::LegIndex;
+use crate::clip::FRAME_SAMPLES;
+use tandem_media::g711::Law;
+
+/// One packet every 20 ms.
+pub const FRAME_NS: u64 = 20_000_000;
+
+/// After a stall, at most this many frames per player go out at once; the rest are skipped
+/// (their timestamps pass without packets), so a late core does not flood a jitter buffer.
+pub const MAX_BURST: u32 = 3;
+
+const NONE: u32 = u32::MAX;
+
+/// The RTP stream one leg is being played.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Player {
+    /// `session index * 2 + leg`.
+    pub key: u32,
+    /// Index into the core's clips.
+    pub clip: u16,
+    pub payload_type: u8,
+    pub law: Law,
+    pub ssrc: u32,
+    /// Sequence number and timestamp of the next packet.
+    pub seq: u16,
+    pub ts: u32,
+    /// Next frame of the clip (wraps at the clip's end: a loop continues seq and ts).
+    pub frame: u32,
+    /// The next packet carries the marker bit (start of a talkspurt).
+    pub marker: bool,
+}
+
+/// RTP fixed header length (no CSRCs, no extension).
+pub const HEADER_LEN: usize = 12;
+
+impl Player {
+    pub fn key(index: u32, leg: LegIndex) -> u32 {
+        index * 2 + leg as u32
+    }
+
+    pub fn session(&self) -> u32 {
+        self.key / 2
+    }
+
+    pub fn leg(&self) -> LegIndex {
+        if self.key & 1 == 0 {
+            LegIndex::A
+        } else {
+            LegIndex::B
+        }
+    }
+
+    /// The next packet's RTP header and clip frame; advances seq, timestamp and frame.
+    pub fn next_packet(&mut self, clip_frames: u32) -> ([u8; HEADER_LEN], u32) {
+        debug_assert!(clip_frames > 0);
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = 0x80;
+        h[1] = (self.marker as u8) << 7 | (self.payload_type & 0x7f);
+        h[2..4].copy_from_slice(&self.seq.to_be_bytes());
+        h[4..8].copy_from_slice(&self.ts.to_be_bytes());
+        h[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        let frame = self.frame;
+        self.marker = false;
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(FRAME_SAMPLES as u32);
+        self.frame = (self.frame + 1) % clip_frames;
+        (h, frame)
+    }
+
+    /// Lets `n` frames pass unsent: the timestamp and the clip move on, the sequence does not
+    /// (nothing was lost; the receiver sees a gap in time, as after silence suppression).
+    pub fn skip(&mut self, n: u32, clip_frames: u32) {
+        self.ts = self.ts.wrapping_add(n.wrapping_mul(FRAME_SAMPLES as u32));
+        self.frame = ((self.frame as u64 + n as u64) % clip_frames as u64) as u32;
+    }
+}
+
+/// Every playing leg of one core.
+pub struct Players {
+    active: Vec<Player>,
+    /// Per key: index into `active`, or NONE.
+    position: Box<[u32]>,
+    /// When the next frame of every player is due.
+    next_tick_ns: u64,
+}
+
+impl Players {
+    pub fn new(sessions: u32) -> Self {
+        let keys = sessions as usize * 2;
+        Players {
+            active: Vec::with_capacity(keys),
+            position: vec![NONE; keys].into_boxed_slice(),
+            next_tick_ns: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.active.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Player {
+        self.active[i]
+    }
+
+    pub fn set(&mut self, i: usize, p: Player) {
+        debug_assert_eq!(self.active[i].key, p.key);
+        self.active[i] = p;
+    }
+
+    pub fn find(&self, key: u32) -> Option<&Player> {
+        let at = *self.position.get(key as usize)?;
+        (at != NONE).then(|| &self.active[at as usize])
+    }
+
+    /// Starts `p`, replacing whatever its leg was playing. The first player on an idle core
+    /// sends at once; later ones join the core's 20 ms grid.
+    pub fn start(&mut self, p: Player, now_ns: u64) {
+        let k = p.key as usize;
+        let at = self.position[k];
+        if at != NONE {
+            self.active[at as usize] = p;
+            return;
+        }
+        if self.active.is_empty() {
+            self.next_tick_ns = now_ns;
+        }
+        // Two keys per session slot and one entry per key: the capacity is never exceeded.
+        debug_assert!(self.active.len() < self.active.capacity());
+        self.position[k] = self.active.len() as u32;
+        self.active.push(p);
+    }
+
+    /// Stops the leg's player; false when it was not playing.
+    pub fn stop(&mut self, key: u32) -> bool {
+        let k = key as usize;
+        let at = self.position[k];
+        if at == NONE {
+            return false;
+        }
+        self.position[k] = NONE;
+        self.active.swap_remove(at as usize);
+        if let Some(moved) = self.active.get(at as usize) {
+            self.position[moved.key as usize] = at;
+        }
+        true
+    }
+
+    /// Frames due per player at `now` (0 before the next tick); moves the grid past them.
+    pub fn due(&mut self, now_ns: u64) -> u32 {
+        if self.active.is_empty() || now_ns < self.next_tick_ns {
+            return 0;
+        }
+        let n = (now_ns - self.next_tick_ns) / FRAME_NS + 1;
+        self.next_tick_ns += n * FRAME_NS;
+        n.min(u32::MAX as u64) as u32
+    }
+
+    /// How long the core may sleep before the next frame is due, when anything plays.
+    pub fn sleep_hint_ns(&self, now_ns: u64) -> Option<u64> {
+        (!self.active.is_empty()).then(|| self.next_tick_ns.saturating_sub(now_ns))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn player(key: u32) -> Player {
+        Player {
+            key,
+            clip: 0,
+            payload_type: 8,
+            law: Law::Alaw,
+            ssrc: 0xdead_beef,
+            seq: 65_534,
+            ts: u32::MAX - 159,
+            frame: 0,
+            marker: true,
+        }
+    }
+
+    #[test]
+    fn headers_count_on_across_the_loop_and_wraps() {
+        let mut p = player(3);
+        assert_eq!((p.session(), p.leg()), (1, LegIndex::B));
+        let mut frames = Vec::new();
+        for i in 0..5u32 {
+            let (h, f) = p.next_packet(2);
+            frames.push(f);
+            assert_eq!(h[0], 0x80);
+            assert_eq!(h[1], if i == 0 { 0x80 | 8 } else { 8 });
+            let seq = u16::from_be_bytes([h[2], h[3]]);
+            let ts = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            assert_eq!(seq, 65_534u16.wrapping_add(i as u16));
+            assert_eq!(ts, (u32::MAX - 159).wrapping_add(160 * i));
+            assert_eq!(&h[8..], &0xdead_beefu32.to_be_bytes());
+        }
+        assert_eq!(frames, [0, 1, 0, 1, 0]);
+        let (seq, ts) = (p.seq, p.ts);
+        p.skip(3, 2);
+        assert_eq!((p.seq, p.ts, p.frame), (seq, ts.wrapping_add(480), 0));
+    }
+
+    #[test]
+    fn start_stop_keep_positions_consistent_and_the_grid_paces() {
+        let mut ps = Players::new(4);
+        assert_eq!(ps.due(0), 0);
+        assert_eq!(ps.sleep_hint_ns(0), None);
+        ps.start(player(1), 1_000);
+        ps.start(player(6), 5_000);
+        ps.start(player(4), 6_000);
+        assert_eq!(ps.len(), 3);
+        // The first player's start set the grid: due at once, then every 20 ms.
+        assert_eq!(ps.due(1_000), 1);
+        assert_eq!(ps.due(1_000 + FRAME_NS - 1), 0);
+        assert_eq!(ps.sleep_hint_ns(1_000 + FRAME_NS - 1), Some(1));
+        assert_eq!(ps.due(1_000 + FRAME_NS), 1);
+        // A 100 ms stall: five frames due.
+        assert_eq!(ps.due(1_000 + 6 * FRAME_NS + 7), 5);
+        assert!(ps.stop(1));
+        assert!(!ps.stop(1));
+        assert_eq!(ps.find(4).map(|p| p.key), Some(4));
+        assert_eq!(ps.find(6).map(|p| p.key), Some(6));
+        assert!(ps.find(1).is_none());
+        // Replacing keeps one entry per key.
+        let mut again = player(6);
+        again.clip = 1;
+        ps.start(again, 0);
+        assert_eq!(ps.len(), 2);
+        assert_eq!(ps.find(6).unwrap().clip, 1);
+        assert!(ps.stop(4) && ps.stop(6));
+        assert!(ps.is_empty());
+    }
+}

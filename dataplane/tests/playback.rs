@@ -1,0 +1,381 @@
+//! Playback and DTMF through a real core on loopback sockets, once per I/O backend.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tandem_dataplane::api::{Command, CoreError, Event, LegIndex, LegParams, SessionId};
+use tandem_dataplane::clip::Law;
+use tandem_dataplane::io::IoKind;
+use tandem_dataplane::stats::DropReason;
+use tandem_dataplane::{Clip, Config, CoreHandle, DataPlane};
+
+fn ramp_clip() -> Arc<Clip> {
+    // Seven frames, each a different level, so a payload names its frame.
+    let pcm: Vec<i16> = (0..7 * 160)
+        .map(|i| ((i / 160) * 1000 + 500) as i16)
+        .collect();
+    Arc::new(Clip::from_pcm("ramp", &pcm).unwrap())
+}
+
+fn start(io: IoKind, port_min: u16) -> (DataPlane, CoreHandle) {
+    let mut dp = DataPlane::start(&Config {
+        cores: Some(1),
+        port_min,
+        port_max: port_min + 399,
+        io,
+        sessions_per_core: Some(10),
+        clips: vec![Clip::hold_music(), ramp_clip()],
+        ..Config::default()
+    })
+    .expect("start data plane");
+    assert!(
+        dp.backend_name.starts_with(io.name()),
+        "{}",
+        dp.backend_name
+    );
+    let core = dp.take_cores().pop().unwrap();
+    (dp, core)
+}
+
+/// The next event, skipping none; `None` after `wait`.
+fn next_event(core: &mut CoreHandle, wait: Duration) -> Option<Event> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Ok(ev) = core.events.pop() {
+            return Some(ev);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn call(core: &mut CoreHandle, cmd: Command) -> Event {
+    core.send(cmd).expect("ring has room");
+    next_event(core, Duration::from_secs(5)).expect("core did not answer")
+}
+
+fn endpoint() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s
+}
+
+fn leg(sock: &UdpSocket) -> LegParams {
+    let a = sock.local_addr().unwrap();
+    LegParams {
+        rtp: Some(a),
+        rtcp: Some(SocketAddr::new(a.ip(), a.port() + 1)),
+        ..LegParams::default()
+    }
+}
+
+fn create(core: &mut CoreHandle, a: &UdpSocket, b: &UdpSocket) -> (SessionId, [u16; 2]) {
+    match call(
+        core,
+        Command::Create {
+            token: 1,
+            a: leg(a),
+            b: leg(b),
+        },
+    ) {
+        Event::Created { id, ports, .. } => (id, ports),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn rtp(pt: u8, seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0u8; 172];
+    p[0] = 0x80;
+    p[1] = pt;
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    p
+}
+
+/// Reads whatever is queued; returns how many datagrams that was.
+fn drain(s: &UdpSocket) -> u64 {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while s.recv(&mut buf).is_ok() {
+        n += 1;
+    }
+    s.set_nonblocking(false).unwrap();
+    n
+}
+
+struct Header {
+    marker: bool,
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+}
+
+fn header(p: &[u8]) -> Header {
+    Header {
+        marker: p[1] & 0x80 != 0,
+        pt: p[1] & 0x7f,
+        seq: u16::from_be_bytes([p[2], p[3]]),
+        ts: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+        ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+    }
+}
+
+fn plays_a_paced_stream_and_holds_back_relayed_media(io: IoKind, port_min: u16) {
+    let (dp, mut core) = start(io, port_min);
+    let (a, b) = (endpoint(), endpoint());
+    let (id, ports) = create(&mut core, &a, &b);
+    let a_side = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let b_side = SocketAddr::from(([127, 0, 0, 1], ports[1]));
+
+    for (clip, pt, error) in [
+        (9, 0, CoreError::UnknownClip),
+        (1, 18, CoreError::UnsupportedPayloadType),
+    ] {
+        let answer = call(
+            &mut core,
+            Command::Play {
+                token: 2,
+                id,
+                leg: LegIndex::A,
+                clip,
+                payload_type: pt,
+            },
+        );
+        assert!(
+            matches!(answer, Event::Failed { error: e, .. } if e == error),
+            "{answer:?}"
+        );
+    }
+    assert!(matches!(
+        call(
+            &mut core,
+            Command::Play {
+                token: 3,
+                id,
+                leg: LegIndex::A,
+                clip: 1,
+                payload_type: 8,
+            }
+        ),
+        Event::Updated { token: 3 }
+    ));
+
+    // One second of playback while B talks: A hears the clip and nothing of B.
+    let clip = ramp_clip();
+    let started = Instant::now();
+    let mut got: Vec<(Header, Vec<u8>)> = Vec::new();
+    let mut buf = [0u8; 2048];
+    let mut b_seq = 0u16;
+    while started.elapsed() < Duration::from_secs(1) {
+        b.send_to(&rtp(0, b_seq, 0xb0b), b_side).unwrap();
+        b_seq += 1;
+        let (n, from) = a.recv_from(&mut buf).unwrap();
+        assert_eq!(from, a_side, "played from A's own port");
+        got.push((header(&buf[..n]), buf[12..n].to_vec()));
+    }
+    let n = got.len();
+    // 50 packets a second (a loaded CI machine may start a frame or two late).
+    assert!((45..=56).contains(&n), "{n} packets in 1 s");
+    let ssrc = got[0].0.ssrc;
+    assert_ne!(ssrc, 0xb0b, "B's packets must not reach a played leg");
+    let first_frame = (0..clip.frames())
+        .find(|&f| clip.frame(Law::Alaw, f) == got[0].1.as_slice())
+        .expect("payload is a frame of the clip");
+    assert_eq!(first_frame, 0);
+    for (i, (h, payload)) in got.iter().enumerate() {
+        assert_eq!((h.pt, h.ssrc, h.marker), (8, ssrc, i == 0), "packet {i}");
+        assert_eq!(h.seq, got[0].0.seq.wrapping_add(i as u16), "packet {i}");
+        assert_eq!(h.ts, got[0].0.ts.wrapping_add(160 * i as u32), "packet {i}");
+        // Loops through the clip: frame i mod 7.
+        assert_eq!(
+            payload.as_slice(),
+            clip.frame(Law::Alaw, i as u32),
+            "packet {i}"
+        );
+    }
+
+    assert!(matches!(
+        call(
+            &mut core,
+            Command::StopPlay {
+                token: 4,
+                id,
+                leg: LegIndex::A,
+            }
+        ),
+        Event::Updated { token: 4 }
+    ));
+    // Whatever was in flight is drained; from now on A hears B again, and only B.
+    std::thread::sleep(Duration::from_millis(60));
+    let in_flight = drain(&a);
+    // The stop came within a frame or two of the last packet read.
+    assert!(
+        in_flight <= 3,
+        "{in_flight} packets played after the last one read"
+    );
+    for seq in 0..20u16 {
+        b.send_to(&rtp(0, 1000 + seq, 0xb0b), b_side).unwrap();
+        let (n, _) = a.recv_from(&mut buf).unwrap();
+        let h = header(&buf[..n]);
+        assert_eq!((h.ssrc, h.seq), (0xb0b, 1000 + seq));
+    }
+    a.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(a.recv_from(&mut buf).is_err(), "playback stopped");
+
+    // Counters: every played packet counted as played, none as relayed.
+    std::thread::sleep(Duration::from_millis(50));
+    let c = core.stats.snapshot();
+    assert_eq!(c.played_packets, n as u64 + in_flight);
+    assert_eq!(c.played_bytes, c.played_packets * 172);
+    assert_eq!(c.drops[DropReason::Playback as usize], b_seq as u64);
+    assert_eq!(c.relayed_packets, 20);
+
+    // Deleting a playing session stops it too.
+    assert!(matches!(
+        call(
+            &mut core,
+            Command::Play {
+                token: 5,
+                id,
+                leg: LegIndex::B,
+                clip: 0,
+                payload_type: 0,
+            }
+        ),
+        Event::Updated { .. }
+    ));
+    let (n, _) = b.recv_from(&mut buf).unwrap();
+    assert_eq!((n, header(&buf[..n]).pt), (172, 0));
+    assert!(matches!(
+        call(&mut core, Command::Delete { token: 6, id }),
+        Event::Deleted { .. }
+    ));
+    assert!(matches!(
+        call(
+            &mut core,
+            Command::StopPlay {
+                token: 7,
+                id,
+                leg: LegIndex::B,
+            }
+        ),
+        Event::Failed {
+            error: CoreError::UnknownSession,
+            ..
+        }
+    ));
+    drop(core);
+    dp.shutdown();
+}
+
+fn event_packet(pt: u8, seq: u16, ts: u32, event: u8, end: bool, duration: u16) -> Vec<u8> {
+    let mut p = vec![0x80, pt, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0x0b];
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[4..8].copy_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&[event, if end { 0x8a } else { 0x0a }]);
+    p.extend_from_slice(&duration.to_be_bytes());
+    p
+}
+
+/// A key press as a phone sends it: updates every 20 ms, then the end packet three times.
+fn key_press(to: &SocketAddr, from: &UdpSocket, pt: u8, seq: &mut u16, ts: u32, event: u8) {
+    for (i, d) in [160u16, 320, 480, 800, 800, 800].into_iter().enumerate() {
+        from.send_to(&event_packet(pt, *seq, ts, event, i >= 3, d), to)
+            .unwrap();
+        if i < 3 {
+            *seq += 1;
+        }
+    }
+    *seq += 1;
+}
+
+fn reports_each_key_once(io: IoKind, port_min: u16) {
+    let (dp, mut core) = start(io, port_min);
+    let (a, b) = (endpoint(), endpoint());
+    let (id, ports) = create(&mut core, &a, &b);
+    let a_side = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    assert!(matches!(
+        call(
+            &mut core,
+            Command::SetDtmf {
+                token: 2,
+                id,
+                leg: LegIndex::A,
+                payload_type: Some(101),
+            }
+        ),
+        Event::Updated { token: 2 }
+    ));
+    let mut seq = 100;
+    key_press(&a_side, &a, 101, &mut seq, 8000, 5);
+    match next_event(&mut core, Duration::from_secs(2)) {
+        Some(Event::Dtmf {
+            id: got,
+            leg,
+            digit,
+            duration_ms,
+        }) => assert_eq!((got, leg, digit, duration_ms), (id, LegIndex::A, '5', 100)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(next_event(&mut core, Duration::from_millis(200)), None);
+    // Still relayed: B got all six packets.
+    let mut buf = [0u8; 2048];
+    for _ in 0..6 {
+        let (n, _) = b.recv_from(&mut buf).unwrap();
+        assert_eq!((n, buf[1] & 0x7f), (16, 101));
+    }
+
+    // The same packets under another payload type are not telephone events.
+    key_press(&a_side, &a, 100, &mut seq, 16000, 7);
+    assert_eq!(next_event(&mut core, Duration::from_millis(300)), None);
+
+    // A caller on hold music presses a key: still reported.
+    assert!(matches!(
+        call(
+            &mut core,
+            Command::Play {
+                token: 3,
+                id,
+                leg: LegIndex::A,
+                clip: 0,
+                payload_type: 0,
+            }
+        ),
+        Event::Updated { .. }
+    ));
+    key_press(&a_side, &a, 101, &mut seq, 24000, 11);
+    match next_event(&mut core, Duration::from_secs(2)) {
+        Some(Event::Dtmf { digit, .. }) => assert_eq!(digit, '#'),
+        other => panic!("{other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(core.stats.snapshot().dtmf_events, 2);
+    drop(core);
+    dp.shutdown();
+}
+
+#[test]
+fn portable_plays_a_paced_stream_and_holds_back_relayed_media() {
+    plays_a_paced_stream_and_holds_back_relayed_media(IoKind::Portable, 42600);
+}
+
+#[test]
+fn uring_plays_a_paced_stream_and_holds_back_relayed_media() {
+    plays_a_paced_stream_and_holds_back_relayed_media(IoKind::Uring, 43000);
+}
+
+#[test]
+fn portable_reports_each_key_once() {
+    reports_each_key_once(IoKind::Portable, 43400);
+}
+
+#[test]
+fn uring_reports_each_key_once() {
+    reports_each_key_once(IoKind::Uring, 43800);
+}
