@@ -3,7 +3,8 @@
 # the agents of queue "support" (fewest-calls); they log in, take a break and come back through
 # the control API. SIPp callers dial the queue: calls are shared by the strategy, an agent on
 # break gets none, a caller who hangs up while queued is counted as abandoned, and the queue's
-# statistics (from the durable queue log) match the calls made.
+# statistics (from the durable queue log) match the calls made; callers who wait hear the data
+# plane's hold music.
 source "$(dirname "$0")/lib.sh"
 SIP=5064; NG=22261; HTTP=18111
 command -v baresip >/dev/null || fail "baresip not installed (scripts/setup)"
@@ -113,6 +114,10 @@ a=$(taken alice); b=$(taken bob)
 echo "calls taken: alice=$a bob=$b"
 [ "$a" -eq 4 ] && [ "$b" -eq 2 ] || fail "an agent on break got a call: alice=$a bob=$b"
 echo "ok: the agent on break received nothing"
+# The caller who waited for alice heard the hold music (early media in the 180) from the data plane.
+played=$(metric $HTTP tandem_dp_played_packets_total)
+[ "$played" -ge 100 ] || fail "hold music: only $played packets played to waiting callers"
+echo "ok: waiting callers heard the hold music ($played packets played by the data plane)"
 
 # 3. Nobody ready: a caller waits, gives up (CANCEL) and is counted as abandoned.
 state alice '{"action":"break","reason":"meeting"}'

@@ -281,6 +281,11 @@ pub struct NewQueue {
     pub overflow: Option<String>,
     /// Callers leave (overflow) when no agent is logged in (default false).
     pub leave_when_empty: Option<bool>,
+    /// Waiting callers hear the hold music as early media (default true).
+    pub music: Option<bool>,
+    /// A key (0-9, *, #) that takes a waiting caller out of the queue to the overflow target
+    /// when that is not a queue, else ends the call (default none).
+    pub leave_key: Option<String>,
     /// Skills a caller needs, each with the least level (1–5) accepted.
     pub skills: Option<Vec<SkillLevel>>,
     /// Time-based relaxation of tier and level requirements.
@@ -301,7 +306,7 @@ pub struct NewQueue {
     pub routing_delay_s: Option<i64>,
 }
 
-/// Changes to a queue; `null` clears max_len, max_wait_s, overflow and max_tier.
+/// Changes to a queue; `null` clears max_len, max_wait_s, overflow, leave_key and max_tier.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueuePatch {
@@ -319,6 +324,10 @@ pub struct QueuePatch {
     #[schema(value_type = Option<String>)]
     pub overflow: Option<Option<String>>,
     pub leave_when_empty: Option<bool>,
+    pub music: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub leave_key: Option<Option<String>>,
     pub skills: Option<Vec<SkillLevel>>,
     pub relax: Option<Vec<RelaxDef>>,
     #[serde(default, deserialize_with = "nullable")]
@@ -343,6 +352,8 @@ impl NewQueue {
             max_wait_s: self.max_wait_s.map(Some),
             overflow: self.overflow.map(Some),
             leave_when_empty: self.leave_when_empty,
+            music: self.music,
+            leave_key: self.leave_key.map(Some),
             skills: self.skills,
             relax: self.relax,
             max_tier: self.max_tier.map(Some),
@@ -371,6 +382,8 @@ impl QueuePatch {
             max_wait_s,
             overflow,
             leave_when_empty,
+            music,
+            leave_key,
             skills,
             relax,
             max_tier,
@@ -412,6 +425,18 @@ async fn check_queue(state: &ApiState, q: &Queue) -> Result<(), ApiError> {
     check_range("no_answer_delay_s", q.no_answer_delay_s, 0, DAY)?;
     check_range("max_no_answer", q.max_no_answer, 0, 100)?;
     check_range("routing_delay_s", q.routing_delay_s, 0, DAY)?;
+    if let Some(key) = &q.leave_key {
+        if key.len() != 1
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+        {
+            return Err(ApiError::invalid(
+                "leave_key",
+                "leave_key is one of 0-9, * and #",
+            ));
+        }
+    }
     check_skills(state, &q.tenant, "skills", &q.skills).await?;
     if q.relax.len() > 20 {
         return Err(ApiError::invalid("relax", "at most 20 relax rules"));

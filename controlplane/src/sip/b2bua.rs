@@ -54,6 +54,23 @@ pub enum MediaOp {
         call: CallId,
         session: SessionId,
     },
+    /// Loop a clip (0: the hold music) to one leg's peer as its own RTP stream.
+    Play {
+        session: SessionId,
+        leg: LegIndex,
+        clip: u16,
+        payload_type: u8,
+    },
+    StopPlay {
+        session: SessionId,
+        leg: LegIndex,
+    },
+    /// Report the keys a leg's peer presses (RFC 4733 on this payload type).
+    SetDtmf {
+        session: SessionId,
+        leg: LegIndex,
+        payload_type: Option<u8>,
+    },
 }
 
 /// What the engine asks of its shell.
@@ -999,6 +1016,7 @@ impl Engine {
                     agent: None,
                     exit: None,
                     overflow: None,
+                    playing: None,
                 }),
                 None => {
                     self.reply(now, tx, &req, 404);

@@ -39,6 +39,8 @@ pub(super) struct Queued {
     /// target takes the call.
     pub(super) exit: Option<u16>,
     pub(super) overflow: Option<String>,
+    /// The hold music's payload type while it plays to the caller.
+    pub(super) playing: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -424,6 +426,35 @@ impl ContactCentre {
     }
 }
 
+/// The first of PCMU (0) and PCMA (8) in the first audio stream's format list: what the hold
+/// music is played in.
+fn g711_pt(sdp: &str) -> Option<u8> {
+    let m = sdp.lines().find_map(|l| l.strip_prefix("m=audio "))?;
+    m.split_whitespace()
+        .skip(2)
+        .filter_map(|f| f.parse::<u8>().ok())
+        .find(|&pt| pt == 0 || pt == 8)
+}
+
+/// The payload type of `telephone-event/8000` in the first audio stream.
+fn telephone_event_pt(sdp: &str) -> Option<u8> {
+    let mut in_audio = false;
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            if in_audio {
+                return None;
+            }
+            in_audio = m.starts_with("audio");
+        } else if let Some(map) = line.strip_prefix("a=rtpmap:").filter(|_| in_audio) {
+            let (pt, name) = map.split_once(' ')?;
+            if name.trim().eq_ignore_ascii_case("telephone-event/8000") {
+                return pt.parse().ok();
+            }
+        }
+    }
+    None
+}
+
 fn refusal(e: AcdError) -> AcdRefusal {
     match e {
         AcdError::UnknownQueue(_) | AcdError::UnknownAgent(_) | AcdError::UnknownContact(_) => {
@@ -489,6 +520,10 @@ impl Engine {
         let mut ringing = Message::response_to(&c.a_request, 180, Some(&c.a.local_tag));
         ringing.push("Contact", contact);
         let a_invite = c.a_invite;
+        if let Some(sdp) = self.start_music(call) {
+            // Early media: the caller's phone plays what we send instead of its ringback.
+            ringing.set_body("application/sdp", sdp.into_bytes());
+        }
         self.respond(now, a_invite, ringing);
         let request = self.contact_request(call, queue);
         let now_ms = self.acd_now(now);
@@ -498,6 +533,82 @@ impl Engine {
             self.fail_call(now, call, 503, Disposition::Failed, "system");
         }
         self.acd_pump(now);
+    }
+
+    /// Starts the queue's hold music on leg A (and listens for its leave key); returns the SDP
+    /// the caller gets in the 180 for it: our address and leg A's port, the caller's codecs.
+    /// None when the queue plays no music or the caller offered neither PCMU nor PCMA.
+    fn start_music(&mut self, call: CallId) -> Option<String> {
+        let c = self.calls.get(&call)?;
+        let def = self.cc.queue_defs.get(&c.queue.as_ref()?.queue)?;
+        let session = c.session?;
+        let (music, listen) = (def.music, def.leave_key.is_some());
+        if listen {
+            if let Some(pt) = telephone_event_pt(&c.sdp[0]) {
+                self.actions.push(Action::Media(MediaOp::SetDtmf {
+                    session,
+                    leg: LegIndex::A,
+                    payload_type: Some(pt),
+                }));
+            }
+        }
+        let pt = g711_pt(&c.sdp[0]).filter(|_| music)?;
+        let sdp = self.rewrite_for(&c.sdp[0], c.ports[0])?;
+        self.actions.push(Action::Media(MediaOp::Play {
+            session,
+            leg: LegIndex::A,
+            clip: 0,
+            payload_type: pt,
+        }));
+        if let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) {
+            q.playing = Some(pt);
+        }
+        Some(sdp)
+    }
+
+    /// The caller leaves the hold music (an agent answers, or it goes elsewhere).
+    fn stop_music(&mut self, call: CallId) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let session = c.session;
+        if let (Some(q), Some(session)) = (c.queue.as_mut(), session) {
+            if q.playing.take().is_some() {
+                self.actions.push(Action::Media(MediaOp::StopPlay {
+                    session,
+                    leg: LegIndex::A,
+                }));
+            }
+        }
+    }
+
+    /// A key the data plane heard on a leg: the queue's leave key takes a waiting caller out.
+    pub fn media_dtmf(&mut self, now: Now, session: SessionId, leg: LegIndex, digit: char) {
+        if leg != LegIndex::A {
+            return;
+        }
+        let Some((&call, c)) = self.calls.iter().find(|(_, c)| c.session == Some(session)) else {
+            return;
+        };
+        if !c.awaiting_agent() {
+            return;
+        }
+        let Some(q) = c.queue.as_ref() else { return };
+        let leave = self
+            .cc
+            .queue_defs
+            .get(&q.queue)
+            .and_then(|d| d.leave_key.as_deref())
+            .is_some_and(|k| k.starts_with(digit));
+        if leave {
+            let _ = self.acd_input(
+                now,
+                Input::LeaveKey {
+                    contact: ContactId(call),
+                },
+            );
+            self.pump(now);
+        }
     }
 
     /// What the ACD is told about a caller entering `queue`: the queue's required skills and
@@ -736,8 +847,28 @@ impl Engine {
                 Some(480)
             }
             EventKind::ExitFull { to: None } => Some(486),
+            EventKind::ExitKey { .. } => Some(480),
             _ => None,
         };
+        if let (EventKind::ExitKey { .. }, Some(contact), Some(queue)) =
+            (&e.kind, e.contact, e.queue)
+        {
+            // The ACD leaves a caller who pressed the leave key to us: the queue's overflow
+            // target, when it is not a queue, takes the call.
+            let target = self
+                .cc
+                .queue_defs
+                .get(&queue)
+                .and_then(|d| d.overflow.clone())
+                .filter(|t| !t.starts_with("queue:"));
+            if let Some(q) = self
+                .calls
+                .get_mut(&contact.0)
+                .and_then(|c| c.queue.as_mut())
+            {
+                q.overflow = target;
+            }
+        }
         if let (Some(code), Some(contact)) = (exit, e.contact) {
             if let Some(q) = self
                 .calls
@@ -959,6 +1090,7 @@ impl Engine {
         for l in bye {
             self.bye_leg(now, l);
         }
+        self.stop_music(call);
         let c = self.calls.get_mut(&call).expect("checked");
         if c.state == CallState::Answered {
             // Transferred back into a queue: the caller was answered long ago; only the media
@@ -1311,11 +1443,16 @@ impl Engine {
                     agent: None,
                     exit: None,
                     overflow: None,
+                    playing: None,
                 });
                 let request = self.contact_request(call, queue);
                 self.acd_input(now, Input::Enter(request))
             }
         };
+        if result.is_ok() {
+            // Music while the next agent is found (the caller already has our SDP).
+            let _ = self.start_music(call);
+        }
         if let Err(e) = result {
             tracing::warn!("ACD refused the transfer of call {call} to queue {name}: {e}");
             if let Some(c) = self.calls.get_mut(&call) {
@@ -1331,9 +1468,16 @@ impl Engine {
             self.fail_call(now, call, code, Disposition::NoAnswer, "system");
             return;
         };
+        self.stop_music(call);
         let Some(c) = self.calls.get(&call) else {
             return;
         };
+        if c.state == CallState::Answered {
+            // Back in a queue after a transfer: the caller's dialog is confirmed, so it cannot
+            // be offered to another target as a fresh call; it ends.
+            self.hang_up_both(now, call, None);
+            return;
+        }
         let (tenant, number) = (c.tenant.clone(), c.dialled.clone());
         match self.resolve(now, &tenant, &route_target, &number) {
             Ok((uri, peer)) => {

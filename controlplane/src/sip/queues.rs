@@ -45,6 +45,13 @@ pub struct QueueDef {
     /// Callers leave (overflow) when no agent is logged in, instead of waiting.
     #[serde(default)]
     pub leave_when_empty: bool,
+    /// Waiting callers hear the hold music (early media in the 180); off: their own ringback.
+    #[serde(default = "yes")]
+    pub music: bool,
+    /// A key (`0`-`9`, `*`, `#`) that takes a waiting caller out of the queue: to the overflow
+    /// target when it is not a queue (voicemail, say), else the call ends.
+    #[serde(default)]
+    pub leave_key: Option<String>,
     /// Skills a caller of this queue needs, each with the least proficiency (1–5) accepted.
     #[serde(default)]
     pub skills: Vec<SkillLevel>,
@@ -133,6 +140,9 @@ fn default_ring_step_s() -> u32 {
 fn one() -> u32 {
     1
 }
+fn yes() -> bool {
+    true
+}
 fn default_service_level_s() -> u32 {
     20
 }
@@ -174,6 +184,8 @@ impl QueueDef {
             max_wait_s: None,
             overflow: None,
             leave_when_empty: false,
+            music: true,
+            leave_key: None,
             skills: Vec::new(),
             relax: Vec::new(),
             max_tier: None,
@@ -201,6 +213,15 @@ impl QueueDef {
         }
         if self.priority == 0 {
             return bad("priority must be at least 1");
+        }
+        if let Some(key) = &self.leave_key {
+            if key.len() != 1
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+            {
+                return bad("leave_key is one of 0-9, * and #");
+            }
         }
         if self.ring_timeout_s == 0 || self.ring_step_s == 0 {
             return bad("ring_timeout_s and ring_step_s must be positive");

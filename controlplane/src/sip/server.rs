@@ -204,6 +204,8 @@ async fn run_loop(
     let mut recent_accounts: VecDeque<(u64, Instant, super::config::AccountChange)> =
         VecDeque::new();
     let mut hold_check = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut dtmf = media.subscribe_dtmf();
+    let mut dtmf_open = true;
     loop {
         let deadline = tokio::time::Instant::from_std(engine.next_deadline());
         let directory = async {
@@ -219,6 +221,17 @@ async fn run_loop(
             }
         };
         tokio::select! {
+            key = dtmf.recv(), if dtmf_open => match key {
+                Ok(key) => engine.media_dtmf(now(), key.id, key.leg, key.digit),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("{n} DTMF keys from the data plane dropped (SIP task behind)");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    dtmf_open = false;
+                    continue;
+                }
+            },
             Some(request) = acd_request => {
                 let super::queues::AcdRequest { tenant, op, reply } = request;
                 let _ = reply.send(engine.acd_request(now(), &tenant, op));
@@ -513,6 +526,30 @@ fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inb
             MediaOp::Delete { call, session } => {
                 let stats = media.delete(session).await.ok().map(Box::new);
                 let _ = inbox.send(Inbound::Deleted { call, stats }).await;
+            }
+            MediaOp::Play {
+                session,
+                leg,
+                clip,
+                payload_type,
+            } => {
+                if let Err(e) = media.play(session, leg, clip, payload_type).await {
+                    tracing::debug!("media play failed: {e:?}");
+                }
+            }
+            MediaOp::StopPlay { session, leg } => {
+                if let Err(e) = media.stop_play(session, leg).await {
+                    tracing::debug!("media stop-play failed: {e:?}");
+                }
+            }
+            MediaOp::SetDtmf {
+                session,
+                leg,
+                payload_type,
+            } => {
+                if let Err(e) = media.set_dtmf(session, leg, payload_type).await {
+                    tracing::debug!("media set-dtmf failed: {e:?}");
+                }
             }
         }
     });

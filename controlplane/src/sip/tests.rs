@@ -1419,7 +1419,7 @@ pub(super) mod queue {
     }
 
     /// Registers `user`'s phone (digest challenge answered).
-    fn register_device(h: &mut Harness, user: &str) {
+    pub(super) fn register_device(h: &mut Harness, user: &str) {
         let from = device(user);
         let req = |cseq: u32, auth: Option<&str>| {
             let auth = auth
@@ -1973,5 +1973,147 @@ mod queue_directory {
             .iter()
             .any(|(to, m)| to.to_string() == "10.0.0.1:5060" && m.status() == Some(200)));
         assert_eq!(h.engine.active_calls(), 1);
+    }
+
+    #[test]
+    fn waiting_callers_hear_hold_music_and_leave_with_the_queues_key() {
+        let mut cfg = super::queue::cc_config("longest-idle", None);
+        cfg.queues[0].leave_key = Some("0".into());
+        cfg.queues[0].overflow = Some("uri:sip:voicemail@10.0.0.9:5060".into());
+        cfg.validate().unwrap();
+        let mut h = harness_with(cfg);
+        let out = h.feed(&invite("z9hG4bKm1", "m-1", "3000", SDP_A), "10.0.0.1:5060");
+        let call = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Media(MediaOp::Create { call, .. }) => Some(*call),
+                _ => None,
+            })
+            .unwrap();
+        let now = h.now();
+        let session = SessionId {
+            core: 0,
+            slot: 1,
+            generation: 1,
+        };
+        h.engine
+            .media_created(now, call, Ok((session, [31000, 31004])));
+        let out: Vec<Action> = h.engine.drain().collect();
+        let ringing = sent(&out)
+            .into_iter()
+            .find(|(_, m)| m.status() == Some(180))
+            .unwrap()
+            .1;
+        let sdp = ringing.body_str().expect("early media SDP in the 180");
+        assert!(sdp.contains("c=IN IP4 192.0.2.1") && sdp.contains("m=audio 31000 "));
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Media(MediaOp::Play {
+                leg: LegIndex::A,
+                clip: 0,
+                payload_type: 8,
+                ..
+            })
+        )));
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Media(MediaOp::SetDtmf {
+                leg: LegIndex::A,
+                payload_type: Some(101),
+                ..
+            })
+        )));
+
+        // Another key does nothing; the leave key sends the caller to voicemail.
+        let now = h.now();
+        h.engine.media_dtmf(now, session, LegIndex::A, '5');
+        assert!(sent(&h.engine.drain().collect::<Vec<_>>()).is_empty());
+        h.ms += 7000;
+        let now = h.now();
+        h.engine.media_dtmf(now, session, LegIndex::A, '0');
+        let out: Vec<Action> = h.engine.drain().collect();
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Media(MediaOp::StopPlay {
+                leg: LegIndex::A,
+                ..
+            })
+        )));
+        let vm = sent(&out).into_iter().find(|(to, m)| {
+            to.to_string() == "10.0.0.9:5060" && m.method() == Some(&Method::Invite)
+        });
+        assert!(vm.is_some(), "sent to the overflow target: {out:?}");
+        let exit = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Event(SipEvent::Acd(e)) if e.kind == "exit_key" => Some(e.clone()),
+                _ => None,
+            })
+            .expect("exit_key in the queue log");
+        assert_eq!(exit.detail["wait_ms"], 7000);
+    }
+
+    #[test]
+    fn the_music_stops_when_an_agent_answers() {
+        let mut h = harness_with(super::queue::cc_config("longest-idle", None));
+        super::queue::register_device(&mut h, "alice");
+        let now = h.now();
+        h.engine
+            .acd_request(
+                now,
+                "acme",
+                AcdOp::Agent {
+                    agent: "alice".into(),
+                    action: AgentAction::Login,
+                },
+            )
+            .unwrap();
+        h.engine.drain().for_each(drop);
+        let out = h.feed(&invite("z9hG4bKm2", "m-2", "3000", SDP_A), "10.0.0.1:5060");
+        let call = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Media(MediaOp::Create { call, .. }) => Some(*call),
+                _ => None,
+            })
+            .unwrap();
+        let now = h.now();
+        let session = SessionId {
+            core: 0,
+            slot: 1,
+            generation: 1,
+        };
+        h.engine
+            .media_created(now, call, Ok((session, [31000, 31004])));
+        let out: Vec<Action> = h.engine.drain().collect();
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Media(MediaOp::Play { .. }))));
+        let offer = sent(&out)
+            .into_iter()
+            .find(|(_, m)| m.method() == Some(&Method::Invite))
+            .unwrap()
+            .1;
+        let out = h.feed(
+            &response_from(&offer, 200, "btag", Some(SDP_B)),
+            "192.168.1.11:5060",
+        );
+        let stop = out
+            .iter()
+            .position(|a| {
+                matches!(
+                    a,
+                    Action::Media(MediaOp::StopPlay {
+                        leg: LegIndex::A,
+                        ..
+                    })
+                )
+            })
+            .expect("music stopped");
+        let ok = out
+            .iter()
+            .position(|a| matches!(a, Action::Send { bytes, .. } if Message::parse(bytes).unwrap().status() == Some(200)))
+            .expect("caller answered");
+        assert!(stop < ok, "stopped before the caller is answered");
     }
 }

@@ -48,6 +48,8 @@ pub struct Queue {
     pub max_wait_s: Option<i64>,
     pub overflow: Option<String>,
     pub leave_when_empty: bool,
+    pub music: bool,
+    pub leave_key: Option<String>,
     pub skills: Vec<SkillLevel>,
     pub relax: Vec<RelaxDef>,
     pub max_tier: Option<i64>,
@@ -93,6 +95,8 @@ impl Queue {
             max_wait_s: d.max_wait_s.map(i64::from),
             overflow: d.overflow.clone(),
             leave_when_empty: d.leave_when_empty,
+            music: d.music,
+            leave_key: d.leave_key.clone(),
             skills: d.skills.clone(),
             relax: d.relax.clone(),
             max_tier: d.max_tier.map(i64::from),
@@ -122,6 +126,8 @@ impl Queue {
             max_wait_s: self.max_wait_s.map(u32_of),
             overflow: self.overflow.clone(),
             leave_when_empty: self.leave_when_empty,
+            music: self.music,
+            leave_key: self.leave_key.clone(),
             skills: self.skills.clone(),
             relax: self.relax.clone(),
             max_tier: self.max_tier.map(|t| t.clamp(0, 255) as u8),
@@ -151,6 +157,8 @@ impl FromRow for Queue {
             max_wait_s: r.col("max_wait_s")?,
             overflow: r.col("overflow")?,
             leave_when_empty: r.col::<i64>("leave_when_empty")? != 0,
+            music: r.col::<i64>("music")? != 0,
+            leave_key: r.col("leave_key")?,
             skills: json_list(&skills),
             relax: json_list(&relax),
             max_tier: r.col("max_tier")?,
@@ -380,7 +388,7 @@ impl Storage {
     // ---- queues ----
 
     pub async fn create_queue(&self, q: &Queue) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO queues (id, tenant, name, strategy, ring_step_s, priority, service_level_s, max_len, max_wait_s, overflow, leave_when_empty, skills_json, relax_json, max_tier, ring_timeout_s, wrapup_s, reject_delay_s, no_answer_delay_s, max_no_answer, routing_delay_s, version, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)")
+        sqlx::query("INSERT INTO queues (id, tenant, name, strategy, ring_step_s, priority, service_level_s, max_len, max_wait_s, overflow, leave_when_empty, skills_json, relax_json, max_tier, ring_timeout_s, wrapup_s, reject_delay_s, no_answer_delay_s, max_no_answer, routing_delay_s, version, created_ms, updated_ms, music, leave_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)")
             .bind(&q.id)
             .bind(&q.tenant)
             .bind(&q.name)
@@ -404,6 +412,8 @@ impl Storage {
             .bind(q.version)
             .bind(q.created_ms)
             .bind(q.updated_ms)
+            .bind(q.music as i64)
+            .bind(&q.leave_key)
             .execute(&self.pool)
             .await
             .map_err(|e| conflict(e, "a queue with this name"))?;
@@ -432,7 +442,7 @@ impl Storage {
     }
 
     pub async fn update_queue(&self, q: &Queue) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE queues SET strategy = $1, ring_step_s = $2, priority = $3, service_level_s = $4, max_len = $5, max_wait_s = $6, overflow = $7, leave_when_empty = $8, skills_json = $9, relax_json = $10, max_tier = $11, ring_timeout_s = $12, wrapup_s = $13, reject_delay_s = $14, no_answer_delay_s = $15, max_no_answer = $16, routing_delay_s = $17, version = $18, updated_ms = $19 WHERE id = $20 AND tenant = $21 AND version = $22")
+        let done = sqlx::query("UPDATE queues SET strategy = $1, ring_step_s = $2, priority = $3, service_level_s = $4, max_len = $5, max_wait_s = $6, overflow = $7, leave_when_empty = $8, skills_json = $9, relax_json = $10, max_tier = $11, ring_timeout_s = $12, wrapup_s = $13, reject_delay_s = $14, no_answer_delay_s = $15, max_no_answer = $16, routing_delay_s = $17, version = $18, updated_ms = $19, music = $23, leave_key = $24 WHERE id = $20 AND tenant = $21 AND version = $22")
             .bind(&q.strategy)
             .bind(q.ring_step_s)
             .bind(q.priority)
@@ -455,6 +465,8 @@ impl Storage {
             .bind(&q.id)
             .bind(&q.tenant)
             .bind(q.version - 1)
+            .bind(q.music as i64)
+            .bind(&q.leave_key)
             .execute(&self.pool)
             .await?;
         if done.rows_affected() == 0 {

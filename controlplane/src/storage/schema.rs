@@ -198,6 +198,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             max_wait_s BIGINT,
             overflow TEXT,
             leave_when_empty BIGINT NOT NULL,
+            music BIGINT NOT NULL,
+            leave_key TEXT,
             skills_json TEXT NOT NULL,
             relax_json TEXT NOT NULL,
             max_tier BIGINT,
