@@ -81,6 +81,9 @@ pub struct DataPlaneConfig {
     /// Default for legs whose ng request does not say: drop packets from anyone but the latched
     /// peer and never re-latch.
     pub strict_source: bool,
+    /// Hold music for callers waiting in a queue: an 8 kHz mono 16-bit WAV file, looped.
+    /// Absent: the built-in melody.
+    pub hold_music: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -118,6 +121,7 @@ impl Default for DataPlaneConfig {
             max_packet_age_ms: engine.max_packet_age_ms,
             socket_rcvbuf_bytes: engine.socket_rcvbuf_bytes,
             strict_source: false,
+            hold_music: None,
         }
     }
 }
@@ -246,6 +250,14 @@ impl Config {
             relatch_ms: dp.relatch_ms,
             max_packet_age_ms: dp.max_packet_age_ms,
             socket_rcvbuf_bytes: dp.socket_rcvbuf_bytes,
+            clips: match &dp.hold_music {
+                // Clip 0 is what queues play.
+                Some(path) => vec![std::sync::Arc::new(
+                    tandem_dataplane::clip::Clip::from_wav_file(path)
+                        .map_err(|e| ConfigError::Invalid(format!("dataplane.hold_music: {e}")))?,
+                )],
+                None => tandem_dataplane::Config::default().clips,
+            },
             ..tandem_dataplane::Config::default()
         })
     }
@@ -254,6 +266,43 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hold_music_comes_from_a_wav_file_or_the_start_refuses_with_the_reason() {
+        let dir = std::env::temp_dir().join(format!("tandem-hold-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // One second of 8 kHz mono 16-bit PCM: RIFF header, fmt chunk, data chunk.
+        let samples: Vec<i16> = (0..8000).map(|i| ((i % 40) * 400 - 8000) as i16).collect();
+        let data_len = (samples.len() * 2) as u32;
+        let mut wav = Vec::new();
+        wav.extend_from_slice(b"RIFF");
+        wav.extend_from_slice(&(36 + data_len).to_le_bytes());
+        wav.extend_from_slice(b"WAVEfmt ");
+        wav.extend_from_slice(&16u32.to_le_bytes());
+        wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+        wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+        wav.extend_from_slice(&8000u32.to_le_bytes());
+        wav.extend_from_slice(&16000u32.to_le_bytes());
+        wav.extend_from_slice(&2u16.to_le_bytes());
+        wav.extend_from_slice(&16u16.to_le_bytes());
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&data_len.to_le_bytes());
+        for s in &samples {
+            wav.extend_from_slice(&s.to_le_bytes());
+        }
+        let good = dir.join("hold.wav");
+        std::fs::write(&good, &wav).unwrap();
+        let mut cfg = Config::default();
+        cfg.dataplane.hold_music = Some(good);
+        let engine = cfg.engine().unwrap();
+        assert_eq!(engine.clips.len(), 1);
+        let bad = dir.join("hold.mp3");
+        std::fs::write(&bad, b"ID3 not a wave file").unwrap();
+        cfg.dataplane.hold_music = Some(bad);
+        let err = cfg.engine().unwrap_err().to_string();
+        assert!(err.starts_with("dataplane.hold_music:"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn empty_file_is_the_embedded_default() {
