@@ -442,7 +442,7 @@ impl Engine {
             .collect::<HashMap<_, _>>();
         let next_trunk_registration = trunk_registrations.len();
         let accounts = account_index(&cfg, cfg.digest_accounts());
-        let cc = ContactCentre::new(now, &cfg.queues, &cfg.agents);
+        let cc = ContactCentre::new(now, &cfg.queues, &cfg.agents, cfg.queue_resume_grace_s);
         Engine {
             cc,
             accounts,

@@ -42,6 +42,9 @@ pub struct SipConfig {
     pub options_ping_s: u64,
     /// Unanswered keep-alives in a row before a contact is dropped.
     pub ping_failures: u32,
+    /// A caller who hangs up while queued and calls the same queue again within this many
+    /// seconds gets its old place and waiting time back (0: off).
+    pub queue_resume_grace_s: u64,
     pub tenants: Vec<TenantConfig>,
     pub accounts: Vec<AccountConfig>,
     pub trunks: Vec<TrunkConfig>,
@@ -194,6 +197,7 @@ impl Default for SipConfig {
             max_expires: 3600,
             options_ping_s: 30,
             ping_failures: 3,
+            queue_resume_grace_s: 0,
             tenants: Vec::new(),
             accounts: Vec::new(),
             trunks: Vec::new(),

@@ -94,9 +94,15 @@ pub(super) struct ContactCentre {
 }
 
 impl ContactCentre {
-    pub(super) fn new(now: Instant, queues: &[QueueDef], agents: &[AgentDef]) -> ContactCentre {
+    pub(super) fn new(
+        now: Instant,
+        queues: &[QueueDef],
+        agents: &[AgentDef],
+        resume_grace_s: u64,
+    ) -> ContactCentre {
         let acd = Acd::new(AcdConfig {
             max_skills: MAX_SKILLS,
+            resume_grace_ms: resume_grace_s.saturating_mul(1000),
             ..AcdConfig::default()
         })
         .expect("the default ACD configuration is valid");
@@ -640,7 +646,8 @@ impl Engine {
             priority: 0,
             skills,
             data,
-            caller_key: None,
+            // The caller's identity for abandoned-resume (From URI: the CLI for trunk calls).
+            caller_key: self.calls.get(&call).map(|c| c.caller.clone()),
         }
     }
 
@@ -796,17 +803,26 @@ impl Engine {
         };
         match &e.kind {
             EventKind::Enter {
-                position, ewt_ms, ..
+                position,
+                ewt_ms,
+                resumed_from,
             } => {
                 put("position", u64::from(*position));
                 put("ewt_ms", *ewt_ms);
+                if let Some(old) = resumed_from {
+                    put("resumed_from", old.0);
+                }
             }
             EventKind::Connect {
-                wait_ms, ring_ms, ..
+                wait_ms,
+                ring_ms,
+                callback,
             } => {
                 put("wait_ms", *wait_ms);
                 put("ring_ms", *ring_ms);
+                detail.insert("callback".into(), (*callback).into());
             }
+            EventKind::Resumed { into } => put("into", into.0),
             EventKind::CompleteCaller { wait_ms, talk_ms }
             | EventKind::CompleteAgent { wait_ms, talk_ms } => {
                 put("wait_ms", *wait_ms);

@@ -2116,4 +2116,68 @@ mod queue_directory {
             .expect("caller answered");
         assert!(stop < ok, "stopped before the caller is answered");
     }
+
+    #[test]
+    fn a_caller_who_hangs_up_and_calls_back_within_the_grace_gets_its_place_back() {
+        let mut cfg = super::queue::cc_config("longest-idle", None);
+        cfg.queue_resume_grace_s = 60;
+        let mut h = harness_with(cfg);
+        let enter = |h: &mut Harness, id: &str, slot: u32| -> (u64, Vec<Action>) {
+            let out = h.feed(
+                &invite(&format!("z9hG4bK{id}"), id, "3000", SDP_A),
+                "10.0.0.1:5060",
+            );
+            let call = out
+                .iter()
+                .find_map(|a| match a {
+                    Action::Media(MediaOp::Create { call, .. }) => Some(*call),
+                    _ => None,
+                })
+                .unwrap();
+            let now = h.now();
+            let session = SessionId {
+                core: 0,
+                slot,
+                generation: 1,
+            };
+            h.engine
+                .media_created(now, call, Ok((session, [31000, 31004])));
+            (call, h.engine.drain().collect())
+        };
+        let (first, _) = enter(&mut h, "r-1", 1);
+        h.ms += 10_000;
+        let cancel = String::from_utf8(invite("z9hG4bKr-1", "r-1", "3000", ""))
+            .unwrap()
+            .replace("INVITE sip:3000@127.0.0.1", "CANCEL sip:3000@127.0.0.1")
+            .replace("1 INVITE", "1 CANCEL")
+            .replace("c: application/sdp\r\n", "");
+        let out = h.feed(cancel.as_bytes(), "10.0.0.1:5060");
+        let kinds: Vec<&str> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event(SipEvent::Acd(e)) => Some(e.kind),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !kinds.contains(&"abandon"),
+            "not abandoned yet: within the grace"
+        );
+        h.ms += 20_000;
+        let (_, out) = enter(&mut h, "r-2", 2);
+        let events: Vec<_> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event(SipEvent::Acd(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        let resumed = events
+            .iter()
+            .find(|e| e.kind == "resumed")
+            .expect("old contact resumed");
+        assert_eq!(resumed.contact, Some(first));
+        let entered = events.iter().find(|e| e.kind == "enter").unwrap();
+        assert_eq!(entered.detail["resumed_from"], first);
+    }
 }
