@@ -265,6 +265,16 @@ impl Message {
             });
         }
 
+        // What we print always carries exactly one Content-Length: a message must leave room
+        // for it within the limit, or what we relay could not be parsed again.
+        let printed = headers
+            .iter()
+            .filter(|h| !h.name.eq_ignore_ascii_case("Content-Length"))
+            .count()
+            + 1;
+        if printed > MAX_HEADERS {
+            first_error.get_or_insert_with(|| "too many headers".into());
+        }
         let mut body = buf.get(head_end..).unwrap_or_default().to_vec();
         let mut message = Message {
             start,

@@ -2181,3 +2181,38 @@ mod queue_directory {
         assert_eq!(entered.detail["resumed_from"], first);
     }
 }
+
+/// Found by the sip_message fuzz target: 128 headers and no Content-Length parsed, but the
+/// printed form (which always adds Content-Length) had 129 and did not parse again.
+#[test]
+fn a_message_at_the_header_limit_prints_to_one_that_parses() {
+    use super::message::MAX_HEADERS;
+    let head = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n";
+    let with = |n: usize, length: bool| {
+        let mut text = head.to_string();
+        for i in 0..n - 5 - usize::from(length) {
+            text.push_str(&format!("X-Filler-{i}: {i}\r\n"));
+        }
+        if length {
+            text.push_str("Content-Length: 0\r\n");
+        }
+        text.push_str("\r\n");
+        text
+    };
+    for length in [false, true] {
+        let full = with(MAX_HEADERS, length);
+        match Message::parse(full.as_bytes()) {
+            Ok(m) => {
+                assert!(length, "128 headers without Content-Length must not parse");
+                Message::parse(&m.to_bytes()).expect("printed message parses");
+            }
+            Err(e) => {
+                assert!(!length, "{e:?}");
+                assert_eq!(e.reason, "too many headers");
+            }
+        }
+        let under = with(MAX_HEADERS - 1, length);
+        let m = Message::parse(under.as_bytes()).expect("127 headers parse");
+        Message::parse(&m.to_bytes()).expect("printed message parses");
+    }
+}
