@@ -432,6 +432,34 @@ impl ContactCentre {
     }
 }
 
+/// Data gathered before the call reached us (an IVR, an SBC, a CRM lookup upstream) travels in
+/// `X-` headers of the INVITE: each becomes a field of the agent's screen-pop, named by the
+/// header in lower case. Bounded: 16 fields of at most 256 bytes.
+fn caller_data(invite: &Message) -> Vec<(String, String)> {
+    invite
+        .headers
+        .iter()
+        .filter(|h| h.name.len() > 2 && h.name[..2].eq_ignore_ascii_case("x-"))
+        .filter(|h| h.value.len() <= 256)
+        .take(16)
+        .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
+        .collect()
+}
+
+/// RFC 3261's Priority header as the caller's place among equals: emergency before urgent
+/// before normal before non-urgent (a supervisor can still change it).
+fn caller_priority(invite: &Message) -> i32 {
+    match invite
+        .get("Priority")
+        .map(|p| p.trim().to_ascii_lowercase())
+    {
+        Some(p) if p == "emergency" => 3,
+        Some(p) if p == "urgent" => 2,
+        Some(p) if p == "non-urgent" => -1,
+        _ => 0,
+    }
+}
+
 /// The first of PCMU (0) and PCMA (8) in the first audio stream's format list: what the hold
 /// music is played in.
 fn g711_pt(sdp: &str) -> Option<u8> {
@@ -620,16 +648,17 @@ impl Engine {
     /// What the ACD is told about a caller entering `queue`: the queue's required skills and
     /// the caller's data for the agent's screen-pop.
     fn contact_request(&mut self, call: CallId, queue: QueueId) -> ContactRequest {
-        let (tenant, data) = match self.calls.get(&call) {
-            Some(c) => (
-                c.tenant.clone(),
-                vec![
+        let (tenant, data, priority) = match self.calls.get(&call) {
+            Some(c) => {
+                let mut data = vec![
                     ("caller".to_string(), c.caller.clone()),
                     ("dialled".to_string(), c.dialled.clone()),
                     ("tenant".to_string(), c.tenant.clone()),
-                ],
-            ),
-            None => (String::new(), Vec::new()),
+                ];
+                data.extend(caller_data(&c.a_request));
+                (c.tenant.clone(), data, caller_priority(&c.a_request))
+            }
+            None => (String::new(), Vec::new(), 0),
         };
         let skills = self
             .cc
@@ -643,7 +672,7 @@ impl Engine {
         ContactRequest {
             id: ContactId(call),
             queue,
-            priority: 0,
+            priority,
             skills,
             data,
             // The caller's identity for abandoned-resume (From URI: the CLI for trunk calls).

@@ -2180,6 +2180,69 @@ mod queue_directory {
         let entered = events.iter().find(|e| e.kind == "enter").unwrap();
         assert_eq!(entered.detail["resumed_from"], first);
     }
+
+    #[test]
+    fn upstream_data_reaches_the_screen_pop_and_urgent_callers_go_first() {
+        let mut h = harness_with(super::queue::cc_config("longest-idle", None));
+        super::queue::register_device(&mut h, "alice");
+        let mut calls = Vec::new();
+        for (id, extra) in [
+            ("p-1", ""),
+            (
+                "p-2",
+                "Priority: urgent\r\nX-Account: 4711\r\nX-IVR-Choice: billing\r\n",
+            ),
+        ] {
+            let text = String::from_utf8(invite(&format!("z9hG4bK{id}"), id, "3000", SDP_A))
+                .unwrap()
+                .replacen(
+                    "Max-Forwards: 70\r\n",
+                    &format!("Max-Forwards: 70\r\n{extra}"),
+                    1,
+                );
+            let out = h.feed(text.as_bytes(), "10.0.0.1:5060");
+            let call = out
+                .iter()
+                .find_map(|a| match a {
+                    Action::Media(MediaOp::Create { call, .. }) => Some(*call),
+                    _ => None,
+                })
+                .unwrap();
+            let now = h.now();
+            let session = SessionId {
+                core: 0,
+                slot: calls.len() as u32 + 1,
+                generation: 1,
+            };
+            h.engine
+                .media_created(now, call, Ok((session, [31000, 31004])));
+            h.engine.drain().for_each(drop);
+            calls.push(call);
+            h.ms += 1000;
+        }
+        let now = h.now();
+        h.engine
+            .acd_request(
+                now,
+                "acme",
+                AcdOp::Agent {
+                    agent: "alice".into(),
+                    action: AgentAction::Login,
+                },
+            )
+            .unwrap();
+        let out: Vec<Action> = h.engine.drain().collect();
+        let offer = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Event(SipEvent::Acd(e)) if e.kind == "offer" => Some(e.clone()),
+                _ => None,
+            })
+            .expect("offered");
+        assert_eq!(offer.contact, Some(calls[1]), "the urgent caller first");
+        assert_eq!(offer.detail["x-account"], "4711");
+        assert_eq!(offer.detail["x-ivr-choice"], "billing");
+    }
 }
 
 /// Found by the sip_message fuzz target: 128 headers and no Content-Length parsed, but the
