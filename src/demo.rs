@@ -377,8 +377,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let created: u64 = snaps.iter().map(|s| s.sessions_created).sum();
     let active: u64 = snaps.iter().map(|s| s.sessions_active).sum();
     let relayed_total: u64 = snaps.iter().map(|s| s.relayed_packets).sum();
+    // Callers receive their agent's echo and, while they wait, the hold music.
+    let played: u64 = snaps.iter().map(|s| s.played_packets).sum();
+    let echoed = report.rtp_received.saturating_sub(played);
     let returned = if report.rtp_sent > 0 {
-        100.0 * report.rtp_received as f64 / report.rtp_sent as f64
+        100.0 * echoed as f64 / report.rtp_sent as f64
     } else {
         0.0
     };
@@ -410,10 +413,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     row("data-plane sessions created", created.to_string());
     row("sessions left open", active.to_string());
     row(
-        "RTP sent / returned by callers",
-        format!("{} / {}", report.rtp_sent, report.rtp_received),
+        "RTP sent / echoed to callers",
+        format!("{} / {}", report.rtp_sent, echoed),
     );
-    row("RTP returned", format!("{returned:.2} %"));
+    row("RTP echoed by the agents", format!("{returned:.2} %"));
+    row("hold music played to callers", format!("{played} packets"));
     row("packets relayed by Tandem", relayed_total.to_string());
     row("packets dropped", dropped.to_string());
     // Every finished call has a durable record by now (replies waited for them).
