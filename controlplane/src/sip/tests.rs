@@ -1473,7 +1473,7 @@ pub(super) mod queue {
     }
 
     /// Caller dials 3000 with `call_id`; returns the actions after media is allocated.
-    fn queued_call(h: &mut Harness, call_id: &str, slot: u32) -> (u64, Vec<Action>) {
+    pub(super) fn queued_call(h: &mut Harness, call_id: &str, slot: u32) -> (u64, Vec<Action>) {
         let out = h.feed(
             &invite(&format!("z9hG4bK{call_id}"), call_id, "3000", SDP_A),
             "10.0.0.1:5060",
@@ -1888,23 +1888,7 @@ mod queue_directory {
 
         // A caller waits in support (nobody's phone is registered, so every offer is refused
         // at once and the caller waits): the new max-wait applies.
-        let out = h.feed(&invite("z9hG4bKd1", "d-1", "3000", SDP_A), "10.0.0.1:5060");
-        let call = out
-            .iter()
-            .find_map(|a| match a {
-                Action::Media(MediaOp::Create { call, .. }) => Some(*call),
-                _ => None,
-            })
-            .unwrap();
-        let now = h.now();
-        let session = SessionId {
-            core: 0,
-            slot: 1,
-            generation: 1,
-        };
-        h.engine
-            .media_created(now, call, Ok((session, [31000, 31004])));
-        h.engine.drain().for_each(drop);
+        super::queue::queued_call(&mut h, "d-1", 1);
 
         // Support is taken away while the caller waits: it stays until the caller is gone.
         let mut without = changed.clone();
@@ -1941,23 +1925,7 @@ mod queue_directory {
         cfg.queues[0].overflow = Some("uri:sip:voicemail@10.0.0.9:5060".into());
         cfg.validate().unwrap();
         let mut h = harness_with(cfg);
-        let out = h.feed(&invite("z9hG4bKo1", "o-1", "3000", SDP_A), "10.0.0.1:5060");
-        let call = out
-            .iter()
-            .find_map(|a| match a {
-                Action::Media(MediaOp::Create { call, .. }) => Some(*call),
-                _ => None,
-            })
-            .unwrap();
-        let now = h.now();
-        let session = SessionId {
-            core: 0,
-            slot: 1,
-            generation: 1,
-        };
-        h.engine
-            .media_created(now, call, Ok((session, [31000, 31004])));
-        h.engine.drain().for_each(drop);
+        super::queue::queued_call(&mut h, "o-1", 1);
         let out = h.advance(5_100);
         let vm = sent(&out)
             .into_iter()
@@ -1982,23 +1950,12 @@ mod queue_directory {
         cfg.queues[0].overflow = Some("uri:sip:voicemail@10.0.0.9:5060".into());
         cfg.validate().unwrap();
         let mut h = harness_with(cfg);
-        let out = h.feed(&invite("z9hG4bKm1", "m-1", "3000", SDP_A), "10.0.0.1:5060");
-        let call = out
-            .iter()
-            .find_map(|a| match a {
-                Action::Media(MediaOp::Create { call, .. }) => Some(*call),
-                _ => None,
-            })
-            .unwrap();
-        let now = h.now();
+        let (_, out) = super::queue::queued_call(&mut h, "m-1", 1);
         let session = SessionId {
             core: 0,
             slot: 1,
             generation: 1,
         };
-        h.engine
-            .media_created(now, call, Ok((session, [31000, 31004])));
-        let out: Vec<Action> = h.engine.drain().collect();
         let ringing = sent(&out)
             .into_iter()
             .find(|(_, m)| m.status() == Some(180))
@@ -2069,23 +2026,7 @@ mod queue_directory {
             )
             .unwrap();
         h.engine.drain().for_each(drop);
-        let out = h.feed(&invite("z9hG4bKm2", "m-2", "3000", SDP_A), "10.0.0.1:5060");
-        let call = out
-            .iter()
-            .find_map(|a| match a {
-                Action::Media(MediaOp::Create { call, .. }) => Some(*call),
-                _ => None,
-            })
-            .unwrap();
-        let now = h.now();
-        let session = SessionId {
-            core: 0,
-            slot: 1,
-            generation: 1,
-        };
-        h.engine
-            .media_created(now, call, Ok((session, [31000, 31004])));
-        let out: Vec<Action> = h.engine.drain().collect();
+        let (_, out) = super::queue::queued_call(&mut h, "m-2", 1);
         assert!(out
             .iter()
             .any(|a| matches!(a, Action::Media(MediaOp::Play { .. }))));
