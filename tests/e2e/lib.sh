@@ -3,7 +3,11 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PEERS_DIR="${PEERS_DIR:-$(cd "$ROOT/.." && pwd)/shared/peers}"
-TANDEM="${TANDEM_BIN:-$ROOT/target/release/tandem}"
+# The binaries under test: a release build by default; scripts/test points TANDEM_BIN_DIR at the
+# one `ci`-profile build it also runs the cargo tests with.
+BIN_DIR="${TANDEM_BIN_DIR:-$ROOT/target/release}"
+TANDEM="${TANDEM_BIN:-$BIN_DIR/tandem}"
+BENCH="${BENCH_BIN:-$BIN_DIR/tandem-bench}"
 WORK=$(mktemp -d -t tandem-e2e.XXXXXX)
 PIDS=()
 
@@ -16,7 +20,7 @@ trap cleanup EXIT
 
 fail() { echo "FAIL: $*" >&2; echo "logs in $WORK" >&2; exit 1; }
 
-[ -x "$TANDEM" ] || fail "$TANDEM not built (cargo build --release)"
+[ -x "$TANDEM" ] || fail "$TANDEM not built (cargo build --release --workspace)"
 [ -d "$PEERS_DIR" ] || fail "peer configs not found at $PEERS_DIR (set PEERS_DIR)"
 
 # ng_ping HOST PORT: true when an ng server answers ping with pong.

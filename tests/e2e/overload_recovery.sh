@@ -8,7 +8,7 @@ CALLS=200; STALL=3
 start_tandem 22232 18082 --io uring --cores 1 --port-min 36000 --port-max 36999
 # The generator itself takes CPU 1 (where the data-plane core runs) with a SCHED_FIFO spinner
 # 3 s into the media, for $STALL s, and measures each stream's recovery from the stall's end.
-"$ROOT/target/release/tandem-bench" rtp --ng 127.0.0.1:22232 --calls $CALLS --warmup-s 1 --duration-s 8 \
+"$BENCH" rtp --ng 127.0.0.1:22232 --calls $CALLS --warmup-s 1 --duration-s 8 \
   --stall-cpu 1 --stall-at-s 3 --stall-s $STALL --cpu 0 --quiet --json "$WORK/overload.json" >"$WORK/bench.txt" 2>&1 \
   || fail "generator failed: $(cat "$WORK/bench.txt")"
 read -r not_recovered recovery_max dead calls <<<"$(python3 -c '
