@@ -15,13 +15,15 @@ pub const QUEUE: usize = 65_536;
 /// Most records in one transaction.
 const GROUP: usize = 512;
 
-/// A call's per-leg media counters as call records show them (API and `/calls`).
+/// A call's per-leg media counters and reception quality as call records show them (API and
+/// `/calls`).
 pub fn media_json(m: &tandem_dataplane::api::SessionStats) -> serde_json::Value {
     let leg = |i: usize| {
         serde_json::json!({
             "rtp_packets_received": m.legs[i].rtp.packets,
             "rtp_bytes_received": m.legs[i].rtp.bytes,
             "rtcp_packets_received": m.legs[i].rtcp.packets,
+            "quality": crate::quality::json(&m.legs[i].quality),
         })
     };
     serde_json::json!({ "caller": leg(0), "callee": leg(1) })

@@ -182,6 +182,31 @@ pub struct StreamStats {
 pub struct LegStats {
     pub rtp: StreamStats,
     pub rtcp: StreamStats,
+    /// Reception quality of the RTP this leg's peer sent (see `quality.rs`).
+    pub quality: RtpQuality,
+}
+
+/// Reception quality of one leg's incoming RTP, measured as it enters Tandem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RtpQuality {
+    /// The current source; `None` before the first RTP packet.
+    pub ssrc: Option<u32>,
+    /// The source's media payload type (its first packet's).
+    pub payload_type: u8,
+    /// RTP packets expected from the sequence numbers (every source of the call so far).
+    pub expected: u64,
+    /// Expected minus received (negative when duplicates arrived).
+    pub lost: i64,
+    /// Packets that arrived after a higher sequence number.
+    pub reordered: u64,
+    /// RFC 3550 interarrival jitter, now and at its highest, µs; `None` when the payload type's
+    /// clock rate is unknown to the data plane (dynamic payload types).
+    pub jitter_us: Option<u32>,
+    pub max_jitter_us: Option<u32>,
+    /// Round trip between Tandem and this leg's peer from relayed RTCP, last and largest, µs;
+    /// `None` until a report block echoed a relayed sender report.
+    pub rtt_us: Option<u32>,
+    pub max_rtt_us: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

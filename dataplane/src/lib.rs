@@ -10,6 +10,7 @@ mod core;
 pub mod engine;
 pub mod io;
 pub mod playback;
+pub mod quality;
 pub mod rtp;
 pub mod session;
 pub mod stats;

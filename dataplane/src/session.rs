@@ -6,6 +6,7 @@
 //! leg B RTCP), so a packet's port names its session and stream by arithmetic, with no lookup.
 
 use crate::api::{LegIndex, LegParams, LegStats, SessionId, SessionStats, StreamStats};
+use crate::quality::{self, LegQuality};
 use crate::rtp::{self, Kind};
 use crate::stats::DropReason;
 use std::net::SocketAddr;
@@ -154,6 +155,9 @@ pub struct Sessions {
     /// One RFC 4733 receiver per leg (`index * 2 + leg`), kept out of the slab: only legs with
     /// a telephone-event payload type touch theirs.
     dtmf: Box<[EventReceiver]>,
+    /// Reception quality per leg (`index * 2 + leg`), also out of the slab: its state is
+    /// larger than the rest of a leg and only this packet's leg is touched.
+    quality: Box<[LegQuality]>,
     dtmf_reports: Vec<DtmfReport>,
     /// Reports lost because the queue was full (the core did not drain it in time).
     pub dtmf_overflow: u64,
@@ -176,6 +180,7 @@ impl Sessions {
             dtmf: (0..capacity as usize * 2)
                 .map(|_| EventReceiver::new())
                 .collect(),
+            quality: vec![LegQuality::default(); capacity as usize * 2].into_boxed_slice(),
             dtmf_reports: Vec::with_capacity(DTMF_QUEUE),
             dtmf_overflow: 0,
         }
@@ -218,6 +223,7 @@ impl Sessions {
         s.legs[1].apply(b);
         for k in 0..2 {
             self.dtmf[index as usize * 2 + k] = EventReceiver::new();
+            self.quality[index as usize * 2 + k] = LegQuality::default();
         }
         self.id(index)
     }
@@ -279,6 +285,7 @@ impl Sessions {
             LegStats {
                 rtp: s.legs[l].rtp.report(port),
                 rtcp: s.legs[l].rtcp.report(port + 1),
+                quality: self.quality[index as usize * 2 + l].report(),
             }
         };
         SessionStats {
@@ -355,6 +362,18 @@ impl Sessions {
         // relayed (a caller on hold music presses keys too).
         if dtmf_pt != NO_DTMF && dtmf_pt == data[1] & 0x7f {
             self.on_telephone_event(index, leg_in, data);
+        }
+        // Quality is measured on everything the peer sent that parsed, relayed or not.
+        let q = index as usize * 2;
+        let (a, b) = self.quality[q..q + 2].split_at_mut(1);
+        let (from, other) = if leg_in == 0 {
+            (&mut a[0], &b[0])
+        } else {
+            (&mut b[0], &a[0])
+        };
+        match kind {
+            Kind::Rtp => from.on_rtp(data, now_ns),
+            Kind::Rtcp => quality::on_rtcp(from, other, data, now_ns),
         }
         verdict
     }

@@ -37,6 +37,15 @@ pub struct IntervalLoss {
     pub fraction_lost: u8,
 }
 
+/// What a packet does to the jitter estimate.
+enum JitterStep {
+    /// The source (re)started: the packet sets the transit reference.
+    First,
+    Next,
+    /// A jump not yet confirmed: the packet is ignored.
+    Skip,
+}
+
 /// RFC 3550 receiver-side statistics for one RTP source.
 #[derive(Debug, Clone, Default)]
 pub struct ReceptionStats {
@@ -54,6 +63,9 @@ pub struct ReceptionStats {
     last_transit: i32,
     /// Jitter × 16, in timestamp units (RFC 3550 A.8's fixed-point form).
     jitter_q4: u32,
+    /// No timed packet since the jitter estimate was restarted: the next one only sets the
+    /// transit reference.
+    jitter_fresh: bool,
 }
 
 impl ReceptionStats {
@@ -65,10 +77,31 @@ impl ReceptionStats {
     /// Takes one packet: its sequence number, RTP timestamp, and arrival time expressed in the
     /// same timestamp units (see [`arrival_units`]); wrapping is fine for both clocks.
     pub fn on_packet(&mut self, seq: u16, rtp_timestamp: u32, arrival: u32) -> SeqVerdict {
+        let (verdict, jitter) = self.sequence(seq);
+        match jitter {
+            JitterStep::First => self.update_jitter(rtp_timestamp, arrival, true),
+            JitterStep::Next => self.update_jitter(rtp_timestamp, arrival, self.jitter_fresh),
+            JitterStep::Skip => {}
+        }
+        verdict
+    }
+
+    /// Takes one packet for the sequence accounting only (loss, reordering), leaving jitter
+    /// alone: for packets of the same source whose timestamps do not follow the media clock
+    /// (RFC 4733 events repeat their start timestamp), or whose clock rate is unknown.
+    pub fn on_packet_untimed(&mut self, seq: u16) -> SeqVerdict {
+        let (verdict, jitter) = self.sequence(seq);
+        if let JitterStep::First = jitter {
+            // The source (re)started without a transit reference: the next timed packet sets it.
+            self.jitter_fresh = true;
+        }
+        verdict
+    }
+
+    fn sequence(&mut self, seq: u16) -> (SeqVerdict, JitterStep) {
         if !self.started {
             self.restart(seq);
-            self.update_jitter(rtp_timestamp, arrival, true);
-            return SeqVerdict::InOrder;
+            return (SeqVerdict::InOrder, JitterStep::First);
         }
         let delta = seq.wrapping_sub(self.max_seq);
         let verdict = if delta == 0 {
@@ -83,19 +116,24 @@ impl ReceptionStats {
             // A jump. Two in a row (seq right after the first jump) mean the sender restarted.
             if self.bad_seq == Some(seq) {
                 self.restart(seq);
-                self.update_jitter(rtp_timestamp, arrival, true);
-                return SeqVerdict::InOrder;
+                return (SeqVerdict::InOrder, JitterStep::First);
             }
             self.bad_seq = Some(seq.wrapping_add(1));
-            return SeqVerdict::Jump;
+            return (SeqVerdict::Jump, JitterStep::Skip);
         } else {
             self.reordered += 1;
             SeqVerdict::Late
         };
         self.bad_seq = None;
         self.received += 1;
-        self.update_jitter(rtp_timestamp, arrival, false);
-        verdict
+        (verdict, JitterStep::Next)
+    }
+
+    /// Forgets the jitter estimate (the media clock changed); the next timed packet sets the
+    /// transit reference again. Sequence accounting is untouched.
+    pub fn restart_jitter(&mut self) {
+        self.jitter_q4 = 0;
+        self.jitter_fresh = true;
     }
 
     fn restart(&mut self, seq: u16) {
@@ -119,6 +157,7 @@ impl ReceptionStats {
                 .wrapping_sub((self.jitter_q4 + 8) >> 4);
         }
         self.last_transit = transit;
+        self.jitter_fresh = false;
     }
 
     /// Extended highest sequence number received (cycles in the upper 16 bits).

@@ -131,7 +131,19 @@ with_media = [c for c in answered if c["media"]
               and c["media"]["caller"]["rtp_packets_received"] > 0
               and c["media"]["callee"]["rtp_packets_received"] > 0]
 assert len(with_media) >= n, len(with_media)
+# Both legs' incoming PCMA was measured: sequence accounting, jitter in the 8 kHz clock, and an
+# E-model MOS (loopback loses nothing unless the kernel dropped on overflow under CI load).
+quality = [c["media"][leg]["quality"] for c in with_media for leg in ("caller", "callee")]
+assert all(q and q["payload_type"] == 8 and q["packets_expected"] > 0
+           and q["max_jitter_ms"] is not None and q["mos"] is not None for q in quality), quality[:2]
+mos = sorted(q["mos"] for q in quality)
+loss = sorted(q["loss_percent"] for q in quality)
+print(f"ok: quality of {len(quality)} legs: MOS median {mos[len(mos)//2]} (min {mos[0]}), "
+      f"loss median {loss[len(loss)//2]}% (max {loss[-1]}%), "
+      f"max jitter median {sorted(q['max_jitter_ms'] for q in quality)[len(quality)//2]} ms")
+assert mos[len(mos) // 2] >= 4.0, mos
 PY
+[ "$(metric $HTTP 'tandem_sip_call_mos_count{leg="caller"}')" -ge "$CALLS" ] || fail "MOS histogram not fed"
 
 # 6. Malformed input: answerable garbage gets 400 with a reason, the rest is dropped; the
 # process survives and still answers OPTIONS.

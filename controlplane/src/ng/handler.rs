@@ -111,6 +111,37 @@ fn ok_reply(mut pairs: Vec<(&'static str, Value<'static>)>) -> Reply {
     dict(pairs)
 }
 
+/// rtpengine's `SSRC` dictionary: per received source, its quality. Tandem scores a source
+/// once over the whole call (`crate::quality`), so only `average MOS` is given (MOS × 10,
+/// round trip µs, jitter ms, loss %, as rtpengine reports them); sources without a rated codec
+/// carry the measurements without `MOS`.
+fn ssrc_dict(stats: &[SessionStats]) -> Reply {
+    let mut sources: Vec<(std::borrow::Cow<'static, [u8]>, Reply)> = Vec::new();
+    for q in stats.iter().flat_map(|s| s.legs.iter().map(|l| &l.quality)) {
+        let (Some(ssrc), Some(score)) = (q.ssrc, crate::quality::score(q)) else {
+            continue;
+        };
+        let mut average = vec![(
+            "packet loss",
+            Value::Int((score.loss_ratio * 100.0).round() as i64),
+        )];
+        if let Some(mos) = score.mos {
+            average.push(("MOS", Value::Int((mos * 10.0).round() as i64)));
+        }
+        if let Some(jitter) = score.max_jitter_ms {
+            average.push(("jitter", Value::Int(jitter.round() as i64)));
+        }
+        if let Some(rtt) = q.rtt_us {
+            average.push(("round-trip time", Value::Int(rtt as i64)));
+        }
+        sources.push((
+            ssrc.to_string().into_bytes().into(),
+            dict([("average MOS", dict(average))]),
+        ));
+    }
+    Value::Dict(sources)
+}
+
 fn stream_dict(s: &StreamStats) -> Reply {
     let mut pairs = vec![
         ("local port", Value::Int(s.local_port as i64)),
@@ -509,6 +540,7 @@ impl NgHandler {
             ("last signal", Value::Int(call.last_signal_unix as i64)),
             ("totals", dict([("RTP", sum(false)), ("RTCP", sum(true))])),
             ("tags", Value::Dict(tags)),
+            ("SSRC", ssrc_dict(stats)),
         ])
     }
 

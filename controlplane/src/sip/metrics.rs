@@ -7,6 +7,72 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// Upper bounds of the per-leg quality histograms observed when a call ends.
+pub const MOS_BOUNDS: [f64; 10] = [1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.3, 4.4];
+pub const LOSS_BOUNDS: [f64; 8] = [0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2];
+pub const JITTER_BOUNDS_S: [f64; 9] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2];
+
+/// A fixed-bucket histogram of atomics (cumulative only when rendered).
+struct Histogram<const N: usize> {
+    bounds: [f64; N],
+    buckets: [AtomicU64; N],
+    overflow: AtomicU64,
+    /// Sum × 1e6, so it stays an integer atomic.
+    sum_micro: AtomicU64,
+}
+
+impl<const N: usize> Histogram<N> {
+    fn new(bounds: [f64; N]) -> Self {
+        Histogram {
+            bounds,
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            overflow: AtomicU64::new(0),
+            sum_micro: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, v: f64) {
+        match self.bounds.iter().position(|&b| v <= b) {
+            Some(i) => self.buckets[i].fetch_add(1, Relaxed),
+            None => self.overflow.fetch_add(1, Relaxed),
+        };
+        self.sum_micro
+            .fetch_add((v.max(0.0) * 1e6).round() as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.overflow.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micro.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// Per-leg (caller, callee) quality of ended calls.
+struct QualityHistograms {
+    mos: [Histogram<{ MOS_BOUNDS.len() }>; 2],
+    loss: [Histogram<{ LOSS_BOUNDS.len() }>; 2],
+    jitter: [Histogram<{ JITTER_BOUNDS_S.len() }>; 2],
+}
+
+impl Default for QualityHistograms {
+    fn default() -> Self {
+        QualityHistograms {
+            mos: std::array::from_fn(|_| Histogram::new(MOS_BOUNDS)),
+            loss: std::array::from_fn(|_| Histogram::new(LOSS_BOUNDS)),
+            jitter: std::array::from_fn(|_| Histogram::new(JITTER_BOUNDS_S)),
+        }
+    }
+}
+
+const LEG_LABELS: [&str; 2] = ["caller", "callee"];
+
 /// Upper bounds of the call-setup histogram, in milliseconds.
 pub const SETUP_BOUNDS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000, 30000];
 
@@ -39,6 +105,7 @@ pub struct SipMetrics {
     pub bytes_out: AtomicU64,
     setup_buckets: [AtomicU64; SETUP_BOUNDS_MS.len() + 1],
     setup_sum_us: AtomicU64,
+    quality: QualityHistograms,
 }
 
 fn method_label(method: &str) -> String {
@@ -136,6 +203,22 @@ impl SipMetrics {
         self.active_calls.store(calls as u64, Relaxed);
         self.registered_contacts.store(contacts as u64, Relaxed);
     }
+    /// An ended call's media quality, per leg with RTP (`crate::quality`).
+    pub fn call_quality(&self, media: &tandem_dataplane::api::SessionStats) {
+        for (leg, stats) in media.legs.iter().enumerate() {
+            let Some(score) = crate::quality::score(&stats.quality) else {
+                continue;
+            };
+            self.quality.loss[leg].observe(score.loss_ratio);
+            if let Some(mos) = score.mos {
+                self.quality.mos[leg].observe(mos);
+            }
+            if let Some(ms) = score.max_jitter_ms {
+                self.quality.jitter[leg].observe(ms / 1000.0);
+            }
+        }
+    }
+
     pub fn setup_time(&self, d: Duration) {
         let ms = d.as_secs_f64() * 1000.0;
         let i = SETUP_BOUNDS_MS
@@ -325,5 +408,41 @@ impl SipMetrics {
             self.setup_sum_us.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "tandem_sip_call_setup_seconds_count {cumulative}");
+        let q = &self.quality;
+        family(
+            out,
+            "tandem_sip_call_mos",
+            "histogram",
+            "E-model MOS of each leg's incoming RTP over an ended call (G.711 and G.729 legs).",
+        );
+        for (leg, h) in LEG_LABELS.iter().zip(&q.mos) {
+            h.render(out, "tandem_sip_call_mos", &format!("leg=\"{leg}\""));
+        }
+        family(
+            out,
+            "tandem_sip_call_packet_loss_ratio",
+            "histogram",
+            "Share of each leg's incoming RTP lost over an ended call.",
+        );
+        for (leg, h) in LEG_LABELS.iter().zip(&q.loss) {
+            h.render(
+                out,
+                "tandem_sip_call_packet_loss_ratio",
+                &format!("leg=\"{leg}\""),
+            );
+        }
+        family(
+            out,
+            "tandem_sip_call_max_jitter_seconds",
+            "histogram",
+            "Highest RFC 3550 interarrival jitter of each leg's incoming RTP over an ended call.",
+        );
+        for (leg, h) in LEG_LABELS.iter().zip(&q.jitter) {
+            h.render(
+                out,
+                "tandem_sip_call_max_jitter_seconds",
+                &format!("leg=\"{leg}\""),
+            );
+        }
     }
 }

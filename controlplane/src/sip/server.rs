@@ -329,6 +329,9 @@ async fn run_loop(
                             record.final_code,
                             record.ended_by
                         );
+                        if let Some(media) = &record.media {
+                            engine.metrics().call_quality(media);
+                        }
                         records.push((*record).clone());
                         if let Some(cdr) = &wiring.cdr {
                             let (done, durable) = oneshot::channel();
