@@ -1778,6 +1778,15 @@ impl Engine {
     fn caller_of(&self, tenant: &str, contact: u64) -> Result<(), AcdRefusal> {
         match self.calls.get(&contact) {
             Some(c) if c.tenant == tenant && c.queue.is_some() => Ok(()),
+            // A queued callback has no call while it waits.
+            _ if self
+                .cc
+                .callbacks
+                .get(&ContactId(contact))
+                .is_some_and(|o| o.tenant == tenant) =>
+            {
+                Ok(())
+            }
             _ => Err(AcdRefusal::NotFound(format!("no queued caller {contact}"))),
         }
     }
