@@ -1026,8 +1026,8 @@ impl Engine {
         let number = self.cfg.normalize(&tenant, &dialled);
         let queued = match &route.target {
             RouteTarget::Queue(name) => match self.cc.queue_id(&tenant, name) {
-                // The contact is the call: its id is the one `calls` will hold.
-                Some(queue) => Some(Queued::new(queue, ContactId(self.next_call + 1))),
+                // The contact is the call (its id is set below).
+                Some(queue) => Some(Queued::new(queue, ContactId(0))),
                 None => {
                     self.reply(now, tx, &req, 404);
                     return;
@@ -1159,7 +1159,10 @@ impl Engine {
                     (false, RouteTarget::Trunk(_)) => "outbound",
                     _ => "internal",
                 },
-                queue: queued,
+                queue: queued.map(|q| Queued {
+                    contact: ContactId(id),
+                    ..q
+                }),
             },
         );
         self.next_call = id;
