@@ -128,13 +128,14 @@ impl Engine {
         }
     }
 
-    /// The ACD reserved an agent for a callback (rung once the customer answers): a call to the customer's number, routed with
+    /// The ACD reserved `agent` for a callback (rung once the customer answers): a call to the customer's number, routed with
     /// the tenant's routes like any dialled number, on a fresh data-plane session. Any reason
     /// it cannot start (no route, no registered user, call limits) is a failed attempt.
     pub(super) fn place_callback(
         &mut self,
         now: Now,
         contact: ContactId,
+        agent: AgentId,
         number: String,
         attempt: u32,
     ) {
@@ -159,14 +160,23 @@ impl Engine {
             || self.cfg.tenant_max_calls(&tenant).is_some_and(|limit| {
                 self.calls.values().filter(|c| c.tenant == tenant).count() >= limit
             });
+        // Nobody would take the customer's call: not worth ringing the customer for.
+        let agent_reachable = self.cc.agent_info.get(&agent).is_some_and(|info| {
+            let domain = self.cfg.tenant_domain(&info.tenant).unwrap_or_default();
+            !self
+                .location
+                .lookup(&format!("{}@{domain}", info.user), now.mono)
+                .is_empty()
+        });
         let (uri, peer) = match resolved {
-            Ok(target) if !over_limit => target,
+            Ok(target) if !over_limit && agent_reachable => target,
             other => {
                 tracing::info!(
                     "callback to {number} (attempt {attempt}) not placed: {}",
                     match other {
                         Err(code) => format!("no route ({code})"),
-                        Ok(_) => "call limit".into(),
+                        Ok(_) if over_limit => "call limit".into(),
+                        Ok(_) => "the agent has no registered phone".into(),
                     }
                 );
                 self.cc.deferred.push_back(failed);

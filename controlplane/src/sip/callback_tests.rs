@@ -22,6 +22,12 @@ fn session(slot: u32) -> SessionId {
 /// `support` with callback key 1, `attempts` tries 5 s apart, 10 s each; the caller's number
 /// (its From user, `caller`) routes to the customer's phone. Alice's phone is registered.
 fn harness(attempts: u32) -> Harness {
+    let mut h = harness_with(callback_config(attempts));
+    register_device(&mut h, "alice");
+    h
+}
+
+fn callback_config(attempts: u32) -> SipConfig {
     let mut cfg = cc_config("longest-idle", None);
     cfg.queues[0].callback_key = Some("1".into());
     cfg.queue_callback_attempts = attempts;
@@ -36,9 +42,7 @@ fn harness(attempts: u32) -> Harness {
         },
     );
     cfg.validate().unwrap();
-    let mut h = harness_with(cfg);
-    register_device(&mut h, "alice");
-    h
+    cfg
 }
 
 fn created(actions: &[Action]) -> Option<u64> {
@@ -356,4 +360,58 @@ fn the_callback_number_comes_from_p_asserted_identity_or_from() {
         Some("+4930999")
     );
     assert_eq!(with("P-Asserted-Identity: <sip:a%20b@x>\r\n"), None);
+}
+
+#[test]
+fn the_agent_hanging_up_ends_the_called_back_customers_call() {
+    let mut h = harness(3);
+    caller_requests_callback(&mut h);
+    let out = agent(&mut h, "alice", AgentAction::Login);
+    let (call, invite) = customer_dialled(&mut h, &out, 2, 1);
+    h.ms += 1000;
+    let out = h.feed(&response_from(&invite, 200, "btag", Some(SDP_C)), CUSTOMER);
+    let offer = invites_to(&out, device("alice")).pop().expect("alice rung");
+    h.ms += 1000;
+    h.feed(
+        &response_from(&offer, 200, "btag", Some(SDP_B)),
+        device("alice"),
+    );
+    // Past the agent's ring timeout: nothing happens to a connected call (the original caller
+    // only gets its unanswered BYE retransmitted).
+    let out = h.advance(20_000);
+    assert!(to(&out, CUSTOMER).is_empty() && to(&out, device("alice")).is_empty());
+    let out = h.feed(&in_dialog_from_b(&offer, "BYE", 2, ""), device("alice"));
+    assert_eq!(to(&out, device("alice"))[0].status(), Some(200));
+    let bye = to(&out, CUSTOMER);
+    assert_eq!(bye.len(), 1);
+    assert_eq!(bye[0].method(), Some(&Method::Bye));
+    assert_eq!(
+        bye[0].request_uri(),
+        Some("sip:callee@10.0.0.2:5060"),
+        "the customer's Contact"
+    );
+    assert_eq!(kinds(&out), vec!["complete_agent"]);
+    let r = record(&mut h, call);
+    assert_eq!(
+        (r.disposition, r.ended_by),
+        (Disposition::Answered, "callee")
+    );
+    assert_eq!(agent_state(&mut h), "wrap-up", "the queue's 10 s wrap-up");
+}
+
+#[test]
+fn an_agent_without_a_registered_phone_fails_the_attempt_without_ringing_the_customer() {
+    let mut h = harness_with(callback_config(3));
+    caller_requests_callback(&mut h);
+    let out = agent(&mut h, "alice", AgentAction::Login);
+    assert!(created(&out).is_none() && sent(&out).is_empty());
+    let k = kinds(&out);
+    assert!(
+        k.contains(&"callback_placed") && k.contains(&"callback_failed"),
+        "{k:?}"
+    );
+    // Registered meanwhile: the retry reaches the customer.
+    register_device(&mut h, "alice");
+    let out = h.advance(5100);
+    customer_dialled(&mut h, &out, 2, 2);
 }

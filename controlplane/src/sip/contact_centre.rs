@@ -109,10 +109,10 @@ pub(super) struct DeviceOffer {
     pub(super) ack: Option<Vec<u8>>,
 }
 
-struct AgentInfo {
-    tenant: String,
-    name: String,
-    user: String,
+pub(super) struct AgentInfo {
+    pub(super) tenant: String,
+    pub(super) name: String,
+    pub(super) user: String,
 }
 
 /// Names ↔ the ACD's numeric ids, and the ACD itself.
@@ -123,7 +123,7 @@ pub(super) struct ContactCentre {
     queues: HashMap<(String, String), QueueId>,
     pub(super) queue_defs: HashMap<QueueId, QueueDef>,
     agents: HashMap<(String, String), AgentId>,
-    agent_info: HashMap<AgentId, AgentInfo>,
+    pub(super) agent_info: HashMap<AgentId, AgentInfo>,
     agent_defs: HashMap<AgentId, AgentDef>,
     skills: HashMap<(String, String), SkillId>,
     reasons: HashMap<String, ReasonCode>,
@@ -856,10 +856,10 @@ impl Engine {
             AcdOutput::Announce { .. } => {}
             AcdOutput::PlaceCallback {
                 contact,
+                agent,
                 number,
                 attempt,
-                ..
-            } => self.place_callback(now, contact, number, attempt),
+            } => self.place_callback(now, contact, agent, number, attempt),
             AcdOutput::AgentStateChanged {
                 agent,
                 tenant,
