@@ -12,6 +12,8 @@ command -v baresip >/dev/null || fail "baresip not installed (scripts/setup)"
 cat >"$WORK/tandem.toml" <<CFG
 [sip]
 listen_udp = "127.0.0.1:$SIP"
+listen_tcp = "127.0.0.1:$SIP"
+listen_tls = "127.0.0.1:$((SIP + 1))"
 options_ping_s = 5
 digest_algorithms = ["MD5"]
 queue_callback_attempts = 2
