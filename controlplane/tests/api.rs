@@ -1056,11 +1056,13 @@ async fn contact_centre(s: &Server, t: &Tenants) {
             "/api/v1/tenants/acme/queues",
             &t.acme,
             json!({"name": "sales", "skills": [{"skill": "en", "level": 2}], "max_wait_s": 120,
-                   "overflow": "queue:support", "relax": [{"after_s": 30, "min_level": 1}], "wrapup_s": 10}),
+                   "overflow": "queue:support", "relax": [{"after_s": 30, "min_level": 1}], "wrapup_s": 10,
+                   "callback_key": "#"}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.etag.as_deref(), Some("\"1\""));
+    assert_eq!(r.body["callback_key"], "#", "stored and read back");
     assert_eq!(r.body["strategy"], "longest-idle", "defaults filled in");
     assert_eq!(r.body["service_level_s"], 20);
 }
@@ -1147,6 +1149,16 @@ async fn check_contact_centre(s: &Server) {
             "/api/v1/tenants/acme/queues",
             json!({"name": "q1", "relax": [{"after_s": 5, "min_level": 7}]}),
             "relax",
+        ),
+        (
+            "/api/v1/tenants/acme/queues",
+            json!({"name": "q1", "callback_key": "12"}),
+            "callback_key",
+        ),
+        (
+            "/api/v1/tenants/acme/queues",
+            json!({"name": "q1", "callback_key": "0", "leave_key": "0"}),
+            "callback_key",
         ),
         (
             "/api/v1/tenants/acme/agents",

@@ -286,6 +286,9 @@ pub struct NewQueue {
     /// A key (0-9, *, #) that takes a waiting caller out of the queue to the overflow target
     /// when that is not a queue, else ends the call (default none).
     pub leave_key: Option<String>,
+    /// A key (0-9, *, #) with which a waiting caller asks to be called back: they keep their
+    /// place, the call ends, and the customer is dialled when an agent is reserved (default none).
+    pub callback_key: Option<String>,
     /// Skills a caller needs, each with the least level (1–5) accepted.
     pub skills: Option<Vec<SkillLevel>>,
     /// Time-based relaxation of tier and level requirements.
@@ -306,7 +309,8 @@ pub struct NewQueue {
     pub routing_delay_s: Option<i64>,
 }
 
-/// Changes to a queue; `null` clears max_len, max_wait_s, overflow, leave_key and max_tier.
+/// Changes to a queue; `null` clears max_len, max_wait_s, overflow, leave_key, callback_key and
+/// max_tier.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueuePatch {
@@ -328,6 +332,9 @@ pub struct QueuePatch {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub leave_key: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub callback_key: Option<Option<String>>,
     pub skills: Option<Vec<SkillLevel>>,
     pub relax: Option<Vec<RelaxDef>>,
     #[serde(default, deserialize_with = "nullable")]
@@ -354,6 +361,7 @@ impl NewQueue {
             leave_when_empty: self.leave_when_empty,
             music: self.music,
             leave_key: self.leave_key.map(Some),
+            callback_key: self.callback_key.map(Some),
             skills: self.skills,
             relax: self.relax,
             max_tier: self.max_tier.map(Some),
@@ -384,6 +392,7 @@ impl QueuePatch {
             leave_when_empty,
             music,
             leave_key,
+            callback_key,
             skills,
             relax,
             max_tier,
@@ -425,17 +434,22 @@ async fn check_queue(state: &ApiState, q: &Queue) -> Result<(), ApiError> {
     check_range("no_answer_delay_s", q.no_answer_delay_s, 0, DAY)?;
     check_range("max_no_answer", q.max_no_answer, 0, 100)?;
     check_range("routing_delay_s", q.routing_delay_s, 0, DAY)?;
-    if let Some(key) = &q.leave_key {
-        if key.len() != 1
-            || !key
-                .chars()
-                .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
-        {
+    for (field, key) in [
+        ("leave_key", &q.leave_key),
+        ("callback_key", &q.callback_key),
+    ] {
+        if key.as_ref().is_some_and(|k| !crate::sip::queues::is_key(k)) {
             return Err(ApiError::invalid(
-                "leave_key",
-                "leave_key is one of 0-9, * and #",
+                field,
+                format!("{field} is one of 0-9, * and #"),
             ));
         }
+    }
+    if q.callback_key.is_some() && q.callback_key == q.leave_key {
+        return Err(ApiError::invalid(
+            "callback_key",
+            "callback_key and leave_key must differ",
+        ));
     }
     check_skills(state, &q.tenant, "skills", &q.skills).await?;
     if q.relax.len() > 20 {

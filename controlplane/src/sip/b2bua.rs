@@ -20,9 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tandem_dataplane::api::{CoreError, LegIndex, LegParams, SessionId, SessionStats};
 
+#[path = "callback.rs"]
+mod callback;
+#[cfg(test)]
+pub(crate) use callback::callback_number as callback_number_of;
 #[path = "contact_centre.rs"]
 mod contact_centre;
 use contact_centre::{ContactCentre, Queued};
+use tandem_acd::ContactId;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Now {
@@ -215,6 +220,8 @@ enum CallState {
     Calling,
     /// Waiting in an ACD queue (caller rung with 180), offered to agents' devices.
     Queued,
+    /// A queued callback: our INVITE to the customer (leg A, a dialog we started) is out.
+    Dialling,
     Answered,
     Ending,
 }
@@ -224,8 +231,11 @@ struct Call {
     state: CallState,
     a: Leg,
     b: Option<Leg>,
-    a_invite: ServerTxId,
-    /// The caller's INVITE (body dropped): responses to it are built from its headers.
+    /// The caller's INVITE transaction; `None` when leg A is a dialog we started (a queued
+    /// callback dialling the customer), so there is no caller to respond to.
+    a_invite: Option<ServerTxId>,
+    /// The caller's INVITE (body dropped): responses to it are built from its headers. For a
+    /// callback, the INVITE we sent.
     a_request: Message,
     /// The latest SDP each side sent (index 0: A, 1: B): offers to a new party (transfer) are
     /// built from the side that stays.
@@ -375,6 +385,8 @@ enum Pending {
     },
     /// An INVITE offering a queued call to one of an agent's devices.
     Offer(CallId),
+    /// A queued callback's INVITE to the customer (leg A of that call).
+    Callback(CallId),
 }
 
 pub struct Engine {
@@ -442,7 +454,7 @@ impl Engine {
             .collect::<HashMap<_, _>>();
         let next_trunk_registration = trunk_registrations.len();
         let accounts = account_index(&cfg, cfg.digest_accounts());
-        let cc = ContactCentre::new(now, &cfg.queues, &cfg.agents, cfg.queue_resume_grace_s);
+        let cc = ContactCentre::new(now, &cfg);
         Engine {
             cc,
             accounts,
@@ -669,7 +681,9 @@ impl Engine {
             Ok((session, ports)) => {
                 c.session = Some(session);
                 c.ports = ports;
-                if c.queue.is_some() {
+                if c.queue.as_ref().is_some_and(|q| q.callback.is_some()) {
+                    self.dial_customer(now, call);
+                } else if c.queue.is_some() {
                     self.enter_queue(now, call);
                 } else {
                     self.send_b_invite(now, call);
@@ -769,7 +783,9 @@ impl Engine {
         let method = req.method().cloned().unwrap_or(Method::Options);
         let Some(tx) = tx else {
             // ACK for a 2xx: confirms a dialog, or is one we absorb (relayed re-INVITEs are
-            // ACKed by us hop by hop).
+            // ACKed by us hop by hop). A caller answered only to be hung up (it asked for a
+            // callback) gets its BYE now.
+            self.callback_caller_acked(now, &req);
             return;
         };
         // In-dialog requests carry our tag in To.
@@ -1010,14 +1026,8 @@ impl Engine {
         let number = self.cfg.normalize(&tenant, &dialled);
         let queued = match &route.target {
             RouteTarget::Queue(name) => match self.cc.queue_id(&tenant, name) {
-                Some(queue) => Some(Queued {
-                    queue,
-                    offers: Vec::new(),
-                    agent: None,
-                    exit: None,
-                    overflow: None,
-                    playing: None,
-                }),
+                // The contact is the call (its id is set below).
+                Some(queue) => Some(Queued::new(queue, ContactId(0))),
                 None => {
                     self.reply(now, tx, &req, 404);
                     return;
@@ -1109,7 +1119,7 @@ impl Engine {
                 state: CallState::Media,
                 a,
                 b: None,
-                a_invite: tx,
+                a_invite: Some(tx),
                 a_request: Message {
                     body: Vec::new(),
                     ..req.clone()
@@ -1149,7 +1159,10 @@ impl Engine {
                     (false, RouteTarget::Trunk(_)) => "outbound",
                     _ => "internal",
                 },
-                queue: queued,
+                queue: queued.map(|q| Queued {
+                    contact: ContactId(id),
+                    ..q
+                }),
             },
         );
         self.next_call = id;
@@ -1334,6 +1347,13 @@ impl Engine {
                 let call = *call;
                 self.on_offer_response(now, call, tx, res);
             }
+            Some(Pending::Callback(call)) => {
+                let call = *call;
+                if code >= 300 {
+                    self.pending.remove(&tx);
+                }
+                self.on_callback_response(now, call, tx, res);
+            }
             Some(Pending::Ping { .. }) if code >= 200 => {
                 if let Some(Pending::Ping { aor, contact }) = self.pending.remove(&tx) {
                     let limit = self.cfg.ping_failures;
@@ -1422,7 +1442,9 @@ impl Engine {
                     }
                 }
                 relay.push("Contact", contact);
-                self.respond(now, a_invite, relay);
+                if let Some(a_invite) = a_invite {
+                    self.respond(now, a_invite, relay);
+                }
             }
             200..=299 => self.on_b_answered(now, call, res),
             300..=399 if c.redirects < MAX_REDIRECTS => {
@@ -1562,7 +1584,9 @@ impl Engine {
         let a_invite = c.a_invite;
         let tenant = c.tenant.clone();
         self.metrics.setup_time(setup);
-        self.respond(now, a_invite, ok);
+        if let Some(a_invite) = a_invite {
+            self.respond(now, a_invite, ok);
+        }
         self.actions
             .push(Action::Event(SipEvent::CallAnswered { call, tenant }));
     }
@@ -1593,9 +1617,21 @@ impl Engine {
         }
         let a_invite = c.a_invite;
         let b_invite = c.b_invite.filter(|_| c.state == CallState::Calling);
-        self.respond(now, a_invite, res);
+        // A callback still dialling the customer: our own INVITE on leg A is cancelled.
+        let a_dial = c
+            .queue
+            .as_ref()
+            .and_then(|q| q.callback.as_ref())
+            .and_then(|d| d.invite)
+            .filter(|_| c.state == CallState::Dialling);
+        if let Some(a_invite) = a_invite {
+            self.respond(now, a_invite, res);
+        }
         if let Some(b_invite) = b_invite {
             self.tx.cancel(now.mono, b_invite);
+        }
+        if let Some(a_dial) = a_dial {
+            self.tx.cancel(now.mono, a_dial);
         }
         self.finish(now, call);
     }
@@ -1655,7 +1691,9 @@ impl Engine {
             self.dialogs
                 .remove(&(b.call_id.clone(), b.local_tag.clone()));
         }
-        self.invites.remove(&c.a_invite);
+        if let Some(a_invite) = c.a_invite {
+            self.invites.remove(&a_invite);
+        }
         let record = CallRecord {
             call,
             tenant: c.tenant,
@@ -1937,6 +1975,9 @@ impl Engine {
                 }
             }
             Some(Pending::Offer(call)) => self.offer_timed_out(now, call, tx),
+            Some(Pending::Callback(call)) => {
+                self.fail_call(now, call, 408, Disposition::NoAnswer, "system")
+            }
             Some(Pending::TransferInvite(call)) => {
                 self.notify_transferor(now, call, "SIP/2.0 408 Request Timeout", true);
                 self.transfer_failed(now, call);
@@ -2493,6 +2534,9 @@ impl Engine {
     }
 
     fn call_timer(&mut self, now: Now, call: CallId) {
+        if self.callback_agent_timer(now, call) {
+            return;
+        }
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };

@@ -45,6 +45,12 @@ pub struct SipConfig {
     /// A caller who hangs up while queued and calls the same queue again within this many
     /// seconds gets its old place and waiting time back (0: off).
     pub queue_resume_grace_s: u64,
+    /// Queued callbacks (a queue's `callback_key`): attempts to reach the customer before
+    /// giving up, the wait between failed attempts, and how long one attempt may take to be
+    /// answered.
+    pub queue_callback_attempts: u32,
+    pub queue_callback_retry_s: u64,
+    pub queue_callback_dial_timeout_s: u64,
     pub tenants: Vec<TenantConfig>,
     pub accounts: Vec<AccountConfig>,
     pub trunks: Vec<TrunkConfig>,
@@ -198,6 +204,9 @@ impl Default for SipConfig {
             options_ping_s: 30,
             ping_failures: 3,
             queue_resume_grace_s: 0,
+            queue_callback_attempts: 3,
+            queue_callback_retry_s: 60,
+            queue_callback_dial_timeout_s: 45,
             tenants: Vec::new(),
             accounts: Vec::new(),
             trunks: Vec::new(),

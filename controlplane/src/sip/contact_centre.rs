@@ -31,6 +31,9 @@ const MAX_SKILLS: u16 = 1024;
 /// A queued call's side of the ACD.
 pub(super) struct Queued {
     pub(super) queue: QueueId,
+    /// The ACD's contact: the call's own id, except for a callback call, which carries on the
+    /// contact of the call that asked for it.
+    pub(super) contact: ContactId,
     /// INVITEs to agents' devices, live and finished (a late 2xx must find its offer).
     pub(super) offers: Vec<DeviceOffer>,
     /// The agent who took the call.
@@ -41,6 +44,48 @@ pub(super) struct Queued {
     pub(super) overflow: Option<String>,
     /// The hold music's payload type while it plays to the caller.
     pub(super) playing: Option<u8>,
+    /// A queued callback: Tandem dials the customer on leg A, then rings the reserved agent.
+    pub(super) callback: Option<CallbackDial>,
+}
+
+impl Queued {
+    pub(super) fn new(queue: QueueId, contact: ContactId) -> Queued {
+        Queued {
+            queue,
+            contact,
+            offers: Vec::new(),
+            agent: None,
+            exit: None,
+            overflow: None,
+            playing: None,
+            callback: None,
+        }
+    }
+}
+
+/// One attempt of a queued callback (the ACD's `PlaceCallback`).
+pub(super) struct CallbackDial {
+    /// Our INVITE to the customer, once the data plane gave us a port to offer.
+    pub(super) invite: Option<ClientTxId>,
+    pub(super) ack: Option<Vec<u8>>,
+    /// The customer answered (the ACD connected the agent: its devices ring).
+    pub(super) answered: bool,
+    /// The ACD knows how this attempt went (answered, failed, or it gave up on it itself).
+    pub(super) reported: bool,
+    /// While the customer waits for the agent's device to answer: the queue's ring timeout.
+    pub(super) agent_ring_until: Option<Instant>,
+}
+
+/// What a callback needs of the call that asked for it, kept while the contact lives.
+#[derive(Clone)]
+pub(super) struct CallbackOrigin {
+    pub(super) tenant: String,
+    pub(super) queue: QueueId,
+    /// The customer's number as the caller presented it (From user or P-Asserted-Identity),
+    /// for a route when the normalised form matches none.
+    pub(super) raw: String,
+    /// The number the customer dialled to reach us: the callback comes from it.
+    pub(super) ours: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +109,10 @@ pub(super) struct DeviceOffer {
     pub(super) ack: Option<Vec<u8>>,
 }
 
-struct AgentInfo {
-    tenant: String,
-    name: String,
-    user: String,
+pub(super) struct AgentInfo {
+    pub(super) tenant: String,
+    pub(super) name: String,
+    pub(super) user: String,
 }
 
 /// Names ↔ the ACD's numeric ids, and the ACD itself.
@@ -76,33 +121,38 @@ pub(super) struct ContactCentre {
     epoch: Instant,
     tenants: HashMap<String, TenantId>,
     queues: HashMap<(String, String), QueueId>,
-    queue_defs: HashMap<QueueId, QueueDef>,
+    pub(super) queue_defs: HashMap<QueueId, QueueDef>,
     agents: HashMap<(String, String), AgentId>,
-    agent_info: HashMap<AgentId, AgentInfo>,
+    pub(super) agent_info: HashMap<AgentId, AgentInfo>,
     agent_defs: HashMap<AgentId, AgentDef>,
     skills: HashMap<(String, String), SkillId>,
     reasons: HashMap<String, ReasonCode>,
     reason_names: HashMap<ReasonCode, String>,
     next_id: u64,
     /// Inputs produced while acting on outputs (a device that cannot ring), fed next.
-    deferred: VecDeque<Input>,
+    pub(super) deferred: VecDeque<Input>,
     /// Taken out of the directory but still busy: removed once idle.
     retiring_agents: Vec<AgentId>,
     retiring_queues: Vec<QueueId>,
     /// Calls whose contact the ACD let go without an agent this round (see `acd_pump`).
     exits: Vec<CallId>,
+    /// Contacts waiting for a callback, and the call dialling each one now.
+    pub(super) callbacks: HashMap<ContactId, CallbackOrigin>,
+    pub(super) callback_calls: HashMap<ContactId, CallId>,
 }
 
 impl ContactCentre {
-    pub(super) fn new(
-        now: Instant,
-        queues: &[QueueDef],
-        agents: &[AgentDef],
-        resume_grace_s: u64,
-    ) -> ContactCentre {
+    pub(super) fn new(now: Instant, cfg: &SipConfig) -> ContactCentre {
+        let (queues, agents) = (&cfg.queues, &cfg.agents);
         let acd = Acd::new(AcdConfig {
             max_skills: MAX_SKILLS,
-            resume_grace_ms: resume_grace_s.saturating_mul(1000),
+            resume_grace_ms: cfg.queue_resume_grace_s.saturating_mul(1000),
+            callback_max_attempts: cfg.queue_callback_attempts.max(1),
+            callback_retry_ms: cfg.queue_callback_retry_s.saturating_mul(1000),
+            callback_dial_timeout_ms: cfg
+                .queue_callback_dial_timeout_s
+                .max(1)
+                .saturating_mul(1000),
             ..AcdConfig::default()
         })
         .expect("the default ACD configuration is valid");
@@ -123,6 +173,8 @@ impl ContactCentre {
             retiring_agents: Vec::new(),
             retiring_queues: Vec::new(),
             exits: Vec::new(),
+            callbacks: HashMap::new(),
+            callback_calls: HashMap::new(),
         };
         cc.reason_names
             .insert(ReasonCode::AUTO_PAUSE_NO_ANSWER, "no-answer".into());
@@ -558,7 +610,9 @@ impl Engine {
             // Early media: the caller's phone plays what we send instead of its ringback.
             ringing.set_body("application/sdp", sdp.into_bytes());
         }
-        self.respond(now, a_invite, ringing);
+        if let Some(a_invite) = a_invite {
+            self.respond(now, a_invite, ringing);
+        }
         let request = self.contact_request(call, queue);
         let now_ms = self.acd_now(now);
         let entered = self.cc.acd.handle(now_ms, Input::Enter(request));
@@ -572,11 +626,14 @@ impl Engine {
     /// Starts the queue's hold music on leg A (and listens for its leave key); returns the SDP
     /// the caller gets in the 180 for it: our address and leg A's port, the caller's codecs.
     /// None when the queue plays no music or the caller offered neither PCMU nor PCMA.
-    fn start_music(&mut self, call: CallId) -> Option<String> {
+    pub(super) fn start_music(&mut self, call: CallId) -> Option<String> {
         let c = self.calls.get(&call)?;
         let def = self.cc.queue_defs.get(&c.queue.as_ref()?.queue)?;
         let session = c.session?;
-        let (music, listen) = (def.music, def.leave_key.is_some());
+        let (music, listen) = (
+            def.music,
+            def.leave_key.is_some() || def.callback_key.is_some(),
+        );
         if listen {
             if let Some(pt) = telephone_event_pt(&c.sdp[0]) {
                 self.actions.push(Action::Media(MediaOp::SetDtmf {
@@ -601,7 +658,7 @@ impl Engine {
     }
 
     /// The caller leaves the hold music (an agent answers, or it goes elsewhere).
-    fn stop_music(&mut self, call: CallId) {
+    pub(super) fn stop_music(&mut self, call: CallId) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -628,17 +685,22 @@ impl Engine {
             return;
         }
         let Some(q) = c.queue.as_ref() else { return };
-        let leave = self
-            .cc
-            .queue_defs
-            .get(&q.queue)
+        let def = self.cc.queue_defs.get(&q.queue);
+        let leave = def
             .and_then(|d| d.leave_key.as_deref())
             .is_some_and(|k| k.starts_with(digit));
-        if leave {
+        let callback = q.callback.is_none()
+            && def
+                .and_then(|d| d.callback_key.as_deref())
+                .is_some_and(|k| k.starts_with(digit));
+        if callback {
+            self.request_callback(now, call);
+            self.pump(now);
+        } else if leave {
             let _ = self.acd_input(
                 now,
                 Input::LeaveKey {
-                    contact: ContactId(call),
+                    contact: self.contact_of(call),
                 },
             );
             self.pump(now);
@@ -690,7 +752,7 @@ impl Engine {
     }
 
     /// Feeds an input produced by SIP (a device rang, answered, refused; a call ended).
-    fn acd_input(&mut self, now: Now, input: Input) -> Result<(), AcdError> {
+    pub(super) fn acd_input(&mut self, now: Now, input: Input) -> Result<(), AcdError> {
         let now_ms = self.acd_now(now);
         let result = self.cc.acd.handle(now_ms, input);
         self.acd_pump(now);
@@ -750,7 +812,7 @@ impl Engine {
                 ..
             } => {
                 for agent in agents {
-                    let rang = self.offer_to_agent(now, contact.0, agent);
+                    let rang = self.offer_to_agent(now, self.call_of(contact), agent);
                     if !rang {
                         self.cc.deferred.push_back(Input::Reject { agent, contact });
                     } else {
@@ -770,22 +832,34 @@ impl Engine {
                     }
                 }
             }
-            AcdOutput::CancelOffer { contact, agent } => self.cancel_offer(now, contact.0, agent),
-            AcdOutput::Connect { contact, agent } => self.connect_agent(now, contact.0, agent),
-            AcdOutput::Overflow { contact, target } => {
-                if let Some(q) = self
-                    .calls
-                    .get_mut(&contact.0)
-                    .and_then(|c| c.queue.as_mut())
-                {
-                    q.overflow = Some(target);
-                    q.exit.get_or_insert(480);
-                    self.cc.exits.push(contact.0);
+            AcdOutput::CancelOffer { contact, agent } => {
+                let call = self.call_of(contact);
+                self.cancel_offer(now, call, agent)
+            }
+            AcdOutput::Connect { contact, agent } => {
+                let call = self.call_of(contact);
+                if self.callback_waiting_for_agent(call) {
+                    self.ring_callback_agent(now, call, agent);
+                } else {
+                    self.connect_agent(now, call, agent);
                 }
             }
-            // Not produced: announcements are off (announce_period 0) and callbacks are
-            // only requested by a caller's key press, which needs the IVR.
-            AcdOutput::Announce { .. } | AcdOutput::PlaceCallback { .. } => {}
+            AcdOutput::Overflow { contact, target } => {
+                let call = self.call_of(contact);
+                if let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) {
+                    q.overflow = Some(target);
+                    q.exit.get_or_insert(480);
+                    self.cc.exits.push(call);
+                }
+            }
+            // Not produced: announcements are off (announce_period 0).
+            AcdOutput::Announce { .. } => {}
+            AcdOutput::PlaceCallback {
+                contact,
+                agent,
+                number,
+                attempt,
+            } => self.place_callback(now, contact, agent, number, attempt),
             AcdOutput::AgentStateChanged {
                 agent,
                 tenant,
@@ -864,6 +938,11 @@ impl Engine {
                 put("wait_ms", *wait_ms)
             }
             EventKind::RingNoAnswer { ring_ms } => put("ring_ms", *ring_ms),
+            EventKind::CallbackPlaced { attempt } => put("attempt", u64::from(*attempt)),
+            EventKind::CallbackFailed { attempt, last } => {
+                put("attempt", u64::from(*attempt));
+                detail.insert("last".into(), (*last).into());
+            }
             EventKind::Transfer {
                 wait_ms, talk_ms, ..
             } => {
@@ -906,32 +985,26 @@ impl Engine {
                 .get(&queue)
                 .and_then(|d| d.overflow.clone())
                 .filter(|t| !t.starts_with("queue:"));
-            if let Some(q) = self
-                .calls
-                .get_mut(&contact.0)
-                .and_then(|c| c.queue.as_mut())
-            {
+            let call = self.call_of(contact);
+            if let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) {
                 q.overflow = target;
             }
         }
         if let (Some(code), Some(contact)) = (exit, e.contact) {
-            if let Some(q) = self
-                .calls
-                .get_mut(&contact.0)
-                .and_then(|c| c.queue.as_mut())
-            {
+            let call = self.call_of(contact);
+            if let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) {
                 q.exit = Some(code);
-                self.cc.exits.push(contact.0);
+                self.cc.exits.push(call);
             }
         }
         if let (EventKind::Connect { .. }, Some(contact)) = (&e.kind, e.contact) {
-            if let Some(q) = self
-                .calls
-                .get_mut(&contact.0)
-                .and_then(|c| c.queue.as_mut())
-            {
+            let call = self.call_of(contact);
+            if let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) {
                 q.queue = e.queue.unwrap_or(q.queue);
             }
+        }
+        if let (true, Some(contact)) = (e.kind.ends_contact(), e.contact) {
+            self.cc.callbacks.remove(&contact);
         }
         let kind = event_kind_name(&e.kind);
         self.emit_acd(
@@ -946,7 +1019,7 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn emit_acd(
+    pub(super) fn emit_acd(
         &mut self,
         now: Now,
         kind: &'static str,
@@ -964,7 +1037,7 @@ impl Engine {
                     .map(|i| i.tenant.clone())
                     .or_else(|| {
                         contact
-                            .and_then(|c| self.calls.get(&c.0))
+                            .and_then(|c| self.calls.get(&self.call_of(c)))
                             .map(|c| c.tenant.clone())
                     })
                     .unwrap_or_default();
@@ -979,7 +1052,7 @@ impl Engine {
             agent: agent.and_then(|a| self.cc.agent_info.get(&a).map(|i| i.name.clone())),
             contact: contact.map(|c| c.0),
             call: contact
-                .map(|c| c.0)
+                .map(|c| self.call_of(c))
                 .filter(|id| self.calls.contains_key(id)),
             detail,
         };
@@ -989,7 +1062,7 @@ impl Engine {
 
     /// INVITEs every registered device of `agent` with the caller's offer; false when the
     /// agent has none (or the call is gone).
-    fn offer_to_agent(&mut self, now: Now, call: CallId, agent: AgentId) -> bool {
+    pub(super) fn offer_to_agent(&mut self, now: Now, call: CallId, agent: AgentId) -> bool {
         let Some(info) = self.cc.agent_info.get(&agent) else {
             return false;
         };
@@ -1053,6 +1126,9 @@ impl Engine {
 
     /// The ACD withdrew the offer from `agent`: CANCEL its devices still alerting.
     fn cancel_offer(&mut self, now: Now, call: CallId, agent: AgentId) {
+        if self.cancel_callback(now, call) {
+            return;
+        }
         let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) else {
             return;
         };
@@ -1090,7 +1166,7 @@ impl Engine {
     }
 
     /// The ACD bridged `agent`: its answering device becomes leg B and the caller is answered.
-    fn connect_agent(&mut self, now: Now, call: CallId, agent: AgentId) {
+    pub(super) fn connect_agent(&mut self, now: Now, call: CallId, agent: AgentId) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -1189,7 +1265,7 @@ impl Engine {
                             now,
                             Input::Ringing {
                                 agent,
-                                contact: ContactId(call),
+                                contact: self.contact_of(call),
                             },
                         );
                     }
@@ -1251,11 +1327,15 @@ impl Engine {
                     self.device_failed(now, call, agent);
                     return;
                 }
+                if self.callback_waiting_for_agent(call) {
+                    self.callback_agent_answered(now, call, agent);
+                    return;
+                }
                 let answered = self.acd_input(
                     now,
                     Input::Answer {
                         agent,
-                        contact: ContactId(call),
+                        contact: self.contact_of(call),
                     },
                 );
                 if answered.is_err() {
@@ -1300,12 +1380,18 @@ impl Engine {
                     OfferState::Trying | OfferState::Ringing | OfferState::Answered
                 )
         });
+        if self.callback_waiting_for_agent(call) {
+            if !alive {
+                self.callback_agent_unreachable(now, call);
+            }
+            return;
+        }
         if !alive {
             let _ = self.acd_input(
                 now,
                 Input::Reject {
                     agent,
-                    contact: ContactId(call),
+                    contact: self.contact_of(call),
                 },
             );
         }
@@ -1367,7 +1453,34 @@ impl Engine {
         } else {
             Party::Caller
         };
-        let Some(q) = c.queue.as_mut() else { return };
+        let Some(q) = c.queue.as_ref() else { return };
+        let contact = q.contact;
+        // A callback attempt: (the ACD knows its outcome, the customer answered).
+        let callback = q.callback.as_ref().map(|d| (d.reported, d.answered));
+        self.drop_offers(now, call);
+        if callback.is_some() && self.cc.callback_calls.get(&contact) == Some(&call) {
+            self.cc.callback_calls.remove(&contact);
+        }
+        let input = match callback {
+            Some((false, _)) => Input::CallbackResult {
+                contact,
+                answered: false,
+            },
+            // Withdrawn by the ACD itself (dial timeout): nothing to tell.
+            Some((true, false)) => return,
+            // Unknown once it overflowed or exited: the ACD refuses, nothing to tell.
+            _ => Input::Hangup { contact, by },
+        };
+        let now_ms = self.acd_now(now);
+        let _ = self.cc.acd.handle(now_ms, input);
+    }
+
+    /// Stops every device offer of a queued call: CANCEL those ringing, BYE those answered
+    /// but not connected, and forget their dialogs.
+    pub(super) fn drop_offers(&mut self, now: Now, call: CallId) {
+        let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) else {
+            return;
+        };
         let mut cancel = Vec::new();
         let mut bye = Vec::new();
         for o in q.offers.iter_mut() {
@@ -1386,15 +1499,6 @@ impl Engine {
         for leg in bye {
             self.bye_leg(now, leg);
         }
-        // Unknown once it overflowed or exited: nothing to tell.
-        let now_ms = self.acd_now(now);
-        let _ = self.cc.acd.handle(
-            now_ms,
-            Input::Hangup {
-                contact: ContactId(call),
-                by,
-            },
-        );
     }
 
     /// The agent (leg B) transferred the caller elsewhere and left: for the ACD the agent's
@@ -1410,7 +1514,7 @@ impl Engine {
         let _ = self.acd_input(
             now,
             Input::Hangup {
-                contact: ContactId(call),
+                contact: self.contact_of(call),
                 by: Party::Agent,
             },
         );
@@ -1435,6 +1539,13 @@ impl Engine {
             return;
         };
         let tenant = c.tenant.clone();
+        if c.queue.as_ref().is_some_and(|q| q.callback.is_some()) {
+            // The ACD would dial a called-back customer again instead of queueing it live.
+            let res = Message::response_to(req, 403, None)
+                .with_reason("Forbidden (a called-back customer cannot go back to a queue)");
+            self.respond(now, tx, res);
+            return;
+        }
         if side != Side::B || c.b.is_none() {
             let res = Message::response_to(req, 403, None)
                 .with_reason("Forbidden (only the answering party can transfer to a queue)");
@@ -1476,20 +1587,13 @@ impl Engine {
                 self.acd_input(
                     now,
                     Input::Transfer {
-                        contact: ContactId(call),
+                        contact: self.contact_of(call),
                         queue,
                     },
                 )
             }
             None => {
-                c.queue = Some(Queued {
-                    queue,
-                    offers: Vec::new(),
-                    agent: None,
-                    exit: None,
-                    overflow: None,
-                    playing: None,
-                });
+                c.queue = Some(Queued::new(queue, ContactId(call)));
                 let request = self.contact_request(call, queue);
                 self.acd_input(now, Input::Enter(request))
             }
@@ -1674,6 +1778,15 @@ impl Engine {
     fn caller_of(&self, tenant: &str, contact: u64) -> Result<(), AcdRefusal> {
         match self.calls.get(&contact) {
             Some(c) if c.tenant == tenant && c.queue.is_some() => Ok(()),
+            // A queued callback has no call while it waits.
+            _ if self
+                .cc
+                .callbacks
+                .get(&ContactId(contact))
+                .is_some_and(|o| o.tenant == tenant) =>
+            {
+                Ok(())
+            }
             _ => Err(AcdRefusal::NotFound(format!("no queued caller {contact}"))),
         }
     }
@@ -1686,7 +1799,7 @@ impl Engine {
             .iter()
             .filter(|(_, c)| c.awaiting_agent() && c.queue.as_ref().is_some_and(|q| q.queue == id))
             .filter_map(|(&call, c)| {
-                let position = self.cc.acd.contact_position(ContactId(call)).ok()??;
+                let position = self.cc.acd.contact_position(self.contact_of(call)).ok()??;
                 Some(WaitingCallerView {
                     contact: call,
                     position,

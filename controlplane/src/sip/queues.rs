@@ -52,6 +52,10 @@ pub struct QueueDef {
     /// target when it is not a queue (voicemail, say), else the call ends.
     #[serde(default)]
     pub leave_key: Option<String>,
+    /// A key (`0`-`9`, `*`, `#`) with which a waiting caller asks to be called back: they keep
+    /// their place, the call ends, and the customer is dialled when an agent is reserved.
+    #[serde(default)]
+    pub callback_key: Option<String>,
     /// Skills a caller of this queue needs, each with the least proficiency (1–5) accepted.
     #[serde(default)]
     pub skills: Vec<SkillLevel>,
@@ -170,6 +174,14 @@ pub const STRATEGIES: [&str; 11] = [
     "best-proficiency",
 ];
 
+/// One DTMF key: `0`-`9`, `*` or `#`.
+pub fn is_key(key: &str) -> bool {
+    key.len() == 1
+        && key
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+}
+
 impl QueueDef {
     /// A queue with every setting at its default.
     pub fn new(tenant: &str, name: &str) -> QueueDef {
@@ -186,6 +198,7 @@ impl QueueDef {
             leave_when_empty: false,
             music: true,
             leave_key: None,
+            callback_key: None,
             skills: Vec::new(),
             relax: Vec::new(),
             max_tier: None,
@@ -214,14 +227,16 @@ impl QueueDef {
         if self.priority == 0 {
             return bad("priority must be at least 1");
         }
-        if let Some(key) = &self.leave_key {
-            if key.len() != 1
-                || !key
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
-            {
-                return bad("leave_key is one of 0-9, * and #");
+        for (field, key) in [
+            ("leave_key", &self.leave_key),
+            ("callback_key", &self.callback_key),
+        ] {
+            if key.as_ref().is_some_and(|k| !is_key(k)) {
+                return bad(&format!("{field} is one of 0-9, * and #"));
             }
+        }
+        if self.leave_key.is_some() && self.leave_key == self.callback_key {
+            return bad("leave_key and callback_key must differ");
         }
         if self.ring_timeout_s == 0 || self.ring_step_s == 0 {
             return bad("ring_timeout_s and ring_step_s must be positive");

@@ -1411,7 +1411,7 @@ pub(super) mod queue {
         cfg
     }
 
-    fn device(user: &str) -> &'static str {
+    pub(super) fn device(user: &str) -> &'static str {
         match user {
             "alice" => "192.168.1.11:5060",
             _ => "192.168.1.12:5060",
@@ -1440,7 +1440,7 @@ pub(super) mod queue {
         assert_eq!(sent(&out)[0].1.status(), Some(200));
     }
 
-    fn agent(h: &mut Harness, name: &str, action: AgentAction) -> Vec<Action> {
+    pub(super) fn agent(h: &mut Harness, name: &str, action: AgentAction) -> Vec<Action> {
         let now = h.now();
         let r = h.engine.acd_request(
             now,
@@ -1454,7 +1454,7 @@ pub(super) mod queue {
         h.engine.drain().collect()
     }
 
-    fn acd_events(actions: &[Action]) -> Vec<AcdEvent> {
+    pub(super) fn acd_events(actions: &[Action]) -> Vec<AcdEvent> {
         actions
             .iter()
             .filter_map(|a| match a {
@@ -1464,7 +1464,7 @@ pub(super) mod queue {
             .collect()
     }
 
-    fn kinds(actions: &[Action]) -> Vec<&'static str> {
+    pub(super) fn kinds(actions: &[Action]) -> Vec<&'static str> {
         acd_events(actions)
             .into_iter()
             .map(|e| e.kind)
@@ -1496,7 +1496,7 @@ pub(super) mod queue {
         (call, h.engine.drain().collect())
     }
 
-    fn invites_to(actions: &[Action], addr: &str) -> Vec<Message> {
+    pub(super) fn invites_to(actions: &[Action], addr: &str) -> Vec<Message> {
         sent(actions)
             .into_iter()
             .filter(|(to, m)| to.to_string() == addr && m.method() == Some(&Method::Invite))
@@ -2220,3 +2220,6 @@ fn a_message_at_the_header_limit_prints_to_one_that_parses() {
         Message::parse(&m.to_bytes()).expect("printed message parses");
     }
 }
+
+#[path = "callback_tests.rs"]
+mod callback_tests;

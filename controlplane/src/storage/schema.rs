@@ -262,4 +262,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE INDEX queue_events_queue ON queue_events (tenant, queue, at_ms, id)",
         "CREATE INDEX queue_events_agent ON queue_events (tenant, agent, at_ms, id)",
     ],
+}, Migration {
+    version: 4,
+    name: "queues: the callback key",
+    statements: &["ALTER TABLE queues ADD COLUMN callback_key TEXT"],
 }];
