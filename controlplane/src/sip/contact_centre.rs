@@ -2,8 +2,8 @@
 //! (`tandem-acd`) and are offered to agents' registered devices.
 //!
 //! A queued call is an ordinary call whose leg B is not chosen yet. On entry the caller gets
-//! 180 Ringing (its phone plays ringback: the data plane cannot play hold music yet) and the
-//! ACD gets `Enter`. Each `Offer` becomes one INVITE per registered device of each offered agent
+//! 180 Ringing (with the hold music as early media when the queue plays it) and the ACD gets
+//! `Enter`; the ACD's periodic `Announce` speaks the caller's position and wait over the music. Each `Offer` becomes one INVITE per registered device of each offered agent
 //! (all carrying the caller's SDP on leg B's port); a device's 18x is the agent's `Ringing`, its
 //! 2xx is ACKed at once and reported as `Answer`, and the ACD's `Connect` makes that device's
 //! dialog the call's leg B and answers the caller. `CancelOffer` (ring timeout, ring-all loser)
@@ -18,6 +18,7 @@ use super::super::queues::{
     QueueStatusView, WaitingCallerView,
 };
 use super::*;
+use crate::prompts::PromptClips;
 use std::collections::VecDeque;
 use tandem_acd::{
     Acd, AcdConfig, AcdError, AgentConfig, AgentId, AgentState, ContactId, ContactRequest,
@@ -91,6 +92,8 @@ pub(super) struct ContactCentre {
     retiring_queues: Vec<QueueId>,
     /// Calls whose contact the ACD let go without an agent this round (see `acd_pump`).
     exits: Vec<CallId>,
+    /// The data plane's prompt clips; None: no announcements (no synthesiser at start).
+    prompts: Option<PromptClips>,
 }
 
 impl ContactCentre {
@@ -123,6 +126,7 @@ impl ContactCentre {
             retiring_agents: Vec::new(),
             retiring_queues: Vec::new(),
             exits: Vec::new(),
+            prompts: None,
         };
         cc.reason_names
             .insert(ReasonCode::AUTO_PAUSE_NO_ANSWER, "no-answer".into());
@@ -245,8 +249,12 @@ impl ContactCentre {
         } else {
             EmptyBehaviour::Wait
         };
-        // No announcements: the data plane cannot play them yet.
-        cfg.announce_period_ms = 0;
+        // Announcements are spoken over the music; with neither part there is nothing to say.
+        cfg.announce_period_ms = if def.music && (def.announce_position || def.announce_wait) {
+            u64::from(def.announce_period_s) * 1000
+        } else {
+            0
+        };
         cfg.base_max_tier = def.max_tier.unwrap_or(u8::MAX);
         cfg.relax = def
             .relax
@@ -600,6 +608,44 @@ impl Engine {
         Some(sdp)
     }
 
+    /// Where the data plane's prompts are (set once at start, before any call); None leaves
+    /// queues with music only.
+    pub fn set_prompts(&mut self, prompts: Option<PromptClips>) {
+        self.cc.prompts = prompts;
+    }
+
+    /// The ACD's periodic announcement for a waiting caller: its position and wait estimate,
+    /// as the queue says, spoken over the music (the data plane plays the phrases once, then
+    /// the music again). Only to a caller who hears the music: one hearing its own ringback has
+    /// no media from us to speak in.
+    fn announce(&mut self, call: CallId, position: u32, ewt_ms: u64) {
+        let Some(prompts) = self.cc.prompts else {
+            return;
+        };
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let (Some(q), Some(session)) = (c.queue.as_ref(), c.session) else {
+            return;
+        };
+        let (Some(payload_type), Some(def)) = (q.playing, self.cc.queue_defs.get(&q.queue)) else {
+            return;
+        };
+        let position = def.announce_position.then_some(position);
+        // u64::MAX: nobody is staffed, so there is no estimate to give.
+        let ewt_ms = (def.announce_wait && ewt_ms != u64::MAX).then_some(ewt_ms);
+        let Some(once) = prompts.announcement(position, ewt_ms) else {
+            return;
+        };
+        self.actions.push(Action::Media(MediaOp::PlaySequence {
+            session,
+            leg: LegIndex::A,
+            once,
+            then: 0,
+            payload_type,
+        }));
+    }
+
     /// The caller leaves the hold music (an agent answers, or it goes elsewhere).
     fn stop_music(&mut self, call: CallId) {
         let Some(c) = self.calls.get_mut(&call) else {
@@ -783,9 +829,14 @@ impl Engine {
                     self.cc.exits.push(contact.0);
                 }
             }
-            // Not produced: announcements are off (announce_period 0) and callbacks are
-            // only requested by a caller's key press, which needs the IVR.
-            AcdOutput::Announce { .. } | AcdOutput::PlaceCallback { .. } => {}
+            AcdOutput::Announce {
+                contact,
+                position,
+                ewt_ms,
+            } => self.announce(contact.0, position, ewt_ms),
+            // Not produced: callbacks are only requested by a caller's key press, which needs
+            // the IVR.
+            AcdOutput::PlaceCallback { .. } => {}
             AcdOutput::AgentStateChanged {
                 agent,
                 tenant,

@@ -262,4 +262,14 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE INDEX queue_events_queue ON queue_events (tenant, queue, at_ms, id)",
         "CREATE INDEX queue_events_agent ON queue_events (tenant, agent, at_ms, id)",
     ],
+}, Migration {
+    version: 4,
+    name: "queue announcements: period, and whether they say the position and the wait",
+    statements: &[
+        // Existing queues keep what they did: no announcements (both parts on, for when an
+        // operator sets a period).
+        "ALTER TABLE queues ADD COLUMN announce_period_s BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE queues ADD COLUMN announce_position BIGINT NOT NULL DEFAULT 1",
+        "ALTER TABLE queues ADD COLUMN announce_wait BIGINT NOT NULL DEFAULT 1",
+    ],
 }];
