@@ -3,10 +3,11 @@
 //!
 //! A queued call is an ordinary call whose leg B is not chosen yet. On entry the caller gets
 //! 180 Ringing (with the hold music as early media when the queue plays it) and the ACD gets
-//! `Enter`; the ACD's periodic `Announce` speaks the caller's position and wait over the music. Each `Offer` becomes one INVITE per registered device of each offered agent
-//! (all carrying the caller's SDP on leg B's port); a device's 18x is the agent's `Ringing`, its
-//! 2xx is ACKed at once and reported as `Answer`, and the ACD's `Connect` makes that device's
-//! dialog the call's leg B and answers the caller. `CancelOffer` (ring timeout, ring-all loser)
+//! `Enter`; the ACD's periodic `Announce` speaks the caller's position and wait over the music.
+//! Each `Offer` becomes one INVITE per registered device of each offered agent (all carrying
+//! the caller's SDP on leg B's port); a device's 18x is the agent's `Ringing`, its 2xx is ACKed
+//! at once and reported as `Answer`, and the ACD's `Connect` makes that device's dialog the
+//! call's leg B and answers the caller. `CancelOffer` (ring timeout, ring-all loser)
 //! CANCELs the agent's devices; a 2xx that races the CANCEL is ACKed and BYEd. A device that
 //! refuses (busy, decline, unreachable) is the agent's `Reject`; an agent with no registered
 //! device rejects at once. Max-wait, full and empty queues end the call (480, 486) or send it

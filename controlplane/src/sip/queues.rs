@@ -170,7 +170,7 @@ fn default_max_no_answer() -> u32 {
 }
 
 /// The shortest period between announcements: longer than the longest announcement (about
-/// 5 s), so that the caller hears some music between two.
+/// 7 s), so that the caller hears some music between two.
 pub const MIN_ANNOUNCE_PERIOD_S: u32 = 10;
 
 pub const STRATEGIES: [&str; 11] = [
