@@ -190,7 +190,7 @@ fn cache_path(cache: &Path, text: &str) -> PathBuf {
 /// Every phrase of [`PHRASES`] as a clip, in order, rendered with `program` where the cache in
 /// `cache` lacks it. The synthesiser runs once per missing phrase, all at once.
 pub fn render(program: &str, cache: &Path) -> Result<Vec<Arc<Clip>>, PromptError> {
-    let failed = |what: String| PromptError::Failed(what);
+    let failed = PromptError::Failed;
     // Cached phrases: read back; the rest are spoken.
     let mut pcm: Vec<Option<Vec<i16>>> = PHRASES
         .iter()
