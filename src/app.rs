@@ -31,7 +31,15 @@ pub struct Appliance {
 
 impl Appliance {
     pub fn start(cfg: &Config) -> anyhow::Result<Appliance> {
-        let mut dataplane = DataPlane::start(&cfg.engine()?).context("starting the data plane")?;
+        let mut engine_cfg = cfg.engine()?;
+        // Queue announcements: spoken prompts become clips after the hold music (cold path;
+        // without espeak-ng, one warning and music only).
+        let prompts = if cfg.sip.enabled {
+            tandem_controlplane::prompts::load(&mut engine_cfg.clips, &cfg.storage.data_dir)
+        } else {
+            None
+        };
+        let mut dataplane = DataPlane::start(&engine_cfg).context("starting the data plane")?;
         if let Some(why) = &dataplane.fallback {
             tracing::warn!("{why}");
         }
@@ -119,6 +127,7 @@ impl Appliance {
                     std::time::Instant::now(),
                     sip_metrics,
                 );
+                engine.set_prompts(prompts);
                 // Storage, seeded from the config file, is what the engine routes by.
                 let directory = storage.directory().await?;
                 engine.set_directory(sip_server::now(), directory.to_sip());

@@ -11,6 +11,7 @@ pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod ng;
+pub mod prompts;
 pub mod quality;
 pub mod sdp;
 pub mod sip;

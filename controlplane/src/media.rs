@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_dataplane::api::{
-    Command, CoreError, Event, LegIndex, LegParams, SessionId, SessionStats,
+    ClipSequence, Command, CoreError, Event, LegIndex, LegParams, SessionId, SessionStats,
 };
 use tandem_dataplane::engine::{CommandSender, EventReceiver};
 use tandem_dataplane::stats::CoreStats;
@@ -207,6 +207,27 @@ impl DataPlaneClient {
             id,
             leg,
             clip,
+            payload_type,
+        })
+        .await
+    }
+
+    /// Plays the clips of `once` to `leg`'s peer, each once, then clip `then` in a loop, in the
+    /// same RTP stream as what the leg was playing (an announcement between the hold music).
+    pub async fn play_sequence(
+        &self,
+        id: SessionId,
+        leg: LegIndex,
+        once: ClipSequence,
+        then: u16,
+        payload_type: u8,
+    ) -> Result<(), CoreError> {
+        self.expect_updated(id, |token| Command::PlaySequence {
+            token,
+            id,
+            leg,
+            once,
+            then,
             payload_type,
         })
         .await

@@ -1057,7 +1057,7 @@ async fn contact_centre(s: &Server, t: &Tenants) {
             &t.acme,
             json!({"name": "sales", "skills": [{"skill": "en", "level": 2}], "max_wait_s": 120,
                    "overflow": "queue:support", "relax": [{"after_s": 30, "min_level": 1}], "wrapup_s": 10,
-                   "callback_key": "#"}),
+                   "callback_key": "#", "announce_period_s": 45, "announce_wait": false}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -1065,6 +1065,18 @@ async fn contact_centre(s: &Server, t: &Tenants) {
     assert_eq!(r.body["callback_key"], "#", "stored and read back");
     assert_eq!(r.body["strategy"], "longest-idle", "defaults filled in");
     assert_eq!(r.body["service_level_s"], 20);
+    assert_eq!(
+        (
+            &r.body["announce_period_s"],
+            &r.body["announce_position"],
+            &r.body["announce_wait"]
+        ),
+        (&json!(45), &json!(true), &json!(false)),
+        "announcement settings stored"
+    );
+    let stored = s.get("/api/v1/tenants/acme/queues/sales", &t.acme).await;
+    assert_eq!(stored.body["announce_period_s"], 45, "{}", stored.body);
+    assert_eq!(stored.body["announce_wait"], false);
 }
 
 async fn check_contact_centre(s: &Server) {
@@ -1159,6 +1171,11 @@ async fn check_contact_centre(s: &Server) {
             "/api/v1/tenants/acme/queues",
             json!({"name": "q1", "callback_key": "0", "leave_key": "0"}),
             "callback_key",
+        ),
+        (
+            "/api/v1/tenants/acme/queues",
+            json!({"name": "q1", "announce_period_s": 5}),
+            "announce_period_s",
         ),
         (
             "/api/v1/tenants/acme/agents",

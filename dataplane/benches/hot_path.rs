@@ -6,7 +6,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::net::SocketAddr;
-use tandem_dataplane::api::{LegIndex, LegParams};
+use tandem_dataplane::api::{ClipSequence, LegIndex, LegParams};
 use tandem_dataplane::clip::{Clip, Law};
 use tandem_dataplane::io::TxBatch;
 use tandem_dataplane::playback::Player;
@@ -90,6 +90,10 @@ fn bench(c: &mut Criterion) {
         ts: 0,
         frame: 0,
         marker: true,
+        once: ClipSequence::EMPTY,
+        next_once: 0,
+        then: 0,
+        looping: true,
     };
     let mut tx = TxBatch::new(64);
     g.bench_function("play_packet_build", |b| {
@@ -97,7 +101,7 @@ fn bench(c: &mut Criterion) {
             if tx.is_full() {
                 tx.clear();
             }
-            let (header, frame) = player.next_packet(clip.frames());
+            let (header, _, frame) = player.next_packet(|_| clip.frames());
             black_box(tx.push_played(0, None, &header, clip.frame(player.law, frame)))
         })
     });

@@ -76,6 +76,18 @@ pub enum Command {
         clip: u16,
         payload_type: u8,
     },
+    /// Plays the clips of `once` to `leg`'s peer one after the other, once each, then clip
+    /// `then` in a loop (an announcement followed by the hold music), as one RTP stream: when
+    /// the leg was already playing, its SSRC, sequence and timestamps carry on. Otherwise as
+    /// [`Command::Play`]. Answered with `Updated`.
+    PlaySequence {
+        token: u64,
+        id: SessionId,
+        leg: LegIndex,
+        once: ClipSequence,
+        then: u16,
+        payload_type: u8,
+    },
     /// Stops playing to `leg` (no-op if it was not playing); relaying to it resumes. Answered
     /// with `Updated`.
     StopPlay {
@@ -94,6 +106,48 @@ pub enum Command {
     },
     /// Stops the core's thread after closing every socket.
     Shutdown,
+}
+
+/// Clips a [`Command::PlaySequence`] plays at most before its loop.
+pub const MAX_SEQUENCE: usize = 8;
+
+/// Up to [`MAX_SEQUENCE`] clip indices, inline so that [`Command`] stays `Copy` and the player
+/// that holds them is sized at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClipSequence {
+    len: u8,
+    clips: [u16; MAX_SEQUENCE],
+}
+
+impl ClipSequence {
+    /// No clips: play the loop at once.
+    pub const EMPTY: ClipSequence = ClipSequence {
+        len: 0,
+        clips: [0; MAX_SEQUENCE],
+    };
+
+    /// None when there are more than [`MAX_SEQUENCE`] clips.
+    pub fn new(clips: &[u16]) -> Option<ClipSequence> {
+        if clips.len() > MAX_SEQUENCE {
+            return None;
+        }
+        let mut s = ClipSequence::EMPTY;
+        s.clips[..clips.len()].copy_from_slice(clips);
+        s.len = clips.len() as u8;
+        Some(s)
+    }
+
+    pub fn as_slice(&self) -> &[u16] {
+        &self.clips[..self.len as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

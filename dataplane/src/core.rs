@@ -5,7 +5,7 @@
 //! batch → report DTMF keys → run due timers → publish counters. It never blocks on anything
 //! but the backend's wait, never allocates after start, and never takes a lock.
 
-use crate::api::{Command, CoreError, Event, LegIndex, LegParams, SessionId};
+use crate::api::{ClipSequence, Command, CoreError, Event, LegIndex, LegParams, SessionId};
 use crate::clip::{law_of_payload_type, Clip};
 use crate::io::{signal_eventfd, Backend, RxBatch, TxBatch};
 use crate::playback::{Player, Players, MAX_BURST};
@@ -227,18 +227,17 @@ impl Core {
                 self.flush();
             }
             let mut p = self.players.get(i);
-            let clip = &self.clips[p.clip as usize];
-            let frames = clip.frames();
+            let clips = &self.clips;
+            let frames_of = |c: u16| clips[c as usize].frames();
             match self.sessions.play_target(p.session(), p.leg()) {
                 // No address for the peer yet: time passes for the stream all the same.
-                None => p.skip(due, frames),
+                None => p.skip(due, frames_of),
                 Some((slot, dest)) => {
-                    p.skip(due - send, frames);
+                    p.skip(due - send, frames_of);
                     for _ in 0..send {
-                        let (header, frame) = p.next_packet(frames);
-                        let pushed =
-                            self.tx
-                                .push_played(slot, dest, &header, clip.frame(p.law, frame));
+                        let (header, clip, frame) = p.next_packet(frames_of);
+                        let payload = clips[clip as usize].frame(p.law, frame);
+                        let pushed = self.tx.push_played(slot, dest, &header, payload);
                         debug_assert!(pushed, "room was made above");
                     }
                 }
@@ -399,7 +398,22 @@ impl Core {
                     clip,
                     payload_type,
                 } => {
-                    let event = match self.start_playing(id, leg, clip, payload_type) {
+                    let once = ClipSequence::EMPTY;
+                    let event = match self.start_playing(id, leg, once, clip, payload_type) {
+                        Ok(()) => Event::Updated { token },
+                        Err(error) => Event::Failed { token, error },
+                    };
+                    self.push_event(event);
+                }
+                Command::PlaySequence {
+                    token,
+                    id,
+                    leg,
+                    once,
+                    then,
+                    payload_type,
+                } => {
+                    let event = match self.start_playing(id, leg, once, then, payload_type) {
                         Ok(()) => Event::Updated { token },
                         Err(error) => Event::Failed { token, error },
                     };
@@ -459,22 +473,22 @@ impl Core {
         &mut self,
         id: SessionId,
         leg: LegIndex,
-        clip: u16,
+        once: ClipSequence,
+        then: u16,
         payload_type: u8,
     ) -> Result<(), CoreError> {
         let index = self.sessions.resolve(id).ok_or(CoreError::UnknownSession)?;
-        if clip as usize >= self.clips.len() {
+        let known = |c: &u16| (*c as usize) < self.clips.len();
+        if !known(&then) || !once.as_slice().iter().all(known) {
             return Err(CoreError::UnknownClip);
         }
         let law = law_of_payload_type(payload_type).ok_or(CoreError::UnsupportedPayloadType)?;
         let key = Player::key(index, leg);
-        let player = match self.players.find(key) {
+        let mut player = match self.players.find(key) {
             // Switching clips: the stream (SSRC, sequence, timestamps) carries on.
             Some(&playing) => Player {
-                clip,
                 payload_type,
                 law,
-                frame: 0,
                 marker: true,
                 ..playing
             },
@@ -482,7 +496,7 @@ impl Core {
                 let r = self.random();
                 Player {
                     key,
-                    clip,
+                    clip: then,
                     payload_type,
                     law,
                     ssrc: r as u32,
@@ -490,9 +504,14 @@ impl Core {
                     ts: self.random() as u32,
                     frame: 0,
                     marker: true,
+                    once,
+                    next_once: 0,
+                    then,
+                    looping: true,
                 }
             }
         };
+        player.set_clips(once, then);
         self.players.start(player, monotonic_ns());
         self.sessions.set_playing(index, leg, true);
         Ok(())

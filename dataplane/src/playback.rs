@@ -1,11 +1,12 @@
-//! Playback: a looped clip sent as RTP to one leg's peer, every 20 ms, from the core's loop.
+//! Playback: clips sent as RTP to one leg's peer, every 20 ms, from the core's loop: a few
+//! once each (an announcement), then one in a loop (the hold music).
 //!
 //! Pure state, no sockets and no clock: the core asks [`Players::due`] how many frames are due
 //! at `now` (one shared 20 ms grid per core, so every playing leg goes out in the same batch),
 //! then takes each player's next header with [`Player::next_packet`] and sends it with the
 //! clip's frame. The list of players is sized at start (two per session) and never grows.
 
-use crate::api::LegIndex;
+use crate::api::{ClipSequence, LegIndex};
 use crate::clip::FRAME_SAMPLES;
 use tandem_media::g711::Law;
 
@@ -18,12 +19,13 @@ pub const MAX_BURST: u32 = 3;
 
 const NONE: u32 = u32::MAX;
 
-/// The RTP stream one leg is being played.
+/// The RTP stream one leg is being played: optionally a few clips once each (an announcement),
+/// then one clip in a loop (the hold music).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Player {
     /// `session index * 2 + leg`.
     pub key: u32,
-    /// Index into the core's clips.
+    /// Index into the core's clips of the clip playing now.
     pub clip: u16,
     pub payload_type: u8,
     pub law: Law,
@@ -31,10 +33,18 @@ pub struct Player {
     /// Sequence number and timestamp of the next packet.
     pub seq: u16,
     pub ts: u32,
-    /// Next frame of the clip (wraps at the clip's end: a loop continues seq and ts).
+    /// Next frame of `clip`.
     pub frame: u32,
     /// The next packet carries the marker bit (start of a talkspurt).
     pub marker: bool,
+    /// The clips played once; `clip` is `once[next_once - 1]` while `next_once` is not 0 and
+    /// `clip` is not looping.
+    pub once: ClipSequence,
+    pub next_once: u8,
+    /// The clip looped after `once` (a loop continues seq and ts).
+    pub then: u16,
+    /// `clip` is `then`: it wraps at its end instead of moving on.
+    pub looping: bool,
 }
 
 /// RTP fixed header length (no CSRCs, no extension).
@@ -57,28 +67,76 @@ impl Player {
         }
     }
 
-    /// The next packet's RTP header and clip frame; advances seq, timestamp and frame.
-    pub fn next_packet(&mut self, clip_frames: u32) -> ([u8; HEADER_LEN], u32) {
-        debug_assert!(clip_frames > 0);
+    /// Points the player at `once` then `then` from their first frame; the stream (SSRC,
+    /// sequence, timestamp, marker) is left as it is.
+    pub fn set_clips(&mut self, once: ClipSequence, then: u16) {
+        self.once = once;
+        self.then = then;
+        self.frame = 0;
+        match once.as_slice().first() {
+            Some(&first) => {
+                self.clip = first;
+                self.next_once = 1;
+                self.looping = false;
+            }
+            None => {
+                self.clip = then;
+                self.next_once = 0;
+                self.looping = true;
+            }
+        }
+    }
+
+    /// The next packet's RTP header, clip and frame; advances seq, timestamp and frame.
+    /// `frames_of(clip)` is a clip's length in frames (at least 1).
+    pub fn next_packet(&mut self, frames_of: impl Fn(u16) -> u32) -> ([u8; HEADER_LEN], u16, u32) {
         let mut h = [0u8; HEADER_LEN];
         h[0] = 0x80;
         h[1] = (self.marker as u8) << 7 | (self.payload_type & 0x7f);
         h[2..4].copy_from_slice(&self.seq.to_be_bytes());
         h[4..8].copy_from_slice(&self.ts.to_be_bytes());
         h[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
-        let frame = self.frame;
+        let (clip, frame) = (self.clip, self.frame);
         self.marker = false;
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(FRAME_SAMPLES as u32);
-        self.frame = (self.frame + 1) % clip_frames;
-        (h, frame)
+        self.advance(1, frames_of);
+        (h, clip, frame)
     }
 
-    /// Lets `n` frames pass unsent: the timestamp and the clip move on, the sequence does not
+    /// Lets `n` frames pass unsent: the timestamp and the clips move on, the sequence does not
     /// (nothing was lost; the receiver sees a gap in time, as after silence suppression).
-    pub fn skip(&mut self, n: u32, clip_frames: u32) {
+    pub fn skip(&mut self, n: u32, frames_of: impl Fn(u16) -> u32) {
         self.ts = self.ts.wrapping_add(n.wrapping_mul(FRAME_SAMPLES as u32));
-        self.frame = ((self.frame as u64 + n as u64) % clip_frames as u64) as u32;
+        self.advance(n, frames_of);
+    }
+
+    /// Moves `n` frames on: through the rest of the once-clips, then round the loop.
+    fn advance(&mut self, n: u32, frames_of: impl Fn(u16) -> u32) {
+        let mut at = self.frame as u64 + n as u64;
+        // At most `MAX_SEQUENCE` + 1 turns: each moves to the next clip or returns.
+        loop {
+            let len = frames_of(self.clip).max(1) as u64;
+            if at < len {
+                break;
+            }
+            if self.looping {
+                at %= len;
+                break;
+            }
+            at -= len;
+            match self.once.as_slice().get(self.next_once as usize) {
+                Some(&next) => {
+                    self.clip = next;
+                    self.next_once += 1;
+                }
+                None => {
+                    self.clip = self.then;
+                    self.looping = true;
+                }
+            }
+        }
+        self.frame = at as u32;
     }
 }
 
@@ -175,6 +233,7 @@ impl Players {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::MAX_SEQUENCE;
 
     fn player(key: u32) -> Player {
         Player {
@@ -187,7 +246,19 @@ mod tests {
             ts: u32::MAX - 159,
             frame: 0,
             marker: true,
+            once: ClipSequence::EMPTY,
+            next_once: 0,
+            then: 0,
+            looping: true,
         }
+    }
+
+    fn seq_of(h: &[u8; HEADER_LEN]) -> u16 {
+        u16::from_be_bytes([h[2], h[3]])
+    }
+
+    fn ts_of(h: &[u8; HEADER_LEN]) -> u32 {
+        u32::from_be_bytes([h[4], h[5], h[6], h[7]])
     }
 
     #[test]
@@ -196,7 +267,8 @@ mod tests {
         assert_eq!((p.session(), p.leg()), (1, LegIndex::B));
         let mut frames = Vec::new();
         for i in 0..5u32 {
-            let (h, f) = p.next_packet(2);
+            let (h, c, f) = p.next_packet(|_| 2);
+            assert_eq!(c, 0);
             frames.push(f);
             assert_eq!(h[0], 0x80);
             assert_eq!(h[1], if i == 0 { 0x80 | 8 } else { 8 });
@@ -208,8 +280,70 @@ mod tests {
         }
         assert_eq!(frames, [0, 1, 0, 1, 0]);
         let (seq, ts) = (p.seq, p.ts);
-        p.skip(3, 2);
+        p.skip(3, |_| 2);
         assert_eq!((p.seq, p.ts, p.frame), (seq, ts.wrapping_add(480), 0));
+    }
+
+    /// Clip lengths of the sequence tests: 0 the music (3 frames), 1 and 2 prompts (2 and 1).
+    fn frames_of(clip: u16) -> u32 {
+        [3, 2, 1][clip as usize]
+    }
+
+    #[test]
+    fn a_sequence_plays_each_clip_once_then_loops_with_one_continuous_stream() {
+        let mut p = player(0);
+        // Music has played two frames when the announcement starts.
+        p.next_packet(frames_of);
+        p.next_packet(frames_of);
+        let (seq0, ts0) = (p.seq, p.ts);
+        p.set_clips(ClipSequence::new(&[1, 2, 1]).unwrap(), 0);
+        let mut got = Vec::new();
+        for i in 0..10u32 {
+            let (h, c, f) = p.next_packet(frames_of);
+            assert_eq!(seq_of(&h), seq0.wrapping_add(i as u16), "packet {i}");
+            assert_eq!(ts_of(&h), ts0.wrapping_add(160 * i), "packet {i}");
+            assert_eq!(h[1] & 0x80, 0, "no marker: the stream goes on");
+            got.push((c, f));
+        }
+        assert_eq!(
+            got,
+            [
+                (1, 0),
+                (1, 1),
+                (2, 0),
+                (1, 0),
+                (1, 1),
+                // Back to the music, from its start, and round its loop.
+                (0, 0),
+                (0, 1),
+                (0, 2),
+                (0, 0),
+                (0, 1)
+            ]
+        );
+        assert!(p.looping);
+    }
+
+    #[test]
+    fn skipping_crosses_clips_of_the_sequence_into_the_loop() {
+        let mut p = player(0);
+        p.set_clips(ClipSequence::new(&[1, 2]).unwrap(), 0);
+        p.skip(2, frames_of);
+        assert_eq!((p.clip, p.frame, p.looping), (2, 0, false));
+        let ts = p.ts;
+        // Three clips' worth and more: through clip 2 into the music, and round it.
+        p.skip(1 + 3 + 2, frames_of);
+        assert_eq!((p.clip, p.frame, p.looping), (0, 2, true));
+        assert_eq!(p.ts, ts.wrapping_add(6 * 160));
+        // An empty sequence is the plain loop.
+        p.set_clips(ClipSequence::EMPTY, 1);
+        assert_eq!((p.clip, p.frame, p.looping), (1, 0, true));
+        let (_, c, f) = p.next_packet(frames_of);
+        assert_eq!((c, f), (1, 0));
+        assert_eq!(p.next_packet(frames_of).1, 1);
+        assert_eq!(p.next_packet(frames_of).2, 0);
+        assert!(ClipSequence::new(&[0; MAX_SEQUENCE + 1]).is_none());
+        assert_eq!(ClipSequence::new(&[4, 5]).unwrap().as_slice(), &[4, 5]);
     }
 
     #[test]

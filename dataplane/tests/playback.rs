@@ -3,7 +3,9 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tandem_dataplane::api::{Command, CoreError, Event, LegIndex, LegParams, SessionId};
+use tandem_dataplane::api::{
+    ClipSequence, Command, CoreError, Event, LegIndex, LegParams, SessionId,
+};
 use tandem_dataplane::clip::Law;
 use tandem_dataplane::io::IoKind;
 use tandem_dataplane::stats::DropReason;
@@ -274,6 +276,80 @@ fn plays_a_paced_stream_and_holds_back_relayed_media(io: IoKind, port_min: u16) 
     dp.shutdown();
 }
 
+/// Music, then an announcement of two clips (the ramp twice) and the music again: one stream
+/// whose sequence and timestamps run on through both switches, each clip from its first frame.
+fn plays_a_sequence_then_the_loop(io: IoKind, port_min: u16) {
+    let (dp, mut core) = start(io, port_min);
+    let (a, b) = (endpoint(), endpoint());
+    let (id, _) = create(&mut core, &a, &b);
+    let play = |token, once: &[u16]| Command::PlaySequence {
+        token,
+        id,
+        leg: LegIndex::A,
+        once: ClipSequence::new(once).unwrap(),
+        then: 0,
+        payload_type: 0,
+    };
+    assert_eq!(call(&mut core, play(2, &[])), Event::Updated { token: 2 });
+    let mut buf = [0u8; 2048];
+    let mut got: Vec<(Header, Vec<u8>)> = Vec::new();
+    for _ in 0..5 {
+        let (n, _) = a.recv_from(&mut buf).unwrap();
+        got.push((header(&buf[..n]), buf[12..n].to_vec()));
+    }
+    assert_eq!(
+        call(&mut core, play(3, &[1, 1])),
+        Event::Updated { token: 3 }
+    );
+    let ask = call(
+        &mut core,
+        Command::PlaySequence {
+            token: 4,
+            id,
+            leg: LegIndex::B,
+            once: ClipSequence::new(&[1, 9]).unwrap(),
+            then: 0,
+            payload_type: 0,
+        },
+    );
+    assert_eq!(
+        ask,
+        Event::Failed {
+            token: 4,
+            error: CoreError::UnknownClip
+        }
+    );
+    // 14 frames of the ramp and a few of the music after whatever was in flight.
+    for _ in 0..30 {
+        let (n, _) = a.recv_from(&mut buf).unwrap();
+        got.push((header(&buf[..n]), buf[12..n].to_vec()));
+    }
+    for (i, (h, _)) in got.iter().enumerate() {
+        assert_eq!(h.ssrc, got[0].0.ssrc, "packet {i}");
+        assert_eq!(h.seq, got[0].0.seq.wrapping_add(i as u16), "packet {i}");
+        assert_eq!(h.ts, got[0].0.ts.wrapping_add(160 * i as u32), "packet {i}");
+    }
+    let (ramp, music) = (ramp_clip(), Clip::hold_music());
+    let start = got
+        .iter()
+        .position(|(_, p)| p.as_slice() == ramp.frame(Law::Ulaw, 0))
+        .expect("the announcement was played");
+    assert!(got[start].0.marker, "a new talkspurt");
+    for k in 0..14 {
+        assert_eq!(
+            got[start + k].1,
+            ramp.frame(Law::Ulaw, k as u32),
+            "ramp {k}"
+        );
+    }
+    for k in 0..(got.len() - start - 14).min(5) {
+        let p = &got[start + 14 + k].1;
+        assert_eq!(p.as_slice(), music.frame(Law::Ulaw, k as u32), "music {k}");
+    }
+    drop(core);
+    dp.shutdown();
+}
+
 fn event_packet(pt: u8, seq: u16, ts: u32, event: u8, end: bool, duration: u16) -> Vec<u8> {
     let mut p = vec![0x80, pt, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0x0b];
     p[2..4].copy_from_slice(&seq.to_be_bytes());
@@ -368,6 +444,16 @@ fn portable_plays_a_paced_stream_and_holds_back_relayed_media() {
 #[test]
 fn uring_plays_a_paced_stream_and_holds_back_relayed_media() {
     plays_a_paced_stream_and_holds_back_relayed_media(IoKind::Uring, 43000);
+}
+
+#[test]
+fn portable_plays_a_sequence_then_the_loop() {
+    plays_a_sequence_then_the_loop(IoKind::Portable, 45000);
+}
+
+#[test]
+fn uring_plays_a_sequence_then_the_loop() {
+    plays_a_sequence_then_the_loop(IoKind::Uring, 45400);
 }
 
 #[test]

@@ -283,6 +283,13 @@ pub struct NewQueue {
     pub leave_when_empty: Option<bool>,
     /// Waiting callers hear the hold music as early media (default true).
     pub music: Option<bool>,
+    /// Seconds between spoken announcements of a waiting caller's position and estimated wait
+    /// over the hold music: 0 (off, the default) or 10–3600.
+    pub announce_period_s: Option<i64>,
+    /// Announcements say the caller's position (default true).
+    pub announce_position: Option<bool>,
+    /// Announcements say the estimated wait (default true).
+    pub announce_wait: Option<bool>,
     /// A key (0-9, *, #) that takes a waiting caller out of the queue to the overflow target
     /// when that is not a queue, else ends the call (default none).
     pub leave_key: Option<String>,
@@ -329,6 +336,9 @@ pub struct QueuePatch {
     pub overflow: Option<Option<String>>,
     pub leave_when_empty: Option<bool>,
     pub music: Option<bool>,
+    pub announce_period_s: Option<i64>,
+    pub announce_position: Option<bool>,
+    pub announce_wait: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub leave_key: Option<Option<String>>,
@@ -360,6 +370,9 @@ impl NewQueue {
             overflow: self.overflow.map(Some),
             leave_when_empty: self.leave_when_empty,
             music: self.music,
+            announce_period_s: self.announce_period_s,
+            announce_position: self.announce_position,
+            announce_wait: self.announce_wait,
             leave_key: self.leave_key.map(Some),
             callback_key: self.callback_key.map(Some),
             skills: self.skills,
@@ -391,6 +404,9 @@ impl QueuePatch {
             overflow,
             leave_when_empty,
             music,
+            announce_period_s,
+            announce_position,
+            announce_wait,
             leave_key,
             callback_key,
             skills,
@@ -434,6 +450,15 @@ async fn check_queue(state: &ApiState, q: &Queue) -> Result<(), ApiError> {
     check_range("no_answer_delay_s", q.no_answer_delay_s, 0, DAY)?;
     check_range("max_no_answer", q.max_no_answer, 0, 100)?;
     check_range("routing_delay_s", q.routing_delay_s, 0, DAY)?;
+    if q.announce_period_s != 0 {
+        let min = i64::from(crate::sip::queues::MIN_ANNOUNCE_PERIOD_S);
+        check_range("announce_period_s", q.announce_period_s, min, 3600).map_err(|_| {
+            ApiError::invalid(
+                "announce_period_s",
+                format!("announce_period_s is 0 (off) or {min}-3600"),
+            )
+        })?;
+    }
     for (field, key) in [
         ("leave_key", &q.leave_key),
         ("callback_key", &q.callback_key),

@@ -18,7 +18,9 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tandem_dataplane::api::{CoreError, LegIndex, LegParams, SessionId, SessionStats};
+use tandem_dataplane::api::{
+    ClipSequence, CoreError, LegIndex, LegParams, SessionId, SessionStats,
+};
 
 #[path = "callback.rs"]
 mod callback;
@@ -64,6 +66,15 @@ pub enum MediaOp {
         session: SessionId,
         leg: LegIndex,
         clip: u16,
+        payload_type: u8,
+    },
+    /// Play clips once each (an announcement), then loop `then` (the music), as the same
+    /// RTP stream as what the leg was playing.
+    PlaySequence {
+        session: SessionId,
+        leg: LegIndex,
+        once: ClipSequence,
+        then: u16,
         payload_type: u8,
     },
     StopPlay {

@@ -2,11 +2,12 @@
 //! (`tandem-acd`) and are offered to agents' registered devices.
 //!
 //! A queued call is an ordinary call whose leg B is not chosen yet. On entry the caller gets
-//! 180 Ringing (its phone plays ringback: the data plane cannot play hold music yet) and the
-//! ACD gets `Enter`. Each `Offer` becomes one INVITE per registered device of each offered agent
-//! (all carrying the caller's SDP on leg B's port); a device's 18x is the agent's `Ringing`, its
-//! 2xx is ACKed at once and reported as `Answer`, and the ACD's `Connect` makes that device's
-//! dialog the call's leg B and answers the caller. `CancelOffer` (ring timeout, ring-all loser)
+//! 180 Ringing (with the hold music as early media when the queue plays it) and the ACD gets
+//! `Enter`; the ACD's periodic `Announce` speaks the caller's position and wait over the music.
+//! Each `Offer` becomes one INVITE per registered device of each offered agent (all carrying
+//! the caller's SDP on leg B's port); a device's 18x is the agent's `Ringing`, its 2xx is ACKed
+//! at once and reported as `Answer`, and the ACD's `Connect` makes that device's dialog the
+//! call's leg B and answers the caller. `CancelOffer` (ring timeout, ring-all loser)
 //! CANCELs the agent's devices; a 2xx that races the CANCEL is ACKed and BYEd. A device that
 //! refuses (busy, decline, unreachable) is the agent's `Reject`; an agent with no registered
 //! device rejects at once. Max-wait, full and empty queues end the call (480, 486) or send it
@@ -18,6 +19,7 @@ use super::super::queues::{
     QueueStatusView, WaitingCallerView,
 };
 use super::*;
+use crate::prompts::PromptClips;
 use std::collections::VecDeque;
 use tandem_acd::{
     Acd, AcdConfig, AcdError, AgentConfig, AgentId, AgentState, ContactId, ContactRequest,
@@ -139,6 +141,8 @@ pub(super) struct ContactCentre {
     /// Contacts waiting for a callback, and the call dialling each one now.
     pub(super) callbacks: HashMap<ContactId, CallbackOrigin>,
     pub(super) callback_calls: HashMap<ContactId, CallId>,
+    /// The data plane's prompt clips; None: no announcements (no synthesiser at start).
+    prompts: Option<PromptClips>,
 }
 
 impl ContactCentre {
@@ -175,6 +179,7 @@ impl ContactCentre {
             exits: Vec::new(),
             callbacks: HashMap::new(),
             callback_calls: HashMap::new(),
+            prompts: None,
         };
         cc.reason_names
             .insert(ReasonCode::AUTO_PAUSE_NO_ANSWER, "no-answer".into());
@@ -297,8 +302,12 @@ impl ContactCentre {
         } else {
             EmptyBehaviour::Wait
         };
-        // No announcements: the data plane cannot play them yet.
-        cfg.announce_period_ms = 0;
+        // Announcements are spoken over the music; with neither part there is nothing to say.
+        cfg.announce_period_ms = if def.music && (def.announce_position || def.announce_wait) {
+            u64::from(def.announce_period_s) * 1000
+        } else {
+            0
+        };
         cfg.base_max_tier = def.max_tier.unwrap_or(u8::MAX);
         cfg.relax = def
             .relax
@@ -657,6 +666,44 @@ impl Engine {
         Some(sdp)
     }
 
+    /// Where the data plane's prompts are (set once at start, before any call); None leaves
+    /// queues with music only.
+    pub fn set_prompts(&mut self, prompts: Option<PromptClips>) {
+        self.cc.prompts = prompts;
+    }
+
+    /// The ACD's periodic announcement for a waiting caller: its position and wait estimate,
+    /// as the queue says, spoken over the music (the data plane plays the phrases once, then
+    /// the music again). Only to a caller who hears the music: one hearing its own ringback has
+    /// no media from us to speak in.
+    fn announce(&mut self, call: CallId, position: u32, ewt_ms: u64) {
+        let Some(prompts) = self.cc.prompts else {
+            return;
+        };
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let (Some(q), Some(session)) = (c.queue.as_ref(), c.session) else {
+            return;
+        };
+        let (Some(payload_type), Some(def)) = (q.playing, self.cc.queue_defs.get(&q.queue)) else {
+            return;
+        };
+        let position = def.announce_position.then_some(position);
+        // u64::MAX: nobody is staffed, so there is no estimate to give.
+        let ewt_ms = (def.announce_wait && ewt_ms != u64::MAX).then_some(ewt_ms);
+        let Some(once) = prompts.announcement(position, ewt_ms) else {
+            return;
+        };
+        self.actions.push(Action::Media(MediaOp::PlaySequence {
+            session,
+            leg: LegIndex::A,
+            once,
+            then: 0,
+            payload_type,
+        }));
+    }
+
     /// The caller leaves the hold music (an agent answers, or it goes elsewhere).
     pub(super) fn stop_music(&mut self, call: CallId) {
         let Some(c) = self.calls.get_mut(&call) else {
@@ -852,8 +899,16 @@ impl Engine {
                     self.cc.exits.push(call);
                 }
             }
-            // Not produced: announcements are off (announce_period 0).
-            AcdOutput::Announce { .. } => {}
+            AcdOutput::Announce {
+                contact,
+                position,
+                ewt_ms,
+            } => {
+                // A contact waiting for its callback has no call to speak to (call_of names no
+                // live call then, and `announce` does nothing).
+                let call = self.call_of(contact);
+                self.announce(call, position, ewt_ms)
+            }
             AcdOutput::PlaceCallback {
                 contact,
                 agent,

@@ -48,6 +48,19 @@ pub struct QueueDef {
     /// Waiting callers hear the hold music (early media in the 180); off: their own ringback.
     #[serde(default = "yes")]
     pub music: bool,
+    /// Seconds between announcements to a waiting caller of its position and estimated wait,
+    /// spoken over the hold music (the first after this long in the queue); 0 = none. Needs
+    /// `music` and the `espeak-ng` synthesiser at start. Off by default: an operator turns
+    /// them on per queue (30–60 s is usual).
+    #[serde(default)]
+    pub announce_period_s: u32,
+    /// Announcements say the caller's position ("You are caller number three").
+    #[serde(default = "yes")]
+    pub announce_position: bool,
+    /// Announcements say the estimated wait ("about five minutes"); never while no agent is
+    /// logged in (there is no estimate).
+    #[serde(default = "yes")]
+    pub announce_wait: bool,
     /// A key (`0`-`9`, `*`, `#`) that takes a waiting caller out of the queue: to the overflow
     /// target when it is not a queue (voicemail, say), else the call ends.
     #[serde(default)]
@@ -160,6 +173,10 @@ fn default_max_no_answer() -> u32 {
     3
 }
 
+/// The shortest period between announcements: longer than the longest announcement (about
+/// 7 s), so that the caller hears some music between two.
+pub const MIN_ANNOUNCE_PERIOD_S: u32 = 10;
+
 pub const STRATEGIES: [&str; 11] = [
     "ring-all",
     "longest-idle",
@@ -197,6 +214,9 @@ impl QueueDef {
             overflow: None,
             leave_when_empty: false,
             music: true,
+            announce_period_s: 0,
+            announce_position: true,
+            announce_wait: true,
             leave_key: None,
             callback_key: None,
             skills: Vec::new(),
@@ -237,6 +257,13 @@ impl QueueDef {
         }
         if self.leave_key.is_some() && self.leave_key == self.callback_key {
             return bad("leave_key and callback_key must differ");
+        }
+        if self.announce_period_s != 0
+            && !(MIN_ANNOUNCE_PERIOD_S..=3600).contains(&self.announce_period_s)
+        {
+            return bad(&format!(
+                "announce_period_s is 0 (off) or {MIN_ANNOUNCE_PERIOD_S}-3600"
+            ));
         }
         if self.ring_timeout_s == 0 || self.ring_step_s == 0 {
             return bad("ring_timeout_s and ring_step_s must be positive");

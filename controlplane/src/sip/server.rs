@@ -540,6 +540,18 @@ fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inb
                     tracing::debug!("media play failed: {e:?}");
                 }
             }
+            MediaOp::PlaySequence {
+                session,
+                leg,
+                once,
+                then,
+                payload_type,
+            } => {
+                let played = media.play_sequence(session, leg, once, then, payload_type);
+                if let Err(e) = played.await {
+                    tracing::debug!("media play-sequence failed: {e:?}");
+                }
+            }
             MediaOp::StopPlay { session, leg } => {
                 if let Err(e) = media.stop_play(session, leg).await {
                     tracing::debug!("media stop-play failed: {e:?}");

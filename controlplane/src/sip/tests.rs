@@ -2223,3 +2223,133 @@ fn a_message_at_the_header_limit_prints_to_one_that_parses() {
 
 #[path = "callback_tests.rs"]
 mod callback_tests;
+/// Periodic position and wait announcements to callers waiting in a queue (ACD `Announce` →
+/// the data plane plays the prompts once, then the music again).
+mod announcements {
+    use super::queue::{cc_config, queued_call, register_device};
+    use super::*;
+    use crate::prompts::PromptClips;
+    use crate::sip::queues::{AcdOp, AgentAction, QueueDef};
+    use tandem_dataplane::api::ClipSequence;
+
+    /// Where the prompts sit among the clips (after the hold music, clip 0).
+    const PROMPTS: PromptClips = PromptClips { first: 1 };
+
+    fn session(slot: u32) -> SessionId {
+        SessionId {
+            core: 0,
+            slot,
+            generation: 1,
+        }
+    }
+
+    /// Every PlaySequence asked for: (session, clips once, clip looped after, payload type).
+    fn plays(out: &[Action]) -> Vec<(SessionId, ClipSequence, u16, u8)> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Media(MediaOp::PlaySequence {
+                    session,
+                    leg: LegIndex::A,
+                    once,
+                    then,
+                    payload_type,
+                }) => Some((*session, *once, *then, *payload_type)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn harness_announcing(period_s: u32, change: impl FnOnce(&mut QueueDef)) -> Harness {
+        let mut cfg = cc_config("longest-idle", None);
+        cfg.queues[0].announce_period_s = period_s;
+        change(&mut cfg.queues[0]);
+        cfg.validate().unwrap();
+        let mut h = harness_with(cfg);
+        h.engine.set_prompts(Some(PROMPTS));
+        h
+    }
+
+    #[test]
+    fn waiting_callers_hear_their_position_every_period_then_the_music_again() {
+        let mut h = harness_announcing(30, |_| {});
+        let (_, out) = queued_call(&mut h, "an-1", 1);
+        assert!(plays(&out).is_empty(), "nothing said on entry");
+        h.ms += 5_000;
+        queued_call(&mut h, "an-2", 2);
+        // 30 s after each entered: its position. Nobody is logged in, so there is no wait
+        // estimate to give.
+        let out = h.advance(24_990);
+        assert!(plays(&out).is_empty());
+        let out = h.advance(10);
+        let first = PROMPTS.announcement(Some(1), None).unwrap();
+        assert_eq!(plays(&out), vec![(session(1), first, 0, 8)]);
+        let out = h.advance(5_000);
+        let second = PROMPTS.announcement(Some(2), None).unwrap();
+        assert_eq!(plays(&out), vec![(session(2), second, 0, 8)]);
+        // And again every 30 s while they wait.
+        let out = h.advance(30_000);
+        assert_eq!(
+            plays(&out),
+            vec![(session(1), first, 0, 8), (session(2), second, 0, 8)]
+        );
+    }
+
+    #[test]
+    fn the_wait_is_said_when_agents_are_staffed_and_the_position_only_if_the_queue_says() {
+        let mut h = harness_announcing(20, |q| q.announce_position = false);
+        register_device(&mut h, "alice");
+        let now = h.now();
+        h.engine
+            .acd_request(
+                now,
+                "acme",
+                AcdOp::Agent {
+                    agent: "alice".into(),
+                    action: AgentAction::Login,
+                },
+            )
+            .unwrap();
+        h.engine.drain().for_each(drop);
+        // The first caller goes to alice, who answers: she is busy for the second.
+        let (_, out) = queued_call(&mut h, "an-3", 1);
+        let offer = sent(&out)
+            .into_iter()
+            .find(|(_, m)| m.method() == Some(&Method::Invite))
+            .unwrap()
+            .1;
+        h.feed(
+            &response_from(&offer, 200, "btag", Some(SDP_B)),
+            "192.168.1.11:5060",
+        );
+        queued_call(&mut h, "an-4", 2);
+        let out = h.advance(20_000);
+        // First in line with one agent, busy, and the initial handle time (3 min): about
+        // three minutes. The connected caller hears nothing.
+        let wait = PROMPTS.announcement(None, Some(180_000)).unwrap();
+        assert_eq!(plays(&out), vec![(session(2), wait, 0, 8)]);
+    }
+
+    #[test]
+    fn no_announcements_without_prompts_without_music_or_with_period_zero() {
+        for (period, music, prompts) in [
+            (20, true, None),
+            (20, false, Some(PROMPTS)),
+            (0, true, Some(PROMPTS)),
+        ] {
+            let mut h = harness_announcing(period, |q| q.music = music);
+            h.engine.set_prompts(prompts);
+            queued_call(&mut h, "an-5", 1);
+            let out = h.advance(45_000);
+            assert!(plays(&out).is_empty(), "{period} {music} {prompts:?}");
+        }
+    }
+
+    #[test]
+    fn the_period_is_off_or_at_least_ten_seconds() {
+        let mut q = QueueDef::new("acme", "support");
+        q.announce_period_s = 5;
+        assert!(q.validate().unwrap_err().contains("announce_period_s"));
+        q.announce_period_s = 10;
+        q.validate().unwrap();
+    }
+}

@@ -266,4 +266,14 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 4,
     name: "queues: the callback key",
     statements: &["ALTER TABLE queues ADD COLUMN callback_key TEXT"],
+}, Migration {
+    version: 5,
+    name: "queue announcements: period, and whether they say the position and the wait",
+    statements: &[
+        // Existing queues keep what they did: no announcements (both parts on, for when an
+        // operator sets a period).
+        "ALTER TABLE queues ADD COLUMN announce_period_s BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE queues ADD COLUMN announce_position BIGINT NOT NULL DEFAULT 1",
+        "ALTER TABLE queues ADD COLUMN announce_wait BIGINT NOT NULL DEFAULT 1",
+    ],
 }];
