@@ -1,0 +1,480 @@
+//! Transcoding: one direction of a session whose legs use different codecs.
+//!
+//! A [`Transcoder`] turns each RTP packet from one leg's peer into the packet the other leg's
+//! peer expects: decode → encode (G.711 ↔ Opus with libopus running its PCM side at 8 kHz, so
+//! no separate resampler is in the chain), with an RTP header of our own: our SSRC, and a
+//! sequence and timestamp that follow the sender's (gaps, reordering and silence carry over,
+//! so the receiver's jitter buffer and concealment see what really happened), timestamps in
+//! the output codec's clock (Opus: 48 kHz always). Telephone events (RFC 4733) pass through
+//! with their payload type mapped and their duration rescaled to the output clock.
+//!
+//! Everything is allocated in [`Transcoder::new`] (called when the plan is set, on a command):
+//! the codec states and the per-core PCM scratch. [`Transcoders::process`] writes into the
+//! caller's buffer and never allocates (`tests/transcode_no_alloc.rs`).
+
+use crate::api::{Codec, LegCodec};
+use tandem_media::codec::{CodecError, Decoder, OpusDecoder, OpusEncoder};
+use tandem_media::g711::Law;
+
+/// RTP fixed header we write (no CSRCs, no extension).
+const HEADER_LEN: usize = 12;
+
+/// PCM rate of the chain between decoder and encoder: every pair we transcode has a G.711
+/// side (two Opus legs are relayed untouched).
+const PCM_RATE_HZ: u32 = 8000;
+
+/// Longest packet we decode: 120 ms (Opus's maximum) at the chain's rate.
+pub const MAX_PCM_SAMPLES: usize = PCM_RATE_HZ as usize * 120 / 1000;
+
+/// `0xff` is no 7-bit payload type: the "none" of a payload-type byte.
+const NO_PT: u8 = 0xff;
+
+/// Why a packet was not transcoded (counted as the `transcode` drop reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Not valid RTP, or an empty payload.
+    Malformed,
+    /// A payload type the plan does not name for the sending leg (comfort noise, a codec the
+    /// peer switched to without signalling), or a telephone event the receiver cannot take.
+    PayloadType,
+    /// The decoder or encoder refused it (corrupt payload, a duration Opus cannot encode).
+    Codec,
+    /// The output does not fit the buffer.
+    TooLarge,
+}
+
+impl From<CodecError> for Skip {
+    fn from(_: CodecError) -> Self {
+        Skip::Codec
+    }
+}
+
+enum Dec {
+    G711(Law),
+    Opus(OpusDecoder),
+}
+
+enum Enc {
+    G711(Law),
+    Opus(OpusEncoder),
+}
+
+fn law(codec: Codec) -> Option<Law> {
+    match codec {
+        Codec::Pcmu => Some(Law::Ulaw),
+        Codec::Pcma => Some(Law::Alaw),
+        Codec::Opus => None,
+    }
+}
+
+/// One direction: packets from the peer of the leg whose codec is `from`, re-encoded for the
+/// peer of the leg whose codec is `to`.
+pub struct Transcoder {
+    dec: Dec,
+    enc: Enc,
+    in_pt: u8,
+    in_event_pt: u8,
+    in_clock_hz: u32,
+    out_pt: u8,
+    out_event_pt: u8,
+    out_clock_hz: u32,
+    ssrc: u32,
+    /// Sequence number and timestamp of the first packet of a new input stream (the first
+    /// packet, or one after the sender's SSRC changed): where our stream continues.
+    next_seq: u16,
+    next_ts: u32,
+    /// The last input packet and what it became; `None` before the first.
+    last: Option<Last>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Last {
+    in_ssrc: u32,
+    in_seq: u16,
+    in_ts: u32,
+    out_seq: u16,
+    out_ts: u32,
+}
+
+/// The fields of an RTP header the transcoder reads.
+struct Header {
+    marker: bool,
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+}
+
+impl Transcoder {
+    /// A transcoder from `from`'s peer to `to`'s. `initial` seeds our SSRC, first sequence
+    /// number and first timestamp (RFC 3550 wants them random). Fails for a pair it cannot
+    /// transcode (the same codec on both sides is a relay, not a transcode).
+    pub fn new(from: LegCodec, to: LegCodec, initial: u64) -> Result<Self, CodecError> {
+        if from.codec == to.codec {
+            return Err(CodecError::Rejected);
+        }
+        let dec = match from.codec {
+            Codec::Opus => Dec::Opus(OpusDecoder::new(PCM_RATE_HZ)?),
+            c => Dec::G711(law(c).ok_or(CodecError::Rejected)?),
+        };
+        let enc = match to.codec {
+            Codec::Opus => Enc::Opus(OpusEncoder::new(PCM_RATE_HZ, 20)?),
+            c => Enc::G711(law(c).ok_or(CodecError::Rejected)?),
+        };
+        Ok(Transcoder {
+            dec,
+            enc,
+            in_pt: from.payload_type & 0x7f,
+            in_event_pt: from.event_payload_type.map_or(NO_PT, |pt| pt & 0x7f),
+            in_clock_hz: from.codec.rtp_clock_hz(),
+            out_pt: to.payload_type & 0x7f,
+            out_event_pt: to.event_payload_type.map_or(NO_PT, |pt| pt & 0x7f),
+            out_clock_hz: to.codec.rtp_clock_hz(),
+            ssrc: initial as u32,
+            next_seq: (initial >> 32) as u16,
+            next_ts: (initial >> 24) as u32,
+            last: None,
+        })
+    }
+
+    /// A timestamp interval of the input clock in the output clock.
+    fn rescale(&self, in_ticks: i64) -> i64 {
+        in_ticks * self.out_clock_hz as i64 / self.in_clock_hz as i64
+    }
+
+    /// Our sequence number and timestamp for input packet `h`, and whether it starts a new
+    /// input stream (marked). Offsets from the last packet carry the sender's gaps over.
+    fn place(&mut self, h: &Header) -> (u16, u32, bool) {
+        let (seq, ts, new_stream) = match self.last {
+            Some(l) if l.in_ssrc == h.ssrc => {
+                let dseq = h.seq.wrapping_sub(l.in_seq) as i16;
+                let dts = self.rescale(h.ts.wrapping_sub(l.in_ts) as i32 as i64);
+                (
+                    l.out_seq.wrapping_add(dseq as u16),
+                    l.out_ts.wrapping_add(dts as i32 as u32),
+                    false,
+                )
+            }
+            _ => (self.next_seq, self.next_ts, true),
+        };
+        self.last = Some(Last {
+            in_ssrc: h.ssrc,
+            in_seq: h.seq,
+            in_ts: h.ts,
+            out_seq: seq,
+            out_ts: ts,
+        });
+        // A later stream change continues after this packet (20 ms on, a typical frame).
+        self.next_seq = seq.wrapping_add(1);
+        self.next_ts = ts.wrapping_add(self.out_clock_hz / 50);
+        (seq, ts, new_stream)
+    }
+
+    /// Transcodes one RTP packet into `out` (header and payload); returns its length.
+    /// `pcm` is scratch space of at least [`MAX_PCM_SAMPLES`].
+    pub fn process(
+        &mut self,
+        packet: &[u8],
+        pcm: &mut [i16],
+        out: &mut [u8],
+    ) -> Result<usize, Skip> {
+        let payload = crate::rtp::rtp_payload(packet).ok_or(Skip::Malformed)?;
+        if payload.is_empty() || out.len() < HEADER_LEN {
+            return Err(Skip::Malformed);
+        }
+        let h = Header {
+            marker: packet[1] & 0x80 != 0,
+            pt: packet[1] & 0x7f,
+            seq: u16::from_be_bytes([packet[2], packet[3]]),
+            ts: u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]),
+            ssrc: u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]),
+        };
+        let (head, body) = out.split_at_mut(HEADER_LEN);
+        let (len, out_pt) = if h.pt == self.in_pt {
+            (self.transcode_audio(payload, pcm, body)?, self.out_pt)
+        } else if h.pt == self.in_event_pt && self.out_event_pt != NO_PT {
+            (self.map_event(payload, body)?, self.out_event_pt)
+        } else {
+            return Err(Skip::PayloadType);
+        };
+        let (seq, ts, new_stream) = self.place(&h);
+        head[0] = 0x80;
+        head[1] = ((h.marker || new_stream) as u8) << 7 | out_pt;
+        head[2..4].copy_from_slice(&seq.to_be_bytes());
+        head[4..8].copy_from_slice(&ts.to_be_bytes());
+        head[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        Ok(HEADER_LEN + len)
+    }
+
+    fn transcode_audio(
+        &mut self,
+        payload: &[u8],
+        pcm: &mut [i16],
+        out: &mut [u8],
+    ) -> Result<usize, Skip> {
+        let pcm = &mut pcm[..MAX_PCM_SAMPLES];
+        let n = match &mut self.dec {
+            Dec::G711(law) => {
+                let n = payload.len().min(pcm.len());
+                law.decode(&payload[..n], &mut pcm[..n])
+            }
+            Dec::Opus(d) => d.decode(payload, pcm)?,
+        };
+        let pcm = &pcm[..n];
+        match &mut self.enc {
+            Enc::G711(law) => {
+                if out.len() < n {
+                    return Err(Skip::TooLarge);
+                }
+                Ok(law.encode(pcm, &mut out[..n]))
+            }
+            // Any duration Opus can frame (2.5 to 60 ms): the sender's packetisation is kept.
+            Enc::Opus(e) => Ok(e.encode_any(pcm, out)?),
+        }
+    }
+
+    /// Copies a telephone-event payload, its duration rescaled to the output clock.
+    fn map_event(&self, payload: &[u8], out: &mut [u8]) -> Result<usize, Skip> {
+        if payload.len() < 4 {
+            return Err(Skip::Malformed);
+        }
+        let out = out.get_mut(..payload.len()).ok_or(Skip::TooLarge)?;
+        out.copy_from_slice(payload);
+        let duration = u16::from_be_bytes([payload[2], payload[3]]) as i64;
+        let scaled = self.rescale(duration).min(u16::MAX as i64) as u16;
+        out[2..4].copy_from_slice(&scaled.to_be_bytes());
+        Ok(payload.len())
+    }
+}
+
+/// The transcoders of one core: one slot per session leg (`index * 2 + leg`, the direction
+/// from that leg's peer), filled when a plan is set, plus the PCM scratch they share.
+pub struct Transcoders {
+    slots: Box<[Option<Box<Transcoder>>]>,
+    pcm: Box<[i16]>,
+}
+
+impl Transcoders {
+    pub fn new(sessions: u32) -> Self {
+        Transcoders {
+            slots: (0..sessions as usize * 2).map(|_| None).collect(),
+            pcm: vec![0; MAX_PCM_SAMPLES].into_boxed_slice(),
+        }
+    }
+
+    /// Installs (or with `None` removes) the transcoder for packets from `key`'s leg.
+    pub fn set(&mut self, key: u32, t: Option<Transcoder>) {
+        self.slots[key as usize] = t.map(Box::new);
+    }
+
+    pub fn is_set(&self, key: u32) -> bool {
+        self.slots.get(key as usize).is_some_and(|t| t.is_some())
+    }
+
+    /// Transcodes a packet received from `key`'s leg into `out`.
+    pub fn process(&mut self, key: u32, packet: &[u8], out: &mut [u8]) -> Result<usize, Skip> {
+        let t = self
+            .slots
+            .get_mut(key as usize)
+            .and_then(|t| t.as_deref_mut())
+            .ok_or(Skip::PayloadType)?;
+        t.process(packet, &mut self.pcm, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_media::codec::sine_snr_db;
+    use tandem_media::tones::{ToneGenerator, ToneSpec};
+
+    const PCMA: LegCodec = LegCodec {
+        payload_type: 8,
+        codec: Codec::Pcma,
+        event_payload_type: Some(101),
+    };
+    const PCMU: LegCodec = LegCodec {
+        payload_type: 0,
+        codec: Codec::Pcmu,
+        event_payload_type: None,
+    };
+    const OPUS: LegCodec = LegCodec {
+        payload_type: 111,
+        codec: Codec::Opus,
+        event_payload_type: Some(110),
+    };
+
+    fn packet(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, (marker as u8) << 7 | pt];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn fields(p: &[u8]) -> (bool, u8, u16, u32, u32) {
+        (
+            p[1] & 0x80 != 0,
+            p[1] & 0x7f,
+            u16::from_be_bytes([p[2], p[3]]),
+            u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+            u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+        )
+    }
+
+    /// One second of a 1020 Hz tone at -10 dBm0, in `law`, 20 ms per packet.
+    fn tone_packets(law: Law, pt: u8) -> Vec<Vec<u8>> {
+        let mut g = ToneGenerator::new(&ToneSpec::continuous(1020.0, 0.0, -10.0), 8000).unwrap();
+        (0..50u16)
+            .map(|i| {
+                let mut pcm = [0i16; 160];
+                g.fill(&mut pcm);
+                let mut codes = [0u8; 160];
+                law.encode(&pcm, &mut codes);
+                packet(pt, i == 0, 1000 + i, 5000 + 160 * i as u32, 7, &codes)
+            })
+            .collect()
+    }
+
+    fn run(t: &mut Transcoder, packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut pcm = vec![0i16; MAX_PCM_SAMPLES];
+        packets
+            .iter()
+            .map(|p| {
+                let mut out = [0u8; 1500];
+                let n = t.process(p, &mut pcm, &mut out).unwrap();
+                out[..n].to_vec()
+            })
+            .collect()
+    }
+
+    fn decode_law(law: Law, packets: &[Vec<u8>]) -> Vec<i16> {
+        let mut pcm = Vec::new();
+        for p in packets {
+            let mut frame = vec![0i16; p.len() - 12];
+            law.decode(&p[12..], &mut frame);
+            pcm.extend_from_slice(&frame);
+        }
+        pcm
+    }
+
+    #[test]
+    fn pcma_to_pcmu_keeps_the_tone_and_writes_our_own_header() {
+        let mut t = Transcoder::new(PCMA, PCMU, 0x1234_5678_9abc_def0).unwrap();
+        let out = run(&mut t, &tone_packets(Law::Alaw, 8));
+        let (m0, pt0, seq0, ts0, ssrc) = fields(&out[0]);
+        assert!(m0);
+        assert_eq!(pt0, 0);
+        for (i, p) in out.iter().enumerate() {
+            let (m, pt, seq, ts, s) = fields(p);
+            assert_eq!((pt, s), (0, ssrc));
+            assert_eq!(m, i == 0);
+            assert_eq!(seq, seq0.wrapping_add(i as u16));
+            assert_eq!(ts, ts0.wrapping_add(160 * i as u32));
+            assert_eq!(p.len(), 12 + 160);
+        }
+        let pcm = decode_law(Law::Ulaw, &out);
+        let snr = sine_snr_db(&pcm, 1020.0, 8000.0, 0);
+        assert!(snr > 30.0, "SNR {snr:.1} dB");
+    }
+
+    #[test]
+    fn pcma_through_opus_and_back_keeps_the_tone() {
+        let mut there = Transcoder::new(PCMA, OPUS, 1).unwrap();
+        let mut back = Transcoder::new(OPUS, PCMA, 2).unwrap();
+        let opus = run(&mut there, &tone_packets(Law::Alaw, 8));
+        for (i, p) in opus.iter().enumerate() {
+            let (_, pt, _, ts, _) = fields(p);
+            assert_eq!(pt, 111);
+            // The Opus clock is 48 kHz: 960 per 20 ms.
+            assert_eq!(ts.wrapping_sub(fields(&opus[0]).3), 960 * i as u32);
+            assert!(p.len() > 12 && p.len() < 12 + 160, "{}", p.len());
+        }
+        let pcma = run(&mut back, &opus);
+        for (i, p) in pcma.iter().enumerate() {
+            assert_eq!(fields(p).3.wrapping_sub(fields(&pcma[0]).3), 160 * i as u32);
+            assert_eq!(p.len(), 12 + 160);
+        }
+        let pcm = decode_law(Law::Alaw, &pcma);
+        // Skip the codec's start-up (look-ahead and the encoder's first frames).
+        let snr = sine_snr_db(&pcm, 1020.0, 8000.0, 1600);
+        assert!(snr > 15.0, "SNR {snr:.1} dB");
+        let energy =
+            |x: &[i16]| x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len() as f64;
+        let sent = decode_law(Law::Alaw, &tone_packets(Law::Alaw, 8));
+        let ratio = energy(&pcm[1600..]) / energy(&sent[1600..]);
+        assert!((0.5..2.0).contains(&ratio), "energy ratio {ratio:.2}");
+    }
+
+    #[test]
+    fn gaps_reordering_and_a_new_input_stream_carry_over() {
+        let mut t = Transcoder::new(PCMU, PCMA, 3).unwrap();
+        let mut pcm = vec![0i16; MAX_PCM_SAMPLES];
+        let mut go = |p: Vec<u8>| {
+            let mut out = [0u8; 1500];
+            let n = t.process(&p, &mut pcm, &mut out).unwrap();
+            fields(&out[..n])
+        };
+        let first = go(packet(0, false, 10, 800, 9, &[0xff; 160]));
+        assert!(first.0, "a new stream is marked");
+        // Two packets lost: sequence and timestamp jump by the same.
+        let after_gap = go(packet(0, false, 13, 800 + 3 * 160, 9, &[0xff; 160]));
+        assert_eq!(after_gap.2, first.2.wrapping_add(3));
+        assert_eq!(after_gap.3, first.3.wrapping_add(480));
+        assert!(!after_gap.0);
+        // A late packet lands where it belongs.
+        let late = go(packet(0, false, 12, 800 + 2 * 160, 9, &[0xff; 160]));
+        assert_eq!(
+            (late.2, late.3),
+            (first.2.wrapping_add(2), first.3.wrapping_add(320))
+        );
+        // The sender's marker is kept.
+        assert!(go(packet(0, true, 14, 800 + 10 * 160, 9, &[0xff; 160])).0);
+        // A new sender SSRC continues our stream after the last packet, marked.
+        let last = go(packet(0, false, 15, 800 + 11 * 160, 9, &[0xff; 160]));
+        let new = go(packet(0, false, 40_000, 7, 10, &[0xff; 160]));
+        assert!(new.0);
+        assert_eq!(
+            (new.2, new.3),
+            (last.2.wrapping_add(1), last.3.wrapping_add(160))
+        );
+        assert_eq!(new.4, first.4, "our SSRC never changes");
+    }
+
+    #[test]
+    fn telephone_events_are_mapped_and_rescaled() {
+        let mut t = Transcoder::new(PCMA, OPUS, 4).unwrap();
+        let mut pcm = vec![0i16; MAX_PCM_SAMPLES];
+        let mut out = [0u8; 1500];
+        let audio = packet(8, false, 1, 8000, 5, &[0xd5; 160]);
+        t.process(&audio, &mut pcm, &mut out).unwrap();
+        let ts0 = fields(&out).3;
+        // Key 5, end bit clear, volume 10, duration 400 (50 ms at 8 kHz).
+        let event = packet(101, true, 2, 8160, 5, &[5, 10, 0x01, 0x90]);
+        let n = t.process(&event, &mut pcm, &mut out).unwrap();
+        let (m, pt, _, ts, _) = fields(&out[..n]);
+        assert_eq!((m, pt, ts), (true, 110, ts0 + 960));
+        assert_eq!(&out[12..n], &[5, 10, 0x09, 0x60], "2400 at 48 kHz");
+        // Towards a leg without telephone-event, and an unknown payload type: dropped.
+        let mut to_pcmu = Transcoder::new(PCMA, PCMU, 5).unwrap();
+        assert_eq!(
+            to_pcmu.process(&event, &mut pcm, &mut out),
+            Err(Skip::PayloadType)
+        );
+        let cn = packet(13, false, 3, 8320, 5, &[40]);
+        assert_eq!(t.process(&cn, &mut pcm, &mut out), Err(Skip::PayloadType));
+        assert_eq!(
+            t.process(&[0x80, 8, 0, 1], &mut pcm, &mut out),
+            Err(Skip::Malformed)
+        );
+        // Opus cannot frame 7 ms (56 samples at 8 kHz).
+        let odd = packet(8, false, 4, 8480, 5, &[0xd5; 56]);
+        assert_eq!(t.process(&odd, &mut pcm, &mut out), Err(Skip::Codec));
+    }
+
+    #[test]
+    fn the_same_codec_is_not_a_transcode() {
+        assert!(Transcoder::new(PCMA, PCMA, 0).is_err());
+    }
+}
