@@ -38,7 +38,6 @@ fn codecs(c: &mut Criterion) {
             b.iter(|| dec.decode(black_box(&payload), &mut out).unwrap())
         });
     }
-    #[cfg(feature = "g722")]
     {
         use tandem_media::codec::{G722Decoder, G722Encoder};
         let pcm = frame(320, 2);

@@ -1,6 +1,5 @@
-//! Frame-based codec interface and its implementations: G.711 (own tables), G.722
-//! (`ezk-g722`, behind the default feature `g722`) and Opus (`opus`, libopus, behind the
-//! feature `opus`).
+//! Frame-based codec interface and its implementations: G.711 (own tables), G.722 (our own,
+//! `g722.rs`) and Opus (`opus`, libopus, behind the feature `opus`).
 //!
 //! Frames are 16-bit PCM at the codec's own sample rate; the caller owns both buffers.
 
@@ -138,8 +137,70 @@ fn check_room(need: usize, have: usize) -> Result<(), CodecError> {
     Ok(())
 }
 
-#[cfg(feature = "g722")]
-pub use g722::{G722Decoder, G722Encoder};
+/// G.722 encoder at 64 kbit/s (mode 1): 16 kHz PCM, two samples per byte ([`crate::g722`]).
+#[derive(Debug, Clone)]
+pub struct G722Encoder {
+    inner: crate::g722::Encoder,
+    frame: usize,
+}
+
+impl G722Encoder {
+    /// An encoder for frames of `frame_ms` (usually 20: 320 samples → 160 bytes).
+    pub fn new(frame_ms: u32) -> Result<Self, CodecError> {
+        Ok(G722Encoder {
+            inner: crate::g722::Encoder::new(),
+            frame: samples_per_frame(16000, frame_ms)?,
+        })
+    }
+
+    /// Encodes any even number of samples (a transcoder follows the sender's packetisation).
+    pub fn encode_any(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
+        check_room(pcm.len() / 2, out.len())?;
+        Ok(self.inner.encode(pcm, out))
+    }
+}
+
+impl Encoder for G722Encoder {
+    fn sample_rate_hz(&self) -> u32 {
+        16000
+    }
+    fn frame_samples(&self) -> usize {
+        self.frame
+    }
+    fn max_payload_bytes(&self) -> usize {
+        self.frame / 2
+    }
+    fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
+        check_frame(pcm.len(), self.frame)?;
+        self.encode_any(pcm, out)
+    }
+}
+
+/// G.722 decoder at 64 kbit/s.
+#[derive(Debug, Clone, Default)]
+pub struct G722Decoder {
+    inner: crate::g722::Decoder,
+}
+
+impl G722Decoder {
+    /// A decoder in its reset state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Decoder for G722Decoder {
+    fn sample_rate_hz(&self) -> u32 {
+        16000
+    }
+    fn samples_for(&self, bytes: usize) -> usize {
+        bytes * 2
+    }
+    fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
+        check_room(payload.len() * 2, out.len())?;
+        Ok(self.inner.decode(payload, out))
+    }
+}
 
 #[cfg(feature = "opus")]
 pub use opus_codec::{OpusDecoder, OpusEncoder, OPUS_RTP_CLOCK_HZ};
@@ -277,108 +338,6 @@ mod opus_codec {
     }
 }
 
-#[cfg(feature = "g722")]
-mod g722 {
-    //! G.722 at 64 kbit/s (mode 1): 16 kHz PCM, two samples per byte.
-    //!
-    //! `ezk-g722`'s `encode`/`decode` return a fresh `Vec` per call, grown by pushes: a 20 ms
-    //! frame costs 6 allocations to encode and 8 to decode (pinned in `tests/no_alloc.rs`);
-    //! the result is copied into the caller's buffer. The only per-frame allocations in this
-    //! crate; replacing the backend removes them.
-    use super::*;
-    use ezk_g722::libg722::{decoder, encoder, Bitrate};
-
-    /// G.722 encoder, 64 kbit/s.
-    pub struct G722Encoder {
-        inner: encoder::Encoder,
-        frame: usize,
-    }
-
-    impl G722Encoder {
-        /// An encoder for frames of `frame_ms` (usually 20: 320 samples → 160 bytes).
-        pub fn new(frame_ms: u32) -> Result<Self, CodecError> {
-            let frame = samples_per_frame(16000, frame_ms)?;
-            Ok(G722Encoder {
-                inner: encoder::Encoder::new(Bitrate::Mode1_64000, false, false),
-                frame,
-            })
-        }
-    }
-
-    impl std::fmt::Debug for G722Encoder {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("G722Encoder")
-                .field("frame", &self.frame)
-                .finish()
-        }
-    }
-
-    impl Encoder for G722Encoder {
-        fn sample_rate_hz(&self) -> u32 {
-            16000
-        }
-        fn frame_samples(&self) -> usize {
-            self.frame
-        }
-        fn max_payload_bytes(&self) -> usize {
-            self.frame / 2
-        }
-        fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
-            check_frame(pcm.len(), self.frame)?;
-            check_room(self.frame / 2, out.len())?;
-            let bytes = self.inner.encode(pcm);
-            debug_assert_eq!(bytes.len(), self.frame / 2);
-            let n = bytes.len().min(out.len());
-            out[..n].copy_from_slice(&bytes[..n]);
-            Ok(n)
-        }
-    }
-
-    /// G.722 decoder, 64 kbit/s.
-    pub struct G722Decoder {
-        inner: decoder::Decoder,
-    }
-
-    impl G722Decoder {
-        /// A decoder in its initial state.
-        pub fn new() -> Self {
-            G722Decoder {
-                // Argument order here is (rate, packed, eight_k).
-                inner: decoder::Decoder::new(Bitrate::Mode1_64000, false, false),
-            }
-        }
-    }
-
-    impl Default for G722Decoder {
-        fn default() -> Self {
-            Self::new()
-        }
-    }
-
-    impl std::fmt::Debug for G722Decoder {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("G722Decoder").finish()
-        }
-    }
-
-    impl Decoder for G722Decoder {
-        fn sample_rate_hz(&self) -> u32 {
-            16000
-        }
-        fn samples_for(&self, bytes: usize) -> usize {
-            bytes * 2
-        }
-        fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
-            check_room(payload.len() * 2, out.len())?;
-            let pcm = self.inner.decode(payload);
-            debug_assert_eq!(pcm.len(), payload.len() * 2);
-            let n = pcm.len().min(out.len());
-            out[..n].copy_from_slice(&pcm[..n]);
-            Ok(n)
-        }
-    }
-}
-
 /// Signal-to-noise ratio (dB) of `x` against the best-fitting sine at `freq_hz`, over the
 /// samples from `skip` on: the residual after least-squares removal of that sine is the noise.
 /// For tests and measurements.
@@ -500,7 +459,6 @@ mod tests {
         );
     }
 
-    #[cfg(feature = "g722")]
     #[test]
     fn g722_round_trip_snr() {
         // A 1 kHz sine at -10 dBm0 through 64 kbit/s G.722: the codec's delay (22 samples)
