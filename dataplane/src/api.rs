@@ -52,13 +52,15 @@ pub enum Codec {
     Pcma,
     /// Opus, mono (RFC 7587: `opus/48000/2` in SDP whatever is sent).
     Opus,
+    /// G.722 at 64 kbit/s: 16 kHz audio on an 8 kHz RTP clock (RFC 3551's historical quirk).
+    G722,
 }
 
 impl Codec {
     /// The RTP timestamp rate.
     pub fn rtp_clock_hz(self) -> u32 {
         match self {
-            Codec::Pcmu | Codec::Pcma => 8000,
+            Codec::Pcmu | Codec::Pcma | Codec::G722 => 8000,
             Codec::Opus => 48_000,
         }
     }

@@ -1,8 +1,10 @@
 //! Transcoding: one direction of a session whose legs use different codecs.
 //!
 //! A [`Transcoder`] turns each RTP packet from one leg's peer into the packet the other leg's
-//! peer expects: decode → encode (G.711 ↔ Opus with libopus running its PCM side at 8 kHz, so
-//! no separate resampler is in the chain), with an RTP header of our own: our SSRC, and a
+//! peer expects: decode → resample when the rates differ → encode. The chain runs at 8 kHz when
+//! a side is G.711, else (G.722 ↔ Opus) at 16 kHz; libopus converts its own PCM side, so only
+//! G.722 ↔ G.711 goes through `tandem_media::resample` (20 ms packets only: the resampler
+//! works on fixed frames; 10 ms of delay). The output carries an RTP header of our own: our SSRC, and a
 //! sequence and timestamp that follow the sender's (gaps, reordering and silence carry over,
 //! so the receiver's jitter buffer and concealment see what really happened), timestamps in
 //! the output codec's clock (Opus: 48 kHz always). Telephone events (RFC 4733) pass through
@@ -13,18 +15,17 @@
 //! caller's buffer and never allocates (`tests/transcode_no_alloc.rs`).
 
 use crate::api::{Codec, LegCodec};
-use tandem_media::codec::{CodecError, Decoder, OpusDecoder, OpusEncoder};
+use tandem_media::codec::{
+    CodecError, Decoder, G722Decoder, G722Encoder, OpusDecoder, OpusEncoder,
+};
 use tandem_media::g711::Law;
+use tandem_media::resample::Resampler;
 
 /// RTP fixed header we write (no CSRCs, no extension).
 const HEADER_LEN: usize = 12;
 
-/// PCM rate of the chain between decoder and encoder: every pair we transcode has a G.711
-/// side (two Opus legs are relayed untouched).
-const PCM_RATE_HZ: u32 = 8000;
-
-/// Longest packet we decode: 120 ms (Opus's maximum) at the chain's rate.
-pub const MAX_PCM_SAMPLES: usize = PCM_RATE_HZ as usize * 120 / 1000;
+/// Longest packet we decode: 120 ms (Opus's maximum) at 16 kHz, the chain's highest rate.
+pub const MAX_PCM_SAMPLES: usize = 16 * 120;
 
 /// `0xff` is no 7-bit payload type: the "none" of a payload-type byte.
 const NO_PT: u8 = 0xff;
@@ -51,19 +52,22 @@ impl From<CodecError> for Skip {
 
 enum Dec {
     G711(Law),
+    G722(G722Decoder),
     Opus(OpusDecoder),
 }
 
 enum Enc {
     G711(Law),
+    G722(G722Encoder),
     Opus(OpusEncoder),
 }
 
-fn law(codec: Codec) -> Option<Law> {
+/// The PCM rate a codec's own side runs at in a chain at `chain_hz` (Opus follows the chain).
+fn native_rate_hz(codec: Codec, chain_hz: u32) -> u32 {
     match codec {
-        Codec::Pcmu => Some(Law::Ulaw),
-        Codec::Pcma => Some(Law::Alaw),
-        Codec::Opus => None,
+        Codec::Pcmu | Codec::Pcma => 8000,
+        Codec::G722 => 16000,
+        Codec::Opus => chain_hz,
     }
 }
 
@@ -72,6 +76,8 @@ fn law(codec: Codec) -> Option<Law> {
 pub struct Transcoder {
     dec: Dec,
     enc: Enc,
+    /// G.722 ↔ G.711: between the decoder's rate and the encoder's.
+    resampler: Option<Box<Resampler>>,
     in_pt: u8,
     in_event_pt: u8,
     in_clock_hz: u32,
@@ -113,17 +119,38 @@ impl Transcoder {
         if from.codec == to.codec {
             return Err(CodecError::Rejected);
         }
+        let g711 = |c| matches!(c, Codec::Pcmu | Codec::Pcma);
+        let chain_hz = if g711(from.codec) || g711(to.codec) {
+            8000
+        } else {
+            16000
+        };
         let dec = match from.codec {
-            Codec::Opus => Dec::Opus(OpusDecoder::new(PCM_RATE_HZ)?),
-            c => Dec::G711(law(c).ok_or(CodecError::Rejected)?),
+            Codec::Pcmu => Dec::G711(Law::Ulaw),
+            Codec::Pcma => Dec::G711(Law::Alaw),
+            Codec::G722 => Dec::G722(G722Decoder::new()),
+            Codec::Opus => Dec::Opus(OpusDecoder::new(chain_hz)?),
         };
         let enc = match to.codec {
-            Codec::Opus => Enc::Opus(OpusEncoder::new(PCM_RATE_HZ, 20)?),
-            c => Enc::G711(law(c).ok_or(CodecError::Rejected)?),
+            Codec::Pcmu => Enc::G711(Law::Ulaw),
+            Codec::Pcma => Enc::G711(Law::Alaw),
+            Codec::G722 => Enc::G722(G722Encoder::new(20)?),
+            Codec::Opus => Enc::Opus(OpusEncoder::new(chain_hz, 20)?),
+        };
+        let (in_hz, out_hz) = (
+            native_rate_hz(from.codec, chain_hz),
+            native_rate_hz(to.codec, chain_hz),
+        );
+        let resampler = if in_hz == out_hz {
+            None
+        } else {
+            let r = Resampler::new(in_hz, out_hz, 20).map_err(|_| CodecError::Rejected)?;
+            Some(Box::new(r))
         };
         Ok(Transcoder {
             dec,
             enc,
+            resampler,
             in_pt: from.payload_type & 0x7f,
             in_event_pt: from.event_payload_type.map_or(NO_PT, |pt| pt & 0x7f),
             in_clock_hz: from.codec.rtp_clock_hz(),
@@ -171,7 +198,7 @@ impl Transcoder {
     }
 
     /// Transcodes one RTP packet into `out` (header and payload); returns its length.
-    /// `pcm` is scratch space of at least [`MAX_PCM_SAMPLES`].
+    /// `pcm` is scratch space of at least 2 × [`MAX_PCM_SAMPLES`].
     pub fn process(
         &mut self,
         packet: &[u8],
@@ -212,15 +239,32 @@ impl Transcoder {
         pcm: &mut [i16],
         out: &mut [u8],
     ) -> Result<usize, Skip> {
-        let pcm = &mut pcm[..MAX_PCM_SAMPLES];
+        let (decoded, resampled) = pcm.split_at_mut(MAX_PCM_SAMPLES);
         let n = match &mut self.dec {
             Dec::G711(law) => {
-                let n = payload.len().min(pcm.len());
-                law.decode(&payload[..n], &mut pcm[..n])
+                let n = payload.len().min(decoded.len());
+                law.decode(&payload[..n], &mut decoded[..n])
             }
-            Dec::Opus(d) => d.decode(payload, pcm)?,
+            Dec::G722(d) => {
+                let n = payload.len().min(decoded.len() / 2);
+                d.decode(&payload[..n], decoded)?
+            }
+            Dec::Opus(d) => d.decode(payload, decoded)?,
         };
-        let pcm = &pcm[..n];
+        let pcm: &[i16] = match self.resampler.as_deref_mut() {
+            None => &decoded[..n],
+            Some(r) => {
+                // Fixed 20 ms frames: another packetisation cannot pass this resampler.
+                if n != r.input_frame() {
+                    return Err(Skip::Codec);
+                }
+                let m = r
+                    .process(&decoded[..n], &mut resampled[..MAX_PCM_SAMPLES])
+                    .map_err(|_| Skip::Codec)?;
+                &resampled[..m]
+            }
+        };
+        let n = pcm.len();
         match &mut self.enc {
             Enc::G711(law) => {
                 if out.len() < n {
@@ -228,6 +272,7 @@ impl Transcoder {
                 }
                 Ok(law.encode(pcm, &mut out[..n]))
             }
+            Enc::G722(e) => Ok(e.encode_any(pcm, out)?),
             // Any duration Opus can frame (2.5 to 60 ms): the sender's packetisation is kept.
             Enc::Opus(e) => Ok(e.encode_any(pcm, out)?),
         }
@@ -258,7 +303,7 @@ impl Transcoders {
     pub fn new(sessions: u32) -> Self {
         Transcoders {
             slots: (0..sessions as usize * 2).map(|_| None).collect(),
-            pcm: vec![0; MAX_PCM_SAMPLES].into_boxed_slice(),
+            pcm: vec![0; 2 * MAX_PCM_SAMPLES].into_boxed_slice(),
         }
     }
 
@@ -338,7 +383,7 @@ mod tests {
     }
 
     fn run(t: &mut Transcoder, packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
-        let mut pcm = vec![0i16; MAX_PCM_SAMPLES];
+        let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
         packets
             .iter()
             .map(|p| {
@@ -410,7 +455,7 @@ mod tests {
     #[test]
     fn gaps_reordering_and_a_new_input_stream_carry_over() {
         let mut t = Transcoder::new(PCMU, PCMA, 3).unwrap();
-        let mut pcm = vec![0i16; MAX_PCM_SAMPLES];
+        let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
         let mut go = |p: Vec<u8>| {
             let mut out = [0u8; 1500];
             let n = t.process(&p, &mut pcm, &mut out).unwrap();
@@ -445,7 +490,7 @@ mod tests {
     #[test]
     fn telephone_events_are_mapped_and_rescaled() {
         let mut t = Transcoder::new(PCMA, OPUS, 4).unwrap();
-        let mut pcm = vec![0i16; MAX_PCM_SAMPLES];
+        let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
         let mut out = [0u8; 1500];
         let audio = packet(8, false, 1, 8000, 5, &[0xd5; 160]);
         t.process(&audio, &mut pcm, &mut out).unwrap();
@@ -471,6 +516,49 @@ mod tests {
         // Opus cannot frame 7 ms (56 samples at 8 kHz).
         let odd = packet(8, false, 4, 8480, 5, &[0xd5; 56]);
         assert_eq!(t.process(&odd, &mut pcm, &mut out), Err(Skip::Codec));
+    }
+
+    #[test]
+    fn g722_to_and_from_g711_and_opus_keeps_the_tone() {
+        const G722: LegCodec = LegCodec {
+            payload_type: 9,
+            codec: Codec::G722,
+            event_payload_type: Some(101),
+        };
+        // PCMA → G.722 (8 → 16 kHz through the resampler) → PCMU (16 → 8 kHz).
+        let mut up = Transcoder::new(PCMA, G722, 1).unwrap();
+        let mut down = Transcoder::new(G722, PCMU, 2).unwrap();
+        let wide = run(&mut up, &tone_packets(Law::Alaw, 8));
+        for (i, p) in wide.iter().enumerate() {
+            // 160 bytes per 20 ms on an 8 kHz clock (320 samples of audio).
+            assert_eq!((fields(p).1, p.len()), (9, 12 + 160));
+            assert_eq!(fields(p).3.wrapping_sub(fields(&wide[0]).3), 160 * i as u32);
+        }
+        let narrow = run(&mut down, &wide);
+        let pcm = decode_law(Law::Ulaw, &narrow);
+        let snr = sine_snr_db(&pcm, 1020.0, 8000.0, 1600);
+        assert!(snr > 25.0, "G.711 → G.722 → G.711: SNR {snr:.1} dB");
+        // G.722 ↔ Opus at 16 kHz, no resampler.
+        let mut to_opus = Transcoder::new(G722, OPUS, 3).unwrap();
+        let mut back = Transcoder::new(OPUS, G722, 4).unwrap();
+        assert!(to_opus.resampler.is_none() && back.resampler.is_none());
+        let opus = run(&mut to_opus, &wide);
+        assert_eq!(fields(&opus[1]).3.wrapping_sub(fields(&opus[0]).3), 960);
+        let wide2 = run(&mut back, &opus);
+        let mut dec = G722Decoder::new();
+        let mut pcm = Vec::new();
+        for p in &wide2 {
+            let mut f = [0i16; 320];
+            assert_eq!(dec.decode(&p[12..], &mut f), Ok(320));
+            pcm.extend_from_slice(&f);
+        }
+        let snr = sine_snr_db(&pcm, 1020.0, 16000.0, 3200);
+        assert!(snr > 15.0, "G.722 → Opus → G.722: SNR {snr:.1} dB");
+        // The resampler takes 20 ms only.
+        let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
+        let mut out = [0u8; 1500];
+        let odd = packet(8, false, 9, 0, 5, &[0xd5; 80]);
+        assert_eq!(up.process(&odd, &mut pcm, &mut out), Err(Skip::Codec));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The transcoding path allocates nothing per packet: the session decision and the
-//! transcoder of each direction, for every pair the cores transcode, from the first packet on.
+//! transcoder of each direction (resampler included), for every pair the cores transcode,
+//! from the first packet on.
 //!
 //! A counting global allocator (per thread, so parallel tests do not see each other's) counts
 //! Rust's allocations. libopus's own state lives on the C heap from `opus_*_create`, called
@@ -56,6 +57,7 @@ fn leg_codec(codec: Codec) -> LegCodec {
         Codec::Pcmu => (0, 101),
         Codec::Pcma => (8, 101),
         Codec::Opus => (111, 110),
+        Codec::G722 => (9, 101),
     };
     LegCodec {
         payload_type,
@@ -66,7 +68,10 @@ fn leg_codec(codec: Codec) -> LegCodec {
 
 /// 20 ms RTP packets of a tone (speech-like level) in `codec`'s payload, encoded up front.
 fn packets(codec: Codec, n: usize) -> Vec<Vec<u8>> {
-    let mut g = ToneGenerator::new(&ToneSpec::continuous(440.0, 1230.0, -16.0), 8000).unwrap();
+    let spec = ToneSpec::continuous(440.0, 1230.0, -16.0);
+    let mut g = ToneGenerator::new(&spec, 8000).unwrap();
+    let mut g16 = ToneGenerator::new(&spec, 16000).unwrap();
+    let mut g722 = tandem_media::codec::G722Encoder::new(20).unwrap();
     let mut enc = match codec {
         Codec::Opus => Some(tandem_media::codec::OpusEncoder::new(8000, 20).unwrap()),
         _ => None,
@@ -80,6 +85,11 @@ fn packets(codec: Codec, n: usize) -> Vec<Vec<u8>> {
             let len = match (codec, enc.as_mut()) {
                 (Codec::Pcmu, _) => Law::Ulaw.encode(&pcm, &mut payload),
                 (Codec::Pcma, _) => Law::Alaw.encode(&pcm, &mut payload),
+                (Codec::G722, _) => {
+                    let mut wide = [0i16; 320];
+                    g16.fill(&mut wide);
+                    g722.encode_any(&wide, &mut payload).unwrap()
+                }
                 (_, Some(e)) => e.encode_any(&pcm, &mut payload).unwrap(),
                 _ => unreachable!(),
             };
@@ -104,6 +114,10 @@ fn decision_and_transcode_allocate_nothing_per_packet() {
         (Codec::Opus, Codec::Pcma),
         (Codec::Pcmu, Codec::Opus),
         (Codec::Opus, Codec::Pcmu),
+        (Codec::Pcma, Codec::G722),
+        (Codec::G722, Codec::Pcmu),
+        (Codec::G722, Codec::Opus),
+        (Codec::Opus, Codec::G722),
     ];
     for (from, to) in pairs {
         // Set-up: everything allocated here, as the core does on Create and SetCodecs.

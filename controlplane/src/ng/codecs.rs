@@ -1,5 +1,5 @@
-//! The ng `codec` dictionary (`transcode`, `strip`, `mask`): what the offer sent onward
-//! offers, and, from what the answerer chose, the per-leg codec plan the data plane runs.
+//! The ng `codec` dictionary (`transcode`, `strip`, `mask`; the data plane transcodes PCMU,
+//! PCMA, G.722 and Opus): what the offer sent onward offers, and, from what the answerer chose, the per-leg codec plan the data plane runs.
 //!
 //! Pure functions over parsed SDP; the handler stores what the offer left for the answer.
 
@@ -39,6 +39,8 @@ pub fn data_plane_codec(f: &Format) -> Option<Codec> {
         Some(Codec::Pcma)
     } else if f.is("opus/48000") {
         Some(Codec::Opus)
+    } else if f.is("G722/8000") {
+        Some(Codec::G722)
     } else {
         None
     }
@@ -90,6 +92,7 @@ pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCo
             Some(n) if n.eq_ignore_ascii_case("PCMU") => ("PCMU", 8000, None, Some(0)),
             Some(n) if n.eq_ignore_ascii_case("PCMA") => ("PCMA", 8000, None, Some(8)),
             Some(n) if n.eq_ignore_ascii_case("opus") => ("opus", 48_000, Some("2"), None),
+            Some(n) if n.eq_ignore_ascii_case("G722") => ("G722", 8000, None, Some(9)),
             // Not a codec the data plane can produce: not offered.
             _ => continue,
         };
@@ -253,6 +256,18 @@ mod tests {
             .map(|f| f.encoding.as_str())
             .collect();
         assert_eq!(names, ["PCMA", "telephone-event"]);
+    }
+
+    #[test]
+    fn g722_is_offered_with_its_static_type_and_answered_into_pcma() {
+        let sdp = Sdp::parse(OFFER).unwrap();
+        let (edit, offered) = offer_edit(&sdp.media[0], &request(&["G722"], &[], &[])).unwrap();
+        assert_eq!(edit.formats, ["8", "0", "9", "101"]);
+        assert_eq!(edit.add, ["rtpmap:9 G722/8000"]);
+        let answer = "v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP 9\r\n";
+        let (_, plan) = answer_plan(&offered, &Sdp::parse(answer).unwrap().media[0]).unwrap();
+        assert_eq!((plan[0].codec, plan[1].codec), (Codec::Pcma, Codec::G722));
+        assert_eq!(plan[1].payload_type, 9);
     }
 
     #[test]
