@@ -129,9 +129,9 @@ impl Band {
         let step = if dx == 0 { 0 } else { 128 };
         let sgd = dx >> 15;
         let mut bp = [0i32; 7];
-        for i in 1..7 {
-            let wd2 = if self.d[i] >> 15 == sgd { step } else { -step };
-            bp[i] = sat(wd2 + ((self.b[i] * 32640) >> 15));
+        for ((bp, &d), &b) in bp.iter_mut().zip(&self.d).zip(&self.b).skip(1) {
+            let wd2 = if d >> 15 == sgd { step } else { -step };
+            *bp = sat(wd2 + ((b * 32640) >> 15));
         }
         // DELAYA.
         for i in (1..7).rev() {
