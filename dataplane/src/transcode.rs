@@ -567,6 +567,34 @@ mod tests {
         assert_eq!(up.process(&odd, &mut pcm, &mut out), Err(Skip::Codec));
     }
 
+    proptest::proptest! {
+        /// Hostile packets on every pair: a typed skip or a packet that fits, never a panic.
+        #[test]
+        fn hostile_packets_never_panic(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            pt in proptest::sample::select(vec![0u8, 8, 9, 101, 110, 111, 0x80 | 8, 13]),
+        ) {
+            const G722: LegCodec = LegCodec {
+                payload_type: 9,
+                codec: Codec::G722,
+                event_payload_type: None,
+            };
+            let mut packet = data;
+            if packet.len() >= 2 {
+                packet[0] = 0x80 | (packet[0] & 0x3f);
+                packet[1] = pt;
+            }
+            let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
+            let mut out = [0u8; 1500];
+            for (from, to) in [(PCMA, OPUS), (OPUS, PCMU), (PCMU, G722), (G722, OPUS), (OPUS, G722)] {
+                let mut t = Transcoder::new(from, to, 9).unwrap();
+                if let Ok(n) = t.process(&packet, &mut pcm, &mut out) {
+                    proptest::prop_assert!((12..=out.len()).contains(&n));
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_same_codec_is_not_a_transcode() {
         assert!(Transcoder::new(PCMA, PCMA, 0).is_err());

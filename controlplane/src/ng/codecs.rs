@@ -258,6 +258,30 @@ mod tests {
         assert_eq!(names, ["PCMA", "telephone-event"]);
     }
 
+    proptest::proptest! {
+        /// Hostile m= lines and rtpmaps: the offer edit and the answer plan never panic, and
+        /// an edit names only payload types below 128.
+        #[test]
+        fn hostile_sections_never_panic(
+            lines in proptest::collection::vec("(m=audio 4000 RTP/AVP[ 0-9]{0,12}|a=(rtpmap|fmtp):[0-9]{1,3} [ -~]{0,16})", 0..8),
+            transcode in proptest::collection::vec("(opus|PCMU|PCMA|G722|all|x)", 0..3),
+            strip in proptest::collection::vec("(opus|PCMU|PCMA|G722|all|x)", 0..3),
+        ) {
+            let text = format!("v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 8 0 101\r\n{}\r\n", lines.join("\r\n"));
+            if let Ok(sdp) = Sdp::parse(&text) {
+                let req = CodecRequest { transcode, strip, mask: Vec::new() };
+                for m in &sdp.media {
+                    if let Some((edit, offered)) = offer_edit(m, &req) {
+                        proptest::prop_assert!(edit.drop.iter().all(|&pt| pt < 128));
+                        for answer in &sdp.media {
+                            let _ = answer_plan(&offered, answer);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn g722_is_offered_with_its_static_type_and_answered_into_pcma() {
         let sdp = Sdp::parse(OFFER).unwrap();
