@@ -223,8 +223,22 @@ impl Core {
                     if let Some(peer) = latch {
                         self.latch(meta.slot, peer);
                     }
-                    if self.tx.is_full() {
+                    // Packets lost just before this one, stood in for by the decoder's
+                    // concealment (Opus senders, short gaps), go out first.
+                    let missing = self.transcoders.missing(in_key, self.rx.packet(i)) as usize;
+                    if self.tx.room() < missing + 1 {
                         self.flush();
+                    }
+                    for _ in 0..missing {
+                        let transcoders = &mut self.transcoders;
+                        match self
+                            .tx
+                            .push_with(out_slot, dest, |buf| transcoders.conceal(in_key, buf))
+                        {
+                            Ok(true) => self.tx_rx_ns.push(meta.rx_realtime_ns),
+                            // A batch smaller than the gap, or nothing to conceal with.
+                            Ok(false) | Err(_) => break,
+                        }
                     }
                     let packet = self.rx.packet(i);
                     let transcoders = &mut self.transcoders;

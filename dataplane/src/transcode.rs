@@ -97,7 +97,14 @@ pub struct Transcoder {
     next_ts: u32,
     /// The last input packet and what it became; `None` before the first.
     last: Option<Last>,
+    /// Samples (at the decoder's rate) of the last audio packet decoded, and that rate: the
+    /// length of a concealed frame.
+    last_samples: usize,
+    dec_rate_hz: u32,
 }
+
+/// Most lost packets in a row concealed (Opus senders); a longer gap is passed on as a gap.
+pub const MAX_CONCEAL: u16 = 2;
 
 #[derive(Debug, Clone, Copy)]
 struct Last {
@@ -167,6 +174,8 @@ impl Transcoder {
             next_seq: (initial >> 32) as u16,
             next_ts: (initial >> 24) as u32,
             last: None,
+            last_samples: 0,
+            dec_rate_hz: native_rate_hz(from.codec, chain_hz),
         })
     }
 
@@ -245,7 +254,7 @@ impl Transcoder {
         pcm: &mut [i16],
         out: &mut [u8],
     ) -> Result<usize, Skip> {
-        let (decoded, resampled) = pcm.split_at_mut(MAX_PCM_SAMPLES);
+        let decoded = &mut pcm[..MAX_PCM_SAMPLES];
         let n = match &mut self.dec {
             Dec::G711(law) => {
                 let n = payload.len().min(decoded.len());
@@ -257,6 +266,14 @@ impl Transcoder {
             }
             Dec::Opus(d) => d.decode(payload, decoded)?,
         };
+        self.last_samples = n;
+        self.encode_decoded(n, pcm, out)
+    }
+
+    /// Resamples (when the rates differ) and encodes the `n` samples decoded into the first
+    /// half of `pcm`.
+    fn encode_decoded(&mut self, n: usize, pcm: &mut [i16], out: &mut [u8]) -> Result<usize, Skip> {
+        let (decoded, resampled) = pcm.split_at_mut(MAX_PCM_SAMPLES);
         let pcm: &[i16] = match self.resampler.as_deref_mut() {
             None => &decoded[..n],
             Some(r) => {
@@ -282,6 +299,61 @@ impl Transcoder {
             // Any duration Opus can frame (2.5 to 60 ms): the sender's packetisation is kept.
             Enc::Opus(e) => Ok(e.encode_any(pcm, out)?),
         }
+    }
+
+    /// How many packets were lost just before `packet` that [`Transcoder::conceal`] can stand
+    /// in for: only behind an Opus sender (libopus conceals), in the same stream, for gaps of
+    /// at most [`MAX_CONCEAL`] audio packets; else 0.
+    pub fn missing(&self, packet: &[u8]) -> u16 {
+        let (Dec::Opus(_), Some(l)) = (&self.dec, self.last) else {
+            return 0;
+        };
+        if packet.len() < HEADER_LEN || packet[1] & 0x7f != self.in_pt || self.last_samples == 0 {
+            return 0;
+        }
+        let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+        let seq = u16::from_be_bytes([packet[2], packet[3]]);
+        let gap = seq.wrapping_sub(l.in_seq).wrapping_sub(1);
+        if ssrc != l.in_ssrc || gap > MAX_CONCEAL {
+            return 0;
+        }
+        gap
+    }
+
+    /// Writes one packet of concealed audio (as long as the last one decoded) into `out`,
+    /// following our last packet, as if the next input packet had arrived; its length.
+    pub fn conceal(&mut self, pcm: &mut [i16], out: &mut [u8]) -> Result<usize, Skip> {
+        let Some(l) = self.last else {
+            return Err(Skip::Codec);
+        };
+        let n = self.last_samples;
+        if out.len() < HEADER_LEN || n == 0 || n > MAX_PCM_SAMPLES {
+            return Err(Skip::Codec);
+        }
+        let Dec::Opus(d) = &mut self.dec else {
+            return Err(Skip::Codec);
+        };
+        d.conceal(&mut pcm[..n])?;
+        let (head, body) = out.split_at_mut(HEADER_LEN);
+        let len = self.encode_decoded(n, pcm, body)?;
+        let in_ticks = (n as u64 * self.in_clock_hz as u64 / self.dec_rate_hz as u64) as u32;
+        let out_ticks = self.rescale(in_ticks as i64) as u32;
+        let (seq, ts) = (l.out_seq.wrapping_add(1), l.out_ts.wrapping_add(out_ticks));
+        self.last = Some(Last {
+            in_seq: l.in_seq.wrapping_add(1),
+            in_ts: l.in_ts.wrapping_add(in_ticks),
+            out_seq: seq,
+            out_ts: ts,
+            ..l
+        });
+        self.next_seq = seq.wrapping_add(1);
+        self.next_ts = ts.wrapping_add(out_ticks);
+        head[0] = 0x80;
+        head[1] = self.out_pt;
+        head[2..4].copy_from_slice(&seq.to_be_bytes());
+        head[4..8].copy_from_slice(&ts.to_be_bytes());
+        head[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        Ok(HEADER_LEN + len)
     }
 
     /// Copies a telephone-event payload, its duration rescaled to the output clock.
@@ -320,6 +392,24 @@ impl Transcoders {
 
     pub fn is_set(&self, key: u32) -> bool {
         self.slots.get(key as usize).is_some_and(|t| t.is_some())
+    }
+
+    /// Lost packets before `packet` that the transcoder of `key`'s leg can conceal.
+    pub fn missing(&self, key: u32, packet: &[u8]) -> u16 {
+        self.slots
+            .get(key as usize)
+            .and_then(|t| t.as_deref())
+            .map_or(0, |t| t.missing(packet))
+    }
+
+    /// One concealed packet from `key`'s leg into `out` (see [`Transcoder::conceal`]).
+    pub fn conceal(&mut self, key: u32, out: &mut [u8]) -> Result<usize, Skip> {
+        let t = self
+            .slots
+            .get_mut(key as usize)
+            .and_then(|t| t.as_deref_mut())
+            .ok_or(Skip::Codec)?;
+        t.conceal(&mut self.pcm, out)
     }
 
     /// Transcodes a packet received from `key`'s leg into `out`.
@@ -565,6 +655,54 @@ mod tests {
         let mut out = [0u8; 1500];
         let odd = packet(8, false, 9, 0, 5, &[0xd5; 80]);
         assert_eq!(up.process(&odd, &mut pcm, &mut out), Err(Skip::Codec));
+    }
+
+    #[test]
+    fn short_losses_behind_an_opus_sender_are_concealed() {
+        let mut there = Transcoder::new(PCMA, OPUS, 1).unwrap();
+        let mut back = Transcoder::new(OPUS, PCMA, 2).unwrap();
+        let opus = run(&mut there, &tone_packets(Law::Alaw, 8));
+        let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
+        let mut out_packets = Vec::new();
+        for (i, p) in opus.iter().enumerate() {
+            // Packets 20 and 21 are lost; 30..33 (three in a row) too.
+            if [20, 21, 30, 31, 32].contains(&i) {
+                continue;
+            }
+            let missing = back.missing(p);
+            assert_eq!(missing, if i == 22 { 2 } else { 0 }, "before packet {i}");
+            for _ in 0..missing {
+                let mut out = [0u8; 1500];
+                let n = back.conceal(&mut pcm, &mut out).unwrap();
+                out_packets.push(out[..n].to_vec());
+            }
+            let mut out = [0u8; 1500];
+            let n = back.process(p, &mut pcm, &mut out).unwrap();
+            out_packets.push(out[..n].to_vec());
+        }
+        // 50 sent, 5 lost, 2 concealed: 47 out; sequence and timestamp run on through the
+        // concealed pair, and jump over the three not concealed.
+        assert_eq!(out_packets.len(), 47);
+        let f: Vec<_> = out_packets.iter().map(|p| fields(p)).collect();
+        for k in 1..f.len() {
+            let (dseq, dts) = (
+                f[k].2.wrapping_sub(f[k - 1].2),
+                f[k].3.wrapping_sub(f[k - 1].3),
+            );
+            let want = if k == 30 { (4, 640) } else { (1, 160) };
+            assert_eq!((dseq, dts), want, "packet {k}");
+        }
+        // The concealed frames carry the tone on, not silence.
+        let concealed = decode_law(Law::Alaw, &out_packets[20..22]);
+        let rms = (concealed.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / 320.0).sqrt();
+        assert!(rms > 1000.0, "concealed RMS {rms:.0}");
+        // G.711 senders: nothing to conceal with.
+        let mut from_pcma = Transcoder::new(PCMA, OPUS, 3).unwrap();
+        let p = tone_packets(Law::Alaw, 8);
+        from_pcma
+            .process(&p[0], &mut pcm, &mut [0u8; 1500])
+            .unwrap();
+        assert_eq!(from_pcma.missing(&p[2]), 0);
     }
 
     proptest::proptest! {

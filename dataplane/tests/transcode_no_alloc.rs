@@ -1,6 +1,6 @@
 //! The transcoding path allocates nothing per packet: the session decision and the
-//! transcoder of each direction (resampler included), for every pair the cores transcode,
-//! from the first packet on.
+//! transcoder of each direction (resampler and loss concealment included), for every pair
+//! the cores transcode, from the first packet on.
 //!
 //! A counting global allocator (per thread, so parallel tests do not see each other's) counts
 //! Rust's allocations. libopus's own state lives on the C heap from `opus_*_create`, called
@@ -134,11 +134,20 @@ fn decision_and_transcode_allocate_nothing_per_packet() {
         let input = packets(from, 100);
         let mut out = [0u8; 1500];
         let mut sent = 0;
+        let mut concealed = 0;
         let n = allocations(|| {
-            for p in &input {
+            for (i, p) in input.iter().enumerate() {
+                // Every 10th packet is lost: an Opus sender's gap is concealed.
+                if i % 10 == 5 {
+                    continue;
+                }
                 // Leg A's RTP socket of session 1 is slot 4.
                 match sessions.on_packet(4, a, p, 1) {
                     Verdict::Transcode { in_key, .. } => {
+                        for _ in 0..transcoders.missing(in_key, p) {
+                            assert!(transcoders.conceal(in_key, &mut out).unwrap() > 12);
+                            concealed += 1;
+                        }
                         let len = transcoders.process(in_key, p, &mut out).unwrap();
                         assert!(len > 12);
                         sent += 1;
@@ -147,7 +156,8 @@ fn decision_and_transcode_allocate_nothing_per_packet() {
                 }
             }
         });
-        assert_eq!(sent, input.len());
+        assert_eq!(sent, input.len() - 10);
+        assert_eq!(concealed, if from == Codec::Opus { 10 } else { 0 });
         assert_eq!(
             n, 0,
             "{from:?} -> {to:?}: {n} allocations in {sent} packets"
