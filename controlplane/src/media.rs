@@ -242,6 +242,17 @@ impl DataPlaneClient {
     /// Sets the telephone-event payload type of `leg` (from its SDP's
     /// `a=rtpmap:<pt> telephone-event/8000`), or `None` to stop listening: keys pressed on that
     /// leg then arrive on [`Self::subscribe_dtmf`].
+    /// Sets the session's codec plan (`[A, B]`): transcoding when the codecs differ, plain
+    /// relaying with `None`.
+    pub async fn set_codecs(
+        &self,
+        id: SessionId,
+        codecs: Option<[tandem_dataplane::api::LegCodec; 2]>,
+    ) -> Result<(), CoreError> {
+        self.expect_updated(id, |token| Command::SetCodecs { token, id, codecs })
+            .await
+    }
+
     pub async fn set_dtmf(
         &self,
         id: SessionId,

@@ -35,6 +35,106 @@ pub struct Media {
     pub rtcp_port: Option<u16>,
     pub rtcp_address: Option<IpAddr>,
     pub rtcp_mux: bool,
+    /// The `m=` line's formats (payload types for RTP), in preference order.
+    pub formats: Vec<String>,
+    /// `a=rtpmap:<pt> <encoding>`, e.g. `(111, "opus/48000/2")`.
+    pub rtpmaps: Vec<(u8, String)>,
+    /// `a=fmtp:<pt> <parameters>`.
+    pub fmtps: Vec<(u8, String)>,
+}
+
+/// A payload format of a media section, resolved through its rtpmap (or the RFC 3551 static
+/// table for payload types without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Format {
+    pub payload_type: u8,
+    /// Encoding name as written (`PCMA`, `opus`, `telephone-event`).
+    pub encoding: String,
+    pub clock_hz: u32,
+    /// The rtpmap's encoding parameters (channels for audio), if any.
+    pub params: Option<String>,
+    pub fmtp: Option<String>,
+}
+
+impl Format {
+    /// `encoding` names this format (case-insensitive; `opus/48000` also checks the clock).
+    pub fn is(&self, name: &str) -> bool {
+        let mut parts = name.split('/');
+        let enc = parts.next().unwrap_or("");
+        let clock = parts.next().and_then(|c| c.parse::<u32>().ok());
+        self.encoding.eq_ignore_ascii_case(enc) && clock.is_none_or(|c| c == self.clock_hz)
+    }
+
+    /// The `a=rtpmap` value after the payload type.
+    pub fn rtpmap(&self) -> String {
+        match &self.params {
+            Some(p) => format!("{}/{}/{}", self.encoding, self.clock_hz, p),
+            None => format!("{}/{}", self.encoding, self.clock_hz),
+        }
+    }
+}
+
+/// RFC 3551's static audio payload types that still occur.
+fn static_format(pt: u8) -> Option<(&'static str, u32)> {
+    Some(match pt {
+        0 => ("PCMU", 8000),
+        3 => ("GSM", 8000),
+        8 => ("PCMA", 8000),
+        9 => ("G722", 8000),
+        13 => ("CN", 8000),
+        18 => ("G729", 8000),
+        _ => return None,
+    })
+}
+
+impl Media {
+    /// The section's RTP payload formats in `m=` order; formats that are neither static nor
+    /// mapped by an rtpmap are left out.
+    pub fn payload_formats(&self) -> Vec<Format> {
+        self.formats
+            .iter()
+            .filter_map(|f| f.parse::<u8>().ok().filter(|&pt| pt < 128))
+            .filter_map(|pt| {
+                let fmtp = self
+                    .fmtps
+                    .iter()
+                    .find(|(p, _)| *p == pt)
+                    .map(|(_, v)| v.clone());
+                if let Some((_, map)) = self.rtpmaps.iter().find(|(p, _)| *p == pt) {
+                    let mut parts = map.splitn(3, '/');
+                    let encoding = parts.next()?.to_string();
+                    let clock_hz = parts.next()?.parse().ok()?;
+                    let params = parts.next().map(str::to_string);
+                    return Some(Format {
+                        payload_type: pt,
+                        encoding,
+                        clock_hz,
+                        params,
+                        fmtp,
+                    });
+                }
+                let (name, clock_hz) = static_format(pt)?;
+                Some(Format {
+                    payload_type: pt,
+                    encoding: name.to_string(),
+                    clock_hz,
+                    params: None,
+                    fmtp,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A change to one media section's payload formats.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CodecEdit {
+    /// The new `m=` format list, in order.
+    pub formats: Vec<String>,
+    /// Payload types whose `a=rtpmap`, `a=fmtp` and `a=rtcp-fb` lines are dropped.
+    pub drop: Vec<u8>,
+    /// Attribute lines added to the section (without `a=`), e.g. `rtpmap:96 opus/48000/2`.
+    pub add: Vec<String>,
 }
 
 impl Media {
@@ -104,6 +204,24 @@ fn attribute_name(line: &str) -> Option<&str> {
     Some(rest.split(':').next().unwrap_or(rest))
 }
 
+/// `<name><pt> <rest>` → `(pt, rest)`; `None` when it is not that attribute or the payload
+/// type is not a number below 128.
+fn pt_attribute<'v>(value: &'v str, name: &str) -> Option<(u8, &'v str)> {
+    let rest = value.strip_prefix(name)?;
+    let (pt, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let pt = pt.parse::<u8>().ok().filter(|&p| p < 128)?;
+    Some((pt, rest))
+}
+
+/// The payload type an `a=rtpmap`/`a=fmtp`/`a=rtcp-fb` line is about.
+fn line_pt(line: &str) -> Option<u8> {
+    let value = line.strip_prefix("a=")?;
+    ["rtpmap:", "fmtp:", "rtcp-fb:"]
+        .iter()
+        .find_map(|name| pt_attribute(value, name))
+        .map(|(pt, _)| pt)
+}
+
 impl<'a> Sdp<'a> {
     pub fn parse(text: &'a str) -> Result<Sdp<'a>, SdpError> {
         if text.len() > MAX_SDP_BYTES {
@@ -153,6 +271,9 @@ impl<'a> Sdp<'a> {
                         rtcp_port: None,
                         rtcp_address: None,
                         rtcp_mux: false,
+                        formats: fields[3..].iter().map(|f| f.to_string()).collect(),
+                        rtpmaps: Vec::new(),
+                        fmtps: Vec::new(),
                     });
                 }
                 b'c' => {
@@ -174,6 +295,10 @@ impl<'a> Sdp<'a> {
                         m.rtcp_address = ip_of(f.get(1..).unwrap_or(&[]));
                     } else if value == "rtcp-mux" {
                         m.rtcp_mux = true;
+                    } else if let Some((pt, rest)) = pt_attribute(value, "rtpmap:") {
+                        m.rtpmaps.push((pt, rest.trim().to_string()));
+                    } else if let Some((pt, rest)) = pt_attribute(value, "fmtp:") {
+                        m.fmtps.push((pt, rest.trim().to_string()));
                     }
                 }
                 _ => {}
@@ -206,14 +331,35 @@ impl<'a> Sdp<'a> {
 
     /// Writes the description with our address and ports. `rewrites[i]` applies to media `i`.
     pub fn rewrite(&self, rewrites: &[MediaRewrite], opts: &RewriteOptions<'_>) -> String {
+        self.rewrite_with_codecs(rewrites, &[], opts)
+    }
+
+    /// [`Sdp::rewrite`], and `codecs[i]` (when present and `Some`) replaces the payload
+    /// formats of relayed media section `i` (transcoding: codecs added, stripped or answered
+    /// in another codec).
+    pub fn rewrite_with_codecs(
+        &self,
+        rewrites: &[MediaRewrite],
+        codecs: &[Option<CodecEdit>],
+        opts: &RewriteOptions<'_>,
+    ) -> String {
         let mut out =
             String::with_capacity(self.lines.iter().map(|l| l.len() + 2).sum::<usize>() + 128);
         let family = |a: IpAddr| if a.is_ipv4() { "IP4" } else { "IP6" };
         for (index, section) in self.sections() {
             let rewrite = index.and_then(|i| rewrites.get(i)).and_then(|r| r.port);
             let relayed = index.is_none() || rewrite.is_some();
+            let edit = index
+                .filter(|_| rewrite.is_some())
+                .and_then(|i| codecs.get(i))
+                .and_then(Option::as_ref);
             let mut has_direction = false;
             for line in section {
+                if let (Some(edit), Some(pt)) = (edit, line_pt(line)) {
+                    if edit.drop.contains(&pt) {
+                        continue;
+                    }
+                }
                 let attr = attribute_name(line);
                 if opts.remove_ice && attr.is_some_and(|a| ICE_ATTRIBUTES.contains(&a)) {
                     continue;
@@ -245,8 +391,17 @@ impl<'a> Sdp<'a> {
                         let f: Vec<&str> = line[2..].split_ascii_whitespace().collect();
                         let proto = opts.transport_protocol.unwrap_or(f[2]);
                         let _ = write!(out, "m={} {} {}", f[0], rewrite.unwrap_or(0), proto);
-                        for fmt in &f[3..] {
-                            let _ = write!(out, " {fmt}");
+                        match edit {
+                            Some(edit) => {
+                                for fmt in &edit.formats {
+                                    let _ = write!(out, " {fmt}");
+                                }
+                            }
+                            None => {
+                                for fmt in &f[3..] {
+                                    let _ = write!(out, " {fmt}");
+                                }
+                            }
                         }
                         out.push_str("\r\n");
                         continue;
@@ -258,6 +413,9 @@ impl<'a> Sdp<'a> {
                 out.push_str("\r\n");
             }
             if let (Some(i), Some(port)) = (index, rewrite) {
+                for line in edit.iter().flat_map(|e| &e.add) {
+                    let _ = write!(out, "a={line}\r\n");
+                }
                 if !has_direction {
                     out.push_str("a=sendrecv\r\n");
                 }

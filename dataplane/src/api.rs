@@ -43,6 +43,39 @@ pub struct LegParams {
     pub strict_source: bool,
 }
 
+/// A codec the cores can decode and encode when two legs do not share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// G.711 µ-law.
+    Pcmu,
+    /// G.711 A-law.
+    Pcma,
+    /// Opus, mono (RFC 7587: `opus/48000/2` in SDP whatever is sent).
+    Opus,
+    /// G.722 at 64 kbit/s: 16 kHz audio on an 8 kHz RTP clock (RFC 3551's historical quirk).
+    G722,
+}
+
+impl Codec {
+    /// The RTP timestamp rate.
+    pub fn rtp_clock_hz(self) -> u32 {
+        match self {
+            Codec::Pcmu | Codec::Pcma | Codec::G722 => 8000,
+            Codec::Opus => 48_000,
+        }
+    }
+}
+
+/// What one leg's peer sends and expects to receive (the codec signalling settled on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegCodec {
+    pub payload_type: u8,
+    pub codec: Codec,
+    /// The leg's telephone-event (RFC 4733) payload type, whose clock is the codec's RTP
+    /// clock; `None` when the peer takes none (events towards it are then dropped).
+    pub event_payload_type: Option<u8>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     /// Allocates a session (four ports) on this core.
@@ -103,6 +136,16 @@ pub enum Command {
         id: SessionId,
         leg: LegIndex,
         payload_type: Option<u8>,
+    },
+    /// Sets the session's codec plan: what each leg's peer uses (`[A, B]`). When the codecs
+    /// differ, RTP is transcoded in both directions (telephone events mapped), with our own
+    /// SSRC, sequence and timestamps per direction; RTCP is still relayed. When they are the
+    /// same, or with `None`, packets are relayed untouched. The codec states are allocated
+    /// here, not per packet. Answered with `Updated`, or `Failed` with `UnsupportedCodec`.
+    SetCodecs {
+        token: u64,
+        id: SessionId,
+        codecs: Option<[LegCodec; 2]>,
     },
     /// Stops the core's thread after closing every socket.
     Shutdown,
@@ -203,6 +246,8 @@ pub enum CoreError {
     UnknownClip,
     /// `Play` asked for a payload type other than 0 (PCMU) or 8 (PCMA).
     UnsupportedPayloadType,
+    /// `SetCodecs` named a pair the core cannot transcode, or a codec library refused it.
+    UnsupportedCodec,
 }
 
 impl CoreError {
@@ -214,6 +259,7 @@ impl CoreError {
             CoreError::Unresponsive => "media core unresponsive",
             CoreError::UnknownClip => "unknown clip",
             CoreError::UnsupportedPayloadType => "payload type cannot be played",
+            CoreError::UnsupportedCodec => "codecs cannot be transcoded",
         }
     }
 }

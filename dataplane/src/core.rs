@@ -12,6 +12,7 @@ use crate::playback::{Player, Players, MAX_BURST};
 use crate::session::{Sessions, TimerAction, Verdict, PORTS_PER_SESSION};
 use crate::stats::{CoreStats, Counters, DropReason};
 use crate::timer::TimerWheel;
+use crate::transcode::{Transcoder, Transcoders};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -64,6 +65,8 @@ pub struct Core {
     /// The clips `Play` may name, encoded at start; shared read-only with the other cores.
     clips: Arc<[Arc<Clip>]>,
     players: Players,
+    /// One slot per session leg, filled by `SetCodecs` when the legs' codecs differ.
+    transcoders: Transcoders,
     /// SplitMix64 state for playback SSRCs and initial sequence numbers and timestamps.
     rng: u64,
 }
@@ -99,6 +102,7 @@ impl Core {
         let slots = cfg.capacity * PORTS_PER_SESSION;
         Core {
             players: Players::new(cfg.capacity),
+            transcoders: Transcoders::new(cfg.capacity),
             clips,
             // Distinct per core and per start; nothing depends on it but stream identities.
             rng: realtime_ns() ^ (cfg.id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -209,6 +213,44 @@ impl Core {
                     let pushed = self.tx.push(out_slot, dest, self.rx.packet(i));
                     debug_assert!(pushed);
                     self.tx_rx_ns.push(meta.rx_realtime_ns);
+                }
+                Verdict::Transcode {
+                    out_slot,
+                    dest,
+                    latch,
+                    in_key,
+                } => {
+                    if let Some(peer) = latch {
+                        self.latch(meta.slot, peer);
+                    }
+                    // Packets lost just before this one, stood in for by the decoder's
+                    // concealment (Opus senders, short gaps), go out first.
+                    let missing = self.transcoders.missing(in_key, self.rx.packet(i)) as usize;
+                    if self.tx.room() < missing + 1 {
+                        self.flush();
+                    }
+                    for _ in 0..missing {
+                        let transcoders = &mut self.transcoders;
+                        match self
+                            .tx
+                            .push_with(out_slot, dest, |buf| transcoders.conceal(in_key, buf))
+                        {
+                            Ok(true) => self.tx_rx_ns.push(meta.rx_realtime_ns),
+                            // A batch smaller than the gap, or nothing to conceal with.
+                            Ok(false) | Err(_) => break,
+                        }
+                    }
+                    let packet = self.rx.packet(i);
+                    let transcoders = &mut self.transcoders;
+                    match self.tx.push_with(out_slot, dest, |buf| {
+                        transcoders.process(in_key, packet, buf)
+                    }) {
+                        Ok(pushed) => {
+                            debug_assert!(pushed);
+                            self.tx_rx_ns.push(meta.rx_realtime_ns);
+                        }
+                        Err(_) => self.counters.drop(DropReason::Transcode, 1),
+                    }
                 }
             }
         }
@@ -451,6 +493,13 @@ impl Core {
                     };
                     self.push_event(event);
                 }
+                Command::SetCodecs { token, id, codecs } => {
+                    let event = match self.set_codecs(id, codecs) {
+                        Ok(()) => Event::Updated { token },
+                        Err(error) => Event::Failed { token, error },
+                    };
+                    self.push_event(event);
+                }
                 Command::Query { token, id } => {
                     let event = match self.sessions.resolve(id) {
                         Some(index) => Event::Stats {
@@ -514,6 +563,32 @@ impl Core {
         player.set_clips(once, then);
         self.players.start(player, monotonic_ns());
         self.sessions.set_playing(index, leg, true);
+        Ok(())
+    }
+
+    /// Installs the session's transcoders (both directions) when its legs' codecs differ,
+    /// or removes them. On failure the session keeps its previous plan.
+    fn set_codecs(
+        &mut self,
+        id: SessionId,
+        codecs: Option<[crate::api::LegCodec; 2]>,
+    ) -> Result<(), CoreError> {
+        let index = self.sessions.resolve(id).ok_or(CoreError::UnknownSession)?;
+        let pair = match codecs {
+            Some([a, b]) if a.codec != b.codec => {
+                let (ra, rb) = (self.random(), self.random());
+                let a_to_b = Transcoder::new(a, b, ra).map_err(|_| CoreError::UnsupportedCodec)?;
+                let b_to_a = Transcoder::new(b, a, rb).map_err(|_| CoreError::UnsupportedCodec)?;
+                Some((a_to_b, b_to_a))
+            }
+            _ => None,
+        };
+        let on = pair.is_some();
+        let (a_to_b, b_to_a) = pair.unzip();
+        self.transcoders.set(index * 2, a_to_b);
+        self.transcoders.set(index * 2 + 1, b_to_a);
+        self.sessions.set_transcode(index, LegIndex::A, on);
+        self.sessions.set_transcode(index, LegIndex::B, on);
         Ok(())
     }
 
@@ -599,6 +674,8 @@ impl Core {
         self.wheel.cancel(index);
         self.players.stop(Player::key(index, LegIndex::A));
         self.players.stop(Player::key(index, LegIndex::B));
+        self.transcoders.set(index * 2, None);
+        self.transcoders.set(index * 2 + 1, None);
         self.free.push_back(index);
         self.counters.sessions_active -= 1;
         self.sessions.deactivate(index)

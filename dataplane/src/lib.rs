@@ -1,4 +1,5 @@
-//! Tandem's data plane: thread-per-core, shared-nothing RTP/RTCP relay.
+//! Tandem's data plane: thread-per-core, shared-nothing RTP/RTCP relay, with playback and
+//! transcoding (G.711 ↔ Opus) per session.
 //!
 //! Start with [`engine::DataPlane::start`]; talk to each core through its [`engine::CoreHandle`]
 //! (commands in, events out, over bounded SPSC rings). This crate depends on nothing from the
@@ -15,6 +16,7 @@ pub mod rtp;
 pub mod session;
 pub mod stats;
 pub mod timer;
+pub mod transcode;
 
 pub use clip::Clip;
 pub use engine::{Config, CoreHandle, DataPlane};

@@ -81,6 +81,9 @@ pub struct Leg {
     /// The telephone-event payload type whose packets from this leg are parsed for DTMF, or
     /// [`NO_DTMF`] (which no 7-bit payload type equals, so the check is one byte compare).
     pub dtmf_pt: u8,
+    /// RTP from this leg's peer is transcoded for the other leg (the core holds the
+    /// transcoder, `crate::transcode`); RTCP is relayed as before.
+    pub transcode: bool,
 }
 
 impl Default for Leg {
@@ -92,6 +95,7 @@ impl Default for Leg {
             strict_source: false,
             playing: false,
             dtmf_pt: NO_DTMF,
+            transcode: false,
         }
     }
 }
@@ -129,6 +133,14 @@ pub enum Verdict {
         dest: Option<SocketAddr>,
         /// The in socket should be connected to this newly latched source first.
         latch: Option<SocketAddr>,
+    },
+    /// Like `Forward`, but the RTP packet goes through the core's transcoder for its leg
+    /// first (`in_key`: session index * 2 + the receiving leg).
+    Transcode {
+        out_slot: u32,
+        dest: Option<SocketAddr>,
+        latch: Option<SocketAddr>,
+        in_key: u32,
     },
     Drop(DropReason),
     /// Not relayed, but the packet latched its stream: the in socket is connected to `latch`
@@ -231,6 +243,11 @@ impl Sessions {
     /// Marks `leg` as played to (or not): while it is, nothing is relayed to it.
     pub fn set_playing(&mut self, index: u32, leg: LegIndex, playing: bool) {
         self.slots[index as usize].legs[leg as usize].playing = playing;
+    }
+
+    /// Marks RTP from `leg`'s peer as transcoded (or relayed untouched again).
+    pub fn set_transcode(&mut self, index: u32, leg: LegIndex, on: bool) {
+        self.slots[index as usize].legs[leg as usize].transcode = on;
     }
 
     /// Sets (or clears) the telephone-event payload type of `leg`; any event in progress is
@@ -336,6 +353,7 @@ impl Sessions {
         stream.stats.last_seen_ns = now_ns;
 
         let dtmf_pt = session.legs[leg_in].dtmf_pt;
+        let transcode = session.legs[leg_in].transcode && kind == Kind::Rtp;
         let out_leg_index = 1 - leg_in;
         let out_leg = &session.legs[out_leg_index];
         let to_rtcp = kind == Kind::Rtcp && !out_leg.rtcp_mux;
@@ -350,11 +368,23 @@ impl Sessions {
                     in_stream.stats.errors += 1;
                     drop_latched(DropReason::NoDestination, latch)
                 }
-                Some(peer) => Verdict::Forward {
-                    out_slot,
-                    dest: if out.latched { None } else { Some(peer) },
-                    latch,
-                },
+                Some(peer) => {
+                    let dest = if out.latched { None } else { Some(peer) };
+                    if transcode {
+                        Verdict::Transcode {
+                            out_slot,
+                            dest,
+                            latch,
+                            in_key: index * 2 + leg_in as u32,
+                        }
+                    } else {
+                        Verdict::Forward {
+                            out_slot,
+                            dest,
+                            latch,
+                        }
+                    }
+                }
             }
         };
         // Telephone events: one compare per packet, parsing only on a match (muxed RTCP that

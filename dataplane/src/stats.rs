@@ -26,10 +26,13 @@ pub enum DropReason {
     Stale,
     /// Bound for a leg that is being played a clip: its peer hears the clip instead.
     Playback,
+    /// On a transcoded leg, a packet that could not be transcoded: a payload type outside the
+    /// plan, a corrupt payload, or a duration the output codec cannot frame.
+    Transcode,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Malformed,
         DropReason::Truncated,
         DropReason::ForeignSource,
@@ -38,6 +41,7 @@ impl DropReason {
         DropReason::SocketOverflow,
         DropReason::Stale,
         DropReason::Playback,
+        DropReason::Transcode,
     ];
 
     pub fn label(self) -> &'static str {
@@ -50,6 +54,7 @@ impl DropReason {
             DropReason::SocketOverflow => "socket_overflow",
             DropReason::Stale => "stale",
             DropReason::Playback => "playback",
+            DropReason::Transcode => "transcode",
         }
     }
 }

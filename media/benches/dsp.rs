@@ -38,7 +38,6 @@ fn codecs(c: &mut Criterion) {
             b.iter(|| dec.decode(black_box(&payload), &mut out).unwrap())
         });
     }
-    #[cfg(feature = "g722")]
     {
         use tandem_media::codec::{G722Decoder, G722Encoder};
         let pcm = frame(320, 2);
@@ -51,6 +50,16 @@ fn codecs(c: &mut Criterion) {
         });
         g.bench_function("g722_decode", |b| {
             b.iter(|| dec.decode(black_box(&payload), &mut out).unwrap())
+        });
+        // The crate ours replaced (dev-dependency), side by side: it returns a fresh Vec.
+        use ezk_g722::libg722::{decoder, encoder, Bitrate};
+        let mut enc = encoder::Encoder::new(Bitrate::Mode1_64000, false, false);
+        let mut dec = decoder::Decoder::new(Bitrate::Mode1_64000, false, false);
+        g.bench_function("g722_encode_ezk", |b| {
+            b.iter(|| enc.encode(black_box(&pcm)))
+        });
+        g.bench_function("g722_decode_ezk", |b| {
+            b.iter(|| dec.decode(black_box(&payload)))
         });
     }
     g.finish();

@@ -1,5 +1,5 @@
-//! Frame-based codec interface and its implementations: G.711 (own tables) and G.722
-//! (`ezk-g722`, behind the default feature `g722`).
+//! Frame-based codec interface and its implementations: G.711 (own tables), G.722 (our own,
+//! `g722.rs`) and Opus (`opus`, libopus, behind the feature `opus`).
 //!
 //! Frames are 16-bit PCM at the codec's own sample rate; the caller owns both buffers.
 
@@ -28,6 +28,9 @@ pub enum CodecError {
     /// A frame duration that is not a whole number of samples (or codec units), or zero.
     #[error("unsupported frame duration {0} ms")]
     FrameDuration(u32),
+    /// The codec library refused the payload, the frame or its settings.
+    #[error("codec library refused the frame")]
+    Rejected,
 }
 
 /// Turns PCM frames into payloads.
@@ -134,107 +137,203 @@ fn check_room(need: usize, have: usize) -> Result<(), CodecError> {
     Ok(())
 }
 
-#[cfg(feature = "g722")]
-pub use g722::{G722Decoder, G722Encoder};
+/// G.722 encoder at 64 kbit/s (mode 1): 16 kHz PCM, two samples per byte ([`crate::g722`]).
+#[derive(Debug, Clone)]
+pub struct G722Encoder {
+    inner: crate::g722::Encoder,
+    frame: usize,
+}
 
-#[cfg(feature = "g722")]
-mod g722 {
-    //! G.722 at 64 kbit/s (mode 1): 16 kHz PCM, two samples per byte.
-    //!
-    //! `ezk-g722`'s `encode`/`decode` return a fresh `Vec` per call, grown by pushes: a 20 ms
-    //! frame costs 6 allocations to encode and 8 to decode (pinned in `tests/no_alloc.rs`);
-    //! the result is copied into the caller's buffer. The only per-frame allocations in this
-    //! crate; replacing the backend removes them.
-    use super::*;
-    use ezk_g722::libg722::{decoder, encoder, Bitrate};
-
-    /// G.722 encoder, 64 kbit/s.
-    pub struct G722Encoder {
-        inner: encoder::Encoder,
-        frame: usize,
+impl G722Encoder {
+    /// An encoder for frames of `frame_ms` (usually 20: 320 samples → 160 bytes).
+    pub fn new(frame_ms: u32) -> Result<Self, CodecError> {
+        Ok(G722Encoder {
+            inner: crate::g722::Encoder::new(),
+            frame: samples_per_frame(16000, frame_ms)?,
+        })
     }
 
-    impl G722Encoder {
-        /// An encoder for frames of `frame_ms` (usually 20: 320 samples → 160 bytes).
-        pub fn new(frame_ms: u32) -> Result<Self, CodecError> {
-            let frame = samples_per_frame(16000, frame_ms)?;
-            Ok(G722Encoder {
-                inner: encoder::Encoder::new(Bitrate::Mode1_64000, false, false),
-                frame,
-            })
+    /// Encodes any even number of samples (a transcoder follows the sender's packetisation).
+    pub fn encode_any(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
+        check_room(pcm.len() / 2, out.len())?;
+        Ok(self.inner.encode(pcm, out))
+    }
+}
+
+impl Encoder for G722Encoder {
+    fn sample_rate_hz(&self) -> u32 {
+        16000
+    }
+    fn frame_samples(&self) -> usize {
+        self.frame
+    }
+    fn max_payload_bytes(&self) -> usize {
+        self.frame / 2
+    }
+    fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
+        check_frame(pcm.len(), self.frame)?;
+        self.encode_any(pcm, out)
+    }
+}
+
+/// G.722 decoder at 64 kbit/s.
+#[derive(Debug, Clone, Default)]
+pub struct G722Decoder {
+    inner: crate::g722::Decoder,
+}
+
+impl G722Decoder {
+    /// A decoder in its reset state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Decoder for G722Decoder {
+    fn sample_rate_hz(&self) -> u32 {
+        16000
+    }
+    fn samples_for(&self, bytes: usize) -> usize {
+        bytes * 2
+    }
+    fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
+        check_room(payload.len() * 2, out.len())?;
+        Ok(self.inner.decode(payload, out))
+    }
+}
+
+#[cfg(feature = "opus")]
+pub use opus_codec::{OpusDecoder, OpusEncoder, OPUS_RTP_CLOCK_HZ};
+
+#[cfg(feature = "opus")]
+mod opus_codec {
+    //! Opus (RFC 6716), mono, through libopus. The PCM side runs at 8, 16 or 48 kHz (libopus
+    //! resamples internally); the RTP clock is 48 kHz whatever the PCM rate (RFC 7587).
+    //! libopus allocates its state in `new` (C heap) and encodes and decodes on the stack.
+    use super::*;
+    use opus::{Application, Channels};
+
+    /// RTP timestamp rate of Opus, always (RFC 7587 §4.1).
+    pub const OPUS_RTP_CLOCK_HZ: u32 = 48_000;
+
+    /// Largest payload we produce for one frame (RFC 6716 allows 1275 bytes per frame; at
+    /// speech bitrates a 20 ms frame is well under 200).
+    const MAX_PAYLOAD_BYTES: usize = 400;
+
+    fn check_rate(rate_hz: u32) -> Result<(), CodecError> {
+        if [8000, 16000, 48000].contains(&rate_hz) {
+            Ok(())
+        } else {
+            Err(CodecError::Rejected)
         }
     }
 
-    impl std::fmt::Debug for G722Encoder {
+    /// Opus encoder (VoIP application, variable bitrate chosen by libopus for the rate).
+    pub struct OpusEncoder {
+        inner: opus::Encoder,
+        rate_hz: u32,
+        frame: usize,
+    }
+
+    impl OpusEncoder {
+        /// An encoder taking `frame_ms` frames (10, 20, 40 or 60) of PCM at `rate_hz`.
+        pub fn new(rate_hz: u32, frame_ms: u32) -> Result<Self, CodecError> {
+            check_rate(rate_hz)?;
+            if ![10, 20, 40, 60].contains(&frame_ms) {
+                return Err(CodecError::FrameDuration(frame_ms));
+            }
+            let inner = opus::Encoder::new(rate_hz, Channels::Mono, Application::Voip)
+                .map_err(|_| CodecError::Rejected)?;
+            Ok(OpusEncoder {
+                inner,
+                rate_hz,
+                frame: samples_per_frame(rate_hz, frame_ms)?,
+            })
+        }
+
+        /// Encodes `pcm` as one packet of its own duration (2.5 to 60 ms at the encoder's
+        /// rate), whatever the frame set at construction: a transcoder follows the sender's
+        /// packetisation.
+        pub fn encode_any(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
+            self.inner
+                .encode(pcm, out)
+                .map_err(|_| CodecError::Rejected)
+        }
+    }
+
+    impl std::fmt::Debug for OpusEncoder {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("G722Encoder")
+            f.debug_struct("OpusEncoder")
+                .field("rate_hz", &self.rate_hz)
                 .field("frame", &self.frame)
                 .finish()
         }
     }
 
-    impl Encoder for G722Encoder {
+    impl Encoder for OpusEncoder {
         fn sample_rate_hz(&self) -> u32 {
-            16000
+            self.rate_hz
         }
         fn frame_samples(&self) -> usize {
             self.frame
         }
         fn max_payload_bytes(&self) -> usize {
-            self.frame / 2
+            MAX_PAYLOAD_BYTES
         }
         fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
             check_frame(pcm.len(), self.frame)?;
-            check_room(self.frame / 2, out.len())?;
-            let bytes = self.inner.encode(pcm);
-            debug_assert_eq!(bytes.len(), self.frame / 2);
-            let n = bytes.len().min(out.len());
-            out[..n].copy_from_slice(&bytes[..n]);
-            Ok(n)
+            self.encode_any(pcm, out)
         }
     }
 
-    /// G.722 decoder, 64 kbit/s.
-    pub struct G722Decoder {
-        inner: decoder::Decoder,
+    /// Opus decoder, mono output at the rate asked for.
+    pub struct OpusDecoder {
+        inner: opus::Decoder,
+        rate_hz: u32,
     }
 
-    impl G722Decoder {
-        /// A decoder in its initial state.
-        pub fn new() -> Self {
-            G722Decoder {
-                // Argument order here is (rate, packed, eight_k).
-                inner: decoder::Decoder::new(Bitrate::Mode1_64000, false, false),
-            }
+    impl OpusDecoder {
+        /// A decoder giving PCM at `rate_hz` (8, 16 or 48 kHz).
+        pub fn new(rate_hz: u32) -> Result<Self, CodecError> {
+            check_rate(rate_hz)?;
+            let inner =
+                opus::Decoder::new(rate_hz, Channels::Mono).map_err(|_| CodecError::Rejected)?;
+            Ok(OpusDecoder { inner, rate_hz })
+        }
+
+        /// Packet-loss concealment: fills all of `out` (a multiple of 2.5 ms) with what the
+        /// decoder predicts followed the last packet.
+        pub fn conceal(&mut self, out: &mut [i16]) -> Result<usize, CodecError> {
+            self.inner
+                .decode(&[], out, false)
+                .map_err(|_| CodecError::Rejected)
         }
     }
 
-    impl Default for G722Decoder {
-        fn default() -> Self {
-            Self::new()
-        }
-    }
-
-    impl std::fmt::Debug for G722Decoder {
+    impl std::fmt::Debug for OpusDecoder {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("G722Decoder").finish()
+            f.debug_struct("OpusDecoder")
+                .field("rate_hz", &self.rate_hz)
+                .finish()
         }
     }
 
-    impl Decoder for G722Decoder {
+    impl Decoder for OpusDecoder {
         fn sample_rate_hz(&self) -> u32 {
-            16000
+            self.rate_hz
         }
-        fn samples_for(&self, bytes: usize) -> usize {
-            bytes * 2
+        /// At most: a packet's duration is in its TOC byte, not its length (up to 120 ms).
+        fn samples_for(&self, _bytes: usize) -> usize {
+            self.rate_hz as usize * 120 / 1000
         }
         fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
-            check_room(payload.len() * 2, out.len())?;
-            let pcm = self.inner.decode(payload);
-            debug_assert_eq!(pcm.len(), payload.len() * 2);
-            let n = pcm.len().min(out.len());
-            out[..n].copy_from_slice(&pcm[..n]);
-            Ok(n)
+            if payload.is_empty() {
+                // An empty payload would ask libopus for concealment; that is `conceal`.
+                return Err(CodecError::Rejected);
+            }
+            self.inner
+                .decode(payload, out, false)
+                .map_err(|_| CodecError::Rejected)
         }
     }
 }
@@ -305,6 +404,33 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "opus")]
+    #[test]
+    fn opus_round_trip_keeps_the_tone() {
+        // A perceptual codec: the waveform is not kept sample for sample, but a steady tone
+        // comes back at its frequency with most of its energy (libopus delays it by its
+        // look-ahead, which the least-squares fit absorbs as phase).
+        for rate in [8000u32, 16000, 48000] {
+            let x = sine(rate, 1020.0, -10.0, rate as usize);
+            let mut enc = OpusEncoder::new(rate, 20).unwrap();
+            let mut dec = OpusDecoder::new(rate).unwrap();
+            assert_eq!(enc.frame_samples(), rate as usize / 50);
+            let y = round_trip(&mut enc, &mut dec, &x);
+            assert_eq!(y.len(), x.len());
+            let snr = sine_snr_db(&y, 1020.0, rate as f64, rate as usize / 5);
+            assert!(snr > 15.0, "{rate} Hz: SNR {snr:.1} dB");
+            let mut plc = vec![0i16; rate as usize / 50];
+            assert_eq!(dec.conceal(&mut plc), Ok(plc.len()));
+        }
+        assert!(OpusEncoder::new(11025, 20).is_err());
+        assert_eq!(
+            OpusEncoder::new(8000, 25).map(|_| ()),
+            Err(CodecError::FrameDuration(25))
+        );
+        let mut dec = OpusDecoder::new(8000).unwrap();
+        assert_eq!(dec.decode(&[], &mut [0; 160]), Err(CodecError::Rejected));
+    }
+
     #[test]
     fn frame_and_buffer_errors() {
         let mut enc = G711Encoder::new(Law::Ulaw, 20).unwrap();
@@ -333,7 +459,6 @@ mod tests {
         );
     }
 
-    #[cfg(feature = "g722")]
     #[test]
     fn g722_round_trip_snr() {
         // A 1 kHz sine at -10 dBm0 through 64 kbit/s G.722: the codec's delay (22 samples)

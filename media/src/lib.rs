@@ -2,8 +2,7 @@
 //!
 //! Every type here is sans-IO and clock-free: frames and timestamps go in, results come out.
 //! State (tables, scratch buffers, histories) is allocated when a value is constructed; the
-//! per-frame methods never allocate (`tests/no_alloc.rs` checks it with a counting allocator),
-//! except G.722, whose `ezk-g722` backend does (feature `g722`, see [`codec`]).
+//! per-frame methods never allocate (`tests/no_alloc.rs` checks it with a counting allocator).
 //! The data-plane cores use [`g711`] (playback frames), [`rfc4733`] (DTMF events) and [`clip`]
 //! (the clips they play, read at start); the rest is not wired into them yet.
 #![forbid(unsafe_code)]
@@ -12,6 +11,7 @@ pub mod clip;
 pub mod codec;
 pub mod dtmf;
 pub mod g711;
+pub mod g722;
 pub mod mixer;
 pub mod quality;
 pub mod resample;

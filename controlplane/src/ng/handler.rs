@@ -2,14 +2,17 @@
 //! answer. Time and the data plane are parameters (`now`, `Media`), so it is tested with a fake.
 
 use super::cache::ReplyCache;
+use super::codecs::{self, OfferedCodecs};
 use super::request::{self, Command, Request, RequestError};
 use crate::bencode::{self, dict, Value};
-use crate::sdp::{MediaRewrite, RewriteOptions, Sdp};
+use crate::sdp::{CodecEdit, MediaRewrite, RewriteOptions, Sdp};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
-use tandem_dataplane::api::{CoreError, LegIndex, LegParams, SessionId, SessionStats, StreamStats};
+use tandem_dataplane::api::{
+    CoreError, LegCodec, LegIndex, LegParams, SessionId, SessionStats, StreamStats,
+};
 
 /// What the handler needs from the data plane.
 pub trait Media {
@@ -27,6 +30,12 @@ pub trait Media {
     fn delete(&self, id: SessionId)
         -> impl Future<Output = Result<SessionStats, CoreError>> + Send;
     fn query(&self, id: SessionId) -> impl Future<Output = Result<SessionStats, CoreError>> + Send;
+    /// The session's codec plan (`[A, B]`), or `None` to relay untouched.
+    fn set_codecs(
+        &self,
+        id: SessionId,
+        codecs: Option<[LegCodec; 2]>,
+    ) -> impl Future<Output = Result<(), CoreError>> + Send;
     fn advertised_address(&self) -> IpAddr;
 }
 
@@ -55,6 +64,13 @@ impl Media for crate::media::DataPlaneClient {
     fn query(&self, id: SessionId) -> impl Future<Output = Result<SessionStats, CoreError>> + Send {
         crate::media::DataPlaneClient::query(self, id)
     }
+    fn set_codecs(
+        &self,
+        id: SessionId,
+        codecs: Option<[LegCodec; 2]>,
+    ) -> impl Future<Output = Result<(), CoreError>> + Send {
+        crate::media::DataPlaneClient::set_codecs(self, id, codecs)
+    }
     fn advertised_address(&self) -> IpAddr {
         crate::media::DataPlaneClient::advertised_address(self)
     }
@@ -65,6 +81,10 @@ impl Media for crate::media::DataPlaneClient {
 struct Stream {
     id: SessionId,
     ports: [u16; 2],
+    /// The last offer carried codec instructions: who offered, and what it can take.
+    codec_offer: Option<(LegIndex, OfferedCodecs)>,
+    /// The data plane transcodes this stream (a plan was set).
+    transcoding: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -359,6 +379,7 @@ impl NgHandler {
             .received_from
             .filter(|_| req.has_flag("SIP-source-address"));
         let mut rewrites = Vec::with_capacity(sdp.media.len());
+        let mut edits: Vec<Option<CodecEdit>> = Vec::with_capacity(sdp.media.len());
         for (i, m) in sdp.media.iter().enumerate() {
             let mut params = LegParams {
                 rtp: m.rtp_target(),
@@ -387,7 +408,12 @@ impl NgHandler {
                         Ok((id, ports)) => {
                             self.sessions_total += 1;
                             self.by_session.insert(id, call_id.to_string());
-                            Some(Stream { id, ports })
+                            Some(Stream {
+                                id,
+                                ports,
+                                codec_offer: None,
+                                transcoding: false,
+                            })
                         }
                         Err(e) => {
                             // A call whose first offer failed must not linger half-made.
@@ -405,6 +431,15 @@ impl NgHandler {
                     }
                 }
             };
+            let mut stream = stream;
+            let edit = match stream.as_mut() {
+                Some(s) => {
+                    self.negotiate(call_id, s, sender, is_offer, req, m, media)
+                        .await?
+                }
+                None => None,
+            };
+            edits.push(edit);
             let call = self.calls.get_mut(call_id).expect("inserted above");
             if call.streams.len() <= i {
                 call.streams.resize(i + 1, None);
@@ -419,8 +454,9 @@ impl NgHandler {
         if !is_offer && sender == LegIndex::B && call.to_tag.is_none() {
             call.to_tag = req.to_tag.map(str::to_string);
         }
-        let out = sdp.rewrite(
+        let out = sdp.rewrite_with_codecs(
             &rewrites,
+            &edits,
             &RewriteOptions {
                 address: Some(media.advertised_address()),
                 replace_origin: req.replaces("origin"),
@@ -430,6 +466,54 @@ impl NgHandler {
             },
         );
         Ok(ok_reply(vec![("sdp", Value::string(out))]))
+    }
+
+    /// The `codec` dictionary for one stream: an offer with instructions rewrites the formats
+    /// sent onward and is remembered; the answer to it sets the data plane's plan (when the
+    /// answerer chose a codec the offerer lacks) and is rewritten into the offerer's codec.
+    /// Returns the section's codec edit.
+    #[allow(clippy::too_many_arguments)]
+    async fn negotiate(
+        &mut self,
+        call_id: &str,
+        stream: &mut Stream,
+        sender: LegIndex,
+        is_offer: bool,
+        req: &Request<'_>,
+        m: &crate::sdp::Media,
+        media: &impl Media,
+    ) -> Result<Option<CodecEdit>, Failure> {
+        if is_offer {
+            return Ok(match codecs::offer_edit(m, &req.codec) {
+                Some((edit, offered)) => {
+                    stream.codec_offer = Some((sender, offered));
+                    Some(edit)
+                }
+                None => {
+                    stream.codec_offer = None;
+                    None
+                }
+            });
+        }
+        let plan = match &stream.codec_offer {
+            Some((offerer, offered)) if *offerer == sender.other() => {
+                codecs::answer_plan(offered, m).map(|(edit, [o, a])| {
+                    let plan = match offerer {
+                        LegIndex::A => [o, a],
+                        LegIndex::B => [a, o],
+                    };
+                    (edit, plan)
+                })
+            }
+            _ => None,
+        };
+        let (edit, codecs) = plan.unzip();
+        if codecs.is_some() || stream.transcoding {
+            let r = media.set_codecs(stream.id, codecs).await;
+            self.session_op(call_id, r, media).await?;
+            stream.transcoding = codecs.is_some();
+        }
+        Ok(edit)
     }
 
     /// Maps a data-plane failure on an existing stream: a session the core already ended

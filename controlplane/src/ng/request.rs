@@ -3,6 +3,7 @@
 //! are ignored, as rtpengine ignores what it doesn't know. A key we use with the wrong type is an
 //! error naming the key.
 
+use super::codecs::CodecRequest;
 use crate::bencode::Value;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -52,6 +53,9 @@ pub struct Request<'a> {
     pub supports: Vec<&'a str>,
     /// `list`: most call-ids to return.
     pub limit: Option<i64>,
+    /// `codec: {transcode: [...], strip: [...], mask: [...]}`, plus the flag forms
+    /// `codec-transcode-NAME`, `codec-strip-NAME`, `codec-mask-NAME`.
+    pub codec: CodecRequest,
 }
 
 impl Request<'_> {
@@ -131,19 +135,43 @@ pub fn parse<'v>(dict: &'v Value<'_>) -> Result<Request<'v>, RequestError> {
                 .ok_or_else(|| RequestError("'limit' must be an integer".into()))?,
         ),
     };
+    let flags = strings(dict, "flags")?;
+    let mut codec = CodecRequest::default();
+    if let Some(c) = dict.get("codec") {
+        if c.as_dict().is_none() {
+            return Err(RequestError("'codec' must be a dictionary".into()));
+        }
+        let owned = |l: Vec<&str>| l.into_iter().map(str::to_string).collect::<Vec<_>>();
+        codec.transcode = owned(strings(c, "transcode")?);
+        codec.strip = owned(strings(c, "strip")?);
+        codec.mask = owned(strings(c, "mask")?);
+    }
+    for f in &flags {
+        let lower = f.to_ascii_lowercase();
+        for (prefix, list) in [
+            ("codec-transcode-", &mut codec.transcode),
+            ("codec-strip-", &mut codec.strip),
+            ("codec-mask-", &mut codec.mask),
+        ] {
+            if lower.starts_with(prefix) {
+                list.push(f[prefix.len()..].to_string());
+            }
+        }
+    }
     Ok(Request {
         command,
         call_id: string(dict, "call-id")?,
         from_tag: string(dict, "from-tag")?,
         to_tag: string(dict, "to-tag")?,
         sdp: string(dict, "sdp")?,
-        flags: strings(dict, "flags")?,
+        flags,
         replace: strings(dict, "replace")?,
         ice: string(dict, "ICE")?,
         transport_protocol: string(dict, "transport-protocol")?,
         received_from,
         supports: strings(dict, "supports")?,
         limit,
+        codec,
     })
 }
 
@@ -225,6 +253,22 @@ mod tests {
         assert!(parse(&v).is_err());
         let v = decode(b"d7:command5:offer13:received-froml3:IP43:bogee").unwrap();
         assert!(parse(&v).unwrap_err().0.contains("received-from"));
+    }
+
+    #[test]
+    fn codec_dictionary_and_flags() {
+        let v = decode(
+            b"d7:command5:offer5:codecd9:transcodel4:opuse5:strip4:PCMUe5:flagsl15:codec-mask-G722ee",
+        )
+        .unwrap();
+        let r = parse(&v).unwrap();
+        assert_eq!(r.codec.transcode, ["opus"]);
+        assert_eq!(r.codec.strip, ["PCMU"]);
+        assert_eq!(r.codec.mask, ["G722"]);
+        let v = decode(b"d7:command5:offer5:codeci1ee").unwrap();
+        assert_eq!(parse(&v).unwrap_err().0, "'codec' must be a dictionary");
+        let v = from_json(br#"{"command":"offer","codec":{"transcode":["PCMA","opus"]}}"#).unwrap();
+        assert_eq!(parse(&v).unwrap().codec.transcode, ["PCMA", "opus"]);
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
-use tandem_dataplane::api::{CoreError, LegIndex, LegParams, SessionId, SessionStats};
+use tandem_dataplane::api::{
+    Codec, CoreError, LegCodec, LegIndex, LegParams, SessionId, SessionStats,
+};
 
 #[derive(Default)]
 struct FakeMedia {
@@ -20,6 +22,7 @@ struct FakeState {
     live: Vec<(SessionId, [LegParams; 2])>,
     budget: Option<usize>,
     created: usize,
+    plans: Vec<(SessionId, Option<[LegCodec; 2]>)>,
 }
 
 impl Media for FakeMedia {
@@ -74,6 +77,19 @@ impl Media for FakeMedia {
             .find(|(i, _)| *i == id)
             .ok_or(CoreError::UnknownSession)?;
         Ok(SessionStats::default())
+    }
+    async fn set_codecs(
+        &self,
+        id: SessionId,
+        codecs: Option<[LegCodec; 2]>,
+    ) -> Result<(), CoreError> {
+        let mut s = self.state.lock().unwrap();
+        s.live
+            .iter()
+            .find(|(i, _)| *i == id)
+            .ok_or(CoreError::UnknownSession)?;
+        s.plans.push((id, codecs));
+        Ok(())
     }
     fn advertised_address(&self) -> IpAddr {
         "127.0.0.1".parse().unwrap()
@@ -253,4 +269,96 @@ proptest::proptest! {
         framed.extend_from_slice(&bytes);
         let _ = send(&mut h, &m, &framed);
     }
+}
+
+fn json_reply(h: &mut NgHandler, m: &FakeMedia, body: serde_json::Value) -> serde_json::Value {
+    // A cookie per request: the reply cache answers a repeated cookie from memory.
+    static COOKIE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let cookie = COOKIE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let wire = format!("c{cookie} {body}");
+    let reply = send(h, m, wire.as_bytes()).unwrap();
+    let space = reply.iter().position(|&b| b == b' ').unwrap();
+    serde_json::from_slice(&reply[space + 1..]).unwrap()
+}
+
+#[test]
+fn codec_transcode_offers_opus_and_the_opus_answer_sets_the_plan() {
+    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+    let offer_sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+        m=audio 4000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let r = json_reply(
+        &mut h,
+        &m,
+        serde_json::json!({"command": "offer", "call-id": "t1", "from-tag": "a",
+            "sdp": offer_sdp, "codec": {"transcode": ["opus"]}}),
+    );
+    let sdp = r["sdp"].as_str().unwrap();
+    assert!(
+        sdp.contains("m=audio 30002 RTP/AVP 8 96 97 101\r\n"),
+        "{sdp}"
+    );
+    assert!(sdp.contains("a=rtpmap:96 opus/48000/2\r\n"), "{sdp}");
+    // The callee picks Opus.
+    let answer_sdp = "v=0\r\no=- 2 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
+        m=audio 5000 RTP/AVP 96 97\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:97 telephone-event/48000\r\n";
+    let r = json_reply(
+        &mut h,
+        &m,
+        serde_json::json!({"command": "answer", "call-id": "t1", "from-tag": "a", "to-tag": "b",
+            "sdp": answer_sdp}),
+    );
+    let sdp = r["sdp"].as_str().unwrap();
+    assert!(sdp.contains("m=audio 30000 RTP/AVP 8 101\r\n"), "{sdp}");
+    assert!(
+        sdp.contains("a=rtpmap:8 PCMA/8000\r\n") && !sdp.contains("opus"),
+        "{sdp}"
+    );
+    let plans = m.state.lock().unwrap().plans.clone();
+    assert_eq!(plans.len(), 1);
+    let [a, b] = plans[0].1.unwrap();
+    assert_eq!(
+        (a.payload_type, a.codec, a.event_payload_type),
+        (8, Codec::Pcma, Some(101))
+    );
+    assert_eq!(
+        (b.payload_type, b.codec, b.event_payload_type),
+        (96, Codec::Opus, Some(97))
+    );
+
+    // A re-INVITE whose answer is in the offerer's codec takes the plan away.
+    json_reply(
+        &mut h,
+        &m,
+        serde_json::json!({"command": "offer", "call-id": "t1", "from-tag": "a",
+            "sdp": offer_sdp, "codec": {"transcode": ["opus"]}}),
+    );
+    let pcma = answer_sdp.replace("RTP/AVP 96 97", "RTP/AVP 8");
+    let r = json_reply(
+        &mut h,
+        &m,
+        serde_json::json!({"command": "answer", "call-id": "t1", "from-tag": "a", "to-tag": "b",
+            "sdp": pcma}),
+    );
+    assert!(r["sdp"].as_str().unwrap().contains("RTP/AVP 8\r\n"));
+    let plans = m.state.lock().unwrap().plans.clone();
+    assert_eq!(plans.len(), 2);
+    assert_eq!(plans[1].1, None);
+}
+
+#[test]
+fn codec_strip_flag_removes_a_codec_and_calls_without_codec_keys_set_no_plan() {
+    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+    let r = json_reply(
+        &mut h,
+        &m,
+        serde_json::json!({"command": "offer", "call-id": "t2", "from-tag": "a",
+            "flags": ["codec-strip-PCMU"],
+            "sdp": "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0 8\r\n"}),
+    );
+    let sdp = r["sdp"].as_str().unwrap();
+    assert!(sdp.contains("m=audio 30002 RTP/AVP 8\r\n"), "{sdp}");
+    let r = reply_dict(&send(&mut h, &m, OFFER).unwrap());
+    assert_eq!(field(&r, "result"), "ok");
+    send(&mut h, &m, ANSWER).unwrap();
+    assert!(m.state.lock().unwrap().plans.is_empty());
 }

@@ -199,6 +199,29 @@ impl TxBatch {
         true
     }
 
+    /// Queues a relayed datagram that `write` builds straight into the next buffer (the
+    /// transcoder), returning its length or `None` to queue nothing. `Ok(false)`: full, and
+    /// `write` was not called.
+    pub fn push_with<E>(
+        &mut self,
+        slot: u32,
+        dest: Option<SocketAddr>,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<bool, E> {
+        let i = self.meta.len();
+        let Some(buf) = self.buffers.get_mut(i) else {
+            return Ok(false);
+        };
+        let len = write(&mut buf[..])?.min(PACKET_CAPACITY);
+        self.meta.push(TxMeta {
+            slot,
+            dest,
+            len: len as u32,
+            played: false,
+        });
+        Ok(true)
+    }
+
     /// Queues a datagram the core generated (playback) from its header and payload, copied
     /// straight into the next buffer. Returns false (and queues nothing) when full.
     pub fn push_played(

@@ -1,0 +1,367 @@
+//! The ng `codec` dictionary (`transcode`, `strip`, `mask`; the data plane transcodes PCMU,
+//! PCMA, G.722 and Opus): what the offer sent onward offers, and, from what the answerer chose, the per-leg codec plan the data plane runs.
+//!
+//! Pure functions over parsed SDP; the handler stores what the offer left for the answer.
+
+use crate::sdp::{CodecEdit, Format, Media};
+use tandem_dataplane::api::{Codec, LegCodec};
+
+/// The codec instructions of one offer. Names are encodings, optionally with a clock
+/// (`opus`, `PCMA/8000`); `all` in `strip`/`mask` means every codec of the offer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CodecRequest {
+    /// Codecs added to the offer sent onward (when the offerer has one we can transcode from).
+    pub transcode: Vec<String>,
+    /// Codecs removed from the offer sent onward, and never used towards the offerer.
+    pub strip: Vec<String>,
+    /// Codecs removed from the offer sent onward, but still usable towards the offerer.
+    pub mask: Vec<String>,
+}
+
+impl CodecRequest {
+    pub fn is_empty(&self) -> bool {
+        self.transcode.is_empty() && self.strip.is_empty() && self.mask.is_empty()
+    }
+}
+
+/// What an offer with codec instructions leaves for its answer (per media section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedCodecs {
+    /// The offerer's formats we may send it (its offer minus `strip`), in its order.
+    pub offerer: Vec<Format>,
+}
+
+/// The codec the data plane transcodes for a format, if it does.
+pub fn data_plane_codec(f: &Format) -> Option<Codec> {
+    if f.is("PCMU/8000") {
+        Some(Codec::Pcmu)
+    } else if f.is("PCMA/8000") {
+        Some(Codec::Pcma)
+    } else if f.is("opus/48000") {
+        Some(Codec::Opus)
+    } else if f.is("G722/8000") {
+        Some(Codec::G722)
+    } else {
+        None
+    }
+}
+
+fn named(f: &Format, names: &[String]) -> bool {
+    names
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case("all") || f.is(n))
+}
+
+fn is_event(f: &Format) -> bool {
+    f.is("telephone-event")
+}
+
+/// Rewrites an offer's section: `strip` and `mask` removed, `transcode` codecs added with
+/// payload types of their own. `None` when the request changes nothing in this section.
+pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCodecs)> {
+    if req.is_empty() {
+        return None;
+    }
+    let formats = m.payload_formats();
+    let mut edit = CodecEdit::default();
+    let mut kept: Vec<&Format> = Vec::new();
+    for f in &formats {
+        // Telephone events are not a codec: never stripped by `all`.
+        if !is_event(f) && (named(f, &req.strip) || named(f, &req.mask)) {
+            edit.drop.push(f.payload_type);
+        } else {
+            kept.push(f);
+        }
+    }
+    let offerer: Vec<Format> = formats
+        .iter()
+        .filter(|f| is_event(f) || !named(f, &req.strip))
+        .cloned()
+        .collect();
+    let can_transcode = offerer.iter().any(|f| data_plane_codec(f).is_some());
+    let mut used: Vec<u8> = formats.iter().map(|f| f.payload_type).collect();
+    let free_dynamic = |used: &mut Vec<u8>| {
+        let pt = (96..=127).find(|p| !used.contains(p))?;
+        used.push(pt);
+        Some(pt)
+    };
+    let mut added: Vec<u8> = Vec::new();
+    let mut added_opus = false;
+    for name in &req.transcode {
+        let (encoding, clock, params, static_pt) = match name.split('/').next() {
+            Some(n) if n.eq_ignore_ascii_case("PCMU") => ("PCMU", 8000, None, Some(0)),
+            Some(n) if n.eq_ignore_ascii_case("PCMA") => ("PCMA", 8000, None, Some(8)),
+            Some(n) if n.eq_ignore_ascii_case("opus") => ("opus", 48_000, Some("2"), None),
+            Some(n) if n.eq_ignore_ascii_case("G722") => ("G722", 8000, None, Some(9)),
+            // Not a codec the data plane can produce: not offered.
+            _ => continue,
+        };
+        let wanted = format!("{encoding}/{clock}");
+        if !can_transcode || kept.iter().any(|f| f.is(&wanted)) {
+            continue;
+        }
+        let pt = match static_pt.filter(|p| !used.contains(p)) {
+            Some(p) => {
+                used.push(p);
+                p
+            }
+            None => match free_dynamic(&mut used) {
+                Some(p) => p,
+                None => continue,
+            },
+        };
+        added.push(pt);
+        added_opus |= encoding == "opus";
+        edit.add.push(match params {
+            Some(p) => format!("rtpmap:{pt} {encoding}/{clock}/{p}"),
+            None => format!("rtpmap:{pt} {encoding}/{clock}"),
+        });
+    }
+    // Events in Opus's clock for an answerer that takes Opus, when the offerer sends events.
+    let events_8k = kept.iter().find(|f| f.is("telephone-event/8000"));
+    if added_opus && !kept.iter().any(|f| f.is("telephone-event/48000")) {
+        if let (Some(ev), Some(pt)) = (events_8k, free_dynamic(&mut used)) {
+            added.push(pt);
+            edit.add.push(format!("rtpmap:{pt} telephone-event/48000"));
+            if let Some(fmtp) = &ev.fmtp {
+                edit.add.push(format!("fmtp:{pt} {fmtp}"));
+            }
+        }
+    }
+    if edit.drop.is_empty() && added.is_empty() {
+        return None;
+    }
+    // Added codecs go after the offerer's own audio codecs, before its events.
+    let (events, codecs): (Vec<&Format>, Vec<&Format>) = kept.iter().partition(|f| is_event(f));
+    edit.formats = codecs
+        .iter()
+        .map(|f| f.payload_type.to_string())
+        .chain(added.iter().map(u8::to_string))
+        .chain(events.iter().map(|f| f.payload_type.to_string()))
+        .collect();
+    // Formats the m= line had that we did not resolve (no rtpmap) stay, after the rest.
+    for f in &m.formats {
+        let resolved = f
+            .parse::<u8>()
+            .is_ok_and(|pt| formats.iter().any(|x| x.payload_type == pt));
+        if !resolved {
+            edit.formats.push(f.clone());
+        }
+    }
+    Some((edit, OfferedCodecs { offerer }))
+}
+
+/// From the answerer's section and what the offer left: the plan (`[offerer, answerer]`) and
+/// the answer's rewrite for the offerer, when the answerer chose a codec the offerer does not
+/// have. `None`: no transcoding (the answer passes as it is).
+pub fn answer_plan(offered: &OfferedCodecs, answer: &Media) -> Option<(CodecEdit, [LegCodec; 2])> {
+    let formats = answer.payload_formats();
+    let chosen = formats.iter().find(|f| !is_event(f) && !f.is("CN"))?;
+    let same = format!("{}/{}", chosen.encoding, chosen.clock_hz);
+    if offered.offerer.iter().any(|f| f.is(&same)) {
+        return None;
+    }
+    let b_codec = data_plane_codec(chosen)?;
+    let a_format = offered
+        .offerer
+        .iter()
+        .find(|f| data_plane_codec(f).is_some_and(|c| c != b_codec))?;
+    let a_codec = data_plane_codec(a_format)?;
+    // Events are mapped only between event streams in their codec's clock.
+    let event_in = |list: &[Format], clock: u32| {
+        list.iter()
+            .find(|f| is_event(f) && f.clock_hz == clock)
+            .cloned()
+    };
+    let (a_event, b_event) = match (
+        event_in(&offered.offerer, a_format.clock_hz),
+        event_in(&formats, chosen.clock_hz),
+    ) {
+        (Some(a), Some(b)) => (Some(a), Some(b)),
+        _ => (None, None),
+    };
+    let mut edit = CodecEdit {
+        drop: formats.iter().map(|f| f.payload_type).collect(),
+        ..CodecEdit::default()
+    };
+    for f in std::iter::once(a_format).chain(a_event.as_ref()) {
+        edit.formats.push(f.payload_type.to_string());
+        edit.add
+            .push(format!("rtpmap:{} {}", f.payload_type, f.rtpmap()));
+        if let Some(fmtp) = &f.fmtp {
+            edit.add.push(format!("fmtp:{} {fmtp}", f.payload_type));
+        }
+    }
+    let plan = [
+        LegCodec {
+            payload_type: a_format.payload_type,
+            codec: a_codec,
+            event_payload_type: a_event.map(|f| f.payload_type),
+        },
+        LegCodec {
+            payload_type: chosen.payload_type,
+            codec: b_codec,
+            event_payload_type: b_event.map(|f| f.payload_type),
+        },
+    ];
+    Some((edit, plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdp::{MediaRewrite, RewriteOptions, Sdp};
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+        m=audio 4000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+        a=fmtp:101 0-16\r\na=ptime:20\r\n";
+
+    fn request(transcode: &[&str], strip: &[&str], mask: &[&str]) -> CodecRequest {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        CodecRequest {
+            transcode: v(transcode),
+            strip: v(strip),
+            mask: v(mask),
+        }
+    }
+
+    fn rewrite(sdp: &Sdp<'_>, edit: Option<CodecEdit>) -> String {
+        sdp.rewrite_with_codecs(
+            &[MediaRewrite { port: Some(30000) }],
+            &[edit],
+            &RewriteOptions {
+                address: Some("192.0.2.9".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn transcode_adds_opus_and_its_events_and_strip_removes() {
+        let sdp = Sdp::parse(OFFER).unwrap();
+        let (edit, offered) =
+            offer_edit(&sdp.media[0], &request(&["opus"], &["PCMU"], &[])).unwrap();
+        assert_eq!(
+            rewrite(&sdp, Some(edit)),
+            "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n\
+             m=audio 30000 RTP/AVP 8 96 97 101\r\na=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\n\
+             a=rtpmap:96 opus/48000/2\r\na=rtpmap:97 telephone-event/48000\r\na=fmtp:97 0-16\r\n\
+             a=sendrecv\r\na=rtcp:30001\r\n"
+        );
+        // PCMU was stripped: the offerer is never sent it.
+        let names: Vec<_> = offered
+            .offerer
+            .iter()
+            .map(|f| f.encoding.as_str())
+            .collect();
+        assert_eq!(names, ["PCMA", "telephone-event"]);
+    }
+
+    proptest::proptest! {
+        /// Hostile m= lines and rtpmaps: the offer edit and the answer plan never panic, and
+        /// an edit names only payload types below 128.
+        #[test]
+        fn hostile_sections_never_panic(
+            lines in proptest::collection::vec("(m=audio 4000 RTP/AVP[ 0-9]{0,12}|a=(rtpmap|fmtp):[0-9]{1,3} [ -~]{0,16})", 0..8),
+            transcode in proptest::collection::vec("(opus|PCMU|PCMA|G722|all|x)", 0..3),
+            strip in proptest::collection::vec("(opus|PCMU|PCMA|G722|all|x)", 0..3),
+        ) {
+            let text = format!("v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 8 0 101\r\n{}\r\n", lines.join("\r\n"));
+            if let Ok(sdp) = Sdp::parse(&text) {
+                let req = CodecRequest { transcode, strip, mask: Vec::new() };
+                for m in &sdp.media {
+                    if let Some((edit, offered)) = offer_edit(m, &req) {
+                        proptest::prop_assert!(edit.drop.iter().all(|&pt| pt < 128));
+                        for answer in &sdp.media {
+                            let _ = answer_plan(&offered, answer);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn g722_is_offered_with_its_static_type_and_answered_into_pcma() {
+        let sdp = Sdp::parse(OFFER).unwrap();
+        let (edit, offered) = offer_edit(&sdp.media[0], &request(&["G722"], &[], &[])).unwrap();
+        assert_eq!(edit.formats, ["8", "0", "9", "101"]);
+        assert_eq!(edit.add, ["rtpmap:9 G722/8000"]);
+        let answer = "v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP 9\r\n";
+        let (_, plan) = answer_plan(&offered, &Sdp::parse(answer).unwrap().media[0]).unwrap();
+        assert_eq!((plan[0].codec, plan[1].codec), (Codec::Pcma, Codec::G722));
+        assert_eq!(plan[1].payload_type, 9);
+    }
+
+    #[test]
+    fn mask_hides_but_keeps_for_the_offerer_and_nothing_to_do_is_none() {
+        let sdp = Sdp::parse(OFFER).unwrap();
+        let (edit, offered) =
+            offer_edit(&sdp.media[0], &request(&["PCMU"], &[], &["PCMA"])).unwrap();
+        // PCMU is already offered (static 0): only PCMA goes, and it stays usable.
+        assert_eq!(edit.formats, ["0", "101"]);
+        assert_eq!(edit.drop, [8]);
+        assert!(edit.add.is_empty());
+        assert_eq!(offered.offerer.len(), 3);
+        let out = rewrite(&sdp, Some(edit));
+        assert!(out.contains("m=audio 30000 RTP/AVP 0 101\r\n"), "{out}");
+        assert!(!out.contains("PCMA"), "{out}");
+        assert!(offer_edit(&sdp.media[0], &request(&["PCMA"], &[], &[])).is_none());
+        assert!(offer_edit(&sdp.media[0], &CodecRequest::default()).is_none());
+        // Nothing to transcode from: G.729 only, so Opus is not offered.
+        let g729 = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 18");
+        let sdp = Sdp::parse(&g729).unwrap();
+        assert!(offer_edit(&sdp.media[0], &request(&["opus"], &[], &[])).is_none());
+    }
+
+    #[test]
+    fn an_answer_in_an_added_codec_makes_a_plan_and_is_rewritten_for_the_offerer() {
+        let sdp = Sdp::parse(OFFER).unwrap();
+        let (_, offered) = offer_edit(&sdp.media[0], &request(&["opus"], &["PCMU"], &[])).unwrap();
+        let answer = "v=0\r\no=- 2 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
+            m=audio 5000 RTP/AVP 96 97\r\na=rtpmap:96 opus/48000/2\r\na=fmtp:96 useinbandfec=1\r\n\
+            a=rtpmap:97 telephone-event/48000\r\na=fmtp:97 0-16\r\n";
+        let asdp = Sdp::parse(answer).unwrap();
+        let (edit, plan) = answer_plan(&offered, &asdp.media[0]).unwrap();
+        assert_eq!(
+            plan,
+            [
+                LegCodec {
+                    payload_type: 8,
+                    codec: Codec::Pcma,
+                    event_payload_type: Some(101)
+                },
+                LegCodec {
+                    payload_type: 96,
+                    codec: Codec::Opus,
+                    event_payload_type: Some(97)
+                }
+            ]
+        );
+        assert_eq!(
+            rewrite(&asdp, Some(edit)),
+            "v=0\r\no=- 2 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n\
+             m=audio 30000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
+             a=sendrecv\r\na=rtcp:30001\r\n"
+        );
+        // An answer in the offerer's own codec is relayed as it is.
+        let same = answer.replace("RTP/AVP 96 97", "RTP/AVP 8");
+        let ssdp = Sdp::parse(&same).unwrap();
+        assert!(answer_plan(&offered, &ssdp.media[0]).is_none());
+        // Without events on the answerer's side, none are mapped (nor offered back).
+        let quiet = "v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP 0\r\n";
+        let (_, offered) = offer_edit(
+            &Sdp::parse(&OFFER.replace("8 0 101", "8 101"))
+                .unwrap()
+                .media[0],
+            &request(&["PCMU"], &[], &[]),
+        )
+        .unwrap();
+        let (edit, plan) = answer_plan(&offered, &Sdp::parse(quiet).unwrap().media[0]).unwrap();
+        assert_eq!(plan[0].event_payload_type, None);
+        assert_eq!(plan[1].codec, Codec::Pcmu);
+        assert_eq!(edit.formats, ["8"]);
+    }
+}
