@@ -67,8 +67,14 @@ relayed=$(metric $HTTP 'tandem_dp_relayed_packets_total')
 dropped=$(metric $HTTP 'tandem_dp_dropped_packets_total')
 echo "RTP expected=$expected relayed=$relayed dropped=$dropped"
 curl -fsS "http://127.0.0.1:$HTTP/metrics" | grep '^tandem_dp_dropped_packets_total' | grep -v ' 0$' || true
-[ "$relayed" -eq "$expected" ] || fail "relayed $relayed RTP packets, expected $expected"
-[ "$dropped" -eq 0 ] || fail "$dropped packets dropped"
+# The UAS echoes; the caller's last packets' echo can reach Tandem after the caller ended its call
+# and closed its port, and the kernel refuses the send (ICMP port unreachable: send_failed). That
+# is the peer leaving, not Tandem losing media; anything else must be exact.
+refused=$(curl -fsS "http://127.0.0.1:$HTTP/metrics" |
+  awk '/^tandem_dp_dropped_packets_total\{.*reason="send_failed"/ {s += $NF} END {printf "%d\n", s}')
+[ "$refused" -le 2 ] || fail "$refused sends refused"
+[ "$((relayed + refused))" -eq "$expected" ] || fail "relayed $relayed RTP packets (+$refused refused), expected $expected"
+[ "$((dropped - refused))" -eq 0 ] || fail "$((dropped - refused)) packets dropped"
 
 # 2. The callee hangs up; 3. the caller cancels while it rings; 4. hold and resume.
 run_calls callee_bye "$SCEN/uas_callee_bye.xml" "$SCEN/uac_wait_bye.xml" 5
