@@ -152,7 +152,8 @@ fn provision(
         post(
             "/queues",
             json!({"name": queue, "strategy": "longest-idle", "service_level_s": 20,
-                   "skills": [{"skill": skill, "level": 1}], "ring_timeout_s": 15, "wrapup_s": 1}),
+                   "skills": [{"skill": skill, "level": 1}], "ring_timeout_s": 15, "wrapup_s": 1,
+                   "announce_period_s": 10}),
         )?;
         post(
             "/routes",
@@ -423,6 +424,21 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Every finished call has a durable record by now (replies waited for them).
     let stored = count_items(http, &token, "/api/v1/tenants/demo/calls")?;
     row("call records in storage (API)", stored.to_string());
+    // Each leg's reception quality as the data plane measured it, from the stored records.
+    let [callers, agents_legs] = leg_mos(http, &token)?;
+    for (name, mut mos) in [
+        ("MOS callers → Tandem (E-model)", callers),
+        ("MOS agents → Tandem (E-model)", agents_legs),
+    ] {
+        mos.sort_by(f64::total_cmp);
+        let value = match (mos.first(), mos.get(mos.len() / 2)) {
+            (Some(min), Some(median)) => {
+                format!("median {median:.2}, min {min:.2} ({} legs)", mos.len())
+            }
+            _ => "no rated legs".to_string(),
+        };
+        row(name, value);
+    }
     println!("  └──────────────────────────────────┴──────────────────────────────┘");
     println!(
         "  (RTP in flight when a call hangs up is not returned: expect slightly under 100 %.)"
@@ -489,9 +505,33 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The E-model MOS of every stored call's caller and callee legs (G.711 legs that carried RTP).
+fn leg_mos(http: SocketAddr, token: &str) -> anyhow::Result<[Vec<f64>; 2]> {
+    let mut mos = [Vec::new(), Vec::new()];
+    for_each_item(http, token, "/api/v1/tenants/demo/calls", |call| {
+        for (i, leg) in ["caller", "callee"].into_iter().enumerate() {
+            if let Some(m) = call["media"][leg]["quality"]["mos"].as_f64() {
+                mos[i].push(m);
+            }
+        }
+    })?;
+    Ok(mos)
+}
+
 /// Items of one of the demo tenant's lists (call records, queue events), counted page by page.
 fn count_items(http: SocketAddr, token: &str, path: &str) -> anyhow::Result<usize> {
     let mut count = 0;
+    for_each_item(http, token, path, |_| count += 1)?;
+    Ok(count)
+}
+
+/// Hands every item of one of the demo tenant's lists to `f`, page by page.
+fn for_each_item(
+    http: SocketAddr,
+    token: &str,
+    path: &str,
+    mut f: impl FnMut(&serde_json::Value),
+) -> anyhow::Result<()> {
     let mut offset = 0;
     loop {
         let page = api(
@@ -501,10 +541,14 @@ fn count_items(http: SocketAddr, token: &str, path: &str) -> anyhow::Result<usiz
             &format!("{path}?limit=500&offset={offset}"),
             None,
         )?;
-        count += page["items"].as_array().map_or(0, |a| a.len());
+        page["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .for_each(&mut f);
         match page["next_offset"].as_i64() {
             Some(next) => offset = next,
-            None => return Ok(count),
+            None => return Ok(()),
         }
     }
 }

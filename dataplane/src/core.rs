@@ -574,6 +574,13 @@ impl Core {
         codecs: Option<[crate::api::LegCodec; 2]>,
     ) -> Result<(), CoreError> {
         let index = self.sessions.resolve(id).ok_or(CoreError::UnknownSession)?;
+        if let Some(legs) = codecs {
+            for (leg, c) in [LegIndex::A, LegIndex::B].into_iter().zip(legs) {
+                let clock = c.codec.rtp_clock_hz();
+                self.sessions
+                    .set_signalled_media(index, leg, c.payload_type, clock);
+            }
+        }
         let pair = match codecs {
             Some([a, b]) if a.codec != b.codec => {
                 let (ra, rb) = (self.random(), self.random());

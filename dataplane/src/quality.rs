@@ -106,10 +106,19 @@ impl LegQuality {
         self.has_source = true;
     }
 
+    /// What signalling says the peer sends (a codec plan): its media payload type and RTP clock,
+    /// so dynamic payload types (Opus) get jitter too.
+    pub fn set_signalled_media(&mut self, payload_type: u8, clock_hz: u32) {
+        self.set_media_clock(payload_type, clock_hz);
+    }
+
     /// Takes `payload_type` as the leg's media (first packet, or the first with a known clock).
     #[cold]
     fn set_media(&mut self, payload_type: u8) {
-        let clock_hz = static_clock_hz(payload_type);
+        self.set_media_clock(payload_type, static_clock_hz(payload_type));
+    }
+
+    fn set_media_clock(&mut self, payload_type: u8, clock_hz: u32) {
         if clock_hz != self.clock_hz {
             // Jitter is in clock units: a new clock starts a new maximum and a new estimate.
             self.max_jitter = 0;
@@ -296,6 +305,20 @@ mod tests {
         assert_eq!(r.payload_type, 8);
         assert_eq!((r.expected, r.lost), (60, 0));
         assert_eq!(r.max_jitter_us, Some(0), "{r:?}");
+    }
+
+    #[test]
+    fn a_signalled_clock_gives_dynamic_payload_types_jitter() {
+        let mut q = LegQuality::default();
+        q.set_signalled_media(111, 48_000);
+        for i in 0..10u16 {
+            let late = if i == 5 { 5 * MS } else { 0 };
+            q.on_rtp(&rtp(111, i, i as u32 * 960, 3), i as u64 * 20 * MS + late);
+        }
+        let r = q.report();
+        assert_eq!(r.payload_type, 111);
+        // One packet 5 ms late: |D| = 5 ms twice, each adding 1/16: ~0.6 ms.
+        assert!((400..800).contains(&r.max_jitter_us.unwrap()), "{r:?}");
     }
 
     #[test]

@@ -245,6 +245,17 @@ impl Sessions {
         self.slots[index as usize].legs[leg as usize].playing = playing;
     }
 
+    /// Tells `leg`'s quality measurement what its peer sends (from a codec plan).
+    pub fn set_signalled_media(
+        &mut self,
+        index: u32,
+        leg: LegIndex,
+        payload_type: u8,
+        clock_hz: u32,
+    ) {
+        self.quality[index as usize * 2 + leg as usize].set_signalled_media(payload_type, clock_hz);
+    }
+
     /// Marks RTP from `leg`'s peer as transcoded (or relayed untouched again).
     pub fn set_transcode(&mut self, index: u32, leg: LegIndex, on: bool) {
         self.slots[index as usize].legs[leg as usize].transcode = on;
