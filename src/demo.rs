@@ -427,13 +427,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Each leg's reception quality as the data plane measured it, from the stored records.
     let [callers, agents_legs] = leg_mos(http, &token)?;
     for (name, mut mos) in [
-        ("MOS callers → Tandem (E-model)", callers),
-        ("MOS agents → Tandem (E-model)", agents_legs),
+        ("median MOS, callers → Tandem", callers),
+        ("median MOS, agents → Tandem", agents_legs),
     ] {
         mos.sort_by(f64::total_cmp);
         let value = match (mos.first(), mos.get(mos.len() / 2)) {
             (Some(min), Some(median)) => {
-                format!("median {median:.2}, min {min:.2} ({} legs)", mos.len())
+                format!("{median:.2} (min {min:.2}, {} legs)", mos.len())
             }
             _ => "no rated legs".to_string(),
         };
