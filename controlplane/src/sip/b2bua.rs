@@ -206,6 +206,18 @@ struct Leg {
 }
 
 impl Leg {
+    /// Takes what a 2xx to our INVITE says about the dialog (RFC 3261 §12.1.2): the peer's tag
+    /// and To, its target, and the route set (Record-Route in reverse).
+    fn confirm(&mut self, res: &Message) {
+        self.remote_tag = res.to_tag().map(str::to_string);
+        self.remote = res.get("To").unwrap_or_default().to_string();
+        if let Some(target) = res.contact_uri() {
+            self.remote_target = target.to_string();
+        }
+        self.route_set = res.get_all("Record-Route").map(str::to_string).collect();
+        self.route_set.reverse();
+    }
+
     fn request(&mut self, method: Method, contact: &str) -> Message {
         let mut m = Message::request(method.clone(), self.remote_target.clone());
         if method != Method::Ack {
@@ -1518,13 +1530,7 @@ impl Engine {
             return;
         }
         let Some(b) = c.b.as_mut() else { return };
-        b.remote_tag = res.to_tag().map(str::to_string);
-        b.remote = res.get("To").unwrap_or_default().to_string();
-        if let Some(target) = res.contact_uri() {
-            b.remote_target = target.to_string();
-        }
-        b.route_set = res.get_all("Record-Route").map(str::to_string).collect();
-        b.route_set.reverse();
+        b.confirm(&res);
         let ack = b.request(Method::Ack, &contact);
         let peer = b.peer;
         let ack_bytes = self.tx.send_ack(ack, peer);
@@ -2326,13 +2332,7 @@ impl Engine {
                 self.notify_transferor(now, call, &format!("SIP/2.0 {code} {reason}"), true);
                 let c = self.calls.get_mut(&call).expect("checked");
                 let mut t = c.transfer.take().expect("checked");
-                t.leg.remote_tag = res.to_tag().map(str::to_string);
-                t.leg.remote = res.get("To").unwrap_or_default().to_string();
-                if let Some(target) = res.contact_uri() {
-                    t.leg.remote_target = target.to_string();
-                }
-                t.leg.route_set = res.get_all("Record-Route").map(str::to_string).collect();
-                t.leg.route_set.reverse();
+                t.leg.confirm(&res);
                 let ack = t.leg.request(Method::Ack, &contact);
                 let answer = res
                     .body_str()

@@ -357,13 +357,7 @@ impl Engine {
             return;
         };
         let a = &mut c.a;
-        a.remote_tag = res.to_tag().map(str::to_string);
-        a.remote = res.get("To").unwrap_or_default().to_string();
-        if let Some(target) = res.contact_uri() {
-            a.remote_target = target.to_string();
-        }
-        a.route_set = res.get_all("Record-Route").map(str::to_string).collect();
-        a.route_set.reverse();
+        a.confirm(&res);
         let ack = a.request(Method::Ack, &contact_header);
         let peer = a.peer;
         let ack_bytes = self.tx.send_ack(ack, peer);

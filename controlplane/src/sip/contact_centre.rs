@@ -1353,13 +1353,7 @@ impl Engine {
                     OfferState::Trying | OfferState::Ringing => {}
                 }
                 let leg = &mut o.leg;
-                leg.remote_tag = res.to_tag().map(str::to_string);
-                leg.remote = res.get("To").unwrap_or_default().to_string();
-                if let Some(target) = res.contact_uri() {
-                    leg.remote_target = target.to_string();
-                }
-                leg.route_set = res.get_all("Record-Route").map(str::to_string).collect();
-                leg.route_set.reverse();
+                leg.confirm(&res);
                 let ack = leg.request(Method::Ack, &contact);
                 let peer = leg.peer;
                 let ack_bytes = self.tx.send_ack(ack, peer);
