@@ -337,6 +337,8 @@ impl Core {
         self.counters.played_bytes += report.played_bytes;
         self.counters
             .drop(DropReason::SendFailed, report.failed as u64);
+        self.counters
+            .drop(DropReason::PeerUnreachable, report.unreachable as u64);
     }
 
     fn run_timers(&mut self, now: u64) {

@@ -17,8 +17,12 @@ pub enum DropReason {
     ForeignSource,
     /// The other leg's address is not known yet (no answer) .
     NoDestination,
-    /// The kernel refused to send it.
+    /// The kernel refused to send it for a local reason (no buffer space, socket gone).
     SendFailed,
+    /// The kernel refused to send it because an ICMP error said the peer's port or host is
+    /// unreachable, and the one retry failed too: the peer has gone (a phone that hung up and
+    /// closed its port while the other side still talks), not a loss inside Tandem.
+    PeerUnreachable,
     /// The kernel dropped it because the socket's receive queue was full (overload edge).
     SocketOverflow,
     /// Waited in the socket queue longer than the age limit (a stall): relaying audio that old
@@ -32,12 +36,13 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Malformed,
         DropReason::Truncated,
         DropReason::ForeignSource,
         DropReason::NoDestination,
         DropReason::SendFailed,
+        DropReason::PeerUnreachable,
         DropReason::SocketOverflow,
         DropReason::Stale,
         DropReason::Playback,
@@ -51,6 +56,7 @@ impl DropReason {
             DropReason::ForeignSource => "foreign_source",
             DropReason::NoDestination => "no_destination",
             DropReason::SendFailed => "send_failed",
+            DropReason::PeerUnreachable => "peer_unreachable",
             DropReason::SocketOverflow => "socket_overflow",
             DropReason::Stale => "stale",
             DropReason::Playback => "playback",

@@ -245,6 +245,88 @@ fn a_leg_latched_by_an_unrelayable_packet_still_receives(io: IoKind, port_min: u
     dp.shutdown();
 }
 
+/// A connected socket reports a datagram's ICMP "port unreachable" on its next call, and that
+/// call sends nothing. A peer that closes its port for a moment (a phone re-binding its socket)
+/// must not cost the first packet after it is back; a peer that stays gone is counted as
+/// `peer_unreachable`, never as a local send failure.
+fn a_peer_back_from_a_closed_port_loses_nothing(io: IoKind, port_min: u16) {
+    let (dp, mut core) = start(io, port_min, 10, 60_000);
+    let (a, b) = (endpoint(), endpoint());
+    let b_addr = b.local_addr().unwrap();
+    let Event::Created { ports, .. } = call(
+        &mut core,
+        Command::Create {
+            token: 1,
+            a: leg(&a),
+            b: leg(&b),
+        },
+    ) else {
+        panic!("create failed")
+    };
+    let to_a_side = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let to_b_side = SocketAddr::from(([127, 0, 0, 1], ports[1]));
+    let mut buf = [0u8; 2048];
+    // Both peers latch.
+    b.send_to(&rtp(1), to_b_side).unwrap();
+    a.recv_from(&mut buf).unwrap();
+    a.send_to(&rtp(2), to_a_side).unwrap();
+    b.recv_from(&mut buf).unwrap();
+
+    let mut b = Some(b);
+    for round in 0..5u16 {
+        // B closes its port; the next packet toward it draws an ICMP error onto Tandem's B side.
+        drop(b.take());
+        a.send_to(&rtp(100 + round), to_a_side).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        // B is back on the same port: every packet from now on must arrive.
+        let back = UdpSocket::bind(b_addr).unwrap();
+        back.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        for seq in 0..3u16 {
+            let seq = 1000 + round * 10 + seq;
+            a.send_to(&rtp(seq), to_a_side).unwrap();
+            let (n, _) = back
+                .recv_from(&mut buf)
+                .expect("packet after the port came back");
+            assert_eq!((n, &buf[2..4]), (172, &seq.to_be_bytes()[..]));
+        }
+        b = Some(back);
+    }
+
+    // B leaves for good, and A's packets reach Tandem in bursts (one batch): each is either
+    // sent (drawing an ICMP error) or counted as the peer's loss, never as a local failure.
+    drop(b.take());
+    std::thread::sleep(Duration::from_millis(20));
+    let before = core.stats.snapshot();
+    for burst in 0..4u16 {
+        for seq in 0..10u16 {
+            a.send_to(&rtp(2000 + burst * 10 + seq), to_a_side).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let after = core.stats.snapshot();
+    let unreachable = after.drops[DropReason::PeerUnreachable as usize];
+    assert_eq!(after.drops[DropReason::SendFailed as usize], 0);
+    assert_eq!(
+        after.relayed_packets - before.relayed_packets + unreachable,
+        40,
+        "{:?}",
+        after.drops
+    );
+    drop(core);
+    dp.shutdown();
+}
+
+#[test]
+fn portable_a_peer_back_from_a_closed_port_loses_nothing() {
+    a_peer_back_from_a_closed_port_loses_nothing(IoKind::Portable, 45000);
+}
+
+#[test]
+fn uring_a_peer_back_from_a_closed_port_loses_nothing() {
+    a_peer_back_from_a_closed_port_loses_nothing(IoKind::Uring, 45400);
+}
+
 #[test]
 fn portable_latched_by_an_unrelayable_packet_still_receives() {
     a_leg_latched_by_an_unrelayable_packet_still_receives(IoKind::Portable, 44200);

@@ -58,3 +58,22 @@ start_tandem() {
 metric() {
   curl -fsS "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) == 1 {s += $NF} END {printf "%d\n", s}'
 }
+
+# expect_every_packet_relayed HTTP_PORT EXPECTED: every RTP packet the peers sent crossed Tandem.
+# The one allowance: SIPp's UAS echoes, and the echo of a caller's last packets can reach Tandem
+# after the caller ended its call and closed its port (sooner than usual when a busy machine
+# stalls Tandem for a moment); the kernel then refuses the send with the peer's ICMP error
+# (`peer_unreachable`). That is the peer leaving, bounded to a call's tail (2% of the packets);
+# every other count, local send failures included, must be exact.
+expect_every_packet_relayed() {
+  local http=$1 expected=$2 relayed dropped gone
+  relayed=$(metric "$http" 'tandem_dp_relayed_packets_total')
+  dropped=$(metric "$http" 'tandem_dp_dropped_packets_total')
+  gone=$(curl -fsS "http://127.0.0.1:$http/metrics" |
+    awk '/^tandem_dp_dropped_packets_total\{.*reason="peer_unreachable"/ {s += $NF} END {printf "%d\n", s}')
+  echo "RTP expected=$expected relayed=$relayed dropped=$dropped (peer gone: $gone)"
+  curl -fsS "http://127.0.0.1:$http/metrics" | grep '^tandem_dp_dropped_packets_total' | grep -v ' 0$' || true
+  [ "$((gone * 50))" -le "$expected" ] || fail "$gone packets toward peers that had gone"
+  [ "$((relayed + gone))" -eq "$expected" ] || fail "relayed $relayed RTP packets (+$gone to gone peers), expected $expected"
+  [ "$((dropped - gone))" -eq 0 ] || fail "$((dropped - gone)) packets dropped"
+}

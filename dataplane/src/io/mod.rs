@@ -261,8 +261,12 @@ pub struct SendReport {
     /// Of `sent` and `bytes`: the datagrams queued with [`TxBatch::push_played`].
     pub played: u32,
     pub played_bytes: u64,
-    /// Datagrams the kernel refused (ECONNREFUSED from an ICMP error, ENOBUFS, ...); not retried.
+    /// Datagrams the kernel refused for a local reason (ENOBUFS, a closed socket, ...).
     pub failed: u32,
+    /// Datagrams refused because of an ICMP error from the peer (ECONNREFUSED, EHOSTUNREACH,
+    /// ENETUNREACH) twice: a connected socket reports an earlier datagram's ICMP error on the next
+    /// call, which then sends nothing, so each backend sends such a datagram once more.
+    pub unreachable: u32,
 }
 
 /// A core's socket set. Implementations own every file descriptor they open and close them on
@@ -289,9 +293,19 @@ pub trait Backend {
     fn receive(&mut self, rx: &mut RxBatch, timeout: Option<Duration>) -> io::Result<()>;
 
     /// Sends (or queues for sending no later than the next `receive`) every datagram in `tx`,
-    /// best effort: failures are counted, not retried. Clears `tx`; the backend keeps no pointer
+    /// best effort: failures are counted, not retried, except once after an ICMP error
+    /// (see [`SendReport::unreachable`]). Clears `tx`; the backend keeps no pointer
     /// into it.
     fn send(&mut self, tx: &mut TxBatch) -> SendReport;
+}
+
+/// Whether a failed send's errno is an earlier datagram's ICMP error reported late: the datagram
+/// itself was not sent and may be sent again.
+pub fn is_icmp_error(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH
+    )
 }
 
 /// Sizing a backend is told at construction.

@@ -267,6 +267,8 @@ impl Backend for Portable {
                 h.msg_hdr.msg_flags = 0;
             }
             let mut done = 0usize;
+            // The datagram at `done` has been refused once for an earlier datagram's ICMP error.
+            let mut retried = false;
             while done < count {
                 // SAFETY: headers point into tx's buffers, which live until this function returns.
                 let n = unsafe {
@@ -278,10 +280,24 @@ impl Backend for Portable {
                     )
                 };
                 if n <= 0 {
-                    // The first datagram failed (refused, no buffer space): skip it and go on.
-                    report.failed += 1;
+                    let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                    if super::is_icmp_error(errno) && !retried {
+                        // The error was an earlier datagram's and is now cleared; this one was
+                        // not sent. Once more.
+                        retried = true;
+                        continue;
+                    }
+                    // The first datagram failed (the peer still refuses, no buffer space): skip
+                    // it and go on.
+                    if super::is_icmp_error(errno) {
+                        report.unreachable += 1;
+                    } else {
+                        report.failed += 1;
+                    }
+                    retried = false;
                     done += 1;
                 } else {
+                    retried = false;
                     report.sent += n as u32;
                     for (k, v) in self.iovecs[done..done + n as usize].iter().enumerate() {
                         report.bytes += v.iov_len as u64;

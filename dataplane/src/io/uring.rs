@@ -289,10 +289,7 @@ impl Uring {
         // reported by whichever call touches the socket first. With epoll the receive side
         // usually consumes it; here the send may, and the datagram was not sent: send it again,
         // once, now that the error is cleared.
-        let icmp = matches!(
-            -res,
-            libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH
-        );
+        let icmp = res < 0 && super::is_icmp_error(-res);
         if icmp && attempt == 0 {
             let k = tx_slot as usize;
             let live = self
@@ -320,6 +317,8 @@ impl Uring {
                 self.pending_report.played += 1;
                 self.pending_report.played_bytes += len;
             }
+        } else if icmp {
+            self.pending_report.unreachable += 1;
         } else {
             self.pending_report.failed += 1;
         }
