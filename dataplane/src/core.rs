@@ -5,9 +5,12 @@
 //! batch → report DTMF keys → run due timers → publish counters. It never blocks on anything
 //! but the backend's wait, never allocates after start, and never takes a lock.
 
-use crate::api::{ClipSequence, Command, CoreError, Event, LegIndex, LegParams, SessionId};
+use crate::api::{
+    ClipSequence, Command, CoreError, Event, LegCodec, LegIndex, LegParams, MonitorMode, SessionId,
+};
 use crate::clip::{law_of_payload_type, Clip};
 use crate::io::{signal_eventfd, Backend, RxBatch, TxBatch};
+use crate::monitor::{self, AttachError, Monitors};
 use crate::playback::{Player, Players, MAX_BURST};
 use crate::session::{Sessions, TimerAction, Verdict, PORTS_PER_SESSION};
 use crate::stats::{CoreStats, Counters, DropReason};
@@ -67,6 +70,8 @@ pub struct Core {
     players: Players,
     /// One slot per session leg, filled by `SetCodecs` when the legs' codecs differ.
     transcoders: Transcoders,
+    /// Supervisors attached to calls, and their mixes.
+    monitors: Monitors,
     /// SplitMix64 state for playback SSRCs and initial sequence numbers and timestamps.
     rng: u64,
 }
@@ -103,6 +108,7 @@ impl Core {
         Core {
             players: Players::new(cfg.capacity),
             transcoders: Transcoders::new(cfg.capacity),
+            monitors: Monitors::new(cfg.capacity),
             clips,
             // Distinct per core and per start; nothing depends on it but stream identities.
             rng: realtime_ns() ^ (cfg.id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -142,13 +148,14 @@ impl Core {
                 signal_eventfd(self.notify_fd);
             }
             let now = monotonic_ns();
-            let hint = match (
+            let hint = [
                 self.wheel.sleep_hint_ns(now),
                 self.players.sleep_hint_ns(now),
-            ) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+                self.monitors.sleep_hint_ns(now),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = hint.map(Duration::from_nanos);
             if self.backend.receive(&mut self.rx, timeout).is_err() {
                 // epoll/io_uring wait failed (EBADF would mean a bug): don't spin hot on it.
@@ -158,6 +165,7 @@ impl Core {
             let now = monotonic_ns();
             self.relay_batch(now);
             self.play(now);
+            self.mix(now);
             self.flush();
             self.report_dtmf();
             self.run_timers(now);
@@ -213,6 +221,20 @@ impl Core {
                     let pushed = self.tx.push(out_slot, dest, self.rx.packet(i));
                     debug_assert!(pushed);
                     self.tx_rx_ns.push(meta.rx_realtime_ns);
+                    self.tap(meta.slot, i);
+                }
+                Verdict::Mix { latch, in_key } => {
+                    if let Some(peer) = latch {
+                        self.latch(meta.slot, peer);
+                    }
+                    let packet = self.rx.packet(i);
+                    if self
+                        .monitors
+                        .feed(in_key / 2, (in_key % 2) as usize, packet)
+                        .is_err()
+                    {
+                        self.counters.drop(DropReason::Mix, 1);
+                    }
                 }
                 Verdict::Transcode {
                     out_slot,
@@ -251,6 +273,7 @@ impl Core {
                         }
                         Err(_) => self.counters.drop(DropReason::Transcode, 1),
                     }
+                    self.tap(meta.slot, i);
                 }
             }
         }
@@ -285,6 +308,53 @@ impl Core {
                 }
             }
             self.players.set(i, p);
+        }
+    }
+
+    /// A packet relayed on a monitored call is also decoded for its supervisor's mix (listen,
+    /// and the agent's voice in whisper). Packets on RTCP ports, and anything but the leg's
+    /// audio, are not taken; the relay has them already, so that is no drop.
+    fn tap(&mut self, slot: u32, i: usize) {
+        if self.monitors.is_empty() || slot % 2 == 1 {
+            return;
+        }
+        let index = slot / PORTS_PER_SESSION;
+        if self.monitors.contains(index) {
+            let leg = (slot % PORTS_PER_SESSION / 2) as usize;
+            let _ = self.monitors.feed(index, leg, self.rx.packet(i));
+        }
+    }
+
+    /// Mixes the supervisor frames due at `now` (up to [`MAX_BURST`] per monitor after a
+    /// stall, as playback) and queues them to each listener of a mix.
+    fn mix(&mut self, now: u64) {
+        let due = self.monitors.due(now);
+        if due == 0 {
+            return;
+        }
+        let frames = due.min(MAX_BURST);
+        for i in 0..self.monitors.len() {
+            self.monitors.skip(i, due - frames);
+            for _ in 0..frames {
+                // A frame sends at most three packets (caller, agent, supervisor).
+                if self.tx.room() < 3 {
+                    self.flush();
+                }
+                let (sessions, tx) = (&self.sessions, &mut self.tx);
+                self.monitors.mix_frame(i, |index, leg, header, payload| {
+                    // A leg being played a clip hears the clip, not the mix.
+                    if sessions
+                        .get(index)
+                        .is_none_or(|s| s.legs[leg as usize].playing)
+                    {
+                        return false;
+                    }
+                    match sessions.play_target(index, leg) {
+                        Some((slot, dest)) => tx.push_played(slot, dest, header, payload),
+                        None => false,
+                    }
+                });
+            }
         }
     }
 
@@ -502,6 +572,28 @@ impl Core {
                     };
                     self.push_event(event);
                 }
+                Command::AttachMonitor {
+                    token,
+                    id,
+                    supervisor,
+                    mode,
+                    codecs,
+                } => {
+                    let result = self.attach_monitor(id, supervisor, mode, codecs);
+                    self.answer(token, result);
+                }
+                Command::SetMonitorMode { token, id, mode } => {
+                    let result = self.set_monitor_mode(id, mode);
+                    self.answer(token, result);
+                }
+                Command::DetachMonitor { token, id } => {
+                    let result = match self.sessions.resolve(id) {
+                        Some(index) if self.detach_monitor(index) => Ok(()),
+                        Some(_) => Err(CoreError::MonitorConflict),
+                        None => Err(CoreError::UnknownSession),
+                    };
+                    self.answer(token, result);
+                }
                 Command::Query { token, id } => {
                     let event = match self.sessions.resolve(id) {
                         Some(index) => Event::Stats {
@@ -601,6 +693,63 @@ impl Core {
         Ok(())
     }
 
+    /// Attaches session `supervisor` (leg A: the supervisor's phone) to call `id` in `mode`.
+    fn attach_monitor(
+        &mut self,
+        id: SessionId,
+        supervisor: SessionId,
+        mode: MonitorMode,
+        codecs: [LegCodec; 3],
+    ) -> Result<(), CoreError> {
+        let index = self.sessions.resolve(id).ok_or(CoreError::UnknownSession)?;
+        let sup = self
+            .sessions
+            .resolve(supervisor)
+            .ok_or(CoreError::UnknownSession)?;
+        let seeds = [self.random(), self.random(), self.random()];
+        self.monitors
+            .attach(index, sup, mode, codecs, seeds, monotonic_ns())
+            .map_err(|e| match e {
+                AttachError::Conflict => CoreError::MonitorConflict,
+                AttachError::Codec => CoreError::UnsupportedCodec,
+            })?;
+        // A supervisor's session is its leg A alone: nothing may arrive on, or be relayed out
+        // of, leg B's ports. Its leg A's RTP goes to the mix from now on, attached or not.
+        let first = sup * PORTS_PER_SESSION;
+        self.backend.close(first + 2);
+        self.backend.close(first + 3);
+        self.sessions.set_mixed(sup, LegIndex::A, true);
+        self.apply_monitor_mode(index, mode);
+        Ok(())
+    }
+
+    fn set_monitor_mode(&mut self, id: SessionId, mode: MonitorMode) -> Result<(), CoreError> {
+        let index = self.sessions.resolve(id).ok_or(CoreError::UnknownSession)?;
+        self.monitors
+            .set_mode(index, mode)
+            .map_err(|_| CoreError::MonitorConflict)?;
+        self.apply_monitor_mode(index, mode);
+        Ok(())
+    }
+
+    /// Which of the call's legs go through the mix rather than the relay.
+    fn apply_monitor_mode(&mut self, index: u32, mode: MonitorMode) {
+        let [a, b] = monitor::mixed_legs(mode);
+        self.sessions.set_mixed(index, LegIndex::A, a);
+        self.sessions.set_mixed(index, LegIndex::B, b);
+    }
+
+    /// Ends the monitor session `index` takes part in (as call or supervisor); false if none.
+    /// The call is relayed plainly again.
+    fn detach_monitor(&mut self, index: u32) -> bool {
+        let Some((call, _supervisor)) = self.monitors.detach(index) else {
+            return false;
+        };
+        self.sessions.set_mixed(call, LegIndex::A, false);
+        self.sessions.set_mixed(call, LegIndex::B, false);
+        true
+    }
+
     /// SplitMix64.
     fn random(&mut self) -> u64 {
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -685,9 +834,18 @@ impl Core {
         self.players.stop(Player::key(index, LegIndex::B));
         self.transcoders.set(index * 2, None);
         self.transcoders.set(index * 2 + 1, None);
+        self.detach_monitor(index);
         self.free.push_back(index);
         self.counters.sessions_active -= 1;
         self.sessions.deactivate(index)
+    }
+
+    /// `Updated`, or `Failed` with the error.
+    fn answer(&mut self, token: u64, result: Result<(), CoreError>) {
+        self.push_event(match result {
+            Ok(()) => Event::Updated { token },
+            Err(error) => Event::Failed { token, error },
+        });
     }
 
     fn push_event(&mut self, event: Event) {

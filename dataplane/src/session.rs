@@ -84,6 +84,9 @@ pub struct Leg {
     /// RTP from this leg's peer is transcoded for the other leg (the core holds the
     /// transcoder, `crate::transcode`); RTCP is relayed as before.
     pub transcode: bool,
+    /// RTP from this leg's peer goes to the core's supervisor mix (`crate::monitor`) instead
+    /// of to the other leg: a supervisor's leg, or a monitored leg in whisper or barge.
+    pub mixed: bool,
 }
 
 impl Default for Leg {
@@ -96,6 +99,7 @@ impl Default for Leg {
             playing: false,
             dtmf_pt: NO_DTMF,
             transcode: false,
+            mixed: false,
         }
     }
 }
@@ -139,6 +143,11 @@ pub enum Verdict {
     Transcode {
         out_slot: u32,
         dest: Option<SocketAddr>,
+        latch: Option<SocketAddr>,
+        in_key: u32,
+    },
+    /// RTP for the core's supervisor mix (`in_key`: session index * 2 + the receiving leg).
+    Mix {
         latch: Option<SocketAddr>,
         in_key: u32,
     },
@@ -261,6 +270,11 @@ impl Sessions {
         self.slots[index as usize].legs[leg as usize].transcode = on;
     }
 
+    /// Sends RTP from `leg`'s peer to the supervisor mix (or relays it again).
+    pub fn set_mixed(&mut self, index: u32, leg: LegIndex, on: bool) {
+        self.slots[index as usize].legs[leg as usize].mixed = on;
+    }
+
     /// Sets (or clears) the telephone-event payload type of `leg`; any event in progress is
     /// forgotten.
     pub fn set_dtmf(&mut self, index: u32, leg: LegIndex, payload_type: Option<u8>) {
@@ -365,18 +379,27 @@ impl Sessions {
 
         let dtmf_pt = session.legs[leg_in].dtmf_pt;
         let transcode = session.legs[leg_in].transcode && kind == Kind::Rtp;
+        let mixed = session.legs[leg_in].mixed;
         let out_leg_index = 1 - leg_in;
         let out_leg = &session.legs[out_leg_index];
         let to_rtcp = kind == Kind::Rtcp && !out_leg.rtcp_mux;
         let out = if to_rtcp { &out_leg.rtcp } else { &out_leg.rtp };
         let out_slot = index * PORTS_PER_SESSION + 2 * out_leg_index as u32 + to_rtcp as u32;
-        let verdict = if out_leg.playing {
+        let verdict = if mixed && kind == Kind::Rtp {
+            Verdict::Mix {
+                latch,
+                in_key: index * 2 + leg_in as u32,
+            }
+        } else if out_leg.playing {
             drop_latched(DropReason::Playback, latch)
         } else {
             match out.peer {
                 None => {
-                    let in_stream = stream_mut(&mut session.legs[leg_in], on_rtcp_port);
-                    in_stream.stats.errors += 1;
+                    // A supervisor's leg has no other leg: its RTCP ends here, not in error.
+                    if !mixed {
+                        let in_stream = stream_mut(&mut session.legs[leg_in], on_rtcp_port);
+                        in_stream.stats.errors += 1;
+                    }
                     drop_latched(DropReason::NoDestination, latch)
                 }
                 Some(peer) => {
