@@ -25,6 +25,9 @@ use std::time::Duration;
 const SESSION_CHECK_NS: u64 = 1_000_000_000;
 const WHEEL_TICK_NS: u64 = 100_000_000;
 const WHEEL_SLOTS: usize = 64;
+/// In `Core::to_mix`: the packet is for the mix only (not relayed), so one the mix cannot take
+/// is a drop.
+const MIX_ONLY: u32 = 1 << 31;
 /// Binding retries on other slots when a port is taken by another process.
 const BIND_ATTEMPTS: usize = 64;
 
@@ -72,6 +75,9 @@ pub struct Core {
     transcoders: Transcoders,
     /// Supervisors attached to calls, and their mixes.
     monitors: Monitors,
+    /// Packets of this batch to decode for a supervisor's mix once the relayed ones are sent:
+    /// indices into `rx`, [`MIX_ONLY`] set for those that go nowhere else.
+    to_mix: Vec<u32>,
     /// SplitMix64 state for playback SSRCs and initial sequence numbers and timestamps.
     rng: u64,
 }
@@ -109,6 +115,7 @@ impl Core {
             players: Players::new(cfg.capacity),
             transcoders: Transcoders::new(cfg.capacity),
             monitors: Monitors::new(cfg.capacity),
+            to_mix: Vec::with_capacity(cfg.batch),
             clips,
             // Distinct per core and per start; nothing depends on it but stream identities.
             rng: realtime_ns() ^ (cfg.id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -164,6 +171,11 @@ impl Core {
             self.counters.loop_wakeups += 1;
             let now = monotonic_ns();
             self.relay_batch(now);
+            if !self.to_mix.is_empty() {
+                // What was relayed leaves before anything is decoded for a supervisor.
+                self.flush();
+                self.feed_mix();
+            }
             self.play(now);
             self.mix(now);
             self.flush();
@@ -223,18 +235,12 @@ impl Core {
                     self.tx_rx_ns.push(meta.rx_realtime_ns);
                     self.tap(meta.slot, i);
                 }
-                Verdict::Mix { latch, in_key } => {
+                // The packet's slot names its session and leg, as `in_key` does.
+                Verdict::Mix { latch, .. } => {
                     if let Some(peer) = latch {
                         self.latch(meta.slot, peer);
                     }
-                    let packet = self.rx.packet(i);
-                    if self
-                        .monitors
-                        .feed(in_key / 2, (in_key % 2) as usize, packet)
-                        .is_err()
-                    {
-                        self.counters.drop(DropReason::Mix, 1);
-                    }
+                    self.to_mix.push(i as u32 | MIX_ONLY);
                 }
                 Verdict::Transcode {
                     out_slot,
@@ -312,17 +318,32 @@ impl Core {
     }
 
     /// A packet relayed on a monitored call is also decoded for its supervisor's mix (listen,
-    /// and the agent's voice in whisper). Packets on RTCP ports, and anything but the leg's
-    /// audio, are not taken; the relay has them already, so that is no drop.
+    /// and the agent's voice in whisper), after the batch is sent.
     fn tap(&mut self, slot: u32, i: usize) {
         if self.monitors.is_empty() || slot % 2 == 1 {
             return;
         }
-        let index = slot / PORTS_PER_SESSION;
-        if self.monitors.contains(index) {
-            let leg = (slot % PORTS_PER_SESSION / 2) as usize;
-            let _ = self.monitors.feed(index, leg, self.rx.packet(i));
+        if self.monitors.contains(slot / PORTS_PER_SESSION) {
+            self.to_mix.push(i as u32);
         }
+    }
+
+    /// Decodes the batch's packets for the supervisors' mixes. A tapped packet the mix cannot
+    /// take (an event, muxed RTCP) was relayed all the same, so that is no drop.
+    fn feed_mix(&mut self) {
+        for &entry in &self.to_mix {
+            let i = (entry & !MIX_ONLY) as usize;
+            let slot = self.rx.meta(i).slot;
+            let (index, leg) = (
+                slot / PORTS_PER_SESSION,
+                (slot % PORTS_PER_SESSION / 2) as usize,
+            );
+            let fed = self.monitors.feed(index, leg, self.rx.packet(i));
+            if fed.is_err() && entry & MIX_ONLY != 0 {
+                self.counters.drop(DropReason::Mix, 1);
+            }
+        }
+        self.to_mix.clear();
     }
 
     /// Mixes the supervisor frames due at `now` (up to [`MAX_BURST`] per monitor after a
