@@ -20,8 +20,8 @@ const TONES: [f64; 3] = [500.0, 1200.0, 1900.0];
 const CALLER_SSRC: u32 = 0xca11;
 const AGENT_SSRC: u32 = 0xa6e7;
 /// Ticks (20 ms) per phase, and the first ones of each not judged (the switch settling).
-const PHASE_TICKS: usize = 40;
-const SETTLE_TICKS: usize = 12;
+const PHASE_TICKS: usize = 30;
+const SETTLE_TICKS: usize = 10;
 
 fn start(io: IoKind, port_min: u16) -> (DataPlane, CoreHandle) {
     let mut dp = DataPlane::start(&Config {
