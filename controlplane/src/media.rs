@@ -530,7 +530,18 @@ mod tests {
             client.set_monitor_mode(call, MonitorMode::Barge).await,
             Err(CoreError::MonitorConflict)
         );
-        for id in [call, elsewhere, supervisor] {
+        // The supervisor's session outlives the detach and joins again; deleting the call
+        // ends the monitor.
+        client
+            .attach_monitor(call, supervisor, MonitorMode::Barge, codecs)
+            .await
+            .unwrap();
+        client.delete(call).await.unwrap();
+        assert_eq!(
+            client.detach_monitor(supervisor).await,
+            Err(CoreError::MonitorConflict)
+        );
+        for id in [elsewhere, supervisor] {
             client.delete(id).await.unwrap();
         }
         drop(client);
