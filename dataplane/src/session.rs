@@ -771,6 +771,61 @@ mod tests {
         assert_eq!(fresh.play_target(0, LegIndex::A), None);
     }
 
+    #[test]
+    fn a_mixed_legs_rtp_goes_to_the_mix_and_its_rtcp_is_relayed_or_ends_quietly() {
+        let mut t = Sessions::new(0, 2, 30000);
+        let (a, b, sup) = (
+            addr("10.0.0.1:5000"),
+            addr("10.0.0.1:6000"),
+            addr("10.0.0.3:7000"),
+        );
+        // Session 0 the call (A mixed: whisper), session 1 the supervisor's leg alone.
+        t.activate(0, &params(5000), &params(6000), 0);
+        t.activate(1, &params(7000), &LegParams::default(), 0);
+        t.set_mixed(0, LegIndex::A, true);
+        t.set_mixed(1, LegIndex::A, true);
+        assert_eq!(
+            t.on_packet(0, a, &rtp(), 1),
+            Verdict::Mix {
+                latch: Some(a),
+                in_key: 0
+            }
+        );
+        assert!(matches!(
+            t.on_packet(2, b, &rtp(), 1),
+            Verdict::Forward { out_slot: 0, .. }
+        ));
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
+        assert!(matches!(
+            t.on_packet(1, addr("10.0.0.1:5001"), &rr, 2),
+            Verdict::Forward { out_slot: 3, .. }
+        ));
+        assert_eq!(
+            t.on_packet(4, sup, &rtp(), 2),
+            Verdict::Mix {
+                latch: Some(sup),
+                in_key: 2
+            }
+        );
+        assert_eq!(
+            t.on_packet(5, addr("10.0.0.3:7001"), &rr, 3),
+            Verdict::DropLatched {
+                reason: DropReason::NoDestination,
+                latch: addr("10.0.0.3:7001")
+            }
+        );
+        assert_eq!(
+            t.stats(1).legs[0].rtcp.errors,
+            0,
+            "the supervisor's RTCP ends here"
+        );
+        t.set_mixed(0, LegIndex::A, false);
+        assert!(matches!(
+            t.on_packet(0, a, &rtp(), 4),
+            Verdict::Forward { out_slot: 2, .. }
+        ));
+    }
+
     proptest::proptest! {
         /// Hostile traffic (garbage, strangers, any port of the session) interleaved with a real
         /// call never stops the real call's packets from being relayed.
