@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_dataplane::api::{
-    ClipSequence, Command, CoreError, Event, LegIndex, LegParams, SessionId, SessionStats,
+    ClipSequence, Command, CoreError, Event, LegCodec, LegIndex, LegParams, MonitorMode, SessionId,
+    SessionStats,
 };
 use tandem_dataplane::engine::{CommandSender, EventReceiver};
 use tandem_dataplane::stats::CoreStats;
@@ -152,7 +153,17 @@ impl DataPlaneClient {
         a: LegParams,
         b: LegParams,
     ) -> Result<(SessionId, [u16; 2]), CoreError> {
-        let core = self.pick_core();
+        self.create_on(self.pick_core(), a, b).await
+    }
+
+    /// [`Self::create`] on a given core: a supervisor's session must live on the core of the
+    /// call it monitors (see [`Self::attach_monitor`]).
+    pub async fn create_on(
+        &self,
+        core: usize,
+        a: LegParams,
+        b: LegParams,
+    ) -> Result<(SessionId, [u16; 2]), CoreError> {
         match self
             .request(core, |token| Command::Create { token, a, b })
             .await?
@@ -266,6 +277,50 @@ impl DataPlaneClient {
             payload_type,
         })
         .await
+    }
+
+    /// Attaches `supervisor` (a session made with [`Self::create_on`] on `call`'s core, leg A
+    /// facing the supervisor's phone) to `call` in `mode`. `codecs`: what the caller (leg A),
+    /// the agent (leg B) and the supervisor use.
+    pub async fn attach_monitor(
+        &self,
+        call: SessionId,
+        supervisor: SessionId,
+        mode: MonitorMode,
+        codecs: [LegCodec; 3],
+    ) -> Result<(), CoreError> {
+        if supervisor.core != call.core {
+            return Err(CoreError::MonitorConflict);
+        }
+        self.expect_updated(call, |token| Command::AttachMonitor {
+            token,
+            id: call,
+            supervisor,
+            mode,
+            codecs,
+        })
+        .await
+    }
+
+    /// Switches the mode of the supervisor attached to `call`, live.
+    pub async fn set_monitor_mode(
+        &self,
+        call: SessionId,
+        mode: MonitorMode,
+    ) -> Result<(), CoreError> {
+        self.expect_updated(call, |token| Command::SetMonitorMode {
+            token,
+            id: call,
+            mode,
+        })
+        .await
+    }
+
+    /// Ends the monitor `id` (the call or the supervisor's session) takes part in; the
+    /// supervisor's session stays until deleted.
+    pub async fn detach_monitor(&self, id: SessionId) -> Result<(), CoreError> {
+        self.expect_updated(id, |token| Command::DetachMonitor { token, id })
+            .await
     }
 
     async fn expect_updated(
@@ -421,6 +476,74 @@ mod tests {
             client.stop_play(id, LegIndex::A).await,
             Err(CoreError::UnknownSession)
         );
+        drop(client);
+        dp.shutdown();
+    }
+
+    /// A supervisor's session made on the call's core attaches, switches mode and detaches;
+    /// one on another core is refused before it reaches a core.
+    #[tokio::test]
+    async fn attaches_a_supervisor_on_the_calls_core() {
+        let mut dp = DataPlane::start(&Config {
+            cores: Some(2),
+            port_min: 46400,
+            port_max: 46799,
+            sessions_per_core: Some(4),
+            ..Config::default()
+        })
+        .unwrap();
+        let (client, _timeouts) =
+            DataPlaneClient::new(dp.take_cores(), "127.0.0.1".parse().unwrap()).unwrap();
+        let none = LegParams::default();
+        let (call, _) = client.create(none, none).await.unwrap();
+        let (elsewhere, _) = client
+            .create_on(1 - call.core as usize, none, none)
+            .await
+            .unwrap();
+        let (supervisor, _) = client
+            .create_on(call.core as usize, none, none)
+            .await
+            .unwrap();
+        assert_eq!(supervisor.core, call.core);
+        let pcma = LegCodec {
+            payload_type: 8,
+            codec: tandem_dataplane::api::Codec::Pcma,
+            event_payload_type: None,
+        };
+        let codecs = [pcma; 3];
+        assert_eq!(
+            client
+                .attach_monitor(call, elsewhere, MonitorMode::Listen, codecs)
+                .await,
+            Err(CoreError::MonitorConflict)
+        );
+        client
+            .attach_monitor(call, supervisor, MonitorMode::Listen, codecs)
+            .await
+            .unwrap();
+        client
+            .set_monitor_mode(call, MonitorMode::Whisper)
+            .await
+            .unwrap();
+        client.detach_monitor(supervisor).await.unwrap();
+        assert_eq!(
+            client.set_monitor_mode(call, MonitorMode::Barge).await,
+            Err(CoreError::MonitorConflict)
+        );
+        // The supervisor's session outlives the detach and joins again; deleting the call
+        // ends the monitor.
+        client
+            .attach_monitor(call, supervisor, MonitorMode::Barge, codecs)
+            .await
+            .unwrap();
+        client.delete(call).await.unwrap();
+        assert_eq!(
+            client.detach_monitor(supervisor).await,
+            Err(CoreError::MonitorConflict)
+        );
+        for id in [elsewhere, supervisor] {
+            client.delete(id).await.unwrap();
+        }
         drop(client);
         dp.shutdown();
     }

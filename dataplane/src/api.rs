@@ -147,8 +147,48 @@ pub enum Command {
         id: SessionId,
         codecs: Option<[LegCodec; 2]>,
     },
+    /// Makes session `supervisor` (one made with `Create` on this core, its leg A facing the
+    /// supervisor's phone; its leg B's sockets are closed here) the supervisor leg of session
+    /// `id` in `mode` (see [`MonitorMode`] and `crate::monitor`). `codecs` are what the peers
+    /// of `id`'s leg A, `id`'s leg B and the supervisor use. Codec states and mixing buffers
+    /// are allocated here. Answered with `Updated`, or `Failed` with `UnknownSession`,
+    /// `MonitorConflict` or `UnsupportedCodec`.
+    AttachMonitor {
+        token: u64,
+        id: SessionId,
+        supervisor: SessionId,
+        mode: MonitorMode,
+        codecs: [LegCodec; 3],
+    },
+    /// Changes the mode of the supervisor attached to session `id`, live: the mixed streams
+    /// carry on (SSRC, sequence, timestamps). Answered with `Updated`.
+    SetMonitorMode {
+        token: u64,
+        id: SessionId,
+        mode: MonitorMode,
+    },
+    /// Detaches the supervisor from session `id` (named by either session): A and B are relayed
+    /// plainly again. The supervisor's session stays (`Delete` it, or attach it elsewhere).
+    /// Deleting either session detaches too. Answered with `Updated`.
+    DetachMonitor {
+        token: u64,
+        id: SessionId,
+    },
     /// Stops the core's thread after closing every socket.
     Shutdown,
+}
+
+/// What a supervisor attached to a call hears and who hears the supervisor. The supervisor
+/// always hears caller (leg A) and agent (leg B) mixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorMode {
+    /// Nobody hears the supervisor; A and B are relayed to each other untouched.
+    Listen,
+    /// The agent (leg B) hears the caller and the supervisor mixed; the caller hears the agent
+    /// relayed untouched.
+    Whisper,
+    /// Three-way: both legs hear the other leg and the supervisor mixed.
+    Barge,
 }
 
 /// Clips a [`Command::PlaySequence`] plays at most before its loop.
@@ -248,6 +288,9 @@ pub enum CoreError {
     UnsupportedPayloadType,
     /// `SetCodecs` named a pair the core cannot transcode, or a codec library refused it.
     UnsupportedCodec,
+    /// `AttachMonitor` named a session that already takes part in a monitor, or the same
+    /// session twice; or `SetMonitorMode` a session without one.
+    MonitorConflict,
 }
 
 impl CoreError {
@@ -260,6 +303,7 @@ impl CoreError {
             CoreError::UnknownClip => "unknown clip",
             CoreError::UnsupportedPayloadType => "payload type cannot be played",
             CoreError::UnsupportedCodec => "codecs cannot be transcoded",
+            CoreError::MonitorConflict => "session is already monitored or not monitored",
         }
     }
 }

@@ -5,9 +5,12 @@
 //! batch → report DTMF keys → run due timers → publish counters. It never blocks on anything
 //! but the backend's wait, never allocates after start, and never takes a lock.
 
-use crate::api::{ClipSequence, Command, CoreError, Event, LegIndex, LegParams, SessionId};
+use crate::api::{
+    ClipSequence, Command, CoreError, Event, LegCodec, LegIndex, LegParams, MonitorMode, SessionId,
+};
 use crate::clip::{law_of_payload_type, Clip};
 use crate::io::{signal_eventfd, Backend, RxBatch, TxBatch};
+use crate::monitor::{self, AttachError, Monitors};
 use crate::playback::{Player, Players, MAX_BURST};
 use crate::session::{Sessions, TimerAction, Verdict, PORTS_PER_SESSION};
 use crate::stats::{CoreStats, Counters, DropReason};
@@ -22,6 +25,9 @@ use std::time::Duration;
 const SESSION_CHECK_NS: u64 = 1_000_000_000;
 const WHEEL_TICK_NS: u64 = 100_000_000;
 const WHEEL_SLOTS: usize = 64;
+/// In `Core::to_mix`: the packet is for the mix only (not relayed), so one the mix cannot take
+/// is a drop.
+const MIX_ONLY: u32 = 1 << 31;
 /// Binding retries on other slots when a port is taken by another process.
 const BIND_ATTEMPTS: usize = 64;
 
@@ -67,6 +73,11 @@ pub struct Core {
     players: Players,
     /// One slot per session leg, filled by `SetCodecs` when the legs' codecs differ.
     transcoders: Transcoders,
+    /// Supervisors attached to calls, and their mixes.
+    monitors: Monitors,
+    /// Packets of this batch to decode for a supervisor's mix once the relayed ones are sent:
+    /// indices into `rx`, [`MIX_ONLY`] set for those that go nowhere else.
+    to_mix: Vec<u32>,
     /// SplitMix64 state for playback SSRCs and initial sequence numbers and timestamps.
     rng: u64,
 }
@@ -103,6 +114,8 @@ impl Core {
         Core {
             players: Players::new(cfg.capacity),
             transcoders: Transcoders::new(cfg.capacity),
+            monitors: Monitors::new(cfg.capacity),
+            to_mix: Vec::with_capacity(cfg.batch),
             clips,
             // Distinct per core and per start; nothing depends on it but stream identities.
             rng: realtime_ns() ^ (cfg.id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -142,13 +155,14 @@ impl Core {
                 signal_eventfd(self.notify_fd);
             }
             let now = monotonic_ns();
-            let hint = match (
+            let hint = [
                 self.wheel.sleep_hint_ns(now),
                 self.players.sleep_hint_ns(now),
-            ) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+                self.monitors.sleep_hint_ns(now),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = hint.map(Duration::from_nanos);
             if self.backend.receive(&mut self.rx, timeout).is_err() {
                 // epoll/io_uring wait failed (EBADF would mean a bug): don't spin hot on it.
@@ -157,7 +171,13 @@ impl Core {
             self.counters.loop_wakeups += 1;
             let now = monotonic_ns();
             self.relay_batch(now);
+            if !self.to_mix.is_empty() {
+                // What was relayed leaves before anything is decoded for a supervisor.
+                self.flush();
+                self.feed_mix();
+            }
             self.play(now);
+            self.mix(now);
             self.flush();
             self.report_dtmf();
             self.run_timers(now);
@@ -213,6 +233,14 @@ impl Core {
                     let pushed = self.tx.push(out_slot, dest, self.rx.packet(i));
                     debug_assert!(pushed);
                     self.tx_rx_ns.push(meta.rx_realtime_ns);
+                    self.tap(meta.slot, i);
+                }
+                // The packet's slot names its session and leg, as `in_key` does.
+                Verdict::Mix { latch, .. } => {
+                    if let Some(peer) = latch {
+                        self.latch(meta.slot, peer);
+                    }
+                    self.to_mix.push(i as u32 | MIX_ONLY);
                 }
                 Verdict::Transcode {
                     out_slot,
@@ -251,6 +279,7 @@ impl Core {
                         }
                         Err(_) => self.counters.drop(DropReason::Transcode, 1),
                     }
+                    self.tap(meta.slot, i);
                 }
             }
         }
@@ -285,6 +314,68 @@ impl Core {
                 }
             }
             self.players.set(i, p);
+        }
+    }
+
+    /// A packet relayed on a monitored call is also decoded for its supervisor's mix (listen,
+    /// and the agent's voice in whisper), after the batch is sent.
+    fn tap(&mut self, slot: u32, i: usize) {
+        if self.monitors.is_empty() || slot % 2 == 1 {
+            return;
+        }
+        if self.monitors.contains(slot / PORTS_PER_SESSION) {
+            self.to_mix.push(i as u32);
+        }
+    }
+
+    /// Decodes the batch's packets for the supervisors' mixes. A tapped packet the mix cannot
+    /// take (an event, muxed RTCP) was relayed all the same, so that is no drop.
+    fn feed_mix(&mut self) {
+        for &entry in &self.to_mix {
+            let i = (entry & !MIX_ONLY) as usize;
+            let slot = self.rx.meta(i).slot;
+            let (index, leg) = (
+                slot / PORTS_PER_SESSION,
+                (slot % PORTS_PER_SESSION / 2) as usize,
+            );
+            let fed = self.monitors.feed(index, leg, self.rx.packet(i));
+            if fed.is_err() && entry & MIX_ONLY != 0 {
+                self.counters.drop(DropReason::Mix, 1);
+            }
+        }
+        self.to_mix.clear();
+    }
+
+    /// Mixes the supervisor frames due at `now` (up to [`MAX_BURST`] per monitor after a
+    /// stall, as playback) and queues them to each listener of a mix.
+    fn mix(&mut self, now: u64) {
+        let due = self.monitors.due(now);
+        if due == 0 {
+            return;
+        }
+        let frames = due.min(MAX_BURST);
+        for i in 0..self.monitors.len() {
+            self.monitors.skip(i, due - frames);
+            for _ in 0..frames {
+                // A frame sends at most three packets (caller, agent, supervisor).
+                if self.tx.room() < 3 {
+                    self.flush();
+                }
+                let (sessions, tx) = (&self.sessions, &mut self.tx);
+                self.monitors.mix_frame(i, |index, leg, header, payload| {
+                    // A leg being played a clip hears the clip, not the mix.
+                    if sessions
+                        .get(index)
+                        .is_none_or(|s| s.legs[leg as usize].playing)
+                    {
+                        return false;
+                    }
+                    match sessions.play_target(index, leg) {
+                        Some((slot, dest)) => tx.push_played(slot, dest, header, payload),
+                        None => false,
+                    }
+                });
+            }
         }
     }
 
@@ -502,6 +593,28 @@ impl Core {
                     };
                     self.push_event(event);
                 }
+                Command::AttachMonitor {
+                    token,
+                    id,
+                    supervisor,
+                    mode,
+                    codecs,
+                } => {
+                    let result = self.attach_monitor(id, supervisor, mode, codecs);
+                    self.answer(token, result);
+                }
+                Command::SetMonitorMode { token, id, mode } => {
+                    let result = self.set_monitor_mode(id, mode);
+                    self.answer(token, result);
+                }
+                Command::DetachMonitor { token, id } => {
+                    let result = match self.sessions.resolve(id) {
+                        Some(index) if self.detach_monitor(index) => Ok(()),
+                        Some(_) => Err(CoreError::MonitorConflict),
+                        None => Err(CoreError::UnknownSession),
+                    };
+                    self.answer(token, result);
+                }
                 Command::Query { token, id } => {
                     let event = match self.sessions.resolve(id) {
                         Some(index) => Event::Stats {
@@ -601,6 +714,63 @@ impl Core {
         Ok(())
     }
 
+    /// Attaches session `supervisor` (leg A: the supervisor's phone) to call `id` in `mode`.
+    fn attach_monitor(
+        &mut self,
+        id: SessionId,
+        supervisor: SessionId,
+        mode: MonitorMode,
+        codecs: [LegCodec; 3],
+    ) -> Result<(), CoreError> {
+        let index = self.sessions.resolve(id).ok_or(CoreError::UnknownSession)?;
+        let sup = self
+            .sessions
+            .resolve(supervisor)
+            .ok_or(CoreError::UnknownSession)?;
+        let seeds = [self.random(), self.random(), self.random()];
+        self.monitors
+            .attach(index, sup, mode, codecs, seeds, monotonic_ns())
+            .map_err(|e| match e {
+                AttachError::Conflict => CoreError::MonitorConflict,
+                AttachError::Codec => CoreError::UnsupportedCodec,
+            })?;
+        // A supervisor's session is its leg A alone: nothing may arrive on, or be relayed out
+        // of, leg B's ports. Its leg A's RTP goes to the mix from now on, attached or not.
+        let first = sup * PORTS_PER_SESSION;
+        self.backend.close(first + 2);
+        self.backend.close(first + 3);
+        self.sessions.set_mixed(sup, LegIndex::A, true);
+        self.apply_monitor_mode(index, mode);
+        Ok(())
+    }
+
+    fn set_monitor_mode(&mut self, id: SessionId, mode: MonitorMode) -> Result<(), CoreError> {
+        let index = self.sessions.resolve(id).ok_or(CoreError::UnknownSession)?;
+        self.monitors
+            .set_mode(index, mode)
+            .map_err(|_| CoreError::MonitorConflict)?;
+        self.apply_monitor_mode(index, mode);
+        Ok(())
+    }
+
+    /// Which of the call's legs go through the mix rather than the relay.
+    fn apply_monitor_mode(&mut self, index: u32, mode: MonitorMode) {
+        let [a, b] = monitor::mixed_legs(mode);
+        self.sessions.set_mixed(index, LegIndex::A, a);
+        self.sessions.set_mixed(index, LegIndex::B, b);
+    }
+
+    /// Ends the monitor session `index` takes part in (as call or supervisor); false if none.
+    /// The call is relayed plainly again.
+    fn detach_monitor(&mut self, index: u32) -> bool {
+        let Some((call, _supervisor)) = self.monitors.detach(index) else {
+            return false;
+        };
+        self.sessions.set_mixed(call, LegIndex::A, false);
+        self.sessions.set_mixed(call, LegIndex::B, false);
+        true
+    }
+
     /// SplitMix64.
     fn random(&mut self) -> u64 {
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -685,9 +855,18 @@ impl Core {
         self.players.stop(Player::key(index, LegIndex::B));
         self.transcoders.set(index * 2, None);
         self.transcoders.set(index * 2 + 1, None);
+        self.detach_monitor(index);
         self.free.push_back(index);
         self.counters.sessions_active -= 1;
         self.sessions.deactivate(index)
+    }
+
+    /// `Updated`, or `Failed` with the error.
+    fn answer(&mut self, token: u64, result: Result<(), CoreError>) {
+        self.push_event(match result {
+            Ok(()) => Event::Updated { token },
+            Err(error) => Event::Failed { token, error },
+        });
     }
 
     fn push_event(&mut self, event: Event) {

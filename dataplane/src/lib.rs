@@ -1,5 +1,5 @@
-//! Tandem's data plane: thread-per-core, shared-nothing RTP/RTCP relay, with playback and
-//! transcoding (G.711 ↔ Opus) per session.
+//! Tandem's data plane: thread-per-core, shared-nothing RTP/RTCP relay, with playback,
+//! transcoding (G.711 ↔ Opus) and supervisor monitoring (listen, whisper, barge) per session.
 //!
 //! Start with [`engine::DataPlane::start`]; talk to each core through its [`engine::CoreHandle`]
 //! (commands in, events out, over bounded SPSC rings). This crate depends on nothing from the
@@ -10,6 +10,7 @@ pub mod clip;
 mod core;
 pub mod engine;
 pub mod io;
+pub mod monitor;
 pub mod playback;
 pub mod quality;
 pub mod rtp;

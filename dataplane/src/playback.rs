@@ -140,13 +140,43 @@ impl Player {
     }
 }
 
+/// A core's 20 ms frame clock: when the next frame is due, and how many are due at `now`.
+/// Playback and the supervisor mixer (`crate::monitor`) each pace their streams with one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameGrid {
+    next_tick_ns: u64,
+}
+
+impl FrameGrid {
+    /// The next frame is due at once (the first stream on an idle grid).
+    pub fn restart(&mut self, now_ns: u64) {
+        self.next_tick_ns = now_ns;
+    }
+
+    /// Frames due at `now` (0 before the next tick, or when nothing `running` uses the grid);
+    /// moves the grid past them.
+    pub fn due(&mut self, now_ns: u64, running: bool) -> u32 {
+        if !running || now_ns < self.next_tick_ns {
+            return 0;
+        }
+        let n = (now_ns - self.next_tick_ns) / FRAME_NS + 1;
+        self.next_tick_ns += n * FRAME_NS;
+        n.min(u32::MAX as u64) as u32
+    }
+
+    /// How long until the next frame is due, when anything `running` uses the grid.
+    pub fn sleep_hint_ns(&self, now_ns: u64, running: bool) -> Option<u64> {
+        running.then(|| self.next_tick_ns.saturating_sub(now_ns))
+    }
+}
+
 /// Every playing leg of one core.
 pub struct Players {
     active: Vec<Player>,
     /// Per key: index into `active`, or NONE.
     position: Box<[u32]>,
     /// When the next frame of every player is due.
-    next_tick_ns: u64,
+    grid: FrameGrid,
 }
 
 impl Players {
@@ -155,7 +185,7 @@ impl Players {
         Players {
             active: Vec::with_capacity(keys),
             position: vec![NONE; keys].into_boxed_slice(),
-            next_tick_ns: 0,
+            grid: FrameGrid::default(),
         }
     }
 
@@ -191,7 +221,7 @@ impl Players {
             return;
         }
         if self.active.is_empty() {
-            self.next_tick_ns = now_ns;
+            self.grid.restart(now_ns);
         }
         // Two keys per session slot and one entry per key: the capacity is never exceeded.
         debug_assert!(self.active.len() < self.active.capacity());
@@ -216,17 +246,12 @@ impl Players {
 
     /// Frames due per player at `now` (0 before the next tick); moves the grid past them.
     pub fn due(&mut self, now_ns: u64) -> u32 {
-        if self.active.is_empty() || now_ns < self.next_tick_ns {
-            return 0;
-        }
-        let n = (now_ns - self.next_tick_ns) / FRAME_NS + 1;
-        self.next_tick_ns += n * FRAME_NS;
-        n.min(u32::MAX as u64) as u32
+        self.grid.due(now_ns, !self.active.is_empty())
     }
 
     /// How long the core may sleep before the next frame is due, when anything plays.
     pub fn sleep_hint_ns(&self, now_ns: u64) -> Option<u64> {
-        (!self.active.is_empty()).then(|| self.next_tick_ns.saturating_sub(now_ns))
+        self.grid.sleep_hint_ns(now_ns, !self.active.is_empty())
     }
 }
 

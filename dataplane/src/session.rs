@@ -84,6 +84,9 @@ pub struct Leg {
     /// RTP from this leg's peer is transcoded for the other leg (the core holds the
     /// transcoder, `crate::transcode`); RTCP is relayed as before.
     pub transcode: bool,
+    /// RTP from this leg's peer goes to the core's supervisor mix (`crate::monitor`) instead
+    /// of to the other leg: a supervisor's leg, or a monitored leg in whisper or barge.
+    pub mixed: bool,
 }
 
 impl Default for Leg {
@@ -96,6 +99,7 @@ impl Default for Leg {
             playing: false,
             dtmf_pt: NO_DTMF,
             transcode: false,
+            mixed: false,
         }
     }
 }
@@ -139,6 +143,11 @@ pub enum Verdict {
     Transcode {
         out_slot: u32,
         dest: Option<SocketAddr>,
+        latch: Option<SocketAddr>,
+        in_key: u32,
+    },
+    /// RTP for the core's supervisor mix (`in_key`: session index * 2 + the receiving leg).
+    Mix {
         latch: Option<SocketAddr>,
         in_key: u32,
     },
@@ -261,6 +270,11 @@ impl Sessions {
         self.slots[index as usize].legs[leg as usize].transcode = on;
     }
 
+    /// Sends RTP from `leg`'s peer to the supervisor mix (or relays it again).
+    pub fn set_mixed(&mut self, index: u32, leg: LegIndex, on: bool) {
+        self.slots[index as usize].legs[leg as usize].mixed = on;
+    }
+
     /// Sets (or clears) the telephone-event payload type of `leg`; any event in progress is
     /// forgotten.
     pub fn set_dtmf(&mut self, index: u32, leg: LegIndex, payload_type: Option<u8>) {
@@ -365,18 +379,27 @@ impl Sessions {
 
         let dtmf_pt = session.legs[leg_in].dtmf_pt;
         let transcode = session.legs[leg_in].transcode && kind == Kind::Rtp;
+        let mixed = session.legs[leg_in].mixed;
         let out_leg_index = 1 - leg_in;
         let out_leg = &session.legs[out_leg_index];
         let to_rtcp = kind == Kind::Rtcp && !out_leg.rtcp_mux;
         let out = if to_rtcp { &out_leg.rtcp } else { &out_leg.rtp };
         let out_slot = index * PORTS_PER_SESSION + 2 * out_leg_index as u32 + to_rtcp as u32;
-        let verdict = if out_leg.playing {
+        let verdict = if mixed && kind == Kind::Rtp {
+            Verdict::Mix {
+                latch,
+                in_key: index * 2 + leg_in as u32,
+            }
+        } else if out_leg.playing {
             drop_latched(DropReason::Playback, latch)
         } else {
             match out.peer {
                 None => {
-                    let in_stream = stream_mut(&mut session.legs[leg_in], on_rtcp_port);
-                    in_stream.stats.errors += 1;
+                    // A supervisor's leg has no other leg: its RTCP ends here, not in error.
+                    if !mixed {
+                        let in_stream = stream_mut(&mut session.legs[leg_in], on_rtcp_port);
+                        in_stream.stats.errors += 1;
+                    }
                     drop_latched(DropReason::NoDestination, latch)
                 }
                 Some(peer) => {
@@ -746,6 +769,61 @@ mod tests {
         let mut fresh = Sessions::new(0, 1, 30000);
         fresh.activate(0, &LegParams::default(), &LegParams::default(), 0);
         assert_eq!(fresh.play_target(0, LegIndex::A), None);
+    }
+
+    #[test]
+    fn a_mixed_legs_rtp_goes_to_the_mix_and_its_rtcp_is_relayed_or_ends_quietly() {
+        let mut t = Sessions::new(0, 2, 30000);
+        let (a, b, sup) = (
+            addr("10.0.0.1:5000"),
+            addr("10.0.0.1:6000"),
+            addr("10.0.0.3:7000"),
+        );
+        // Session 0 the call (A mixed: whisper), session 1 the supervisor's leg alone.
+        t.activate(0, &params(5000), &params(6000), 0);
+        t.activate(1, &params(7000), &LegParams::default(), 0);
+        t.set_mixed(0, LegIndex::A, true);
+        t.set_mixed(1, LegIndex::A, true);
+        assert_eq!(
+            t.on_packet(0, a, &rtp(), 1),
+            Verdict::Mix {
+                latch: Some(a),
+                in_key: 0
+            }
+        );
+        assert!(matches!(
+            t.on_packet(2, b, &rtp(), 1),
+            Verdict::Forward { out_slot: 0, .. }
+        ));
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
+        assert!(matches!(
+            t.on_packet(1, addr("10.0.0.1:5001"), &rr, 2),
+            Verdict::Forward { out_slot: 3, .. }
+        ));
+        assert_eq!(
+            t.on_packet(4, sup, &rtp(), 2),
+            Verdict::Mix {
+                latch: Some(sup),
+                in_key: 2
+            }
+        );
+        assert_eq!(
+            t.on_packet(5, addr("10.0.0.3:7001"), &rr, 3),
+            Verdict::DropLatched {
+                reason: DropReason::NoDestination,
+                latch: addr("10.0.0.3:7001")
+            }
+        );
+        assert_eq!(
+            t.stats(1).legs[0].rtcp.errors,
+            0,
+            "the supervisor's RTCP ends here"
+        );
+        t.set_mixed(0, LegIndex::A, false);
+        assert!(matches!(
+            t.on_packet(0, a, &rtp(), 4),
+            Verdict::Forward { out_slot: 2, .. }
+        ));
     }
 
     proptest::proptest! {

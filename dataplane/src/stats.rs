@@ -33,10 +33,14 @@ pub enum DropReason {
     /// On a transcoded leg, a packet that could not be transcoded: a payload type outside the
     /// plan, a corrupt payload, or a duration the output codec cannot frame.
     Transcode,
+    /// On a leg whose audio goes to a supervisor mix (`crate::monitor`), a packet the mixer
+    /// could not take: a payload type other than the leg's codec (events, comfort noise), a
+    /// corrupt payload, or media from a supervisor's leg attached to no call.
+    Mix,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Malformed,
         DropReason::Truncated,
         DropReason::ForeignSource,
@@ -47,6 +51,7 @@ impl DropReason {
         DropReason::Stale,
         DropReason::Playback,
         DropReason::Transcode,
+        DropReason::Mix,
     ];
 
     pub fn label(self) -> &'static str {
@@ -61,6 +66,7 @@ impl DropReason {
             DropReason::Stale => "stale",
             DropReason::Playback => "playback",
             DropReason::Transcode => "transcode",
+            DropReason::Mix => "mix",
         }
     }
 }
