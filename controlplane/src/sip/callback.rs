@@ -256,6 +256,7 @@ impl Engine {
                 no_bye: None,
                 direction,
                 queue: Some(queued),
+                transcoding: Default::default(),
             },
         );
         self.cc.callback_calls.insert(contact, id);

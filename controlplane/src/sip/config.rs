@@ -51,6 +51,11 @@ pub struct SipConfig {
     pub queue_callback_attempts: u32,
     pub queue_callback_retry_s: u64,
     pub queue_callback_dial_timeout_s: u64,
+    /// Codecs the B2BUA adds to every offer it sends on (after the offerer's own, those it
+    /// lacks), so that an answerer without the offerer's codecs can still take the call: the
+    /// data plane then transcodes between the legs. PCMU, PCMA, G722, opus; empty: offers
+    /// carry the offerer's codecs only and nothing is transcoded.
+    pub transcode: Vec<String>,
     pub tenants: Vec<TenantConfig>,
     pub accounts: Vec<AccountConfig>,
     pub trunks: Vec<TrunkConfig>,
@@ -207,6 +212,7 @@ impl Default for SipConfig {
             queue_callback_attempts: 3,
             queue_callback_retry_s: 60,
             queue_callback_dial_timeout_s: 45,
+            transcode: ["PCMU", "PCMA", "G722", "opus"].map(String::from).to_vec(),
             tenants: Vec::new(),
             accounts: Vec::new(),
             trunks: Vec::new(),
@@ -367,6 +373,15 @@ impl SipConfig {
         }
         if self.tls_certificate.is_some() != self.tls_private_key.is_some() {
             return Err("sip.tls_certificate and sip.tls_private_key go together".into());
+        }
+        if let Some(bad) = self
+            .transcode
+            .iter()
+            .find(|c| !crate::ng::codecs::is_producible(c))
+        {
+            return Err(format!(
+                "sip.transcode: {bad} is not a codec the data plane transcodes (PCMU, PCMA, G722, opus)"
+            ));
         }
         if self.t1_ms == 0 {
             return Err("sip.t1_ms must be positive".into());

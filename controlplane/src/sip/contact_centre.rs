@@ -1138,7 +1138,13 @@ impl Engine {
         if !c.awaiting_agent() {
             return false;
         }
-        let Some(offer_sdp) = self.rewrite_for(&c.sdp[0], c.ports[1]) else {
+        let (caller_sdp, port) = (c.sdp[0].clone(), c.ports[1]);
+        // The codecs the data plane transcodes are offered too: an agent's phone that lacks
+        // the caller's still takes the call.
+        let Some(offer_sdp) = self.offer_onward(call, Side::A, &caller_sdp, port) else {
+            return false;
+        };
+        let Some(c) = self.calls.get(&call) else {
             return false;
         };
         let contact = self.contact.clone();
@@ -1278,7 +1284,9 @@ impl Engine {
                     params,
                 }));
             }
-            c.sdp[1] = answer;
+            c.sdp[1] = answer.clone();
+            // The caller keeps the codec it was answered with; the new agent may not share it.
+            self.settle_joined(call, Side::B, &answer);
             return;
         }
         // Until answered it is still a queued call for the code that ends calls.

@@ -2223,6 +2223,8 @@ fn a_message_at_the_header_limit_prints_to_one_that_parses() {
 
 #[path = "callback_tests.rs"]
 mod callback_tests;
+#[path = "transcoding_tests.rs"]
+mod transcoding_tests;
 /// Periodic position and wait announcements to callers waiting in a queue (ACD `Announce` →
 /// the data plane plays the prompts once, then the music again).
 mod announcements {
