@@ -1057,7 +1057,7 @@ async fn contact_centre(s: &Server, t: &Tenants) {
             &t.acme,
             json!({"name": "sales", "skills": [{"skill": "en", "level": 2}], "max_wait_s": 120,
                    "overflow": "queue:support", "relax": [{"after_s": 30, "min_level": 1}], "wrapup_s": 10,
-                   "callback_key": "#", "announce_period_s": 45, "announce_wait": false}),
+                   "callback_key": "#", "announce_period_s": 45, "announce_wait": false, "greeting": true}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -1077,6 +1077,7 @@ async fn contact_centre(s: &Server, t: &Tenants) {
     let stored = s.get("/api/v1/tenants/acme/queues/sales", &t.acme).await;
     assert_eq!(stored.body["announce_period_s"], 45, "{}", stored.body);
     assert_eq!(stored.body["announce_wait"], false);
+    assert_eq!(stored.body["greeting"], true, "{}", stored.body);
 }
 
 async fn check_contact_centre(s: &Server) {

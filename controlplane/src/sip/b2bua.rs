@@ -2592,7 +2592,7 @@ impl Engine {
     }
 
     fn call_timer(&mut self, now: Now, call: CallId) {
-        if self.callback_agent_timer(now, call) {
+        if self.callback_agent_timer(now, call) || self.greeting_timer(now, call) {
             return;
         }
         let Some(c) = self.calls.get_mut(&call) else {

@@ -443,7 +443,7 @@ impl Engine {
             self.callback_agent_unreachable(now, call);
             return;
         }
-        let _ = self.start_music(call);
+        let _ = self.start_music(call, None);
         let Some(c) = self.calls.get(&call) else {
             return;
         };

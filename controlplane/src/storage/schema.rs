@@ -276,4 +276,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "ALTER TABLE queues ADD COLUMN announce_position BIGINT NOT NULL DEFAULT 1",
         "ALTER TABLE queues ADD COLUMN announce_wait BIGINT NOT NULL DEFAULT 1",
     ],
+}, Migration {
+    version: 6,
+    name: "queues: a spoken greeting before the caller joins the queue",
+    statements: &["ALTER TABLE queues ADD COLUMN greeting BIGINT NOT NULL DEFAULT 0"],
 }];
