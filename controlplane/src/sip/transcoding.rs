@@ -7,7 +7,7 @@
 //! the offerer is answered in a codec of its own; an answer in a codec the offerer has relays
 //! as it is. A party that joins a call whose other side keeps its codec (a transfer target, the
 //! next agent of a caller transferred back to a queue, the agent of a callback) is planned
-//! against that codec instead. The codecs each side settled on go into the call record.
+//! against that codec instead. The codecs of a transcoded call's legs go into its record.
 
 use super::*;
 use crate::ng::codecs::{self, CodecRequest, OfferedCodecs};
@@ -193,9 +193,25 @@ impl Engine {
                     edit = Some(e);
                 }
                 None => {
-                    // One codec both ways: each side settled on the answer's.
-                    let both = first_codec(m);
-                    settled = [both.clone(), both];
+                    // One codec both ways; the offerer keeps its own payload types for it.
+                    let answered = first_codec(m);
+                    let own = answered.as_ref().and_then(|a| {
+                        let formats = &offered?.offerer;
+                        let f = formats.iter().find(|f| {
+                            is_audio_codec(f) && codecs::data_plane_codec(f) == Some(a.codec.codec)
+                        })?;
+                        Some(Settled {
+                            codec: LegCodec {
+                                payload_type: f.payload_type,
+                                codec: a.codec.codec,
+                                event_payload_type: event_in(formats, f.clock_hz)
+                                    .filter(|_| a.codec.event_payload_type.is_some()),
+                            },
+                            name: f.encoding.clone(),
+                        })
+                    });
+                    settled[offerer.index()] = own.or_else(|| answered.clone());
+                    settled[answerer.index()] = answered;
                 }
             }
         }

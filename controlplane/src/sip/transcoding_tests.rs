@@ -277,3 +277,61 @@ fn a_transfer_target_is_planned_against_the_codec_the_caller_kept() {
         vec![Some([leg(8, Codec::Pcma, None), leg(9, Codec::G722, None)])]
     );
 }
+
+#[test]
+fn a_side_that_shares_the_answerers_codec_keeps_its_own_payload_type_for_a_later_plan() {
+    let mut h = Harness::new();
+    // The caller offers Opus as 111; B answers Opus as 100: no transcoding, relayed as it is.
+    let opus_offer = SDP_A
+        .replace("RTP/AVP 8 101", "RTP/AVP 111 101")
+        .replace("a=rtpmap:8 PCMA/8000", "a=rtpmap:111 opus/48000/2");
+    let out = h.feed(
+        &invite("z9hG4bKo1", "tc-6", "5551234", &opus_offer),
+        "10.0.0.1:5060",
+    );
+    let call = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Media(MediaOp::Create { call, .. }) => Some(*call),
+            _ => None,
+        })
+        .unwrap();
+    let session = SessionId {
+        core: 0,
+        slot: 1,
+        generation: 1,
+    };
+    let now = h.now();
+    h.engine
+        .media_created(now, call, Ok((session, [30000, 30004])));
+    let out: Vec<Action> = h.engine.drain().collect();
+    let b_invite = request_to(&out, "10.0.0.2:5060", Method::Invite);
+    let opus_answer = SDP_B
+        .replace("RTP/AVP 8", "RTP/AVP 100")
+        .replace("a=rtpmap:8 PCMA/8000", "a=rtpmap:100 opus/48000/2");
+    let out = h.feed(
+        &response_from(&b_invite, 200, "btag", Some(&opus_answer)),
+        "10.0.0.2:5060",
+    );
+    assert!(plans(&out).is_empty());
+    // B transfers the caller to a PCMA-only target: the caller's leg is planned as its 111.
+    let refer = in_dialog_from_b(
+        &b_invite,
+        "REFER",
+        2,
+        "Refer-To: <sip:5559999@127.0.0.1>\r\n",
+    );
+    let out = h.feed(&refer, "10.0.0.2:5060");
+    let c_invite = request_to(&out, "10.0.0.2:5060", Method::Invite);
+    let out = h.feed(
+        &response_from(&c_invite, 200, "ctag", Some(SDP_B)),
+        "10.0.0.2:5060",
+    );
+    assert_eq!(
+        plans(&out),
+        vec![Some([
+            leg(111, Codec::Opus, None),
+            leg(8, Codec::Pcma, None)
+        ])]
+    );
+}
