@@ -1171,7 +1171,19 @@ fn start_call_on(
     ports: [u16; 2],
     slot: u32,
 ) -> Message {
-    let out = h.feed(&invite(branch, call_id, "5551234", SDP_A), "10.0.0.1:5060");
+    start_call_offering(h, branch, call_id, SDP_A, ports, slot)
+}
+
+/// `start_call_on` with the caller offering `offer`; returns the INVITE sent to B.
+fn start_call_offering(
+    h: &mut Harness,
+    branch: &str,
+    call_id: &str,
+    offer: &str,
+    ports: [u16; 2],
+    slot: u32,
+) -> Message {
+    let out = h.feed(&invite(branch, call_id, "5551234", offer), "10.0.0.1:5060");
     let call = out
         .iter()
         .find_map(|a| match a {

@@ -285,27 +285,7 @@ fn a_side_that_shares_the_answerers_codec_keeps_its_own_payload_type_for_a_later
     let opus_offer = SDP_A
         .replace("RTP/AVP 8 101", "RTP/AVP 111 101")
         .replace("a=rtpmap:8 PCMA/8000", "a=rtpmap:111 opus/48000/2");
-    let out = h.feed(
-        &invite("z9hG4bKo1", "tc-6", "5551234", &opus_offer),
-        "10.0.0.1:5060",
-    );
-    let call = out
-        .iter()
-        .find_map(|a| match a {
-            Action::Media(MediaOp::Create { call, .. }) => Some(*call),
-            _ => None,
-        })
-        .unwrap();
-    let session = SessionId {
-        core: 0,
-        slot: 1,
-        generation: 1,
-    };
-    let now = h.now();
-    h.engine
-        .media_created(now, call, Ok((session, [30000, 30004])));
-    let out: Vec<Action> = h.engine.drain().collect();
-    let b_invite = request_to(&out, "10.0.0.2:5060", Method::Invite);
+    let b_invite = start_call_offering(&mut h, "z9hG4bKo1", "tc-6", &opus_offer, [30000, 30004], 1);
     let opus_answer = SDP_B
         .replace("RTP/AVP 8", "RTP/AVP 100")
         .replace("a=rtpmap:8 PCMA/8000", "a=rtpmap:100 opus/48000/2");
