@@ -458,6 +458,26 @@ async fn check_roles(s: &Server) {
 
 async fn check_validation(s: &Server) {
     let t = s.two_tenants().await;
+    // A tenant's transcode list: codecs the data plane has, stored, and `null` for the global.
+    let tenant = "/api/v1/tenants/acme";
+    let patch = |body: serde_json::Value| s.call("PATCH", tenant, Some(&s.admin), Some(body), None);
+    let r = patch(json!({"transcode": ["G722", "opus"]})).await;
+    assert_eq!(
+        (r.status, &r.body["transcode"]),
+        (200, &json!(["G722", "opus"])),
+        "{}",
+        r.body
+    );
+    let r = patch(json!({"transcode": ["G729"]})).await;
+    assert_eq!((r.status, error_code(&r)), (422, "invalid"), "{}", r.body);
+    let r = patch(json!({"transcode": null})).await;
+    assert_eq!(
+        (r.status, &r.body["transcode"]),
+        (200, &json!(null)),
+        "{}",
+        r.body
+    );
+    assert_eq!(s.get(tenant, &t.acme).await.body["transcode"], json!(null));
     let path = "/api/v1/tenants/acme/users";
     let cases = [
         (

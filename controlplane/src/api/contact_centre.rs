@@ -33,7 +33,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 }
 
 /// `null` in a patch clears the setting; an absent field leaves it alone.
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+pub(super) fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

@@ -2124,7 +2124,7 @@ impl Engine {
             }
         };
         let stays = side.other();
-        let onward = self.onward_offer(&c.sdp[stays.index()], c.ports[side.index()]);
+        let onward = self.onward_offer(&c.tenant, &c.sdp[stays.index()], c.ports[side.index()]);
         let Some((offer, _)) = onward else {
             self.reply(now, tx, &req, 488);
             return;
@@ -2206,7 +2206,11 @@ impl Engine {
             return;
         }
         let target_side = transferor_side.other();
-        let onward = self.onward_offer(&c1.sdp[side.other().index()], c1.ports[side.index()]);
+        let onward = self.onward_offer(
+            &c1.tenant,
+            &c1.sdp[side.other().index()],
+            c1.ports[side.index()],
+        );
         let Some((offer, _)) = onward else {
             self.reply(now, tx, req, 488);
             return;

@@ -75,6 +75,10 @@ pub struct TenantConfig {
     pub max_calls: Option<usize>,
     /// For E.164 normalisation of national numbers ("44" turns 020… into +4420…).
     pub country_code: Option<String>,
+    /// The codecs the B2BUA adds to offers on this tenant's calls, instead of `[sip] transcode`
+    /// (`[]`: none, so nothing is transcoded); unset: the global list.
+    #[serde(default)]
+    pub transcode: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -265,7 +269,26 @@ pub(crate) fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
     }
 }
 
+/// Every codec of a `transcode` list is one the data plane can produce.
+pub fn check_transcode(field: &str, codecs: &[String]) -> Result<(), String> {
+    match codecs.iter().find(|c| !crate::ng::codecs::is_producible(c)) {
+        Some(bad) => Err(format!(
+            "{field}: {bad} is not a codec the data plane transcodes (PCMU, PCMA, G722, opus)"
+        )),
+        None => Ok(()),
+    }
+}
+
 impl SipConfig {
+    /// The codecs offers on `tenant`'s calls get added: its own list, else the global one.
+    pub fn transcode_for(&self, tenant: &str) -> &[String] {
+        self.tenants
+            .iter()
+            .find(|t| t.name == tenant)
+            .and_then(|t| t.transcode.as_deref())
+            .unwrap_or(&self.transcode)
+    }
+
     /// Checks references between sections; the appliance refuses to start on an error.
     pub fn validate(&self) -> Result<(), String> {
         let tenant = |name: &str| self.tenants.iter().any(|t| t.name == name);
@@ -374,14 +397,11 @@ impl SipConfig {
         if self.tls_certificate.is_some() != self.tls_private_key.is_some() {
             return Err("sip.tls_certificate and sip.tls_private_key go together".into());
         }
-        if let Some(bad) = self
-            .transcode
-            .iter()
-            .find(|c| !crate::ng::codecs::is_producible(c))
-        {
-            return Err(format!(
-                "sip.transcode: {bad} is not a codec the data plane transcodes (PCMU, PCMA, G722, opus)"
-            ));
+        check_transcode("sip.transcode", &self.transcode)?;
+        for t in &self.tenants {
+            if let Some(list) = &t.transcode {
+                check_transcode(&format!("sip.tenants: {}: transcode", t.name), list)?;
+            }
         }
         if self.t1_ms == 0 {
             return Err("sip.t1_ms must be positive".into());
@@ -548,6 +568,7 @@ mod tests {
             domain: "acme.test".into(),
             max_calls: None,
             country_code: Some("44".into()),
+            transcode: None,
         });
         assert_eq!(cfg.normalize("acme", "02079460000"), "+442079460000");
         assert_eq!(cfg.normalize("acme", "0033 1 23 45 67 89"), "+33123456789");

@@ -253,6 +253,7 @@ fn config() -> SipConfig {
             domain: "acme.test".into(),
             max_calls: Some(2),
             country_code: None,
+            transcode: None,
         }],
         accounts: vec![AccountConfig {
             tenant: "acme".into(),

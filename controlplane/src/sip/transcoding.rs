@@ -2,7 +2,7 @@
 //!
 //! Every offer the engine sends on (the caller's INVITE to the callee or to an agent's devices,
 //! a re-INVITE or UPDATE from either side) carries the offerer's codecs first, then those of
-//! `sip.transcode` it lacks (the ng `codec: {transcode}` logic, `ng::codecs`). When the answer
+//! the tenant's `transcode` list (else `sip.transcode`) it lacks (the ng `codec: {transcode}` logic, `ng::codecs`). When the answer
 //! picks one of the added codecs, the data plane gets a codec plan (`MediaOp::SetCodecs`), and
 //! the offerer is answered in a codec of its own; an answer in a codec the offerer has relays
 //! as it is. A party that joins a call whose other side keeps its codec (a transfer target, the
@@ -125,12 +125,14 @@ impl Engine {
     /// what the offerer can take (`None` when nothing was added).
     pub(super) fn onward_offer(
         &self,
+        tenant: &str,
         sdp_text: &str,
         port: u16,
     ) -> Option<(String, Option<OfferedCodecs>)> {
         let sdp = Sdp::parse(sdp_text).ok()?;
         let index = relayed_audio(&sdp);
-        let added = index.and_then(|i| onward_offer_edit(&sdp.media[i], &self.cfg.transcode));
+        let transcode = self.cfg.transcode_for(tenant);
+        let added = index.and_then(|i| onward_offer_edit(&sdp.media[i], transcode));
         let (edit, offered) = added.unzip();
         Some((self.rewrite_parsed(&sdp, port, index, edit), offered))
     }
@@ -144,7 +146,8 @@ impl Engine {
         offer: &str,
         port: u16,
     ) -> Option<String> {
-        let (text, offered) = self.onward_offer(offer, port)?;
+        let tenant = &self.calls.get(&call)?.tenant;
+        let (text, offered) = self.onward_offer(tenant, offer, port)?;
         if let Some(c) = self.calls.get_mut(&call) {
             c.transcoding.offer = offered.map(|o| (from, o));
         }

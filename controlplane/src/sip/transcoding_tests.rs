@@ -211,6 +211,17 @@ fn a_shared_codec_is_relayed_and_an_empty_transcode_list_adds_nothing() {
     let mut cfg = config();
     cfg.transcode = vec!["G729".into()];
     assert!(cfg.validate().unwrap_err().contains("G729"));
+
+    // A tenant's own list wins over the global one.
+    let mut cfg = config();
+    cfg.tenants[0].transcode = Some(vec!["G722".into()]);
+    cfg.validate().unwrap();
+    let mut h = harness_with(cfg);
+    let b_invite = start_call(&mut h, "tc-7");
+    assert_eq!(m_line(&b_invite), "m=audio 30004 RTP/AVP 8 9 101");
+    let mut cfg = config();
+    cfg.tenants[0].transcode = Some(vec!["opus".into(), "G729".into()]);
+    assert!(cfg.validate().unwrap_err().contains("sip.tenants: acme"));
 }
 
 #[test]

@@ -73,11 +73,11 @@ fn u32_of(v: i64) -> u32 {
     v.clamp(0, u32::MAX as i64) as u32
 }
 
-fn json_list<T: serde::de::DeserializeOwned>(text: &str) -> Vec<T> {
+pub(super) fn json_list<T: serde::de::DeserializeOwned>(text: &str) -> Vec<T> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
-fn json_text<T: Serialize>(v: &T) -> String {
+pub(super) fn json_text<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 

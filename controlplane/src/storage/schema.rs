@@ -280,4 +280,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 6,
     name: "queues: a spoken greeting before the caller joins the queue",
     statements: &["ALTER TABLE queues ADD COLUMN greeting BIGINT NOT NULL DEFAULT 0"],
+}, Migration {
+    version: 7,
+    name: "tenants: the codecs the B2BUA adds to offers (transcoding), NULL for the global list",
+    statements: &["ALTER TABLE tenants ADD COLUMN transcode_json TEXT"],
 }];
