@@ -3,13 +3,17 @@
 //! queues with different skills, agents and their memberships, routes to the queues); the
 //! agents' phones (simulated SIP user agents) register with digest authentication and the agents
 //! log in through the API (one is on a break). Callers arrive from a trusted trunk and dial the
-//! two queues; the ACD offers each caller to an agent with the queue's skill, the B2BUA bridges
-//! the call with its media anchored in the data plane, RTP flows both ways. A live line shows the
-//! queues, the agents by state, service level and ASA; the closing report shows the queues'
-//! figures (METRICS.md) from the durable queue log, and checks every call has its record.
+//! two queues; each hears the queue's spoken greeting, then waits with the hold music while the
+//! ACD offers it to an agent with the queue's skill; the B2BUA bridges the call with its media
+//! anchored in the data plane, RTP flows both ways. Some agents' phones take G.722 only while the
+//! callers send PCMA: their calls are transcoded. A live line shows the queues, the agents by
+//! state, service level and ASA; the closing report shows the transcoded calls, the legs' MOS and
+//! the queues' figures (METRICS.md) from the durable queue log, and checks every call has its
+//! record.
 
 use crate::app::Appliance;
 use clap::Args;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +46,10 @@ const PASSWORD: &str = "demo-secret";
 /// Queue, the number that reaches it, the skill it needs.
 const QUEUES: [(&str, &str, &str); 2] =
     [("sales", "3001", "sales"), ("support", "3002", "support")];
+
+/// Every this-many-th agent's phone (agent4, agent8, …) takes G.722 only: its calls from the
+/// PCMA callers are transcoded.
+const G722_EVERY: usize = 4;
 
 /// agent1..agentN: the first half sell, the second half do support, and a fifth of each half,
 /// next to the other, also helps the other queue (tier 1: offered after that queue's own).
@@ -153,7 +161,7 @@ fn provision(
             "/queues",
             json!({"name": queue, "strategy": "longest-idle", "service_level_s": 20,
                    "skills": [{"skill": skill, "level": 1}], "ring_timeout_s": 15, "wrapup_s": 1,
-                   "announce_period_s": 10}),
+                   "announce_period_s": 10, "greeting": true}),
         )?;
         post(
             "/routes",
@@ -281,7 +289,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("    websocat -H \"Authorization: Bearer $TOKEN\" ws://{http}/api/v1/events   # queue log, agent states, screen-pops");
     println!("    curl -s http://{http}/api/v1/openapi.json | head -c 300;  curl -s http://{http}/metrics | grep -E 'tandem_(sip|dp|api)_'");
 
-    // The agents' phones: register with digest auth, answer, echo the caller's audio.
+    // The agents' phones: register with digest auth, answer, echo the caller's audio; some
+    // take G.722 only.
+    let g722_phones: Vec<(String, String)> = agents
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (i + 1) % G722_EVERY == 0)
+        .map(|(_, (a, _))| (a.clone(), "G722".to_string()))
+        .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let uas_stop = stop.clone();
     let uas_cfg = UasConfig {
@@ -291,6 +306,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         password: PASSWORD.into(),
         domain: "demo.local".into(),
         ring_ms: 200,
+        codecs: g722_phones.clone(),
     };
     let phones =
         std::thread::spawn(move || tandem_bench::sip::run_uas(&uas_cfg, &uas_stop, |_| {}));
@@ -300,9 +316,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     println!(
-        "  agents' phones registered: {} of {}",
+        "  agents' phones registered: {} of {} ({} take G.722 only: Tandem transcodes the callers' PCMA for them)",
         registered(),
-        agents.len()
+        agents.len(),
+        g722_phones.len()
     );
     // The agents log in through the API, as their desktop would; the last one is at lunch.
     for (i, (agent, _)) in agents.iter().enumerate() {
@@ -378,7 +395,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let created: u64 = snaps.iter().map(|s| s.sessions_created).sum();
     let active: u64 = snaps.iter().map(|s| s.sessions_active).sum();
     let relayed_total: u64 = snaps.iter().map(|s| s.relayed_packets).sum();
-    // Callers receive their agent's echo and, while they wait, the hold music.
+    // Callers receive their agent's echo and, while they wait, the greeting and hold music.
     let played: u64 = snaps.iter().map(|s| s.played_packets).sum();
     let echoed = report.rtp_received.saturating_sub(played);
     let returned = if report.rtp_sent > 0 {
@@ -407,7 +424,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         format!("{:.2} / {:.2} ms", report.setup_p50_ms, report.setup_p99_ms),
     );
     row(
-        "(includes queueing, 200 ms ring)",
+        "(greeting, queue, 200 ms ring)",
         format!("max {:.2} ms", report.setup_max_ms),
     );
     row("agents' phones answered", phones.answered.to_string());
@@ -418,14 +435,28 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         format!("{} / {}", report.rtp_sent, echoed),
     );
     row("RTP echoed by the agents", format!("{returned:.2} %"));
-    row("hold music played to callers", format!("{played} packets"));
+    row("greeting and music to callers", format!("{played} packets"));
     row("packets relayed by Tandem", relayed_total.to_string());
     row("packets dropped", dropped.to_string());
     // Every finished call has a durable record by now (replies waited for them).
     let stored = count_items(http, &token, "/api/v1/tenants/demo/calls")?;
     row("call records in storage (API)", stored.to_string());
-    // Each leg's reception quality as the data plane measured it, from the stored records.
-    let [callers, agents_legs] = leg_mos(http, &token)?;
+    // Each leg's reception quality as the data plane measured it, and which calls were
+    // transcoded, from the stored records.
+    let (transcoded, [callers, agents_legs]) = media_summary(http, &token)?;
+    let pairs: Vec<String> = transcoded
+        .iter()
+        .map(|((caller, callee), n)| format!("{n} {caller}↔{callee}"))
+        .collect();
+    let transcoded_total: usize = transcoded.values().sum();
+    row(
+        "transcoded calls (records)",
+        if pairs.is_empty() {
+            "0".to_string()
+        } else {
+            pairs.join(", ")
+        },
+    );
     for (name, mut mos) in [
         ("median MOS, callers → Tandem", callers),
         ("median MOS, agents → Tandem", agents_legs),
@@ -499,23 +530,37 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             report.answered
         );
     }
+    // Longest-idle gives every agent calls once there are twice as many as agents.
+    let every_agent_rung = report.answered as usize >= 2 * agents.len();
+    if !g722_phones.is_empty() && every_agent_rung && transcoded_total == 0 {
+        anyhow::bail!("the G.722 phones answered, yet no call record says it was transcoded");
+    }
     if report.failed > 0 || report.answered == 0 || returned < 95.0 {
         anyhow::bail!("the demo did not complete cleanly (see the table above)");
     }
     Ok(())
 }
 
-/// The E-model MOS of every stored call's caller and callee legs (G.711 legs that carried RTP).
-fn leg_mos(http: SocketAddr, token: &str) -> anyhow::Result<[Vec<f64>; 2]> {
+/// Transcoded calls per (caller's codec, callee's codec), and the E-model MOS of every stored
+/// call's caller and callee legs (legs that carried RTP in a codec the E-model rates).
+type MediaSummary = (BTreeMap<(String, String), usize>, [Vec<f64>; 2]);
+
+fn media_summary(http: SocketAddr, token: &str) -> anyhow::Result<MediaSummary> {
     let mut mos = [Vec::new(), Vec::new()];
+    let mut transcoded = BTreeMap::new();
     for_each_item(http, token, "/api/v1/tenants/demo/calls", |call| {
+        let media = &call["media"];
         for (i, leg) in ["caller", "callee"].into_iter().enumerate() {
-            if let Some(m) = call["media"][leg]["quality"]["mos"].as_f64() {
+            if let Some(m) = media[leg]["quality"]["mos"].as_f64() {
                 mos[i].push(m);
             }
         }
+        let codec = |leg: &str| media["transcoding"][leg].as_str().map(str::to_string);
+        if let (Some(caller), Some(callee)) = (codec("caller"), codec("callee")) {
+            *transcoded.entry((caller, callee)).or_insert(0) += 1;
+        }
     })?;
-    Ok(mos)
+    Ok((transcoded, mos))
 }
 
 /// Items of one of the demo tenant's lists (call records, queue events), counted page by page.

@@ -401,6 +401,7 @@ fn main() -> anyhow::Result<()> {
                 password,
                 domain,
                 ring_ms,
+                codecs: Vec::new(),
             };
             eprintln!("tandem-bench sip-uas on {listen}");
             tandem_bench::sip::run_uas(&cfg, &stop, |s| {

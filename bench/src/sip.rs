@@ -478,6 +478,10 @@ pub struct UasConfig {
     pub password: String,
     pub domain: String,
     pub ring_ms: u64,
+    /// Users whose phones take one codec other than PCMA, by its SDP encoding name
+    /// (`("agent3", "G722")`): they answer in it when the offer carries it and refuse the call
+    /// (488) when it does not. Everyone else answers PCMA.
+    pub codecs: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -651,13 +655,20 @@ pub fn run_uas(
                 continue;
             }
             let (_, invite, peer) = ringing.swap_remove(i);
+            let Some(format) = answer_format(&invite, &cfg.codecs) else {
+                let refused = Message::response_to(&invite, 488, Some("uas"));
+                let _ = sip.send_to(&refused.to_bytes(), peer);
+                continue;
+            };
             let mut ok = Message::response_to(&invite, 200, Some("uas"));
             ok.push("Contact", format!("<sip:uas@{local}>"));
             ok.set_body(
                 "application/sdp",
                 format!(
-                    "v=0\r\no=uas 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n",
-                    ip = local.ip()
+                    "v=0\r\no=uas 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP {pt}\r\na=rtpmap:{pt} {rtpmap}\r\n",
+                    ip = local.ip(),
+                    pt = format.0,
+                    rtpmap = format.1,
                 )
                 .into_bytes(),
             );
@@ -699,6 +710,26 @@ pub fn run_uas(
     Ok(stats)
 }
 
+/// The payload type and rtpmap a phone answers `invite` with: PCMA, or the one codec its user
+/// takes (`codecs`) when the offer carries it (None: it does not).
+fn answer_format(invite: &Message, codecs: &[(String, String)]) -> Option<(u8, String)> {
+    let user = invite
+        .request_uri()
+        .and_then(|u| u.strip_prefix("sip:"))
+        .and_then(|u| u.split('@').next())
+        .unwrap_or_default();
+    let Some((_, encoding)) = codecs.iter().find(|(u, _)| u == user) else {
+        return Some((8, "PCMA/8000".into()));
+    };
+    let offer = Sdp::parse(invite.body_str()?).ok()?;
+    let audio = offer.media.iter().find(|m| m.kind == "audio")?;
+    let format = audio
+        .payload_formats()
+        .into_iter()
+        .find(|f| f.encoding.eq_ignore_ascii_case(encoding))?;
+    Some((format.payload_type, format.rtpmap()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -720,6 +751,7 @@ mod tests {
                 password: String::new(),
                 domain: "x".into(),
                 ring_ms: 10,
+                codecs: Vec::new(),
             };
             run_uas(&cfg, &uas_stop, |_| {}).unwrap()
         });
@@ -740,6 +772,20 @@ mod tests {
         assert_eq!(uas.byes, 20);
         assert!(report.rtp_received > 0 && report.rtp_sent > 0, "{report:?}");
         assert!(report.setup_p50_ms >= 10.0, "ring time is part of setup");
+    }
+
+    #[test]
+    fn a_phone_with_its_own_codec_answers_in_it_or_refuses() {
+        let mut invite = Message::request(Method::Invite, "sip:agent3@127.0.0.1:5070");
+        invite.set_body(
+            "application/sdp",
+            b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 8 9 101\r\n".to_vec(),
+        );
+        let g722 = vec![("agent3".to_string(), "G722".to_string())];
+        assert_eq!(answer_format(&invite, &g722), Some((9, "G722/8000".into())));
+        assert_eq!(answer_format(&invite, &[]), Some((8, "PCMA/8000".into())));
+        let opus = vec![("agent3".to_string(), "opus".to_string())];
+        assert_eq!(answer_format(&invite, &opus), None);
     }
 
     #[test]

@@ -16,8 +16,12 @@ pub const QUEUE: usize = 65_536;
 const GROUP: usize = 512;
 
 /// A call's per-leg media counters and reception quality as call records show them (API and
-/// `/calls`).
-pub fn media_json(m: &tandem_dataplane::api::SessionStats) -> serde_json::Value {
+/// `/calls`), and `transcoding`: the codec of each leg when the data plane transcoded between
+/// them (`{"caller": "PCMA", "callee": "G722"}`), `null` when it relayed as it is.
+pub fn media_json(
+    m: &tandem_dataplane::api::SessionStats,
+    transcoded: Option<&[String; 2]>,
+) -> serde_json::Value {
     let leg = |i: usize| {
         serde_json::json!({
             "rtp_packets_received": m.legs[i].rtp.packets,
@@ -26,14 +30,16 @@ pub fn media_json(m: &tandem_dataplane::api::SessionStats) -> serde_json::Value 
             "quality": crate::quality::json(&m.legs[i].quality),
         })
     };
-    serde_json::json!({ "caller": leg(0), "callee": leg(1) })
+    let transcoding = transcoded
+        .map(|[caller, callee]| serde_json::json!({ "caller": caller, "callee": callee }));
+    serde_json::json!({ "caller": leg(0), "callee": leg(1), "transcoding": transcoding })
 }
 
 pub fn row(r: &CallRecord) -> CallRecordRow {
     let media = r
         .media
         .as_ref()
-        .and_then(|m| serde_json::value::to_raw_value(&media_json(m)).ok());
+        .and_then(|m| serde_json::value::to_raw_value(&media_json(m, r.transcoded.as_ref())).ok());
     let duration_ms = r
         .answered_unix_ms
         .map_or(0, |a| r.ended_unix_ms.saturating_sub(a)) as i64;

@@ -109,7 +109,10 @@ async fn serve_tls(
 }
 
 fn record_json(r: &CallRecord) -> serde_json::Value {
-    let media = r.media.as_ref().map(crate::cdr::media_json);
+    let media = r
+        .media
+        .as_ref()
+        .map(|m| crate::cdr::media_json(m, r.transcoded.as_ref()));
     serde_json::json!({
         "id": r.call,
         "tenant": r.tenant,

@@ -29,8 +29,8 @@ const PAUSE_MS: usize = 400;
 const GAP_MS: usize = 120;
 
 /// The phrases, in clip order from [`PromptClips::first`]. Index 0 is a pause (silence, not
-/// spoken); 2..=21 are the numbers one to twenty.
-pub const PHRASES: [&str; 33] = [
+/// spoken); 2..=21 are the numbers one to twenty; the last is a queue's greeting.
+pub const PHRASES: [&str; 34] = [
     "",
     "You are caller number",
     "one",
@@ -64,6 +64,7 @@ pub const PHRASES: [&str; 33] = [
     "minute.",
     "minutes.",
     "more than one hour.",
+    "Thank you for calling. Please hold.",
 ];
 
 const PAUSE: u16 = 0;
@@ -79,15 +80,26 @@ const ABOUT: u16 = 29;
 const MINUTE: u16 = 30;
 const MINUTES: u16 = 31;
 const OVER_AN_HOUR: u16 = 32;
+const GREETING: u16 = 33;
 
 /// Where the rendered phrases sit among the data plane's clips.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PromptClips {
     /// The clip index of [`PHRASES`]`[0]`; the others follow in order.
     pub first: u16,
+    /// How long [`PromptClips::greeting`] plays, in milliseconds.
+    pub greeting_ms: u32,
 }
 
 impl PromptClips {
+    /// A queue's greeting as the data plane plays it once (pause, the greeting, pause), and
+    /// how long that takes.
+    pub fn greeting(&self) -> Option<(ClipSequence, std::time::Duration)> {
+        let clips = [PAUSE, GREETING, PAUSE].map(|p| self.first + p);
+        let played = std::time::Duration::from_millis(self.greeting_ms.into());
+        Some((ClipSequence::new(&clips)?, played))
+    }
+
     /// The clips of one announcement: the caller's position (when given; 1 is first in line)
     /// and the wait estimate (when given). None when there is nothing to say.
     ///
@@ -165,8 +177,10 @@ pub fn load(clips: &mut Vec<Arc<Clip>>, data_dir: &Path) -> Option<PromptClips> 
                 rendered.len(),
                 started.elapsed().as_millis()
             );
+            let ms = |p: u16| rendered.get(usize::from(p)).map_or(0, |c| c.duration_ms());
+            let greeting_ms = u32::try_from(2 * ms(PAUSE) + ms(GREETING)).ok()?;
             clips.extend(rendered);
-            Some(PromptClips { first })
+            Some(PromptClips { first, greeting_ms })
         }
         Err(e) => {
             tracing::warn!("queue announcements are off, callers hear music only: {e}");
@@ -293,7 +307,10 @@ mod tests {
     use super::*;
 
     fn words(seq: Option<ClipSequence>) -> Vec<&'static str> {
-        let p = PromptClips { first: 5 };
+        let p = PromptClips {
+            first: 5,
+            greeting_ms: 0,
+        };
         let seq = seq.expect("an announcement");
         seq.as_slice()
             .iter()
@@ -306,7 +323,10 @@ mod tests {
 
     #[test]
     fn announcements_say_the_position_and_the_rounded_wait() {
-        let p = PromptClips { first: 5 };
+        let p = PromptClips {
+            first: 5,
+            greeting_ms: 0,
+        };
         let say = |pos, ewt| words(p.announcement(pos, ewt)).join(" ");
         assert_eq!(
             say(Some(3), Some(5 * 60_000 + 20_000)),

@@ -458,6 +458,26 @@ async fn check_roles(s: &Server) {
 
 async fn check_validation(s: &Server) {
     let t = s.two_tenants().await;
+    // A tenant's transcode list: codecs the data plane has, stored, and `null` for the global.
+    let tenant = "/api/v1/tenants/acme";
+    let patch = |body: serde_json::Value| s.call("PATCH", tenant, Some(&s.admin), Some(body), None);
+    let r = patch(json!({"transcode": ["G722", "opus"]})).await;
+    assert_eq!(
+        (r.status, &r.body["transcode"]),
+        (200, &json!(["G722", "opus"])),
+        "{}",
+        r.body
+    );
+    let r = patch(json!({"transcode": ["G729"]})).await;
+    assert_eq!((r.status, error_code(&r)), (422, "invalid"), "{}", r.body);
+    let r = patch(json!({"transcode": null})).await;
+    assert_eq!(
+        (r.status, &r.body["transcode"]),
+        (200, &json!(null)),
+        "{}",
+        r.body
+    );
+    assert_eq!(s.get(tenant, &t.acme).await.body["transcode"], json!(null));
     let path = "/api/v1/tenants/acme/users";
     let cases = [
         (
@@ -1057,7 +1077,7 @@ async fn contact_centre(s: &Server, t: &Tenants) {
             &t.acme,
             json!({"name": "sales", "skills": [{"skill": "en", "level": 2}], "max_wait_s": 120,
                    "overflow": "queue:support", "relax": [{"after_s": 30, "min_level": 1}], "wrapup_s": 10,
-                   "callback_key": "#", "announce_period_s": 45, "announce_wait": false}),
+                   "callback_key": "#", "announce_period_s": 45, "announce_wait": false, "greeting": true}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -1077,6 +1097,7 @@ async fn contact_centre(s: &Server, t: &Tenants) {
     let stored = s.get("/api/v1/tenants/acme/queues/sales", &t.acme).await;
     assert_eq!(stored.body["announce_period_s"], 45, "{}", stored.body);
     assert_eq!(stored.body["announce_wait"], false);
+    assert_eq!(stored.body["greeting"], true, "{}", stored.body);
 }
 
 async fn check_contact_centre(s: &Server) {

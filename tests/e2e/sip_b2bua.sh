@@ -3,7 +3,8 @@
 # plane. Phases: SIPp uac_pcap -> Tandem -> SIPp uas (PCMA, RTP echo) with every RTP packet
 # counted across the relay; BYE from the callee; CANCEL before answer; hold and resume by
 # re-INVITE (sendonly/recvonly through both legs); a caller over TCP; a callee using 100rel
-# (PRACK); blind and attended (Replaces) transfer by REFER to a third party; malformed messages
+# (PRACK); blind and attended (Replaces) transfer by REFER to a third party; a PCMA-only caller
+# and a PCMU-only callee, transcoded, with the tones both ways checked; malformed messages
 # answered with 400 or dropped, never a crash. Call records are checked at /calls.
 source "$(dirname "$0")/lib.sh"
 SCEN="$ROOT/tests/e2e/sipp"
@@ -101,6 +102,12 @@ wait $agent_pid || fail "attended: agent side: $(cat "$WORK/attended/agent.log")
 wait $target_pid || fail "attended: target side: $(tail -3 "$WORK/attended/target.log"; cat "$WORK/attended"/*errors.log 2>/dev/null | head)"
 [ "$(metric $HTTP tandem_sip_transfers_total)" -eq 4 ] || fail "expected 4 completed transfers"
 echo "ok: attended transfer (REFER with Replaces)"
+# 9. Transcoding: a PCMA-only caller and a PCMU-only callee at the trunk (two small Python
+# phones, tests/e2e/b2bua_transcode.py); each must hear the other's tone in its own codec.
+PEERS_DIR="$PEERS_DIR" timeout 20 python3 "$ROOT/tests/e2e/b2bua_transcode.py" $SIP $UAS >"$WORK/b2bua_transcode.log" 2>&1 \
+  || fail "transcoded call: $(tail -5 "$WORK/b2bua_transcode.log")"
+cat "$WORK/b2bua_transcode.log"
+[ "$(metric $HTTP 'tandem_sip_transcoded_calls_total{caller="PCMA",callee="PCMU"}')" -eq 1 ] || fail "transcoded call not counted"
 
 sleep 1
 active=$(metric $HTTP 'tandem_dp_sessions_active')
@@ -115,11 +122,15 @@ calls = json.load(open(sys.argv[1]))["calls"]
 n = int(sys.argv[2])
 by = collections.Counter((c["disposition"], c["ended_by"]) for c in calls)
 print("call records:", dict(by))
-assert by[("answered", "caller")] == n + 3 + 3 + 3 + 1, by  # pcap, hold, 100rel, blind, attended
+assert by[("answered", "caller")] == n + 3 + 3 + 3 + 1 + 1, by  # pcap, hold, 100rel, blind, attended, transcoded
 assert by[("answered", "transferred")] == 1, by         # the attended transfer's consultation call
 assert by[("answered", "callee")] == 5 + 3, by      # callee BYE over UDP and TCP callers
 assert by[("cancelled", "caller")] == 5, by
 answered = [c for c in calls if c["disposition"] == "answered"]
+transcoded = [c for c in answered if c["media"] and c["media"]["transcoding"]]
+assert [c["media"]["transcoding"] for c in transcoded] == [{"caller": "PCMA", "callee": "PCMU"}], transcoded
+assert [c["media"]["callee"]["quality"]["payload_type"] for c in transcoded] == [0], transcoded
+answered = [c for c in answered if c not in transcoded]
 assert all(c["setup_ms"] is not None and c["codecs"][0] == "PCMA" for c in answered)
 # The pcap calls carried media both ways; their records say so.
 with_media = [c for c in answered if c["media"]

@@ -33,7 +33,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 }
 
 /// `null` in a patch clears the setting; an absent field leaves it alone.
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+pub(super) fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
@@ -290,6 +290,9 @@ pub struct NewQueue {
     pub announce_position: Option<bool>,
     /// Announcements say the estimated wait (default true).
     pub announce_wait: Option<bool>,
+    /// A caller first hears a spoken greeting, then joins the queue (default false; needs
+    /// `music`).
+    pub greeting: Option<bool>,
     /// A key (0-9, *, #) that takes a waiting caller out of the queue to the overflow target
     /// when that is not a queue, else ends the call (default none).
     pub leave_key: Option<String>,
@@ -339,6 +342,7 @@ pub struct QueuePatch {
     pub announce_period_s: Option<i64>,
     pub announce_position: Option<bool>,
     pub announce_wait: Option<bool>,
+    pub greeting: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub leave_key: Option<Option<String>>,
@@ -373,6 +377,7 @@ impl NewQueue {
             announce_period_s: self.announce_period_s,
             announce_position: self.announce_position,
             announce_wait: self.announce_wait,
+            greeting: self.greeting,
             leave_key: self.leave_key.map(Some),
             callback_key: self.callback_key.map(Some),
             skills: self.skills,
@@ -407,6 +412,7 @@ impl QueuePatch {
             announce_period_s,
             announce_position,
             announce_wait,
+            greeting,
             leave_key,
             callback_key,
             skills,

@@ -1,6 +1,7 @@
 //! Sessions, tenants, users and API tokens.
 
 use super::auth::{self, SessionClaims};
+use super::contact_centre::nullable;
 use super::{
     check_len, check_role, check_slug, check_version, with_etag, ApiError, ApiState, Body,
     ErrorBody, ListParams, Params, Principal, Source, ADMINS, EVERYONE,
@@ -165,6 +166,10 @@ pub struct NewTenant {
     pub max_calls: Option<i64>,
     /// Country calling code for E.164 normalisation (digits).
     pub country_code: Option<String>,
+    /// Codecs the B2BUA adds to offers on this tenant's calls, so that a side without the
+    /// other's codecs is transcoded (PCMU, PCMA, G722, opus; `[]`: never). Unset: the
+    /// appliance's `[sip] transcode`.
+    pub transcode: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -173,6 +178,18 @@ pub struct TenantPatch {
     pub display_name: Option<String>,
     pub max_calls: Option<i64>,
     pub country_code: Option<String>,
+    /// `null` goes back to the appliance's `[sip] transcode`.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub transcode: Option<Option<Vec<String>>>,
+}
+
+fn check_transcode(codecs: Option<&[String]>) -> Result<(), ApiError> {
+    match codecs {
+        Some(list) => crate::sip::config::check_transcode("transcode", list)
+            .map_err(|e| ApiError::invalid("transcode", e)),
+        None => Ok(()),
+    }
 }
 
 fn check_tenant_fields(
@@ -252,6 +269,7 @@ async fn create_tenant(
     check_domain(&req.domain)?;
     let display_name = req.display_name.clone().unwrap_or_else(|| req.name.clone());
     check_tenant_fields(&display_name, req.max_calls, req.country_code.as_deref())?;
+    check_transcode(req.transcode.as_deref())?;
     let now = now_ms();
     let tenant = Tenant {
         name: req.name,
@@ -259,6 +277,7 @@ async fn create_tenant(
         display_name,
         max_calls: req.max_calls,
         country_code: req.country_code,
+        transcode: req.transcode,
         version: 1,
         created_ms: now,
         updated_ms: now,
@@ -292,7 +311,8 @@ async fn get_tenant(
     Ok(with_etag(StatusCode::OK, t.version, &t))
 }
 
-/// Change a tenant's display name, call limit or country code (system administrators).
+/// Change a tenant's display name, call limit, country code or transcode list (system
+/// administrators).
 #[utoipa::path(patch, path = "/api/v1/tenants/{tenant}", tag = "tenants",
     params(("tenant" = String, Path), ("If-Match" = Option<String>, Header, description = "version the change is based on")),
     request_body = TenantPatch,
@@ -321,7 +341,11 @@ async fn update_tenant(
     if req.country_code.is_some() {
         t.country_code = req.country_code;
     }
+    if let Some(transcode) = req.transcode {
+        t.transcode = transcode;
+    }
     check_tenant_fields(&t.display_name, t.max_calls, t.country_code.as_deref())?;
+    check_transcode(t.transcode.as_deref())?;
     t.version += 1;
     t.updated_ms = now_ms();
     state.storage.update_tenant(&t).await?;
@@ -332,7 +356,7 @@ async fn update_tenant(
             "update",
             "tenant",
             &t.name,
-            serde_json::json!({"display_name": t.display_name, "max_calls": t.max_calls, "country_code": t.country_code}),
+            serde_json::json!({"display_name": t.display_name, "max_calls": t.max_calls, "country_code": t.country_code, "transcode": t.transcode}),
         )
         .await?;
     state.directory_changed().await;

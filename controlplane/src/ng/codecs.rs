@@ -46,6 +46,23 @@ pub fn data_plane_codec(f: &Format) -> Option<Codec> {
     }
 }
 
+/// A codec name (`opus`, `PCMA/8000`) the data plane can encode, as an offer adds it:
+/// encoding, clock, rtpmap parameters and static payload type.
+fn producible(name: &str) -> Option<(&'static str, u32, Option<&'static str>, Option<u8>)> {
+    match name.split('/').next() {
+        Some(n) if n.eq_ignore_ascii_case("PCMU") => Some(("PCMU", 8000, None, Some(0))),
+        Some(n) if n.eq_ignore_ascii_case("PCMA") => Some(("PCMA", 8000, None, Some(8))),
+        Some(n) if n.eq_ignore_ascii_case("opus") => Some(("opus", 48_000, Some("2"), None)),
+        Some(n) if n.eq_ignore_ascii_case("G722") => Some(("G722", 8000, None, Some(9))),
+        _ => None,
+    }
+}
+
+/// Whether `transcode` may name this codec (configuration checks).
+pub fn is_producible(name: &str) -> bool {
+    producible(name).is_some()
+}
+
 fn named(f: &Format, names: &[String]) -> bool {
     names
         .iter()
@@ -88,13 +105,9 @@ pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCo
     let mut added: Vec<u8> = Vec::new();
     let mut added_opus = false;
     for name in &req.transcode {
-        let (encoding, clock, params, static_pt) = match name.split('/').next() {
-            Some(n) if n.eq_ignore_ascii_case("PCMU") => ("PCMU", 8000, None, Some(0)),
-            Some(n) if n.eq_ignore_ascii_case("PCMA") => ("PCMA", 8000, None, Some(8)),
-            Some(n) if n.eq_ignore_ascii_case("opus") => ("opus", 48_000, Some("2"), None),
-            Some(n) if n.eq_ignore_ascii_case("G722") => ("G722", 8000, None, Some(9)),
-            // Not a codec the data plane can produce: not offered.
-            _ => continue,
+        // Not a codec the data plane can produce: not offered.
+        let Some((encoding, clock, params, static_pt)) = producible(name) else {
+            continue;
         };
         let wanted = format!("{encoding}/{clock}");
         if !can_transcode || kept.iter().any(|f| f.is(&wanted)) {

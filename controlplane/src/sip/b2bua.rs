@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tandem_dataplane::api::{
-    ClipSequence, CoreError, LegIndex, LegParams, SessionId, SessionStats,
+    ClipSequence, CoreError, LegCodec, LegIndex, LegParams, SessionId, SessionStats,
 };
 
 #[path = "callback.rs"]
@@ -29,6 +29,8 @@ pub(crate) use callback::callback_number as callback_number_of;
 #[path = "contact_centre.rs"]
 mod contact_centre;
 use contact_centre::{ContactCentre, Queued};
+#[path = "transcoding.rs"]
+mod transcoding;
 use tandem_acd::ContactId;
 
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +82,12 @@ pub enum MediaOp {
     StopPlay {
         session: SessionId,
         leg: LegIndex,
+    },
+    /// The session's codec plan (`[A, B]`): each leg in its own codec, transcoded between
+    /// them; `None` relays as it is.
+    SetCodecs {
+        session: SessionId,
+        codecs: Option<[LegCodec; 2]>,
     },
     /// Report the keys a leg's peer presses (RFC 4733 on this payload type).
     SetDtmf {
@@ -134,6 +142,9 @@ pub struct CallRecord {
     pub final_code: u16,
     pub ended_by: &'static str,
     pub codecs: Vec<String>,
+    /// The codecs of the caller's and the callee's legs when the call was transcoded (the
+    /// last plan); `None` when it was relayed as it is throughout.
+    pub transcoded: Option<[String; 2]>,
     pub media: Option<SessionStats>,
     /// `inbound` (from a trunk), `outbound` (to a trunk) or `internal`.
     pub direction: &'static str,
@@ -300,6 +311,8 @@ struct Call {
     direction: &'static str,
     /// Routed to an ACD queue: the contact and its offers to agents.
     queue: Option<Queued>,
+    /// Codec negotiation across the legs: the offer sent on, the transcoding plan.
+    transcoding: transcoding::CallCodecs,
 }
 
 impl Call {
@@ -1186,6 +1199,7 @@ impl Engine {
                     contact: ContactId(id),
                     ..q
                 }),
+                transcoding: Default::default(),
             },
         );
         self.next_call = id;
@@ -1243,30 +1257,38 @@ impl Engine {
 
     fn rewrite_for(&self, sdp_text: &str, port: u16) -> Option<String> {
         let sdp = Sdp::parse(sdp_text).ok()?;
-        let mut first = true;
-        let rewrites: Vec<MediaRewrite> = sdp
-            .media
-            .iter()
-            .map(|m| {
-                // One anchored audio stream per call; other streams are declined (port 0).
-                let port = if m.kind == "audio" && first && m.port != 0 {
-                    first = false;
-                    Some(port)
-                } else {
-                    Some(0)
-                };
-                MediaRewrite { port }
+        let anchored = transcoding::relayed_audio(&sdp);
+        Some(self.rewrite_parsed(&sdp, port, anchored, None))
+    }
+
+    /// `sdp` with our address, `port` on the `anchored` section (one audio stream per call;
+    /// other streams are declined with port 0) and `edit` on its formats.
+    fn rewrite_parsed(
+        &self,
+        sdp: &Sdp<'_>,
+        port: u16,
+        anchored: Option<usize>,
+        edit: Option<crate::sdp::CodecEdit>,
+    ) -> String {
+        let rewrites: Vec<MediaRewrite> = (0..sdp.media.len())
+            .map(|i| MediaRewrite {
+                port: Some(if Some(i) == anchored { port } else { 0 }),
             })
             .collect();
-        Some(sdp.rewrite(
+        let mut edits = vec![None; sdp.media.len()];
+        if let (Some(i), Some(edit)) = (anchored, edit) {
+            edits[i] = Some(edit);
+        }
+        sdp.rewrite_with_codecs(
             &rewrites,
+            &edits,
             &RewriteOptions {
                 address: Some(self.media_address),
                 replace_origin: true,
                 transport_protocol: None,
                 remove_ice: true,
             },
-        ))
+        )
     }
 
     fn send_b_invite(&mut self, now: Now, call: CallId) {
@@ -1276,7 +1298,8 @@ impl Engine {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
-        let Some(offer) = self.rewrite_for(&c.sdp[0], c.ports[1]) else {
+        let (caller_offer, port) = (c.sdp[0].clone(), c.ports[1]);
+        let Some(offer) = self.offer_onward(call, Side::A, &caller_offer, port) else {
             self.fail_call(now, call, 488, Disposition::Failed, "system");
             return;
         };
@@ -1457,7 +1480,8 @@ impl Engine {
                             params,
                         }));
                     }
-                    if let Some(rewritten) = self.rewrite_for(&sdp, a_port) {
+                    // Early media: transcoded like the final answer when it needs to be.
+                    if let Some(rewritten) = self.answer_back(call, Side::B, &sdp, a_port) {
                         relay.set_body("application/sdp", rewritten.into_bytes());
                     }
                     if let Some(c) = self.calls.get_mut(&call) {
@@ -1564,7 +1588,7 @@ impl Engine {
             }));
         }
         let a_port = c.ports[0];
-        let Some(rewritten) = self.rewrite_for(&answer, a_port) else {
+        let Some(rewritten) = self.answer_back(call, Side::B, &answer, a_port) else {
             let c = self.calls.get_mut(&call).expect("checked");
             c.ended_by = "system";
             c.final_code = 488;
@@ -1731,6 +1755,7 @@ impl Engine {
                 c.ended_by
             },
             codecs: c.codecs,
+            transcoded: c.transcoding.transcoded,
             media: stats,
             direction: c.direction,
         };
@@ -1828,7 +1853,16 @@ impl Engine {
                     .body_str()
                     .filter(|_| req.content_type() == Some("application/sdp"))
                     .map(str::to_string);
+                // An SDP in a re-INVITE or UPDATE is an offer (hold, resume, codec change).
+                let offers = matches!(method, Method::Invite | Method::Update);
                 let body = match &sdp {
+                    Some(sdp) if offers => match self.offer_onward(call, side, sdp, target_port) {
+                        Some(s) => Some(("application/sdp".to_string(), s.into_bytes())),
+                        None => {
+                            self.reply(now, tx, &req, 488);
+                            return;
+                        }
+                    },
                     Some(sdp) => match self.rewrite_for(sdp, target_port) {
                         Some(s) => Some(("application/sdp".to_string(), s.into_bytes())),
                         None => {
@@ -1953,7 +1987,13 @@ impl Engine {
                     params,
                 }));
             }
-            if let Some(rewritten) = self.rewrite_for(sdp, from_port) {
+            let answered = matches!(method, Method::Invite | Method::Update);
+            let rewritten = if answered && (200..300).contains(&code) {
+                self.answer_back(call, responder, sdp, from_port)
+            } else {
+                self.rewrite_for(sdp, from_port)
+            };
+            if let Some(rewritten) = rewritten {
                 out.set_body("application/sdp", rewritten.into_bytes());
             }
         } else if !res.body.is_empty() {
@@ -2084,7 +2124,8 @@ impl Engine {
             }
         };
         let stays = side.other();
-        let Some(offer) = self.rewrite_for(&c.sdp[stays.index()], c.ports[side.index()]) else {
+        let onward = self.onward_offer(&c.tenant, &c.sdp[stays.index()], c.ports[side.index()]);
+        let Some((offer, _)) = onward else {
             self.reply(now, tx, &req, 488);
             return;
         };
@@ -2165,8 +2206,12 @@ impl Engine {
             return;
         }
         let target_side = transferor_side.other();
-        let Some(offer) = self.rewrite_for(&c1.sdp[side.other().index()], c1.ports[side.index()])
-        else {
+        let onward = self.onward_offer(
+            &c1.tenant,
+            &c1.sdp[side.other().index()],
+            c1.ports[side.index()],
+        );
+        let Some((offer, _)) = onward else {
             self.reply(now, tx, req, 488);
             return;
         };
@@ -2267,8 +2312,12 @@ impl Engine {
                 params,
             }));
         }
-        c1.sdp[transferor.index()] = answer;
+        c1.sdp[transferor.index()] = answer.clone();
         c1.target_uri = target_leg.remote_target.clone();
+        self.settle_joined(call, transferor, &answer);
+        let Some(c1) = self.calls.get_mut(&call) else {
+            return;
+        };
         let new_key = (target_leg.call_id.clone(), target_leg.local_tag.clone());
         let old = match transferor {
             Side::A => Some(std::mem::replace(&mut c1.a, target_leg)),
@@ -2346,7 +2395,9 @@ impl Engine {
                         params,
                     }));
                 }
-                c.sdp[t.transferor.index()] = answer;
+                c.sdp[t.transferor.index()] = answer.clone();
+                self.settle_joined(call, t.transferor, &answer);
+                let c = self.calls.get_mut(&call).expect("checked");
                 let new_key = (t.leg.call_id.clone(), t.leg.local_tag.clone());
                 let peer = t.leg.peer;
                 c.target_uri = t.leg.remote_target.clone();
@@ -2545,7 +2596,7 @@ impl Engine {
     }
 
     fn call_timer(&mut self, now: Now, call: CallId) {
-        if self.callback_agent_timer(now, call) {
+        if self.callback_agent_timer(now, call) || self.greeting_timer(now, call) {
             return;
         }
         let Some(c) = self.calls.get_mut(&call) else {

@@ -256,6 +256,7 @@ impl Engine {
                 no_bye: None,
                 direction,
                 queue: Some(queued),
+                transcoding: Default::default(),
             },
         );
         self.cc.callback_calls.insert(contact, id);
@@ -442,7 +443,7 @@ impl Engine {
             self.callback_agent_unreachable(now, call);
             return;
         }
-        let _ = self.start_music(call);
+        let _ = self.start_music(call, None);
         let Some(c) = self.calls.get(&call) else {
             return;
         };

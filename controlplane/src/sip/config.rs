@@ -51,6 +51,11 @@ pub struct SipConfig {
     pub queue_callback_attempts: u32,
     pub queue_callback_retry_s: u64,
     pub queue_callback_dial_timeout_s: u64,
+    /// Codecs the B2BUA adds to every offer it sends on (after the offerer's own, those it
+    /// lacks), so that an answerer without the offerer's codecs can still take the call: the
+    /// data plane then transcodes between the legs. PCMU, PCMA, G722, opus; empty: offers
+    /// carry the offerer's codecs only and nothing is transcoded.
+    pub transcode: Vec<String>,
     pub tenants: Vec<TenantConfig>,
     pub accounts: Vec<AccountConfig>,
     pub trunks: Vec<TrunkConfig>,
@@ -70,6 +75,10 @@ pub struct TenantConfig {
     pub max_calls: Option<usize>,
     /// For E.164 normalisation of national numbers ("44" turns 020… into +4420…).
     pub country_code: Option<String>,
+    /// The codecs the B2BUA adds to offers on this tenant's calls, instead of `[sip] transcode`
+    /// (`[]`: none, so nothing is transcoded); unset: the global list.
+    #[serde(default)]
+    pub transcode: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -207,6 +216,7 @@ impl Default for SipConfig {
             queue_callback_attempts: 3,
             queue_callback_retry_s: 60,
             queue_callback_dial_timeout_s: 45,
+            transcode: ["PCMU", "PCMA", "G722", "opus"].map(String::from).to_vec(),
             tenants: Vec::new(),
             accounts: Vec::new(),
             trunks: Vec::new(),
@@ -259,7 +269,26 @@ pub(crate) fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
     }
 }
 
+/// Every codec of a `transcode` list is one the data plane can produce.
+pub fn check_transcode(field: &str, codecs: &[String]) -> Result<(), String> {
+    match codecs.iter().find(|c| !crate::ng::codecs::is_producible(c)) {
+        Some(bad) => Err(format!(
+            "{field}: {bad} is not a codec the data plane transcodes (PCMU, PCMA, G722, opus)"
+        )),
+        None => Ok(()),
+    }
+}
+
 impl SipConfig {
+    /// The codecs offers on `tenant`'s calls get added: its own list, else the global one.
+    pub fn transcode_for(&self, tenant: &str) -> &[String] {
+        self.tenants
+            .iter()
+            .find(|t| t.name == tenant)
+            .and_then(|t| t.transcode.as_deref())
+            .unwrap_or(&self.transcode)
+    }
+
     /// Checks references between sections; the appliance refuses to start on an error.
     pub fn validate(&self) -> Result<(), String> {
         let tenant = |name: &str| self.tenants.iter().any(|t| t.name == name);
@@ -367,6 +396,12 @@ impl SipConfig {
         }
         if self.tls_certificate.is_some() != self.tls_private_key.is_some() {
             return Err("sip.tls_certificate and sip.tls_private_key go together".into());
+        }
+        check_transcode("sip.transcode", &self.transcode)?;
+        for t in &self.tenants {
+            if let Some(list) = &t.transcode {
+                check_transcode(&format!("sip.tenants: {}: transcode", t.name), list)?;
+            }
         }
         if self.t1_ms == 0 {
             return Err("sip.t1_ms must be positive".into());
@@ -533,6 +568,7 @@ mod tests {
             domain: "acme.test".into(),
             max_calls: None,
             country_code: Some("44".into()),
+            transcode: None,
         });
         assert_eq!(cfg.normalize("acme", "02079460000"), "+442079460000");
         assert_eq!(cfg.normalize("acme", "0033 1 23 45 67 89"), "+33123456789");

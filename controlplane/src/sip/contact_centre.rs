@@ -48,6 +48,8 @@ pub(super) struct Queued {
     pub(super) playing: Option<u8>,
     /// A queued callback: Tandem dials the customer on leg A, then rings the reserved agent.
     pub(super) callback: Option<CallbackDial>,
+    /// The caller hears the queue's greeting until then, and joins the queue after it.
+    pub(super) greeting_until: Option<Instant>,
 }
 
 impl Queued {
@@ -61,6 +63,7 @@ impl Queued {
             overflow: None,
             playing: None,
             callback: None,
+            greeting_until: None,
         }
     }
 }
@@ -603,25 +606,77 @@ impl Engine {
         now.unix_ms.saturating_sub(now_ms.saturating_sub(at_ms))
     }
 
-    /// A routed call reached `queue:<name>`: 180 to the caller, then the ACD has it.
+    /// A routed call reached `queue:<name>`: 180 to the caller, then the ACD has it (after
+    /// the queue's greeting, when it has one the caller can hear).
     pub(super) fn enter_queue(&mut self, now: Now, call: CallId) {
         let contact = self.contact.clone();
+        let greeting = self.greeting_of(call);
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        let Some(q) = c.queue.as_ref() else { return };
-        let queue = q.queue;
+        if c.queue.is_none() {
+            return;
+        }
         c.state = CallState::Queued;
         let mut ringing = Message::response_to(&c.a_request, 180, Some(&c.a.local_tag));
         ringing.push("Contact", contact);
         let a_invite = c.a_invite;
-        if let Some(sdp) = self.start_music(call) {
+        let music = self.start_music(call, greeting.map(|(once, _)| once));
+        let greeted = music.is_some();
+        if let Some(sdp) = music {
             // Early media: the caller's phone plays what we send instead of its ringback.
             ringing.set_body("application/sdp", sdp.into_bytes());
         }
         if let Some(a_invite) = a_invite {
             self.respond(now, a_invite, ringing);
         }
+        match greeting.filter(|_| greeted) {
+            Some((_, played)) => {
+                let at = now.mono + played;
+                if let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) {
+                    q.greeting_until = Some(at);
+                }
+                self.call_timers.push(Reverse((at, call)));
+            }
+            None => self.join_queue(now, call),
+        }
+    }
+
+    /// The queue's greeting for this caller, when the queue has one and prompts were rendered.
+    fn greeting_of(&self, call: CallId) -> Option<(ClipSequence, Duration)> {
+        let queue = self.calls.get(&call)?.queue.as_ref()?.queue;
+        let def = self.cc.queue_defs.get(&queue)?;
+        self.cc.prompts?.greeting().filter(|_| def.greeting)
+    }
+
+    /// The greeting has played (the call's timer fell due): the caller joins the queue. True
+    /// when it was that timer.
+    pub(super) fn greeting_timer(&mut self, now: Now, call: CallId) -> bool {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return false;
+        };
+        let Some(q) = c.queue.as_mut() else {
+            return false;
+        };
+        if q.greeting_until.is_none_or(|at| at > now.mono) {
+            return false;
+        }
+        q.greeting_until = None;
+        if c.state == CallState::Queued {
+            self.join_queue(now, call);
+        }
+        true
+    }
+
+    /// The ACD takes the caller (`Enter`): it waits in the queue from now on.
+    fn join_queue(&mut self, now: Now, call: CallId) {
+        let Some(queue) = self
+            .calls
+            .get(&call)
+            .and_then(|c| Some(c.queue.as_ref()?.queue))
+        else {
+            return;
+        };
         let request = self.contact_request(call, queue);
         let now_ms = self.acd_now(now);
         let entered = self.cc.acd.handle(now_ms, Input::Enter(request));
@@ -632,10 +687,15 @@ impl Engine {
         self.acd_pump(now);
     }
 
-    /// Starts the queue's hold music on leg A (and listens for its leave key); returns the SDP
-    /// the caller gets in the 180 for it: our address and leg A's port, the caller's codecs.
-    /// None when the queue plays no music or the caller offered neither PCMU nor PCMA.
-    pub(super) fn start_music(&mut self, call: CallId) -> Option<String> {
+    /// Starts the queue's hold music on leg A (after the clips of `first`, played once: the
+    /// greeting) and listens for its leave key; returns the SDP the caller gets in the 180 for
+    /// it: our address and leg A's port, the caller's codecs. None when the queue plays no
+    /// music or the caller offered neither PCMU nor PCMA.
+    pub(super) fn start_music(
+        &mut self,
+        call: CallId,
+        first: Option<ClipSequence>,
+    ) -> Option<String> {
         let c = self.calls.get(&call)?;
         let def = self.cc.queue_defs.get(&c.queue.as_ref()?.queue)?;
         let session = c.session?;
@@ -654,11 +714,20 @@ impl Engine {
         }
         let pt = g711_pt(&c.sdp[0]).filter(|_| music)?;
         let sdp = self.rewrite_for(&c.sdp[0], c.ports[0])?;
-        self.actions.push(Action::Media(MediaOp::Play {
-            session,
-            leg: LegIndex::A,
-            clip: 0,
-            payload_type: pt,
+        self.actions.push(Action::Media(match first {
+            Some(once) => MediaOp::PlaySequence {
+                session,
+                leg: LegIndex::A,
+                once,
+                then: 0,
+                payload_type: pt,
+            },
+            None => MediaOp::Play {
+                session,
+                leg: LegIndex::A,
+                clip: 0,
+                payload_type: pt,
+            },
         }));
         if let Some(q) = self.calls.get_mut(&call).and_then(|c| c.queue.as_mut()) {
             q.playing = Some(pt);
@@ -732,6 +801,10 @@ impl Engine {
             return;
         }
         let Some(q) = c.queue.as_ref() else { return };
+        if q.greeting_until.is_some() {
+            // Not in the queue yet: there is nothing to leave.
+            return;
+        }
         let def = self.cc.queue_defs.get(&q.queue);
         let leave = def
             .and_then(|d| d.leave_key.as_deref())
@@ -1138,7 +1211,13 @@ impl Engine {
         if !c.awaiting_agent() {
             return false;
         }
-        let Some(offer_sdp) = self.rewrite_for(&c.sdp[0], c.ports[1]) else {
+        let (caller_sdp, port) = (c.sdp[0].clone(), c.ports[1]);
+        // The codecs the data plane transcodes are offered too: an agent's phone that lacks
+        // the caller's still takes the call.
+        let Some(offer_sdp) = self.offer_onward(call, Side::A, &caller_sdp, port) else {
+            return false;
+        };
+        let Some(c) = self.calls.get(&call) else {
             return false;
         };
         let contact = self.contact.clone();
@@ -1278,7 +1357,9 @@ impl Engine {
                     params,
                 }));
             }
-            c.sdp[1] = answer;
+            c.sdp[1] = answer.clone();
+            // The caller keeps the codec it was answered with; the new agent may not share it.
+            self.settle_joined(call, Side::B, &answer);
             return;
         }
         // Until answered it is still a queued call for the code that ends calls.
@@ -1649,7 +1730,7 @@ impl Engine {
         };
         if result.is_ok() {
             // Music while the next agent is found (the caller already has our SDP).
-            let _ = self.start_music(call);
+            let _ = self.start_music(call, None);
         }
         if let Err(e) = result {
             tracing::warn!("ACD refused the transfer of call {call} to queue {name}: {e}");

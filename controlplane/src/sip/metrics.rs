@@ -85,6 +85,8 @@ struct ByLabel {
     calls_ended: BTreeMap<&'static str, u64>,
     rate_limited: BTreeMap<&'static str, u64>,
     trunks_registered: BTreeMap<String, bool>,
+    /// (caller leg's codec, callee leg's codec) → calls.
+    transcoded: BTreeMap<(String, String), u64>,
 }
 
 #[derive(Default)]
@@ -153,6 +155,11 @@ impl SipMetrics {
     }
     pub fn call_ended(&self, disposition: &'static str) {
         self.with(|l| *l.calls_ended.entry(disposition).or_default() += 1);
+    }
+    /// A call started transcoding between these codecs (caller's leg, callee's leg).
+    pub fn call_transcoded(&self, caller: &str, callee: &str) {
+        let key = (caller.to_string(), callee.to_string());
+        self.with(|l| *l.transcoded.entry(key).or_default() += 1);
     }
     pub fn rate_limited(&self, method: &'static str) {
         self.with(|l| *l.rate_limited.entry(method).or_default() += 1);
@@ -296,6 +303,18 @@ impl SipMetrics {
             );
             for (m, n) in &l.rate_limited {
                 let _ = writeln!(out, "tandem_sip_rate_limited_total{{method=\"{m}\"}} {n}");
+            }
+            family(
+                out,
+                "tandem_sip_transcoded_calls_total",
+                "counter",
+                "Calls the data plane transcoded, by the codecs of the caller's and the callee's legs.",
+            );
+            for ((caller, callee), n) in &l.transcoded {
+                let _ = writeln!(
+                    out,
+                    "tandem_sip_transcoded_calls_total{{caller=\"{caller}\",callee=\"{callee}\"}} {n}"
+                );
             }
         }
         let gauges = [

@@ -61,6 +61,11 @@ pub struct QueueDef {
     /// logged in (there is no estimate).
     #[serde(default = "yes")]
     pub announce_wait: bool,
+    /// A caller entering the queue first hears a spoken greeting ("Thank you for calling.
+    /// Please hold."), then joins the queue: agents are offered the call once it has played.
+    /// Needs `music` and the `espeak-ng` synthesiser at start (without them it is skipped).
+    #[serde(default)]
+    pub greeting: bool,
     /// A key (`0`-`9`, `*`, `#`) that takes a waiting caller out of the queue: to the overflow
     /// target when it is not a queue (voicemail, say), else the call ends.
     #[serde(default)]
@@ -217,6 +222,7 @@ impl QueueDef {
             announce_period_s: 0,
             announce_position: true,
             announce_wait: true,
+            greeting: false,
             leave_key: None,
             callback_key: None,
             skills: Vec::new(),

@@ -557,6 +557,11 @@ fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inb
                     tracing::debug!("media stop-play failed: {e:?}");
                 }
             }
+            MediaOp::SetCodecs { session, codecs } => {
+                if let Err(e) = media.set_codecs(session, codecs).await {
+                    tracing::warn!("media set-codecs failed: {e:?}");
+                }
+            }
             MediaOp::SetDtmf {
                 session,
                 leg,

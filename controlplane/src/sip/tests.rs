@@ -253,6 +253,7 @@ fn config() -> SipConfig {
             domain: "acme.test".into(),
             max_calls: Some(2),
             country_code: None,
+            transcode: None,
         }],
         accounts: vec![AccountConfig {
             tenant: "acme".into(),
@@ -1171,7 +1172,19 @@ fn start_call_on(
     ports: [u16; 2],
     slot: u32,
 ) -> Message {
-    let out = h.feed(&invite(branch, call_id, "5551234", SDP_A), "10.0.0.1:5060");
+    start_call_offering(h, branch, call_id, SDP_A, ports, slot)
+}
+
+/// `start_call_on` with the caller offering `offer`; returns the INVITE sent to B.
+fn start_call_offering(
+    h: &mut Harness,
+    branch: &str,
+    call_id: &str,
+    offer: &str,
+    ports: [u16; 2],
+    slot: u32,
+) -> Message {
+    let out = h.feed(&invite(branch, call_id, "5551234", offer), "10.0.0.1:5060");
     let call = out
         .iter()
         .find_map(|a| match a {
@@ -2223,17 +2236,22 @@ fn a_message_at_the_header_limit_prints_to_one_that_parses() {
 
 #[path = "callback_tests.rs"]
 mod callback_tests;
+#[path = "transcoding_tests.rs"]
+mod transcoding_tests;
 /// Periodic position and wait announcements to callers waiting in a queue (ACD `Announce` →
 /// the data plane plays the prompts once, then the music again).
 mod announcements {
-    use super::queue::{cc_config, queued_call, register_device};
+    use super::queue::{cc_config, kinds, queued_call, register_device};
     use super::*;
     use crate::prompts::PromptClips;
     use crate::sip::queues::{AcdOp, AgentAction, QueueDef};
     use tandem_dataplane::api::ClipSequence;
 
     /// Where the prompts sit among the clips (after the hold music, clip 0).
-    const PROMPTS: PromptClips = PromptClips { first: 1 };
+    const PROMPTS: PromptClips = PromptClips {
+        first: 1,
+        greeting_ms: 4_000,
+    };
 
     fn session(slot: u32) -> SessionId {
         SessionId {
@@ -2342,6 +2360,40 @@ mod announcements {
             let out = h.advance(45_000);
             assert!(plays(&out).is_empty(), "{period} {music} {prompts:?}");
         }
+    }
+
+    #[test]
+    fn a_queue_with_a_greeting_plays_it_before_the_caller_joins_the_queue() {
+        let mut h = harness_announcing(0, |q| q.greeting = true);
+        register_device(&mut h, "alice");
+        let now = h.now();
+        let login = AcdOp::Agent {
+            agent: "alice".into(),
+            action: AgentAction::Login,
+        };
+        h.engine.acd_request(now, "acme", login).unwrap();
+        h.engine.drain().for_each(drop);
+        // The greeting, then the music, in one stream; nobody is offered the call meanwhile.
+        let (_, out) = queued_call(&mut h, "gr-1", 1);
+        let (greeting, played) = PROMPTS.greeting().unwrap();
+        assert_eq!(played, Duration::from_millis(4_000));
+        assert_eq!(plays(&out), vec![(session(1), greeting, 0, 8)]);
+        assert!(sent(&out).iter().any(|(_, m)| m.status() == Some(180)));
+        assert!(kinds(&out).is_empty(), "{:?}", kinds(&out));
+        let out = h.advance(3_990);
+        assert!(kinds(&out).is_empty(), "{:?}", kinds(&out));
+        // Once it has played, the caller joins the queue and alice's phone rings.
+        let out = h.advance(10);
+        assert_eq!(kinds(&out), vec!["enter", "offer"]);
+        assert!(sent(&out)
+            .iter()
+            .any(|(to, m)| to.to_string() == "192.168.1.11:5060"
+                && m.method() == Some(&Method::Invite)));
+        // Without prompts there is nothing to say: the caller joins at once.
+        let mut h = harness_announcing(0, |q| q.greeting = true);
+        h.engine.set_prompts(None);
+        let (_, out) = queued_call(&mut h, "gr-2", 1);
+        assert_eq!(kinds(&out), vec!["enter"]);
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub struct Queue {
     pub announce_period_s: i64,
     pub announce_position: bool,
     pub announce_wait: bool,
+    pub greeting: bool,
     pub leave_key: Option<String>,
     pub callback_key: Option<String>,
     pub skills: Vec<SkillLevel>,
@@ -72,11 +73,11 @@ fn u32_of(v: i64) -> u32 {
     v.clamp(0, u32::MAX as i64) as u32
 }
 
-fn json_list<T: serde::de::DeserializeOwned>(text: &str) -> Vec<T> {
+pub(super) fn json_list<T: serde::de::DeserializeOwned>(text: &str) -> Vec<T> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
-fn json_text<T: Serialize>(v: &T) -> String {
+pub(super) fn json_text<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 
@@ -103,6 +104,7 @@ impl Queue {
             announce_period_s: d.announce_period_s.into(),
             announce_position: d.announce_position,
             announce_wait: d.announce_wait,
+            greeting: d.greeting,
             leave_key: d.leave_key.clone(),
             callback_key: d.callback_key.clone(),
             skills: d.skills.clone(),
@@ -138,6 +140,7 @@ impl Queue {
             announce_period_s: u32_of(self.announce_period_s),
             announce_position: self.announce_position,
             announce_wait: self.announce_wait,
+            greeting: self.greeting,
             leave_key: self.leave_key.clone(),
             callback_key: self.callback_key.clone(),
             skills: self.skills.clone(),
@@ -173,6 +176,7 @@ impl FromRow for Queue {
             announce_period_s: r.col("announce_period_s")?,
             announce_position: r.col::<i64>("announce_position")? != 0,
             announce_wait: r.col::<i64>("announce_wait")? != 0,
+            greeting: r.col::<i64>("greeting")? != 0,
             leave_key: r.col("leave_key")?,
             callback_key: r.col("callback_key")?,
             skills: json_list(&skills),
@@ -404,7 +408,7 @@ impl Storage {
     // ---- queues ----
 
     pub async fn create_queue(&self, q: &Queue) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO queues (id, tenant, name, strategy, ring_step_s, priority, service_level_s, max_len, max_wait_s, overflow, leave_when_empty, skills_json, relax_json, max_tier, ring_timeout_s, wrapup_s, reject_delay_s, no_answer_delay_s, max_no_answer, routing_delay_s, version, created_ms, updated_ms, music, leave_key, announce_period_s, announce_position, announce_wait, callback_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)")
+        sqlx::query("INSERT INTO queues (id, tenant, name, strategy, ring_step_s, priority, service_level_s, max_len, max_wait_s, overflow, leave_when_empty, skills_json, relax_json, max_tier, ring_timeout_s, wrapup_s, reject_delay_s, no_answer_delay_s, max_no_answer, routing_delay_s, version, created_ms, updated_ms, music, leave_key, announce_period_s, announce_position, announce_wait, callback_key, greeting) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)")
             .bind(&q.id)
             .bind(&q.tenant)
             .bind(&q.name)
@@ -434,6 +438,7 @@ impl Storage {
             .bind(q.announce_position as i64)
             .bind(q.announce_wait as i64)
             .bind(&q.callback_key)
+            .bind(q.greeting as i64)
             .execute(&self.pool)
             .await
             .map_err(|e| conflict(e, "a queue with this name"))?;
@@ -462,7 +467,7 @@ impl Storage {
     }
 
     pub async fn update_queue(&self, q: &Queue) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE queues SET strategy = $1, ring_step_s = $2, priority = $3, service_level_s = $4, max_len = $5, max_wait_s = $6, overflow = $7, leave_when_empty = $8, skills_json = $9, relax_json = $10, max_tier = $11, ring_timeout_s = $12, wrapup_s = $13, reject_delay_s = $14, no_answer_delay_s = $15, max_no_answer = $16, routing_delay_s = $17, version = $18, updated_ms = $19, music = $23, leave_key = $24, announce_period_s = $25, announce_position = $26, announce_wait = $27, callback_key = $28 WHERE id = $20 AND tenant = $21 AND version = $22")
+        let done = sqlx::query("UPDATE queues SET strategy = $1, ring_step_s = $2, priority = $3, service_level_s = $4, max_len = $5, max_wait_s = $6, overflow = $7, leave_when_empty = $8, skills_json = $9, relax_json = $10, max_tier = $11, ring_timeout_s = $12, wrapup_s = $13, reject_delay_s = $14, no_answer_delay_s = $15, max_no_answer = $16, routing_delay_s = $17, version = $18, updated_ms = $19, music = $23, leave_key = $24, announce_period_s = $25, announce_position = $26, announce_wait = $27, callback_key = $28, greeting = $29 WHERE id = $20 AND tenant = $21 AND version = $22")
             .bind(&q.strategy)
             .bind(q.ring_step_s)
             .bind(q.priority)
@@ -491,6 +496,7 @@ impl Storage {
             .bind(q.announce_position as i64)
             .bind(q.announce_wait as i64)
             .bind(&q.callback_key)
+            .bind(q.greeting as i64)
             .execute(&self.pool)
             .await?;
         if done.rows_affected() == 0 {

@@ -109,9 +109,17 @@ pub struct Tenant {
     pub display_name: String,
     pub max_calls: Option<i64>,
     pub country_code: Option<String>,
+    /// Codecs the B2BUA adds to offers on this tenant's calls (transcoding); `null`: the
+    /// appliance's `[sip] transcode`.
+    pub transcode: Option<Vec<String>>,
     pub version: i64,
     pub created_ms: i64,
     pub updated_ms: i64,
+}
+
+/// A tenant's transcode list as stored (JSON text; NULL when it uses the global list).
+fn transcode_json(t: &Tenant) -> Option<String> {
+    t.transcode.as_ref().map(acd::json_text)
 }
 
 impl FromRow for Tenant {
@@ -122,6 +130,9 @@ impl FromRow for Tenant {
             display_name: r.col("display_name")?,
             max_calls: r.col("max_calls")?,
             country_code: r.col("country_code")?,
+            transcode: r
+                .col::<Option<String>>("transcode_json")?
+                .map(|j| acd::json_list(&j)),
             version: r.col("version")?,
             created_ms: r.col("created_ms")?,
             updated_ms: r.col("updated_ms")?,
@@ -484,6 +495,7 @@ impl Directory {
                     domain: t.domain.clone(),
                     max_calls: t.max_calls.map(|m| m.max(0) as usize),
                     country_code: t.country_code.clone(),
+                    transcode: t.transcode.clone(),
                 })
                 .collect(),
             accounts: self
@@ -577,6 +589,7 @@ impl Storage {
                     display_name: t.name.clone(),
                     max_calls: t.max_calls.map(|m| m as i64),
                     country_code: t.country_code.clone(),
+                    transcode: t.transcode.clone(),
                     version: 1,
                     created_ms: now,
                     updated_ms: now,
@@ -870,7 +883,7 @@ impl Storage {
     // ---- tenants ----
 
     pub async fn create_tenant(&self, t: &Tenant) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO tenants (name, domain, display_name, max_calls, country_code, version, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        sqlx::query("INSERT INTO tenants (name, domain, display_name, max_calls, country_code, version, created_ms, updated_ms, transcode_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(&t.name)
             .bind(&t.domain)
             .bind(&t.display_name)
@@ -879,6 +892,7 @@ impl Storage {
             .bind(t.version)
             .bind(t.created_ms)
             .bind(t.updated_ms)
+            .bind(transcode_json(t))
             .execute(&self.pool)
             .await
             .map_err(|e| conflict(e, "a tenant with this name or domain"))?;
@@ -900,7 +914,7 @@ impl Storage {
 
     /// Writes `t` over the stored tenant if its version is still `t.version - 1`.
     pub async fn update_tenant(&self, t: &Tenant) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE tenants SET display_name = $1, max_calls = $2, country_code = $3, version = $4, updated_ms = $5 WHERE name = $6 AND version = $7")
+        let done = sqlx::query("UPDATE tenants SET display_name = $1, max_calls = $2, country_code = $3, version = $4, updated_ms = $5, transcode_json = $8 WHERE name = $6 AND version = $7")
             .bind(&t.display_name)
             .bind(t.max_calls)
             .bind(&t.country_code)
@@ -908,6 +922,7 @@ impl Storage {
             .bind(t.updated_ms)
             .bind(&t.name)
             .bind(t.version - 1)
+            .bind(transcode_json(t))
             .execute(&self.pool)
             .await?;
         if done.rows_affected() == 0 {

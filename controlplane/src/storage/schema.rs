@@ -276,4 +276,12 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "ALTER TABLE queues ADD COLUMN announce_position BIGINT NOT NULL DEFAULT 1",
         "ALTER TABLE queues ADD COLUMN announce_wait BIGINT NOT NULL DEFAULT 1",
     ],
+}, Migration {
+    version: 6,
+    name: "queues: a spoken greeting before the caller joins the queue",
+    statements: &["ALTER TABLE queues ADD COLUMN greeting BIGINT NOT NULL DEFAULT 0"],
+}, Migration {
+    version: 7,
+    name: "tenants: the codecs the B2BUA adds to offers (transcoding), NULL for the global list",
+    statements: &["ALTER TABLE tenants ADD COLUMN transcode_json TEXT"],
 }];
