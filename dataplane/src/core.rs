@@ -169,6 +169,12 @@ impl Core {
                 std::thread::sleep(Duration::from_millis(1));
             }
             self.counters.loop_wakeups += 1;
+            // A command that woke the core (or arrived while it waited) applies before the packets
+            // received with it: the control plane sends a leg's new address before it lets the
+            // peer know where to send (the 200 OK), so that peer's first packet must find it.
+            if !self.drain_commands() {
+                break;
+            }
             let now = monotonic_ns();
             self.relay_batch(now);
             if !self.to_mix.is_empty() {

@@ -511,7 +511,7 @@ async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, Sock
 }
 
 fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inbound>) {
-    tokio::spawn(async move {
+    spawn_in_order(async move {
         match op {
             MediaOp::Create { call, a, b } => {
                 let result = media.create(a, b).await;
@@ -573,6 +573,20 @@ fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inb
             }
         }
     });
+}
+
+/// Spawns a data-plane request after running it here up to its first wait. Every request's
+/// first step is pushing its command onto the core's ring, so commands reach the core in the
+/// order the engine emitted them (a leg's new address before a codec plan, a play before its
+/// stop) and before the engine's next SIP message goes out (the 200 OK that tells the peer
+/// where to send): spawned tasks alone run in any order, and later.
+fn spawn_in_order(request: impl std::future::Future<Output = ()> + Send + 'static) {
+    let mut request = Box::pin(request);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if request.as_mut().poll(&mut cx).is_pending() {
+        // The spawned task polls it again at once, registering its real waker.
+        tokio::spawn(request);
+    }
 }
 
 /// Reader and writer tasks for one TCP or TLS connection; returns the writer's queue.
@@ -648,4 +662,31 @@ fn connect(addr: SocketAddr, inbox: mpsc::Sender<Inbound>) -> mpsc::Sender<Vec<u
         }
     });
     tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spawn_in_order;
+    use std::sync::{Arc, Mutex};
+
+    /// What each request does before its first wait happens in the order the requests were
+    /// spawned, before `spawn_in_order` returns; the rest finishes on the runtime.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_start_in_the_order_they_are_spawned() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(100);
+        for i in 0..100 {
+            let (entries, done_tx) = (log.clone(), done_tx.clone());
+            spawn_in_order(async move {
+                entries.lock().unwrap().push(i);
+                tokio::task::yield_now().await;
+                done_tx.send(i).await.unwrap();
+            });
+            assert_eq!(log.lock().unwrap().len(), i + 1);
+        }
+        assert_eq!(*log.lock().unwrap(), (0..100).collect::<Vec<_>>());
+        for _ in 0..100 {
+            done_rx.recv().await.unwrap();
+        }
+    }
 }
