@@ -1591,6 +1591,23 @@ fn fake_engine(
                     Err(AcdRefusal::Invalid("already in sales".into()))
                 }
                 AcdOp::MoveCaller { .. } | AcdOp::SetPriority { .. } => Ok(AcdReply::Done),
+                // Call 42 is answered; `boss` is the only supervisor with a phone.
+                AcdOp::Monitor { call, .. } if call != 42 => {
+                    Err(AcdRefusal::NotFound(format!("no call {call}")))
+                }
+                AcdOp::Monitor {
+                    op: MonitorOp::Start { supervisor, .. },
+                    ..
+                } if supervisor != "boss" => Err(AcdRefusal::Conflict("no phone".into())),
+                AcdOp::Monitor { call, op } => Ok(AcdReply::Monitor(MonitorView {
+                    call,
+                    supervisor: "boss".into(),
+                    mode: match op {
+                        MonitorOp::Start { mode, .. } | MonitorOp::SetMode(mode) => mode,
+                        MonitorOp::Stop => SupervisorMode::Listen,
+                    },
+                    state: "ringing".into(),
+                })),
             };
             // Requests of tenant `slow` are dropped unanswered, `stalled`'s held unanswered.
             match req.tenant.as_str() {
@@ -1798,6 +1815,79 @@ async fn check_acd_requests(s: &Server) {
         )
         .await;
     assert_eq!(r.status, 404);
+    // Supervisors monitor answered calls; agents may not; other tenants see nothing.
+    let monitor = "/api/v1/tenants/acme/calls/42/monitor";
+    let start = json!({"supervisor": "boss", "mode": "whisper"});
+    let r = s.post(monitor, &t.supervisor, start.clone()).await;
+    assert_eq!(
+        (r.status, r.body["mode"].clone(), r.body["state"].clone()),
+        (202, json!("whisper"), json!("ringing")),
+        "{}",
+        r.body
+    );
+    assert_eq!(s.post(monitor, &alice, start.clone()).await.status, 403);
+    let r = s
+        .post(
+            "/api/v1/tenants/globex/calls/42/monitor",
+            &t.acme,
+            start.clone(),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = s
+        .post(
+            "/api/v1/tenants/acme/calls/43/monitor",
+            &t.supervisor,
+            start.clone(),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = s
+        .post("/api/v1/tenants/acme/calls/x/monitor", &t.supervisor, start)
+        .await;
+    assert_eq!(r.status, 404);
+    let r = s
+        .post(
+            monitor,
+            &t.acme,
+            json!({"supervisor": "carol", "mode": "barge"}),
+        )
+        .await;
+    assert_eq!((r.status, error_code(&r)), (409, "conflict"));
+    let r = s
+        .post(
+            monitor,
+            &t.acme,
+            json!({"supervisor": "boss", "mode": "shout"}),
+        )
+        .await;
+    assert_eq!(r.status / 100, 4);
+    let r = s
+        .call(
+            "PATCH",
+            monitor,
+            Some(&t.supervisor),
+            Some(json!({"mode": "barge"})),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["mode"].clone()),
+        (200, json!("barge")),
+        "{}",
+        r.body
+    );
+    let r = s
+        .call("DELETE", monitor, Some(&t.supervisor), None, None)
+        .await;
+    assert_eq!(r.status, 204);
+    let r = s.call("DELETE", monitor, Some(&alice), None, None).await;
+    assert_eq!(r.status, 403);
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with("acme Monitor { call: 42, op: SetMode(Barge)")));
     // An engine that drops a request unanswered: 503.
     s.post(
         "/api/v1/tenants",

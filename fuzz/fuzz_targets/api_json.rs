@@ -3,7 +3,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tandem_controlplane::api::{
-    acd, acd_stats, contact_centre, directory, parse_json, records, tenants, webhooks, ListParams,
+    acd, acd_stats, contact_centre, directory, monitor, parse_json, records, tenants, webhooks,
+    ListParams,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -30,6 +31,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_json::<tandem_controlplane::sip::queues::AgentAction>(data);
     let _ = parse_json::<acd::MoveCaller>(data);
     let _ = parse_json::<acd::CallerPriority>(data);
+    let _ = parse_json::<monitor::StartMonitor>(data);
+    let _ = parse_json::<monitor::ChangeMonitor>(data);
     if let Ok(t) = parse_json::<directory::NewTrunk>(data) {
         let _ = directory::check_new_trunk(t);
     }

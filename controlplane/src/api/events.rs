@@ -20,7 +20,8 @@ pub struct Event {
     pub seq: u64,
     pub at_ms: i64,
     pub tenant: String,
-    /// `call.offered`, `call.answered`, `call.ended`, `registration.changed`.
+    /// `call.offered`, `call.answered`, `call.ended`, `registration.changed`, `acd.<kind>`,
+    /// `monitor.<change>`.
     #[serde(rename = "type")]
     pub kind: String,
     pub data: serde_json::Value,

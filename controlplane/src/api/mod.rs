@@ -14,6 +14,7 @@ pub mod contact_centre;
 pub mod directory;
 pub mod events;
 pub mod metrics;
+pub mod monitor;
 pub mod records;
 pub mod tenants;
 pub mod webhooks;
@@ -861,6 +862,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .merge(webhooks::routes())
         .merge(contact_centre::routes())
         .merge(acd::routes())
+        .merge(monitor::routes())
         .merge(acd_stats::routes())
         .split_for_parts();
     let doc = Arc::new(openapi.to_json().unwrap_or_default());

@@ -25,8 +25,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 /// What a webhook may subscribe to: calls, registrations, and the contact centre's events
-/// (`acd.<kind>`, see `api::acd::EVENT_KINDS`; `acd.offer` is the screen-pop).
-pub const EVENT_TYPES: [&str; 26] = [
+/// (`acd.<kind>`, see `api::acd::EVENT_KINDS`; `acd.offer` is the screen-pop), and supervisor
+/// monitors (`monitor.*`, see `api::monitor`).
+pub const EVENT_TYPES: [&str; 30] = [
     "call.offered",
     "call.answered",
     "call.ended",
@@ -53,6 +54,10 @@ pub const EVENT_TYPES: [&str; 26] = [
     "acd.unpause",
     "acd.agent_state",
     "acd.offer",
+    "monitor.started",
+    "monitor.answered",
+    "monitor.mode",
+    "monitor.ended",
 ];
 
 pub fn routes() -> OpenApiRouter<ApiState> {

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tandem_dataplane::api::{
-    ClipSequence, CoreError, LegCodec, LegIndex, LegParams, SessionId, SessionStats,
+    ClipSequence, CoreError, LegCodec, LegIndex, LegParams, MonitorMode, SessionId, SessionStats,
 };
 
 #[path = "callback.rs"]
@@ -28,9 +28,12 @@ mod callback;
 pub(crate) use callback::callback_number as callback_number_of;
 #[path = "contact_centre.rs"]
 mod contact_centre;
+#[path = "monitor.rs"]
+mod monitor;
 use contact_centre::{ContactCentre, Queued};
 #[path = "transcoding.rs"]
 mod transcoding;
+use monitor::Monitor;
 use tandem_acd::ContactId;
 
 #[derive(Debug, Clone, Copy)]
@@ -95,6 +98,29 @@ pub enum MediaOp {
         leg: LegIndex,
         payload_type: Option<u8>,
     },
+    /// A supervisor's session for monitoring `call`, on `core` (the core of the call's session).
+    CreateSupervisor {
+        call: CallId,
+        core: u16,
+    },
+    /// The supervisor answered: point its session's leg A at `params`, then attach it to the
+    /// call's session (in that order, one request after the other).
+    AttachMonitor {
+        call: CallId,
+        session: SessionId,
+        supervisor: SessionId,
+        params: LegParams,
+        mode: MonitorMode,
+        codecs: [LegCodec; 3],
+    },
+    SetMonitorMode {
+        session: SessionId,
+        mode: MonitorMode,
+    },
+    /// Deletes a supervisor's session (which ends its monitor).
+    DeleteSupervisor {
+        session: SessionId,
+    },
 }
 
 /// What the engine asks of its shell.
@@ -121,6 +147,13 @@ pub enum SipEvent {
     CallEnded(Box<CallRecord>),
     /// The ACD's queue log, agent state changes and screen-pops.
     Acd(Box<super::queues::AcdEvent>),
+    /// A call's supervisor monitor changed (`monitor.started`, `monitor.answered`,
+    /// `monitor.mode`, `monitor.ended`).
+    Monitor {
+        tenant: String,
+        kind: &'static str,
+        detail: serde_json::Value,
+    },
 }
 
 /// One finished call, as handed to storage.
@@ -423,6 +456,8 @@ enum Pending {
     Offer(CallId),
     /// A queued callback's INVITE to the customer (leg A of that call).
     Callback(CallId),
+    /// The INVITE ringing a supervisor to monitor this call.
+    Monitor(CallId),
 }
 
 pub struct Engine {
@@ -455,6 +490,9 @@ pub struct Engine {
     metrics: Arc<SipMetrics>,
     /// The ACD and the name ↔ id maps of its queues and agents.
     cc: ContactCentre,
+    /// Supervisor monitors by the call they monitor (one each), and their dialogs.
+    monitors: HashMap<CallId, Monitor>,
+    monitor_dialogs: HashMap<(String, String), CallId>,
 }
 
 const MAX_REDIRECTS: u8 = 3;
@@ -509,6 +547,8 @@ impl Engine {
             location: Location::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
+            monitors: HashMap::new(),
+            monitor_dialogs: HashMap::new(),
             invites: HashMap::new(),
             pending: HashMap::new(),
             call_timers: BinaryHeap::new(),
@@ -742,6 +782,10 @@ impl Engine {
 
     /// A data-plane session timed out (no media either way): end the call.
     pub fn media_timed_out(&mut self, now: Now, session: SessionId, stats: SessionStats) {
+        if self.supervisor_timed_out(now, session) {
+            self.pump(now);
+            return;
+        }
         let Some((&id, _)) = self.calls.iter().find(|(_, c)| c.session == Some(session)) else {
             return;
         };
@@ -827,6 +871,10 @@ impl Engine {
         // In-dialog requests carry our tag in To.
         if let Some(to_tag) = req.to_tag() {
             let key = (req.call_id().to_string(), to_tag.to_string());
+            if let Some(&call) = self.monitor_dialogs.get(&key) {
+                self.supervisor_request(now, tx, req, call);
+                return;
+            }
             match self.dialogs.get(&key).copied() {
                 Some((call, side)) => self.in_dialog(now, tx, req, call, side),
                 None if method == Method::Options => self.reply(now, tx, &req, 200),
@@ -1400,6 +1448,13 @@ impl Engine {
                 }
                 self.on_callback_response(now, call, tx, res);
             }
+            Some(Pending::Monitor(call)) => {
+                let call = *call;
+                if code >= 300 {
+                    self.pending.remove(&tx);
+                }
+                self.on_supervisor_response(now, call, tx, res);
+            }
             Some(Pending::Ping { .. }) if code >= 200 => {
                 if let Some(Pending::Ping { aor, contact }) = self.pending.remove(&tx) {
                     let limit = self.cfg.ping_failures;
@@ -1726,6 +1781,7 @@ impl Engine {
         let Some(c) = self.calls.remove(&call) else {
             return;
         };
+        self.end_monitor(now, call, "call ended");
         self.dialogs
             .remove(&(c.a.call_id.clone(), c.a.local_tag.clone()));
         if let Some(b) = &c.b {
@@ -2035,6 +2091,7 @@ impl Engine {
             Some(Pending::Callback(call)) => {
                 self.fail_call(now, call, 408, Disposition::NoAnswer, "system")
             }
+            Some(Pending::Monitor(call)) => self.supervisor_timed_out_ringing(call, tx, now),
             Some(Pending::TransferInvite(call)) => {
                 self.notify_transferor(now, call, "SIP/2.0 408 Request Timeout", true);
                 self.transfer_failed(now, call);
@@ -2596,6 +2653,7 @@ impl Engine {
     }
 
     fn call_timer(&mut self, now: Now, call: CallId) {
+        self.supervisor_ring_timer(now, call);
         if self.callback_agent_timer(now, call) || self.greeting_timer(now, call) {
             return;
         }

@@ -540,7 +540,7 @@ pub(crate) fn callback_number(invite: &Message) -> Option<String> {
 
 /// Our offer to a called-back customer: G.711 (both laws) and telephone-event on leg A's port.
 /// No transcoding: the agent is offered whichever the customer chose.
-fn callback_offer(address: IpAddr, port: u16, version: u64) -> String {
+pub(super) fn callback_offer(address: IpAddr, port: u16, version: u64) -> String {
     let ip = if address.is_ipv4() { "IP4" } else { "IP6" };
     format!(
         "v=0\r\no=tandem {version} {version} IN {ip} {address}\r\ns=tandem\r\n\

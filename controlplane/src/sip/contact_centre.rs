@@ -1786,6 +1786,7 @@ impl Engine {
     ) -> Result<AcdReply, AcdRefusal> {
         let now_ms = self.acd_now(now);
         let result = match op {
+            AcdOp::Monitor { call, op } => return self.monitor_request(now, tenant, call, op),
             AcdOp::Agent { agent, action } => {
                 let id = self
                     .cc

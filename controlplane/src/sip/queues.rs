@@ -337,6 +337,53 @@ pub enum AcdOp {
     MoveCaller { contact: u64, queue: String },
     /// Supervisor: change a waiting caller's priority.
     SetPriority { contact: u64, priority: i32 },
+    /// Supervisor monitoring of a live call (`sip/monitor.rs`).
+    Monitor { call: u64, op: MonitorOp },
+}
+
+/// What the API asks of a call's supervisor monitor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MonitorOp {
+    /// Ring `supervisor` (a SIP user of the call's tenant) and, once answered, attach it.
+    Start {
+        supervisor: String,
+        mode: SupervisorMode,
+    },
+    /// Change the mode, live (or before the supervisor answers).
+    SetMode(SupervisorMode),
+    /// Hang up the supervisor (CANCEL while ringing, BYE once answered).
+    Stop,
+}
+
+/// Who hears the supervisor: nobody (listen), the agent (whisper), both parties (barge). The
+/// supervisor always hears the caller and the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SupervisorMode {
+    Listen,
+    Whisper,
+    Barge,
+}
+
+impl SupervisorMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SupervisorMode::Listen => "listen",
+            SupervisorMode::Whisper => "whisper",
+            SupervisorMode::Barge => "barge",
+        }
+    }
+}
+
+/// A call's supervisor monitor as the engine has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct MonitorView {
+    pub call: u64,
+    /// The SIP user rung as the supervisor.
+    pub supervisor: String,
+    pub mode: SupervisorMode,
+    /// `ringing` until the supervisor's phone answers, then `active`.
+    pub state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
@@ -367,6 +414,7 @@ pub enum AcdReply {
     Done,
     Queues(Vec<QueueStatusView>),
     Agents(Vec<AgentStatusView>),
+    Monitor(MonitorView),
 }
 
 /// Why the ACD refused a request; the API maps `NotFound` to 404, the rest to 409/422.

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tandem_dataplane::api::{CoreError, SessionId, SessionStats};
+use tandem_dataplane::api::{CoreError, LegIndex, SessionId, SessionStats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
@@ -104,6 +104,14 @@ enum Inbound {
         stats: Option<Box<SessionStats>>,
     },
     Durable(CallId),
+    SupervisorCreated {
+        call: CallId,
+        result: Result<(SessionId, [u16; 2]), CoreError>,
+    },
+    SupervisorAttached {
+        call: CallId,
+        result: Result<(), CoreError>,
+    },
 }
 
 /// The wall and monotonic clocks, read once for one input to the engine.
@@ -281,6 +289,12 @@ async fn run_loop(
                 }
                 Inbound::Created { call, result } => engine.media_created(now(), call, result),
                 Inbound::Deleted { call, stats } => engine.media_deleted(call, stats.map(|s| *s)),
+                Inbound::SupervisorCreated { call, result } => {
+                    engine.supervisor_created(now(), call, result)
+                }
+                Inbound::SupervisorAttached { call, result } => {
+                    engine.supervisor_attached(now(), call, result)
+                }
                 Inbound::Durable(call) => {
                     for batch in held.iter_mut() {
                         batch.waiting.retain(|c| *c != call);
@@ -354,6 +368,15 @@ async fn run_loop(
                                     let _ = inbox.send(Inbound::Durable(call)).await;
                                 }
                             });
+                        }
+                    }
+                    SipEvent::Monitor {
+                        tenant,
+                        kind,
+                        detail,
+                    } => {
+                        if let Some(hub) = &wiring.events {
+                            hub.publish(&tenant, kind, detail);
                         }
                     }
                     SipEvent::Acd(event) => {
@@ -569,6 +592,43 @@ fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inb
             } => {
                 if let Err(e) = media.set_dtmf(session, leg, payload_type).await {
                     tracing::debug!("media set-dtmf failed: {e:?}");
+                }
+            }
+            MediaOp::CreateSupervisor { call, core } => {
+                let none = tandem_dataplane::api::LegParams::default();
+                let result = media.create_on(usize::from(core), none, none).await;
+                let _ = inbox
+                    .send(Inbound::SupervisorCreated { call, result })
+                    .await;
+            }
+            MediaOp::AttachMonitor {
+                call,
+                session,
+                supervisor,
+                params,
+                mode,
+                codecs,
+            } => {
+                let result = match media.update(supervisor, LegIndex::A, params).await {
+                    Ok(()) => {
+                        media
+                            .attach_monitor(session, supervisor, mode, codecs)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = inbox
+                    .send(Inbound::SupervisorAttached { call, result })
+                    .await;
+            }
+            MediaOp::SetMonitorMode { session, mode } => {
+                if let Err(e) = media.set_monitor_mode(session, mode).await {
+                    tracing::debug!("media set-monitor-mode failed: {e:?}");
+                }
+            }
+            MediaOp::DeleteSupervisor { session } => {
+                if let Err(e) = media.delete(session).await {
+                    tracing::debug!("supervisor session delete failed: {e:?}");
                 }
             }
         }

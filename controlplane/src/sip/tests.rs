@@ -738,12 +738,32 @@ fn answer_call(h: &mut Harness, b_invite: &Message) -> String {
 }
 
 fn in_dialog_from_b(b_invite: &Message, method: &str, cseq: u32, extra: &str) -> Vec<u8> {
-    // B's view of the dialog: From is B (with btag), To is Tandem's leg-B identity.
+    in_dialog_from(
+        "callee@10.0.0.2:5060",
+        "btag",
+        b_invite,
+        method,
+        cseq,
+        extra,
+    )
+}
+
+/// A request in the dialog of our `invite`, from the party at `contact` (`user@addr`) that
+/// answered it with `tag`: From is that party, To is Tandem's identity in the dialog.
+fn in_dialog_from(
+    contact: &str,
+    tag: &str,
+    invite: &Message,
+    method: &str,
+    cseq: u32,
+    extra: &str,
+) -> Vec<u8> {
+    let addr = contact.split_once('@').map_or(contact, |(_, a)| a);
     format!(
-        "{method} sip:tandem@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKb{method}{cseq}\r\nFrom: {};tag=btag\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContact: <sip:callee@10.0.0.2:5060>\r\n{extra}Content-Length: 0\r\n\r\n",
-        b_invite.get("To").unwrap(),
-        b_invite.get("From").unwrap(),
-        b_invite.call_id()
+        "{method} sip:tandem@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bK{tag}{method}{cseq}\r\nFrom: {};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContact: <sip:{contact}>\r\n{extra}Content-Length: 0\r\n\r\n",
+        invite.get("To").unwrap(),
+        invite.get("From").unwrap(),
+        invite.call_id()
     )
     .into_bytes()
 }
@@ -2405,3 +2425,6 @@ mod announcements {
         q.validate().unwrap();
     }
 }
+
+#[path = "monitor_tests.rs"]
+mod monitor_tests;

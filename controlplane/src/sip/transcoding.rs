@@ -28,6 +28,14 @@ pub(super) struct CallCodecs {
     pub(super) transcoded: Option<[String; 2]>,
 }
 
+impl CallCodecs {
+    /// The data plane's codec plan now (`[A, B]`): each leg's own codec while the call is
+    /// transcoded; `None` while it is relayed as it is.
+    pub(super) fn plan(&self) -> Option<[LegCodec; 2]> {
+        self.plan
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Settled {
     codec: LegCodec,
