@@ -128,14 +128,15 @@ pub enum Command {
         id: SessionId,
         leg: LegIndex,
     },
-    /// Says which payload type is telephone-event (RFC 4733, 8 kHz clock) on `leg`, or `None`
-    /// for none: the core then reports each DTMF key pressed on that leg as [`Event::Dtmf`]
-    /// (the packets are still relayed). Answered with `Updated`.
+    /// How DTMF from `leg`'s peer is heard and passed on (see [`DtmfOptions`]): the core
+    /// reports each key pressed on that leg once as [`Event::Dtmf`]. Answered with `Updated`,
+    /// or `Failed` with `UnsupportedCodec` when in-band detection names a codec other than
+    /// G.711.
     SetDtmf {
         token: u64,
         id: SessionId,
         leg: LegIndex,
-        payload_type: Option<u8>,
+        options: DtmfOptions,
     },
     /// Sets the session's codec plan: what each leg's peer uses (`[A, B]`). When the codecs
     /// differ, RTP is transcoded in both directions (telephone events mapped), with our own
@@ -149,6 +150,46 @@ pub enum Command {
     },
     /// Stops the core's thread after closing every socket.
     Shutdown,
+}
+
+/// How the core treats DTMF from one leg's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DtmfOptions {
+    /// The telephone-event payload type (RFC 4733, 8 kHz clock) the peer sends, or `None`:
+    /// its events are parsed and reported.
+    pub event_payload_type: Option<u8>,
+    /// Listen for in-band tones in the peer's audio too: the payload type and codec of that
+    /// audio (PCMU or PCMA). A press heard both ways is reported once (`crate::dtmf`).
+    pub inband: Option<InbandAudio>,
+    /// Keep the peer's DTMF from the other leg (PCI card entry): its telephone events are not
+    /// relayed, and while an in-band tone is heard (with `inband` set) the relayed audio is
+    /// silence.
+    pub block: bool,
+}
+
+/// The audio a leg's peer sends, for in-band DTMF detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InbandAudio {
+    pub payload_type: u8,
+    pub codec: Codec,
+}
+
+/// How a DTMF key press reached the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfSource {
+    /// RFC 4733 telephone events.
+    Rfc4733,
+    /// Tones in the audio, found by the in-band detector.
+    Inband,
+}
+
+impl DtmfSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            DtmfSource::Rfc4733 => "rfc4733",
+            DtmfSource::Inband => "inband",
+        }
+    }
 }
 
 /// Clips a [`Command::PlaySequence`] plays at most before its loop.
@@ -222,13 +263,18 @@ pub enum Event {
         id: SessionId,
         stats: SessionStats,
     },
-    /// A DTMF key pressed on `leg` (a leg with a telephone-event payload type set by
-    /// `SetDtmf`), reported once, when the event ends. `duration_ms` is the sender's own.
+    /// A DTMF key pressed on `leg` (a leg `SetDtmf` listens to), reported once, when the key
+    /// is released, however many ways it was sent.
     Dtmf {
         id: SessionId,
         leg: LegIndex,
         digit: char,
+        /// RFC 4733: the sender's own duration; in-band: as heard (within a few ms).
         duration_ms: u32,
+        source: DtmfSource,
+        /// CLOCK_MONOTONIC nanoseconds when the press began (its first event packet arrived,
+        /// or its tone started in the audio as it arrived).
+        at_ns: u64,
     },
 }
 

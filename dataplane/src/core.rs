@@ -69,10 +69,23 @@ pub struct Core {
     transcoders: Transcoders,
     /// SplitMix64 state for playback SSRCs and initial sequence numbers and timestamps.
     rng: u64,
+    /// A packet whose audio is replaced by silence (blocked DTMF) before it is transcoded.
+    silenced: Box<[u8]>,
 }
 
 pub(crate) fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Writes `packet` into `out` with its RTP payload replaced by the G.711 code `silence`
+/// (blocked DTMF): header, sequence and timestamp stay, so the stream runs on unbroken.
+fn silenced(packet: &[u8], silence: u8, out: &mut [u8]) -> Result<usize, ()> {
+    let payload = crate::rtp::rtp_payload(packet).ok_or(())?;
+    let out = out.get_mut(..packet.len()).ok_or(())?;
+    out.copy_from_slice(packet);
+    let start = payload.as_ptr() as usize - packet.as_ptr() as usize;
+    out[start..start + payload.len()].fill(silence);
+    Ok(packet.len())
 }
 
 fn realtime_ns() -> u64 {
@@ -105,6 +118,7 @@ impl Core {
             transcoders: Transcoders::new(cfg.capacity),
             clips,
             // Distinct per core and per start; nothing depends on it but stream identities.
+            silenced: vec![0; crate::io::PACKET_CAPACITY].into_boxed_slice(),
             rng: realtime_ns() ^ (cfg.id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             sessions: Sessions::new(cfg.id, cfg.capacity, cfg.base_port),
             free: (0..cfg.capacity).collect(),
@@ -210,7 +224,14 @@ impl Core {
                     if self.tx.is_full() {
                         self.flush();
                     }
-                    let pushed = self.tx.push(out_slot, dest, self.rx.packet(i));
+                    let packet = self.rx.packet(i);
+                    let pushed = match self.sessions.blocked_tone() {
+                        None => self.tx.push(out_slot, dest, packet),
+                        Some(silence) => self
+                            .tx
+                            .push_with(out_slot, dest, |buf| silenced(packet, silence, buf))
+                            .unwrap_or(false),
+                    };
                     debug_assert!(pushed);
                     self.tx_rx_ns.push(meta.rx_realtime_ns);
                 }
@@ -240,7 +261,12 @@ impl Core {
                             Ok(false) | Err(_) => break,
                         }
                     }
-                    let packet = self.rx.packet(i);
+                    let mut packet = self.rx.packet(i);
+                    if let Some(silence) = self.sessions.blocked_tone() {
+                        // The tone must not reach the transcoder's output either.
+                        let n = silenced(packet, silence, &mut self.silenced).unwrap_or(0);
+                        packet = &self.silenced[..n];
+                    }
                     let transcoders = &mut self.transcoders;
                     match self.tx.push_with(out_slot, dest, |buf| {
                         transcoders.process(in_key, packet, buf)
@@ -299,6 +325,8 @@ impl Core {
                 leg: r.leg,
                 digit: r.digit,
                 duration_ms: r.duration_ms,
+                source: r.source,
+                at_ns: r.at_ns,
             };
             if events.push(event).is_err() {
                 counters.events_lost += 1;
@@ -309,7 +337,7 @@ impl Core {
         });
         self.events_pushed |= pushed;
         // Reports the session table could not queue are lost events.
-        self.counters.events_lost += std::mem::take(&mut self.sessions.dtmf_overflow);
+        self.counters.events_lost += self.sessions.take_dtmf_overflow();
     }
 
     /// Connects the socket in `slot` to its newly latched peer.
@@ -481,13 +509,16 @@ impl Core {
                     token,
                     id,
                     leg,
-                    payload_type,
+                    options,
                 } => {
                     let event = match self.sessions.resolve(id) {
-                        Some(index) => {
-                            self.sessions.set_dtmf(index, leg, payload_type);
-                            Event::Updated { token }
-                        }
+                        Some(index) => match self.sessions.set_dtmf(index, leg, &options) {
+                            Ok(()) => Event::Updated { token },
+                            Err(_) => Event::Failed {
+                                token,
+                                error: CoreError::UnsupportedCodec,
+                            },
+                        },
                         None => Event::Failed {
                             token,
                             error: CoreError::UnknownSession,

@@ -33,10 +33,12 @@ pub enum DropReason {
     /// On a transcoded leg, a packet that could not be transcoded: a payload type outside the
     /// plan, a corrupt payload, or a duration the output codec cannot frame.
     Transcode,
+    /// DTMF (a telephone event) from a leg whose DTMF is blocked towards the other (PCI).
+    DtmfBlocked,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Malformed,
         DropReason::Truncated,
         DropReason::ForeignSource,
@@ -47,6 +49,7 @@ impl DropReason {
         DropReason::Stale,
         DropReason::Playback,
         DropReason::Transcode,
+        DropReason::DtmfBlocked,
     ];
 
     pub fn label(self) -> &'static str {
@@ -61,6 +64,7 @@ impl DropReason {
             DropReason::Stale => "stale",
             DropReason::Playback => "playback",
             DropReason::Transcode => "transcode",
+            DropReason::DtmfBlocked => "dtmf_blocked",
         }
     }
 }

@@ -562,7 +562,11 @@ fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inb
                 leg,
                 payload_type,
             } => {
-                if let Err(e) = media.set_dtmf(session, leg, payload_type).await {
+                let options = tandem_dataplane::api::DtmfOptions {
+                    event_payload_type: payload_type,
+                    ..Default::default()
+                };
+                if let Err(e) = media.set_dtmf(session, leg, options).await {
                     tracing::debug!("media set-dtmf failed: {e:?}");
                 }
             }
