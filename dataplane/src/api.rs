@@ -138,6 +138,18 @@ pub enum Command {
         leg: LegIndex,
         options: DtmfOptions,
     },
+    /// Sends DTMF keys to `leg`'s peer inside the RTP stream it already receives (relayed,
+    /// transcoded or played): each key replaces the stream's packets for its duration, as
+    /// RFC 4733 events or as tones in its G.711 audio (see [`DtmfSend`]); the stream's SSRC,
+    /// sequence and timestamps run on unbroken. Keys sent while keys are still queued follow
+    /// them. Answered with `Updated`, or `Failed` with `UnsupportedCodec` for tones in a codec
+    /// other than G.711, `UnsupportedPayloadType` when more keys are queued than fit.
+    SendDtmf {
+        token: u64,
+        id: SessionId,
+        leg: LegIndex,
+        send: DtmfSend,
+    },
     /// Sets the session's codec plan: what each leg's peer uses (`[A, B]`). When the codecs
     /// differ, RTP is transcoded in both directions (telephone events mapped), with our own
     /// SSRC, sequence and timestamps per direction; RTCP is still relayed. When they are the
@@ -172,6 +184,58 @@ pub struct DtmfOptions {
 pub struct InbandAudio {
     pub payload_type: u8,
     pub codec: Codec,
+}
+
+/// DTMF keys to send to one leg's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DtmfSend {
+    pub keys: DtmfKeys,
+    /// How long each key sounds, and the pause after it.
+    pub duration_ms: u16,
+    pub pause_ms: u16,
+    /// Level in -dBm0 (0 loudest, 63 quietest): the events' volume field; for tones the high
+    /// group's level, the low group 2 dB below.
+    pub volume: u8,
+    pub via: DtmfVia,
+}
+
+/// How keys reach a leg's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfVia {
+    /// RFC 4733 events on the payload type the peer takes telephone-event on, whose clock is
+    /// that of the leg's codec.
+    Events { payload_type: u8, clock_hz: u32 },
+    /// Tones in the peer's PCMU or PCMA audio of this payload type.
+    Tones { payload_type: u8, codec: Codec },
+}
+
+/// Most keys one [`DtmfSend`] carries.
+pub const MAX_DTMF_KEYS: usize = 16;
+
+/// Up to [`MAX_DTMF_KEYS`] RFC 4733 event codes (0–15), inline so [`Command`] stays `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DtmfKeys {
+    len: u8,
+    events: [u8; MAX_DTMF_KEYS],
+}
+
+impl DtmfKeys {
+    /// The keys of `digits` (`0`-`9`, `*`, `#`, `A`-`D`); `None` for anything else, none, or
+    /// too many.
+    pub fn new(digits: &str) -> Option<DtmfKeys> {
+        let mut keys = DtmfKeys::default();
+        for c in digits.chars() {
+            let event = tandem_media::rfc4733::dtmf_event(c)?;
+            *keys.events.get_mut(keys.len as usize)? = event;
+            keys.len += 1;
+        }
+        (keys.len > 0).then_some(keys)
+    }
+
+    /// The event codes, in order.
+    pub fn events(&self) -> &[u8] {
+        &self.events[..self.len as usize]
+    }
 }
 
 /// How a DTMF key press reached the core.

@@ -71,6 +71,8 @@ pub struct Core {
     rng: u64,
     /// A packet whose audio is replaced by silence (blocked DTMF) before it is transcoded.
     silenced: Box<[u8]>,
+    /// One slot per session leg, filled by `SendDtmf`.
+    dtmf_senders: crate::dtmf::Senders,
 }
 
 pub(crate) fn monotonic_ns() -> u64 {
@@ -119,6 +121,7 @@ impl Core {
             clips,
             // Distinct per core and per start; nothing depends on it but stream identities.
             silenced: vec![0; crate::io::PACKET_CAPACITY].into_boxed_slice(),
+            dtmf_senders: crate::dtmf::Senders::new(cfg.capacity),
             rng: realtime_ns() ^ (cfg.id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             sessions: Sessions::new(cfg.id, cfg.capacity, cfg.base_port),
             free: (0..cfg.capacity).collect(),
@@ -234,6 +237,7 @@ impl Core {
                     };
                     debug_assert!(pushed);
                     self.tx_rx_ns.push(meta.rx_realtime_ns);
+                    self.send_dtmf_in(out_slot);
                 }
                 Verdict::Transcode {
                     out_slot,
@@ -274,6 +278,7 @@ impl Core {
                         Ok(pushed) => {
                             debug_assert!(pushed);
                             self.tx_rx_ns.push(meta.rx_realtime_ns);
+                            self.send_dtmf_in(out_slot);
                         }
                         Err(_) => self.counters.drop(DropReason::Transcode, 1),
                     }
@@ -290,12 +295,13 @@ impl Core {
             return;
         }
         let send = due.min(MAX_BURST).min(self.tx.capacity() as u32);
+        // One reference count per pass, so the loop may borrow the core mutably.
+        let clips = self.clips.clone();
         for i in 0..self.players.len() {
             if self.tx.room() < send as usize {
                 self.flush();
             }
             let mut p = self.players.get(i);
-            let clips = &self.clips;
             let frames_of = |c: u16| clips[c as usize].frames();
             match self.sessions.play_target(p.session(), p.leg()) {
                 // No address for the peer yet: time passes for the stream all the same.
@@ -307,10 +313,35 @@ impl Core {
                         let payload = clips[clip as usize].frame(p.law, frame);
                         let pushed = self.tx.push_played(slot, dest, &header, payload);
                         debug_assert!(pushed, "room was made above");
+                        // Keys sent to a leg on hold music ride in the music's stream.
+                        self.send_dtmf_in(slot);
                     }
                 }
             }
             self.players.set(i, p);
+        }
+    }
+
+    /// When DTMF keys are being sent to the leg of `out_slot`, lets its sender rewrite the
+    /// packet just queued for it (one flag read otherwise).
+    fn send_dtmf_in(&mut self, out_slot: u32) {
+        let Some(key) = self.sessions.dtmf_sender_for(out_slot) else {
+            return;
+        };
+        let senders = &mut self.dtmf_senders;
+        let mut more = true;
+        self.tx.rewrite_last(|buf, len| {
+            let (len, busy) = senders.rewrite(key, buf, len);
+            more = busy;
+            len
+        });
+        if !more {
+            let leg = if key & 1 == 0 {
+                LegIndex::A
+            } else {
+                LegIndex::B
+            };
+            self.sessions.set_sending_dtmf(key / 2, leg, false);
         }
     }
 
@@ -526,6 +557,18 @@ impl Core {
                     };
                     self.push_event(event);
                 }
+                Command::SendDtmf {
+                    token,
+                    id,
+                    leg,
+                    send,
+                } => {
+                    let event = match self.send_dtmf(id, leg, &send) {
+                        Ok(()) => Event::Updated { token },
+                        Err(error) => Event::Failed { token, error },
+                    };
+                    self.push_event(event);
+                }
                 Command::SetCodecs { token, id, codecs } => {
                     let event = match self.set_codecs(id, codecs) {
                         Ok(()) => Event::Updated { token },
@@ -596,6 +639,18 @@ impl Core {
         player.set_clips(once, then);
         self.players.start(player, monotonic_ns());
         self.sessions.set_playing(index, leg, true);
+        Ok(())
+    }
+
+    fn send_dtmf(
+        &mut self,
+        id: SessionId,
+        leg: LegIndex,
+        send: &crate::api::DtmfSend,
+    ) -> Result<(), CoreError> {
+        let index = self.sessions.resolve(id).ok_or(CoreError::UnknownSession)?;
+        self.dtmf_senders.send(Player::key(index, leg), send)?;
+        self.sessions.set_sending_dtmf(index, leg, true);
         Ok(())
     }
 
@@ -716,6 +771,8 @@ impl Core {
         self.players.stop(Player::key(index, LegIndex::B));
         self.transcoders.set(index * 2, None);
         self.transcoders.set(index * 2 + 1, None);
+        self.dtmf_senders.clear(index * 2);
+        self.dtmf_senders.clear(index * 2 + 1);
         self.free.push_back(index);
         self.counters.sessions_active -= 1;
         self.sessions.deactivate(index)

@@ -17,10 +17,13 @@
 //! detector places a tone's ends to within a few ms, so they never merge; one press seen twice overlaps whatever its two views' timing, so it never
 //! doubles. The first view to finish is the one reported (its source says which).
 
-use crate::api::{Codec, DtmfOptions, DtmfSource, LegIndex, SessionId};
+use crate::api::{
+    Codec, CoreError, DtmfKeys, DtmfOptions, DtmfSend, DtmfSource, DtmfVia, LegIndex, SessionId,
+};
 use tandem_media::dtmf::DtmfDetector;
 use tandem_media::g711::Law;
 use tandem_media::rfc4733::{dtmf_digit, EventReceiver, EventReport, TelephoneEvent};
+use tandem_media::tones::{ToneGenerator, ToneSpec};
 
 /// Reports held between two drains by the core (it drains after every batch; one packet
 /// yields at most three).
@@ -298,6 +301,241 @@ fn push(reports: &mut Vec<DtmfReport>, overflow: &mut u64, report: DtmfReport) {
     }
 }
 
+/// The DTMF senders of one core: one slot per leg (`index * 2 + leg`, the leg whose peer
+/// hears the keys), filled by `SendDtmf` (a command, not a packet) and kept, idle, until the
+/// session ends.
+pub struct Senders {
+    slots: Box<[Option<Box<Sender>>]>,
+}
+
+impl Senders {
+    pub fn new(sessions: u32) -> Self {
+        Senders {
+            slots: (0..sessions as usize * 2).map(|_| None).collect(),
+        }
+    }
+
+    /// Queues `send` for leg `key`: after the keys still queued when it sends the same way,
+    /// else in place of them.
+    pub fn send(&mut self, key: u32, send: &DtmfSend) -> Result<(), CoreError> {
+        let slot = &mut self.slots[key as usize];
+        match slot {
+            Some(s) if s.busy() && s.via == send.via => s.enqueue(&send.keys),
+            _ => {
+                *slot = Some(Box::new(Sender::new(send)?));
+                Ok(())
+            }
+        }
+    }
+
+    /// Rewrites a packet going to leg `key`'s peer (see [`Sender::rewrite`]); its new length,
+    /// and whether keys remain to be sent.
+    pub fn rewrite(&mut self, key: u32, buf: &mut [u8], len: usize) -> (usize, bool) {
+        match self
+            .slots
+            .get_mut(key as usize)
+            .and_then(|s| s.as_deref_mut())
+        {
+            Some(s) => {
+                let len = s.rewrite(buf, len);
+                (len, s.busy())
+            }
+            None => (len, false),
+        }
+    }
+
+    /// Forgets leg `key`'s sender (its session ended).
+    pub fn clear(&mut self, key: u32) {
+        self.slots[key as usize] = None;
+    }
+}
+
+/// Keys a [`Sender`] holds queued at most (one command's worth, and another queued behind).
+const SEND_QUEUE: usize = 2 * crate::api::MAX_DTMF_KEYS;
+
+/// RFC 4733 end packets per event: the end is sent three times (§2.5.1.4).
+const END_PACKETS: u8 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendState {
+    /// Waiting for the stream's next packet to start the next key (if any) once the pause
+    /// since `since_ts` has passed (`None`: at once).
+    Between { since_ts: Option<u32> },
+    /// Key `event` has been sounding since the stream's timestamp `start_ts`; `ends` end
+    /// packets are sent.
+    Sounding { event: u8, start_ts: u32, ends: u8 },
+}
+
+/// DTMF being sent to one leg's peer: rewrites the packets of the stream it receives.
+pub struct Sender {
+    via: DtmfVia,
+    volume: u8,
+    /// Duration and pause in the stream's clock.
+    duration_ticks: u32,
+    pause_ticks: u32,
+    queue: [u8; SEND_QUEUE],
+    head: usize,
+    queued: usize,
+    state: SendState,
+    /// Timestamp step between the stream's packets (its ptime), learnt as it goes.
+    step: u32,
+    last_ts: Option<u32>,
+    tone: Option<ToneGenerator>,
+    law: Law,
+}
+
+/// Longest G.711 payload a tone is written into (the receive buffer's size).
+const MAX_TONE_PACKET: usize = crate::io::PACKET_CAPACITY;
+
+/// RTP fixed header we write for an event packet (no CSRCs, no extension, no padding).
+const HEADER_LEN: usize = 12;
+
+impl Sender {
+    fn new(send: &DtmfSend) -> Result<Sender, CoreError> {
+        let (clock_hz, law) = match send.via {
+            DtmfVia::Events { clock_hz, .. } => (clock_hz.max(1), Law::Ulaw),
+            DtmfVia::Tones { codec, .. } => match codec {
+                Codec::Pcmu => (8000, Law::Ulaw),
+                Codec::Pcma => (8000, Law::Alaw),
+                _ => return Err(CoreError::UnsupportedCodec),
+            },
+        };
+        let ticks = |ms: u16| (ms as u64 * clock_hz as u64 / 1000) as u32;
+        let mut sender = Sender {
+            via: send.via,
+            volume: send.volume.min(tandem_media::rfc4733::MAX_VOLUME),
+            duration_ticks: ticks(send.duration_ms).max(1),
+            pause_ticks: ticks(send.pause_ms),
+            queue: [0; SEND_QUEUE],
+            head: 0,
+            queued: 0,
+            state: SendState::Between { since_ts: None },
+            step: clock_hz / 50,
+            last_ts: None,
+            tone: None,
+            law,
+        };
+        sender.enqueue(&send.keys)?;
+        Ok(sender)
+    }
+
+    fn enqueue(&mut self, keys: &DtmfKeys) -> Result<(), CoreError> {
+        if self.queued + keys.events().len() > SEND_QUEUE {
+            return Err(CoreError::UnsupportedPayloadType);
+        }
+        for &e in keys.events() {
+            self.queue[(self.head + self.queued) % SEND_QUEUE] = e;
+            self.queued += 1;
+        }
+        Ok(())
+    }
+
+    /// Whether keys are queued or one is still sounding.
+    pub fn busy(&self) -> bool {
+        self.queued > 0 || matches!(self.state, SendState::Sounding { .. })
+    }
+
+    /// Rewrites the RTP packet `buf[..len]` going to the leg's peer; returns its new length.
+    /// RTCP (muxed) and packets outside a key pass untouched.
+    pub fn rewrite(&mut self, buf: &mut [u8], len: usize) -> usize {
+        let Some(payload) = crate::rtp::rtp_payload(&buf[..len]) else {
+            return len;
+        };
+        let payload_at = payload.as_ptr() as usize - buf.as_ptr() as usize;
+        let payload_len = payload.len();
+        let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        if let Some(last) = self.last_ts {
+            let step = ts.wrapping_sub(last);
+            if step > 0 && step < 1 << 16 {
+                self.step = step;
+            }
+        }
+        self.last_ts = Some(ts);
+        if let SendState::Between { since_ts } = self.state {
+            let paused = since_ts.is_none_or(|t| ts.wrapping_sub(t) >= self.pause_ticks);
+            if !paused || self.queued == 0 {
+                return len;
+            }
+            let event = self.queue[self.head];
+            self.head = (self.head + 1) % SEND_QUEUE;
+            self.queued -= 1;
+            self.state = SendState::Sounding {
+                event,
+                start_ts: ts,
+                ends: 0,
+            };
+            if let DtmfVia::Tones { .. } = self.via {
+                let high = -(self.volume as f32);
+                let key = tandem_media::rfc4733::dtmf_digit(event).unwrap_or('0');
+                let on_ms = self.duration_ticks / 8;
+                self.tone = ToneSpec::dtmf(key, on_ms, 0, high - 2.0, high)
+                    .and_then(|spec| ToneGenerator::new(&spec, 8000))
+                    .ok();
+            }
+        }
+        let SendState::Sounding {
+            event,
+            start_ts,
+            ends,
+        } = self.state
+        else {
+            return len;
+        };
+        match self.via {
+            DtmfVia::Events { payload_type, .. } => {
+                let elapsed = ts.wrapping_sub(start_ts).saturating_add(self.step);
+                let end = elapsed >= self.duration_ticks;
+                let duration = elapsed.min(self.duration_ticks).min(u16::MAX as u32) as u16;
+                let marker = ts == start_ts && ends == 0;
+                buf[0] = 0x80;
+                buf[1] = (marker as u8) << 7 | (payload_type & 0x7f);
+                buf[4..8].copy_from_slice(&start_ts.to_be_bytes());
+                let ev = TelephoneEvent {
+                    event,
+                    end,
+                    volume: self.volume,
+                    duration,
+                };
+                let written = ev.write(&mut buf[HEADER_LEN..]).unwrap_or(0);
+                if end {
+                    self.state = if ends + 1 >= END_PACKETS {
+                        let ended = start_ts.wrapping_add(self.duration_ticks);
+                        SendState::Between {
+                            since_ts: Some(ended),
+                        }
+                    } else {
+                        SendState::Sounding {
+                            event,
+                            start_ts,
+                            ends: ends + 1,
+                        }
+                    };
+                }
+                HEADER_LEN + written
+            }
+            DtmfVia::Tones { payload_type, .. } => {
+                if buf[1] & 0x7f == payload_type & 0x7f {
+                    // G.711: one byte per sample.
+                    let n = payload_len.min(MAX_TONE_PACKET);
+                    let mut pcm = [0i16; MAX_TONE_PACKET];
+                    if let Some(g) = self.tone.as_mut() {
+                        g.fill(&mut pcm[..n]);
+                    }
+                    self.law
+                        .encode(&pcm[..n], &mut buf[payload_at..payload_at + n]);
+                }
+                if ts.wrapping_sub(start_ts).saturating_add(self.step) >= self.duration_ticks {
+                    let ended = start_ts.wrapping_add(self.duration_ticks);
+                    self.state = SendState::Between {
+                        since_ts: Some(ended),
+                    };
+                }
+                len
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,6 +684,91 @@ mod tests {
         // Different keys at once (a mis-sent pair) are both reported.
         let pair = heard(&[(0, 20, '1', (2, 6), (0, 0)), (20, 20, '2', (0, 0), (0, 6))]);
         assert_eq!(pair, [('1', Inband), ('2', Rfc4733)]);
+    }
+
+    /// 20 ms PCMU packets of a quiet stream through a sender of `digits`; what came out.
+    fn sent(via: DtmfVia, digits: &str, packets: u16) -> Vec<Vec<u8>> {
+        let send = DtmfSend {
+            keys: DtmfKeys::new(digits).unwrap(),
+            duration_ms: 100,
+            pause_ms: 100,
+            volume: 10,
+            via,
+        };
+        let mut senders = Senders::new(1);
+        senders.send(1, &send).unwrap();
+        let mut busy = true;
+        (0..packets)
+            .map(|i| {
+                let mut buf = [0u8; 2048];
+                let p = packet(0, 500 + i, 9000 + 160 * i as u32, &[0xfe; 160]);
+                buf[..p.len()].copy_from_slice(&p);
+                assert!(busy || i > 0, "idle before the end");
+                let (n, more) = senders.rewrite(1, &mut buf, p.len());
+                busy = more;
+                buf[..n].to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_replace_the_streams_packets_with_continuous_sequence_and_three_ends() {
+        let via = DtmfVia::Events {
+            payload_type: 101,
+            clock_hz: 8000,
+        };
+        let out = sent(via, "1#", 40);
+        let mut plan = Vec::new();
+        for (i, p) in out.iter().enumerate() {
+            // Sequence and SSRC are the stream's, whatever the packet became.
+            assert_eq!(u16::from_be_bytes([p[2], p[3]]), 500 + i as u16);
+            assert_eq!(&p[8..12], &7u32.to_be_bytes());
+            if p[1] & 0x7f != 101 {
+                assert_eq!(p.len(), 172, "audio passes untouched");
+                plan.push('.');
+                continue;
+            }
+            let ev = TelephoneEvent::parse(&p[12..]).unwrap();
+            let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            // Each event keeps the timestamp of its first packet, which carries the marker.
+            let first = out[..=i].iter().rposition(|q| q[1] & 0x80 != 0).unwrap();
+            assert_eq!(ts, 9000 + 160 * first as u32);
+            assert_eq!(ev.volume, 10);
+            let expect = (160 * (i - first + 1)).min(800) as u16;
+            assert_eq!(ev.duration, expect, "packet {i}");
+            plan.push(if ev.end {
+                'E'
+            } else {
+                ev.dtmf_digit().unwrap()
+            });
+        }
+        // '1' for 100 ms (five packets, the last with E, sent three times), 100 ms after its
+        // end '#', then the stream's audio again.
+        let plan: String = plan.into_iter().collect();
+        assert_eq!(plan, format!("1111EEE...####EEE{}", ".".repeat(23)));
+    }
+
+    #[test]
+    fn tones_replace_the_audio_and_are_heard_as_the_keys() {
+        let via = DtmfVia::Tones {
+            payload_type: 0,
+            codec: Codec::Pcmu,
+        };
+        let out = sent(via, "73", 30);
+        let mut detector = DtmfDetector::new();
+        let mut keys = String::new();
+        for p in &out {
+            assert_eq!((p.len(), p[1]), (172, 0), "the stream's own packets");
+            let mut pcm = [0i16; 160];
+            Law::Ulaw.decode(&p[12..], &mut pcm);
+            detector.handle_frame(&pcm);
+            while let Some(d) = detector.poll_digit() {
+                keys.push(d.key);
+            }
+        }
+        assert_eq!(keys, "73");
+        // Audio between the keys is the stream's own.
+        assert_eq!(&out[6][12..], &[0xfe; 160]);
     }
 
     #[test]

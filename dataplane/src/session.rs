@@ -77,6 +77,9 @@ pub struct Leg {
     /// DTMF from this leg is kept from the other (PCI): telephone events dropped, audio
     /// silenced while a tone is heard.
     pub block_dtmf: bool,
+    /// DTMF keys are being sent to this leg's peer (`crate::dtmf::Senders`): the RTP packets
+    /// going to it pass through the sender.
+    pub sending_dtmf: bool,
     /// RTP from this leg's peer is transcoded for the other leg (the core holds the
     /// transcoder, `crate::transcode`); RTCP is relayed as before.
     pub transcode: bool,
@@ -93,6 +96,7 @@ impl Default for Leg {
             dtmf_pt: NO_DTMF,
             inband_pt: NO_DTMF,
             block_dtmf: false,
+            sending_dtmf: false,
             transcode: false,
         }
     }
@@ -274,6 +278,24 @@ impl Sessions {
         l.inband_pt = self.dtmf.inband_payload_type(key).unwrap_or(NO_DTMF);
         l.block_dtmf = options.block;
         Ok(())
+    }
+
+    /// Marks `leg` as being sent DTMF keys (or no longer).
+    pub fn set_sending_dtmf(&mut self, index: u32, leg: LegIndex, on: bool) {
+        self.slots[index as usize].legs[leg as usize].sending_dtmf = on;
+    }
+
+    /// The sender key (`index * 2 + leg`) of the leg whose RTP socket is `out_slot`, when DTMF
+    /// keys are being sent to it.
+    pub fn dtmf_sender_for(&self, out_slot: u32) -> Option<u32> {
+        if out_slot % 2 == 1 {
+            return None;
+        }
+        let leg = &self
+            .slots
+            .get((out_slot / PORTS_PER_SESSION) as usize)?
+            .legs[((out_slot % PORTS_PER_SESSION) / 2) as usize];
+        leg.sending_dtmf.then_some(out_slot / 2)
     }
 
     /// Whether the packet [`Sessions::on_packet`] judged last must be relayed as silence: it

@@ -7,7 +7,8 @@ use common::{call, next_event};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use tandem_dataplane::api::{
-    Codec, Command, DtmfOptions, DtmfSource, Event, InbandAudio, LegIndex, LegParams, SessionId,
+    Codec, Command, DtmfKeys, DtmfOptions, DtmfSend, DtmfSource, DtmfVia, Event, InbandAudio,
+    LegIndex, LegParams, SessionId,
 };
 use tandem_dataplane::io::IoKind;
 use tandem_dataplane::stats::DropReason;
@@ -352,5 +353,61 @@ fn blocked_dtmf_does_not_reach_the_other_leg() {
     std::thread::sleep(Duration::from_millis(20));
     let drops = c.core.stats.snapshot().drops[DropReason::DtmfBlocked as usize];
     assert_eq!(drops, 5);
+    c.finish();
+}
+
+#[test]
+fn keys_sent_to_a_leg_ride_in_the_stream_it_receives() {
+    // A listens for events on 101, as the peer that hears the keys would.
+    let mut c = Call::new(46360, DtmfOptions::default());
+    let send = |keys: &str| Command::SendDtmf {
+        token: 3,
+        id: c.id,
+        leg: LegIndex::A,
+        send: DtmfSend {
+            keys: DtmfKeys::new(keys).unwrap(),
+            duration_ms: 60,
+            pause_ms: 60,
+            volume: 8,
+            via: DtmfVia::Events {
+                payload_type: 101,
+                clock_hz: 8000,
+            },
+        },
+    };
+    let (first, second) = (send("4"), send("2"));
+    assert_eq!(call(&mut c.core, first), Event::Updated { token: 3 });
+    // Queued behind the first.
+    assert_eq!(call(&mut c.core, second), Event::Updated { token: 3 });
+    // B's phone talks to A: 20 packets of PCMU.
+    let to_b_port = SocketAddr::new(c.to_core.ip(), c.to_core.port() + 2);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    for i in 0..20u16 {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&(1000 + i).to_be_bytes());
+        p.extend_from_slice(&(160 * i as u32).to_be_bytes());
+        p.extend_from_slice(&0xbbbb_bbbbu32.to_be_bytes());
+        p.extend_from_slice(&[0xfe; 160]);
+        c.b.send_to(&p, to_b_port).unwrap();
+        let n = c.a.recv(&mut buf).unwrap();
+        got.push(buf[..n].to_vec());
+    }
+    let mut plan = String::new();
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(
+            u16::from_be_bytes([p[2], p[3]]),
+            1000 + i as u16,
+            "continuous"
+        );
+        assert_eq!(&p[8..12], &0xbbbb_bbbbu32.to_be_bytes(), "B's stream");
+        plan.push(match p[1] & 0x7f {
+            101 if p[13] & 0x80 != 0 => 'E',
+            101 => char::from(b'0' + p[12]),
+            _ => '.',
+        });
+    }
+    // 60 ms each (three packets, the third the first end), 60 ms apart.
+    assert_eq!(plan, "44EEE.22EEE.........");
     c.finish();
 }

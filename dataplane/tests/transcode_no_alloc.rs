@@ -10,7 +10,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::SocketAddr;
-use tandem_dataplane::api::{Codec, DtmfOptions, InbandAudio, LegCodec, LegIndex, LegParams};
+use tandem_dataplane::api::{
+    Codec, DtmfKeys, DtmfOptions, DtmfSend, DtmfVia, InbandAudio, LegCodec, LegIndex, LegParams,
+};
+use tandem_dataplane::dtmf::Senders;
 use tandem_dataplane::session::{Sessions, Verdict};
 use tandem_dataplane::transcode::{Transcoder, Transcoders};
 use tandem_media::g711::Law;
@@ -225,4 +228,37 @@ fn dtmf_detection_events_and_blocking_allocate_nothing_per_packet() {
     assert_eq!(reports, 10, "one report per press");
     assert!(silenced > 20, "{silenced} packets silenced");
     assert_eq!(n, 0, "{n} allocations");
+
+    // Sending keys into a stream, as events and as tones: the sender is allocated by the
+    // command, each packet it rewrites allocates nothing.
+    for via in [
+        DtmfVia::Events {
+            payload_type: 101,
+            clock_hz: 8000,
+        },
+        DtmfVia::Tones {
+            payload_type: 8,
+            codec: Codec::Pcma,
+        },
+    ] {
+        let mut senders = Senders::new(1);
+        let send = DtmfSend {
+            keys: DtmfKeys::new("159#").unwrap(),
+            duration_ms: 100,
+            pause_ms: 100,
+            volume: 8,
+            via,
+        };
+        senders.send(0, &send).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut busy = true;
+        let n = allocations(|| {
+            for p in input.iter().filter(|p| p[1] == 8) {
+                buf[..p.len()].copy_from_slice(p);
+                busy = senders.rewrite(0, &mut buf, p.len()).1;
+            }
+        });
+        assert!(!busy, "all keys sent");
+        assert_eq!(n, 0, "{via:?}: {n} allocations");
+    }
 }
