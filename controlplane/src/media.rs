@@ -262,6 +262,22 @@ impl DataPlaneClient {
         .await
     }
 
+    /// Sends DTMF keys to `leg`'s peer inside the stream it receives.
+    pub async fn send_dtmf(
+        &self,
+        id: SessionId,
+        leg: LegIndex,
+        send: tandem_dataplane::api::DtmfSend,
+    ) -> Result<(), CoreError> {
+        self.expect_updated(id, |token| Command::SendDtmf {
+            token,
+            id,
+            leg,
+            send,
+        })
+        .await
+    }
+
     async fn expect_updated(
         &self,
         id: SessionId,
