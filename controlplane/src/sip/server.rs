@@ -570,6 +570,11 @@ fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inb
                     tracing::debug!("media set-dtmf failed: {e:?}");
                 }
             }
+            MediaOp::SendDtmf { session, leg, send } => {
+                if let Err(e) = media.send_dtmf(session, leg, send).await {
+                    tracing::debug!("media send-dtmf failed: {e:?}");
+                }
+            }
         }
     });
 }
