@@ -693,6 +693,24 @@ mod tests {
     }
 
     #[test]
+    fn active_key_tone_present_and_heard_until_follow_the_tone() {
+        let mut x = vec![0f64; 4000];
+        add_key(&mut x, 800, 800, '5', -10.0, -10.0);
+        let pcm: Vec<i16> = x.iter().map(|&v| v.round() as i16).collect();
+        let mut d = DtmfDetector::new();
+        d.handle_frame(&pcm[..800]);
+        assert!(!d.tone_present() && d.active_key().is_none());
+        d.handle_frame(&pcm[800..1200]);
+        assert!(d.tone_present());
+        assert_eq!(d.active_key(), Some('5'));
+        d.handle_frame(&pcm[1200..]);
+        assert_eq!((d.active_key(), d.tone_present()), (None, false));
+        // The tone ended at sample 1600: the last window that held it ends within a window.
+        let until = d.heard_until();
+        assert!((1600..=1600 + WINDOW as u64).contains(&until), "{until}");
+    }
+
+    #[test]
     fn key_changes_without_pause() {
         let mut x = vec![0f64; 3000];
         add_key(&mut x, 200, 400, '1', -10.0, -10.0);
