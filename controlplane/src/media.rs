@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_dataplane::api::{
-    ClipSequence, Command, CoreError, Event, LegCodec, LegIndex, LegParams, MonitorMode, SessionId,
-    SessionStats,
+    ClipSequence, Command, CoreError, DtmfOptions, Event, LegCodec, LegIndex, LegParams,
+    MonitorMode, SessionId, SessionStats,
 };
 use tandem_dataplane::engine::{CommandSender, EventReceiver};
 use tandem_dataplane::stats::CoreStats;
@@ -38,16 +38,9 @@ pub struct DataPlaneClient {
 /// A session a core ended by itself, with its final counters.
 pub type TimedOut = (SessionId, SessionStats);
 
-/// A DTMF key pressed on a leg whose telephone-event payload type was set with
-/// [`DataPlaneClient::set_dtmf`]; reported once, when the key is released.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dtmf {
-    pub id: SessionId,
-    pub leg: LegIndex,
-    /// `0`-`9`, `*`, `#`, `A`-`D`.
-    pub digit: char,
-    pub duration_ms: u32,
-}
+/// A DTMF key pressed on a leg [`DataPlaneClient::set_dtmf`] listens to; reported once,
+/// when the key is released, however many ways the phone sent it.
+pub type Dtmf = tandem_dataplane::dtmf::DtmfReport;
 
 impl DataPlaneClient {
     /// Takes ownership of the cores' handles and spawns one event pump per core on the current
@@ -250,9 +243,6 @@ impl DataPlaneClient {
             .await
     }
 
-    /// Sets the telephone-event payload type of `leg` (from its SDP's
-    /// `a=rtpmap:<pt> telephone-event/8000`), or `None` to stop listening: keys pressed on that
-    /// leg then arrive on [`Self::subscribe_dtmf`].
     /// Sets the session's codec plan (`[A, B]`): transcoding when the codecs differ, plain
     /// relaying with `None`.
     pub async fn set_codecs(
@@ -264,17 +254,36 @@ impl DataPlaneClient {
             .await
     }
 
+    /// Sets how `leg`'s DTMF is heard: its telephone-event payload type (from its SDP's
+    /// `a=rtpmap:<pt> telephone-event/8000`), in-band detection, blocking towards the other
+    /// leg. Keys pressed on that leg then arrive on [`Self::subscribe_dtmf`].
     pub async fn set_dtmf(
         &self,
         id: SessionId,
         leg: LegIndex,
-        payload_type: Option<u8>,
+        options: DtmfOptions,
     ) -> Result<(), CoreError> {
         self.expect_updated(id, |token| Command::SetDtmf {
             token,
             id,
             leg,
-            payload_type,
+            options,
+        })
+        .await
+    }
+
+    /// Sends DTMF keys to `leg`'s peer inside the stream it receives.
+    pub async fn send_dtmf(
+        &self,
+        id: SessionId,
+        leg: LegIndex,
+        send: tandem_dataplane::api::DtmfSend,
+    ) -> Result<(), CoreError> {
+        self.expect_updated(id, |token| Command::SendDtmf {
+            token,
+            id,
+            leg,
+            send,
         })
         .await
     }
@@ -379,6 +388,8 @@ impl EventPump {
                         leg,
                         digit,
                         duration_ms,
+                        source,
+                        at_ns,
                     } => {
                         // No subscriber: nobody listens for keys, and that is no error.
                         let _ = self.dtmf.send(Dtmf {
@@ -386,6 +397,8 @@ impl EventPump {
                             leg,
                             digit,
                             duration_ms,
+                            source,
+                            at_ns,
                         });
                         continue;
                     }
@@ -402,6 +415,7 @@ impl EventPump {
 mod tests {
     use super::*;
     use std::net::SocketAddr;
+    use tandem_dataplane::api::DtmfSource;
     use tandem_dataplane::{Config, DataPlane};
 
     fn event_packet(seq: u16, ts: u32, event: u8, end: bool, duration: u16) -> Vec<u8> {
@@ -450,7 +464,11 @@ mod tests {
         client.stop_play(id, LegIndex::A).await.unwrap();
 
         let (mut first, mut second) = (client.subscribe_dtmf(), client.subscribe_dtmf());
-        client.set_dtmf(id, LegIndex::A, Some(101)).await.unwrap();
+        let options = DtmfOptions {
+            event_payload_type: Some(101),
+            ..DtmfOptions::default()
+        };
+        client.set_dtmf(id, LegIndex::A, options).await.unwrap();
         for (i, d) in [160u16, 320, 640, 640, 640].into_iter().enumerate() {
             let pkt = event_packet(i as u16, 3200, 9, i >= 2, d);
             phone.send_to(&pkt, ours).await.unwrap();
@@ -461,13 +479,8 @@ mod tests {
                 .expect("a DTMF report")
                 .unwrap();
             assert_eq!(
-                got,
-                Dtmf {
-                    id,
-                    leg: LegIndex::A,
-                    digit: '9',
-                    duration_ms: 80
-                }
+                (got.id, got.leg, got.digit, got.duration_ms, got.source),
+                (id, LegIndex::A, '9', 80, DtmfSource::Rfc4733)
             );
             assert!(rx.try_recv().is_err(), "reported once");
         }

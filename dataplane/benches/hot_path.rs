@@ -1,12 +1,13 @@
 //! The per-packet primitives of the relay: classification and the forwarding decision (plain,
 //! and with DTMF parsing armed on every leg, which adds a payload-type compare), one telephone-
-//! event packet through the decision and the RFC 4733 receiver, and building one played packet.
+//! event packet through the decision and the RFC 4733 receiver, one 20 ms G.711 packet through
+//! the decision with in-band DTMF detection on its leg, and building one played packet.
 //! `cargo bench -p tandem-dataplane --bench hot_path`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::net::SocketAddr;
-use tandem_dataplane::api::{ClipSequence, LegIndex, LegParams};
+use tandem_dataplane::api::{ClipSequence, Codec, DtmfOptions, InbandAudio, LegIndex, LegParams};
 use tandem_dataplane::clip::{Clip, Law};
 use tandem_dataplane::io::TxBatch;
 use tandem_dataplane::playback::Player;
@@ -52,9 +53,13 @@ fn bench(c: &mut Criterion) {
     });
 
     // The same with a telephone-event payload type on every leg: audio packets pay a compare.
+    let events = DtmfOptions {
+        event_payload_type: Some(101),
+        ..DtmfOptions::default()
+    };
     for s in 0..n {
-        sessions.set_dtmf(s, LegIndex::A, Some(101));
-        sessions.set_dtmf(s, LegIndex::B, Some(101));
+        sessions.set_dtmf(s, LegIndex::A, &events).unwrap();
+        sessions.set_dtmf(s, LegIndex::B, &events).unwrap();
     }
     g.bench_function("forward_decision_10k_sessions_dtmf_armed", |b| {
         b.iter(|| {
@@ -76,6 +81,26 @@ fn bench(c: &mut Criterion) {
             });
             black_box(v)
         })
+    });
+
+    // In-band detection on a leg: each 20 ms PCMA packet decoded and run through the detector
+    // (four 5 ms analyses), on top of the decision. Speech-level audio that is no key.
+    let inband = DtmfOptions {
+        event_payload_type: Some(101),
+        inband: Some(InbandAudio {
+            payload_type: 8,
+            codec: Codec::Pcma,
+        }),
+        block: false,
+    };
+    sessions.set_dtmf(1, LegIndex::A, &inband).unwrap();
+    let mut audio = packet();
+    let pcm: Vec<i16> = (0..160)
+        .map(|k| (((k * 37) % 200) as i16 - 100) * 60)
+        .collect();
+    Law::Alaw.encode(&pcm, &mut audio[12..]);
+    g.bench_function("forward_decision_inband_dtmf_20ms", |b| {
+        b.iter(|| black_box(sessions.on_packet(4, black_box(src), black_box(&audio), 1)))
     });
 
     // One played packet: header, clip frame, copied into a send batch.

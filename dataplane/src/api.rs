@@ -128,14 +128,27 @@ pub enum Command {
         id: SessionId,
         leg: LegIndex,
     },
-    /// Says which payload type is telephone-event (RFC 4733, 8 kHz clock) on `leg`, or `None`
-    /// for none: the core then reports each DTMF key pressed on that leg as [`Event::Dtmf`]
-    /// (the packets are still relayed). Answered with `Updated`.
+    /// How DTMF from `leg`'s peer is heard and passed on (see [`DtmfOptions`]): the core
+    /// reports each key pressed on that leg once as [`Event::Dtmf`]. Answered with `Updated`,
+    /// or `Failed` with `UnsupportedCodec` when in-band detection names a codec other than
+    /// G.711.
     SetDtmf {
         token: u64,
         id: SessionId,
         leg: LegIndex,
-        payload_type: Option<u8>,
+        options: DtmfOptions,
+    },
+    /// Sends DTMF keys to `leg`'s peer inside the RTP stream it already receives (relayed,
+    /// transcoded or played): each key replaces the stream's packets for its duration, as
+    /// RFC 4733 events or as tones in its G.711 audio (see [`DtmfSend`]); the stream's SSRC,
+    /// sequence and timestamps run on unbroken. Keys sent while keys are still queued follow
+    /// them. Answered with `Updated`, or `Failed` with `UnsupportedCodec` for tones in a codec
+    /// other than G.711, `UnsupportedPayloadType` when more keys are queued than fit.
+    SendDtmf {
+        token: u64,
+        id: SessionId,
+        leg: LegIndex,
+        send: DtmfSend,
     },
     /// Sets the session's codec plan: what each leg's peer uses (`[A, B]`). When the codecs
     /// differ, RTP is transcoded in both directions (telephone events mapped), with our own
@@ -189,6 +202,98 @@ pub enum MonitorMode {
     Whisper,
     /// Three-way: both legs hear the other leg and the supervisor mixed.
     Barge,
+}
+
+/// How the core treats DTMF from one leg's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DtmfOptions {
+    /// The telephone-event payload type (RFC 4733, 8 kHz clock) the peer sends, or `None`:
+    /// its events are parsed and reported.
+    pub event_payload_type: Option<u8>,
+    /// Listen for in-band tones in the peer's audio too: the payload type and codec of that
+    /// audio (PCMU or PCMA). A press heard both ways is reported once (`crate::dtmf`).
+    pub inband: Option<InbandAudio>,
+    /// Keep the peer's DTMF from the other leg (PCI card entry): its telephone events are not
+    /// relayed, and while an in-band tone is heard (with `inband` set) the relayed audio is
+    /// silence.
+    pub block: bool,
+}
+
+/// The audio a leg's peer sends, for in-band DTMF detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InbandAudio {
+    pub payload_type: u8,
+    pub codec: Codec,
+}
+
+/// DTMF keys to send to one leg's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DtmfSend {
+    pub keys: DtmfKeys,
+    /// How long each key sounds, and the pause after it.
+    pub duration_ms: u16,
+    pub pause_ms: u16,
+    /// Level in -dBm0 (0 loudest, 63 quietest): the events' volume field; for tones the high
+    /// group's level, the low group 2 dB below.
+    pub volume: u8,
+    pub via: DtmfVia,
+}
+
+/// How keys reach a leg's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfVia {
+    /// RFC 4733 events on the payload type the peer takes telephone-event on, whose clock is
+    /// that of the leg's codec.
+    Events { payload_type: u8, clock_hz: u32 },
+    /// Tones in the peer's PCMU or PCMA audio of this payload type.
+    Tones { payload_type: u8, codec: Codec },
+}
+
+/// Most keys one [`DtmfSend`] carries.
+pub const MAX_DTMF_KEYS: usize = 16;
+
+/// Up to [`MAX_DTMF_KEYS`] RFC 4733 event codes (0–15), inline so [`Command`] stays `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DtmfKeys {
+    len: u8,
+    events: [u8; MAX_DTMF_KEYS],
+}
+
+impl DtmfKeys {
+    /// The keys of `digits` (`0`-`9`, `*`, `#`, `A`-`D`); `None` for anything else, none, or
+    /// too many.
+    pub fn new(digits: &str) -> Option<DtmfKeys> {
+        let mut keys = DtmfKeys::default();
+        for c in digits.chars() {
+            let event = tandem_media::rfc4733::dtmf_event(c)?;
+            *keys.events.get_mut(keys.len as usize)? = event;
+            keys.len += 1;
+        }
+        (keys.len > 0).then_some(keys)
+    }
+
+    /// The event codes, in order.
+    pub fn events(&self) -> &[u8] {
+        &self.events[..self.len as usize]
+    }
+}
+
+/// How a DTMF key press reached the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfSource {
+    /// RFC 4733 telephone events.
+    Rfc4733,
+    /// Tones in the audio, found by the in-band detector.
+    Inband,
+}
+
+impl DtmfSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            DtmfSource::Rfc4733 => "rfc4733",
+            DtmfSource::Inband => "inband",
+        }
+    }
 }
 
 /// Clips a [`Command::PlaySequence`] plays at most before its loop.
@@ -262,13 +367,18 @@ pub enum Event {
         id: SessionId,
         stats: SessionStats,
     },
-    /// A DTMF key pressed on `leg` (a leg with a telephone-event payload type set by
-    /// `SetDtmf`), reported once, when the event ends. `duration_ms` is the sender's own.
+    /// A DTMF key pressed on `leg` (a leg `SetDtmf` listens to), reported once, when the key
+    /// is released, however many ways it was sent.
     Dtmf {
         id: SessionId,
         leg: LegIndex,
         digit: char,
+        /// RFC 4733: the sender's own duration; in-band: as heard (within a few ms).
         duration_ms: u32,
+        source: DtmfSource,
+        /// CLOCK_MONOTONIC nanoseconds when the press began (its first event packet arrived,
+        /// or its tone started in the audio as it arrived).
+        at_ns: u64,
     },
 }
 

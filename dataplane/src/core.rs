@@ -80,10 +80,25 @@ pub struct Core {
     to_mix: Vec<u32>,
     /// SplitMix64 state for playback SSRCs and initial sequence numbers and timestamps.
     rng: u64,
+    /// A packet whose audio is replaced by silence (blocked DTMF) before it is transcoded.
+    silenced: Box<[u8]>,
+    /// One slot per session leg, filled by `SendDtmf`.
+    dtmf_senders: crate::dtmf::Senders,
 }
 
 pub(crate) fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Writes `packet` into `out` with its RTP payload replaced by the G.711 code `silence`
+/// (blocked DTMF): header, sequence and timestamp stay, so the stream runs on unbroken.
+fn silenced(packet: &[u8], silence: u8, out: &mut [u8]) -> Result<usize, ()> {
+    let payload = crate::rtp::rtp_payload(packet).ok_or(())?;
+    let out = out.get_mut(..packet.len()).ok_or(())?;
+    out.copy_from_slice(packet);
+    let start = payload.as_ptr() as usize - packet.as_ptr() as usize;
+    out[start..start + payload.len()].fill(silence);
+    Ok(packet.len())
 }
 
 fn realtime_ns() -> u64 {
@@ -118,6 +133,8 @@ impl Core {
             to_mix: Vec::with_capacity(cfg.batch),
             clips,
             // Distinct per core and per start; nothing depends on it but stream identities.
+            silenced: vec![0; crate::io::PACKET_CAPACITY].into_boxed_slice(),
+            dtmf_senders: crate::dtmf::Senders::new(cfg.capacity),
             rng: realtime_ns() ^ (cfg.id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             sessions: Sessions::new(cfg.id, cfg.capacity, cfg.base_port),
             free: (0..cfg.capacity).collect(),
@@ -236,9 +253,17 @@ impl Core {
                     if self.tx.is_full() {
                         self.flush();
                     }
-                    let pushed = self.tx.push(out_slot, dest, self.rx.packet(i));
+                    let packet = self.rx.packet(i);
+                    let pushed = match self.sessions.blocked_tone() {
+                        None => self.tx.push(out_slot, dest, packet),
+                        Some(silence) => self
+                            .tx
+                            .push_with(out_slot, dest, |buf| silenced(packet, silence, buf))
+                            .unwrap_or(false),
+                    };
                     debug_assert!(pushed);
                     self.tx_rx_ns.push(meta.rx_realtime_ns);
+                    self.send_dtmf_in(out_slot);
                     self.tap(meta.slot, i);
                 }
                 // The packet's slot names its session and leg, as `in_key` does.
@@ -274,7 +299,12 @@ impl Core {
                             Ok(false) | Err(_) => break,
                         }
                     }
-                    let packet = self.rx.packet(i);
+                    let mut packet = self.rx.packet(i);
+                    if let Some(silence) = self.sessions.blocked_tone() {
+                        // The tone must not reach the transcoder's output either.
+                        let n = silenced(packet, silence, &mut self.silenced).unwrap_or(0);
+                        packet = &self.silenced[..n];
+                    }
                     let transcoders = &mut self.transcoders;
                     match self.tx.push_with(out_slot, dest, |buf| {
                         transcoders.process(in_key, packet, buf)
@@ -282,6 +312,7 @@ impl Core {
                         Ok(pushed) => {
                             debug_assert!(pushed);
                             self.tx_rx_ns.push(meta.rx_realtime_ns);
+                            self.send_dtmf_in(out_slot);
                         }
                         Err(_) => self.counters.drop(DropReason::Transcode, 1),
                     }
@@ -299,12 +330,13 @@ impl Core {
             return;
         }
         let send = due.min(MAX_BURST).min(self.tx.capacity() as u32);
+        // One reference count per pass, so the loop may borrow the core mutably.
+        let clips = self.clips.clone();
         for i in 0..self.players.len() {
             if self.tx.room() < send as usize {
                 self.flush();
             }
             let mut p = self.players.get(i);
-            let clips = &self.clips;
             let frames_of = |c: u16| clips[c as usize].frames();
             match self.sessions.play_target(p.session(), p.leg()) {
                 // No address for the peer yet: time passes for the stream all the same.
@@ -316,6 +348,8 @@ impl Core {
                         let payload = clips[clip as usize].frame(p.law, frame);
                         let pushed = self.tx.push_played(slot, dest, &header, payload);
                         debug_assert!(pushed, "room was made above");
+                        // Keys sent to a leg on hold music ride in the music's stream.
+                        self.send_dtmf_in(slot);
                     }
                 }
             }
@@ -385,6 +419,29 @@ impl Core {
         }
     }
 
+    /// When DTMF keys are being sent to the leg of `out_slot`, lets its sender rewrite the
+    /// packet just queued for it (one flag read otherwise).
+    fn send_dtmf_in(&mut self, out_slot: u32) {
+        let Some(key) = self.sessions.dtmf_sender_for(out_slot) else {
+            return;
+        };
+        let senders = &mut self.dtmf_senders;
+        let mut more = true;
+        self.tx.rewrite_last(|buf, len| {
+            let (len, busy) = senders.rewrite(key, buf, len);
+            more = busy;
+            len
+        });
+        if !more {
+            let leg = if key & 1 == 0 {
+                LegIndex::A
+            } else {
+                LegIndex::B
+            };
+            self.sessions.set_sending_dtmf(key / 2, leg, false);
+        }
+    }
+
     /// Turns the DTMF keys the batch ended into events.
     fn report_dtmf(&mut self) {
         let events = &mut self.events;
@@ -396,6 +453,8 @@ impl Core {
                 leg: r.leg,
                 digit: r.digit,
                 duration_ms: r.duration_ms,
+                source: r.source,
+                at_ns: r.at_ns,
             };
             if events.push(event).is_err() {
                 counters.events_lost += 1;
@@ -406,7 +465,7 @@ impl Core {
         });
         self.events_pushed |= pushed;
         // Reports the session table could not queue are lost events.
-        self.counters.events_lost += std::mem::take(&mut self.sessions.dtmf_overflow);
+        self.counters.events_lost += self.sessions.take_dtmf_overflow();
     }
 
     /// Connects the socket in `slot` to its newly latched peer.
@@ -578,17 +637,32 @@ impl Core {
                     token,
                     id,
                     leg,
-                    payload_type,
+                    options,
                 } => {
                     let event = match self.sessions.resolve(id) {
-                        Some(index) => {
-                            self.sessions.set_dtmf(index, leg, payload_type);
-                            Event::Updated { token }
-                        }
+                        Some(index) => match self.sessions.set_dtmf(index, leg, &options) {
+                            Ok(()) => Event::Updated { token },
+                            Err(_) => Event::Failed {
+                                token,
+                                error: CoreError::UnsupportedCodec,
+                            },
+                        },
                         None => Event::Failed {
                             token,
                             error: CoreError::UnknownSession,
                         },
+                    };
+                    self.push_event(event);
+                }
+                Command::SendDtmf {
+                    token,
+                    id,
+                    leg,
+                    send,
+                } => {
+                    let event = match self.send_dtmf(id, leg, &send) {
+                        Ok(()) => Event::Updated { token },
+                        Err(error) => Event::Failed { token, error },
                     };
                     self.push_event(event);
                 }
@@ -684,6 +758,18 @@ impl Core {
         player.set_clips(once, then);
         self.players.start(player, monotonic_ns());
         self.sessions.set_playing(index, leg, true);
+        Ok(())
+    }
+
+    fn send_dtmf(
+        &mut self,
+        id: SessionId,
+        leg: LegIndex,
+        send: &crate::api::DtmfSend,
+    ) -> Result<(), CoreError> {
+        let index = self.sessions.resolve(id).ok_or(CoreError::UnknownSession)?;
+        self.dtmf_senders.send(Player::key(index, leg), send)?;
+        self.sessions.set_sending_dtmf(index, leg, true);
         Ok(())
     }
 
@@ -862,6 +948,8 @@ impl Core {
         self.transcoders.set(index * 2, None);
         self.transcoders.set(index * 2 + 1, None);
         self.detach_monitor(index);
+        self.dtmf_senders.clear(index * 2);
+        self.dtmf_senders.clear(index * 2 + 1);
         self.free.push_back(index);
         self.counters.sessions_active -= 1;
         self.sessions.deactivate(index)

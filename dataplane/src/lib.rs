@@ -8,6 +8,7 @@
 pub mod api;
 pub mod clip;
 mod core;
+pub mod dtmf;
 pub mod engine;
 pub mod io;
 pub mod monitor;

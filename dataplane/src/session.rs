@@ -5,27 +5,17 @@
 //! four consecutive ports `base + 4s ..= base + 4s + 3` (leg A RTP, leg A RTCP, leg B RTP,
 //! leg B RTCP), so a packet's port names its session and stream by arithmetic, with no lookup.
 
-use crate::api::{LegIndex, LegParams, LegStats, SessionId, SessionStats, StreamStats};
+use crate::api::{
+    Codec, DtmfOptions, LegIndex, LegParams, LegStats, SessionId, SessionStats, StreamStats,
+};
+use crate::dtmf::Dtmf;
+pub use crate::dtmf::{DtmfReport, DTMF_QUEUE};
 use crate::quality::{self, LegQuality};
 use crate::rtp::{self, Kind};
 use crate::stats::DropReason;
 use std::net::SocketAddr;
-use tandem_media::rfc4733::{EventReceiver, EventReport, TelephoneEvent};
 
 pub const PORTS_PER_SESSION: u32 = 4;
-
-/// DTMF reports held between two drains by the core (it drains after every batch, and one
-/// packet yields at most two).
-pub const DTMF_QUEUE: usize = 256;
-
-/// A DTMF key that ended on a leg, for the core to report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DtmfReport {
-    pub id: SessionId,
-    pub leg: LegIndex,
-    pub digit: char,
-    pub duration_ms: u32,
-}
 
 /// One direction-pair on one socket: what we know about the peer behind it, and what it sent us.
 #[derive(Debug, Clone, Copy, Default)]
@@ -81,6 +71,15 @@ pub struct Leg {
     /// The telephone-event payload type whose packets from this leg are parsed for DTMF, or
     /// [`NO_DTMF`] (which no 7-bit payload type equals, so the check is one byte compare).
     pub dtmf_pt: u8,
+    /// The audio payload type whose packets from this leg go through the in-band DTMF
+    /// detector (`crate::dtmf`), or [`NO_DTMF`].
+    pub inband_pt: u8,
+    /// DTMF from this leg is kept from the other (PCI): telephone events dropped, audio
+    /// silenced while a tone is heard.
+    pub block_dtmf: bool,
+    /// DTMF keys are being sent to this leg's peer (`crate::dtmf::Senders`): the RTP packets
+    /// going to it pass through the sender.
+    pub sending_dtmf: bool,
     /// RTP from this leg's peer is transcoded for the other leg (the core holds the
     /// transcoder, `crate::transcode`); RTCP is relayed as before.
     pub transcode: bool,
@@ -98,6 +97,9 @@ impl Default for Leg {
             strict_source: false,
             playing: false,
             dtmf_pt: NO_DTMF,
+            inband_pt: NO_DTMF,
+            block_dtmf: false,
+            sending_dtmf: false,
             transcode: false,
             mixed: false,
         }
@@ -173,15 +175,15 @@ pub struct Sessions {
     pub core: u16,
     base_port: u16,
     slots: Box<[Session]>,
-    /// One RFC 4733 receiver per leg (`index * 2 + leg`), kept out of the slab: only legs with
-    /// a telephone-event payload type touch theirs.
-    dtmf: Box<[EventReceiver]>,
+    /// DTMF state per leg (`index * 2 + leg`), kept out of the slab: only legs that listen
+    /// for DTMF touch theirs.
+    dtmf: Dtmf,
+    /// The packet [`Sessions::on_packet`] judged last carried a DTMF tone from a leg that
+    /// blocks DTMF: the G.711 silence code its relayed audio must be replaced with.
+    blocked_tone: Option<u8>,
     /// Reception quality per leg (`index * 2 + leg`), also out of the slab: its state is
     /// larger than the rest of a leg and only this packet's leg is touched.
     quality: Box<[LegQuality]>,
-    dtmf_reports: Vec<DtmfReport>,
-    /// Reports lost because the queue was full (the core did not drain it in time).
-    pub dtmf_overflow: u64,
 }
 
 fn stream_mut(leg: &mut Leg, rtcp: bool) -> &mut Stream {
@@ -198,12 +200,9 @@ impl Sessions {
             core,
             base_port,
             slots: vec![Session::default(); capacity as usize].into_boxed_slice(),
-            dtmf: (0..capacity as usize * 2)
-                .map(|_| EventReceiver::new())
-                .collect(),
+            dtmf: Dtmf::new(capacity),
+            blocked_tone: None,
             quality: vec![LegQuality::default(); capacity as usize * 2].into_boxed_slice(),
-            dtmf_reports: Vec::with_capacity(DTMF_QUEUE),
-            dtmf_overflow: 0,
         }
     }
 
@@ -243,7 +242,9 @@ impl Sessions {
         s.legs[0].apply(a);
         s.legs[1].apply(b);
         for k in 0..2 {
-            self.dtmf[index as usize * 2 + k] = EventReceiver::new();
+            let _ = self
+                .dtmf
+                .configure(index * 2 + k as u32, &DtmfOptions::default());
             self.quality[index as usize * 2 + k] = LegQuality::default();
         }
         self.id(index)
@@ -275,12 +276,46 @@ impl Sessions {
         self.slots[index as usize].legs[leg as usize].mixed = on;
     }
 
-    /// Sets (or clears) the telephone-event payload type of `leg`; any event in progress is
-    /// forgotten.
-    pub fn set_dtmf(&mut self, index: u32, leg: LegIndex, payload_type: Option<u8>) {
-        self.slots[index as usize].legs[leg as usize].dtmf_pt =
-            payload_type.map_or(NO_DTMF, |pt| pt & 0x7f);
-        self.dtmf[index as usize * 2 + leg as usize] = EventReceiver::new();
+    /// Sets how DTMF from `leg` is heard and passed on; any press in progress is forgotten.
+    /// In-band detection is allocated here. Fails (changing nothing) for in-band detection on
+    /// a codec other than G.711.
+    pub fn set_dtmf(
+        &mut self,
+        index: u32,
+        leg: LegIndex,
+        options: &DtmfOptions,
+    ) -> Result<(), Codec> {
+        let key = index * 2 + leg as u32;
+        self.dtmf.configure(key, options)?;
+        let l = &mut self.slots[index as usize].legs[leg as usize];
+        l.dtmf_pt = options.event_payload_type.map_or(NO_DTMF, |pt| pt & 0x7f);
+        l.inband_pt = self.dtmf.inband_payload_type(key).unwrap_or(NO_DTMF);
+        l.block_dtmf = options.block;
+        Ok(())
+    }
+
+    /// Marks `leg` as being sent DTMF keys (or no longer).
+    pub fn set_sending_dtmf(&mut self, index: u32, leg: LegIndex, on: bool) {
+        self.slots[index as usize].legs[leg as usize].sending_dtmf = on;
+    }
+
+    /// The sender key (`index * 2 + leg`) of the leg whose RTP socket is `out_slot`, when DTMF
+    /// keys are being sent to it.
+    pub fn dtmf_sender_for(&self, out_slot: u32) -> Option<u32> {
+        if out_slot % 2 == 1 {
+            return None;
+        }
+        let leg = &self
+            .slots
+            .get((out_slot / PORTS_PER_SESSION) as usize)?
+            .legs[((out_slot % PORTS_PER_SESSION) / 2) as usize];
+        leg.sending_dtmf.then_some(out_slot / 2)
+    }
+
+    /// Whether the packet [`Sessions::on_packet`] judged last must be relayed as silence: it
+    /// is audio carrying a DTMF tone from a leg that blocks DTMF. The G.711 code of silence.
+    pub fn blocked_tone(&self) -> Option<u8> {
+        self.blocked_tone
     }
 
     /// Where playback to `leg` goes: its RTP socket's slot, and the destination (`None` when
@@ -294,10 +329,13 @@ impl Sessions {
     }
 
     /// Hands every pending DTMF report to `f`, oldest first.
-    pub fn drain_dtmf(&mut self, mut f: impl FnMut(DtmfReport)) {
-        for r in self.dtmf_reports.drain(..) {
-            f(r);
-        }
+    pub fn drain_dtmf(&mut self, f: impl FnMut(DtmfReport)) {
+        self.dtmf.drain(f);
+    }
+
+    /// DTMF reports lost since the last call because the queue was full.
+    pub fn take_dtmf_overflow(&mut self) -> u64 {
+        std::mem::take(&mut self.dtmf.overflow)
     }
 
     pub fn update(&mut self, index: u32, leg: LegIndex, params: &LegParams) -> [Option<u32>; 2] {
@@ -377,7 +415,10 @@ impl Sessions {
         stream.stats.bytes += data.len() as u64;
         stream.stats.last_seen_ns = now_ns;
 
-        let dtmf_pt = session.legs[leg_in].dtmf_pt;
+        let (dtmf_pt, inband_pt, block_dtmf) = {
+            let l = &session.legs[leg_in];
+            (l.dtmf_pt, l.inband_pt, l.block_dtmf)
+        };
         let transcode = session.legs[leg_in].transcode && kind == Kind::Rtp;
         let mixed = session.legs[leg_in].mixed;
         let out_leg_index = 1 - leg_in;
@@ -385,7 +426,7 @@ impl Sessions {
         let to_rtcp = kind == Kind::Rtcp && !out_leg.rtcp_mux;
         let out = if to_rtcp { &out_leg.rtcp } else { &out_leg.rtp };
         let out_slot = index * PORTS_PER_SESSION + 2 * out_leg_index as u32 + to_rtcp as u32;
-        let verdict = if mixed && kind == Kind::Rtp {
+        let mut verdict = if mixed && kind == Kind::Rtp {
             Verdict::Mix {
                 latch,
                 in_key: index * 2 + leg_in as u32,
@@ -421,11 +462,27 @@ impl Sessions {
                 }
             }
         };
-        // Telephone events: one compare per packet, parsing only on a match (muxed RTCP that
-        // happens to match is refused by the parser). Reported whether or not the packet can be
-        // relayed (a caller on hold music presses keys too).
-        if dtmf_pt != NO_DTMF && dtmf_pt == data[1] & 0x7f {
-            self.on_telephone_event(index, leg_in, data);
+        // Telephone events and in-band tones: one compare each per packet, the work only on a
+        // match (muxed RTCP that happens to match is refused by the RTP parser). Heard whether
+        // or not the packet can be relayed (a caller on hold music presses keys too).
+        self.blocked_tone = None;
+        let pt = data[1] & 0x7f;
+        if dtmf_pt != NO_DTMF && dtmf_pt == pt {
+            self.on_telephone_event(index, leg_in, data, now_ns);
+            if block_dtmf {
+                verdict = match verdict {
+                    Verdict::Forward { latch, .. } | Verdict::Transcode { latch, .. } => {
+                        drop_latched(DropReason::DtmfBlocked, latch)
+                    }
+                    other => other,
+                };
+            }
+        } else if inband_pt != NO_DTMF && inband_pt == pt && kind == Kind::Rtp {
+            let key = index * 2 + leg_in as u32;
+            let id = self.id(index);
+            if self.dtmf.on_audio(id, key, data, now_ns) && block_dtmf {
+                self.blocked_tone = self.dtmf.silence_code(key);
+            }
         }
         // Quality is measured on everything the peer sent that parsed, relayed or not.
         let q = index as usize * 2;
@@ -442,46 +499,14 @@ impl Sessions {
         verdict
     }
 
-    /// Feeds one telephone-event packet to its leg's receiver; queues a report for each DTMF
-    /// key that ended (once per event, whatever the retransmitted end packets). Out of line: a
-    /// few packets per key press come here, every other packet only pays the compare before it.
+    /// Feeds one telephone-event packet to its leg's DTMF state. Out of line: a few packets
+    /// per key press come here, every other packet only pays the compare before it.
     #[cold]
     #[inline(never)]
-    fn on_telephone_event(&mut self, index: u32, leg_in: usize, data: &[u8]) {
-        let Some(event) = rtp::rtp_payload(data).and_then(|p| TelephoneEvent::parse(p).ok()) else {
-            return;
-        };
-        let timestamp = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+    fn on_telephone_event(&mut self, index: u32, leg_in: usize, data: &[u8], now_ns: u64) {
         let id = self.id(index);
-        let leg = if leg_in == 0 {
-            LegIndex::A
-        } else {
-            LegIndex::B
-        };
-        let receiver = &mut self.dtmf[index as usize * 2 + leg_in];
-        receiver.handle_packet(timestamp, event);
-        while let Some(report) = receiver.poll_report() {
-            let EventReport::Ended {
-                event, duration, ..
-            } = report
-            else {
-                continue;
-            };
-            let Some(digit) = tandem_media::rfc4733::dtmf_digit(event) else {
-                continue;
-            };
-            if self.dtmf_reports.len() == self.dtmf_reports.capacity() {
-                self.dtmf_overflow += 1;
-                continue;
-            }
-            self.dtmf_reports.push(DtmfReport {
-                id,
-                leg,
-                digit,
-                // The telephone-event clock is 8 kHz (the rate every G.711 call signals).
-                duration_ms: duration as u32 / 8,
-            });
-        }
+        self.dtmf
+            .on_event(id, index * 2 + leg_in as u32, data, now_ns);
     }
 
     /// The core could not connect a socket to its latched peer: fall back to addressed sends.
@@ -689,6 +714,13 @@ mod tests {
         p
     }
 
+    fn events(payload_type: Option<u8>) -> DtmfOptions {
+        DtmfOptions {
+            event_payload_type: payload_type,
+            ..DtmfOptions::default()
+        }
+    }
+
     fn drained(t: &mut Sessions) -> Vec<DtmfReport> {
         let mut v = Vec::new();
         t.drain_dtmf(|r| v.push(r));
@@ -699,7 +731,7 @@ mod tests {
     fn telephone_events_on_the_signalled_type_are_reported_once_and_still_relayed() {
         let mut t = Sessions::new(0, 2, 30000);
         let id = t.activate(1, &params(5000), &params(6000), 0);
-        t.set_dtmf(1, LegIndex::A, Some(101));
+        t.set_dtmf(1, LegIndex::A, &events(Some(101))).unwrap();
         let a = addr("10.0.0.1:5000");
         // '#': three updates, then the end packet three times.
         let durations = [160u16, 320, 480, 800, 800, 800];
@@ -716,7 +748,9 @@ mod tests {
                 id,
                 leg: LegIndex::A,
                 digit: '#',
-                duration_ms: 100
+                duration_ms: 100,
+                source: crate::api::DtmfSource::Rfc4733,
+                at_ns: 1,
             }]
         );
         // The same payload under another payload type is not an event; nor is leg B's.
@@ -726,7 +760,7 @@ mod tests {
         let _ = t.on_packet(6, addr("10.0.0.1:6000"), &pkt, 2);
         assert!(drained(&mut t).is_empty());
         // Cleared: nothing more.
-        t.set_dtmf(1, LegIndex::A, None);
+        t.set_dtmf(1, LegIndex::A, &events(None)).unwrap();
         let pkt = event_packet(101, 30, 12000, 2, true, 800);
         let _ = t.on_packet(4, a, &pkt, 3);
         assert!(drained(&mut t).is_empty());
@@ -736,7 +770,7 @@ mod tests {
     fn a_played_leg_gets_nothing_relayed_but_its_own_keys_still_count() {
         let mut t = Sessions::new(0, 1, 30000);
         t.activate(0, &params(5000), &params(6000), 0);
-        t.set_dtmf(0, LegIndex::A, Some(101));
+        t.set_dtmf(0, LegIndex::A, &events(Some(101))).unwrap();
         let (a, b) = (addr("10.0.0.1:5000"), addr("10.0.0.1:6000"));
         assert_eq!(t.play_target(0, LegIndex::A), Some((0, Some(a))));
         t.set_playing(0, LegIndex::A, true);

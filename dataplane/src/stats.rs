@@ -37,10 +37,12 @@ pub enum DropReason {
     /// could not take: a payload type other than the leg's codec (events, comfort noise), a
     /// corrupt payload, or media from a supervisor's leg attached to no call.
     Mix,
+    /// DTMF (a telephone event) from a leg whose DTMF is blocked towards the other (PCI).
+    DtmfBlocked,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::Truncated,
         DropReason::ForeignSource,
@@ -52,6 +54,7 @@ impl DropReason {
         DropReason::Playback,
         DropReason::Transcode,
         DropReason::Mix,
+        DropReason::DtmfBlocked,
     ];
 
     pub fn label(self) -> &'static str {
@@ -67,6 +70,7 @@ impl DropReason {
             DropReason::Playback => "playback",
             DropReason::Transcode => "transcode",
             DropReason::Mix => "mix",
+            DropReason::DtmfBlocked => "dtmf_blocked",
         }
     }
 }

@@ -1,10 +1,13 @@
 //! Playback and DTMF through a real core on loopback sockets, once per I/O backend.
 
+mod common;
+use common::{call, next_event};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tandem_dataplane::api::{
-    ClipSequence, Command, CoreError, Event, LegIndex, LegParams, SessionId,
+    ClipSequence, Command, CoreError, DtmfOptions, DtmfSource, Event, LegIndex, LegParams,
+    SessionId,
 };
 use tandem_dataplane::clip::Law;
 use tandem_dataplane::io::IoKind;
@@ -39,30 +42,8 @@ fn start(io: IoKind, port_min: u16) -> (DataPlane, CoreHandle) {
     (dp, core)
 }
 
-/// The next event, skipping none; `None` after `wait`.
-fn next_event(core: &mut CoreHandle, wait: Duration) -> Option<Event> {
-    let deadline = Instant::now() + wait;
-    loop {
-        if let Ok(ev) = core.events.pop() {
-            return Some(ev);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn call(core: &mut CoreHandle, cmd: Command) -> Event {
-    core.send(cmd).expect("ring has room");
-    next_event(core, Duration::from_secs(5)).expect("core did not answer")
-}
-
 fn endpoint() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    s
+    common::endpoint_with(Duration::from_millis(500))
 }
 
 fn leg(sock: &UdpSocket) -> LegParams {
@@ -383,7 +364,10 @@ fn reports_each_key_once(io: IoKind, port_min: u16) {
                 token: 2,
                 id,
                 leg: LegIndex::A,
-                payload_type: Some(101),
+                options: DtmfOptions {
+                    event_payload_type: Some(101),
+                    ..DtmfOptions::default()
+                },
             }
         ),
         Event::Updated { token: 2 }
@@ -396,7 +380,12 @@ fn reports_each_key_once(io: IoKind, port_min: u16) {
             leg,
             digit,
             duration_ms,
-        }) => assert_eq!((got, leg, digit, duration_ms), (id, LegIndex::A, '5', 100)),
+            source,
+            ..
+        }) => assert_eq!(
+            (got, leg, digit, duration_ms, source),
+            (id, LegIndex::A, '5', 100, DtmfSource::Rfc4733)
+        ),
         other => panic!("{other:?}"),
     }
     assert_eq!(next_event(&mut core, Duration::from_millis(200)), None);

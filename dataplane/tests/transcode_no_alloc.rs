@@ -1,13 +1,17 @@
 //! The transcoding path allocates nothing per packet: the session decision and the
 //! transcoder of each direction (resampler and loss concealment included), for every pair
-//! the cores transcode, from the first packet on.
+//! the cores transcode, from the first packet on. Nor does DTMF: in-band detection, telephone
+//! events, merging and blocking on a relayed leg.
 //!
 //! A counting global allocator (per thread, so parallel tests do not see each other's) counts
 //! Rust's allocations. libopus's own state lives on the C heap from `opus_*_create`, called
 //! when the plan is set; its encode and decode keep their scratch on the stack.
 
 use std::net::SocketAddr;
-use tandem_dataplane::api::{Codec, LegCodec, LegIndex, LegParams};
+use tandem_dataplane::api::{
+    Codec, DtmfKeys, DtmfOptions, DtmfSend, DtmfVia, InbandAudio, LegCodec, LegIndex, LegParams,
+};
+use tandem_dataplane::dtmf::Senders;
 use tandem_dataplane::session::{Sessions, Verdict};
 use tandem_dataplane::transcode::{Transcoder, Transcoders};
 use tandem_media::g711::Law;
@@ -126,5 +130,99 @@ fn decision_and_transcode_allocate_nothing_per_packet() {
             n, 0,
             "{from:?} -> {to:?}: {n} allocations in {sent} packets"
         );
+    }
+}
+
+#[test]
+fn dtmf_detection_events_and_blocking_allocate_nothing_per_packet() {
+    let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let b: SocketAddr = "10.0.0.2:6000".parse().unwrap();
+    let mut sessions = Sessions::new(0, 2, 30_000);
+    let leg = |rtp| LegParams {
+        rtp: Some(rtp),
+        ..LegParams::default()
+    };
+    sessions.activate(0, &leg(a), &leg(b), 0);
+    // Set-up: the detector is allocated here.
+    let options = DtmfOptions {
+        event_payload_type: Some(101),
+        inband: Some(InbandAudio {
+            payload_type: 8,
+            codec: Codec::Pcma,
+        }),
+        block: true,
+    };
+    sessions.set_dtmf(0, LegIndex::A, &options).unwrap();
+    // 2 s of audio: a key every 200 ms (100 ms of tone), each also sent as telephone events.
+    let mut input = Vec::new();
+    for i in 0..100u32 {
+        let key = ['1', '5', '9', '#', '0'][(i / 10) as usize % 5];
+        let mut pcm = [0i16; 160];
+        if i % 10 < 5 {
+            let spec = ToneSpec::dtmf(key, 1000, 0, -8.0, -6.0).unwrap();
+            let mut g = ToneGenerator::new(&spec, 8000).unwrap();
+            g.fill(&mut pcm);
+        }
+        let mut p = vec![0x80, 8];
+        p.extend_from_slice(&(i as u16).to_be_bytes());
+        p.extend_from_slice(&(i * 160).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 1]);
+        let mut codes = [0u8; 160];
+        Law::Alaw.encode(&pcm, &mut codes);
+        p.extend_from_slice(&codes);
+        input.push(p);
+        if i % 10 < 6 {
+            let event = tandem_media::rfc4733::dtmf_event(key).unwrap();
+            let end = if i % 10 == 5 { 0x80 } else { 0 };
+            let mut e = vec![0x80, 101, 0, 0];
+            e.extend_from_slice(&((i / 10) * 1600).to_be_bytes());
+            e.extend_from_slice(&[0, 0, 0, 1, event, end | 10, 0, 160]);
+            input.push(e);
+        }
+    }
+    let mut reports = 0;
+    let mut silenced = 0;
+    let n = allocations(|| {
+        for (i, p) in input.iter().enumerate() {
+            let _ = sessions.on_packet(0, a, p, i as u64 * 10_000_000);
+            silenced += sessions.blocked_tone().is_some() as u32;
+            sessions.drain_dtmf(|_| reports += 1);
+        }
+    });
+    assert_eq!(reports, 10, "one report per press");
+    assert!(silenced > 20, "{silenced} packets silenced");
+    assert_eq!(n, 0, "{n} allocations");
+
+    // Sending keys into a stream, as events and as tones: the sender is allocated by the
+    // command, each packet it rewrites allocates nothing.
+    for via in [
+        DtmfVia::Events {
+            payload_type: 101,
+            clock_hz: 8000,
+        },
+        DtmfVia::Tones {
+            payload_type: 8,
+            codec: Codec::Pcma,
+        },
+    ] {
+        let mut senders = Senders::new(1);
+        let send = DtmfSend {
+            keys: DtmfKeys::new("159#").unwrap(),
+            duration_ms: 100,
+            pause_ms: 100,
+            volume: 8,
+            via,
+        };
+        senders.send(0, &send).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut busy = true;
+        let n = allocations(|| {
+            for p in input.iter().filter(|p| p[1] == 8) {
+                buf[..p.len()].copy_from_slice(p);
+                busy = senders.rewrite(0, &mut buf, p.len()).1;
+            }
+        });
+        assert!(!busy, "all keys sent");
+        assert_eq!(n, 0, "{via:?}: {n} allocations");
     }
 }

@@ -1,10 +1,11 @@
 #![no_main]
 //! RTP/RTCP classification and the forwarding decision on arbitrary datagrams from arbitrary
 //! sources on any port of a live session, with telephone-event parsing armed on leg A for a
-//! payload type the input picks: never panics, never stops the real streams.
+//! payload type the input picks, and in-band detection and DTMF blocking as the input says:
+//! never panics, never stops the real streams.
 use libfuzzer_sys::fuzz_target;
 use std::net::SocketAddr;
-use tandem_dataplane::api::{LegIndex, LegParams};
+use tandem_dataplane::api::{Codec, DtmfOptions, InbandAudio, LegIndex, LegParams};
 use tandem_dataplane::rtp;
 use tandem_dataplane::session::{Sessions, Verdict};
 
@@ -18,7 +19,18 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut t = Sessions::new(0, 2, 30000);
     t.activate(0, &leg(5000), &leg(6000), 0);
-    t.set_dtmf(0, LegIndex::A, data.get(1).map(|b| b & 0x7f));
+    let event_payload_type = data.get(1).map(|b| b & 0x7f);
+    let flags = data.get(3).copied().unwrap_or(0);
+    let options = DtmfOptions {
+        event_payload_type,
+        inband: data.get(2).filter(|_| flags & 2 != 0).map(|b| InbandAudio {
+            payload_type: b & 0x7f,
+            codec: if b & 0x80 != 0 { Codec::Pcma } else { Codec::Pcmu },
+        }),
+        // Blocking drops A's events: never the real stream's payload type (0) as one.
+        block: flags & 4 != 0 && event_payload_type != Some(0),
+    };
+    t.set_dtmf(0, LegIndex::A, &options).unwrap();
     // Playing to A holds back what B sends, never what A sends.
     t.set_playing(0, LegIndex::A, data.get(3).is_some_and(|b| b & 1 == 1));
     let mut good = vec![0u8; 172];

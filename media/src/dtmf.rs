@@ -123,6 +123,8 @@ pub struct DtmfDetector {
     run_start: u64,
     active: Option<Candidate>,
     absent_for: u32,
+    /// Sample index where the last frame that still showed the active key's tones ends.
+    active_heard_until: u64,
     queue: [Option<DtmfDigit>; QUEUE],
     queued: usize,
     dropped: u64,
@@ -169,6 +171,7 @@ impl DtmfDetector {
             run_start: 0,
             active: None,
             absent_for: 0,
+            active_heard_until: 0,
             queue: [None; QUEUE],
             queued: 0,
             dropped: 0,
@@ -213,6 +216,24 @@ impl DtmfDetector {
     /// Samples fed so far (the clock of [`DtmfDigit::at_sample`]).
     pub fn samples_seen(&self) -> u64 {
         self.samples_seen
+    }
+
+    /// The key reported last, while its tones are still heard (it has not been released).
+    pub fn active_key(&self) -> Option<char> {
+        self.active.map(|k| KEYPAD[k.row][k.col])
+    }
+
+    /// Sample index (the clock of [`DtmfDigit::at_sample`]) where the last analysis window
+    /// that still held the active key's tones ends: the tone's end, to within a window.
+    pub fn heard_until(&self) -> u64 {
+        self.active_heard_until
+    }
+
+    /// Whether a key's tones are in the audio now: a key is active, or the latest frame
+    /// passed every check for one (a press being confirmed). What a caller muting DTMF
+    /// (PCI card entry) silences; speech passes all the checks rarely and for one frame.
+    pub fn tone_present(&self) -> bool {
+        self.active.is_some() || self.run_len > 0
     }
 
     fn analyse(&mut self) -> FrameResult {
@@ -293,6 +314,7 @@ impl DtmfDetector {
         if let Some(active) = self.active {
             if r.present == Some(active) {
                 self.absent_for = 0;
+                self.active_heard_until = frame_start + WINDOW as u64;
             } else {
                 self.absent_for += 1;
                 if self.absent_for >= RELEASE_FRAMES {
@@ -318,6 +340,7 @@ impl DtmfDetector {
             if self.run_len >= CONFIRM_FRAMES && self.active != Some(k) {
                 self.active = Some(k);
                 self.absent_for = 0;
+                self.active_heard_until = frame_start + WINDOW as u64;
                 self.push(DtmfDigit {
                     key: KEYPAD[k.row][k.col],
                     at_sample: self.run_start,
@@ -667,6 +690,24 @@ mod tests {
         let got = detect(&x);
         assert_eq!(keys(&got), "55");
         assert!(got[1].at_sample >= 1220);
+    }
+
+    #[test]
+    fn active_key_tone_present_and_heard_until_follow_the_tone() {
+        let mut x = vec![0f64; 4000];
+        add_key(&mut x, 800, 800, '5', -10.0, -10.0);
+        let pcm: Vec<i16> = x.iter().map(|&v| v.round() as i16).collect();
+        let mut d = DtmfDetector::new();
+        d.handle_frame(&pcm[..800]);
+        assert!(!d.tone_present() && d.active_key().is_none());
+        d.handle_frame(&pcm[800..1200]);
+        assert!(d.tone_present());
+        assert_eq!(d.active_key(), Some('5'));
+        d.handle_frame(&pcm[1200..]);
+        assert_eq!((d.active_key(), d.tone_present()), (None, false));
+        // The tone ended at sample 1600: the last window that held it ends within a window.
+        let until = d.heard_until();
+        assert!((1600..=1600 + WINDOW as u64).contains(&until), "{until}");
     }
 
     #[test]

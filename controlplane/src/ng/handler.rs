@@ -11,7 +11,8 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use tandem_dataplane::api::{
-    CoreError, LegCodec, LegIndex, LegParams, SessionId, SessionStats, StreamStats,
+    Codec, CoreError, DtmfKeys, DtmfOptions, DtmfSend, DtmfVia, InbandAudio, LegCodec, LegIndex,
+    LegParams, SessionId, SessionStats, StreamStats,
 };
 
 /// What the handler needs from the data plane.
@@ -35,6 +36,20 @@ pub trait Media {
         &self,
         id: SessionId,
         codecs: Option<[LegCodec; 2]>,
+    ) -> impl Future<Output = Result<(), CoreError>> + Send;
+    /// How `leg`'s DTMF is heard and whether it is blocked towards the other leg.
+    fn set_dtmf(
+        &self,
+        id: SessionId,
+        leg: LegIndex,
+        options: DtmfOptions,
+    ) -> impl Future<Output = Result<(), CoreError>> + Send;
+    /// Sends keys to `leg`'s peer.
+    fn send_dtmf(
+        &self,
+        id: SessionId,
+        leg: LegIndex,
+        send: DtmfSend,
     ) -> impl Future<Output = Result<(), CoreError>> + Send;
     fn advertised_address(&self) -> IpAddr;
 }
@@ -71,6 +86,22 @@ impl Media for crate::media::DataPlaneClient {
     ) -> impl Future<Output = Result<(), CoreError>> + Send {
         crate::media::DataPlaneClient::set_codecs(self, id, codecs)
     }
+    fn set_dtmf(
+        &self,
+        id: SessionId,
+        leg: LegIndex,
+        options: DtmfOptions,
+    ) -> impl Future<Output = Result<(), CoreError>> + Send {
+        crate::media::DataPlaneClient::set_dtmf(self, id, leg, options)
+    }
+    fn send_dtmf(
+        &self,
+        id: SessionId,
+        leg: LegIndex,
+        send: DtmfSend,
+    ) -> impl Future<Output = Result<(), CoreError>> + Send {
+        crate::media::DataPlaneClient::send_dtmf(self, id, leg, send)
+    }
     fn advertised_address(&self) -> IpAddr {
         crate::media::DataPlaneClient::advertised_address(self)
     }
@@ -85,6 +116,81 @@ struct Stream {
     codec_offer: Option<(LegIndex, OfferedCodecs)>,
     /// The data plane transcodes this stream (a plan was set).
     transcoding: bool,
+    /// What each leg's SDP said about DTMF (`[A, B]`), for `play DTMF` and `block DTMF`.
+    dtmf: [LegDtmf; 2],
+}
+
+/// DTMF as one leg's peer takes it, from its last SDP.
+#[derive(Debug, Clone, Copy, Default)]
+struct LegDtmf {
+    /// Its telephone-event payload type and clock.
+    events: Option<(u8, u32)>,
+    /// Its first G.711 format (the audio tones can be sent and heard in).
+    g711: Option<(u8, Codec)>,
+    /// `block DTMF` is in force for the DTMF this leg sends.
+    blocked: bool,
+}
+
+impl LegDtmf {
+    fn from_sdp(m: &crate::sdp::Media) -> LegDtmf {
+        let formats = m.payload_formats();
+        let g711 = formats.iter().find_map(|f| {
+            if f.is("PCMU/8000") {
+                Some((f.payload_type, Codec::Pcmu))
+            } else if f.is("PCMA/8000") {
+                Some((f.payload_type, Codec::Pcma))
+            } else {
+                None
+            }
+        });
+        // The event clock follows the audio: the first audio format's.
+        let audio_clock = formats
+            .iter()
+            .find(|f| !f.is("telephone-event") && !f.is("CN"))
+            .map_or(8000, |f| f.clock_hz);
+        let events = formats
+            .iter()
+            .filter(|f| f.is("telephone-event"))
+            .min_by_key(|f| f.clock_hz != audio_clock)
+            .map(|f| (f.payload_type, f.clock_hz));
+        LegDtmf {
+            events,
+            g711,
+            blocked: false,
+        }
+    }
+
+    /// What the core is told about DTMF from this leg.
+    fn options(&self) -> DtmfOptions {
+        DtmfOptions {
+            event_payload_type: self.events.map(|(pt, _)| pt),
+            // Tones are silenced only where they can be heard: G.711 audio.
+            inband: self
+                .g711
+                .filter(|_| self.blocked)
+                .map(|(payload_type, codec)| InbandAudio {
+                    payload_type,
+                    codec,
+                }),
+            block: self.blocked,
+        }
+    }
+
+    /// How keys reach this leg's peer: events when it takes telephone-event, else tones in
+    /// its G.711 audio.
+    fn via(&self) -> Option<DtmfVia> {
+        match (self.events, self.g711) {
+            (Some((payload_type, clock_hz)), _) => Some(DtmfVia::Events {
+                payload_type,
+                clock_hz,
+            }),
+            (None, Some((payload_type, codec))) => Some(DtmfVia::Tones {
+                payload_type,
+                codec,
+            }),
+            (None, None) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -301,6 +407,8 @@ impl NgHandler {
                     .collect();
                 Ok(ok_reply(vec![("calls", Value::List(ids))]))
             }
+            Command::PlayDtmf => self.play_dtmf(req, media).await,
+            Command::BlockDtmf | Command::UnblockDtmf => self.block_dtmf(req, media).await,
             Command::Statistics => Ok(ok_reply(vec![(
                 "statistics",
                 dict([(
@@ -413,6 +521,7 @@ impl NgHandler {
                                 ports,
                                 codec_offer: None,
                                 transcoding: false,
+                                dtmf: [LegDtmf::default(); 2],
                             })
                         }
                         Err(e) => {
@@ -432,6 +541,19 @@ impl NgHandler {
                 }
             };
             let mut stream = stream;
+            if let Some(s) = stream.as_mut() {
+                let blocked = s.dtmf[sender as usize].blocked;
+                s.dtmf[sender as usize] = LegDtmf {
+                    blocked,
+                    ..LegDtmf::from_sdp(m)
+                };
+                if blocked {
+                    // New payload types for a blocked leg: the core must know them.
+                    let options = s.dtmf[sender as usize].options();
+                    let r = media.set_dtmf(s.id, sender, options).await;
+                    self.session_op(call_id, r, media).await?;
+                }
+            }
             let edit = match stream.as_mut() {
                 Some(s) => {
                     self.negotiate(call_id, s, sender, is_offer, req, m, media)
@@ -532,6 +654,94 @@ impl NgHandler {
             }
             Err(e) => Err(Failure(e.reason().into())),
         }
+    }
+
+    /// The leg `tag` names in `call`.
+    fn leg_of_tag(call: &Call, tag: &str) -> Option<LegIndex> {
+        if tag == call.from_tag {
+            Some(LegIndex::A)
+        } else if call.to_tag.as_deref() == Some(tag) {
+            Some(LegIndex::B)
+        } else {
+            None
+        }
+    }
+
+    /// `play DTMF`: the participant `from-tag` names "presses" the key; the other hears it,
+    /// as events when its SDP took telephone-event, else as tones in its G.711 audio.
+    async fn play_dtmf(&mut self, req: &Request<'_>, media: &impl Media) -> Result<Reply, Failure> {
+        let call_id = req.require_call_id()?;
+        let call = self
+            .calls
+            .get(call_id)
+            .cloned()
+            .ok_or(Failure("Call-ID not found".into()))?;
+        let code = req
+            .dtmf
+            .code
+            .ok_or(Failure("No DTMF code in message".into()))?;
+        let tag = req
+            .from_tag
+            .ok_or(Failure("No from-tag in message".into()))?;
+        let presser = Self::leg_of_tag(&call, tag).ok_or(Failure("Unknown from-tag".into()))?;
+        let hearer = presser.other();
+        let keys = DtmfKeys::new(&code.to_string()).ok_or(Failure("Invalid DTMF code".into()))?;
+        // The first stream that can carry a key to the hearer (the audio).
+        let (id, via) = call
+            .streams
+            .iter()
+            .flatten()
+            .find_map(|s| Some((s.id, s.dtmf[hearer as usize].via()?)))
+            .ok_or(Failure(
+                "Participant takes neither telephone-event nor G.711".into(),
+            ))?;
+        let send = DtmfSend {
+            keys,
+            duration_ms: req.dtmf.duration_ms,
+            pause_ms: req.dtmf.pause_ms,
+            volume: req.dtmf.volume,
+            via,
+        };
+        let r = media.send_dtmf(id, hearer, send).await;
+        self.session_op(call_id, r, media).await?;
+        Ok(ok_reply(Vec::new()))
+    }
+
+    /// `block DTMF` / `unblock DTMF`: for the participant `from-tag` names with the
+    /// `directional` flag, else for both; its telephone events are not relayed, and its
+    /// tones (G.711 audio) are relayed as silence.
+    async fn block_dtmf(
+        &mut self,
+        req: &Request<'_>,
+        media: &impl Media,
+    ) -> Result<Reply, Failure> {
+        let call_id = req.require_call_id()?;
+        let block = req.command == Command::BlockDtmf;
+        let call = self
+            .calls
+            .get(call_id)
+            .ok_or(Failure("Call-ID not found".into()))?;
+        let legs: &[LegIndex] = match req.from_tag.filter(|_| req.has_flag("directional")) {
+            Some(tag) => match Self::leg_of_tag(call, tag) {
+                Some(LegIndex::A) => &[LegIndex::A],
+                Some(LegIndex::B) => &[LegIndex::B],
+                None => return Err(Failure("Unknown from-tag".into())),
+            },
+            None => &[LegIndex::A, LegIndex::B],
+        };
+        let mut changes = Vec::new();
+        let call = self.calls.get_mut(call_id).expect("looked up above");
+        for s in call.streams.iter_mut().flatten() {
+            for &leg in legs {
+                s.dtmf[leg as usize].blocked = block;
+                changes.push((s.id, leg, s.dtmf[leg as usize].options()));
+            }
+        }
+        for (id, leg, options) in changes {
+            let r = media.set_dtmf(id, leg, options).await;
+            self.session_op(call_id, r, media).await?;
+        }
+        Ok(ok_reply(Vec::new()))
     }
 
     async fn drop_call(&mut self, call_id: &str, media: &impl Media) -> Vec<SessionStats> {

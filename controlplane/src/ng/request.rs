@@ -17,6 +17,9 @@ pub enum Command {
     Query,
     List,
     Statistics,
+    PlayDtmf,
+    BlockDtmf,
+    UnblockDtmf,
 }
 
 impl Command {
@@ -29,6 +32,9 @@ impl Command {
             Command::Query => "query",
             Command::List => "list",
             Command::Statistics => "statistics",
+            Command::PlayDtmf => "play DTMF",
+            Command::BlockDtmf => "block DTMF",
+            Command::UnblockDtmf => "unblock DTMF",
         }
     }
 }
@@ -56,6 +62,82 @@ pub struct Request<'a> {
     /// `codec: {transcode: [...], strip: [...], mask: [...]}`, plus the flag forms
     /// `codec-transcode-NAME`, `codec-strip-NAME`, `codec-mask-NAME`.
     pub codec: CodecRequest,
+    /// `play DTMF`: the key and how to play it.
+    pub dtmf: PlayDtmf,
+}
+
+/// `play DTMF`'s keys, with rtpengine's defaults and limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlayDtmf {
+    /// `code` (or `digit`): 0–15 or one of `0`-`9`, `*`, `#`, `A`-`D`; `None` when absent.
+    pub code: Option<char>,
+    /// ms, 100–5000, default 250.
+    pub duration_ms: u16,
+    /// -dB (`volume` is dB, 0 loudest; a positive value counts as negative), default 8.
+    pub volume: u8,
+    /// ms between keys, 100–5000, default 100.
+    pub pause_ms: u16,
+}
+
+impl Default for PlayDtmf {
+    fn default() -> Self {
+        PlayDtmf {
+            code: None,
+            duration_ms: 250,
+            volume: 8,
+            pause_ms: 100,
+        }
+    }
+}
+
+/// An integer key, given as an integer or a decimal string.
+fn integer(dict: &Value<'_>, key: &str) -> Result<Option<i64>, RequestError> {
+    match dict.get(key) {
+        None => Ok(None),
+        Some(Value::Int(n)) => Ok(Some(*n)),
+        Some(v) => v
+            .as_str()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| RequestError(format!("'{key}' must be an integer"))),
+    }
+}
+
+fn play_dtmf(dict: &Value<'_>) -> Result<PlayDtmf, RequestError> {
+    let mut p = PlayDtmf::default();
+    let bad_code = || RequestError("'code' must be 0-15 or one of 0-9, *, #, A-D".into());
+    let code = dict.get("code").or_else(|| dict.get("digit"));
+    p.code = match code {
+        None => None,
+        Some(Value::Int(n)) => {
+            let event = u8::try_from(*n).map_err(|_| bad_code())?;
+            Some(tandem_media::rfc4733::dtmf_digit(event).ok_or_else(bad_code)?)
+        }
+        Some(v) => {
+            let s = v.as_str().ok_or_else(bad_code)?;
+            let mut chars = s.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) if tandem_media::rfc4733::dtmf_event(c).is_some() => {
+                    Some(c.to_ascii_uppercase())
+                }
+                // A number written as a string ("11").
+                _ => {
+                    let event: u8 = s.parse().map_err(|_| bad_code())?;
+                    Some(tandem_media::rfc4733::dtmf_digit(event).ok_or_else(bad_code)?)
+                }
+            }
+        }
+    };
+    if let Some(d) = integer(dict, "duration")? {
+        p.duration_ms = d.clamp(100, 5000) as u16;
+    }
+    if let Some(v) = integer(dict, "volume")? {
+        p.volume = v.unsigned_abs().min(63) as u8;
+    }
+    if let Some(d) = integer(dict, "pause")? {
+        p.pause_ms = d.clamp(100, 5000) as u16;
+    }
+    Ok(p)
 }
 
 impl Request<'_> {
@@ -114,6 +196,9 @@ pub fn parse<'v>(dict: &'v Value<'_>) -> Result<Request<'v>, RequestError> {
             "query" => Command::Query,
             "list" => Command::List,
             "statistics" => Command::Statistics,
+            "play dtmf" => Command::PlayDtmf,
+            "block dtmf" => Command::BlockDtmf,
+            "unblock dtmf" => Command::UnblockDtmf,
             _ => return Err(RequestError(format!("Unrecognized command '{c}'"))),
         },
     };
@@ -172,6 +257,12 @@ pub fn parse<'v>(dict: &'v Value<'_>) -> Result<Request<'v>, RequestError> {
         supports: strings(dict, "supports")?,
         limit,
         codec,
+        // Only `play DTMF` reads these keys: others may carry them for their own reasons.
+        dtmf: if command == Command::PlayDtmf {
+            play_dtmf(dict)?
+        } else {
+            PlayDtmf::default()
+        },
     })
 }
 

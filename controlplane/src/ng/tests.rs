@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 use tandem_dataplane::api::{
-    Codec, CoreError, LegCodec, LegIndex, LegParams, SessionId, SessionStats,
+    Codec, CoreError, DtmfKeys, DtmfOptions, DtmfSend, DtmfVia, InbandAudio, LegCodec, LegIndex,
+    LegParams, SessionId, SessionStats,
 };
 
 #[derive(Default)]
@@ -23,6 +24,8 @@ struct FakeState {
     budget: Option<usize>,
     created: usize,
     plans: Vec<(SessionId, Option<[LegCodec; 2]>)>,
+    dtmf_options: Vec<(SessionId, LegIndex, DtmfOptions)>,
+    dtmf_sent: Vec<(SessionId, LegIndex, DtmfSend)>,
 }
 
 impl Media for FakeMedia {
@@ -89,6 +92,28 @@ impl Media for FakeMedia {
             .find(|(i, _)| *i == id)
             .ok_or(CoreError::UnknownSession)?;
         s.plans.push((id, codecs));
+        Ok(())
+    }
+    async fn set_dtmf(
+        &self,
+        id: SessionId,
+        leg: LegIndex,
+        options: DtmfOptions,
+    ) -> Result<(), CoreError> {
+        self.state
+            .lock()
+            .unwrap()
+            .dtmf_options
+            .push((id, leg, options));
+        Ok(())
+    }
+    async fn send_dtmf(
+        &self,
+        id: SessionId,
+        leg: LegIndex,
+        send: DtmfSend,
+    ) -> Result<(), CoreError> {
+        self.state.lock().unwrap().dtmf_sent.push((id, leg, send));
         Ok(())
     }
     fn advertised_address(&self) -> IpAddr {
@@ -361,4 +386,188 @@ fn codec_strip_flag_removes_a_codec_and_calls_without_codec_keys_set_no_plan() {
     assert_eq!(field(&r, "result"), "ok");
     send(&mut h, &m, ANSWER).unwrap();
     assert!(m.state.lock().unwrap().plans.is_empty());
+}
+
+/// A bencoded request with the Kamailio trace's call-id and the given extra pairs.
+fn dtmf_request(cookie: &str, command: &str, extra: &[(&str, Value<'static>)]) -> Vec<u8> {
+    let mut pairs = vec![
+        ("command", Value::string(command.to_string())),
+        ("call-id", Value::str("1-22163@127.0.0.1")),
+    ];
+    pairs.extend(extra.iter().cloned());
+    let mut wire = format!("{cookie} ").into_bytes();
+    bencode::encode_into(&crate::bencode::dict(pairs), &mut wire);
+    wire
+}
+
+#[test]
+fn play_dtmf_sends_the_key_to_the_other_participant_the_way_its_sdp_allows() {
+    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+    send(&mut h, &m, OFFER).unwrap();
+    send(&mut h, &m, ANSWER).unwrap();
+    let caller = ("from-tag", Value::str("22163SIPpTag091"));
+    // The caller "presses" 5: the callee (leg B) hears it as events on its 101.
+    let wire = dtmf_request(
+        "d1",
+        "play DTMF",
+        &[caller.clone(), ("code", Value::str("5"))],
+    );
+    let r = reply_dict(&send(&mut h, &m, &wire).unwrap());
+    assert_eq!(field(&r, "result"), "ok", "{}", field(&r, "error-reason"));
+    // The callee presses '#' (code 11), 120 ms at -20 dB, with a pause of 50 (raised to 100).
+    let callee = ("from-tag", Value::str("22116SIPpTag011"));
+    let wire = dtmf_request(
+        "d2",
+        "play DTMF",
+        &[
+            callee,
+            ("code", Value::Int(11)),
+            ("duration", Value::Int(120)),
+            ("volume", Value::Int(-20)),
+            ("pause", Value::str("50")),
+        ],
+    );
+    assert_eq!(
+        field(&reply_dict(&send(&mut h, &m, &wire).unwrap()), "result"),
+        "ok"
+    );
+    let sent = m.state.lock().unwrap().dtmf_sent.clone();
+    let events = DtmfVia::Events {
+        payload_type: 101,
+        clock_hz: 8000,
+    };
+    let id = sent[0].0;
+    assert_eq!(
+        sent,
+        [
+            (
+                id,
+                LegIndex::B,
+                DtmfSend {
+                    keys: DtmfKeys::new("5").unwrap(),
+                    duration_ms: 250,
+                    pause_ms: 100,
+                    volume: 8,
+                    via: events,
+                }
+            ),
+            (
+                id,
+                LegIndex::A,
+                DtmfSend {
+                    keys: DtmfKeys::new("#").unwrap(),
+                    duration_ms: 120,
+                    pause_ms: 100,
+                    volume: 20,
+                    via: events,
+                }
+            ),
+        ]
+    );
+    for (i, (extra, error)) in [
+        (vec![caller.clone()], "No DTMF code in message"),
+        (
+            vec![caller.clone(), ("code", Value::Int(16))],
+            "'code' must be 0-15 or one of 0-9, *, #, A-D",
+        ),
+        (
+            vec![
+                ("from-tag", Value::str("nobody")),
+                ("code", Value::str("1")),
+            ],
+            "Unknown from-tag",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let wire = dtmf_request(&format!("e{i}"), "play DTMF", &extra);
+        let r = reply_dict(&send(&mut h, &m, &wire).unwrap());
+        assert_eq!(field(&r, "error-reason"), error);
+    }
+}
+
+#[test]
+fn a_participant_without_telephone_event_hears_tones() {
+    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+    send(&mut h, &m, OFFER).unwrap();
+    // The callee answers PCMA alone: the trace's answer without its telephone-event, the
+    // SDP's length fixed.
+    let text = String::from_utf8(ANSWER.to_vec()).unwrap();
+    let cut = text
+        .replace(
+            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n",
+            "",
+        )
+        .replace("RTP/AVP 8 101", "RTP/AVP 8");
+    let removed = ANSWER.len() - cut.len();
+    let wire = cut.replace("3:sdp186:", &format!("3:sdp{}:", 186 - removed));
+    let wire = wire.into_bytes();
+    assert_eq!(
+        field(&reply_dict(&send(&mut h, &m, &wire).unwrap()), "result"),
+        "ok"
+    );
+    let caller = ("from-tag", Value::str("22163SIPpTag091"));
+    let wire = dtmf_request("t1", "play DTMF", &[caller, ("digit", Value::str("*"))]);
+    assert_eq!(
+        field(&reply_dict(&send(&mut h, &m, &wire).unwrap()), "result"),
+        "ok"
+    );
+    let sent = m.state.lock().unwrap().dtmf_sent.clone();
+    assert_eq!(
+        sent[0].2.via,
+        DtmfVia::Tones {
+            payload_type: 8,
+            codec: Codec::Pcma
+        }
+    );
+    assert_eq!(sent[0].1, LegIndex::B);
+}
+
+#[test]
+fn block_dtmf_for_one_participant_or_both_and_unblock() {
+    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+    send(&mut h, &m, OFFER).unwrap();
+    send(&mut h, &m, ANSWER).unwrap();
+    let caller = ("from-tag", Value::str("22163SIPpTag091"));
+    let directional = ("flags", Value::List(vec![Value::str("directional")]));
+    let wire = dtmf_request("b1", "block DTMF", &[caller, directional]);
+    assert_eq!(
+        field(&reply_dict(&send(&mut h, &m, &wire).unwrap()), "result"),
+        "ok"
+    );
+    let wire = dtmf_request("b2", "unblock DTMF", &[]);
+    assert_eq!(
+        field(&reply_dict(&send(&mut h, &m, &wire).unwrap()), "result"),
+        "ok"
+    );
+    let got = m.state.lock().unwrap().dtmf_options.clone();
+    let blocked = DtmfOptions {
+        event_payload_type: Some(101),
+        inband: Some(InbandAudio {
+            payload_type: 8,
+            codec: Codec::Pcma,
+        }),
+        block: true,
+    };
+    let unblocked = DtmfOptions {
+        event_payload_type: Some(101),
+        inband: None,
+        block: false,
+    };
+    let id = got[0].0;
+    assert_eq!(
+        got,
+        [
+            (id, LegIndex::A, blocked),
+            (id, LegIndex::A, unblocked),
+            (id, LegIndex::B, unblocked)
+        ]
+    );
+    let wire = dtmf_request("b3", "block DTMF", &[]);
+    let wire = String::from_utf8(wire)
+        .unwrap()
+        .replace("1-22163", "9-99999");
+    let r = reply_dict(&send(&mut h, &m, wire.as_bytes()).unwrap());
+    assert_eq!(field(&r, "error-reason"), "Call-ID not found");
 }

@@ -121,6 +121,12 @@ pub enum MediaOp {
     DeleteSupervisor {
         session: SessionId,
     },
+    /// Send keys to a leg's peer inside its RTP stream (a SIP INFO's key, as RFC 4733).
+    SendDtmf {
+        session: SessionId,
+        leg: LegIndex,
+        send: tandem_dataplane::api::DtmfSend,
+    },
 }
 
 /// What the engine asks of its shell.
@@ -1897,9 +1903,25 @@ impl Engine {
                 self.respond(now, tx, res);
             }
             _ => {
+                // A key sent as SIP INFO, to a peer that takes RFC 4733: sent as events in its
+                // stream and answered here (a peer without telephone-event gets the INFO).
+                let target_side = side.other();
+                let events = match (method == Method::Info, c.session) {
+                    (true, Some(session)) => info_as_events(
+                        &req,
+                        session,
+                        &c.sdp[target_side.index()],
+                        target_side.leg(),
+                    ),
+                    _ => None,
+                };
+                if let Some(op) = events {
+                    self.actions.push(Action::Media(op));
+                    self.reply(now, tx, &req, 200);
+                    return;
+                }
                 // Relay INVITE (re-INVITE: hold, resume, codec change), UPDATE, INFO (DTMF)
                 // and anything else in-dialog to the other leg.
-                let target_side = side.other();
                 let target_port = c.ports[match target_side {
                     Side::A => 0,
                     Side::B => 1,
@@ -2794,6 +2816,66 @@ fn c_ended_by(side: Side) -> &'static str {
 }
 
 /// What the B2BUA supports, advertised in Allow.
+/// The key and duration (ms) of a SIP INFO DTMF body: `application/dtmf-relay`
+/// (`Signal=5` and `Duration=160` lines) or `application/dtmf` (the key alone). `Signal` may
+/// be the key or its RFC 4733 code (`11` for `#`). None for anything else.
+pub fn info_dtmf(content_type: &str, body: &str) -> Option<(char, u32)> {
+    let key = |v: &str| {
+        let v = v.trim();
+        let mut chars = v.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => tandem_media::rfc4733::dtmf_event(c).map(|_| c.to_ascii_uppercase()),
+            _ => tandem_media::rfc4733::dtmf_digit(v.parse().ok()?),
+        }
+    };
+    if content_type.eq_ignore_ascii_case("application/dtmf") {
+        return Some((key(body)?, DEFAULT_INFO_DURATION_MS));
+    }
+    if !content_type.eq_ignore_ascii_case("application/dtmf-relay") {
+        return None;
+    }
+    let mut signal = None;
+    let mut duration = DEFAULT_INFO_DURATION_MS;
+    for line in body.lines() {
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
+        match name.trim().to_ascii_lowercase().as_str() {
+            "signal" => signal = Some(key(value)?),
+            "duration" => duration = value.trim().parse().ok()?,
+            _ => {}
+        }
+    }
+    Some((signal?, duration))
+}
+
+/// When `req` is a SIP INFO carrying a DTMF key and the SDP of `leg`'s peer (`target_sdp`)
+/// took telephone-event, the key as RFC 4733 events in the stream to that peer.
+fn info_as_events(
+    req: &Message,
+    session: SessionId,
+    target_sdp: &str,
+    leg: LegIndex,
+) -> Option<MediaOp> {
+    let (key, duration_ms) = info_dtmf(req.content_type()?, req.body_str()?)?;
+    let payload_type = contact_centre::telephone_event_pt(target_sdp)?;
+    let send = tandem_dataplane::api::DtmfSend {
+        keys: tandem_dataplane::api::DtmfKeys::new(&key.to_string())?,
+        // Q.24's shortest press, up to five seconds.
+        duration_ms: duration_ms.clamp(40, 5000) as u16,
+        pause_ms: 100,
+        volume: 8,
+        via: tandem_dataplane::api::DtmfVia::Events {
+            payload_type,
+            clock_hz: 8000,
+        },
+    };
+    Some(MediaOp::SendDtmf { session, leg, send })
+}
+
+/// A SIP INFO key without a `Duration`.
+const DEFAULT_INFO_DURATION_MS: u32 = 250;
+
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER";
 /// Option tags a caller may Require of us.
 const SUPPORTED_REQUIRE: [&str; 0] = [];

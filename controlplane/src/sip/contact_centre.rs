@@ -535,7 +535,7 @@ fn g711_pt(sdp: &str) -> Option<u8> {
 }
 
 /// The payload type of `telephone-event/8000` in the first audio stream.
-fn telephone_event_pt(sdp: &str) -> Option<u8> {
+pub(super) fn telephone_event_pt(sdp: &str) -> Option<u8> {
     let mut in_audio = false;
     for line in sdp.lines() {
         if let Some(m) = line.strip_prefix("m=") {

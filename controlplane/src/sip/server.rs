@@ -590,7 +590,11 @@ fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inb
                 leg,
                 payload_type,
             } => {
-                if let Err(e) = media.set_dtmf(session, leg, payload_type).await {
+                let options = tandem_dataplane::api::DtmfOptions {
+                    event_payload_type: payload_type,
+                    ..Default::default()
+                };
+                if let Err(e) = media.set_dtmf(session, leg, options).await {
                     tracing::debug!("media set-dtmf failed: {e:?}");
                 }
             }
@@ -629,6 +633,11 @@ fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inb
             MediaOp::DeleteSupervisor { session } => {
                 if let Err(e) = media.delete(session).await {
                     tracing::debug!("supervisor session delete failed: {e:?}");
+                }
+            }
+            MediaOp::SendDtmf { session, leg, send } => {
+                if let Err(e) = media.send_dtmf(session, leg, send).await {
+                    tracing::debug!("media send-dtmf failed: {e:?}");
                 }
             }
         }

@@ -1041,6 +1041,85 @@ fn sip_info_dtmf_is_relayed_to_the_other_leg_and_answered() {
     assert_eq!(to_a.0, "10.0.0.1:5060".parse::<SocketAddr>().unwrap());
 }
 
+#[test]
+fn sip_info_dtmf_to_a_peer_with_telephone_event_becomes_rfc_4733_and_is_answered_here() {
+    let mut h = Harness::new();
+    let b_invite = start_call(&mut h, "info-events");
+    answer_call(&mut h, &b_invite);
+    // The callee sends '#' by INFO; the caller (SDP_A) took telephone-event 101.
+    let body = "Signal=#\r\nDuration=180\r\n";
+    let info = String::from_utf8(in_dialog_from_b(&b_invite, "INFO", 3, ""))
+        .unwrap()
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+    let out = h.feed(info.as_bytes(), "10.0.0.2:5060");
+    let sends: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Media(MediaOp::SendDtmf { leg, send, .. }) => Some((*leg, *send)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sends.len(), 1);
+    let (leg, send) = sends[0];
+    assert_eq!(leg, LegIndex::A);
+    assert_eq!(
+        send.keys,
+        tandem_dataplane::api::DtmfKeys::new("#").unwrap()
+    );
+    assert_eq!(send.duration_ms, 180);
+    assert_eq!(
+        send.via,
+        tandem_dataplane::api::DtmfVia::Events {
+            payload_type: 101,
+            clock_hz: 8000
+        }
+    );
+    let msgs = sent(&out);
+    assert!(
+        msgs.iter().all(|(_, m)| m.method() != Some(&Method::Info)),
+        "not relayed"
+    );
+    let ok = msgs
+        .iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .expect("200");
+    assert_eq!(ok.1.cseq(), Some((3, Method::Info)));
+    assert_eq!(ok.0, "10.0.0.2:5060".parse::<SocketAddr>().unwrap());
+}
+
+#[test]
+fn sip_info_dtmf_bodies() {
+    use super::b2bua::info_dtmf;
+    let relay = "application/dtmf-relay";
+    assert_eq!(
+        info_dtmf(relay, "Signal=5\r\nDuration=160\r\n"),
+        Some(('5', 160))
+    );
+    assert_eq!(
+        info_dtmf(relay, "signal= 11\nduration=300"),
+        Some(('#', 300))
+    );
+    assert_eq!(info_dtmf(relay, "Signal=*"), Some(('*', 250)));
+    assert_eq!(info_dtmf("application/dtmf", "b\r\n"), Some(('B', 250)));
+    for bad in [
+        "",
+        "Signal=",
+        "Signal=x",
+        "Signal=16",
+        "Signal=1\nDuration=-5",
+        "Duration=9",
+    ] {
+        assert_eq!(info_dtmf(relay, bad), None, "{bad:?}");
+    }
+    assert_eq!(info_dtmf("text/plain", "Signal=1"), None);
+}
+
 fn config_with_trunk_credentials() -> SipConfig {
     let mut cfg = config();
     cfg.trunks[0].username = Some("tandem".into());

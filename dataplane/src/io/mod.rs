@@ -222,6 +222,16 @@ impl TxBatch {
         Ok(true)
     }
 
+    /// Lets `f` rewrite the datagram queued last (`f` gets its buffer and length, returns the
+    /// new length): DTMF sent inside a stream replaces its packets.
+    pub fn rewrite_last(&mut self, f: impl FnOnce(&mut [u8], usize) -> usize) {
+        let Some(last) = self.meta.len().checked_sub(1) else {
+            return;
+        };
+        let (meta, buf) = (&mut self.meta[last], &mut self.buffers[last]);
+        meta.len = f(&mut buf[..], meta.len as usize).min(PACKET_CAPACITY) as u32;
+    }
+
     /// Queues a datagram the core generated (playback) from its header and payload, copied
     /// straight into the next buffer. Returns false (and queues nothing) when full.
     pub fn push_played(

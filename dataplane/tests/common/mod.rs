@@ -1,3 +1,36 @@
-//! Helpers shared by the integration tests that include `mod common;`.
+//! Helpers the data plane's socket tests share: waiting for a core's events, commands
+//! answered, local phones, and a counting allocator (`counting_alloc`).
+#![allow(dead_code)]
 
 pub mod counting_alloc;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+use tandem_dataplane::api::{Command, Event};
+use tandem_dataplane::CoreHandle;
+
+/// The next event, skipping none; `None` after `wait`.
+pub fn next_event(core: &mut CoreHandle, wait: Duration) -> Option<Event> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Ok(ev) = core.events.pop() {
+            return Some(ev);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+pub fn call(core: &mut CoreHandle, cmd: Command) -> Event {
+    core.send(cmd).expect("ring has room");
+    next_event(core, Duration::from_secs(5)).expect("core did not answer")
+}
+
+/// A local phone's socket, reads timing out after `read_timeout`.
+pub fn endpoint_with(read_timeout: Duration) -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(read_timeout)).unwrap();
+    s
+}
