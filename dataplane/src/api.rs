@@ -54,13 +54,16 @@ pub enum Codec {
     Opus,
     /// G.722 at 64 kbit/s: 16 kHz audio on an 8 kHz RTP clock (RFC 3551's historical quirk).
     G722,
+    /// G.729 (Annex A) at 8 kbit/s: 10 ms frames of 10 bytes; Annex B SID frames (2 bytes)
+    /// are understood, and what we send has none (VAD off).
+    G729,
 }
 
 impl Codec {
     /// The RTP timestamp rate.
     pub fn rtp_clock_hz(self) -> u32 {
         match self {
-            Codec::Pcmu | Codec::Pcma | Codec::G722 => 8000,
+            Codec::Pcmu | Codec::Pcma | Codec::G722 | Codec::G729 => 8000,
             Codec::Opus => 48_000,
         }
     }

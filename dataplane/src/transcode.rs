@@ -2,8 +2,8 @@
 //!
 //! A [`Transcoder`] turns each RTP packet from one leg's peer into the packet the other leg's
 //! peer expects: decode → resample when the rates differ → encode. The chain runs at 8 kHz when
-//! a side is G.711, else (G.722 ↔ Opus) at 16 kHz; libopus converts its own PCM side, so only
-//! G.722 ↔ G.711 goes through `tandem_media::resample` (20 ms packets only: the resampler
+//! a side is G.711 or G.729, else (G.722 ↔ Opus) at 16 kHz; libopus converts its own PCM side,
+//! so only G.722 ↔ G.711/G.729 goes through `tandem_media::resample` (20 ms packets only: the resampler
 //! works on fixed frames; 10 ms of delay). The output carries an RTP header of our own: our SSRC, and a
 //! sequence and timestamp that follow the sender's (gaps, reordering and silence carry over,
 //! so the receiver's jitter buffer and concealment see what really happened), timestamps in
@@ -16,7 +16,8 @@
 
 use crate::api::{Codec, LegCodec};
 use tandem_media::codec::{
-    CodecError, Decoder, G722Decoder, G722Encoder, OpusDecoder, OpusEncoder,
+    CodecError, Decoder, G722Decoder, G722Encoder, G729Decoder, G729Encoder, OpusDecoder,
+    OpusEncoder,
 };
 use tandem_media::g711::Law;
 use tandem_media::resample::Resampler;
@@ -56,6 +57,7 @@ impl From<CodecError> for Skip {
 enum Dec {
     G711(Law),
     G722(G722Decoder),
+    G729(G729Decoder),
     Opus(OpusDecoder),
 }
 
@@ -65,13 +67,14 @@ enum Dec {
 enum Enc {
     G711(Law),
     G722(G722Encoder),
+    G729(G729Encoder),
     Opus(OpusEncoder),
 }
 
 /// The PCM rate a codec's own side runs at in a chain at `chain_hz` (Opus follows the chain).
 fn native_rate_hz(codec: Codec, chain_hz: u32) -> u32 {
     match codec {
-        Codec::Pcmu | Codec::Pcma => 8000,
+        Codec::Pcmu | Codec::Pcma | Codec::G729 => 8000,
         Codec::G722 => 16000,
         Codec::Opus => chain_hz,
     }
@@ -132,8 +135,8 @@ impl Transcoder {
         if from.codec == to.codec {
             return Err(CodecError::Rejected);
         }
-        let g711 = |c| matches!(c, Codec::Pcmu | Codec::Pcma);
-        let chain_hz = if g711(from.codec) || g711(to.codec) {
+        let narrowband = |c| matches!(c, Codec::Pcmu | Codec::Pcma | Codec::G729);
+        let chain_hz = if narrowband(from.codec) || narrowband(to.codec) {
             8000
         } else {
             16000
@@ -142,12 +145,14 @@ impl Transcoder {
             Codec::Pcmu => Dec::G711(Law::Ulaw),
             Codec::Pcma => Dec::G711(Law::Alaw),
             Codec::G722 => Dec::G722(G722Decoder::new()),
+            Codec::G729 => Dec::G729(G729Decoder::new()),
             Codec::Opus => Dec::Opus(OpusDecoder::new(chain_hz)?),
         };
         let enc = match to.codec {
             Codec::Pcmu => Enc::G711(Law::Ulaw),
             Codec::Pcma => Enc::G711(Law::Alaw),
             Codec::G722 => Enc::G722(G722Encoder::new(20)?),
+            Codec::G729 => Enc::G729(G729Encoder::new(20)?),
             Codec::Opus => Enc::Opus(OpusEncoder::new(chain_hz, 20)?),
         };
         let (in_hz, out_hz) = (
@@ -264,6 +269,7 @@ impl Transcoder {
                 let n = payload.len().min(decoded.len() / 2);
                 d.decode(&payload[..n], decoded)?
             }
+            Dec::G729(d) => d.decode(payload, decoded)?,
             Dec::Opus(d) => d.decode(payload, decoded)?,
         };
         self.last_samples = n;
@@ -296,18 +302,24 @@ impl Transcoder {
                 Ok(law.encode(pcm, &mut out[..n]))
             }
             Enc::G722(e) => Ok(e.encode_any(pcm, out)?),
+            // Whole 10 ms frames, as many as the sender packed.
+            Enc::G729(e) => Ok(e.encode_any(pcm, out)?),
             // Any duration Opus can frame (2.5 to 60 ms): the sender's packetisation is kept.
             Enc::Opus(e) => Ok(e.encode_any(pcm, out)?),
         }
     }
 
     /// How many packets were lost just before `packet` that [`Transcoder::conceal`] can stand
-    /// in for: only behind an Opus sender (libopus conceals), in the same stream, for gaps of
-    /// at most [`MAX_CONCEAL`] audio packets; else 0.
+    /// in for: only behind a sender whose decoder conceals (Opus; G.729, which after a SID
+    /// frame fills in comfort noise instead), in the same stream, for gaps of at most
+    /// [`MAX_CONCEAL`] audio packets; else 0.
     pub fn missing(&self, packet: &[u8]) -> u16 {
-        let (Dec::Opus(_), Some(l)) = (&self.dec, self.last) else {
+        let Some(l) = self.last else {
             return 0;
         };
+        if !matches!(self.dec, Dec::Opus(_) | Dec::G729(_)) {
+            return 0;
+        }
         if packet.len() < HEADER_LEN || packet[1] & 0x7f != self.in_pt || self.last_samples == 0 {
             return 0;
         }
@@ -330,10 +342,11 @@ impl Transcoder {
         if out.len() < HEADER_LEN || n == 0 || n > MAX_PCM_SAMPLES {
             return Err(Skip::Codec);
         }
-        let Dec::Opus(d) = &mut self.dec else {
-            return Err(Skip::Codec);
+        match &mut self.dec {
+            Dec::Opus(d) => d.conceal(&mut pcm[..n])?,
+            Dec::G729(d) => d.conceal(&mut pcm[..n])?,
+            Dec::G711(_) | Dec::G722(_) => return Err(Skip::Codec),
         };
-        d.conceal(&mut pcm[..n])?;
         let (head, body) = out.split_at_mut(HEADER_LEN);
         let len = self.encode_decoded(n, pcm, body)?;
         let in_ticks = (n as u64 * self.in_clock_hz as u64 / self.dec_rate_hz as u64) as u32;
@@ -705,12 +718,72 @@ mod tests {
         assert_eq!(from_pcma.missing(&p[2]), 0);
     }
 
+    const G729: LegCodec = LegCodec {
+        payload_type: 18,
+        codec: Codec::G729,
+        event_payload_type: Some(101),
+    };
+
+    #[test]
+    fn pcma_through_g729_and_back_keeps_the_tone_sid_and_losses() {
+        let mut there = Transcoder::new(PCMA, G729, 1).unwrap();
+        let mut back = Transcoder::new(G729, PCMA, 2).unwrap();
+        let g729 = run(&mut there, &tone_packets(Law::Alaw, 8));
+        for (i, p) in g729.iter().enumerate() {
+            // Two 10-byte frames per 20 ms, on an 8 kHz clock.
+            assert_eq!((fields(p).1, p.len()), (18, 12 + 20));
+            assert_eq!(fields(p).3.wrapping_sub(fields(&g729[0]).3), 160 * i as u32);
+        }
+        let pcma = run(&mut back, &g729);
+        assert!(pcma.iter().all(|p| p.len() == 12 + 160));
+        let pcm = decode_law(Law::Alaw, &pcma);
+        let snr = sine_snr_db(&pcm, 1020.0, 8000.0, 800);
+        assert!(snr > 10.0, "PCMA → G.729 → PCMA: SNR {snr:.1} dB");
+        // A lost packet is concealed (the tone carries on), as behind Opus.
+        let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
+        let mut out = [0u8; 1500];
+        let (_, _, in_seq, in_ts, in_ssrc) = fields(&g729[49]);
+        let next = |k: u16, payload: &[u8]| {
+            let ts = in_ts.wrapping_add(160 * k as u32);
+            packet(18, false, in_seq.wrapping_add(k), ts, in_ssrc, payload)
+        };
+        let last = fields(&pcma[49]);
+        let after_gap = next(2, &g729[10][12..]);
+        assert_eq!(back.missing(&after_gap), 1);
+        let n = back.conceal(&mut pcm, &mut out).unwrap();
+        assert_eq!(n, 12 + 160);
+        assert_eq!(fields(&out).2, last.2.wrapping_add(1));
+        let concealed = decode_law(Law::Alaw, &[out[..n].to_vec()]);
+        let rms = (concealed.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / 160.0).sqrt();
+        assert!(rms > 300.0, "concealed RMS {rms:.0}");
+        back.process(&after_gap, &mut pcm, &mut out).unwrap();
+        // Speech and a SID frame in one packet: three frames out; SID alone: one.
+        let mut with_sid = g729[11][12..].to_vec();
+        with_sid.extend_from_slice(&[0x20, 0x10]);
+        let n = back
+            .process(&next(3, &with_sid), &mut pcm, &mut out)
+            .unwrap();
+        assert_eq!(n, 12 + 240);
+        let n = back
+            .process(&next(10, &[0x21, 0x11]), &mut pcm, &mut out)
+            .unwrap();
+        assert_eq!(n, 12 + 80);
+        // No G.729 payload is 13 bytes long.
+        assert_eq!(
+            back.process(&next(11, &[0; 13]), &mut pcm, &mut out),
+            Err(Skip::Codec)
+        );
+        // Towards G.729 only whole 10 ms frames.
+        let odd = packet(8, false, 99, 0, 5, &[0xd5; 100]);
+        assert_eq!(there.process(&odd, &mut pcm, &mut out), Err(Skip::Codec));
+    }
+
     proptest::proptest! {
         /// Hostile packets on every pair: a typed skip or a packet that fits, never a panic.
         #[test]
         fn hostile_packets_never_panic(
             data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
-            pt in proptest::sample::select(vec![0u8, 8, 9, 101, 110, 111, 0x80 | 8, 13]),
+            pt in proptest::sample::select(vec![0u8, 8, 9, 18, 101, 110, 111, 0x80 | 8, 13]),
         ) {
             const G722: LegCodec = LegCodec {
                 payload_type: 9,
@@ -724,7 +797,16 @@ mod tests {
             }
             let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
             let mut out = [0u8; 1500];
-            for (from, to) in [(PCMA, OPUS), (OPUS, PCMU), (PCMU, G722), (G722, OPUS), (OPUS, G722)] {
+            const G729: LegCodec = LegCodec {
+                payload_type: 18,
+                codec: Codec::G729,
+                event_payload_type: None,
+            };
+            let pairs = [
+                (PCMA, OPUS), (OPUS, PCMU), (PCMU, G722), (G722, OPUS), (OPUS, G722),
+                (G729, PCMA), (PCMU, G729), (G729, G722),
+            ];
+            for (from, to) in pairs {
                 let mut t = Transcoder::new(from, to, 9).unwrap();
                 if let Ok(n) = t.process(&packet, &mut pcm, &mut out) {
                     proptest::prop_assert!((12..=out.len()).contains(&n));

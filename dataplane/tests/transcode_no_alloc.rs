@@ -58,6 +58,7 @@ fn leg_codec(codec: Codec) -> LegCodec {
         Codec::Pcma => (8, 101),
         Codec::Opus => (111, 110),
         Codec::G722 => (9, 101),
+        Codec::G729 => (18, 101),
     };
     LegCodec {
         payload_type,
@@ -72,6 +73,7 @@ fn packets(codec: Codec, n: usize) -> Vec<Vec<u8>> {
     let mut g = ToneGenerator::new(&spec, 8000).unwrap();
     let mut g16 = ToneGenerator::new(&spec, 16000).unwrap();
     let mut g722 = tandem_media::codec::G722Encoder::new(20).unwrap();
+    let mut g729 = tandem_media::codec::G729Encoder::new(20).unwrap();
     let mut enc = match codec {
         Codec::Opus => Some(tandem_media::codec::OpusEncoder::new(8000, 20).unwrap()),
         _ => None,
@@ -90,6 +92,7 @@ fn packets(codec: Codec, n: usize) -> Vec<Vec<u8>> {
                     g16.fill(&mut wide);
                     g722.encode_any(&wide, &mut payload).unwrap()
                 }
+                (Codec::G729, _) => g729.encode_any(&pcm, &mut payload).unwrap(),
                 (_, Some(e)) => e.encode_any(&pcm, &mut payload).unwrap(),
                 _ => unreachable!(),
             };
@@ -118,6 +121,11 @@ fn decision_and_transcode_allocate_nothing_per_packet() {
         (Codec::G722, Codec::Pcmu),
         (Codec::G722, Codec::Opus),
         (Codec::Opus, Codec::G722),
+        (Codec::Pcma, Codec::G729),
+        (Codec::G729, Codec::Pcmu),
+        (Codec::G729, Codec::Opus),
+        (Codec::Opus, Codec::G729),
+        (Codec::G722, Codec::G729),
     ];
     for (from, to) in pairs {
         // Set-up: everything allocated here, as the core does on Create and SetCodecs.
@@ -137,7 +145,7 @@ fn decision_and_transcode_allocate_nothing_per_packet() {
         let mut concealed = 0;
         let n = allocations(|| {
             for (i, p) in input.iter().enumerate() {
-                // Every 10th packet is lost: an Opus sender's gap is concealed.
+                // Every 10th packet is lost: an Opus or G.729 sender's gap is concealed.
                 if i % 10 == 5 {
                     continue;
                 }
@@ -157,7 +165,8 @@ fn decision_and_transcode_allocate_nothing_per_packet() {
             }
         });
         assert_eq!(sent, input.len() - 10);
-        assert_eq!(concealed, if from == Codec::Opus { 10 } else { 0 });
+        let conceals = matches!(from, Codec::Opus | Codec::G729);
+        assert_eq!(concealed, if conceals { 10 } else { 0 });
         assert_eq!(
             n, 0,
             "{from:?} -> {to:?}: {n} allocations in {sent} packets"

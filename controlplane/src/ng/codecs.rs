@@ -1,5 +1,5 @@
 //! The ng `codec` dictionary (`transcode`, `strip`, `mask`; the data plane transcodes PCMU,
-//! PCMA, G.722 and Opus): what the offer sent onward offers, and, from what the answerer chose, the per-leg codec plan the data plane runs.
+//! PCMA, G.722, G.729 and Opus): what the offer sent onward offers, and, from what the answerer chose, the per-leg codec plan the data plane runs.
 //!
 //! Pure functions over parsed SDP; the handler stores what the offer left for the answer.
 
@@ -41,6 +41,8 @@ pub fn data_plane_codec(f: &Format) -> Option<Codec> {
         Some(Codec::Opus)
     } else if f.is("G722/8000") {
         Some(Codec::G722)
+    } else if f.is("G729/8000") {
+        Some(Codec::G729)
     } else {
         None
     }
@@ -93,6 +95,7 @@ pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCo
             Some(n) if n.eq_ignore_ascii_case("PCMA") => ("PCMA", 8000, None, Some(8)),
             Some(n) if n.eq_ignore_ascii_case("opus") => ("opus", 48_000, Some("2"), None),
             Some(n) if n.eq_ignore_ascii_case("G722") => ("G722", 8000, None, Some(9)),
+            Some(n) if n.eq_ignore_ascii_case("G729") => ("G729", 8000, None, Some(18)),
             // Not a codec the data plane can produce: not offered.
             _ => continue,
         };
@@ -264,8 +267,8 @@ mod tests {
         #[test]
         fn hostile_sections_never_panic(
             lines in proptest::collection::vec("(m=audio 4000 RTP/AVP[ 0-9]{0,12}|a=(rtpmap|fmtp):[0-9]{1,3} [ -~]{0,16})", 0..8),
-            transcode in proptest::collection::vec("(opus|PCMU|PCMA|G722|all|x)", 0..3),
-            strip in proptest::collection::vec("(opus|PCMU|PCMA|G722|all|x)", 0..3),
+            transcode in proptest::collection::vec("(opus|PCMU|PCMA|G722|G729|all|x)", 0..3),
+            strip in proptest::collection::vec("(opus|PCMU|PCMA|G722|G729|all|x)", 0..3),
         ) {
             let text = format!("v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 8 0 101\r\n{}\r\n", lines.join("\r\n"));
             if let Ok(sdp) = Sdp::parse(&text) {
@@ -283,15 +286,17 @@ mod tests {
     }
 
     #[test]
-    fn g722_is_offered_with_its_static_type_and_answered_into_pcma() {
-        let sdp = Sdp::parse(OFFER).unwrap();
-        let (edit, offered) = offer_edit(&sdp.media[0], &request(&["G722"], &[], &[])).unwrap();
-        assert_eq!(edit.formats, ["8", "0", "9", "101"]);
-        assert_eq!(edit.add, ["rtpmap:9 G722/8000"]);
-        let answer = "v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP 9\r\n";
-        let (_, plan) = answer_plan(&offered, &Sdp::parse(answer).unwrap().media[0]).unwrap();
-        assert_eq!((plan[0].codec, plan[1].codec), (Codec::Pcma, Codec::G722));
-        assert_eq!(plan[1].payload_type, 9);
+    fn g722_and_g729_are_offered_with_their_static_types_and_answered_into_pcma() {
+        for (name, pt, codec) in [("G722", 9, Codec::G722), ("G729", 18, Codec::G729)] {
+            let sdp = Sdp::parse(OFFER).unwrap();
+            let (edit, offered) = offer_edit(&sdp.media[0], &request(&[name], &[], &[])).unwrap();
+            assert_eq!(edit.formats, ["8", "0", &pt.to_string(), "101"]);
+            assert_eq!(edit.add, [format!("rtpmap:{pt} {name}/8000")]);
+            let answer = format!("v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP {pt}\r\n");
+            let (_, plan) = answer_plan(&offered, &Sdp::parse(&answer).unwrap().media[0]).unwrap();
+            assert_eq!((plan[0].codec, plan[1].codec), (Codec::Pcma, codec));
+            assert_eq!(plan[1].payload_type, pt);
+        }
     }
 
     #[test]
@@ -309,9 +314,9 @@ mod tests {
         assert!(!out.contains("PCMA"), "{out}");
         assert!(offer_edit(&sdp.media[0], &request(&["PCMA"], &[], &[])).is_none());
         assert!(offer_edit(&sdp.media[0], &CodecRequest::default()).is_none());
-        // Nothing to transcode from: G.729 only, so Opus is not offered.
-        let g729 = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 18");
-        let sdp = Sdp::parse(&g729).unwrap();
+        // Nothing to transcode from: GSM only, so Opus is not offered.
+        let gsm = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 3");
+        let sdp = Sdp::parse(&gsm).unwrap();
         assert!(offer_edit(&sdp.media[0], &request(&["opus"], &[], &[])).is_none());
     }
 
