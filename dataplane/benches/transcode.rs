@@ -24,6 +24,7 @@ fn leg(codec: Codec) -> LegCodec {
         },
         codec,
         event_payload_type: None,
+        ptime_ms: 20,
     }
 }
 

@@ -77,6 +77,11 @@ pub struct LegCodec {
     /// The leg's telephone-event (RFC 4733) payload type, whose clock is the codec's RTP
     /// clock; `None` when the peer takes none (events towards it are then dropped).
     pub event_payload_type: Option<u8>,
+    /// The packet duration the peer asked for (SDP `a=ptime`), ms; 0 when it did not say.
+    /// When both legs say and differ, what is sent to this leg is repacketised to it (10 to
+    /// 60 ms in steps of 10; Opus takes 10, 20, 40 or 60); otherwise each packet out carries
+    /// what the packet in did.
+    pub ptime_ms: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

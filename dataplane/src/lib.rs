@@ -12,6 +12,7 @@ pub mod engine;
 pub mod io;
 pub mod playback;
 pub mod quality;
+pub mod repacketise;
 pub mod rtp;
 pub mod session;
 pub mod stats;

@@ -72,6 +72,7 @@ fn lc(payload_type: u8, codec: Codec, event: Option<u8>) -> LegCodec {
         payload_type,
         codec,
         event_payload_type: event,
+        ptime_ms: 20,
     }
 }
 
@@ -92,6 +93,19 @@ fn tone_frames(n: usize) -> Vec<[i16; 160]> {
             let mut f = [0i16; 160];
             g.fill(&mut f);
             f
+        })
+        .collect()
+}
+
+/// `frames` as PCMA packets, sequence numbers from `seq0`, timestamps from 0.
+fn pcma_packets(frames: &[[i16; 160]], seq0: u16) -> Vec<Vec<u8>> {
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut codes = [0u8; 160];
+            Law::Alaw.encode(f, &mut codes);
+            rtp(8, seq0 + i as u16, 160 * i as u32, &codes)
         })
         .collect()
 }
@@ -141,15 +155,7 @@ fn transcodes_both_ways(io: IoKind, port_min: u16, b_codec: Codec) {
 
     // A → B: PCMA in, B's codec out, with our header.
     let frames = tone_frames(50);
-    let pcma: Vec<Vec<u8>> = frames
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let mut codes = [0u8; 160];
-            Law::Alaw.encode(f, &mut codes);
-            rtp(8, 100 + i as u16, 160 * i as u32, &codes)
-        })
-        .collect();
+    let pcma = pcma_packets(&frames, 100);
     let got = send_and_collect(&a, a_side, &b, &pcma);
     assert_eq!(got.len(), pcma.len());
     let step = b_codec.rtp_clock_hz() / 50;
@@ -276,4 +282,52 @@ fn portable_transcodes_pcma_and_opus() {
 #[test]
 fn portable_transcodes_pcma_and_g729() {
     transcodes_both_ways(IoKind::Portable, 48400, Codec::G729);
+}
+
+/// PCMA at 20 ms on leg A, G.729 at 30 ms on leg B: the core sends each leg its own ptime, the
+/// 20 ms packets from A as 30 ms packets to B (two in, three out and so on) and back.
+#[test]
+fn portable_repacketises_pcma_20_ms_and_g729_30_ms() {
+    let (dp, mut core) = start(IoKind::Portable, 48800);
+    let (a, b) = (endpoint(), endpoint());
+    let (id, ports) = create(&mut core, &a, &b);
+    let a_side = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let b_side = SocketAddr::from(([127, 0, 0, 1], ports[1]));
+    let g729_30 = LegCodec {
+        ptime_ms: 30,
+        ..lc(18, Codec::G729, None)
+    };
+    let plan = [lc(8, Codec::Pcma, None), g729_30];
+    let set = Command::SetCodecs {
+        token: 2,
+        id,
+        codecs: Some(plan),
+    };
+    assert_eq!(call(&mut core, set), Event::Updated { token: 2 });
+    let pcma = pcma_packets(&tone_frames(30), 0);
+    let got = send_and_collect(&a, a_side, &b, &pcma);
+    assert_eq!(got.len(), 20, "600 ms in 30 ms packets");
+    let mut dec = G729Decoder::new();
+    let mut pcm = Vec::new();
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!((p[1] & 0x7f, p.len()), (18, 12 + 30));
+        let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+        let ts0 = u32::from_be_bytes([got[0][4], got[0][5], got[0][6], got[0][7]]);
+        assert_eq!(ts.wrapping_sub(ts0), 240 * i as u32);
+        let mut frame = [0i16; 240];
+        assert_eq!(dec.decode(&p[12..], &mut frame), Ok(240));
+        pcm.extend_from_slice(&frame);
+    }
+    let snr = sine_snr_db(&pcm, 1020.0, 8000.0, 800);
+    assert!(snr > 10.0, "PCMA 20 → G.729 30: SNR {snr:.1} dB");
+    // Back: B's 30 ms G.729 packets reach A as 20 ms PCMA.
+    let from_b: Vec<Vec<u8>> = got
+        .iter()
+        .enumerate()
+        .map(|(i, p)| rtp(18, i as u16, 240 * i as u32, &p[12..]))
+        .collect();
+    let back = send_and_collect(&b, b_side, &a, &from_b);
+    assert_eq!(back.len(), 30);
+    assert!(back.iter().all(|p| p[1] & 0x7f == 8 && p.len() == 12 + 160));
+    drop(dp);
 }

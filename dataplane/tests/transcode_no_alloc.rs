@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use tandem_dataplane::api::{Codec, LegCodec, LegIndex, LegParams};
 use tandem_dataplane::session::{Sessions, Verdict};
-use tandem_dataplane::transcode::{Transcoder, Transcoders};
+use tandem_dataplane::transcode::{Skip, Transcoder, Transcoders};
 use tandem_media::g711::Law;
 use tandem_media::tones::{ToneGenerator, ToneSpec};
 
@@ -64,6 +64,7 @@ fn leg_codec(codec: Codec) -> LegCodec {
         payload_type,
         codec,
         event_payload_type: Some(event),
+        ptime_ms: 20,
     }
 }
 
@@ -171,5 +172,58 @@ fn decision_and_transcode_allocate_nothing_per_packet() {
             n, 0,
             "{from:?} -> {to:?}: {n} allocations in {sent} packets"
         );
+    }
+}
+
+#[test]
+fn repacketising_allocates_nothing_per_packet() {
+    // (from, to, the receiver's ptime): 20 ms packets in.
+    let plans = [
+        (Codec::Pcma, Codec::G729, 30),
+        (Codec::G729, Codec::Pcmu, 60),
+        (Codec::Opus, Codec::Pcma, 10),
+        (Codec::Pcma, Codec::Opus, 40),
+        (Codec::G722, Codec::Pcmu, 30),
+        (Codec::Pcmu, Codec::G722, 60),
+    ];
+    for (from, to, ptime_ms) in plans {
+        let mut transcoders = Transcoders::new(1);
+        let receiver = LegCodec {
+            ptime_ms,
+            ..leg_codec(to)
+        };
+        let t = Transcoder::new(leg_codec(from), receiver, 42).unwrap();
+        transcoders.set(0, Some(t));
+        let input = packets(from, 100);
+        let mut out = [0u8; 1500];
+        let mut sent = 0u32;
+        let n = allocations(|| {
+            for (i, p) in input.iter().enumerate() {
+                if i % 10 == 5 {
+                    continue;
+                }
+                for _ in 0..transcoders.missing(0, p) {
+                    match transcoders.conceal(0, &mut out) {
+                        Ok(_) => sent += 1,
+                        Err(e) => assert_eq!(e, Skip::Held),
+                    }
+                }
+                match transcoders.process(0, p, &mut out) {
+                    Ok(_) => sent += 1,
+                    Err(e) => assert_eq!(e, Skip::Held),
+                }
+                while transcoders.queued(0) > 0 {
+                    assert!(transcoders.pop(0, &mut out).unwrap() > 12);
+                    sent += 1;
+                }
+            }
+        });
+        // About 2 s of audio in the receiver's packets (losses behind G.711/G.722 stay gaps).
+        let expected = 2000 / ptime_ms as u32;
+        assert!(
+            sent + 12 >= expected && sent <= expected,
+            "{from:?} -> {to:?}: {sent}"
+        );
+        assert_eq!(n, 0, "{from:?} -> {to:?} at {ptime_ms} ms: {n} allocations");
     }
 }

@@ -29,6 +29,13 @@ impl CodecRequest {
 pub struct OfferedCodecs {
     /// The offerer's formats we may send it (its offer minus `strip`), in its order.
     pub offerer: Vec<Format>,
+    /// The offerer's `a=ptime`, ms, if it gave one.
+    pub ptime_ms: Option<u32>,
+}
+
+/// A ptime for the data plane's plan: what fits its byte (0 for none or out of range).
+fn plan_ptime(ms: Option<u32>) -> u8 {
+    ms.and_then(|ms| u8::try_from(ms).ok()).unwrap_or(0)
 }
 
 /// The codec the data plane transcodes for a format, if it does.
@@ -151,7 +158,13 @@ pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCo
             edit.formats.push(f.clone());
         }
     }
-    Some((edit, OfferedCodecs { offerer }))
+    Some((
+        edit,
+        OfferedCodecs {
+            offerer,
+            ptime_ms: m.ptime_ms,
+        },
+    ))
 }
 
 /// From the answerer's section and what the offer left: the plan (`[offerer, answerer]`) and
@@ -200,11 +213,13 @@ pub fn answer_plan(offered: &OfferedCodecs, answer: &Media) -> Option<(CodecEdit
             payload_type: a_format.payload_type,
             codec: a_codec,
             event_payload_type: a_event.map(|f| f.payload_type),
+            ptime_ms: plan_ptime(offered.ptime_ms),
         },
         LegCodec {
             payload_type: chosen.payload_type,
             codec: b_codec,
             event_payload_type: b_event.map(|f| f.payload_type),
+            ptime_ms: plan_ptime(answer.ptime_ms),
         },
     ];
     Some((edit, plan))
@@ -296,6 +311,11 @@ mod tests {
             let (_, plan) = answer_plan(&offered, &Sdp::parse(&answer).unwrap().media[0]).unwrap();
             assert_eq!((plan[0].codec, plan[1].codec), (Codec::Pcma, codec));
             assert_eq!(plan[1].payload_type, pt);
+            // Each leg's a=ptime goes into its plan (the data plane repacketises).
+            assert_eq!((plan[0].ptime_ms, plan[1].ptime_ms), (20, 0));
+            let answer = format!("{answer}a=ptime:30\r\n");
+            let (_, plan) = answer_plan(&offered, &Sdp::parse(&answer).unwrap().media[0]).unwrap();
+            assert_eq!((plan[0].ptime_ms, plan[1].ptime_ms), (20, 30));
         }
     }
 
@@ -335,12 +355,14 @@ mod tests {
                 LegCodec {
                     payload_type: 8,
                     codec: Codec::Pcma,
-                    event_payload_type: Some(101)
+                    event_payload_type: Some(101),
+                    ptime_ms: 20,
                 },
                 LegCodec {
                     payload_type: 96,
                     codec: Codec::Opus,
-                    event_payload_type: Some(97)
+                    event_payload_type: Some(97),
+                    ptime_ms: 0,
                 }
             ]
         );
