@@ -13,7 +13,13 @@ use libfuzzer_sys::fuzz_target;
 use tandem_dataplane::api::{Codec, LegCodec};
 use tandem_dataplane::transcode::{Skip, Transcoder, MAX_PCM_SAMPLES};
 
-const CODECS: [Codec; 5] = [Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::G729, Codec::Opus];
+const CODECS: [Codec; 5] = [
+    Codec::Pcmu,
+    Codec::Pcma,
+    Codec::G722,
+    Codec::G729,
+    Codec::Opus,
+];
 const PTIMES: [u8; 8] = [0, 10, 20, 30, 40, 60, 5, 70];
 
 fn leg(selector: u8, ptime: u8) -> LegCodec {
