@@ -522,6 +522,7 @@ mod tests {
             payload_type: 8,
             codec: tandem_dataplane::api::Codec::Pcma,
             event_payload_type: None,
+            ptime_ms: 0,
         };
         let codecs = [pcma; 3];
         assert_eq!(

@@ -41,6 +41,9 @@ pub struct Media {
     pub rtpmaps: Vec<(u8, String)>,
     /// `a=fmtp:<pt> <parameters>`.
     pub fmtps: Vec<(u8, String)>,
+    /// `a=ptime:<ms>`, the packet duration the sender of this description wants to receive
+    /// (whole milliseconds; a fractional one is left out).
+    pub ptime_ms: Option<u32>,
 }
 
 /// A payload format of a media section, resolved through its rtpmap (or the RFC 3551 static
@@ -274,6 +277,7 @@ impl<'a> Sdp<'a> {
                         formats: fields[3..].iter().map(|f| f.to_string()).collect(),
                         rtpmaps: Vec::new(),
                         fmtps: Vec::new(),
+                        ptime_ms: None,
                     });
                 }
                 b'c' => {
@@ -295,6 +299,8 @@ impl<'a> Sdp<'a> {
                         m.rtcp_address = ip_of(f.get(1..).unwrap_or(&[]));
                     } else if value == "rtcp-mux" {
                         m.rtcp_mux = true;
+                    } else if let Some(ms) = value.strip_prefix("ptime:") {
+                        m.ptime_ms = ms.trim().parse().ok();
                     } else if let Some((pt, rest)) = pt_attribute(value, "rtpmap:") {
                         m.rtpmaps.push((pt, rest.trim().to_string()));
                     } else if let Some((pt, rest)) = pt_attribute(value, "fmtp:") {

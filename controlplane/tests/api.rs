@@ -468,7 +468,7 @@ async fn check_validation(s: &Server) {
         "{}",
         r.body
     );
-    let r = patch(json!({"transcode": ["G729"]})).await;
+    let r = patch(json!({"transcode": ["GSM"]})).await;
     assert_eq!((r.status, error_code(&r)), (422, "invalid"), "{}", r.body);
     let r = patch(json!({"transcode": null})).await;
     assert_eq!(

@@ -19,6 +19,7 @@ fn lc(payload_type: u8, codec: Codec) -> LegCodec {
         payload_type,
         codec,
         event_payload_type: None,
+        ptime_ms: 0,
     }
 }
 

@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use tandem_dataplane::api::{Codec, LegCodec};
 use tandem_dataplane::transcode::{Transcoder, MAX_PCM_SAMPLES};
-use tandem_media::codec::{G722Encoder, OpusEncoder};
+use tandem_media::codec::{G722Encoder, G729Encoder, OpusEncoder};
 use tandem_media::g711::Law;
 use tandem_media::tones::{ToneGenerator, ToneSpec};
 
@@ -20,9 +20,11 @@ fn leg(codec: Codec) -> LegCodec {
             Codec::Pcma => 8,
             Codec::Opus => 111,
             Codec::G722 => 9,
+            Codec::G729 => 18,
         },
         codec,
         event_payload_type: None,
+        ptime_ms: 20,
     }
 }
 
@@ -33,6 +35,7 @@ fn stream(codec: Codec) -> Vec<Vec<u8>> {
     let mut g16 = ToneGenerator::new(&spec, 16000).unwrap();
     let mut opus = OpusEncoder::new(8000, 20).unwrap();
     let mut g722 = G722Encoder::new(20).unwrap();
+    let mut g729 = G729Encoder::new(20).unwrap();
     (0..FRAMES)
         .map(|i| {
             let mut pcm = [0i16; 160];
@@ -47,6 +50,7 @@ fn stream(codec: Codec) -> Vec<Vec<u8>> {
                     g16.fill(&mut wide);
                     g722.encode_any(&wide, &mut payload).unwrap()
                 }
+                Codec::G729 => g729.encode_any(&pcm, &mut payload).unwrap(),
             };
             let mut p = vec![0x80, leg(codec).payload_type];
             p.extend_from_slice(&(i as u16).to_be_bytes());
@@ -78,6 +82,8 @@ fn bench(c: &mut Criterion) {
         (Codec::Opus, Codec::Pcma),
         (Codec::Pcma, Codec::G722),
         (Codec::G722, Codec::Opus),
+        (Codec::Pcma, Codec::G729),
+        (Codec::G729, Codec::Pcma),
     ] {
         let input = stream(from);
         let mut t = Transcoder::new(leg(from), leg(to), 1).unwrap();

@@ -54,13 +54,16 @@ pub enum Codec {
     Opus,
     /// G.722 at 64 kbit/s: 16 kHz audio on an 8 kHz RTP clock (RFC 3551's historical quirk).
     G722,
+    /// G.729 (Annex A) at 8 kbit/s: 10 ms frames of 10 bytes; Annex B SID frames (2 bytes)
+    /// are understood, and what we send has none (VAD off).
+    G729,
 }
 
 impl Codec {
     /// The RTP timestamp rate.
     pub fn rtp_clock_hz(self) -> u32 {
         match self {
-            Codec::Pcmu | Codec::Pcma | Codec::G722 => 8000,
+            Codec::Pcmu | Codec::Pcma | Codec::G722 | Codec::G729 => 8000,
             Codec::Opus => 48_000,
         }
     }
@@ -74,6 +77,11 @@ pub struct LegCodec {
     /// The leg's telephone-event (RFC 4733) payload type, whose clock is the codec's RTP
     /// clock; `None` when the peer takes none (events towards it are then dropped).
     pub event_payload_type: Option<u8>,
+    /// The packet duration the peer asked for (SDP `a=ptime`), ms; 0 when it did not say.
+    /// When both legs say and differ, what is sent to this leg is repacketised to it (10 to
+    /// 60 ms in steps of 10; Opus takes 10, 20, 40 or 60); otherwise each packet out carries
+    /// what the packet in did.
+    pub ptime_ms: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use crate::playback::{Player, Players, MAX_BURST};
 use crate::session::{Sessions, TimerAction, Verdict, PORTS_PER_SESSION};
 use crate::stats::{CoreStats, Counters, DropReason};
 use crate::timer::TimerWheel;
-use crate::transcode::{Transcoder, Transcoders};
+use crate::transcode::{Skip, Transcoder, Transcoders};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -295,6 +295,8 @@ impl Core {
                             .push_with(out_slot, dest, |buf| transcoders.conceal(in_key, buf))
                         {
                             Ok(true) => self.tx_rx_ns.push(meta.rx_realtime_ns),
+                            // Repacketising: the concealed audio is held for a later packet.
+                            Err(Skip::Held) => {}
                             // A batch smaller than the gap, or nothing to conceal with.
                             Ok(false) | Err(_) => break,
                         }
@@ -314,7 +316,23 @@ impl Core {
                             self.tx_rx_ns.push(meta.rx_realtime_ns);
                             self.send_dtmf_in(out_slot);
                         }
+                        Err(Skip::Held) => {}
                         Err(_) => self.counters.drop(DropReason::Transcode, 1),
+                    }
+                    // Repacketising: the further packets this one finished (a 60 ms packet
+                    // towards a 20 ms receiver makes three).
+                    while self.transcoders.queued(in_key) > 0 {
+                        if self.tx.is_full() {
+                            self.flush();
+                        }
+                        let transcoders = &mut self.transcoders;
+                        match self
+                            .tx
+                            .push_with(out_slot, dest, |buf| transcoders.pop(in_key, buf))
+                        {
+                            Ok(true) => self.tx_rx_ns.push(meta.rx_realtime_ns),
+                            Ok(false) | Err(_) => break,
+                        }
                     }
                     self.tap(meta.slot, i);
                 }

@@ -14,6 +14,7 @@ pub mod io;
 pub mod monitor;
 pub mod playback;
 pub mod quality;
+pub mod repacketise;
 pub mod rtp;
 pub mod session;
 pub mod stats;

@@ -28,7 +28,8 @@
 use crate::api::{Codec, LegCodec, LegIndex, MonitorMode};
 use crate::playback::{FrameGrid, HEADER_LEN};
 use tandem_media::codec::{
-    CodecError, Decoder, Encoder, G722Decoder, G722Encoder, OpusDecoder, OpusEncoder,
+    CodecError, Decoder, Encoder, G722Decoder, G722Encoder, G729Decoder, G729Encoder, OpusDecoder,
+    OpusEncoder,
 };
 use tandem_media::g711::Law;
 use tandem_media::mixer::{Mixer, ParticipantId, Role, SupervisorMode};
@@ -93,6 +94,7 @@ enum Decode {
         down: Box<Resampler>,
     },
     Opus(OpusDecoder),
+    G729(G729Decoder),
 }
 
 impl Decode {
@@ -106,6 +108,7 @@ impl Decode {
             },
             // libopus decodes any bandwidth straight to the mix rate.
             Codec::Opus => Decode::Opus(OpusDecoder::new(8000)?),
+            Codec::G729 => Decode::G729(G729Decoder::new()),
         })
     }
 
@@ -134,6 +137,7 @@ impl Decode {
                     .map_err(|_| CodecError::Rejected)
             }
             Decode::Opus(d) => d.decode(payload, &mut out[..]),
+            Decode::G729(d) => d.decode(payload, &mut out[..]),
         }
     }
 }
@@ -146,6 +150,7 @@ enum Encode {
         up: Box<Resampler>,
     },
     Opus(OpusEncoder),
+    G729(G729Encoder),
 }
 
 impl Encode {
@@ -158,6 +163,7 @@ impl Encode {
                 up: Box::new(Resampler::new(8000, 16_000, 20).map_err(|_| CodecError::Rejected)?),
             },
             Codec::Opus => Encode::Opus(OpusEncoder::new(8000, 20)?),
+            Codec::G729 => Encode::G729(G729Encoder::new(20)?),
         })
     }
 
@@ -177,6 +183,7 @@ impl Encode {
                 encoder.encode(&wide[..n], out)
             }
             Encode::Opus(e) => e.encode(pcm, out),
+            Encode::G729(e) => e.encode(pcm, out),
         }
     }
 }
@@ -591,6 +598,7 @@ mod tests {
             payload_type,
             codec,
             event_payload_type: None,
+            ptime_ms: 0,
         }
     }
     const PCMA: LegCodec = g711(8, Codec::Pcma);

@@ -2,27 +2,42 @@
 //!
 //! A [`Transcoder`] turns each RTP packet from one leg's peer into the packet the other leg's
 //! peer expects: decode → resample when the rates differ → encode. The chain runs at 8 kHz when
-//! a side is G.711, else (G.722 ↔ Opus) at 16 kHz; libopus converts its own PCM side, so only
-//! G.722 ↔ G.711 goes through `tandem_media::resample` (20 ms packets only: the resampler
-//! works on fixed frames; 10 ms of delay). The output carries an RTP header of our own: our SSRC, and a
-//! sequence and timestamp that follow the sender's (gaps, reordering and silence carry over,
-//! so the receiver's jitter buffer and concealment see what really happened), timestamps in
-//! the output codec's clock (Opus: 48 kHz always). Telephone events (RFC 4733) pass through
-//! with their payload type mapped and their duration rescaled to the output clock.
+//! a side is G.711 or G.729, else (G.722 ↔ Opus) at 16 kHz; libopus converts its own PCM side,
+//! so only G.722 ↔ G.711/G.729 goes through `tandem_media::resample` (10 ms at a time). The
+//! output carries an RTP header of our own: our SSRC, and a sequence and timestamp that follow
+//! the sender's (gaps, reordering and silence carry over, so the receiver's jitter buffer and
+//! concealment see what really happened), timestamps in the output codec's clock (Opus: 48 kHz
+//! always). Telephone events (RFC 4733) pass through with their payload type mapped and their
+//! duration rescaled to the output clock. When the legs asked for different packet durations
+//! (`LegCodec::ptime_ms`), the audio is re-framed to the receiver's (`crate::repacketise`).
 //!
 //! Everything is allocated in [`Transcoder::new`] (called when the plan is set, on a command):
 //! the codec states and the per-core PCM scratch. [`Transcoders::process`] writes into the
 //! caller's buffer and never allocates (`tests/transcode_no_alloc.rs`).
 
 use crate::api::{Codec, LegCodec};
+use crate::repacketise::Repacketiser;
 use tandem_media::codec::{
-    CodecError, Decoder, G722Decoder, G722Encoder, OpusDecoder, OpusEncoder,
+    CodecError, Decoder, G722Decoder, G722Encoder, G729Decoder, G729Encoder, OpusDecoder,
+    OpusEncoder,
 };
 use tandem_media::g711::Law;
 use tandem_media::resample::Resampler;
 
 /// RTP fixed header we write (no CSRCs, no extension).
-const HEADER_LEN: usize = 12;
+pub(crate) const HEADER_LEN: usize = 12;
+
+/// Frames the resampler converts at a time: any packet of whole 10 ms passes it.
+const RESAMPLE_FRAME_MS: u32 = 10;
+
+/// Writes our RTP header (version 2, no padding, extension or CSRCs) into `out[..12]`.
+pub(crate) fn write_header(out: &mut [u8], marker: bool, pt: u8, seq: u16, ts: u32, ssrc: u32) {
+    out[0] = 0x80;
+    out[1] = (marker as u8) << 7 | pt;
+    out[2..4].copy_from_slice(&seq.to_be_bytes());
+    out[4..8].copy_from_slice(&ts.to_be_bytes());
+    out[8..12].copy_from_slice(&ssrc.to_be_bytes());
+}
 
 /// Longest packet we decode: 120 ms (Opus's maximum) at 16 kHz, the chain's highest rate.
 pub const MAX_PCM_SAMPLES: usize = 16 * 120;
@@ -42,6 +57,11 @@ pub enum Skip {
     Codec,
     /// The output does not fit the buffer.
     TooLarge,
+    /// Repacketising: the packet is from before the audio already held (reordered or
+    /// duplicated), too late to place.
+    Late,
+    /// Repacketising: not a drop; the audio is held until it fills an output packet.
+    Held,
 }
 
 impl From<CodecError> for Skip {
@@ -56,6 +76,7 @@ impl From<CodecError> for Skip {
 enum Dec {
     G711(Law),
     G722(G722Decoder),
+    G729(G729Decoder),
     Opus(OpusDecoder),
 }
 
@@ -65,13 +86,14 @@ enum Dec {
 enum Enc {
     G711(Law),
     G722(G722Encoder),
+    G729(G729Encoder),
     Opus(OpusEncoder),
 }
 
 /// The PCM rate a codec's own side runs at in a chain at `chain_hz` (Opus follows the chain).
 fn native_rate_hz(codec: Codec, chain_hz: u32) -> u32 {
     match codec {
-        Codec::Pcmu | Codec::Pcma => 8000,
+        Codec::Pcmu | Codec::Pcma | Codec::G729 => 8000,
         Codec::G722 => 16000,
         Codec::Opus => chain_hz,
     }
@@ -82,8 +104,11 @@ fn native_rate_hz(codec: Codec, chain_hz: u32) -> u32 {
 pub struct Transcoder {
     dec: Dec,
     enc: Enc,
-    /// G.722 ↔ G.711: between the decoder's rate and the encoder's.
+    /// G.722 ↔ G.711/G.729: between the decoder's rate and the encoder's.
     resampler: Option<Box<Resampler>>,
+    /// The receiver wants another packet duration than the sender's ptime
+    /// (`repacketise.rs`); `None`: one packet out per packet in.
+    repack: Option<Box<Repacketiser>>,
     in_pt: u8,
     in_event_pt: u8,
     in_clock_hz: u32,
@@ -132,8 +157,8 @@ impl Transcoder {
         if from.codec == to.codec {
             return Err(CodecError::Rejected);
         }
-        let g711 = |c| matches!(c, Codec::Pcmu | Codec::Pcma);
-        let chain_hz = if g711(from.codec) || g711(to.codec) {
+        let narrowband = |c| matches!(c, Codec::Pcmu | Codec::Pcma | Codec::G729);
+        let chain_hz = if narrowband(from.codec) || narrowband(to.codec) {
             8000
         } else {
             16000
@@ -142,12 +167,14 @@ impl Transcoder {
             Codec::Pcmu => Dec::G711(Law::Ulaw),
             Codec::Pcma => Dec::G711(Law::Alaw),
             Codec::G722 => Dec::G722(G722Decoder::new()),
+            Codec::G729 => Dec::G729(G729Decoder::new()),
             Codec::Opus => Dec::Opus(OpusDecoder::new(chain_hz)?),
         };
         let enc = match to.codec {
             Codec::Pcmu => Enc::G711(Law::Ulaw),
             Codec::Pcma => Enc::G711(Law::Alaw),
             Codec::G722 => Enc::G722(G722Encoder::new(20)?),
+            Codec::G729 => Enc::G729(G729Encoder::new(20)?),
             Codec::Opus => Enc::Opus(OpusEncoder::new(chain_hz, 20)?),
         };
         let (in_hz, out_hz) = (
@@ -157,13 +184,37 @@ impl Transcoder {
         let resampler = if in_hz == out_hz {
             None
         } else {
-            let r = Resampler::new(in_hz, out_hz, 20).map_err(|_| CodecError::Rejected)?;
+            let r = Resampler::new(in_hz, out_hz, RESAMPLE_FRAME_MS)
+                .map_err(|_| CodecError::Rejected)?;
+            Some(Box::new(r))
+        };
+        let (seq, ts) = ((initial >> 32) as u16, (initial >> 24) as u32);
+        let (from_ms, to_ms) = (from.ptime_ms as u32, to.ptime_ms as u32);
+        let repack = if from_ms == 0 || to_ms == 0 || from_ms == to_ms {
+            None
+        } else {
+            if !to_ms.is_multiple_of(10)
+                || (to.codec == Codec::Opus && to_ms % 20 != 0 && to_ms != 10)
+            {
+                return Err(CodecError::FrameDuration(to_ms));
+            }
+            let r = Repacketiser::new(
+                to.payload_type & 0x7f,
+                to_ms,
+                out_hz,
+                from.codec.rtp_clock_hz(),
+                to.codec.rtp_clock_hz(),
+                seq,
+                ts,
+            )
+            .ok_or(CodecError::FrameDuration(to_ms))?;
             Some(Box::new(r))
         };
         Ok(Transcoder {
             dec,
             enc,
             resampler,
+            repack,
             in_pt: from.payload_type & 0x7f,
             in_event_pt: from.event_payload_type.map_or(NO_PT, |pt| pt & 0x7f),
             in_clock_hz: from.codec.rtp_clock_hz(),
@@ -171,8 +222,8 @@ impl Transcoder {
             out_event_pt: to.event_payload_type.map_or(NO_PT, |pt| pt & 0x7f),
             out_clock_hz: to.codec.rtp_clock_hz(),
             ssrc: initial as u32,
-            next_seq: (initial >> 32) as u16,
-            next_ts: (initial >> 24) as u32,
+            next_seq: seq,
+            next_ts: ts,
             last: None,
             last_samples: 0,
             dec_rate_hz: native_rate_hz(from.codec, chain_hz),
@@ -231,6 +282,9 @@ impl Transcoder {
             ts: u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]),
             ssrc: u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]),
         };
+        if self.repack.is_some() {
+            return self.repacketise(&h, payload, pcm, out);
+        }
         let (head, body) = out.split_at_mut(HEADER_LEN);
         let (len, out_pt) = if h.pt == self.in_pt {
             (self.transcode_audio(payload, pcm, body)?, self.out_pt)
@@ -240,12 +294,53 @@ impl Transcoder {
             return Err(Skip::PayloadType);
         };
         let (seq, ts, new_stream) = self.place(&h);
-        head[0] = 0x80;
-        head[1] = ((h.marker || new_stream) as u8) << 7 | out_pt;
-        head[2..4].copy_from_slice(&seq.to_be_bytes());
-        head[4..8].copy_from_slice(&ts.to_be_bytes());
-        head[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        write_header(head, h.marker || new_stream, out_pt, seq, ts, self.ssrc);
         Ok(HEADER_LEN + len)
+    }
+
+    /// [`Transcoder::process`] for a receiver with its own packet duration: the audio joins
+    /// what is held, events are queued at once; the first finished packet goes into `out`
+    /// (`Skip::Held` when none is), the rest wait for [`Transcoder::pop`].
+    fn repacketise(
+        &mut self,
+        h: &Header,
+        payload: &[u8],
+        pcm: &mut [i16],
+        out: &mut [u8],
+    ) -> Result<usize, Skip> {
+        let Some(r) = self.repack.as_deref_mut() else {
+            return Err(Skip::Codec);
+        };
+        if h.pt == self.in_pt {
+            let n = decode(&mut self.dec, payload, &mut pcm[..MAX_PCM_SAMPLES])?;
+            self.last_samples = n;
+            let audio = resampled(self.resampler.as_deref_mut(), n, pcm)?;
+            let enc = &mut self.enc;
+            let mut encode = |p: &[i16], o: &mut [u8]| encode(enc, p, o);
+            r.push_audio(h.ssrc, h.seq, h.ts, h.marker, audio, &mut encode)?;
+        } else if h.pt == self.in_event_pt && self.out_event_pt != NO_PT {
+            let clocks = (self.in_clock_hz, self.out_clock_hz);
+            r.push_event(h.ssrc, h.ts, h.marker, self.out_event_pt, |buf| {
+                map_event(payload, buf, clocks)
+            })?;
+        } else {
+            return Err(Skip::PayloadType);
+        }
+        self.pop(out)
+    }
+
+    /// Packets finished by repacketising and not yet taken with [`Transcoder::pop`].
+    pub fn queued(&self) -> usize {
+        self.repack.as_deref().map_or(0, Repacketiser::queued)
+    }
+
+    /// The next finished packet (repacketising) into `out`; `Skip::Held` when none is.
+    pub fn pop(&mut self, out: &mut [u8]) -> Result<usize, Skip> {
+        let ssrc = self.ssrc;
+        self.repack
+            .as_deref_mut()
+            .and_then(|r| r.pop(ssrc, out))
+            .ok_or(Skip::Held)
     }
 
     fn transcode_audio(
@@ -254,18 +349,7 @@ impl Transcoder {
         pcm: &mut [i16],
         out: &mut [u8],
     ) -> Result<usize, Skip> {
-        let decoded = &mut pcm[..MAX_PCM_SAMPLES];
-        let n = match &mut self.dec {
-            Dec::G711(law) => {
-                let n = payload.len().min(decoded.len());
-                law.decode(&payload[..n], &mut decoded[..n])
-            }
-            Dec::G722(d) => {
-                let n = payload.len().min(decoded.len() / 2);
-                d.decode(&payload[..n], decoded)?
-            }
-            Dec::Opus(d) => d.decode(payload, decoded)?,
-        };
+        let n = decode(&mut self.dec, payload, &mut pcm[..MAX_PCM_SAMPLES])?;
         self.last_samples = n;
         self.encode_decoded(n, pcm, out)
     }
@@ -273,48 +357,33 @@ impl Transcoder {
     /// Resamples (when the rates differ) and encodes the `n` samples decoded into the first
     /// half of `pcm`.
     fn encode_decoded(&mut self, n: usize, pcm: &mut [i16], out: &mut [u8]) -> Result<usize, Skip> {
-        let (decoded, resampled) = pcm.split_at_mut(MAX_PCM_SAMPLES);
-        let pcm: &[i16] = match self.resampler.as_deref_mut() {
-            None => &decoded[..n],
-            Some(r) => {
-                // Fixed 20 ms frames: another packetisation cannot pass this resampler.
-                if n != r.input_frame() {
-                    return Err(Skip::Codec);
-                }
-                let m = r
-                    .process(&decoded[..n], &mut resampled[..MAX_PCM_SAMPLES])
-                    .map_err(|_| Skip::Codec)?;
-                &resampled[..m]
-            }
-        };
-        let n = pcm.len();
-        match &mut self.enc {
-            Enc::G711(law) => {
-                if out.len() < n {
-                    return Err(Skip::TooLarge);
-                }
-                Ok(law.encode(pcm, &mut out[..n]))
-            }
-            Enc::G722(e) => Ok(e.encode_any(pcm, out)?),
-            // Any duration Opus can frame (2.5 to 60 ms): the sender's packetisation is kept.
-            Enc::Opus(e) => Ok(e.encode_any(pcm, out)?),
-        }
+        let pcm = resampled(self.resampler.as_deref_mut(), n, pcm)?;
+        encode(&mut self.enc, pcm, out)
     }
 
     /// How many packets were lost just before `packet` that [`Transcoder::conceal`] can stand
-    /// in for: only behind an Opus sender (libopus conceals), in the same stream, for gaps of
-    /// at most [`MAX_CONCEAL`] audio packets; else 0.
+    /// in for: only behind a sender whose decoder conceals (Opus; G.729, which after a SID
+    /// frame fills in comfort noise instead), in the same stream, for gaps of at most
+    /// [`MAX_CONCEAL`] audio packets; else 0.
     pub fn missing(&self, packet: &[u8]) -> u16 {
-        let (Dec::Opus(_), Some(l)) = (&self.dec, self.last) else {
+        // Where the sender's next packet was due: after the last one placed.
+        let due = match self.repack.as_deref() {
+            Some(r) => r.next_input().map(|(ssrc, seq, _)| (ssrc, seq)),
+            None => self.last.map(|l| (l.in_ssrc, l.in_seq.wrapping_add(1))),
+        };
+        let Some((due_ssrc, due_seq)) = due else {
             return 0;
         };
+        if !matches!(self.dec, Dec::Opus(_) | Dec::G729(_)) {
+            return 0;
+        }
         if packet.len() < HEADER_LEN || packet[1] & 0x7f != self.in_pt || self.last_samples == 0 {
             return 0;
         }
         let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
         let seq = u16::from_be_bytes([packet[2], packet[3]]);
-        let gap = seq.wrapping_sub(l.in_seq).wrapping_sub(1);
-        if ssrc != l.in_ssrc || gap > MAX_CONCEAL {
+        let gap = seq.wrapping_sub(due_seq);
+        if ssrc != due_ssrc || gap > MAX_CONCEAL {
             return 0;
         }
         gap
@@ -322,18 +391,26 @@ impl Transcoder {
 
     /// Writes one packet of concealed audio (as long as the last one decoded) into `out`,
     /// following our last packet, as if the next input packet had arrived; its length.
+    /// Repacketising, the audio joins what is held instead, as that packet would have
+    /// (`Skip::Held` when it finishes no packet).
     pub fn conceal(&mut self, pcm: &mut [i16], out: &mut [u8]) -> Result<usize, Skip> {
-        let Some(l) = self.last else {
-            return Err(Skip::Codec);
-        };
         let n = self.last_samples;
         if out.len() < HEADER_LEN || n == 0 || n > MAX_PCM_SAMPLES {
             return Err(Skip::Codec);
         }
-        let Dec::Opus(d) = &mut self.dec else {
+        if let Some(r) = self.repack.as_deref_mut() {
+            let (ssrc, seq, ts) = r.next_input().ok_or(Skip::Codec)?;
+            conceal(&mut self.dec, &mut pcm[..n])?;
+            let audio = resampled(self.resampler.as_deref_mut(), n, pcm)?;
+            let enc = &mut self.enc;
+            let mut encode = |p: &[i16], o: &mut [u8]| encode(enc, p, o);
+            r.push_audio(ssrc, seq, ts, false, audio, &mut encode)?;
+            return self.pop(out);
+        }
+        let Some(l) = self.last else {
             return Err(Skip::Codec);
         };
-        d.conceal(&mut pcm[..n])?;
+        conceal(&mut self.dec, &mut pcm[..n])?;
         let (head, body) = out.split_at_mut(HEADER_LEN);
         let len = self.encode_decoded(n, pcm, body)?;
         let in_ticks = (n as u64 * self.in_clock_hz as u64 / self.dec_rate_hz as u64) as u32;
@@ -348,25 +425,94 @@ impl Transcoder {
         });
         self.next_seq = seq.wrapping_add(1);
         self.next_ts = ts.wrapping_add(out_ticks);
-        head[0] = 0x80;
-        head[1] = self.out_pt;
-        head[2..4].copy_from_slice(&seq.to_be_bytes());
-        head[4..8].copy_from_slice(&ts.to_be_bytes());
-        head[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        write_header(head, false, self.out_pt, seq, ts, self.ssrc);
         Ok(HEADER_LEN + len)
     }
 
     /// Copies a telephone-event payload, its duration rescaled to the output clock.
     fn map_event(&self, payload: &[u8], out: &mut [u8]) -> Result<usize, Skip> {
-        if payload.len() < 4 {
-            return Err(Skip::Malformed);
+        map_event(payload, out, (self.in_clock_hz, self.out_clock_hz))
+    }
+}
+
+/// Copies a telephone-event payload, its duration rescaled from the input clock to the output
+/// clock (`clocks`: input, output).
+fn map_event(payload: &[u8], out: &mut [u8], clocks: (u32, u32)) -> Result<usize, Skip> {
+    if payload.len() < 4 {
+        return Err(Skip::Malformed);
+    }
+    let out = out.get_mut(..payload.len()).ok_or(Skip::TooLarge)?;
+    out.copy_from_slice(payload);
+    let duration = u16::from_be_bytes([payload[2], payload[3]]) as i64;
+    let scaled = (duration * clocks.1 as i64 / clocks.0 as i64).min(u16::MAX as i64) as u16;
+    out[2..4].copy_from_slice(&scaled.to_be_bytes());
+    Ok(payload.len())
+}
+
+/// Decodes one payload into `decoded`; the samples written.
+fn decode(dec: &mut Dec, payload: &[u8], decoded: &mut [i16]) -> Result<usize, Skip> {
+    Ok(match dec {
+        Dec::G711(law) => {
+            let n = payload.len().min(decoded.len());
+            law.decode(&payload[..n], &mut decoded[..n])
         }
-        let out = out.get_mut(..payload.len()).ok_or(Skip::TooLarge)?;
-        out.copy_from_slice(payload);
-        let duration = u16::from_be_bytes([payload[2], payload[3]]) as i64;
-        let scaled = self.rescale(duration).min(u16::MAX as i64) as u16;
-        out[2..4].copy_from_slice(&scaled.to_be_bytes());
-        Ok(payload.len())
+        Dec::G722(d) => {
+            let n = payload.len().min(decoded.len() / 2);
+            d.decode(&payload[..n], decoded)?
+        }
+        Dec::G729(d) => d.decode(payload, decoded)?,
+        Dec::Opus(d) => d.decode(payload, decoded)?,
+    })
+}
+
+/// Fills `out` with the decoder's stand-in for audio that did not arrive.
+fn conceal(dec: &mut Dec, out: &mut [i16]) -> Result<usize, Skip> {
+    match dec {
+        Dec::Opus(d) => Ok(d.conceal(out)?),
+        Dec::G729(d) => Ok(d.conceal(out)?),
+        Dec::G711(_) | Dec::G722(_) => Err(Skip::Codec),
+    }
+}
+
+/// The `n` samples decoded into the first half of `pcm`, resampled into its second half when
+/// there is a resampler (10 ms at a time: any whole number of 10 ms passes).
+fn resampled<'a>(
+    resampler: Option<&mut Resampler>,
+    n: usize,
+    pcm: &'a mut [i16],
+) -> Result<&'a [i16], Skip> {
+    let (decoded, resampled) = pcm.split_at_mut(MAX_PCM_SAMPLES);
+    let Some(r) = resampler else {
+        return Ok(&decoded[..n]);
+    };
+    if n == 0 || !n.is_multiple_of(r.input_frame()) {
+        return Err(Skip::Codec);
+    }
+    let mut m = 0;
+    for chunk in decoded[..n].chunks_exact(r.input_frame()) {
+        let room = resampled
+            .get_mut(m..MAX_PCM_SAMPLES)
+            .ok_or(Skip::TooLarge)?;
+        m += r.process(chunk, room).map_err(|_| Skip::Codec)?;
+    }
+    Ok(&resampled[..m])
+}
+
+/// Encodes `pcm` as one payload of its own duration into `out`.
+fn encode(enc: &mut Enc, pcm: &[i16], out: &mut [u8]) -> Result<usize, Skip> {
+    let n = pcm.len();
+    match enc {
+        Enc::G711(law) => {
+            if out.len() < n {
+                return Err(Skip::TooLarge);
+            }
+            Ok(law.encode(pcm, &mut out[..n]))
+        }
+        Enc::G722(e) => Ok(e.encode_any(pcm, out)?),
+        // Whole 10 ms frames, as many as the sender packed.
+        Enc::G729(e) => Ok(e.encode_any(pcm, out)?),
+        // Any duration Opus can frame (2.5 to 60 ms): the sender's packetisation is kept.
+        Enc::Opus(e) => Ok(e.encode_any(pcm, out)?),
     }
 }
 
@@ -412,6 +558,23 @@ impl Transcoders {
         t.conceal(&mut self.pcm, out)
     }
 
+    /// Packets repacketising finished for `key`'s leg and not yet taken.
+    pub fn queued(&self, key: u32) -> usize {
+        self.slots
+            .get(key as usize)
+            .and_then(|t| t.as_deref())
+            .map_or(0, Transcoder::queued)
+    }
+
+    /// The next finished packet (repacketising) from `key`'s leg into `out`.
+    pub fn pop(&mut self, key: u32, out: &mut [u8]) -> Result<usize, Skip> {
+        self.slots
+            .get_mut(key as usize)
+            .and_then(|t| t.as_deref_mut())
+            .ok_or(Skip::Held)?
+            .pop(out)
+    }
+
     /// Transcodes a packet received from `key`'s leg into `out`.
     pub fn process(&mut self, key: u32, packet: &[u8], out: &mut [u8]) -> Result<usize, Skip> {
         let t = self
@@ -433,16 +596,19 @@ mod tests {
         payload_type: 8,
         codec: Codec::Pcma,
         event_payload_type: Some(101),
+        ptime_ms: 20,
     };
     const PCMU: LegCodec = LegCodec {
         payload_type: 0,
         codec: Codec::Pcmu,
         event_payload_type: None,
+        ptime_ms: 20,
     };
     const OPUS: LegCodec = LegCodec {
         payload_type: 111,
         codec: Codec::Opus,
         event_payload_type: Some(110),
+        ptime_ms: 20,
     };
 
     fn packet(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
@@ -620,6 +786,7 @@ mod tests {
             payload_type: 9,
             codec: Codec::G722,
             event_payload_type: Some(101),
+            ptime_ms: 20,
         };
         // PCMA → G.722 (8 → 16 kHz through the resampler) → PCMU (16 → 8 kHz).
         let mut up = Transcoder::new(PCMA, G722, 1).unwrap();
@@ -650,11 +817,13 @@ mod tests {
         }
         let snr = sine_snr_db(&pcm, 1020.0, 16000.0, 3200);
         assert!(snr > 15.0, "G.722 → Opus → G.722: SNR {snr:.1} dB");
-        // The resampler takes 20 ms only.
+        // The resampler takes whole 10 ms: 10 and 30 ms pass, 5 ms does not.
         let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
         let mut out = [0u8; 1500];
-        let odd = packet(8, false, 9, 0, 5, &[0xd5; 80]);
-        assert_eq!(up.process(&odd, &mut pcm, &mut out), Err(Skip::Codec));
+        for (ms, want) in [(10, Ok(12 + 80)), (30, Ok(12 + 240)), (5, Err(Skip::Codec))] {
+            let p = packet(8, false, 9, 0, 5, &vec![0xd5; 8 * ms]);
+            assert_eq!(up.process(&p, &mut pcm, &mut out), want, "{ms} ms");
+        }
     }
 
     #[test]
@@ -705,17 +874,255 @@ mod tests {
         assert_eq!(from_pcma.missing(&p[2]), 0);
     }
 
+    const G729: LegCodec = LegCodec {
+        payload_type: 18,
+        codec: Codec::G729,
+        event_payload_type: Some(101),
+        ptime_ms: 20,
+    };
+
+    #[test]
+    fn pcma_through_g729_and_back_keeps_the_tone_sid_and_losses() {
+        let mut there = Transcoder::new(PCMA, G729, 1).unwrap();
+        let mut back = Transcoder::new(G729, PCMA, 2).unwrap();
+        let g729 = run(&mut there, &tone_packets(Law::Alaw, 8));
+        for (i, p) in g729.iter().enumerate() {
+            // Two 10-byte frames per 20 ms, on an 8 kHz clock.
+            assert_eq!((fields(p).1, p.len()), (18, 12 + 20));
+            assert_eq!(fields(p).3.wrapping_sub(fields(&g729[0]).3), 160 * i as u32);
+        }
+        let pcma = run(&mut back, &g729);
+        assert!(pcma.iter().all(|p| p.len() == 12 + 160));
+        let pcm = decode_law(Law::Alaw, &pcma);
+        let snr = sine_snr_db(&pcm, 1020.0, 8000.0, 800);
+        assert!(snr > 10.0, "PCMA → G.729 → PCMA: SNR {snr:.1} dB");
+        // A lost packet is concealed (the tone carries on), as behind Opus.
+        let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
+        let mut out = [0u8; 1500];
+        let (_, _, in_seq, in_ts, in_ssrc) = fields(&g729[49]);
+        let next = |k: u16, payload: &[u8]| {
+            let ts = in_ts.wrapping_add(160 * k as u32);
+            packet(18, false, in_seq.wrapping_add(k), ts, in_ssrc, payload)
+        };
+        let last = fields(&pcma[49]);
+        let after_gap = next(2, &g729[10][12..]);
+        assert_eq!(back.missing(&after_gap), 1);
+        let n = back.conceal(&mut pcm, &mut out).unwrap();
+        assert_eq!(n, 12 + 160);
+        assert_eq!(fields(&out).2, last.2.wrapping_add(1));
+        let concealed = decode_law(Law::Alaw, &[out[..n].to_vec()]);
+        let rms = (concealed.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / 160.0).sqrt();
+        assert!(rms > 300.0, "concealed RMS {rms:.0}");
+        back.process(&after_gap, &mut pcm, &mut out).unwrap();
+        // Speech and a SID frame in one packet: three frames out; SID alone: one.
+        let mut with_sid = g729[11][12..].to_vec();
+        with_sid.extend_from_slice(&[0x20, 0x10]);
+        let n = back
+            .process(&next(3, &with_sid), &mut pcm, &mut out)
+            .unwrap();
+        assert_eq!(n, 12 + 240);
+        let n = back
+            .process(&next(10, &[0x21, 0x11]), &mut pcm, &mut out)
+            .unwrap();
+        assert_eq!(n, 12 + 80);
+        // No G.729 payload is 13 bytes long.
+        assert_eq!(
+            back.process(&next(11, &[0; 13]), &mut pcm, &mut out),
+            Err(Skip::Codec)
+        );
+        // Towards G.729 only whole 10 ms frames.
+        let odd = packet(8, false, 99, 0, 5, &[0xd5; 100]);
+        assert_eq!(there.process(&odd, &mut pcm, &mut out), Err(Skip::Codec));
+    }
+
+    fn with_ptime(leg: LegCodec, ptime_ms: u8) -> LegCodec {
+        LegCodec { ptime_ms, ..leg }
+    }
+
+    /// Every packet in, and all it finished (process, then pop until nothing is queued).
+    fn run_repack(t: &mut Transcoder, packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
+        let mut got = Vec::new();
+        for p in packets {
+            let mut out = [0u8; 1500];
+            match t.process(p, &mut pcm, &mut out) {
+                Ok(n) => got.push(out[..n].to_vec()),
+                Err(Skip::Held) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+            while t.queued() > 0 {
+                let n = t.pop(&mut out).unwrap();
+                got.push(out[..n].to_vec());
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn pcma_at_20_ms_is_repacketised_into_g729_at_30_ms_and_back() {
+        let mut there = Transcoder::new(PCMA, with_ptime(G729, 30), 1).unwrap();
+        let g729 = run_repack(&mut there, &tone_packets(Law::Alaw, 8));
+        // 1 s in: 33 packets of 30 ms out (10 ms still held), each three frames.
+        assert_eq!(g729.len(), 33);
+        let f0 = fields(&g729[0]);
+        assert!(f0.0);
+        for (i, p) in g729.iter().enumerate() {
+            let f = fields(p);
+            assert_eq!((f.1, p.len(), f.0), (18, 12 + 30, i == 0));
+            assert_eq!(f.2, f0.2.wrapping_add(i as u16));
+            assert_eq!(f.3, f0.3.wrapping_add(240 * i as u32));
+        }
+        // And back into PCMA at 60 ms (from G.729 at 30): two in, one out.
+        let mut back = Transcoder::new(with_ptime(G729, 30), with_ptime(PCMA, 60), 2).unwrap();
+        let pcma = run_repack(&mut back, &g729);
+        assert_eq!(pcma.len(), 16);
+        assert!(pcma.iter().all(|p| p.len() == 12 + 480));
+        for w in pcma.windows(2) {
+            assert_eq!(fields(&w[1]).3.wrapping_sub(fields(&w[0]).3), 480);
+        }
+        let pcm = decode_law(Law::Alaw, &pcma);
+        let snr = sine_snr_db(&pcm, 1020.0, 8000.0, 800);
+        assert!(snr > 10.0, "PCMA 20 → G.729 30 → PCMA 60: SNR {snr:.1} dB");
+        // 60 ms in, 20 ms out: three packets each.
+        let mut split = Transcoder::new(with_ptime(PCMA, 60), with_ptime(PCMU, 20), 3).unwrap();
+        let pcmu = run_repack(&mut split, &pcma);
+        assert_eq!(pcmu.len(), 48);
+        assert!(pcmu.iter().all(|p| p.len() == 12 + 160));
+    }
+
+    #[test]
+    fn repacketising_carries_gaps_over_and_drops_late_packets() {
+        let mut t = Transcoder::new(PCMU, with_ptime(PCMA, 30), 4).unwrap();
+        let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
+        let mut out = [0u8; 1500];
+        let p = |seq: u16| packet(0, false, seq, 800 + 160 * seq as u32, 9, &[0xff; 160]);
+        // 20 ms in: the first 30 ms packet comes with the second input packet.
+        assert_eq!(t.process(&p(0), &mut pcm, &mut out), Err(Skip::Held));
+        let n = t.process(&p(1), &mut pcm, &mut out).unwrap();
+        let first = fields(&out[..n]);
+        assert!(first.0);
+        // 10 ms held (30..40 ms). Packets 2..=5 lost (40..120 ms): the held frame is padded
+        // and sent, the two frames wholly inside the gap skipped (their sequence numbers too),
+        // and packet 6 starts the frame at 120 ms.
+        let n = t.process(&p(6), &mut pcm, &mut out).unwrap();
+        let padded = fields(&out[..n]);
+        assert_eq!(
+            (padded.2, padded.3),
+            (first.2.wrapping_add(1), first.3.wrapping_add(240))
+        );
+        assert_eq!(t.queued(), 0);
+        let n = t.process(&p(7), &mut pcm, &mut out).unwrap();
+        let after = fields(&out[..n]);
+        assert_eq!(
+            (after.2, after.3),
+            (first.2.wrapping_add(4), first.3.wrapping_add(960))
+        );
+        // A packet from before what is held is too late.
+        assert_eq!(t.process(&p(5), &mut pcm, &mut out), Err(Skip::Late));
+        assert_eq!(t.process(&p(7), &mut pcm, &mut out), Err(Skip::Late));
+        // An event goes out at once, in our sequence, at its mapped timestamp.
+        let event = packet(101, true, 8, 800 + 160 * 8, 9, &[5, 10, 0, 160]);
+        let mut t2 = Transcoder::new(with_ptime(PCMA, 20), with_ptime(OPUS, 40), 5).unwrap();
+        let audio = tone_packets(Law::Alaw, 8);
+        let out_audio = run_repack(&mut t2, &audio[..3]);
+        assert_eq!(out_audio.len(), 1);
+        let a0 = fields(&out_audio[0]);
+        let (_, _, seq2, ts2, ssrc2) = fields(&audio[2]);
+        let event = packet(
+            101,
+            true,
+            seq2.wrapping_add(1),
+            ts2 + 160,
+            ssrc2,
+            &event[12..],
+        );
+        let n = t2.process(&event, &mut pcm, &mut out).unwrap();
+        let e = fields(&out[..n]);
+        assert_eq!((e.0, e.1, e.2), (true, 110, a0.2.wrapping_add(1)));
+        assert_eq!(
+            e.3,
+            a0.3.wrapping_add(3 * 960),
+            "60 ms after the first audio"
+        );
+        assert_eq!(&out[12..n], &[5, 10, 0x03, 0xc0], "duration at 48 kHz");
+        // A new sender SSRC: what is held goes out padded, our stream continues marked.
+        let n = t.process(
+            &packet(0, false, 1, 0, 10, &[0xff; 480]),
+            &mut pcm,
+            &mut out,
+        );
+        let flushed = fields(&out[..n.unwrap()]);
+        assert_eq!(flushed.2, after.2.wrapping_add(1));
+        // Its 60 ms: two frames behind the flushed one.
+        assert_eq!(t.queued(), 2);
+        let n = t.pop(&mut out).unwrap();
+        let new = fields(&out[..n]);
+        assert!(new.0 && !flushed.0);
+        assert_eq!(
+            (new.2, new.3),
+            (flushed.2.wrapping_add(1), flushed.3.wrapping_add(240))
+        );
+    }
+
+    #[test]
+    fn ptimes_the_output_codec_cannot_frame_are_refused() {
+        assert!(Transcoder::new(PCMA, with_ptime(OPUS, 30), 1).is_err());
+        assert!(Transcoder::new(PCMA, with_ptime(PCMU, 70), 1).is_err());
+        assert!(Transcoder::new(PCMA, with_ptime(G729, 25), 1).is_err());
+        assert!(Transcoder::new(PCMA, with_ptime(OPUS, 60), 1).is_ok());
+        // Unknown on either side: the sender's packetisation is kept.
+        assert!(Transcoder::new(with_ptime(PCMA, 0), with_ptime(OPUS, 30), 1).is_ok());
+    }
+
+    #[test]
+    fn concealment_behind_opus_feeds_the_repacketiser() {
+        let opus = run(
+            &mut Transcoder::new(PCMA, OPUS, 1).unwrap(),
+            &tone_packets(Law::Alaw, 8),
+        );
+        let mut back = Transcoder::new(OPUS, with_ptime(PCMA, 30), 2).unwrap();
+        let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
+        let mut got = Vec::new();
+        for (i, p) in opus.iter().enumerate() {
+            if i == 20 {
+                continue;
+            }
+            let mut out = [0u8; 1500];
+            for _ in 0..back.missing(p) {
+                match back.conceal(&mut pcm, &mut out) {
+                    Ok(n) => got.push(out[..n].to_vec()),
+                    Err(e) => assert_eq!(e, Skip::Held),
+                }
+            }
+            match back.process(p, &mut pcm, &mut out) {
+                Ok(n) => got.push(out[..n].to_vec()),
+                Err(e) => assert_eq!(e, Skip::Held),
+            }
+            while back.queued() > 0 {
+                let n = back.pop(&mut out).unwrap();
+                got.push(out[..n].to_vec());
+            }
+        }
+        // The lost packet was concealed: 1 s of audio, 33 packets of 30 ms, no gap.
+        assert_eq!(got.len(), 33);
+        for w in got.windows(2) {
+            assert_eq!(fields(&w[1]).2.wrapping_sub(fields(&w[0]).2), 1);
+            assert_eq!(fields(&w[1]).3.wrapping_sub(fields(&w[0]).3), 240);
+        }
+    }
+
     proptest::proptest! {
         /// Hostile packets on every pair: a typed skip or a packet that fits, never a panic.
         #[test]
         fn hostile_packets_never_panic(
             data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
-            pt in proptest::sample::select(vec![0u8, 8, 9, 101, 110, 111, 0x80 | 8, 13]),
+            pt in proptest::sample::select(vec![0u8, 8, 9, 18, 101, 110, 111, 0x80 | 8, 13]),
         ) {
             const G722: LegCodec = LegCodec {
                 payload_type: 9,
                 codec: Codec::G722,
                 event_payload_type: None,
+                ptime_ms: 20,
             };
             let mut packet = data;
             if packet.len() >= 2 {
@@ -724,7 +1131,17 @@ mod tests {
             }
             let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
             let mut out = [0u8; 1500];
-            for (from, to) in [(PCMA, OPUS), (OPUS, PCMU), (PCMU, G722), (G722, OPUS), (OPUS, G722)] {
+            const G729: LegCodec = LegCodec {
+                payload_type: 18,
+                codec: Codec::G729,
+                event_payload_type: None,
+                ptime_ms: 20,
+            };
+            let pairs = [
+                (PCMA, OPUS), (OPUS, PCMU), (PCMU, G722), (G722, OPUS), (OPUS, G722),
+                (G729, PCMA), (PCMU, G729), (G729, G722),
+            ];
+            for (from, to) in pairs {
                 let mut t = Transcoder::new(from, to, 9).unwrap();
                 if let Ok(n) = t.process(&packet, &mut pcm, &mut out) {
                     proptest::prop_assert!((12..=out.len()).contains(&n));

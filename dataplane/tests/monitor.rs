@@ -82,11 +82,13 @@ fn lc(codec: Codec) -> LegCodec {
         Codec::Pcma => 8,
         Codec::G722 => 9,
         Codec::Opus => 111,
+        Codec::G729 => 18,
     };
     LegCodec {
         payload_type,
         codec,
         event_payload_type: None,
+        ptime_ms: 0,
     }
 }
 

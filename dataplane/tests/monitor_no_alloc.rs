@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use tandem_dataplane::api::{Codec, LegCodec, LegIndex, LegParams, MonitorMode};
 use tandem_dataplane::monitor::{mixed_legs, Monitors};
 use tandem_dataplane::session::{Sessions, Verdict};
-use tandem_media::codec::{Encoder, G711Encoder, G722Encoder, OpusEncoder};
+use tandem_media::codec::{Encoder, G711Encoder, G722Encoder, G729Encoder, OpusEncoder};
 use tandem_media::g711::Law;
 use tandem_media::tones::{ToneGenerator, ToneSpec};
 
@@ -21,11 +21,13 @@ fn party(codec: Codec) -> (LegCodec, Box<dyn Encoder>) {
         Codec::Pcma => (8, Box::new(G711Encoder::new(Law::Alaw, 20).unwrap())),
         Codec::G722 => (9, Box::new(G722Encoder::new(20).unwrap())),
         Codec::Opus => (111, Box::new(OpusEncoder::new(8000, 20).unwrap())),
+        Codec::G729 => (18, Box::new(G729Encoder::new(20).unwrap())),
     };
     let lc = LegCodec {
         payload_type,
         codec,
         event_payload_type: None,
+        ptime_ms: 0,
     };
     (lc, encoder)
 }
@@ -64,6 +66,7 @@ fn feeding_mixing_and_mode_changes_allocate_nothing() {
         [Codec::Pcmu, Codec::Opus, Codec::Pcma],
         [Codec::G722, Codec::Pcmu, Codec::Opus],
         [Codec::Opus, Codec::G722, Codec::G722],
+        [Codec::G729, Codec::Pcma, Codec::G729],
     ];
     const FRAMES: usize = 120;
     for codecs in triples {

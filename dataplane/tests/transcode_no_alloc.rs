@@ -13,7 +13,7 @@ use tandem_dataplane::api::{
 };
 use tandem_dataplane::dtmf::Senders;
 use tandem_dataplane::session::{Sessions, Verdict};
-use tandem_dataplane::transcode::{Transcoder, Transcoders};
+use tandem_dataplane::transcode::{Skip, Transcoder, Transcoders};
 use tandem_media::g711::Law;
 use tandem_media::tones::{ToneGenerator, ToneSpec};
 
@@ -26,11 +26,13 @@ fn leg_codec(codec: Codec) -> LegCodec {
         Codec::Pcma => (8, 101),
         Codec::Opus => (111, 110),
         Codec::G722 => (9, 101),
+        Codec::G729 => (18, 101),
     };
     LegCodec {
         payload_type,
         codec,
         event_payload_type: Some(event),
+        ptime_ms: 20,
     }
 }
 
@@ -40,6 +42,7 @@ fn packets(codec: Codec, n: usize) -> Vec<Vec<u8>> {
     let mut g = ToneGenerator::new(&spec, 8000).unwrap();
     let mut g16 = ToneGenerator::new(&spec, 16000).unwrap();
     let mut g722 = tandem_media::codec::G722Encoder::new(20).unwrap();
+    let mut g729 = tandem_media::codec::G729Encoder::new(20).unwrap();
     let mut enc = match codec {
         Codec::Opus => Some(tandem_media::codec::OpusEncoder::new(8000, 20).unwrap()),
         _ => None,
@@ -58,6 +61,7 @@ fn packets(codec: Codec, n: usize) -> Vec<Vec<u8>> {
                     g16.fill(&mut wide);
                     g722.encode_any(&wide, &mut payload).unwrap()
                 }
+                (Codec::G729, _) => g729.encode_any(&pcm, &mut payload).unwrap(),
                 (_, Some(e)) => e.encode_any(&pcm, &mut payload).unwrap(),
                 _ => unreachable!(),
             };
@@ -86,6 +90,11 @@ fn decision_and_transcode_allocate_nothing_per_packet() {
         (Codec::G722, Codec::Pcmu),
         (Codec::G722, Codec::Opus),
         (Codec::Opus, Codec::G722),
+        (Codec::Pcma, Codec::G729),
+        (Codec::G729, Codec::Pcmu),
+        (Codec::G729, Codec::Opus),
+        (Codec::Opus, Codec::G729),
+        (Codec::G722, Codec::G729),
     ];
     for (from, to) in pairs {
         // Set-up: everything allocated here, as the core does on Create and SetCodecs.
@@ -105,7 +114,7 @@ fn decision_and_transcode_allocate_nothing_per_packet() {
         let mut concealed = 0;
         let n = allocations(|| {
             for (i, p) in input.iter().enumerate() {
-                // Every 10th packet is lost: an Opus sender's gap is concealed.
+                // Every 10th packet is lost: an Opus or G.729 sender's gap is concealed.
                 if i % 10 == 5 {
                     continue;
                 }
@@ -125,7 +134,8 @@ fn decision_and_transcode_allocate_nothing_per_packet() {
             }
         });
         assert_eq!(sent, input.len() - 10);
-        assert_eq!(concealed, if from == Codec::Opus { 10 } else { 0 });
+        let conceals = matches!(from, Codec::Opus | Codec::G729);
+        assert_eq!(concealed, if conceals { 10 } else { 0 });
         assert_eq!(
             n, 0,
             "{from:?} -> {to:?}: {n} allocations in {sent} packets"
@@ -224,5 +234,58 @@ fn dtmf_detection_events_and_blocking_allocate_nothing_per_packet() {
         });
         assert!(!busy, "all keys sent");
         assert_eq!(n, 0, "{via:?}: {n} allocations");
+    }
+}
+
+#[test]
+fn repacketising_allocates_nothing_per_packet() {
+    // (from, to, the receiver's ptime): 20 ms packets in.
+    let plans = [
+        (Codec::Pcma, Codec::G729, 30),
+        (Codec::G729, Codec::Pcmu, 60),
+        (Codec::Opus, Codec::Pcma, 10),
+        (Codec::Pcma, Codec::Opus, 40),
+        (Codec::G722, Codec::Pcmu, 30),
+        (Codec::Pcmu, Codec::G722, 60),
+    ];
+    for (from, to, ptime_ms) in plans {
+        let mut transcoders = Transcoders::new(1);
+        let receiver = LegCodec {
+            ptime_ms,
+            ..leg_codec(to)
+        };
+        let t = Transcoder::new(leg_codec(from), receiver, 42).unwrap();
+        transcoders.set(0, Some(t));
+        let input = packets(from, 100);
+        let mut out = [0u8; 1500];
+        let mut sent = 0u32;
+        let n = allocations(|| {
+            for (i, p) in input.iter().enumerate() {
+                if i % 10 == 5 {
+                    continue;
+                }
+                for _ in 0..transcoders.missing(0, p) {
+                    match transcoders.conceal(0, &mut out) {
+                        Ok(_) => sent += 1,
+                        Err(e) => assert_eq!(e, Skip::Held),
+                    }
+                }
+                match transcoders.process(0, p, &mut out) {
+                    Ok(_) => sent += 1,
+                    Err(e) => assert_eq!(e, Skip::Held),
+                }
+                while transcoders.queued(0) > 0 {
+                    assert!(transcoders.pop(0, &mut out).unwrap() > 12);
+                    sent += 1;
+                }
+            }
+        });
+        // About 2 s of audio in the receiver's packets (losses behind G.711/G.722 stay gaps).
+        let expected = 2000 / ptime_ms as u32;
+        assert!(
+            sent + 12 >= expected && sent <= expected,
+            "{from:?} -> {to:?}: {sent}"
+        );
+        assert_eq!(n, 0, "{from:?} -> {to:?} at {ptime_ms} ms: {n} allocations");
     }
 }

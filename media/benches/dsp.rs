@@ -62,6 +62,21 @@ fn codecs(c: &mut Criterion) {
             b.iter(|| dec.decode(black_box(&payload)))
         });
     }
+    {
+        use tandem_media::codec::{G729Decoder, G729Encoder};
+        // Two 10 ms frames, as one 20 ms RTP packet carries them.
+        let pcm = frame(160, 3);
+        let mut enc = G729Encoder::new(20).unwrap();
+        let mut dec = G729Decoder::new();
+        let mut payload = [0u8; 20];
+        let mut out = [0i16; 160];
+        g.bench_function("g729_encode", |b| {
+            b.iter(|| enc.encode(black_box(&pcm), &mut payload).unwrap())
+        });
+        g.bench_function("g729_decode", |b| {
+            b.iter(|| dec.decode(black_box(&payload), &mut out).unwrap())
+        });
+    }
     g.finish();
 }
 

@@ -1,5 +1,6 @@
 //! Frame-based codec interface and its implementations: G.711 (own tables), G.722 (our own,
-//! `g722.rs`) and Opus (`opus`, libopus, behind the feature `opus`).
+//! `g722.rs`), G.729 (`g729-sys`, pure Rust) and Opus (`opus`, libopus, behind the feature
+//! `opus`).
 //!
 //! Frames are 16-bit PCM at the codec's own sample rate; the caller owns both buffers.
 
@@ -199,6 +200,166 @@ impl Decoder for G722Decoder {
     fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
         check_room(payload.len() * 2, out.len())?;
         Ok(self.inner.decode(payload, out))
+    }
+}
+
+/// PCM samples in one G.729 frame (10 ms at 8 kHz).
+pub const G729_FRAME_SAMPLES: usize = g729_sys::FRAME_SAMPLES;
+/// Bytes of one G.729 speech frame (80 bits).
+pub const G729_FRAME_BYTES: usize = g729_sys::VOICE_FRAME_BYTES;
+/// Bytes of one G.729 Annex B silence-insertion (SID) frame; RFC 3551 §4.5.6 puts it last in a
+/// packet, after any speech frames.
+pub const G729_SID_BYTES: usize = 2;
+
+/// G.729 encoder (Annex A complexity, 8 kbit/s, VAD off: every frame is a 10-byte speech
+/// frame, which any G.729 receiver takes whether or not it signalled `annexb=no`).
+pub struct G729Encoder {
+    inner: g729_sys::Encoder,
+    frame: usize,
+}
+
+impl G729Encoder {
+    /// An encoder for packets of `frame_ms` (a multiple of 10; usually 20: two frames).
+    pub fn new(frame_ms: u32) -> Result<Self, CodecError> {
+        if !frame_ms.is_multiple_of(10) {
+            return Err(CodecError::FrameDuration(frame_ms));
+        }
+        Ok(G729Encoder {
+            inner: g729_sys::Encoder::new(false),
+            frame: samples_per_frame(8000, frame_ms)?,
+        })
+    }
+
+    /// Encodes any whole number of 10 ms frames as one payload (a transcoder follows the
+    /// sender's packetisation).
+    pub fn encode_any(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
+        if pcm.is_empty() || !pcm.len().is_multiple_of(G729_FRAME_SAMPLES) {
+            return Err(CodecError::FrameLength {
+                got: pcm.len(),
+                want: G729_FRAME_SAMPLES,
+            });
+        }
+        let frames = pcm.len() / G729_FRAME_SAMPLES;
+        check_room(frames * G729_FRAME_BYTES, out.len())?;
+        let frames_in = pcm.chunks_exact(G729_FRAME_SAMPLES);
+        for (frame, bytes) in frames_in.zip(out.chunks_exact_mut(G729_FRAME_BYTES)) {
+            let (Ok(frame), Ok(bytes)) = (frame.try_into(), bytes.try_into()) else {
+                unreachable!("chunks_exact gives whole frames");
+            };
+            // VAD is off, so every frame is a full speech frame.
+            let n = self.inner.encode_into(frame, bytes) as usize;
+            debug_assert_eq!(n, G729_FRAME_BYTES);
+        }
+        Ok(frames * G729_FRAME_BYTES)
+    }
+}
+
+impl std::fmt::Debug for G729Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("G729Encoder")
+            .field("frame", &self.frame)
+            .finish()
+    }
+}
+
+impl Encoder for G729Encoder {
+    fn sample_rate_hz(&self) -> u32 {
+        8000
+    }
+    fn frame_samples(&self) -> usize {
+        self.frame
+    }
+    fn max_payload_bytes(&self) -> usize {
+        self.frame / G729_FRAME_SAMPLES * G729_FRAME_BYTES
+    }
+    fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
+        check_frame(pcm.len(), self.frame)?;
+        self.encode_any(pcm, out)
+    }
+}
+
+/// G.729 decoder (Annex A) that understands Annex B: a 2-byte SID frame updates the comfort
+/// noise, and while the sender is silent (after a SID) missing frames are comfort noise, not
+/// concealed speech.
+pub struct G729Decoder {
+    inner: g729_sys::Decoder,
+    /// The last frame was a SID: the sender is in discontinuous transmission.
+    silent: bool,
+}
+
+impl Default for G729Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for G729Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("G729Decoder")
+            .field("silent", &self.silent)
+            .finish()
+    }
+}
+
+impl G729Decoder {
+    /// A decoder in its reset state.
+    pub fn new() -> Self {
+        G729Decoder {
+            inner: g729_sys::Decoder::new(),
+            silent: false,
+        }
+    }
+
+    /// Frames in a payload of `bytes`: whole speech frames, then at most one SID frame;
+    /// `None` for a length no G.729 packet has.
+    pub fn frames_in(bytes: usize) -> Option<usize> {
+        let (speech, rest) = (bytes / G729_FRAME_BYTES, bytes % G729_FRAME_BYTES);
+        match rest {
+            0 if speech > 0 => Some(speech),
+            G729_SID_BYTES => Some(speech + 1),
+            _ => None,
+        }
+    }
+
+    /// Stands in for `out.len()` samples (whole frames) that did not arrive: concealment
+    /// after speech (the decoder extrapolates the last frames), comfort noise after a SID
+    /// (the sender stopped sending on purpose). Returns the samples written.
+    pub fn conceal(&mut self, out: &mut [i16]) -> Result<usize, CodecError> {
+        if !out.len().is_multiple_of(G729_FRAME_SAMPLES) {
+            return Err(CodecError::FrameLength {
+                got: out.len(),
+                want: G729_FRAME_SAMPLES,
+            });
+        }
+        for frame in out.chunks_exact_mut(G729_FRAME_SAMPLES) {
+            frame.copy_from_slice(&self.inner.decode(&[], !self.silent, self.silent, false));
+        }
+        Ok(out.len())
+    }
+}
+
+impl Decoder for G729Decoder {
+    fn sample_rate_hz(&self) -> u32 {
+        8000
+    }
+    fn samples_for(&self, bytes: usize) -> usize {
+        G729Decoder::frames_in(bytes).unwrap_or(0) * G729_FRAME_SAMPLES
+    }
+    fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
+        let frames = G729Decoder::frames_in(payload.len()).ok_or(CodecError::Rejected)?;
+        let n = frames * G729_FRAME_SAMPLES;
+        check_room(n, out.len())?;
+        let speech = payload.chunks_exact(G729_FRAME_BYTES);
+        let sid = speech.remainder();
+        let mut pcm = out[..n].chunks_exact_mut(G729_FRAME_SAMPLES);
+        for (bytes, frame) in speech.zip(pcm.by_ref()) {
+            frame.copy_from_slice(&self.inner.decode(bytes, false, false, false));
+        }
+        self.silent = !sid.is_empty();
+        if let Some(frame) = pcm.next() {
+            frame.copy_from_slice(&self.inner.decode(sid, false, true, false));
+        }
+        Ok(n)
     }
 }
 
@@ -480,6 +641,63 @@ mod tests {
                 have: 100
             })
         );
+    }
+
+    #[test]
+    fn g729_round_trip_keeps_the_tone() {
+        // CELP keeps the spectrum, not the waveform: a steady tone comes back at its frequency
+        // with most of its energy once the decoder has adapted (first 100 ms skipped).
+        let x = sine(8000, 1020.0, -10.0, 8000);
+        let mut enc = G729Encoder::new(20).unwrap();
+        let mut dec = G729Decoder::new();
+        assert_eq!((enc.frame_samples(), enc.max_payload_bytes()), (160, 20));
+        let y = round_trip(&mut enc, &mut dec, &x);
+        assert_eq!(y.len(), x.len());
+        let snr = sine_snr_db(&y, 1020.0, 8000.0, 800);
+        assert!(snr > 10.0, "G.729 SNR {snr:.1} dB");
+        let energy = |v: &[i16]| v.iter().map(|&s| (s as f64).powi(2)).sum::<f64>();
+        let ratio = energy(&y[800..]) / energy(&x[800..]);
+        assert!((0.5..2.0).contains(&ratio), "energy ratio {ratio:.2}");
+        // 30 ms packets are three frames; 15 ms is no whole number of frames.
+        let mut payload = [0u8; 30];
+        assert_eq!(enc.encode_any(&x[..240], &mut payload), Ok(30));
+        assert!(G729Encoder::new(15).is_err());
+        assert!(enc.encode_any(&x[..100], &mut payload).is_err());
+        assert!(enc.encode_any(&x[..240], &mut payload[..20]).is_err());
+    }
+
+    #[test]
+    fn g729_payload_lengths_sid_and_concealment() {
+        assert_eq!(G729Decoder::frames_in(20), Some(2));
+        assert_eq!(G729Decoder::frames_in(2), Some(1));
+        assert_eq!(G729Decoder::frames_in(22), Some(3));
+        for bad in [0, 1, 5, 11, 13] {
+            assert_eq!(G729Decoder::frames_in(bad), None, "{bad} bytes");
+        }
+        let mut dec = G729Decoder::new();
+        let mut out = [0i16; 240];
+        assert_eq!(dec.decode(&[0x55; 13], &mut out), Err(CodecError::Rejected));
+        assert!(dec.decode(&[0x55; 30], &mut out[..100]).is_err());
+        // Speech, then a SID: the packet decodes to three frames and the decoder is silent.
+        let x = sine(8000, 700.0, -10.0, 1600);
+        let mut enc = G729Encoder::new(20).unwrap();
+        let mut payload = [0u8; 22];
+        for frame in x.chunks_exact(160) {
+            let n = enc.encode_any(frame, &mut payload).unwrap();
+            assert_eq!(dec.decode(&payload[..n], &mut out), Ok(160));
+        }
+        // Concealment after speech carries the tone on.
+        let mut plc = [0i16; 160];
+        assert_eq!(dec.conceal(&mut plc), Ok(160));
+        let rms = |v: &[i16]| {
+            (v.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+        };
+        assert!(rms(&plc) > 300.0, "concealed RMS {:.0}", rms(&plc));
+        payload[20..22].copy_from_slice(&[0x20, 0x10]);
+        assert_eq!(dec.decode(&payload, &mut out), Ok(240));
+        assert!(dec.silent);
+        assert_eq!(dec.conceal(&mut plc), Ok(160));
+        assert!(dec.conceal(&mut plc[..100]).is_err());
     }
 
     #[test]

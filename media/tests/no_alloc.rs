@@ -213,3 +213,27 @@ fn g722_encodes_and_decodes_without_allocating() {
     });
     assert_eq!(n, 0);
 }
+
+#[test]
+fn g729_encodes_decodes_and_conceals_without_allocating() {
+    use tandem_media::codec::{G729Decoder, G729Encoder};
+    let mut enc = G729Encoder::new(20).unwrap();
+    let mut dec = G729Decoder::new();
+    let pcm = speechish(160, 6);
+    let mut payload = [0u8; 22];
+    let mut out = [0i16; 240];
+    let n = allocations(|| {
+        for i in 0..FRAMES {
+            let len = enc.encode(&pcm, &mut payload).unwrap();
+            dec.decode(&payload[..len], &mut out).unwrap();
+            if i % 7 == 0 {
+                dec.conceal(&mut out[..160]).unwrap();
+                // A SID frame after the speech, then comfort noise.
+                payload[20..22].copy_from_slice(&[0x20, 0x10]);
+                dec.decode(&payload, &mut out).unwrap();
+                dec.conceal(&mut out[..160]).unwrap();
+            }
+        }
+    });
+    assert_eq!(n, 0);
+}

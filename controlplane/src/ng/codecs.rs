@@ -1,5 +1,6 @@
-//! The ng `codec` dictionary (`transcode`, `strip`, `mask`; the data plane transcodes PCMU,
-//! PCMA, G.722 and Opus): what the offer sent onward offers, and, from what the answerer chose, the per-leg codec plan the data plane runs.
+//! The ng `codec` dictionary (`transcode`, `strip`, `mask`, `offer`, `accept`; the data plane
+//! transcodes PCMU, PCMA, G.722, G.729 and Opus): what the offer sent onward offers, and, from
+//! what the answerer chose, the per-leg codec plan the data plane runs.
 //!
 //! Pure functions over parsed SDP; the handler stores what the offer left for the answer.
 
@@ -16,11 +17,23 @@ pub struct CodecRequest {
     pub strip: Vec<String>,
     /// Codecs removed from the offer sent onward, but still usable towards the offerer.
     pub mask: Vec<String>,
+    /// Codecs kept in the offer sent onward even when `strip`/`mask` (`all`) would remove
+    /// them, and put first, in this order (rtpengine's `offer`: `strip: [all], offer: [G729]`
+    /// offers G.729 alone).
+    pub offer: Vec<String>,
+    /// Codecs offered onward as usual which, when the answerer turns them down, are still
+    /// answered to the offerer and transcoded to what the answerer chose (rtpengine's
+    /// `accept`).
+    pub accept: Vec<String>,
 }
 
 impl CodecRequest {
     pub fn is_empty(&self) -> bool {
-        self.transcode.is_empty() && self.strip.is_empty() && self.mask.is_empty()
+        self.transcode.is_empty()
+            && self.strip.is_empty()
+            && self.mask.is_empty()
+            && self.offer.is_empty()
+            && self.accept.is_empty()
     }
 }
 
@@ -29,6 +42,15 @@ impl CodecRequest {
 pub struct OfferedCodecs {
     /// The offerer's formats we may send it (its offer minus `strip`), in its order.
     pub offerer: Vec<Format>,
+    /// The offerer's `a=ptime`, ms, if it gave one.
+    pub ptime_ms: Option<u32>,
+    /// The request's `accept` codecs the offerer has (and we can transcode), in order.
+    pub accept: Vec<Format>,
+}
+
+/// A ptime for the data plane's plan: what fits its byte (0 for none or out of range).
+pub fn plan_ptime(ms: Option<u32>) -> u8 {
+    ms.and_then(|ms| u8::try_from(ms).ok()).unwrap_or(0)
 }
 
 /// The codec the data plane transcodes for a format, if it does.
@@ -41,6 +63,8 @@ pub fn data_plane_codec(f: &Format) -> Option<Codec> {
         Some(Codec::Opus)
     } else if f.is("G722/8000") {
         Some(Codec::G722)
+    } else if f.is("G729/8000") {
+        Some(Codec::G729)
     } else {
         None
     }
@@ -54,6 +78,7 @@ fn producible(name: &str) -> Option<(&'static str, u32, Option<&'static str>, Op
         Some(n) if n.eq_ignore_ascii_case("PCMA") => Some(("PCMA", 8000, None, Some(8))),
         Some(n) if n.eq_ignore_ascii_case("opus") => Some(("opus", 48_000, Some("2"), None)),
         Some(n) if n.eq_ignore_ascii_case("G722") => Some(("G722", 8000, None, Some(9))),
+        Some(n) if n.eq_ignore_ascii_case("G729") => Some(("G729", 8000, None, Some(18))),
         _ => None,
     }
 }
@@ -61,6 +86,11 @@ fn producible(name: &str) -> Option<(&'static str, u32, Option<&'static str>, Op
 /// Whether `transcode` may name this codec (configuration checks).
 pub fn is_producible(name: &str) -> bool {
     producible(name).is_some()
+}
+
+/// Named in `names` itself (not through `all`).
+fn listed(f: &Format, names: &[String]) -> bool {
+    names.iter().any(|n| f.is(n))
 }
 
 fn named(f: &Format, names: &[String]) -> bool {
@@ -83,8 +113,9 @@ pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCo
     let mut edit = CodecEdit::default();
     let mut kept: Vec<&Format> = Vec::new();
     for f in &formats {
-        // Telephone events are not a codec: never stripped by `all`.
-        if !is_event(f) && (named(f, &req.strip) || named(f, &req.mask)) {
+        // Telephone events are not a codec: never stripped by `all`. `offer` keeps a codec.
+        let kept_by_offer = listed(f, &req.offer);
+        if !is_event(f) && !kept_by_offer && (named(f, &req.strip) || named(f, &req.mask)) {
             edit.drop.push(f.payload_type);
         } else {
             kept.push(f);
@@ -92,7 +123,24 @@ pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCo
     }
     let offerer: Vec<Format> = formats
         .iter()
-        .filter(|f| is_event(f) || !named(f, &req.strip))
+        .filter(|f| is_event(f) || listed(f, &req.offer) || !named(f, &req.strip))
+        .cloned()
+        .collect();
+    // `offer` also orders: its codecs first, in its order, the rest as they were.
+    kept.sort_by_key(|f| {
+        req.offer
+            .iter()
+            .position(|n| f.is(n))
+            .unwrap_or(req.offer.len())
+    });
+    let accept: Vec<Format> = req
+        .accept
+        .iter()
+        .filter_map(|n| {
+            offerer
+                .iter()
+                .find(|f| f.is(n) && data_plane_codec(f).is_some())
+        })
         .cloned()
         .collect();
     let can_transcode = offerer.iter().any(|f| data_plane_codec(f).is_some());
@@ -141,7 +189,11 @@ pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCo
             }
         }
     }
-    if edit.drop.is_empty() && added.is_empty() {
+    let reordered = kept.iter().map(|f| f.payload_type).ne(formats
+        .iter()
+        .map(|f| f.payload_type)
+        .filter(|pt| !edit.drop.contains(pt)));
+    if edit.drop.is_empty() && added.is_empty() && !reordered && accept.is_empty() {
         return None;
     }
     // Added codecs go after the offerer's own audio codecs, before its events.
@@ -161,7 +213,14 @@ pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCo
             edit.formats.push(f.clone());
         }
     }
-    Some((edit, OfferedCodecs { offerer }))
+    Some((
+        edit,
+        OfferedCodecs {
+            offerer,
+            ptime_ms: m.ptime_ms,
+            accept,
+        },
+    ))
 }
 
 /// From the answerer's section and what the offer left: the plan (`[offerer, answerer]`) and
@@ -170,15 +229,27 @@ pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCo
 pub fn answer_plan(offered: &OfferedCodecs, answer: &Media) -> Option<(CodecEdit, [LegCodec; 2])> {
     let formats = answer.payload_formats();
     let chosen = formats.iter().find(|f| !is_event(f) && !f.is("CN"))?;
+    let b_codec = data_plane_codec(chosen)?;
+    // An `accept` codec the answerer turned down is still answered to the offerer.
+    let turned_down = |f: &&Format| {
+        let name = format!("{}/{}", f.encoding, f.clock_hz);
+        !formats.iter().any(|a| a.is(&name))
+    };
+    let accepted = offered
+        .accept
+        .iter()
+        .filter(turned_down)
+        .find(|f| data_plane_codec(f).is_some_and(|c| c != b_codec));
     let same = format!("{}/{}", chosen.encoding, chosen.clock_hz);
-    if offered.offerer.iter().any(|f| f.is(&same)) {
+    if accepted.is_none() && offered.offerer.iter().any(|f| f.is(&same)) {
         return None;
     }
-    let b_codec = data_plane_codec(chosen)?;
-    let a_format = offered
-        .offerer
-        .iter()
-        .find(|f| data_plane_codec(f).is_some_and(|c| c != b_codec))?;
+    let a_format = accepted.or_else(|| {
+        offered
+            .offerer
+            .iter()
+            .find(|f| data_plane_codec(f).is_some_and(|c| c != b_codec))
+    })?;
     let a_codec = data_plane_codec(a_format)?;
     // Events are mapped only between event streams in their codec's clock.
     let event_in = |list: &[Format], clock: u32| {
@@ -210,11 +281,13 @@ pub fn answer_plan(offered: &OfferedCodecs, answer: &Media) -> Option<(CodecEdit
             payload_type: a_format.payload_type,
             codec: a_codec,
             event_payload_type: a_event.map(|f| f.payload_type),
+            ptime_ms: plan_ptime(offered.ptime_ms),
         },
         LegCodec {
             payload_type: chosen.payload_type,
             codec: b_codec,
             event_payload_type: b_event.map(|f| f.payload_type),
+            ptime_ms: plan_ptime(answer.ptime_ms),
         },
     ];
     Some((edit, plan))
@@ -235,7 +308,69 @@ mod tests {
             transcode: v(transcode),
             strip: v(strip),
             mask: v(mask),
+            ..CodecRequest::default()
         }
+    }
+
+    fn names(l: &[&str]) -> Vec<String> {
+        l.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn offer_keeps_and_orders_what_strip_all_would_remove() {
+        let text = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 8 0 18 101");
+        let sdp = Sdp::parse(&text).unwrap();
+        let req = CodecRequest {
+            strip: names(&["all"]),
+            offer: names(&["G729", "PCMU"]),
+            ..CodecRequest::default()
+        };
+        let (edit, offered) = offer_edit(&sdp.media[0], &req).unwrap();
+        assert_eq!(edit.formats, ["18", "0", "101"]);
+        assert_eq!(edit.drop, [8]);
+        // What `offer` kept stays usable towards the offerer; stripped PCMA does not.
+        let pts: Vec<u8> = offered.offerer.iter().map(|f| f.payload_type).collect();
+        assert_eq!(pts, [0, 18, 101]);
+        // `offer` alone reorders (nothing stripped).
+        let req = CodecRequest {
+            offer: names(&["PCMU"]),
+            ..CodecRequest::default()
+        };
+        let (edit, _) = offer_edit(&sdp.media[0], &req).unwrap();
+        assert_eq!(edit.formats, ["0", "8", "18", "101"]);
+        assert!(edit.drop.is_empty());
+        // Already first: nothing to change.
+        let req = CodecRequest {
+            offer: names(&["PCMA"]),
+            ..CodecRequest::default()
+        };
+        assert!(offer_edit(&sdp.media[0], &req).is_none());
+    }
+
+    #[test]
+    fn accept_transcodes_a_codec_the_answerer_turned_down() {
+        let text = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 18 8 101");
+        let sdp = Sdp::parse(&text).unwrap();
+        let req = CodecRequest {
+            accept: names(&["G729"]),
+            ..CodecRequest::default()
+        };
+        let (edit, offered) = offer_edit(&sdp.media[0], &req).unwrap();
+        // Offered onward as it was.
+        assert_eq!(edit.formats, ["18", "8", "101"]);
+        assert!(edit.drop.is_empty() && edit.add.is_empty());
+        // The answerer takes PCMA only: the offerer is still answered G.729, transcoded.
+        let answer = "v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP 8\r\n";
+        let (edit, plan) = answer_plan(&offered, &Sdp::parse(answer).unwrap().media[0]).unwrap();
+        assert_eq!((plan[0].codec, plan[1].codec), (Codec::G729, Codec::Pcma));
+        assert_eq!(edit.formats, ["18"]);
+        // The answerer takes G.729: nothing to transcode.
+        let answer = "v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP 18 8\r\n";
+        assert!(answer_plan(&offered, &Sdp::parse(answer).unwrap().media[0]).is_none());
+        // Without `accept`, an answer in a codec the offerer has passes as it is.
+        let (_, plain) = offer_edit(&sdp.media[0], &request(&["PCMU"], &[], &[])).unwrap();
+        let answer = "v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP 8\r\n";
+        assert!(answer_plan(&plain, &Sdp::parse(answer).unwrap().media[0]).is_none());
     }
 
     fn rewrite(sdp: &Sdp<'_>, edit: Option<CodecEdit>) -> String {
@@ -277,12 +412,12 @@ mod tests {
         #[test]
         fn hostile_sections_never_panic(
             lines in proptest::collection::vec("(m=audio 4000 RTP/AVP[ 0-9]{0,12}|a=(rtpmap|fmtp):[0-9]{1,3} [ -~]{0,16})", 0..8),
-            transcode in proptest::collection::vec("(opus|PCMU|PCMA|G722|all|x)", 0..3),
-            strip in proptest::collection::vec("(opus|PCMU|PCMA|G722|all|x)", 0..3),
+            transcode in proptest::collection::vec("(opus|PCMU|PCMA|G722|G729|all|x)", 0..3),
+            strip in proptest::collection::vec("(opus|PCMU|PCMA|G722|G729|all|x)", 0..3),
         ) {
             let text = format!("v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 8 0 101\r\n{}\r\n", lines.join("\r\n"));
             if let Ok(sdp) = Sdp::parse(&text) {
-                let req = CodecRequest { transcode, strip, mask: Vec::new() };
+                let req = CodecRequest { transcode, strip, ..CodecRequest::default() };
                 for m in &sdp.media {
                     if let Some((edit, offered)) = offer_edit(m, &req) {
                         proptest::prop_assert!(edit.drop.iter().all(|&pt| pt < 128));
@@ -296,15 +431,22 @@ mod tests {
     }
 
     #[test]
-    fn g722_is_offered_with_its_static_type_and_answered_into_pcma() {
-        let sdp = Sdp::parse(OFFER).unwrap();
-        let (edit, offered) = offer_edit(&sdp.media[0], &request(&["G722"], &[], &[])).unwrap();
-        assert_eq!(edit.formats, ["8", "0", "9", "101"]);
-        assert_eq!(edit.add, ["rtpmap:9 G722/8000"]);
-        let answer = "v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP 9\r\n";
-        let (_, plan) = answer_plan(&offered, &Sdp::parse(answer).unwrap().media[0]).unwrap();
-        assert_eq!((plan[0].codec, plan[1].codec), (Codec::Pcma, Codec::G722));
-        assert_eq!(plan[1].payload_type, 9);
+    fn g722_and_g729_are_offered_with_their_static_types_and_answered_into_pcma() {
+        for (name, pt, codec) in [("G722", 9, Codec::G722), ("G729", 18, Codec::G729)] {
+            let sdp = Sdp::parse(OFFER).unwrap();
+            let (edit, offered) = offer_edit(&sdp.media[0], &request(&[name], &[], &[])).unwrap();
+            assert_eq!(edit.formats, ["8", "0", &pt.to_string(), "101"]);
+            assert_eq!(edit.add, [format!("rtpmap:{pt} {name}/8000")]);
+            let answer = format!("v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP {pt}\r\n");
+            let (_, plan) = answer_plan(&offered, &Sdp::parse(&answer).unwrap().media[0]).unwrap();
+            assert_eq!((plan[0].codec, plan[1].codec), (Codec::Pcma, codec));
+            assert_eq!(plan[1].payload_type, pt);
+            // Each leg's a=ptime goes into its plan (the data plane repacketises).
+            assert_eq!((plan[0].ptime_ms, plan[1].ptime_ms), (20, 0));
+            let answer = format!("{answer}a=ptime:30\r\n");
+            let (_, plan) = answer_plan(&offered, &Sdp::parse(&answer).unwrap().media[0]).unwrap();
+            assert_eq!((plan[0].ptime_ms, plan[1].ptime_ms), (20, 30));
+        }
     }
 
     #[test]
@@ -322,9 +464,9 @@ mod tests {
         assert!(!out.contains("PCMA"), "{out}");
         assert!(offer_edit(&sdp.media[0], &request(&["PCMA"], &[], &[])).is_none());
         assert!(offer_edit(&sdp.media[0], &CodecRequest::default()).is_none());
-        // Nothing to transcode from: G.729 only, so Opus is not offered.
-        let g729 = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 18");
-        let sdp = Sdp::parse(&g729).unwrap();
+        // Nothing to transcode from: GSM only, so Opus is not offered.
+        let gsm = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 3");
+        let sdp = Sdp::parse(&gsm).unwrap();
         assert!(offer_edit(&sdp.media[0], &request(&["opus"], &[], &[])).is_none());
     }
 
@@ -343,12 +485,14 @@ mod tests {
                 LegCodec {
                     payload_type: 8,
                     codec: Codec::Pcma,
-                    event_payload_type: Some(101)
+                    event_payload_type: Some(101),
+                    ptime_ms: 20,
                 },
                 LegCodec {
                     payload_type: 96,
                     codec: Codec::Opus,
-                    event_payload_type: Some(97)
+                    event_payload_type: Some(97),
+                    ptime_ms: 0,
                 }
             ]
         );

@@ -59,8 +59,9 @@ pub struct Request<'a> {
     pub supports: Vec<&'a str>,
     /// `list`: most call-ids to return.
     pub limit: Option<i64>,
-    /// `codec: {transcode: [...], strip: [...], mask: [...]}`, plus the flag forms
-    /// `codec-transcode-NAME`, `codec-strip-NAME`, `codec-mask-NAME`.
+    /// `codec: {transcode: [...], strip: [...], mask: [...], offer: [...], accept: [...]}`,
+    /// plus the flag forms `codec-transcode-NAME`, `codec-strip-NAME`, `codec-mask-NAME`,
+    /// `codec-offer-NAME`, `codec-accept-NAME`.
     pub codec: CodecRequest,
     /// `play DTMF`: the key and how to play it.
     pub dtmf: PlayDtmf,
@@ -230,6 +231,8 @@ pub fn parse<'v>(dict: &'v Value<'_>) -> Result<Request<'v>, RequestError> {
         codec.transcode = owned(strings(c, "transcode")?);
         codec.strip = owned(strings(c, "strip")?);
         codec.mask = owned(strings(c, "mask")?);
+        codec.offer = owned(strings(c, "offer")?);
+        codec.accept = owned(strings(c, "accept")?);
     }
     for f in &flags {
         let lower = f.to_ascii_lowercase();
@@ -237,6 +240,8 @@ pub fn parse<'v>(dict: &'v Value<'_>) -> Result<Request<'v>, RequestError> {
             ("codec-transcode-", &mut codec.transcode),
             ("codec-strip-", &mut codec.strip),
             ("codec-mask-", &mut codec.mask),
+            ("codec-offer-", &mut codec.offer),
+            ("codec-accept-", &mut codec.accept),
         ] {
             if lower.starts_with(prefix) {
                 list.push(f[prefix.len()..].to_string());
@@ -360,6 +365,13 @@ mod tests {
         assert_eq!(parse(&v).unwrap_err().0, "'codec' must be a dictionary");
         let v = from_json(br#"{"command":"offer","codec":{"transcode":["PCMA","opus"]}}"#).unwrap();
         assert_eq!(parse(&v).unwrap().codec.transcode, ["PCMA", "opus"]);
+        let v = from_json(
+            br#"{"command":"offer","codec":{"offer":["G729","PCMA"],"accept":["PCMU"]},"flags":["codec-offer-G722"]}"#,
+        )
+        .unwrap();
+        let r = parse(&v).unwrap();
+        assert_eq!(r.codec.offer, ["G729", "PCMA", "G722"]);
+        assert_eq!(r.codec.accept, ["PCMU"]);
     }
 
     #[test]

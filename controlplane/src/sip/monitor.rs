@@ -500,5 +500,7 @@ fn leg_codec(formats: &[crate::sdp::Format], format: &crate::sdp::Format) -> Opt
         payload_type: format.payload_type,
         codec: data_plane_codec(format)?,
         event_payload_type: event.map(|f| f.payload_type),
+        // The mix runs on 20 ms frames whatever the phones' packetisation.
+        ptime_ms: 0,
     })
 }

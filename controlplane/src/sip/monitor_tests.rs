@@ -173,6 +173,7 @@ fn a_whispering_supervisor_is_attached_on_answer_switched_to_barge_and_hung_up_w
         payload_type: 8,
         codec: Codec::Pcma,
         event_payload_type: event,
+        ptime_ms: 0,
     };
     let (on, supervisor, params, mode, codecs) = attach.expect("attached");
     assert_eq!(
@@ -185,6 +186,7 @@ fn a_whispering_supervisor_is_attached_on_answer_switched_to_barge_and_hung_up_w
         payload_type: 0,
         codec: Codec::Pcmu,
         event_payload_type: Some(101),
+        ptime_ms: 0,
     };
     assert_eq!(codecs, [pcma(Some(101)), pcma(None), pcmu]);
     assert_eq!(events(&out)[0].0, "monitor.answered");

@@ -71,6 +71,7 @@ fn first_codec(m: &Media) -> Option<Settled> {
             payload_type: f.payload_type,
             codec: codecs::data_plane_codec(f)?,
             event_payload_type: event_in(&formats, f.clock_hz),
+            ptime_ms: codecs::plan_ptime(m.ptime_ms),
         },
         name: f.encoding.clone(),
     })
@@ -106,6 +107,7 @@ fn plan_against(
             payload_type: chosen.payload_type,
             codec,
             event_payload_type: event_in(&formats, chosen.clock_hz),
+            ptime_ms: codecs::plan_ptime(answer.ptime_ms),
         },
         name: chosen.encoding.clone(),
     };
@@ -217,6 +219,7 @@ impl Engine {
                                 codec: a.codec.codec,
                                 event_payload_type: event_in(formats, f.clock_hz)
                                     .filter(|_| a.codec.event_payload_type.is_some()),
+                                ptime_ms: codecs::plan_ptime(offered?.ptime_ms),
                             },
                             name: f.encoding.clone(),
                         })
@@ -306,6 +309,7 @@ mod tests {
                 payload_type: 8,
                 codec: tandem_dataplane::api::Codec::Pcma,
                 event_payload_type: Some(101),
+                ptime_ms: 0,
             },
             name: "PCMA".into(),
         };
@@ -334,8 +338,8 @@ mod tests {
             (None, None)
         );
         // A codec the data plane lacks, or nothing known of the other side: no plan.
-        let g729 = media("v=0\r\nc=IN IP4 10.0.0.3\r\nm=audio 7000 RTP/AVP 18\r\n");
-        assert_eq!(plan_against(Some(&pcma), &g729), (None, None));
+        let gsm = media("v=0\r\nc=IN IP4 10.0.0.3\r\nm=audio 7000 RTP/AVP 3\r\n");
+        assert_eq!(plan_against(Some(&pcma), &gsm), (None, None));
         assert!(plan_against(None, &g722).0.is_none());
     }
 }

@@ -16,6 +16,7 @@ fn leg(payload_type: u8, codec: Codec, event_payload_type: Option<u8>) -> LegCod
         payload_type,
         codec,
         event_payload_type,
+        ptime_ms: 0,
     }
 }
 
@@ -209,8 +210,8 @@ fn a_shared_codec_is_relayed_and_an_empty_transcode_list_adds_nothing() {
     let b_invite = start_call(&mut h, "tc-4");
     assert_eq!(m_line(&b_invite), "m=audio 30004 RTP/AVP 8 101");
     let mut cfg = config();
-    cfg.transcode = vec!["G729".into()];
-    assert!(cfg.validate().unwrap_err().contains("G729"));
+    cfg.transcode = vec!["GSM".into()];
+    assert!(cfg.validate().unwrap_err().contains("GSM"));
 
     // A tenant's own list wins over the global one.
     let mut cfg = config();
@@ -220,7 +221,7 @@ fn a_shared_codec_is_relayed_and_an_empty_transcode_list_adds_nothing() {
     let b_invite = start_call(&mut h, "tc-7");
     assert_eq!(m_line(&b_invite), "m=audio 30004 RTP/AVP 8 9 101");
     let mut cfg = config();
-    cfg.tenants[0].transcode = Some(vec!["opus".into(), "G729".into()]);
+    cfg.tenants[0].transcode = Some(vec!["opus".into(), "GSM".into()]);
     assert!(cfg.validate().unwrap_err().contains("sip.tenants: acme"));
 }
 
