@@ -9,7 +9,7 @@ use tandem_dataplane::api::{
     Codec, Command, CoreError, Event, LegCodec, LegParams, MonitorMode, SessionId,
 };
 use tandem_dataplane::io::IoKind;
-use tandem_dataplane::{Config, CoreHandle, DataPlane};
+use tandem_dataplane::CoreHandle;
 use tandem_media::codec::{Decoder, Encoder, OpusDecoder, OpusEncoder};
 use tandem_media::g711::Law;
 use tandem_media::tones::{ToneGenerator, ToneSpec};
@@ -23,31 +23,8 @@ const AGENT_SSRC: u32 = 0xa6e7;
 const PHASE_TICKS: usize = 30;
 const SETTLE_TICKS: usize = 10;
 
-fn start(io: IoKind, port_min: u16) -> (DataPlane, CoreHandle) {
-    let mut dp = DataPlane::start(&Config {
-        cores: Some(1),
-        port_min,
-        port_max: port_min + 399,
-        io,
-        sessions_per_core: Some(10),
-        ..Config::default()
-    })
-    .expect("start data plane");
-    let core = dp.take_cores().pop().unwrap();
-    (dp, core)
-}
-
-fn call(core: &mut CoreHandle, cmd: Command) -> Event {
-    core.send(cmd).expect("ring has room");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Ok(ev) = core.events.pop() {
-            return ev;
-        }
-        assert!(Instant::now() < deadline, "core did not answer");
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
+mod common;
+use common::{call, start_one_core as start};
 
 fn updated(core: &mut CoreHandle, cmd: Command) {
     let answer = call(core, cmd);

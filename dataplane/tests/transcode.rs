@@ -3,41 +3,18 @@
 //! telephone events mapped, and the plan can be taken away again.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tandem_dataplane::api::{Codec, Command, CoreError, Event, LegCodec, LegParams, SessionId};
 use tandem_dataplane::io::IoKind;
-use tandem_dataplane::{Config, CoreHandle, DataPlane};
+use tandem_dataplane::CoreHandle;
 use tandem_media::codec::{
     sine_snr_db, Decoder, G729Decoder, G729Encoder, OpusDecoder, OpusEncoder,
 };
 use tandem_media::g711::Law;
 use tandem_media::tones::{ToneGenerator, ToneSpec};
 
-fn start(io: IoKind, port_min: u16) -> (DataPlane, CoreHandle) {
-    let mut dp = DataPlane::start(&Config {
-        cores: Some(1),
-        port_min,
-        port_max: port_min + 399,
-        io,
-        sessions_per_core: Some(10),
-        ..Config::default()
-    })
-    .expect("start data plane");
-    let core = dp.take_cores().pop().unwrap();
-    (dp, core)
-}
-
-fn call(core: &mut CoreHandle, cmd: Command) -> Event {
-    core.send(cmd).expect("ring has room");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Ok(ev) = core.events.pop() {
-            return ev;
-        }
-        assert!(Instant::now() < deadline, "core did not answer");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
+mod common;
+use common::{call, start_one_core as start};
 
 fn endpoint() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -7,7 +7,23 @@ pub mod counting_alloc;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 use tandem_dataplane::api::{Command, Event};
-use tandem_dataplane::CoreHandle;
+use tandem_dataplane::io::IoKind;
+use tandem_dataplane::{Config, CoreHandle, DataPlane};
+
+/// A data plane of one core on `io`, ports `port_min..port_min + 400`, room for 10 sessions.
+pub fn start_one_core(io: IoKind, port_min: u16) -> (DataPlane, CoreHandle) {
+    let mut dp = DataPlane::start(&Config {
+        cores: Some(1),
+        port_min,
+        port_max: port_min + 399,
+        io,
+        sessions_per_core: Some(10),
+        ..Config::default()
+    })
+    .expect("start data plane");
+    let core = dp.take_cores().pop().unwrap();
+    (dp, core)
+}
 
 /// The next event, skipping none; `None` after `wait`.
 pub fn next_event(core: &mut CoreHandle, wait: Duration) -> Option<Event> {
