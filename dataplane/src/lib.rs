@@ -7,10 +7,12 @@
 
 pub mod api;
 pub mod clip;
+pub mod conference;
 mod core;
 pub mod dtmf;
 pub mod engine;
 pub mod io;
+pub mod mix;
 pub mod monitor;
 pub mod playback;
 pub mod quality;
