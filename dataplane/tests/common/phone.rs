@@ -6,7 +6,9 @@ use super::call;
 use std::net::{SocketAddr, UdpSocket};
 use tandem_dataplane::api::{Codec, Command, Event, LegCodec, LegParams, SessionId};
 use tandem_dataplane::CoreHandle;
-use tandem_media::codec::{Decoder, Encoder, OpusDecoder, OpusEncoder};
+use tandem_media::codec::{
+    Decoder, Encoder, G711Encoder, G722Encoder, G729Encoder, OpusDecoder, OpusEncoder,
+};
 use tandem_media::g711::Law;
 use tandem_media::tones::{ToneGenerator, ToneSpec};
 
@@ -221,4 +223,55 @@ pub fn assert_continuous(heard: &[Heard], ssrc: u32, frame_ticks: u32) {
             "timestamp step {dts}"
         );
     }
+}
+
+/// A party's `LegCodec` (static payload types; 111 for Opus) and an encoder at its own rate.
+pub fn party(codec: Codec) -> (LegCodec, Box<dyn Encoder>) {
+    let (payload_type, encoder): (u8, Box<dyn Encoder>) = match codec {
+        Codec::Pcmu => (0, Box::new(G711Encoder::new(Law::Ulaw, 20).unwrap())),
+        Codec::Pcma => (8, Box::new(G711Encoder::new(Law::Alaw, 20).unwrap())),
+        Codec::G722 => (9, Box::new(G722Encoder::new(20).unwrap())),
+        Codec::Opus => (111, Box::new(OpusEncoder::new(8000, 20).unwrap())),
+        Codec::G729 => (18, Box::new(G729Encoder::new(20).unwrap())),
+    };
+    let lc = LegCodec {
+        payload_type,
+        codec,
+        event_payload_type: None,
+        ptime_ms: 0,
+    };
+    (lc, encoder)
+}
+
+/// `n` 20 ms RTP packets of a tone at `hz`, encoded by `party`'s encoder at its own rate.
+pub fn encoded_tone(codec: Codec, hz: f32, n: usize) -> Vec<Vec<u8>> {
+    let (lc, mut encoder) = party(codec);
+    let rate = encoder.sample_rate_hz();
+    let mut tone = ToneGenerator::new(&ToneSpec::continuous(hz, 0.0, -12.0), rate).unwrap();
+    let mut pcm = vec![0i16; encoder.frame_samples()];
+    let ts_step = codec.rtp_clock_hz() / 50;
+    (0..n)
+        .map(|i| {
+            tone.fill(&mut pcm);
+            let mut payload = [0u8; 500];
+            let len = encoder.encode(&pcm, &mut payload).unwrap();
+            let mut p = vec![0x80, lc.payload_type];
+            p.extend_from_slice(&(i as u16).to_be_bytes());
+            p.extend_from_slice(&(i as u32 * ts_step).to_be_bytes());
+            p.extend_from_slice(&(0x1000 + hz as u32).to_be_bytes());
+            p.extend_from_slice(&payload[..len]);
+            p
+        })
+        .collect()
+}
+
+/// `packets` with every seventh pair swapped (packets 3 and 4, 10 and 11, ...): reordering
+/// the mix must undo.
+pub fn swap_pairs(mut packets: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut i = 3;
+    while i + 1 < packets.len() {
+        packets.swap(i, i + 1);
+        i += 7;
+    }
+    packets
 }
