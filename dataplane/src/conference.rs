@@ -15,15 +15,12 @@
 //! join; feeding and mixing allocate nothing (`tests/conference_no_alloc.rs`).
 
 use crate::api::{LegCodec, LegIndex};
-use crate::mix::{is_wideband, MixParty, MixRate, Scratch};
-use crate::playback::FrameGrid;
+use crate::mix::{is_wideband, MixParty, MixRate, MixSessions, MixTable, Scratch};
 use tandem_media::codec::CodecError;
 use tandem_media::mixer::{Mixer, Role};
 
 /// Most members of one conference.
 pub const MAX_MEMBERS: usize = 8;
-
-const NONE: u32 = u32::MAX;
 
 /// Why [`Conferences::join`] refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +86,29 @@ impl Conference {
         Ok(())
     }
 
+    fn add_member(&mut self, session: u32, codec: LegCodec, seed: u64) -> Result<(), JoinError> {
+        if self.members.len() == MAX_MEMBERS {
+            return Err(JoinError::Conflict);
+        }
+        if self.rate == MixRate::Narrow && is_wideband(codec.codec) {
+            self.change_rate(MixRate::Wide)
+                .map_err(|_| JoinError::Codec)?;
+        }
+        let id = self
+            .mixer
+            .add(Role::Party)
+            .map_err(|_| JoinError::Conflict)?;
+        let party = match MixParty::new(codec, self.rate, seed, id) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = self.mixer.remove(id);
+                return Err(JoinError::Codec);
+            }
+        };
+        self.members.push(Member { session, party });
+        Ok(())
+    }
+
     fn mix_frame(&mut self, send: &mut impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool) {
         for m in &mut self.members {
             m.party.pop_into(&mut self.mixer, &mut self.scratch);
@@ -108,52 +128,47 @@ impl Conference {
     }
 }
 
-/// The conferences of one core. A session is in at most one, so the list never outgrows the
-/// capacity it is given at start.
+impl MixSessions for Conference {
+    fn each_session(&self, mut f: impl FnMut(u32)) {
+        for m in &self.members {
+            f(m.session);
+        }
+    }
+}
+
+/// The conferences of one core: a session is a member of at most one.
 pub struct Conferences {
-    active: Vec<Box<Conference>>,
-    /// Per session index: index into `active` of its conference, or NONE.
-    position: Box<[u32]>,
-    grid: FrameGrid,
+    table: MixTable<Conference>,
 }
 
 impl Conferences {
     pub fn new(sessions: u32) -> Self {
         Conferences {
-            active: Vec::with_capacity(sessions as usize / 2 + 1),
-            position: vec![NONE; sessions as usize].into_boxed_slice(),
-            grid: FrameGrid::default(),
+            table: MixTable::new(sessions),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.active.len()
+        self.table.active.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.active.is_empty()
+        self.table.active.is_empty()
     }
 
     /// Whether session `index` is a member of a conference.
     pub fn contains(&self, index: u32) -> bool {
-        self.position
-            .get(index as usize)
-            .is_some_and(|&at| at != NONE)
-    }
-
-    fn find(&self, index: u32) -> Option<&Conference> {
-        let at = *self.position.get(index as usize)?;
-        self.active.get(at as usize).map(|c| &**c)
+        self.table.contains(index)
     }
 
     /// The conference id session `index` is a member of.
     pub fn conference_of(&self, index: u32) -> Option<u32> {
-        self.find(index).map(|c| c.id)
+        self.table.find(index).map(|c| c.id)
     }
 
     /// The counters of the conference session `index` is a member of.
     pub fn stats(&self, index: u32) -> Option<ConferenceStats> {
-        self.find(index).map(|c| ConferenceStats {
+        self.table.find(index).map(|c| ConferenceStats {
             members: c.members.len(),
             ..c.stats
         })
@@ -161,7 +176,7 @@ impl Conferences {
 
     /// The rate of the conference session `index` is a member of.
     pub fn rate(&self, index: u32) -> Option<MixRate> {
-        self.find(index).map(|c| c.rate)
+        self.table.find(index).map(|c| c.rate)
     }
 
     /// Session `index`'s leg A joins conference `conference` (made on the first join), its
@@ -175,99 +190,49 @@ impl Conferences {
         seed: u64,
         now_ns: u64,
     ) -> Result<(), JoinError> {
-        if index as usize >= self.position.len() || self.contains(index) {
+        if !self.table.in_range(index) || self.contains(index) {
             return Err(JoinError::Conflict);
         }
-        let at = match self.active.iter().position(|c| c.id == conference) {
+        let at = match self.table.active.iter().position(|c| c.id == conference) {
             Some(at) => at,
             None => {
-                if self.active.is_empty() {
-                    self.grid.restart(now_ns);
-                }
                 let rate = MixRate::for_codecs([codec.codec]);
-                self.active.push(Conference::new(conference, rate));
-                self.active.len() - 1
+                self.table.push(Conference::new(conference, rate), now_ns)
             }
         };
-        let result = self.add_member(at, index, codec, seed);
-        if self.active[at].members.is_empty() {
-            // A room made for this join, which failed.
-            self.remove_conference(at);
+        let result = self.table.active[at].add_member(index, codec, seed);
+        match result {
+            Ok(()) => self.table.set(index, Some(at)),
+            // A room made for this join, which failed, goes again.
+            Err(_) if self.table.active[at].members.is_empty() => {
+                self.table.remove(at);
+            }
+            Err(_) => {}
         }
         result
-    }
-
-    fn add_member(
-        &mut self,
-        at: usize,
-        index: u32,
-        codec: LegCodec,
-        seed: u64,
-    ) -> Result<(), JoinError> {
-        let c = &mut self.active[at];
-        if c.members.len() == MAX_MEMBERS {
-            return Err(JoinError::Conflict);
-        }
-        if c.rate == MixRate::Narrow && is_wideband(codec.codec) {
-            c.change_rate(MixRate::Wide).map_err(|_| JoinError::Codec)?;
-        }
-        let id = c.mixer.add(Role::Party).map_err(|_| JoinError::Conflict)?;
-        let party = match MixParty::new(codec, c.rate, seed, id) {
-            Ok(p) => p,
-            Err(_) => {
-                let _ = c.mixer.remove(id);
-                return Err(JoinError::Codec);
-            }
-        };
-        c.members.push(Member {
-            session: index,
-            party,
-        });
-        self.position[index as usize] = at as u32;
-        Ok(())
     }
 
     /// Session `index` leaves its conference; returns the conference's id and whether it is
     /// now empty (and gone).
     pub fn leave(&mut self, index: u32) -> Option<(u32, bool)> {
-        let at = *self.position.get(index as usize)?;
-        if at == NONE {
-            return None;
-        }
-        self.position[index as usize] = NONE;
-        let c = &mut self.active[at as usize];
+        let at = self.table.at(index)?;
+        self.table.set(index, None);
+        let c = &mut self.table.active[at];
         let k = c.members.iter().position(|m| m.session == index)?;
         let gone = c.members.swap_remove(k);
         let _ = c.mixer.remove(gone.party.id);
-        let id = c.id;
-        let empty = c.members.is_empty();
+        let (id, empty) = (c.id, c.members.is_empty());
         if empty {
-            self.remove_conference(at as usize);
+            self.table.remove(at);
         }
         Some((id, empty))
-    }
-
-    fn remove_conference(&mut self, at: usize) {
-        self.active.swap_remove(at);
-        if let Some(moved) = self.active.get(at) {
-            for m in &moved.members {
-                self.position[m.session as usize] = at as u32;
-            }
-        }
     }
 
     /// Decodes an RTP packet from session `index`'s leg A into its member's FIFO. Refused: a
     /// session in no conference, not the member's audio payload type (muxed RTCP, events), a
     /// corrupt payload, a packet too late for the reorder window.
     pub fn feed(&mut self, index: u32, packet: &[u8]) -> Result<(), CodecError> {
-        let at = *self
-            .position
-            .get(index as usize)
-            .ok_or(CodecError::Rejected)?;
-        let c = self
-            .active
-            .get_mut(at as usize)
-            .ok_or(CodecError::Rejected)?;
+        let c = self.table.find_mut(index).ok_or(CodecError::Rejected)?;
         let m = c
             .members
             .iter_mut()
@@ -280,16 +245,16 @@ impl Conferences {
 
     /// Frames due at `now` (0 with no conference); moves the grid past them.
     pub fn due(&mut self, now_ns: u64) -> u32 {
-        self.grid.due(now_ns, !self.active.is_empty())
+        self.table.due(now_ns)
     }
 
     pub fn sleep_hint_ns(&self, now_ns: u64) -> Option<u64> {
-        self.grid.sleep_hint_ns(now_ns, !self.active.is_empty())
+        self.table.sleep_hint_ns(now_ns)
     }
 
     /// Lets `n` frames of conference `i` pass unmixed.
     pub fn skip(&mut self, i: usize, n: u32) {
-        for m in &mut self.active[i].members {
+        for m in &mut self.table.active[i].members {
             m.party.skip(n);
         }
     }
@@ -301,7 +266,7 @@ impl Conferences {
         i: usize,
         mut send: impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool,
     ) {
-        self.active[i].mix_frame(&mut send);
+        self.table.active[i].mix_frame(&mut send);
     }
 }
 
@@ -346,7 +311,7 @@ mod tests {
             for (s, level) in levels {
                 c.feed(s, &packet(seq, level)).unwrap();
             }
-            let at = c.position[1] as usize;
+            let at = c.table.at(1).unwrap();
             c.mix_frame(at, |s, leg, _, p| {
                 assert_eq!(leg, LegIndex::A);
                 heard[s as usize] = tandem_media::g711::ulaw_decode(p[80]) as i32;

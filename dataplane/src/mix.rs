@@ -15,7 +15,7 @@
 //! encoding allocate nothing.
 
 use crate::api::{Codec, LegCodec};
-use crate::playback::HEADER_LEN;
+use crate::playback::{FrameGrid, HEADER_LEN};
 use tandem_media::codec::{
     CodecError, Decoder, Encoder, G722Decoder, G722Encoder, G729Decoder, G729Encoder, OpusDecoder,
     OpusEncoder,
@@ -547,6 +547,93 @@ impl MixParty {
             .out
             .ts
             .wrapping_add(n.wrapping_mul(self.out.frame_ticks));
+    }
+}
+
+const NONE: u32 = u32::MAX;
+
+/// What a [`MixTable`] needs of a mix: the sessions taking part in it.
+pub(crate) trait MixSessions {
+    fn each_session(&self, f: impl FnMut(u32));
+}
+
+/// The mixes of one kind on one core (monitors, conferences), each boxed and found by any
+/// session taking part; a session takes part in at most one, so the list never outgrows the
+/// capacity given at start. They share one 20 ms grid.
+pub(crate) struct MixTable<T> {
+    pub(crate) active: Vec<Box<T>>,
+    /// Per session index: index into `active` of the mix it takes part in, or NONE.
+    position: Box<[u32]>,
+    grid: FrameGrid,
+}
+
+impl<T: MixSessions> MixTable<T> {
+    pub(crate) fn new(sessions: u32) -> Self {
+        MixTable {
+            active: Vec::with_capacity(sessions as usize / 2 + 1),
+            position: vec![NONE; sessions as usize].into_boxed_slice(),
+            grid: FrameGrid::default(),
+        }
+    }
+
+    /// Whether `index` is a session index of this core.
+    pub(crate) fn in_range(&self, index: u32) -> bool {
+        (index as usize) < self.position.len()
+    }
+
+    /// Index into `active` of the mix session `index` takes part in.
+    pub(crate) fn at(&self, index: u32) -> Option<usize> {
+        let at = *self.position.get(index as usize)?;
+        (at != NONE).then_some(at as usize)
+    }
+
+    pub(crate) fn contains(&self, index: u32) -> bool {
+        self.at(index).is_some()
+    }
+
+    pub(crate) fn find(&self, index: u32) -> Option<&T> {
+        self.at(index).map(|at| &*self.active[at])
+    }
+
+    pub(crate) fn find_mut(&mut self, index: u32) -> Option<&mut T> {
+        self.at(index).map(|at| &mut *self.active[at])
+    }
+
+    /// Adds a mix (its sessions must be free); the grid starts with the first. Returns its
+    /// index.
+    pub(crate) fn push(&mut self, mix: Box<T>, now_ns: u64) -> usize {
+        if self.active.is_empty() {
+            self.grid.restart(now_ns);
+        }
+        let at = self.active.len();
+        mix.each_session(|s| self.position[s as usize] = at as u32);
+        self.active.push(mix);
+        at
+    }
+
+    /// Records that session `index` now takes part in mix `at` (`None`: in none).
+    pub(crate) fn set(&mut self, index: u32, at: Option<usize>) {
+        self.position[index as usize] = at.map_or(NONE, |at| at as u32);
+    }
+
+    /// Removes mix `at`, freeing its sessions.
+    pub(crate) fn remove(&mut self, at: usize) -> Box<T> {
+        let gone = self.active.swap_remove(at);
+        let position = &mut self.position;
+        gone.each_session(|s| position[s as usize] = NONE);
+        if let Some(moved) = self.active.get(at) {
+            moved.each_session(|s| position[s as usize] = at as u32);
+        }
+        gone
+    }
+
+    /// Frames due at `now` (0 with no mix); moves the grid past them.
+    pub(crate) fn due(&mut self, now_ns: u64) -> u32 {
+        self.grid.due(now_ns, !self.active.is_empty())
+    }
+
+    pub(crate) fn sleep_hint_ns(&self, now_ns: u64) -> Option<u64> {
+        self.grid.sleep_hint_ns(now_ns, !self.active.is_empty())
     }
 }
 

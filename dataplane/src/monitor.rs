@@ -15,7 +15,7 @@
 //! also decoded for the supervisor's mix ("tapped"). A leg whose listener hears a mix is
 //! `mixed` in the session table: its RTP comes here instead of being forwarded. Each party
 //! ([`crate::mix::MixParty`]) puts its packets back in sequence order, decodes them and keeps
-//! the audio in a small FIFO; on the core's 20 ms grid ([`FrameGrid`]) one frame of each goes
+//! the audio in a small FIFO; on the core's 20 ms grid (`crate::playback::FrameGrid`) one frame of each goes
 //! through `tandem_media::mixer` (who hears whom by role, soft clipping) at the mix's rate
 //! (16 kHz when any party speaks G.722 or Opus, else 8 kHz; chosen at attach) and out to each
 //! listener of a mix, encoded in its codec, as an RTP stream of ours: our SSRC,
@@ -28,8 +28,7 @@
 //! (`tests/monitor_no_alloc.rs`).
 
 use crate::api::{LegCodec, LegIndex, MonitorMode};
-use crate::mix::{MixParty, MixRate, Scratch};
-use crate::playback::FrameGrid;
+use crate::mix::{MixParty, MixRate, MixSessions, MixTable, Scratch};
 use tandem_media::codec::CodecError;
 use tandem_media::mixer::{Mixer, ParticipantId, Role, SupervisorMode};
 
@@ -37,8 +36,6 @@ use tandem_media::mixer::{Mixer, ParticipantId, Role, SupervisorMode};
 const CALLER: usize = 0;
 const AGENT: usize = 1;
 const SUPERVISOR: usize = 2;
-
-const NONE: u32 = u32::MAX;
 
 /// Which legs of the monitored session are `mixed` in `mode` (`[A, B]`): A's audio goes to
 /// the agent through the mix in whisper and barge, B's to the caller in barge.
@@ -166,61 +163,50 @@ impl Monitor {
     }
 }
 
-/// The monitors of one core. At most one per session (as call or as supervisor), so the list
-/// never outgrows the capacity it is given at start.
+impl MixSessions for Monitor {
+    fn each_session(&self, mut f: impl FnMut(u32)) {
+        f(self.session);
+        f(self.supervisor);
+    }
+}
+
+/// The monitors of one core: at most one per session (as call or as supervisor).
 pub struct Monitors {
-    active: Vec<Box<Monitor>>,
-    /// Per session index: index into `active` of the monitor it takes part in, or NONE.
-    position: Box<[u32]>,
-    grid: FrameGrid,
+    table: MixTable<Monitor>,
 }
 
 impl Monitors {
     pub fn new(sessions: u32) -> Self {
         Monitors {
-            active: Vec::with_capacity(sessions as usize / 2 + 1),
-            position: vec![NONE; sessions as usize].into_boxed_slice(),
-            grid: FrameGrid::default(),
+            table: MixTable::new(sessions),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.active.len()
+        self.table.active.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.active.is_empty()
+        self.table.active.is_empty()
     }
 
     /// Whether session `index` is a monitored call or a supervisor's leg.
     pub fn contains(&self, index: u32) -> bool {
-        self.position
-            .get(index as usize)
-            .is_some_and(|&at| at != NONE)
+        self.table.contains(index)
     }
 
     /// The mode of the monitor that session `index` takes part in.
     pub fn mode(&self, index: u32) -> Option<MonitorMode> {
-        self.find(index).map(|m| m.mode)
+        self.table.find(index).map(|m| m.mode)
     }
 
     pub fn stats(&self, index: u32) -> Option<MonitorStats> {
-        self.find(index).map(|m| m.stats)
+        self.table.find(index).map(|m| m.stats)
     }
 
     /// The rate the mix that session `index` takes part in runs at.
     pub fn rate(&self, index: u32) -> Option<MixRate> {
-        self.find(index).map(|m| m.rate)
-    }
-
-    fn find(&self, index: u32) -> Option<&Monitor> {
-        let at = *self.position.get(index as usize)?;
-        self.active.get(at as usize).map(|m| &**m)
-    }
-
-    fn find_mut(&mut self, index: u32) -> Option<&mut Monitor> {
-        let at = *self.position.get(index as usize)?;
-        self.active.get_mut(at as usize).map(|m| &mut **m)
+        self.table.find(index).map(|m| m.rate)
     }
 
     /// Attaches session `supervisor`'s leg A to session `session` in `mode`. `codecs`: caller
@@ -239,24 +225,19 @@ impl Monitors {
         if session == supervisor || self.contains(session) || self.contains(supervisor) {
             return Err(AttachError::Conflict);
         }
-        if session as usize >= self.position.len() || supervisor as usize >= self.position.len() {
+        if !self.table.in_range(session) || !self.table.in_range(supervisor) {
             return Err(AttachError::Conflict);
         }
         let m = Monitor::new(session, supervisor, mode, codecs, seeds)
             .map_err(|_| AttachError::Codec)?;
-        if self.active.is_empty() {
-            self.grid.restart(now_ns);
-        }
-        let at = self.active.len() as u32;
-        self.position[session as usize] = at;
-        self.position[supervisor as usize] = at;
-        self.active.push(m);
+        self.table.push(m, now_ns);
         Ok(())
     }
 
     /// Changes the mode of the monitor on session `session` (the call, not the supervisor).
     pub fn set_mode(&mut self, session: u32, mode: MonitorMode) -> Result<(), AttachError> {
         let m = self
+            .table
             .find_mut(session)
             .filter(|m| m.session == session)
             .ok_or(AttachError::Conflict)?;
@@ -272,17 +253,7 @@ impl Monitors {
     /// Ends the monitor that session `index` (call or supervisor) takes part in; returns the
     /// call's and the supervisor's session indices.
     pub fn detach(&mut self, index: u32) -> Option<(u32, u32)> {
-        let at = *self.position.get(index as usize)?;
-        if at == NONE {
-            return None;
-        }
-        let m = self.active.swap_remove(at as usize);
-        self.position[m.session as usize] = NONE;
-        self.position[m.supervisor as usize] = NONE;
-        if let Some(moved) = self.active.get(at as usize) {
-            self.position[moved.session as usize] = at;
-            self.position[moved.supervisor as usize] = at;
-        }
+        let m = self.table.remove(self.table.at(index)?);
         Some((m.session, m.supervisor))
     }
 
@@ -291,7 +262,7 @@ impl Monitors {
     /// audio payload type, a corrupt payload, a session in no monitor, or a supervisor
     /// session's leg B.
     pub fn feed(&mut self, index: u32, leg_in: usize, packet: &[u8]) -> Result<(), CodecError> {
-        let m = self.find_mut(index).ok_or(CodecError::Rejected)?;
+        let m = self.table.find_mut(index).ok_or(CodecError::Rejected)?;
         let party = match (m.session == index, leg_in) {
             (true, 0) => CALLER,
             (true, _) => AGENT,
@@ -303,16 +274,16 @@ impl Monitors {
 
     /// Frames due at `now` (0 with no monitor); moves the grid past them.
     pub fn due(&mut self, now_ns: u64) -> u32 {
-        self.grid.due(now_ns, !self.active.is_empty())
+        self.table.due(now_ns)
     }
 
     pub fn sleep_hint_ns(&self, now_ns: u64) -> Option<u64> {
-        self.grid.sleep_hint_ns(now_ns, !self.active.is_empty())
+        self.table.sleep_hint_ns(now_ns)
     }
 
     /// Lets `n` frames of monitor `i` pass unmixed.
     pub fn skip(&mut self, i: usize, n: u32) {
-        self.active[i].skip(n);
+        self.table.active[i].skip(n);
     }
 
     /// Mixes one frame of monitor `i` and hands each mixed packet to `send(session index, leg,
@@ -322,7 +293,7 @@ impl Monitors {
         i: usize,
         mut send: impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool,
     ) {
-        self.active[i].mix_frame(&mut send);
+        self.table.active[i].mix_frame(&mut send);
     }
 }
 

@@ -2,7 +2,7 @@
 //! each member sends its own tone in real time and must hear the other two and not itself
 //! (by spectrum); a member that leaves is no longer heard and hears nothing.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tandem_dataplane::api::{Codec, Command, CoreError, Event, LegParams};
 use tandem_dataplane::io::IoKind;
 
@@ -84,16 +84,7 @@ fn three_members_hear_each_other(io: IoKind, port_min: u16, codecs: [Codec; 3]) 
                 },
             );
         }
-        for tick in 0..PHASE_TICKS {
-            for p in &mut phones {
-                p.send();
-            }
-            tick_at += Duration::from_millis(20);
-            std::thread::sleep(tick_at.saturating_duration_since(Instant::now()));
-            for (p, into) in phones.iter_mut().zip(&mut heard) {
-                p.receive(phase, tick, into);
-            }
-        }
+        play_phase(&mut phones, &mut heard, phase, &mut tick_at);
     }
     let [m0, m1, m2] = &heard;
     assert_hears("member 0", m0, 0, TONES, [false, true, true]);

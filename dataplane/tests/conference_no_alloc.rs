@@ -53,8 +53,8 @@ fn feeding_and_mixing_a_room_allocate_nothing() {
         let mut sent = 0;
         let n = allocations(|| {
             for i in 0..FRAMES {
-                for k in 0..4 {
-                    let p = &input[k][i];
+                for (k, member) in input.iter().enumerate() {
+                    let p = &member[i];
                     // Leg A's RTP slot of session k.
                     match sessions.on_packet(4 * k as u32, addrs[k], p, 1) {
                         Verdict::Mix { in_key, .. } => rooms.feed(in_key / 2, p).unwrap(),

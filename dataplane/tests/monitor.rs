@@ -3,7 +3,7 @@
 //! tones each phone hears (by spectrum) follows the mode — listen, whisper, barge — switched
 //! live, and detaching brings back the plain relay.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tandem_dataplane::api::{Codec, Command, CoreError, Event, LegParams, MonitorMode};
 use tandem_dataplane::io::IoKind;
 
@@ -107,22 +107,12 @@ fn supervises_a_call(io: IoKind, port_min: u16, agent_codec: Codec, sup_codec: C
         }),
     ];
     let mut heard: [Vec<Heard>; 3] = Default::default();
-    let t0 = Instant::now();
-    let mut tick_at = t0;
+    let mut tick_at = Instant::now();
     for (phase, switch) in switches.into_iter().enumerate() {
         if let Some(cmd) = switch {
             updated(&mut core, cmd);
         }
-        for tick in 0..PHASE_TICKS {
-            for p in &mut phones {
-                p.send();
-            }
-            tick_at += Duration::from_millis(20);
-            std::thread::sleep(tick_at.saturating_duration_since(Instant::now()));
-            for (p, into) in phones.iter_mut().zip(&mut heard) {
-                p.receive(phase, tick, into);
-            }
-        }
+        play_phase(&mut phones, &mut heard, phase, &mut tick_at);
     }
     let [caller, agent, sup] = &heard;
     const LISTEN: usize = 0;

@@ -4,6 +4,7 @@
 
 use super::call;
 use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
 use tandem_dataplane::api::{Codec, Command, Event, LegCodec, LegParams, SessionId};
 use tandem_dataplane::CoreHandle;
 use tandem_media::codec::{
@@ -140,6 +141,26 @@ impl Phone {
                 ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
                 pcm,
             });
+        }
+    }
+}
+
+/// One phase of `PHASE_TICKS`: every phone sends its tone each 20 ms (paced from `tick_at`)
+/// and keeps what it heard in its entry of `heard`.
+pub fn play_phase(
+    phones: &mut [Phone],
+    heard: &mut [Vec<Heard>],
+    phase: usize,
+    tick_at: &mut Instant,
+) {
+    for tick in 0..PHASE_TICKS {
+        for p in phones.iter_mut() {
+            p.send();
+        }
+        *tick_at += Duration::from_millis(20);
+        std::thread::sleep(tick_at.saturating_duration_since(Instant::now()));
+        for (p, into) in phones.iter_mut().zip(heard.iter_mut()) {
+            p.receive(phase, tick, into);
         }
     }
 }
