@@ -48,7 +48,7 @@ pub struct ConferenceStats {
     pub frames: u64,
 }
 
-struct Conference {
+pub struct Conference {
     id: u32,
     rate: MixRate,
     mixer: Mixer,
@@ -137,38 +137,17 @@ impl MixSessions for Conference {
 }
 
 /// The conferences of one core: a session is a member of at most one.
-pub struct Conferences {
-    table: MixTable<Conference>,
-}
+pub type Conferences = MixTable<Conference>;
 
-impl Conferences {
-    pub fn new(sessions: u32) -> Self {
-        Conferences {
-            table: MixTable::new(sessions),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.table.active.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.table.active.is_empty()
-    }
-
-    /// Whether session `index` is a member of a conference.
-    pub fn contains(&self, index: u32) -> bool {
-        self.table.contains(index)
-    }
-
+impl MixTable<Conference> {
     /// The conference id session `index` is a member of.
     pub fn conference_of(&self, index: u32) -> Option<u32> {
-        self.table.find(index).map(|c| c.id)
+        self.find(index).map(|c| c.id)
     }
 
     /// The counters of the conference session `index` is a member of.
     pub fn stats(&self, index: u32) -> Option<ConferenceStats> {
-        self.table.find(index).map(|c| ConferenceStats {
+        self.find(index).map(|c| ConferenceStats {
             members: c.members.len(),
             ..c.stats
         })
@@ -176,7 +155,7 @@ impl Conferences {
 
     /// The rate of the conference session `index` is a member of.
     pub fn rate(&self, index: u32) -> Option<MixRate> {
-        self.table.find(index).map(|c| c.rate)
+        self.find(index).map(|c| c.rate)
     }
 
     /// Session `index`'s leg A joins conference `conference` (made on the first join), its
@@ -190,22 +169,22 @@ impl Conferences {
         seed: u64,
         now_ns: u64,
     ) -> Result<(), JoinError> {
-        if !self.table.in_range(index) || self.contains(index) {
+        if !self.in_range(index) || self.contains(index) {
             return Err(JoinError::Conflict);
         }
-        let at = match self.table.active.iter().position(|c| c.id == conference) {
+        let at = match self.active.iter().position(|c| c.id == conference) {
             Some(at) => at,
             None => {
                 let rate = MixRate::for_codecs([codec.codec]);
-                self.table.push(Conference::new(conference, rate), now_ns)
+                self.push(Conference::new(conference, rate), now_ns)
             }
         };
-        let result = self.table.active[at].add_member(index, codec, seed);
+        let result = self.active[at].add_member(index, codec, seed);
         match result {
-            Ok(()) => self.table.set(index, Some(at)),
+            Ok(()) => self.set(index, Some(at)),
             // A room made for this join, which failed, goes again.
-            Err(_) if self.table.active[at].members.is_empty() => {
-                self.table.remove(at);
+            Err(_) if self.active[at].members.is_empty() => {
+                self.remove(at);
             }
             Err(_) => {}
         }
@@ -215,15 +194,15 @@ impl Conferences {
     /// Session `index` leaves its conference; returns the conference's id and whether it is
     /// now empty (and gone).
     pub fn leave(&mut self, index: u32) -> Option<(u32, bool)> {
-        let at = self.table.at(index)?;
-        self.table.set(index, None);
-        let c = &mut self.table.active[at];
+        let at = self.at(index)?;
+        self.set(index, None);
+        let c = &mut self.active[at];
         let k = c.members.iter().position(|m| m.session == index)?;
         let gone = c.members.swap_remove(k);
         let _ = c.mixer.remove(gone.party.id);
         let (id, empty) = (c.id, c.members.is_empty());
         if empty {
-            self.table.remove(at);
+            self.remove(at);
         }
         Some((id, empty))
     }
@@ -232,7 +211,7 @@ impl Conferences {
     /// session in no conference, not the member's audio payload type (muxed RTCP, events), a
     /// corrupt payload, a packet too late for the reorder window.
     pub fn feed(&mut self, index: u32, packet: &[u8]) -> Result<(), CodecError> {
-        let c = self.table.find_mut(index).ok_or(CodecError::Rejected)?;
+        let c = self.find_mut(index).ok_or(CodecError::Rejected)?;
         let m = c
             .members
             .iter_mut()
@@ -243,18 +222,9 @@ impl Conferences {
         Ok(())
     }
 
-    /// Frames due at `now` (0 with no conference); moves the grid past them.
-    pub fn due(&mut self, now_ns: u64) -> u32 {
-        self.table.due(now_ns)
-    }
-
-    pub fn sleep_hint_ns(&self, now_ns: u64) -> Option<u64> {
-        self.table.sleep_hint_ns(now_ns)
-    }
-
     /// Lets `n` frames of conference `i` pass unmixed.
     pub fn skip(&mut self, i: usize, n: u32) {
-        for m in &mut self.table.active[i].members {
+        for m in &mut self.active[i].members {
             m.party.skip(n);
         }
     }
@@ -266,7 +236,7 @@ impl Conferences {
         i: usize,
         mut send: impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool,
     ) {
-        self.table.active[i].mix_frame(&mut send);
+        self.active[i].mix_frame(&mut send);
     }
 }
 
@@ -311,7 +281,7 @@ mod tests {
             for (s, level) in levels {
                 c.feed(s, &packet(seq, level)).unwrap();
             }
-            let at = c.table.at(1).unwrap();
+            let at = c.at(1).unwrap();
             c.mix_frame(at, |s, leg, _, p| {
                 assert_eq!(leg, LegIndex::A);
                 heard[s as usize] = tandem_media::g711::ulaw_decode(p[80]) as i32;

@@ -553,14 +553,14 @@ impl MixParty {
 const NONE: u32 = u32::MAX;
 
 /// What a [`MixTable`] needs of a mix: the sessions taking part in it.
-pub(crate) trait MixSessions {
+pub trait MixSessions {
     fn each_session(&self, f: impl FnMut(u32));
 }
 
 /// The mixes of one kind on one core (monitors, conferences), each boxed and found by any
 /// session taking part; a session takes part in at most one, so the list never outgrows the
 /// capacity given at start. They share one 20 ms grid.
-pub(crate) struct MixTable<T> {
+pub struct MixTable<T> {
     pub(crate) active: Vec<Box<T>>,
     /// Per session index: index into `active` of the mix it takes part in, or NONE.
     position: Box<[u32]>,
@@ -568,12 +568,21 @@ pub(crate) struct MixTable<T> {
 }
 
 impl<T: MixSessions> MixTable<T> {
-    pub(crate) fn new(sessions: u32) -> Self {
+    pub fn new(sessions: u32) -> Self {
         MixTable {
             active: Vec::with_capacity(sessions as usize / 2 + 1),
             position: vec![NONE; sessions as usize].into_boxed_slice(),
             grid: FrameGrid::default(),
         }
+    }
+
+    /// Mixes now.
+    pub fn len(&self) -> usize {
+        self.active.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty()
     }
 
     /// Whether `index` is a session index of this core.
@@ -587,7 +596,8 @@ impl<T: MixSessions> MixTable<T> {
         (at != NONE).then_some(at as usize)
     }
 
-    pub(crate) fn contains(&self, index: u32) -> bool {
+    /// Whether session `index` takes part in a mix.
+    pub fn contains(&self, index: u32) -> bool {
         self.at(index).is_some()
     }
 
@@ -628,11 +638,11 @@ impl<T: MixSessions> MixTable<T> {
     }
 
     /// Frames due at `now` (0 with no mix); moves the grid past them.
-    pub(crate) fn due(&mut self, now_ns: u64) -> u32 {
+    pub fn due(&mut self, now_ns: u64) -> u32 {
         self.grid.due(now_ns, !self.active.is_empty())
     }
 
-    pub(crate) fn sleep_hint_ns(&self, now_ns: u64) -> Option<u64> {
+    pub fn sleep_hint_ns(&self, now_ns: u64) -> Option<u64> {
         self.grid.sleep_hint_ns(now_ns, !self.active.is_empty())
     }
 }

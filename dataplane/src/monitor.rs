@@ -171,42 +171,21 @@ impl MixSessions for Monitor {
 }
 
 /// The monitors of one core: at most one per session (as call or as supervisor).
-pub struct Monitors {
-    table: MixTable<Monitor>,
-}
+pub type Monitors = MixTable<Monitor>;
 
-impl Monitors {
-    pub fn new(sessions: u32) -> Self {
-        Monitors {
-            table: MixTable::new(sessions),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.table.active.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.table.active.is_empty()
-    }
-
-    /// Whether session `index` is a monitored call or a supervisor's leg.
-    pub fn contains(&self, index: u32) -> bool {
-        self.table.contains(index)
-    }
-
+impl MixTable<Monitor> {
     /// The mode of the monitor that session `index` takes part in.
     pub fn mode(&self, index: u32) -> Option<MonitorMode> {
-        self.table.find(index).map(|m| m.mode)
+        self.find(index).map(|m| m.mode)
     }
 
     pub fn stats(&self, index: u32) -> Option<MonitorStats> {
-        self.table.find(index).map(|m| m.stats)
+        self.find(index).map(|m| m.stats)
     }
 
     /// The rate the mix that session `index` takes part in runs at.
     pub fn rate(&self, index: u32) -> Option<MixRate> {
-        self.table.find(index).map(|m| m.rate)
+        self.find(index).map(|m| m.rate)
     }
 
     /// Attaches session `supervisor`'s leg A to session `session` in `mode`. `codecs`: caller
@@ -225,19 +204,18 @@ impl Monitors {
         if session == supervisor || self.contains(session) || self.contains(supervisor) {
             return Err(AttachError::Conflict);
         }
-        if !self.table.in_range(session) || !self.table.in_range(supervisor) {
+        if !self.in_range(session) || !self.in_range(supervisor) {
             return Err(AttachError::Conflict);
         }
         let m = Monitor::new(session, supervisor, mode, codecs, seeds)
             .map_err(|_| AttachError::Codec)?;
-        self.table.push(m, now_ns);
+        self.push(m, now_ns);
         Ok(())
     }
 
     /// Changes the mode of the monitor on session `session` (the call, not the supervisor).
     pub fn set_mode(&mut self, session: u32, mode: MonitorMode) -> Result<(), AttachError> {
         let m = self
-            .table
             .find_mut(session)
             .filter(|m| m.session == session)
             .ok_or(AttachError::Conflict)?;
@@ -253,7 +231,7 @@ impl Monitors {
     /// Ends the monitor that session `index` (call or supervisor) takes part in; returns the
     /// call's and the supervisor's session indices.
     pub fn detach(&mut self, index: u32) -> Option<(u32, u32)> {
-        let m = self.table.remove(self.table.at(index)?);
+        let m = self.remove(self.at(index)?);
         Some((m.session, m.supervisor))
     }
 
@@ -262,7 +240,7 @@ impl Monitors {
     /// audio payload type, a corrupt payload, a session in no monitor, or a supervisor
     /// session's leg B.
     pub fn feed(&mut self, index: u32, leg_in: usize, packet: &[u8]) -> Result<(), CodecError> {
-        let m = self.table.find_mut(index).ok_or(CodecError::Rejected)?;
+        let m = self.find_mut(index).ok_or(CodecError::Rejected)?;
         let party = match (m.session == index, leg_in) {
             (true, 0) => CALLER,
             (true, _) => AGENT,
@@ -272,18 +250,9 @@ impl Monitors {
         m.feed(party, packet)
     }
 
-    /// Frames due at `now` (0 with no monitor); moves the grid past them.
-    pub fn due(&mut self, now_ns: u64) -> u32 {
-        self.table.due(now_ns)
-    }
-
-    pub fn sleep_hint_ns(&self, now_ns: u64) -> Option<u64> {
-        self.table.sleep_hint_ns(now_ns)
-    }
-
     /// Lets `n` frames of monitor `i` pass unmixed.
     pub fn skip(&mut self, i: usize, n: u32) {
-        self.table.active[i].skip(n);
+        self.active[i].skip(n);
     }
 
     /// Mixes one frame of monitor `i` and hands each mixed packet to `send(session index, leg,
@@ -293,7 +262,7 @@ impl Monitors {
         i: usize,
         mut send: impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool,
     ) {
-        self.table.active[i].mix_frame(&mut send);
+        self.active[i].mix_frame(&mut send);
     }
 }
 
