@@ -1,5 +1,6 @@
 //! Tandem's data plane: thread-per-core, shared-nothing RTP/RTCP relay, with playback,
-//! transcoding (G.711 ↔ Opus) and supervisor monitoring (listen, whisper, barge) per session.
+//! transcoding (G.711 ↔ Opus), supervisor monitoring (listen, whisper, barge) per session and
+//! small conferences mixed on a core.
 //!
 //! Start with [`engine::DataPlane::start`]; talk to each core through its [`engine::CoreHandle`]
 //! (commands in, events out, over bounded SPSC rings). This crate depends on nothing from the
