@@ -9,6 +9,7 @@ use crate::api::{
     ClipSequence, Command, CoreError, Event, LegCodec, LegIndex, LegParams, MonitorMode, SessionId,
 };
 use crate::clip::{law_of_payload_type, Clip};
+use crate::conference::{Conferences, JoinError, MAX_MEMBERS};
 use crate::io::{signal_eventfd, Backend, RxBatch, TxBatch};
 use crate::monitor::{self, AttachError, Monitors};
 use crate::playback::{Player, Players, MAX_BURST};
@@ -75,6 +76,7 @@ pub struct Core {
     transcoders: Transcoders,
     /// Supervisors attached to calls, and their mixes.
     monitors: Monitors,
+    conferences: Conferences,
     /// Packets of this batch to decode for a supervisor's mix once the relayed ones are sent:
     /// indices into `rx`, [`MIX_ONLY`] set for those that go nowhere else.
     to_mix: Vec<u32>,
@@ -99,6 +101,28 @@ fn silenced(packet: &[u8], silence: u8, out: &mut [u8]) -> Result<usize, ()> {
     let start = payload.as_ptr() as usize - packet.as_ptr() as usize;
     out[start..start + payload.len()].fill(silence);
     Ok(packet.len())
+}
+
+/// Queues one mixed packet to leg `leg` of session `index`; false when it cannot go (no peer
+/// address yet, or the leg is being played a clip, which it hears instead of the mix).
+fn send_mixed(
+    sessions: &Sessions,
+    tx: &mut TxBatch,
+    index: u32,
+    leg: LegIndex,
+    header: &[u8],
+    payload: &[u8],
+) -> bool {
+    if sessions
+        .get(index)
+        .is_none_or(|s| s.legs[leg as usize].playing)
+    {
+        return false;
+    }
+    match sessions.play_target(index, leg) {
+        Some((slot, dest)) => tx.push_played(slot, dest, header, payload),
+        None => false,
+    }
 }
 
 fn realtime_ns() -> u64 {
@@ -130,6 +154,7 @@ impl Core {
             players: Players::new(cfg.capacity),
             transcoders: Transcoders::new(cfg.capacity),
             monitors: Monitors::new(cfg.capacity),
+            conferences: Conferences::new(cfg.capacity),
             to_mix: Vec::with_capacity(cfg.batch),
             clips,
             // Distinct per core and per start; nothing depends on it but stream identities.
@@ -176,6 +201,7 @@ impl Core {
                 self.wheel.sleep_hint_ns(now),
                 self.players.sleep_hint_ns(now),
                 self.monitors.sleep_hint_ns(now),
+                self.conferences.sleep_hint_ns(now),
             ]
             .into_iter()
             .flatten()
@@ -396,7 +422,11 @@ impl Core {
                 slot / PORTS_PER_SESSION,
                 (slot % PORTS_PER_SESSION / 2) as usize,
             );
-            let fed = self.monitors.feed(index, leg, self.rx.packet(i));
+            let fed = if self.conferences.contains(index) {
+                self.conferences.feed(index, self.rx.packet(i))
+            } else {
+                self.monitors.feed(index, leg, self.rx.packet(i))
+            };
             if fed.is_err() && entry & MIX_ONLY != 0 {
                 self.counters.drop(DropReason::Mix, 1);
             }
@@ -404,35 +434,41 @@ impl Core {
         self.to_mix.clear();
     }
 
-    /// Mixes the supervisor frames due at `now` (up to [`MAX_BURST`] per monitor after a
-    /// stall, as playback) and queues them to each listener of a mix.
+    /// Mixes the supervisor and conference frames due at `now` (up to [`MAX_BURST`] per mix
+    /// after a stall, as playback) and queues them to each listener of a mix.
     fn mix(&mut self, now: u64) {
         let due = self.monitors.due(now);
-        if due == 0 {
-            return;
-        }
-        let frames = due.min(MAX_BURST);
-        for i in 0..self.monitors.len() {
-            self.monitors.skip(i, due - frames);
-            for _ in 0..frames {
-                // A frame sends at most three packets (caller, agent, supervisor).
-                if self.tx.room() < 3 {
-                    self.flush();
+        if due > 0 {
+            let frames = due.min(MAX_BURST);
+            for i in 0..self.monitors.len() {
+                self.monitors.skip(i, due - frames);
+                for _ in 0..frames {
+                    // A frame sends at most three packets (caller, agent, supervisor).
+                    if self.tx.room() < 3 {
+                        self.flush();
+                    }
+                    let (sessions, tx) = (&self.sessions, &mut self.tx);
+                    self.monitors.mix_frame(i, |index, leg, header, payload| {
+                        send_mixed(sessions, tx, index, leg, header, payload)
+                    });
                 }
-                let (sessions, tx) = (&self.sessions, &mut self.tx);
-                self.monitors.mix_frame(i, |index, leg, header, payload| {
-                    // A leg being played a clip hears the clip, not the mix.
-                    if sessions
-                        .get(index)
-                        .is_none_or(|s| s.legs[leg as usize].playing)
-                    {
-                        return false;
+            }
+        }
+        let due = self.conferences.due(now);
+        if due > 0 {
+            let frames = due.min(MAX_BURST);
+            for i in 0..self.conferences.len() {
+                self.conferences.skip(i, due - frames);
+                for _ in 0..frames {
+                    if self.tx.room() < MAX_MEMBERS {
+                        self.flush();
                     }
-                    match sessions.play_target(index, leg) {
-                        Some((slot, dest)) => tx.push_played(slot, dest, header, payload),
-                        None => false,
-                    }
-                });
+                    let (sessions, tx) = (&self.sessions, &mut self.tx);
+                    self.conferences
+                        .mix_frame(i, |index, leg, header, payload| {
+                            send_mixed(sessions, tx, index, leg, header, payload)
+                        });
+                }
             }
         }
     }
@@ -705,6 +741,23 @@ impl Core {
                     let result = self.set_monitor_mode(id, mode);
                     self.answer(token, result);
                 }
+                Command::JoinConference {
+                    token,
+                    id,
+                    conference,
+                    codec,
+                } => {
+                    let result = self.join_conference(id, conference, codec);
+                    self.answer(token, result);
+                }
+                Command::LeaveConference { token, id } => {
+                    let result = match self.sessions.resolve(id) {
+                        Some(index) if self.conferences.leave(index).is_some() => Ok(()),
+                        Some(_) => Err(CoreError::ConferenceConflict),
+                        None => Err(CoreError::UnknownSession),
+                    };
+                    self.answer(token, result);
+                }
                 Command::DetachMonitor { token, id } => {
                     let result = match self.sessions.resolve(id) {
                         Some(index) if self.detach_monitor(index) => Ok(()),
@@ -837,6 +890,9 @@ impl Core {
             .sessions
             .resolve(supervisor)
             .ok_or(CoreError::UnknownSession)?;
+        if self.conferences.contains(index) || self.conferences.contains(sup) {
+            return Err(CoreError::MonitorConflict);
+        }
         let seeds = [self.random(), self.random(), self.random()];
         self.monitors
             .attach(index, sup, mode, codecs, seeds, monotonic_ns())
@@ -851,6 +907,32 @@ impl Core {
         self.backend.close(first + 3);
         self.sessions.set_mixed(sup, LegIndex::A, true);
         self.apply_monitor_mode(index, mode);
+        Ok(())
+    }
+
+    /// Session `id`'s leg A (the member's phone) joins conference `conference`.
+    fn join_conference(
+        &mut self,
+        id: SessionId,
+        conference: u32,
+        codec: LegCodec,
+    ) -> Result<(), CoreError> {
+        let index = self.sessions.resolve(id).ok_or(CoreError::UnknownSession)?;
+        if self.monitors.contains(index) {
+            return Err(CoreError::ConferenceConflict);
+        }
+        let seed = self.random();
+        self.conferences
+            .join(index, conference, codec, seed, monotonic_ns())
+            .map_err(|e| match e {
+                JoinError::Conflict => CoreError::ConferenceConflict,
+                JoinError::Codec => CoreError::UnsupportedCodec,
+            })?;
+        // A member's session is its leg A alone, as a supervisor's.
+        let first = index * PORTS_PER_SESSION;
+        self.backend.close(first + 2);
+        self.backend.close(first + 3);
+        self.sessions.set_mixed(index, LegIndex::A, true);
         Ok(())
     }
 
@@ -966,6 +1048,7 @@ impl Core {
         self.transcoders.set(index * 2, None);
         self.transcoders.set(index * 2 + 1, None);
         self.detach_monitor(index);
+        self.conferences.leave(index);
         self.dtmf_senders.clear(index * 2);
         self.dtmf_senders.clear(index * 2 + 1);
         self.free.push_back(index);

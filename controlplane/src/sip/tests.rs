@@ -2505,5 +2505,7 @@ mod announcements {
     }
 }
 
+#[path = "conference_tests.rs"]
+mod conference_tests;
 #[path = "monitor_tests.rs"]
 mod monitor_tests;
