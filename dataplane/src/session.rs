@@ -11,6 +11,7 @@ use crate::api::{
 use crate::dtmf::Dtmf;
 pub use crate::dtmf::{DtmfReport, DTMF_QUEUE};
 use crate::quality::{self, LegQuality};
+use crate::rtcp::ReportBlock;
 use crate::rtp::{self, Kind};
 use crate::stats::DropReason;
 use std::net::SocketAddr;
@@ -81,7 +82,8 @@ pub struct Leg {
     /// going to it pass through the sender.
     pub sending_dtmf: bool,
     /// RTP from this leg's peer is transcoded for the other leg (the core holds the
-    /// transcoder, `crate::transcode`); RTCP is relayed as before.
+    /// transcoder, `crate::transcode`); its RTCP ends at the core, which reports on the
+    /// transcoded streams itself (`crate::rtcp`).
     pub transcode: bool,
     /// RTP from this leg's peer goes to the core's supervisor mix (`crate::monitor`) instead
     /// of to the other leg: a supervisor's leg, or a monitored leg in whisper or barge.
@@ -152,6 +154,11 @@ pub enum Verdict {
     Mix {
         latch: Option<SocketAddr>,
         in_key: u32,
+    },
+    /// RTCP from a transcoded leg: it describes streams the other peer never receives, so it
+    /// ends here (it has fed the leg's quality); not a drop.
+    Consumed {
+        latch: Option<SocketAddr>,
     },
     Drop(DropReason),
     /// Not relayed, but the packet latched its stream: the in socket is connected to `latch`
@@ -328,6 +335,40 @@ impl Sessions {
         Some((slot, if rtp.latched { None } else { Some(peer) }))
     }
 
+    /// Where RTCP of ours to `leg` goes: its RTCP socket's slot (its RTP socket's when the leg
+    /// muxes) and the destination (`None` when the socket is connected to the latched peer).
+    /// `None` while the peer's address is unknown.
+    pub fn rtcp_target(&self, index: u32, leg: LegIndex) -> Option<(u32, Option<SocketAddr>)> {
+        let l = &self.get(index)?.legs[leg as usize];
+        let (stream, port_kind) = if l.rtcp_mux {
+            (&l.rtp, 0)
+        } else {
+            (&l.rtcp, 1)
+        };
+        let peer = stream.peer?;
+        let slot = index * PORTS_PER_SESSION + 2 * leg as u32 + port_kind;
+        Some((slot, if stream.latched { None } else { Some(peer) }))
+    }
+
+    /// The report block about what `leg`'s peer sends us, for our report to it at `now_ns`
+    /// (starts a new loss interval).
+    pub fn report_block(&mut self, index: u32, leg: LegIndex, now_ns: u64) -> Option<ReportBlock> {
+        self.quality[index as usize * 2 + leg as usize].report_block(now_ns)
+    }
+
+    /// Notes our SR (SSRC, NTP middle bits) queued to `leg`'s peer at `now_ns`: its report
+    /// blocks that echo it give the leg's round trip.
+    pub fn on_our_sender_report(
+        &mut self,
+        index: u32,
+        leg: LegIndex,
+        ssrc: u32,
+        compact: u32,
+        now_ns: u64,
+    ) {
+        self.quality[index as usize * 2 + leg as usize].on_our_sender_report(ssrc, compact, now_ns);
+    }
+
     /// Hands every pending DTMF report to `f`, oldest first.
     pub fn drain_dtmf(&mut self, f: impl FnMut(DtmfReport)) {
         self.dtmf.drain(f);
@@ -419,7 +460,8 @@ impl Sessions {
             let l = &session.legs[leg_in];
             (l.dtmf_pt, l.inband_pt, l.block_dtmf)
         };
-        let transcode = session.legs[leg_in].transcode && kind == Kind::Rtp;
+        let transcoded = session.legs[leg_in].transcode;
+        let transcode = transcoded && kind == Kind::Rtp;
         let mixed = session.legs[leg_in].mixed;
         let out_leg_index = 1 - leg_in;
         let out_leg = &session.legs[out_leg_index];
@@ -431,6 +473,8 @@ impl Sessions {
                 latch,
                 in_key: index * 2 + leg_in as u32,
             }
+        } else if transcoded && kind == Kind::Rtcp {
+            Verdict::Consumed { latch }
         } else if out_leg.playing {
             drop_latched(DropReason::Playback, latch)
         } else {
@@ -494,7 +538,15 @@ impl Sessions {
         };
         match kind {
             Kind::Rtp => from.on_rtp(data, now_ns),
-            Kind::Rtcp => quality::on_rtcp(from, other, data, now_ns),
+            Kind::Rtcp => {
+                // Relayed, this peer got the other peer's SR; transcoded, it got ours.
+                let echoed = if transcoded {
+                    from.our_sr()
+                } else {
+                    other.peer_sr()
+                };
+                quality::on_rtcp(from, echoed, data, now_ns)
+            }
         }
         verdict
     }
