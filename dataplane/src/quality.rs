@@ -436,6 +436,27 @@ mod tests {
     }
 
     #[test]
+    fn report_blocks_give_the_fraction_lost_per_interval() {
+        let mut q = LegQuality::default();
+        assert_eq!(q.report_block(0), None);
+        // 10 packets with 2 lost, then 10 with none lost.
+        for i in (0..10u16).filter(|i| *i != 3 && *i != 6) {
+            q.on_rtp(&rtp(0, 100 + i, i as u32 * 160, 5), i as u64 * 20 * MS);
+        }
+        let b = q.report_block(200 * MS).unwrap();
+        assert_eq!((b.ssrc, b.fraction_lost, b.cumulative_lost), (5, 51, 2));
+        assert_eq!((b.extended_highest_seq, b.lsr, b.dlsr), (109, 0, 0));
+        for i in 10..20u16 {
+            q.on_rtp(&rtp(0, 100 + i, i as u32 * 160, 5), i as u64 * 20 * MS);
+        }
+        let b = q.report_block(400 * MS).unwrap();
+        assert_eq!((b.fraction_lost, b.cumulative_lost), (0, 2));
+        // An SR from another source than the one the block is about is not echoed.
+        on_rtcp(&mut q, SrSeen::default(), &sender_report(6, 1 << 16), 0);
+        assert_eq!(q.report_block(0).unwrap().lsr, 0);
+    }
+
+    #[test]
     fn hostile_rtcp_is_ignored() {
         let mut a = LegQuality::default();
         for data in [

@@ -912,6 +912,76 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn rtcp_of_a_transcoded_leg_ends_here_and_gives_the_round_trip_to_our_sr() {
+        let mut t = Sessions::new(0, 1, 30000);
+        let mut muxed = params(6000);
+        muxed.rtcp_mux = true;
+        t.activate(0, &params(5000), &muxed, 0);
+        // Our reports go to A's RTCP port (signalled, then latched) and B's RTP port (mux).
+        assert_eq!(
+            t.rtcp_target(0, LegIndex::A),
+            Some((1, Some(addr("10.0.0.1:5001"))))
+        );
+        assert_eq!(
+            t.rtcp_target(0, LegIndex::B),
+            Some((2, Some(addr("10.0.0.1:6000"))))
+        );
+        t.set_transcode(0, LegIndex::A, true);
+        t.set_transcode(0, LegIndex::B, true);
+        // A's RTP (seq 7, 8) and then A's SR: the SR is consumed, latching A's RTCP socket.
+        let mut a_rtp = rtp();
+        a_rtp[1] = 8;
+        a_rtp[8..12].copy_from_slice(&0xaaaa_u32.to_be_bytes());
+        for seq in [7u16, 8] {
+            a_rtp[2..4].copy_from_slice(&seq.to_be_bytes());
+            assert!(matches!(
+                t.on_packet(0, addr("10.0.0.1:5000"), &a_rtp, 1),
+                Verdict::Transcode { out_slot: 2, .. }
+            ));
+        }
+        let ntp = 0x0000_1234_5678_0000u64;
+        let mut sr = vec![0x80, 200, 0, 6];
+        sr.extend_from_slice(&0xaaaa_u32.to_be_bytes());
+        sr.extend_from_slice(&ntp.to_be_bytes());
+        sr.extend_from_slice(&[0; 12]);
+        let a_rtcp = addr("10.0.0.1:5001");
+        assert_eq!(
+            t.on_packet(1, a_rtcp, &sr, 1_000_000_000),
+            Verdict::Consumed {
+                latch: Some(a_rtcp)
+            }
+        );
+        assert_eq!(t.rtcp_target(0, LegIndex::A), Some((1, None)));
+        // Our block about A's stream echoes its SR, held 0.5 s.
+        let block = t.report_block(0, LegIndex::A, 1_500_000_000).unwrap();
+        assert_eq!(
+            (block.ssrc, block.extended_highest_seq, block.cumulative_lost),
+            (0xaaaa, 8, 0)
+        );
+        assert_eq!((block.lsr, block.dlsr), (0x1234_5678, 32_768));
+        assert_eq!(t.report_block(0, LegIndex::B, 0), None, "B sent nothing");
+        // Our SR to A leaves at 2 s; A's RR about our SSRC echoes it 0.25 s held, 0.28 s on.
+        t.on_our_sender_report(0, LegIndex::A, 0xc0de, 0x0001_0000, 2_000_000_000);
+        let mut rr = vec![0x81, 201, 0, 7];
+        rr.extend_from_slice(&0xaaaa_u32.to_be_bytes());
+        rr.extend_from_slice(&0xc0de_u32.to_be_bytes());
+        rr.extend_from_slice(&[0; 12]);
+        rr.extend_from_slice(&0x0001_0000_u32.to_be_bytes());
+        rr.extend_from_slice(&16_384_u32.to_be_bytes());
+        assert_eq!(
+            t.on_packet(1, a_rtcp, &rr, 2_280_000_000),
+            Verdict::Consumed { latch: None }
+        );
+        assert_eq!(t.stats(0).legs[0].quality.rtt_us, Some(30_000));
+        // Relayed again once the plan is gone.
+        t.set_transcode(0, LegIndex::A, false);
+        assert!(matches!(
+            t.on_packet(1, a_rtcp, &rr, 2_300_000_000),
+            Verdict::Forward { out_slot: 2, .. }
+        ));
+    }
+
     proptest::proptest! {
         /// Hostile traffic (garbage, strangers, any port of the session) interleaved with a real
         /// call never stops the real call's packets from being relayed.

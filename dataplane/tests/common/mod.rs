@@ -12,7 +12,7 @@ use tandem_dataplane::{Config, CoreHandle, DataPlane};
 
 /// A data plane of one core on `io`, ports `port_min..port_min + 400`, room for 10 sessions.
 pub fn start_one_core(io: IoKind, port_min: u16) -> (DataPlane, CoreHandle) {
-    let mut dp = DataPlane::start(&Config {
+    start_core(Config {
         cores: Some(1),
         port_min,
         port_max: port_min + 399,
@@ -20,7 +20,11 @@ pub fn start_one_core(io: IoKind, port_min: u16) -> (DataPlane, CoreHandle) {
         sessions_per_core: Some(10),
         ..Config::default()
     })
-    .expect("start data plane");
+}
+
+/// A data plane of `cfg` (one core), and that core.
+pub fn start_core(cfg: Config) -> (DataPlane, CoreHandle) {
+    let mut dp = DataPlane::start(&cfg).expect("start data plane");
     let core = dp.take_cores().pop().unwrap();
     (dp, core)
 }
