@@ -956,7 +956,11 @@ mod tests {
         // Our block about A's stream echoes its SR, held 0.5 s.
         let block = t.report_block(0, LegIndex::A, 1_500_000_000).unwrap();
         assert_eq!(
-            (block.ssrc, block.extended_highest_seq, block.cumulative_lost),
+            (
+                block.ssrc,
+                block.extended_highest_seq,
+                block.cumulative_lost
+            ),
             (0xaaaa, 8, 0)
         );
         assert_eq!((block.lsr, block.dlsr), (0x1234_5678, 32_768));

@@ -94,7 +94,10 @@ fn parse(p: &[u8]) -> Parsed {
     // SDES with one chunk: our SSRC, CNAME.
     let sdes = &p[len..];
     assert_eq!((sdes[0] & 0x1f, sdes[1]), (1, 202));
-    assert_eq!(len + (u16::from_be_bytes([sdes[2], sdes[3]]) as usize + 1) * 4, p.len());
+    assert_eq!(
+        len + (u16::from_be_bytes([sdes[2], sdes[3]]) as usize + 1) * 4,
+        p.len()
+    );
     assert_eq!(word(sdes, 4), word(p, 4));
     assert_eq!(sdes[8], 1, "CNAME item");
     Parsed {
@@ -109,7 +112,10 @@ fn parse(p: &[u8]) -> Parsed {
 fn listen(phone: &Phone, heard: &mut Heard) {
     let mut buf = [0u8; 1500];
     while let Ok(n) = phone.rtp.recv(&mut buf) {
-        assert!(n >= 12 && !(200..=204).contains(&buf[1]), "RTCP on the RTP socket");
+        assert!(
+            n >= 12 && !(200..=204).contains(&buf[1]),
+            "RTCP on the RTP socket"
+        );
         heard.rtp_ssrc = Some(word(&buf, 8));
         heard.last_ts = word(&buf, 4);
         heard.rtp_packets += 1;
@@ -223,9 +229,16 @@ fn reports_on_a_transcoded_session(io: IoKind, port_min: u16) {
         let (_, rtp_ts, packets, _) = last.sender.unwrap();
         assert_eq!(packets, PACKETS as u32);
         let ahead = rtp_ts.wrapping_sub(heard.last_ts) as i32;
-        assert!((0..16_000).contains(&ahead), "SR timestamp {ahead} ticks on");
+        assert!(
+            (0..16_000).contains(&ahead),
+            "SR timestamp {ahead} ticks on"
+        );
         let block = last.blocks[0];
-        assert_eq!(block.3, (peer_ntp >> 16) as u32, "LSR echoes the phone's SR");
+        assert_eq!(
+            block.3,
+            (peer_ntp >> 16) as u32,
+            "LSR echoes the phone's SR"
+        );
         assert!(block.4 > 0 && block.4 < 2 * 65_536, "DLSR {}", block.4);
     }
 
