@@ -473,15 +473,14 @@ impl Sessions {
                 latch,
                 in_key: index * 2 + leg_in as u32,
             }
-        } else if transcoded && kind == Kind::Rtcp {
-            Verdict::Consumed { latch }
         } else if out_leg.playing {
             drop_latched(DropReason::Playback, latch)
         } else {
             match out.peer {
                 None => {
-                    // A supervisor's leg has no other leg: its RTCP ends here, not in error.
-                    if !mixed {
+                    // A supervisor's leg has no other leg: its RTCP ends here, not in error;
+                    // so does a transcoded leg's (below).
+                    if !mixed && !(transcoded && kind == Kind::Rtcp) {
                         let in_stream = stream_mut(&mut session.legs[leg_in], on_rtcp_port);
                         in_stream.stats.errors += 1;
                     }
@@ -539,8 +538,11 @@ impl Sessions {
         match kind {
             Kind::Rtp => from.on_rtp(data, now_ns),
             Kind::Rtcp => {
-                // Relayed, this peer got the other peer's SR; transcoded, it got ours.
+                // Relayed, this peer got the other peer's SR; transcoded, it got ours, and
+                // the peer's RTCP (about streams the other peer never receives) ends here.
+                // Decided here rather than above so RTP pays nothing for it.
                 let echoed = if transcoded {
+                    verdict = Verdict::Consumed { latch };
                     from.our_sr()
                 } else {
                     other.peer_sr()
@@ -978,6 +980,21 @@ mod tests {
             Verdict::Consumed { latch: None }
         );
         assert_eq!(t.stats(0).legs[0].quality.rtt_us, Some(30_000));
+        // Towards a leg without an address, or one being played to, it ends here all the
+        // same, not in error.
+        t.set_playing(0, LegIndex::B, true);
+        assert_eq!(
+            t.on_packet(1, a_rtcp, &rr, 2_290_000_000),
+            Verdict::Consumed { latch: None }
+        );
+        t.set_playing(0, LegIndex::B, false);
+        t.update(0, LegIndex::B, &LegParams::default());
+        assert_eq!(
+            t.on_packet(1, a_rtcp, &rr, 2_290_000_000),
+            Verdict::Consumed { latch: None }
+        );
+        assert_eq!(t.stats(0).legs[0].rtcp.errors, 0);
+        t.update(0, LegIndex::B, &muxed);
         // Relayed again once the plan is gone.
         t.set_transcode(0, LegIndex::A, false);
         assert!(matches!(
