@@ -402,18 +402,23 @@ impl Core {
 
     /// Queues our report to the peer of leg `key` (`index * 2 + leg`): an SR about our
     /// stream to it (an RR before we sent any), a block about its stream to us, our CNAME.
-    /// False when the session is no longer transcoded (no more reports).
+    /// False when we no longer originate what the leg hears (no more reports).
     fn send_report(&mut self, key: u32, now: u64) -> bool {
         let (index, leg) = (key / 2, leg_of_key(key));
-        // Our stream towards this leg comes out of the other leg's transcoder.
-        let Some(t) = self.transcoders.get(key ^ 1) else {
+        // What the leg hears: a clip played to it (G.711, 8 kHz), else the other leg's
+        // transcoded stream.
+        let (ssrc, sent, clock_hz) = if let Some(p) = self.players.find(key) {
+            (p.ssrc, p.sent, 8_000)
+        } else if let Some(t) = self.transcoders.get(key ^ 1) {
+            (t.ssrc(), *t.sent(), t.out_clock_hz())
+        } else {
             return false;
         };
         let Some((slot, dest)) = self.sessions.rtcp_target(index, leg) else {
             return true;
         };
         let ntp = self.wall.ntp(now);
-        let (ssrc, sender) = (t.ssrc(), t.sent().sender_info(ntp, now, t.out_clock_hz()));
+        let sender = sent.sender_info(ntp, now, clock_hz);
         let block = self.sessions.report_block(index, leg, now);
         if self.tx.is_full() {
             self.flush();
@@ -435,6 +440,14 @@ impl Core {
             }
         }
         true
+    }
+
+    /// Starts leg `key`'s reports unless they run already.
+    fn arm_reports(&mut self, key: u32, now: u64) {
+        if !self.rtcp_timers.is_scheduled(key) {
+            let first = now + self.rtcp_interval_ns();
+            self.rtcp_timers.schedule(key, first);
+        }
     }
 
     /// The time to a leg's next report: the configured interval × a random 0.5–1.5 (RFC 3550
@@ -472,6 +485,10 @@ impl Core {
                         debug_assert!(pushed, "room was made above");
                         // Keys sent to a leg on hold music ride in the music's stream.
                         self.send_dtmf_in(slot);
+                        if let Some(packet) = self.tx.last() {
+                            let audio = packet[1] & 0x7f == p.payload_type;
+                            p.sent.on_sent(packet, audio, now);
+                        }
                     }
                 }
             }
@@ -862,12 +879,16 @@ impl Core {
                     next_once: 0,
                     then,
                     looping: true,
+                    sent: Default::default(),
                 }
             }
         };
         player.set_clips(once, then);
-        self.players.start(player, monotonic_ns());
+        let now = monotonic_ns();
+        self.players.start(player, now);
         self.sessions.set_playing(index, leg, true);
+        // The leg's peer hears a stream of ours: it gets our reports about it.
+        self.arm_reports(key, now);
         Ok(())
     }
 
@@ -913,15 +934,12 @@ impl Core {
         self.transcoders.set(index * 2 + 1, b_to_a);
         self.sessions.set_transcode(index, LegIndex::A, on);
         self.sessions.set_transcode(index, LegIndex::B, on);
-        // Each leg gets reports of ours while transcoded (its peers' RTCP now ends here).
-        let now = monotonic_ns();
-        for key in [index * 2, index * 2 + 1] {
-            if !on {
-                self.rtcp_timers.cancel(key);
-            } else if !self.rtcp_timers.is_scheduled(key) {
-                let first = now + self.rtcp_interval_ns();
-                self.rtcp_timers.schedule(key, first);
-            }
+        // Each leg gets reports of ours while transcoded (its peers' RTCP now ends here); a
+        // leg no longer transcoded stops getting them at its next report unless it is played.
+        if on {
+            let now = monotonic_ns();
+            self.arm_reports(index * 2, now);
+            self.arm_reports(index * 2 + 1, now);
         }
         Ok(())
     }

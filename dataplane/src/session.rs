@@ -538,11 +538,13 @@ impl Sessions {
         match kind {
             Kind::Rtp => from.on_rtp(data, now_ns),
             Kind::Rtcp => {
-                // Relayed, this peer got the other peer's SR; transcoded, it got ours, and
-                // the peer's RTCP (about streams the other peer never receives) ends here.
-                // Decided here rather than above so RTP pays nothing for it.
+                // Relayed, this peer got the other peer's SR; transcoded or played to, it got
+                // ours. A transcoded leg's RTCP (about streams the other peer never receives)
+                // ends here; decided here rather than above so RTP pays nothing for it.
                 let echoed = if transcoded {
                     verdict = Verdict::Consumed { latch };
+                    from.our_sr()
+                } else if self.slots[index as usize].legs[leg_in].playing {
                     from.our_sr()
                 } else {
                     other.peer_sr()

@@ -2,13 +2,14 @@
 //! backend: PCMA on leg A, PCMU on leg B, reports every ~300 ms. Each phone sends RTP and one
 //! SR; each gets SRs whose SSRC is the SSRC of the RTP it receives, whose counts are what it
 //! received, with a block about its own stream echoing its SR, and never the other phone's
-//! RTCP. An RR echoing our SR gives the leg's round trip.
+//! RTCP. An RR echoing our SR gives the leg's round trip. Then a phone played hold music gets
+//! SRs about the music's stream.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
-use tandem_dataplane::api::{Codec, Command, Event, LegCodec, LegParams};
+use tandem_dataplane::api::{Codec, Command, Event, LegCodec, LegIndex, LegParams, SessionId};
 use tandem_dataplane::io::IoKind;
-use tandem_dataplane::Config;
+use tandem_dataplane::{Config, CoreHandle};
 
 mod common;
 use common::{call, endpoint_with, start_core};
@@ -47,7 +48,8 @@ struct Heard {
     rtp_ssrc: Option<u32>,
     rtp_packets: u32,
     last_ts: u32,
-    reports: Vec<(Instant, Vec<u8>)>,
+    /// Each report, when it was read, and how much RTP had been read by then.
+    reports: Vec<(Instant, Vec<u8>, u32)>,
 }
 
 fn word(p: &[u8], at: usize) -> u32 {
@@ -110,6 +112,18 @@ fn parse(p: &[u8]) -> Parsed {
 
 /// Reads what `phone` has been sent so far (each read waits at most 2 ms).
 fn listen(phone: &Phone, heard: &mut Heard) {
+    drain_rtp(phone, heard);
+    let mut buf = [0u8; 1500];
+    while let Ok(n) = phone.rtcp.recv(&mut buf) {
+        // The RTP queued before the report may have arrived since the last read.
+        drain_rtp(phone, heard);
+        heard
+            .reports
+            .push((Instant::now(), buf[..n].to_vec(), heard.rtp_packets));
+    }
+}
+
+fn drain_rtp(phone: &Phone, heard: &mut Heard) {
     let mut buf = [0u8; 1500];
     while let Ok(n) = phone.rtp.recv(&mut buf) {
         assert!(
@@ -119,9 +133,6 @@ fn listen(phone: &Phone, heard: &mut Heard) {
         heard.rtp_ssrc = Some(word(&buf, 8));
         heard.last_ts = word(&buf, 4);
         heard.rtp_packets += 1;
-    }
-    while let Ok(n) = phone.rtcp.recv(&mut buf) {
-        heard.reports.push((Instant::now(), buf[..n].to_vec()));
     }
 }
 
@@ -208,7 +219,7 @@ fn reports_on_a_transcoded_session(io: IoKind, port_min: u16) {
         let our_ssrc = heard.rtp_ssrc.unwrap();
         assert!(heard.reports.len() >= 2, "{} reports", heard.reports.len());
         let mut last_packets = 0;
-        for (_, report) in &heard.reports {
+        for (_, report, _) in &heard.reports {
             assert_ne!(report, peer_sr, "the other phone's RTCP was relayed");
             let r = parse(report);
             assert_eq!(r.ssrc, our_ssrc, "SR of the stream the phone receives");
@@ -226,6 +237,11 @@ fn reports_on_a_transcoded_session(io: IoKind, port_min: u16) {
         // The last report: everything sent, its timestamp moved on from the last packet's by
         // the time since (less than 2 s at 8 kHz), and the phone's SR echoed.
         let last = parse(&heard.reports.last().unwrap().1);
+        assert_eq!(
+            last.cname,
+            parse(&heard_b.reports[0].1).cname,
+            "one CNAME per core"
+        );
         let (_, rtp_ts, packets, _) = last.sender.unwrap();
         assert_eq!(packets, PACKETS as u32);
         let ahead = rtp_ts.wrapping_sub(heard.last_ts) as i32;
@@ -243,29 +259,83 @@ fn reports_on_a_transcoded_session(io: IoKind, port_min: u16) {
     }
 
     // Phone A answers our last SR with an RR echoing it: A's round trip from our SR.
-    let (received, report) = heard_a.reports.last().unwrap();
-    let r = parse(report);
-    let lsr = (r.sender.unwrap().0 >> 16) as u32;
-    let dlsr = (received.elapsed().as_nanos() * 65_536 / 1_000_000_000) as u32;
-    let mut rr = vec![0x81, 201, 0, 7];
-    rr.extend_from_slice(&a.ssrc.to_be_bytes());
-    rr.extend_from_slice(&r.ssrc.to_be_bytes());
-    rr.extend_from_slice(&[0; 12]);
-    rr.extend_from_slice(&lsr.to_be_bytes());
-    rr.extend_from_slice(&dlsr.to_be_bytes());
-    a.rtcp.send_to(&rr, a_rtcp).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
-    let stats = match call(&mut core, Command::Query { token: 3, id }) {
-        Event::Stats { stats, .. } => stats,
-        other => panic!("{other:?}"),
-    };
-    let rtt = stats.legs[0].quality.rtt_us.expect("A's round trip");
-    assert!(rtt < 200_000, "loopback round trip {rtt} µs");
+    echo_last_sr(&a, &heard_a, a_rtcp);
+    assert_round_trip(&mut core, id);
     let counters = core.stats.snapshot();
     assert_eq!(counters.rtcp_terminated, 3, "two SRs and an RR consumed");
     let delivered = (heard_a.reports.len() + heard_b.reports.len()) as u64;
     assert!(counters.rtcp_sent >= delivered, "{counters:?}");
+
+    // A plain session whose leg A is played hold music: SRs about the music's stream.
+    let (c, d) = (Phone::new(0xc0c0_c0c0), Phone::new(0xd0d0_d0d0));
+    let (id, ports) = match call(
+        &mut core,
+        Command::Create {
+            token: 4,
+            a: c.leg(),
+            b: d.leg(),
+        },
+    ) {
+        Event::Created { id, ports, .. } => (id, ports),
+        other => panic!("{other:?}"),
+    };
+    let play = Command::Play {
+        token: 5,
+        id,
+        leg: LegIndex::A,
+        clip: 0,
+        payload_type: 0,
+    };
+    assert_eq!(call(&mut core, play), Event::Updated { token: 5 });
+    let mut heard = Heard::default();
+    let until = Instant::now() + Duration::from_millis(700);
+    while Instant::now() < until {
+        listen(&c, &mut heard);
+    }
+    let music = heard.rtp_ssrc.expect("music");
+    assert!(!heard.reports.is_empty());
+    for (_, report, read_before) in &heard.reports {
+        let r = parse(report);
+        assert_eq!(r.ssrc, music, "SR of the music's stream");
+        assert!(r.blocks.is_empty(), "the phone sent nothing");
+        let (_, _, packets, octets) = r.sender.expect("SR");
+        assert_eq!(octets, packets * 160);
+        // Queued after the frames it counts, read after them (and perhaps a frame or two more).
+        assert!(
+            packets <= *read_before && *read_before <= packets + 3,
+            "{packets} in the SR, {read_before} read"
+        );
+    }
+    // Its RR about the music's stream gives its round trip (the RR itself is relayed to D).
+    echo_last_sr(&c, &heard, ours(ports[0] + 1));
+    assert_round_trip(&mut core, id);
     drop(dp);
+}
+
+/// `phone` answers the last SR in `heard` with an RR about it, sent to `to` (our RTCP port).
+fn echo_last_sr(phone: &Phone, heard: &Heard, to: SocketAddr) {
+    let (received, report, _) = heard.reports.last().unwrap();
+    let r = parse(report);
+    let lsr = (r.sender.unwrap().0 >> 16) as u32;
+    let dlsr = (received.elapsed().as_nanos() * 65_536 / 1_000_000_000) as u32;
+    let mut rr = vec![0x81, 201, 0, 7];
+    rr.extend_from_slice(&phone.ssrc.to_be_bytes());
+    rr.extend_from_slice(&r.ssrc.to_be_bytes());
+    rr.extend_from_slice(&[0; 12]);
+    rr.extend_from_slice(&lsr.to_be_bytes());
+    rr.extend_from_slice(&dlsr.to_be_bytes());
+    phone.rtcp.send_to(&rr, to).unwrap();
+}
+
+/// Leg A of session `id` has a loopback round trip.
+fn assert_round_trip(core: &mut CoreHandle, id: SessionId) {
+    std::thread::sleep(Duration::from_millis(20));
+    let stats = match call(core, Command::Query { token: 9, id }) {
+        Event::Stats { stats, .. } => stats,
+        other => panic!("{other:?}"),
+    };
+    let rtt = stats.legs[0].quality.rtt_us.expect("leg A's round trip");
+    assert!(rtt < 200_000, "loopback round trip {rtt} µs");
 }
 
 #[test]
