@@ -480,7 +480,8 @@ impl Sessions {
                 None => {
                     // A supervisor's leg has no other leg: its RTCP ends here, not in error;
                     // so does a transcoded leg's (below).
-                    if !mixed && !(transcoded && kind == Kind::Rtcp) {
+                    let ends_here = mixed || (transcoded && kind == Kind::Rtcp);
+                    if !ends_here {
                         let in_stream = stream_mut(&mut session.legs[leg_in], on_rtcp_port);
                         in_stream.stats.errors += 1;
                     }
