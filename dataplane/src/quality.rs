@@ -229,9 +229,10 @@ impl LegQuality {
 }
 
 /// Takes one RTCP (compound) packet that `from`'s peer sent: a sender report is noted on
-/// `from`; report blocks that echo `echoed` (the SR that peer last got: the other peer's,
-/// relayed, or on a transcoded session our own) give `from`'s round trip.
-pub fn on_rtcp(from: &mut LegQuality, echoed: SrSeen, data: &[u8], now_ns: u64) {
+/// `from`; report blocks that echo one of `echoes` (the SRs that peer may have got: the other
+/// peer's, relayed, and our own about a stream of ours it hears: transcoded, played, mixed;
+/// the block's SSRC tells which) give `from`'s round trip.
+pub fn on_rtcp(from: &mut LegQuality, echoes: [SrSeen; 2], data: &[u8], now_ns: u64) {
     let mut rest = data;
     for _ in 0..MAX_COMPOUND {
         if rest.len() < 8 {
@@ -262,9 +263,15 @@ pub fn on_rtcp(from: &mut LegQuality, echoed: SrSeen, data: &[u8], now_ns: u64) 
             let about = u32::from_be_bytes([block[0], block[1], block[2], block[3]]);
             let lsr = u32::from_be_bytes([block[16], block[17], block[18], block[19]]);
             let dlsr = u32::from_be_bytes([block[20], block[21], block[22], block[23]]);
-            if lsr == 0 || lsr != echoed.compact || about != echoed.ssrc {
+            if lsr == 0 {
                 continue;
             }
+            let Some(echoed) = echoes
+                .iter()
+                .find(|sr| sr.compact == lsr && sr.ssrc == about)
+            else {
+                continue;
+            };
             let held_ns = (dlsr as u64 * 1_000_000_000) >> 16;
             let since_ns = now_ns.saturating_sub(echoed.at_ns);
             if let Some(rtt_ns) = since_ns.checked_sub(held_ns) {
@@ -418,11 +425,16 @@ mod tests {
         let ntp = 0x1234_5678_9abc_def0u64;
         let compact = (ntp >> 16) as u32;
         // A's SR passes at t = 10 s.
-        on_rtcp(&mut a, b.peer_sr(), &sender_report(0xa, ntp), 10_000 * MS);
+        on_rtcp(
+            &mut a,
+            [b.peer_sr(); 2],
+            &sender_report(0xa, ntp),
+            10_000 * MS,
+        );
         // B held it 1 s (DLSR = 65536) and its RR arrives 1.06 s after: RTT 60 ms.
         let mut compound = receiver_report(0xb, 0xa, compact, 65_536);
         compound.extend_from_slice(&[0x81, 202, 0, 1, 0, 0, 0, 0xb]); // SDES, ignored
-        on_rtcp(&mut b, a.peer_sr(), &compound, 11_060 * MS);
+        on_rtcp(&mut b, [a.peer_sr(); 2], &compound, 11_060 * MS);
         assert_eq!(b.report().rtt_us, Some(60_000));
         assert_eq!(a.report().rtt_us, None);
         // A block about another source or another SR gives nothing.
@@ -430,7 +442,7 @@ mod tests {
             receiver_report(0xb, 0xc, compact, 0),
             receiver_report(0xb, 0xa, compact + 1, 0),
         ] {
-            on_rtcp(&mut b, a.peer_sr(), &rr, 12_000 * MS);
+            on_rtcp(&mut b, [a.peer_sr(); 2], &rr, 12_000 * MS);
         }
         assert_eq!(b.report().rtt_us, Some(60_000));
     }
@@ -452,7 +464,12 @@ mod tests {
         let b = q.report_block(400 * MS).unwrap();
         assert_eq!((b.fraction_lost, b.cumulative_lost), (0, 2));
         // An SR from another source than the one the block is about is not echoed.
-        on_rtcp(&mut q, SrSeen::default(), &sender_report(6, 1 << 16), 0);
+        on_rtcp(
+            &mut q,
+            [SrSeen::default(); 2],
+            &sender_report(6, 1 << 16),
+            0,
+        );
         assert_eq!(q.report_block(0).unwrap().lsr, 0);
     }
 
@@ -465,7 +482,7 @@ mod tests {
             &[0x9f, 201, 0, 1, 0, 0, 0, 1][..],
             &[0x80, 200, 0, 1, 0, 0, 0, 1][..],
         ] {
-            on_rtcp(&mut a, SrSeen::default(), data, 0);
+            on_rtcp(&mut a, [SrSeen::default(); 2], data, 0);
         }
         assert_eq!(a.report().rtt_us, None);
     }

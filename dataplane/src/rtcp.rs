@@ -220,7 +220,7 @@ fn write_common_header(packet: &mut [u8], count: u8, packet_type: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quality::{on_rtcp, LegQuality};
+    use crate::quality::{on_rtcp, LegQuality, SrSeen};
     use crate::rtp::{classify, classify_rtcp_port, Kind};
 
     const MS: u64 = 1_000_000;
@@ -334,12 +334,7 @@ mod tests {
         // Our own RTCP parser takes it: the SR is noted, and a peer's block echoing it gives
         // the round trip.
         let (mut from_us, mut peer) = (LegQuality::default(), LegQuality::default());
-        on_rtcp(
-            &mut from_us,
-            LegQuality::default().peer_sr(),
-            p,
-            10_000 * MS,
-        );
+        on_rtcp(&mut from_us, [SrSeen::default(); 2], p, 10_000 * MS);
         let noted = from_us.peer_sr();
         assert_eq!((noted.ssrc, noted.compact), (0xabcd, ntp_compact(info.ntp)));
         let mut echo = [0u8; MAX_REPORT_LEN];
@@ -360,7 +355,12 @@ mod tests {
         )
         .unwrap();
         // Held 0.5 s, back 0.52 s after our SR: 20 ms.
-        on_rtcp(&mut peer, noted, &echo[..n], 10_520 * MS);
+        on_rtcp(
+            &mut peer,
+            [SrSeen::default(), noted],
+            &echo[..n],
+            10_520 * MS,
+        );
         assert_eq!(peer.report().rtt_us, Some(20_000));
     }
 

@@ -460,8 +460,12 @@ impl Sessions {
             let l = &session.legs[leg_in];
             (l.dtmf_pt, l.inband_pt, l.block_dtmf)
         };
-        let transcoded = session.legs[leg_in].transcode;
-        let transcode = transcoded && kind == Kind::Rtp;
+        // A transcoded leg's RTCP describes streams the other peer never receives: it feeds
+        // quality and ends here (out of line; RTP pays one compare for it).
+        if kind == Kind::Rtcp && session.legs[leg_in].transcode {
+            return self.consume_rtcp(index, leg_in, data, now_ns, latch);
+        }
+        let transcode = session.legs[leg_in].transcode && kind == Kind::Rtp;
         let mixed = session.legs[leg_in].mixed;
         let out_leg_index = 1 - leg_in;
         let out_leg = &session.legs[out_leg_index];
@@ -478,10 +482,8 @@ impl Sessions {
         } else {
             match out.peer {
                 None => {
-                    // A supervisor's leg has no other leg: its RTCP ends here, not in error;
-                    // so does a transcoded leg's (below).
-                    let ends_here = mixed || (transcoded && kind == Kind::Rtcp);
-                    if !ends_here {
+                    // A supervisor's leg has no other leg: its RTCP ends here, not in error.
+                    if !mixed {
                         let in_stream = stream_mut(&mut session.legs[leg_in], on_rtcp_port);
                         in_stream.stats.errors += 1;
                     }
@@ -539,21 +541,30 @@ impl Sessions {
         match kind {
             Kind::Rtp => from.on_rtp(data, now_ns),
             Kind::Rtcp => {
-                // Relayed, this peer got the other peer's SR; transcoded or played to, it got
-                // ours. A transcoded leg's RTCP (about streams the other peer never receives)
-                // ends here; decided here rather than above so RTP pays nothing for it.
-                let echoed = if transcoded {
-                    verdict = Verdict::Consumed { latch };
-                    from.our_sr()
-                } else if self.slots[index as usize].legs[leg_in].playing {
-                    from.our_sr()
-                } else {
-                    other.peer_sr()
-                };
-                quality::on_rtcp(from, echoed, data, now_ns)
+                // The peer's blocks may echo the other peer's SR (relayed) or ours (a stream
+                // of ours it hears: played, mixed).
+                quality::on_rtcp(from, [other.peer_sr(), from.our_sr()], data, now_ns)
             }
         }
         verdict
+    }
+
+    /// RTCP from a transcoded leg: the peer's blocks echo our own SRs (the streams it hears
+    /// are ours), and nothing is relayed.
+    #[cold]
+    #[inline(never)]
+    fn consume_rtcp(
+        &mut self,
+        index: u32,
+        leg_in: usize,
+        data: &[u8],
+        now_ns: u64,
+        latch: Option<SocketAddr>,
+    ) -> Verdict {
+        let from = &mut self.quality[index as usize * 2 + leg_in];
+        let ours = from.our_sr();
+        quality::on_rtcp(from, [ours; 2], data, now_ns);
+        Verdict::Consumed { latch }
     }
 
     /// Feeds one telephone-event packet to its leg's DTMF state. Out of line: a few packets
