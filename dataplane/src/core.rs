@@ -405,10 +405,12 @@ impl Core {
     /// False when we no longer originate what the leg hears (no more reports).
     fn send_report(&mut self, key: u32, now: u64) -> bool {
         let (index, leg) = (key / 2, leg_of_key(key));
-        // What the leg hears: a clip played to it (G.711, 8 kHz), else the other leg's
-        // transcoded stream.
+        // What the leg hears: a clip played to it (G.711, 8 kHz), else a supervisor's mix,
+        // else the other leg's transcoded stream.
         let (ssrc, sent, clock_hz) = if let Some(p) = self.players.find(key) {
             (p.ssrc, p.sent, 8_000)
+        } else if let Some(mixed) = self.monitors.stream_to(index, leg) {
+            mixed
         } else if let Some(t) = self.transcoders.get(key ^ 1) {
             (t.ssrc(), *t.sent(), t.out_clock_hz())
         } else {
@@ -541,19 +543,20 @@ impl Core {
                     self.flush();
                 }
                 let (sessions, tx) = (&self.sessions, &mut self.tx);
-                self.monitors.mix_frame(i, |index, leg, header, payload| {
-                    // A leg being played a clip hears the clip, not the mix.
-                    if sessions
-                        .get(index)
-                        .is_none_or(|s| s.legs[leg as usize].playing)
-                    {
-                        return false;
-                    }
-                    match sessions.play_target(index, leg) {
-                        Some((slot, dest)) => tx.push_played(slot, dest, header, payload),
-                        None => false,
-                    }
-                });
+                self.monitors
+                    .mix_frame(i, now, |index, leg, header, payload| {
+                        // A leg being played a clip hears the clip, not the mix.
+                        if sessions
+                            .get(index)
+                            .is_none_or(|s| s.legs[leg as usize].playing)
+                        {
+                            return false;
+                        }
+                        match sessions.play_target(index, leg) {
+                            Some((slot, dest)) => tx.push_played(slot, dest, header, payload),
+                            None => false,
+                        }
+                    });
             }
         }
     }
@@ -971,6 +974,8 @@ impl Core {
         self.backend.close(first + 3);
         self.sessions.set_mixed(sup, LegIndex::A, true);
         self.apply_monitor_mode(index, mode);
+        // The supervisor hears a mix of ours from now on.
+        self.arm_reports(sup * 2, monotonic_ns());
         Ok(())
     }
 
@@ -988,6 +993,14 @@ impl Core {
         let [a, b] = monitor::mixed_legs(mode);
         self.sessions.set_mixed(index, LegIndex::A, a);
         self.sessions.set_mixed(index, LegIndex::B, b);
+        // A call leg that hears the mix gets our reports about it (they stop by themselves
+        // once it hears nothing of ours).
+        let now = monotonic_ns();
+        for leg in [LegIndex::A, LegIndex::B] {
+            if self.monitors.stream_to(index, leg).is_some() {
+                self.arm_reports(index * 2 + leg as u32, now);
+            }
+        }
     }
 
     /// Ends the monitor session `index` takes part in (as call or supervisor); false if none.

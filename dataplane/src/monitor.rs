@@ -27,6 +27,7 @@
 
 use crate::api::{Codec, LegCodec, LegIndex, MonitorMode};
 use crate::playback::{FrameGrid, HEADER_LEN};
+use crate::rtcp::SentStream;
 use tandem_media::codec::{
     CodecError, Decoder, Encoder, G722Decoder, G722Encoder, G729Decoder, G729Encoder, OpusDecoder,
     OpusEncoder,
@@ -252,6 +253,10 @@ struct OutStream {
     frame_ticks: u32,
     /// Sent last frame; when a stream (re)starts its first packet is marked.
     sending: bool,
+    /// What went out: our SR's sender info (`crate::rtcp`).
+    sent: SentStream,
+    /// The RTP clock.
+    clock_hz: u32,
 }
 
 impl OutStream {
@@ -263,6 +268,8 @@ impl OutStream {
             ts: (seed >> 24) as u32,
             frame_ticks: codec.codec.rtp_clock_hz() / 50,
             sending: false,
+            sent: SentStream::default(),
+            clock_hz: codec.codec.rtp_clock_hz(),
         }
     }
 
@@ -393,7 +400,11 @@ impl Monitor {
         }
     }
 
-    fn mix_frame(&mut self, send: &mut impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool) {
+    fn mix_frame(
+        &mut self,
+        now_ns: u64,
+        send: &mut impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool,
+    ) {
         for party in &mut self.parties {
             if party.fifo.pop(&mut self.frame).is_some() {
                 // The mixer takes frames of its own length: this one always fits.
@@ -420,6 +431,10 @@ impl Monitor {
                     let (index, leg) = self.target(p);
                     let party = &mut self.parties[p];
                     if send(index, leg, &header, &self.payload[..len]) {
+                        party
+                            .out
+                            .sent
+                            .on_sent_parts(party.out.ts, len, true, now_ns);
                         party.out.seq = party.out.seq.wrapping_add(1);
                         self.stats.sent[p] += 1;
                     } else {
@@ -583,9 +598,19 @@ impl Monitors {
     pub fn mix_frame(
         &mut self,
         i: usize,
+        now_ns: u64,
         mut send: impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool,
     ) {
-        self.active[i].mix_frame(&mut send);
+        self.active[i].mix_frame(now_ns, &mut send);
+    }
+
+    /// The mixed stream leg `leg` of session `index` hears now, if any: its SSRC, what it
+    /// sent, and its RTP clock (for our reports to that leg).
+    pub fn stream_to(&self, index: u32, leg: LegIndex) -> Option<(u32, SentStream, u32)> {
+        let m = self.find(index)?;
+        let p = (0..3).find(|&p| m.target(p) == (index, leg))?;
+        let out = &m.parties[p].out;
+        hears_mix(p, m.mode).then_some((out.ssrc, out.sent, out.clock_hz))
     }
 }
 
@@ -619,7 +644,7 @@ mod tests {
 
     fn frame(m: &mut Monitors) -> Sent {
         let mut sent = Vec::new();
-        m.mix_frame(0, |s, l, h, p| {
+        m.mix_frame(0, 0, |s, l, h, p| {
             sent.push((s, l, h.to_vec(), p.to_vec()));
             true
         });

@@ -74,8 +74,9 @@ pub struct LegQuality {
     prior_reordered: u64,
     /// The peer's last sender report as it arrived: its SSRC, NTP middle 32 bits, and when.
     peer_sr: SrSeen,
-    /// Our own last SR to this leg's peer (transcoded sessions), which its blocks echo.
-    our_sr: SrSeen,
+    /// Our own last two SRs to this leg's peer, newest first, which its blocks echo (the one
+    /// before the last too: a block may cross our next SR in flight).
+    our_sr: [SrSeen; 2],
     /// Round trip Tandem ↔ this leg's peer, last and largest, µs.
     rtt_us: Option<u32>,
     max_rtt_us: u32,
@@ -158,18 +159,22 @@ impl LegQuality {
         self.peer_sr
     }
 
-    /// Our own last SR to this leg's peer: what its blocks echo when RTCP ends at the core.
-    pub fn our_sr(&self) -> SrSeen {
+    /// Our own last two SRs to this leg's peer, newest first: what its blocks echo about a
+    /// stream of ours.
+    pub fn our_sr(&self) -> [SrSeen; 2] {
         self.our_sr
     }
 
     /// Notes the SR of ours (SSRC, NTP middle bits) just queued to this leg's peer at `now_ns`.
     pub fn on_our_sender_report(&mut self, ssrc: u32, ntp_compact: u32, now_ns: u64) {
-        self.our_sr = SrSeen {
-            ssrc,
-            compact: ntp_compact,
-            at_ns: now_ns,
-        };
+        self.our_sr = [
+            SrSeen {
+                ssrc,
+                compact: ntp_compact,
+                at_ns: now_ns,
+            },
+            self.our_sr[0],
+        ];
     }
 
     /// The report block of our report to this leg's peer at `now_ns`: how we receive its
@@ -232,7 +237,7 @@ impl LegQuality {
 /// `from`; report blocks that echo one of `echoes` (the SRs that peer may have got: the other
 /// peer's, relayed, and our own about a stream of ours it hears: transcoded, played, mixed;
 /// the block's SSRC tells which) give `from`'s round trip.
-pub fn on_rtcp(from: &mut LegQuality, echoes: [SrSeen; 2], data: &[u8], now_ns: u64) {
+pub fn on_rtcp(from: &mut LegQuality, echoes: &[SrSeen], data: &[u8], now_ns: u64) {
     let mut rest = data;
     for _ in 0..MAX_COMPOUND {
         if rest.len() < 8 {
@@ -427,14 +432,14 @@ mod tests {
         // A's SR passes at t = 10 s.
         on_rtcp(
             &mut a,
-            [b.peer_sr(); 2],
+            &[b.peer_sr()],
             &sender_report(0xa, ntp),
             10_000 * MS,
         );
         // B held it 1 s (DLSR = 65536) and its RR arrives 1.06 s after: RTT 60 ms.
         let mut compound = receiver_report(0xb, 0xa, compact, 65_536);
         compound.extend_from_slice(&[0x81, 202, 0, 1, 0, 0, 0, 0xb]); // SDES, ignored
-        on_rtcp(&mut b, [a.peer_sr(); 2], &compound, 11_060 * MS);
+        on_rtcp(&mut b, &[a.peer_sr()], &compound, 11_060 * MS);
         assert_eq!(b.report().rtt_us, Some(60_000));
         assert_eq!(a.report().rtt_us, None);
         // A block about another source or another SR gives nothing.
@@ -442,7 +447,7 @@ mod tests {
             receiver_report(0xb, 0xc, compact, 0),
             receiver_report(0xb, 0xa, compact + 1, 0),
         ] {
-            on_rtcp(&mut b, [a.peer_sr(); 2], &rr, 12_000 * MS);
+            on_rtcp(&mut b, &[a.peer_sr()], &rr, 12_000 * MS);
         }
         assert_eq!(b.report().rtt_us, Some(60_000));
     }
@@ -464,12 +469,7 @@ mod tests {
         let b = q.report_block(400 * MS).unwrap();
         assert_eq!((b.fraction_lost, b.cumulative_lost), (0, 2));
         // An SR from another source than the one the block is about is not echoed.
-        on_rtcp(
-            &mut q,
-            [SrSeen::default(); 2],
-            &sender_report(6, 1 << 16),
-            0,
-        );
+        on_rtcp(&mut q, &[], &sender_report(6, 1 << 16), 0);
         assert_eq!(q.report_block(0).unwrap().lsr, 0);
     }
 
@@ -482,7 +482,7 @@ mod tests {
             &[0x9f, 201, 0, 1, 0, 0, 0, 1][..],
             &[0x80, 200, 0, 1, 0, 0, 0, 1][..],
         ] {
-            on_rtcp(&mut a, [SrSeen::default(); 2], data, 0);
+            on_rtcp(&mut a, &[], data, 0);
         }
         assert_eq!(a.report().rtt_us, None);
     }

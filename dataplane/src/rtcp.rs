@@ -87,10 +87,16 @@ impl SentStream {
         if packet.len() < 12 {
             return;
         }
+        let timestamp = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        self.on_sent_parts(timestamp, packet.len() - 12, media, now_ns);
+    }
+
+    /// [`SentStream::on_sent`] from a packet's RTP timestamp and payload length.
+    pub fn on_sent_parts(&mut self, timestamp: u32, payload_len: usize, media: bool, now_ns: u64) {
         self.packets = self.packets.wrapping_add(1);
-        self.octets = self.octets.wrapping_add(packet.len() as u32 - 12);
+        self.octets = self.octets.wrapping_add(payload_len as u32);
         if media {
-            self.last_timestamp = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+            self.last_timestamp = timestamp;
             self.last_sent_ns = now_ns;
             self.has_media = true;
         }
@@ -334,7 +340,7 @@ mod tests {
         // Our own RTCP parser takes it: the SR is noted, and a peer's block echoing it gives
         // the round trip.
         let (mut from_us, mut peer) = (LegQuality::default(), LegQuality::default());
-        on_rtcp(&mut from_us, [SrSeen::default(); 2], p, 10_000 * MS);
+        on_rtcp(&mut from_us, &[], p, 10_000 * MS);
         let noted = from_us.peer_sr();
         assert_eq!((noted.ssrc, noted.compact), (0xabcd, ntp_compact(info.ntp)));
         let mut echo = [0u8; MAX_REPORT_LEN];
@@ -355,12 +361,7 @@ mod tests {
         )
         .unwrap();
         // Held 0.5 s, back 0.52 s after our SR: 20 ms.
-        on_rtcp(
-            &mut peer,
-            [SrSeen::default(), noted],
-            &echo[..n],
-            10_520 * MS,
-        );
+        on_rtcp(&mut peer, &[noted], &echo[..n], 10_520 * MS);
         assert_eq!(peer.report().rtt_us, Some(20_000));
     }
 

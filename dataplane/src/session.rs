@@ -543,7 +543,8 @@ impl Sessions {
             Kind::Rtcp => {
                 // The peer's blocks may echo the other peer's SR (relayed) or ours (a stream
                 // of ours it hears: played, mixed).
-                quality::on_rtcp(from, [other.peer_sr(), from.our_sr()], data, now_ns)
+                let [ours, before] = from.our_sr();
+                quality::on_rtcp(from, &[other.peer_sr(), ours, before], data, now_ns)
             }
         }
         verdict
@@ -563,7 +564,7 @@ impl Sessions {
     ) -> Verdict {
         let from = &mut self.quality[index as usize * 2 + leg_in];
         let ours = from.our_sr();
-        quality::on_rtcp(from, [ours; 2], data, now_ns);
+        quality::on_rtcp(from, &ours, data, now_ns);
         Verdict::Consumed { latch }
     }
 

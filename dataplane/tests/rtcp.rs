@@ -3,11 +3,14 @@
 //! SR; each gets SRs whose SSRC is the SSRC of the RTP it receives, whose counts are what it
 //! received, with a block about its own stream echoing its SR, and never the other phone's
 //! RTCP. An RR echoing our SR gives the leg's round trip. Then a phone played hold music gets
-//! SRs about the music's stream.
+//! SRs about the music's stream, and a whispering supervisor and the agent get SRs about
+//! the mixes they hear.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
-use tandem_dataplane::api::{Codec, Command, Event, LegCodec, LegIndex, LegParams, SessionId};
+use tandem_dataplane::api::{
+    Codec, Command, Event, LegCodec, LegIndex, LegParams, MonitorMode, SessionId,
+};
 use tandem_dataplane::io::IoKind;
 use tandem_dataplane::{Config, CoreHandle};
 
@@ -21,6 +24,9 @@ struct Phone {
     rtp: UdpSocket,
     rtcp: UdpSocket,
     ssrc: u32,
+    /// RTCP muxed on the RTP socket (RFC 5761): each report arrives right behind the packets
+    /// sent before it, so its counts can be checked exactly.
+    mux: bool,
 }
 
 impl Phone {
@@ -29,13 +35,22 @@ impl Phone {
             rtp: endpoint_with(Duration::from_millis(2)),
             rtcp: endpoint_with(Duration::from_millis(2)),
             ssrc,
+            mux: false,
+        }
+    }
+
+    fn muxed(ssrc: u32) -> Self {
+        Phone {
+            mux: true,
+            ..Phone::new(ssrc)
         }
     }
 
     fn leg(&self) -> LegParams {
         LegParams {
             rtp: Some(self.rtp.local_addr().unwrap()),
-            rtcp: Some(self.rtcp.local_addr().unwrap()),
+            rtcp: (!self.mux).then(|| self.rtcp.local_addr().unwrap()),
+            rtcp_mux: self.mux,
             ..LegParams::default()
         }
     }
@@ -126,10 +141,15 @@ fn listen(phone: &Phone, heard: &mut Heard) {
 fn drain_rtp(phone: &Phone, heard: &mut Heard) {
     let mut buf = [0u8; 1500];
     while let Ok(n) = phone.rtp.recv(&mut buf) {
-        assert!(
-            n >= 12 && !(200..=204).contains(&buf[1]),
-            "RTCP on the RTP socket"
-        );
+        let rtcp = (200..=204).contains(&buf[1]);
+        if rtcp && phone.mux {
+            let report = buf[..n].to_vec();
+            heard
+                .reports
+                .push((Instant::now(), report, heard.rtp_packets));
+            continue;
+        }
+        assert!(n >= 12 && !rtcp, "RTCP on the RTP socket");
         heard.rtp_ssrc = Some(word(&buf, 8));
         heard.last_ts = word(&buf, 4);
         heard.rtp_packets += 1;
@@ -259,7 +279,7 @@ fn reports_on_a_transcoded_session(io: IoKind, port_min: u16) {
     }
 
     // Phone A answers our last SR with an RR echoing it: A's round trip from our SR.
-    echo_last_sr(&a, &heard_a, a_rtcp);
+    echo_last_sr(&a, &mut heard_a, a_rtcp);
     assert_round_trip(&mut core, id);
     let counters = core.stats.snapshot();
     assert_eq!(counters.rtcp_terminated, 3, "two SRs and an RR consumed");
@@ -267,7 +287,7 @@ fn reports_on_a_transcoded_session(io: IoKind, port_min: u16) {
     assert!(counters.rtcp_sent >= delivered, "{counters:?}");
 
     // A plain session whose leg A is played hold music: SRs about the music's stream.
-    let (c, d) = (Phone::new(0xc0c0_c0c0), Phone::new(0xd0d0_d0d0));
+    let (c, d) = (Phone::muxed(0xc0c0_c0c0), Phone::new(0xd0d0_d0d0));
     let (id, ports) = match call(
         &mut core,
         Command::Create {
@@ -292,28 +312,74 @@ fn reports_on_a_transcoded_session(io: IoKind, port_min: u16) {
     while Instant::now() < until {
         listen(&c, &mut heard);
     }
-    let music = heard.rtp_ssrc.expect("music");
-    assert!(!heard.reports.is_empty());
-    for (_, report, read_before) in &heard.reports {
-        let r = parse(report);
-        assert_eq!(r.ssrc, music, "SR of the music's stream");
-        assert!(r.blocks.is_empty(), "the phone sent nothing");
-        let (_, _, packets, octets) = r.sender.expect("SR");
-        assert_eq!(octets, packets * 160);
-        // Queued after the frames it counts, read after them (and perhaps a frame or two more).
-        assert!(
-            packets <= *read_before && *read_before <= packets + 3,
-            "{packets} in the SR, {read_before} read"
-        );
-    }
+    assert_srs_about_what_it_hears(&heard, "music");
     // Its RR about the music's stream gives its round trip (the RR itself is relayed to D).
-    echo_last_sr(&c, &heard, ours(ports[0] + 1));
+    echo_last_sr(&c, &mut heard, ours(ports[0]));
     assert_round_trip(&mut core, id);
+
+    // A supervisor whispering on a plain call: the agent (leg B) and the supervisor hear
+    // mixes of ours and get SRs about them; the caller hears the agent relayed, no reports.
+    let (caller, agent, sup) = (
+        Phone::muxed(0xe0e0_e0e0),
+        Phone::muxed(0xf0f0_f0f0),
+        Phone::muxed(0x5005_5005),
+    );
+    let create = |core: &mut CoreHandle, token, a: LegParams, b: LegParams| match call(
+        core,
+        Command::Create { token, a, b },
+    ) {
+        Event::Created { id, .. } => id,
+        other => panic!("{other:?}"),
+    };
+    let call_id = create(&mut core, 6, caller.leg(), agent.leg());
+    let sup_id = create(&mut core, 7, sup.leg(), LegParams::default());
+    let pcmu = codec(0, Codec::Pcmu);
+    let attach = Command::AttachMonitor {
+        token: 8,
+        id: call_id,
+        supervisor: sup_id,
+        mode: MonitorMode::Whisper,
+        codecs: [pcmu; 3],
+    };
+    assert_eq!(call(&mut core, attach), Event::Updated { token: 8 });
+    let mut heard = [Heard::default(), Heard::default(), Heard::default()];
+    let until = Instant::now() + Duration::from_millis(700);
+    while Instant::now() < until {
+        for (phone, heard) in [&caller, &agent, &sup].into_iter().zip(&mut heard) {
+            listen(phone, heard);
+        }
+    }
+    let [to_caller, to_agent, to_sup] = heard;
+    assert!(
+        to_caller.reports.is_empty(),
+        "the caller hears nothing of ours"
+    );
+    assert_srs_about_what_it_hears(&to_agent, "the agent's mix");
+    assert_srs_about_what_it_hears(&to_sup, "the supervisor's mix");
+    assert_ne!(to_agent.rtp_ssrc, to_sup.rtp_ssrc);
     drop(dp);
 }
 
-/// `phone` answers the last SR in `heard` with an RR about it, sent to `to` (our RTCP port).
-fn echo_last_sr(phone: &Phone, heard: &Heard, to: SocketAddr) {
+/// Every report `heard` is an SR about the stream of ours it received (`what`), counting what
+/// was sent before it.
+fn assert_srs_about_what_it_hears(heard: &Heard, what: &str) {
+    let ssrc = heard.rtp_ssrc.expect(what);
+    assert!(!heard.reports.is_empty(), "no reports about {what}");
+    for (_, report, read_before) in &heard.reports {
+        let r = parse(report);
+        assert_eq!(r.ssrc, ssrc, "SR of {what}");
+        assert!(r.blocks.is_empty(), "the phone sent nothing");
+        let (_, _, packets, octets) = r.sender.expect("SR");
+        assert_eq!(octets, packets * 160);
+        // Queued right after the packets it counts, on the same (muxed) socket.
+        assert_eq!(packets, *read_before, "{what}: the SR's count");
+    }
+}
+
+/// `phone` answers the last SR it got with an RR about it, sent to `to` (our RTCP port, or
+/// RTP port when it muxes).
+fn echo_last_sr(phone: &Phone, heard: &mut Heard, to: SocketAddr) {
+    listen(phone, heard);
     let (received, report, _) = heard.reports.last().unwrap();
     let r = parse(report);
     let lsr = (r.sender.unwrap().0 >> 16) as u32;
@@ -324,7 +390,8 @@ fn echo_last_sr(phone: &Phone, heard: &Heard, to: SocketAddr) {
     rr.extend_from_slice(&[0; 12]);
     rr.extend_from_slice(&lsr.to_be_bytes());
     rr.extend_from_slice(&dlsr.to_be_bytes());
-    phone.rtcp.send_to(&rr, to).unwrap();
+    let socket = if phone.mux { &phone.rtp } else { &phone.rtcp };
+    socket.send_to(&rr, to).unwrap();
 }
 
 /// Leg A of session `id` has a loopback round trip.
