@@ -226,7 +226,7 @@ fn write_common_header(packet: &mut [u8], count: u8, packet_type: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quality::{on_rtcp, LegQuality, SrSeen};
+    use crate::quality::{on_rtcp, LegQuality};
     use crate::rtp::{classify, classify_rtcp_port, Kind};
 
     const MS: u64 = 1_000_000;
