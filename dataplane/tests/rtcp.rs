@@ -184,17 +184,7 @@ fn reports_on_a_transcoded_session(io: IoKind, port_min: u16) {
         ..Config::default()
     });
     let (a, b) = (Phone::new(0xa0a0_a0a0), Phone::new(0xb0b0_b0b0));
-    let (id, ports) = match call(
-        &mut core,
-        Command::Create {
-            token: 1,
-            a: a.leg(),
-            b: b.leg(),
-        },
-    ) {
-        Event::Created { id, ports, .. } => (id, ports),
-        other => panic!("{other:?}"),
-    };
+    let (id, ports) = create(&mut core, a.leg(), b.leg());
     let codec = |payload_type, codec| LegCodec {
         payload_type,
         codec,
@@ -288,17 +278,7 @@ fn reports_on_a_transcoded_session(io: IoKind, port_min: u16) {
 
     // A plain session whose leg A is played hold music: SRs about the music's stream.
     let (c, d) = (Phone::muxed(0xc0c0_c0c0), Phone::new(0xd0d0_d0d0));
-    let (id, ports) = match call(
-        &mut core,
-        Command::Create {
-            token: 4,
-            a: c.leg(),
-            b: d.leg(),
-        },
-    ) {
-        Event::Created { id, ports, .. } => (id, ports),
-        other => panic!("{other:?}"),
-    };
+    let (id, ports) = create(&mut core, c.leg(), d.leg());
     let play = Command::Play {
         token: 5,
         id,
@@ -324,15 +304,8 @@ fn reports_on_a_transcoded_session(io: IoKind, port_min: u16) {
         Phone::muxed(0xf0f0_f0f0),
         Phone::muxed(0x5005_5005),
     );
-    let create = |core: &mut CoreHandle, token, a: LegParams, b: LegParams| match call(
-        core,
-        Command::Create { token, a, b },
-    ) {
-        Event::Created { id, .. } => id,
-        other => panic!("{other:?}"),
-    };
-    let call_id = create(&mut core, 6, caller.leg(), agent.leg());
-    let sup_id = create(&mut core, 7, sup.leg(), LegParams::default());
+    let (call_id, _) = create(&mut core, caller.leg(), agent.leg());
+    let (sup_id, _) = create(&mut core, sup.leg(), LegParams::default());
     let pcmu = codec(0, Codec::Pcmu);
     let attach = Command::AttachMonitor {
         token: 8,
@@ -373,6 +346,14 @@ fn assert_srs_about_what_it_hears(heard: &Heard, what: &str) {
         assert_eq!(octets, packets * 160);
         // Queued right after the packets it counts, on the same (muxed) socket.
         assert_eq!(packets, *read_before, "{what}: the SR's count");
+    }
+}
+
+/// A session with legs `a` and `b`: its id and our RTP ports.
+fn create(core: &mut CoreHandle, a: LegParams, b: LegParams) -> (SessionId, [u16; 2]) {
+    match call(core, Command::Create { token: 1, a, b }) {
+        Event::Created { id, ports, .. } => (id, ports),
+        other => panic!("{other:?}"),
     }
 }
 
