@@ -97,7 +97,7 @@ fn monitor(c: &mut Criterion) {
                 m.feed(0, 1, black_box(&input[1][k])).unwrap();
                 m.feed(1, 0, black_box(&input[2][k])).unwrap();
                 let mut bytes = 0;
-                m.mix_frame(0, |_, _, header, payload| {
+                m.mix_frame(0, 0, |_, _, header, payload| {
                     bytes += header.len() + black_box(payload).len();
                     true
                 });
@@ -135,7 +135,7 @@ fn conference(c: &mut Criterion) {
                     room.feed(k as u32, black_box(&member[f])).unwrap();
                 }
                 let mut bytes = 0;
-                room.mix_frame(0, |_, _, header, payload| {
+                room.mix_frame(0, 0, |_, _, header, payload| {
                     bytes += header.len() + black_box(payload).len();
                     true
                 });

@@ -16,6 +16,7 @@
 
 use crate::api::{LegCodec, LegIndex};
 use crate::mix::{is_wideband, MixParty, MixRate, MixSessions, MixTable, Scratch};
+use crate::rtcp::SentStream;
 use tandem_media::codec::CodecError;
 use tandem_media::mixer::{Mixer, Role};
 
@@ -109,7 +110,11 @@ impl Conference {
         Ok(())
     }
 
-    fn mix_frame(&mut self, send: &mut impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool) {
+    fn mix_frame(
+        &mut self,
+        now_ns: u64,
+        send: &mut impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool,
+    ) {
         for m in &mut self.members {
             m.party.pop_into(&mut self.mixer, &mut self.scratch);
         }
@@ -118,7 +123,7 @@ impl Conference {
         for m in &mut self.members {
             let session = m.session;
             if m.party
-                .send_mixed(&self.mixer, true, &mut self.scratch, |h, p| {
+                .send_mixed(&self.mixer, true, &mut self.scratch, now_ns, |h, p| {
                     send(session, LegIndex::A, h, p)
                 })
             {
@@ -230,13 +235,26 @@ impl MixTable<Conference> {
     }
 
     /// Mixes one frame of conference `i` and hands each member's packet to `send(session
-    /// index, leg, header, payload)`, which says whether it was sent.
+    /// index, leg, header, payload)`, which says whether it was sent (at `now_ns`, for our
+    /// reports).
     pub fn mix_frame(
         &mut self,
         i: usize,
+        now_ns: u64,
         mut send: impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool,
     ) {
-        self.active[i].mix_frame(&mut send);
+        self.active[i].mix_frame(now_ns, &mut send);
+    }
+
+    /// The mix leg `leg` of session `index` hears as a member, if any: its SSRC, what it
+    /// sent, and its RTP clock (for our reports to that leg). Members are leg A.
+    pub fn stream_to(&self, index: u32, leg: LegIndex) -> Option<(u32, SentStream, u32)> {
+        if leg != LegIndex::A {
+            return None;
+        }
+        let c = self.find(index)?;
+        let m = c.members.iter().find(|m| m.session == index)?;
+        Some(m.party.stream())
     }
 }
 
@@ -282,7 +300,7 @@ mod tests {
                 c.feed(s, &packet(seq, level)).unwrap();
             }
             let at = c.at(1).unwrap();
-            c.mix_frame(at, |s, leg, _, p| {
+            c.mix_frame(at, 0, |s, leg, _, p| {
                 assert_eq!(leg, LegIndex::A);
                 heard[s as usize] = tandem_media::g711::ulaw_decode(p[80]) as i32;
                 true
@@ -317,7 +335,7 @@ mod tests {
         assert_eq!(c.join(12, 5, PCMU, 4, 0), Err(JoinError::Conflict));
         assert!(!c.contains(12));
         let mut sent = 0;
-        c.mix_frame(0, |_, _, _, _| {
+        c.mix_frame(0, 0, |_, _, _, _| {
             sent += 1;
             true
         });

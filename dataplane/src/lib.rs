@@ -18,6 +18,7 @@ pub mod monitor;
 pub mod playback;
 pub mod quality;
 pub mod repacketise;
+pub mod rtcp;
 pub mod rtp;
 pub mod session;
 pub mod stats;

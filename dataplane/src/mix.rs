@@ -16,6 +16,7 @@
 
 use crate::api::{Codec, LegCodec};
 use crate::playback::{FrameGrid, HEADER_LEN};
+use crate::rtcp::SentStream;
 use tandem_media::codec::{
     CodecError, Decoder, Encoder, G722Decoder, G722Encoder, G729Decoder, G729Encoder, OpusDecoder,
     OpusEncoder,
@@ -357,6 +358,10 @@ struct OutStream {
     frame_ticks: u32,
     /// Sent last frame; when a stream (re)starts its first packet is marked.
     sending: bool,
+    /// What went out: our SR's sender info (`crate::rtcp`).
+    sent: SentStream,
+    /// The RTP clock.
+    clock_hz: u32,
 }
 
 impl OutStream {
@@ -368,6 +373,8 @@ impl OutStream {
             ts: (seed >> 24) as u32,
             frame_ticks: codec.codec.rtp_clock_hz() / 50,
             sending: false,
+            sent: SentStream::default(),
+            clock_hz: codec.codec.rtp_clock_hz(),
         }
     }
 
@@ -501,12 +508,14 @@ impl MixParty {
 
     /// Sends what this party hears from the last mix (when it `hears` one) to `send(header,
     /// payload)`, which says whether it was sent; the stream's clock moves on a frame either
-    /// way. Returns whether a packet went.
+    /// way. Returns whether a packet went; one that went is counted for our reports, as sent at
+    /// `now_ns`.
     pub(crate) fn send_mixed(
         &mut self,
         mixer: &Mixer,
         hears: bool,
         scratch: &mut Scratch,
+        now_ns: u64,
         send: impl FnOnce(&[u8], &[u8]) -> bool,
     ) -> bool {
         let restart = hears && !self.out.sending;
@@ -515,6 +524,7 @@ impl MixParty {
         if hears {
             if let Ok(len) = self.encode_mixed(mixer, scratch) {
                 if send(&self.out.header(restart), &scratch.payload[..len]) {
+                    self.out.sent.on_sent_parts(self.out.ts, len, true, now_ns);
                     self.out.seq = self.out.seq.wrapping_add(1);
                     sent = true;
                 } else {
@@ -525,6 +535,11 @@ impl MixParty {
         }
         self.out.ts = self.out.ts.wrapping_add(self.out.frame_ticks);
         sent
+    }
+
+    /// Our stream to this party: its SSRC, what it sent, and its RTP clock (for our reports).
+    pub(crate) fn stream(&self) -> (u32, SentStream, u32) {
+        (self.out.ssrc, self.out.sent, self.out.clock_hz)
     }
 
     fn encode_mixed(&mut self, mixer: &Mixer, scratch: &mut Scratch) -> Result<usize, CodecError> {

@@ -29,6 +29,7 @@
 
 use crate::api::{LegCodec, LegIndex, MonitorMode};
 use crate::mix::{MixParty, MixRate, MixSessions, MixTable, Scratch};
+use crate::rtcp::SentStream;
 use tandem_media::codec::CodecError;
 use tandem_media::mixer::{Mixer, ParticipantId, Role, SupervisorMode};
 
@@ -145,7 +146,11 @@ impl Monitor {
         }
     }
 
-    fn mix_frame(&mut self, send: &mut impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool) {
+    fn mix_frame(
+        &mut self,
+        now_ns: u64,
+        send: &mut impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool,
+    ) {
         for party in &mut self.parties {
             party.pop_into(&mut self.mixer, &mut self.scratch);
         }
@@ -154,9 +159,13 @@ impl Monitor {
         for p in 0..3 {
             let (index, leg) = self.target(p);
             let hears = hears_mix(p, self.mode);
-            if self.parties[p].send_mixed(&self.mixer, hears, &mut self.scratch, |h, payload| {
-                send(index, leg, h, payload)
-            }) {
+            if self.parties[p].send_mixed(
+                &self.mixer,
+                hears,
+                &mut self.scratch,
+                now_ns,
+                |h, payload| send(index, leg, h, payload),
+            ) {
                 self.stats.sent[p] += 1;
             }
         }
@@ -260,9 +269,18 @@ impl MixTable<Monitor> {
     pub fn mix_frame(
         &mut self,
         i: usize,
+        now_ns: u64,
         mut send: impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool,
     ) {
-        self.active[i].mix_frame(&mut send);
+        self.active[i].mix_frame(now_ns, &mut send);
+    }
+
+    /// The mixed stream leg `leg` of session `index` hears now, if any: its SSRC, what it
+    /// sent, and its RTP clock (for our reports to that leg).
+    pub fn stream_to(&self, index: u32, leg: LegIndex) -> Option<(u32, SentStream, u32)> {
+        let m = self.find(index)?;
+        let p = (0..3).find(|&p| m.target(p) == (index, leg))?;
+        hears_mix(p, m.mode).then(|| m.parties[p].stream())
     }
 }
 
@@ -300,7 +318,7 @@ mod tests {
 
     fn frame(m: &mut Monitors) -> Sent {
         let mut sent = Vec::new();
-        m.mix_frame(0, |s, l, h, p| {
+        m.mix_frame(0, 0, |s, l, h, p| {
             sent.push((s, l, h.to_vec(), p.to_vec()));
             true
         });

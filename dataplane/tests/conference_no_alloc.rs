@@ -61,7 +61,7 @@ fn feeding_and_mixing_a_room_allocate_nothing() {
                         other => panic!("{other:?}"),
                     }
                 }
-                rooms.mix_frame(0, |_, leg, header, payload| {
+                rooms.mix_frame(0, 0, |_, leg, header, payload| {
                     assert!(leg == LegIndex::A && header.len() == 12 && !payload.is_empty());
                     sent += 1;
                     true

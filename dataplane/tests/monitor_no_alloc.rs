@@ -88,7 +88,7 @@ fn feeding_mixing_and_mode_changes_allocate_nothing() {
                         other => panic!("{other:?}"),
                     }
                 }
-                monitors.mix_frame(0, |index, leg, header, payload| {
+                monitors.mix_frame(0, 0, |index, leg, header, payload| {
                     assert!(header.len() == 12 && !payload.is_empty());
                     let to = match (index, leg) {
                         (2, LegIndex::A) => 0,

@@ -18,7 +18,7 @@ pub fn start_one_core(io: IoKind, port_min: u16) -> (DataPlane, CoreHandle) {
 
 /// A data plane of one core on `io`, ports `port_min..=port_max`, room for 10 sessions.
 pub fn start_one_core_in(io: IoKind, port_min: u16, port_max: u16) -> (DataPlane, CoreHandle) {
-    let mut dp = DataPlane::start(&Config {
+    start_core(Config {
         cores: Some(1),
         port_min,
         port_max,
@@ -26,7 +26,11 @@ pub fn start_one_core_in(io: IoKind, port_min: u16, port_max: u16) -> (DataPlane
         sessions_per_core: Some(10),
         ..Config::default()
     })
-    .expect("start data plane");
+}
+
+/// A data plane of `cfg` (one core), and that core.
+pub fn start_core(cfg: Config) -> (DataPlane, CoreHandle) {
+    let mut dp = DataPlane::start(&cfg).expect("start data plane");
     let core = dp.take_cores().pop().unwrap();
     (dp, core)
 }
