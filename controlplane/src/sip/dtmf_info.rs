@@ -1,0 +1,149 @@
+//! Keys heard on one leg of a call sent to the other leg's peer as SIP INFO, for peers set to
+//! `dtmf = "info"` (or `"auto"` without telephone-event in their SDP): the data plane reports
+//! each key pressed on the heard leg (RFC 4733 events and, on G.711, in-band tones) and holds
+//! both back from the INFO peer's stream; the engine sends one in-dialog INFO
+//! (`application/dtmf-relay`) per key, in order, one transaction at a time.
+
+use super::*;
+use crate::sip::config::DtmfMode;
+use std::collections::VecDeque;
+use tandem_dataplane::api::{Codec, DtmfOptions, InbandAudio};
+
+/// Keys a burst may queue towards one peer while its INFOs are answered; more are dropped (a
+/// peer that takes seconds per INFO is not keeping up with a person pressing keys).
+const MAX_QUEUED_KEYS: usize = 32;
+
+/// How long each key lasts in its INFO: the data plane reports a key when it ends, and what a
+/// receiver needs is a press it can act on, not the measured length.
+const INFO_KEY_DURATION_MS: u32 = 250;
+
+/// Per call: how each side's peer takes keys, and the INFOs towards it.
+#[derive(Debug, Default)]
+pub(super) struct InfoDtmf {
+    /// The configured mode of each side's peer (its trunk's `dtmf`; `rfc4733` otherwise).
+    modes: [DtmfMode; 2],
+    /// Set at the answer: this side's peer is sent keys as INFO.
+    to_info: [bool; 2],
+    queued: [VecDeque<char>; 2],
+    /// An INFO to this side is waiting for its final response.
+    pending: [bool; 2],
+}
+
+impl InfoDtmf {
+    pub(super) fn new(a: DtmfMode, b: DtmfMode) -> InfoDtmf {
+        InfoDtmf {
+            modes: [a, b],
+            ..InfoDtmf::default()
+        }
+    }
+
+    /// Whether `side`'s peer gets keys as INFO (known once the call is answered).
+    pub(super) fn to_info(&self, side: Side) -> bool {
+        self.to_info[side.index()]
+    }
+}
+
+/// The payload type and codec of the audio an SDP's first format names, when it is G.711 (the
+/// codec the peer sends, RFC 3264): what in-band detection listens to.
+fn first_g711(sdp: &str) -> Option<InbandAudio> {
+    let m = sdp.lines().find_map(|l| l.strip_prefix("m=audio "))?;
+    let first = m.split_whitespace().nth(2)?.parse::<u8>().ok()?;
+    let codec = match first {
+        0 => Codec::Pcmu,
+        8 => Codec::Pcma,
+        _ => return None,
+    };
+    Some(InbandAudio {
+        payload_type: first,
+        codec,
+    })
+}
+
+impl Engine {
+    /// At the answer (both SDPs known): for each side whose peer takes keys as INFO, ask the
+    /// data plane to report the keys pressed on the other leg (events, and tones when it is
+    /// G.711) and to keep them out of the INFO peer's stream.
+    pub(super) fn arm_info_dtmf(&mut self, call: CallId) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(session) = c.session else { return };
+        for side in [Side::A, Side::B] {
+            let takes_events = contact_centre::telephone_event_pt(&c.sdp[side.index()]).is_some();
+            let to_info = c.info_dtmf.modes[side.index()].sends_info(takes_events);
+            c.info_dtmf.to_info[side.index()] = to_info;
+            if !to_info {
+                continue;
+            }
+            let heard = side.other();
+            let sdp = &c.sdp[heard.index()];
+            let options = DtmfOptions {
+                event_payload_type: contact_centre::telephone_event_pt(sdp),
+                inband: first_g711(sdp),
+                block: true,
+            };
+            self.actions.push(Action::Media(MediaOp::SetDtmf {
+                session,
+                leg: heard.leg(),
+                options,
+            }));
+        }
+    }
+
+    /// A key the data plane heard on `leg` of `session`: queued for an INFO when the other
+    /// side's peer takes keys that way.
+    pub(super) fn info_dtmf_key(&mut self, now: Now, session: SessionId, leg: LegIndex, key: char) {
+        let heard = if leg == LegIndex::A { Side::A } else { Side::B };
+        let to = heard.other();
+        let Some((&call, c)) = self
+            .calls
+            .iter_mut()
+            .find(|(_, c)| c.session == Some(session))
+        else {
+            return;
+        };
+        if c.state != CallState::Answered || !c.info_dtmf.to_info(to) {
+            return;
+        }
+        let queue = &mut c.info_dtmf.queued[to.index()];
+        if queue.len() >= MAX_QUEUED_KEYS {
+            tracing::debug!("SIP: call {call}: key {key} dropped, {MAX_QUEUED_KEYS} INFOs queued");
+            return;
+        }
+        queue.push_back(key);
+        self.send_next_info(now, call, to);
+        self.pump(now);
+    }
+
+    /// Sends the next queued key to `side`'s peer unless an INFO to it is still out.
+    fn send_next_info(&mut self, now: Now, call: CallId, side: Side) {
+        let contact = self.contact.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.info_dtmf.pending[side.index()] {
+            return;
+        }
+        let Some(key) = c.info_dtmf.queued[side.index()].pop_front() else {
+            return;
+        };
+        let Some(leg) = c.leg_mut(side) else { return };
+        let mut info = leg.request(Method::Info, &contact);
+        let body = format!("Signal={key}\r\nDuration={INFO_KEY_DURATION_MS}\r\n");
+        info.set_body("application/dtmf-relay", body.into_bytes());
+        let peer = leg.peer;
+        c.info_dtmf.pending[side.index()] = true;
+        let tx = self.tx.send_request(now.mono, info, peer, None);
+        self.pending.insert(tx, Pending::DtmfInfo(call, side));
+    }
+
+    /// An INFO of ours got its final response (or none came): the next key may go. A refusal
+    /// does not stop the queue: each key is its own request.
+    pub(super) fn info_dtmf_done(&mut self, now: Now, call: CallId, side: Side) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c.info_dtmf.pending[side.index()] = false;
+        self.send_next_info(now, call, side);
+    }
+}
