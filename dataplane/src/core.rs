@@ -451,17 +451,20 @@ impl Core {
             len
         });
         if !more {
-            let leg = if key & 1 == 0 {
-                LegIndex::A
-            } else {
-                LegIndex::B
-            };
-            self.sessions.set_sending_dtmf(key / 2, leg, false);
+            self.sessions
+                .set_sending_dtmf(key / 2, crate::dtmf::leg_index(key), false);
         }
     }
 
-    /// Turns the DTMF keys the batch ended into events.
+    /// Turns the DTMF keys the batch ended into events, and starts the keys it translated
+    /// from telephone events to tones on their senders.
     fn report_dtmf(&mut self) {
+        while let Some((key, event)) = self.sessions.pop_translated_dtmf() {
+            if self.dtmf_senders.sound(key, event) {
+                self.sessions
+                    .set_sending_dtmf(key / 2, crate::dtmf::leg_index(key), true);
+            }
+        }
         let events = &mut self.events;
         let counters = &mut self.counters;
         let mut pushed = false;
@@ -658,12 +661,9 @@ impl Core {
                     options,
                 } => {
                     let event = match self.sessions.resolve(id) {
-                        Some(index) => match self.sessions.set_dtmf(index, leg, &options) {
+                        Some(index) => match self.set_dtmf(index, leg, &options) {
                             Ok(()) => Event::Updated { token },
-                            Err(_) => Event::Failed {
-                                token,
-                                error: CoreError::UnsupportedCodec,
-                            },
+                            Err(error) => Event::Failed { token, error },
                         },
                         None => Event::Failed {
                             token,
@@ -777,6 +777,23 @@ impl Core {
         self.players.start(player, monotonic_ns());
         self.sessions.set_playing(index, leg, true);
         Ok(())
+    }
+
+    /// `SetDtmf`: the leg's listening and blocking, and for `tones_to_other` the other leg's
+    /// sender of tones, allocated here (first, so a refusal changes nothing).
+    fn set_dtmf(
+        &mut self,
+        index: u32,
+        leg: LegIndex,
+        options: &crate::api::DtmfOptions,
+    ) -> Result<(), CoreError> {
+        if let Some(audio) = options.tones_to_other {
+            self.dtmf_senders
+                .prepare_tones(Player::key(index, leg.other()), audio)?;
+        }
+        self.sessions
+            .set_dtmf(index, leg, options)
+            .map_err(|_| CoreError::UnsupportedCodec)
     }
 
     fn send_dtmf(

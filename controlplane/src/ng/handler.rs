@@ -173,6 +173,7 @@ impl LegDtmf {
                     codec,
                 }),
             block: self.blocked,
+            tones_to_other: None,
         }
     }
 

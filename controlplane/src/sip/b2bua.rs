@@ -1712,7 +1712,7 @@ impl Engine {
         }
         self.actions
             .push(Action::Event(SipEvent::CallAnswered { call, tenant }));
-        self.arm_info_dtmf(call);
+        self.arm_dtmf(call);
     }
 
     /// Ends a call that was never answered: the final response goes to the caller.

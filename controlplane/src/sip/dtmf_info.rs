@@ -60,10 +60,12 @@ fn first_g711(sdp: &str) -> Option<InbandAudio> {
 }
 
 impl Engine {
-    /// At the answer (both SDPs known): for each side whose peer takes keys as INFO, ask the
-    /// data plane to report the keys pressed on the other leg (events, and tones when it is
-    /// G.711) and to keep them out of the INFO peer's stream.
-    pub(super) fn arm_info_dtmf(&mut self, call: CallId) {
+    /// At the answer (both SDPs known), for each side: when its peer takes keys as INFO, ask
+    /// the data plane to report the keys pressed on the other leg (events, and tones when it
+    /// is G.711) and to keep them out of the INFO peer's stream; else, when its peer takes no
+    /// telephone-event but G.711 and the other leg's peer sends events, have those events
+    /// sounded as tones in its audio (a PSTN-only peer hears the keys).
+    pub(super) fn arm_dtmf(&mut self, call: CallId) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -72,15 +74,25 @@ impl Engine {
             let takes_events = contact_centre::telephone_event_pt(&c.sdp[side.index()]).is_some();
             let to_info = c.info_dtmf.modes[side.index()].sends_info(takes_events);
             c.info_dtmf.to_info[side.index()] = to_info;
-            if !to_info {
-                continue;
-            }
             let heard = side.other();
             let sdp = &c.sdp[heard.index()];
-            let options = DtmfOptions {
-                event_payload_type: contact_centre::telephone_event_pt(sdp),
-                inband: first_g711(sdp),
-                block: true,
+            let heard_events = contact_centre::telephone_event_pt(sdp);
+            let options = if to_info {
+                DtmfOptions {
+                    event_payload_type: heard_events,
+                    inband: first_g711(sdp),
+                    block: true,
+                    tones_to_other: None,
+                }
+            } else {
+                match first_g711(&c.sdp[side.index()]) {
+                    Some(audio) if !takes_events && heard_events.is_some() => DtmfOptions {
+                        event_payload_type: heard_events,
+                        tones_to_other: Some(audio),
+                        ..DtmfOptions::default()
+                    },
+                    _ => continue,
+                }
             };
             self.actions.push(Action::Media(MediaOp::SetDtmf {
                 session,

@@ -1094,6 +1094,23 @@ fn sip_info_dtmf_to_a_peer_with_telephone_event_becomes_rfc_4733_and_is_answered
     assert_eq!(ok.0, "10.0.0.2:5060".parse::<SocketAddr>().unwrap());
 }
 
+/// The callee answers `b_invite` with SDP_B: the `SetDtmf` requests that follow (leg, options).
+fn dtmf_set_at_answer(
+    h: &mut Harness,
+    b_invite: &Message,
+) -> Vec<(LegIndex, tandem_dataplane::api::DtmfOptions)> {
+    let out = h.feed(
+        &response_from(b_invite, 200, "btag", Some(SDP_B)),
+        "10.0.0.2:5060",
+    );
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Media(MediaOp::SetDtmf { leg, options, .. }) => Some((*leg, *options)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The keys pressed on `leg` (as the data plane reports them), then what the engine sends.
 fn keys_heard(h: &mut Harness, leg: LegIndex, keys: &str) -> Vec<(SocketAddr, Message)> {
     let session = SessionId {
@@ -1118,17 +1135,7 @@ fn keys_heard_on_one_leg_go_to_an_info_peer_as_sip_info_one_at_a_time() {
     cfg.trunks[0].dtmf = DtmfMode::Auto;
     let mut h = harness_with(cfg);
     let b_invite = start_call(&mut h, "info-out");
-    let out = h.feed(
-        &response_from(&b_invite, 200, "btag", Some(SDP_B)),
-        "10.0.0.2:5060",
-    );
-    let armed: Vec<_> = out
-        .iter()
-        .filter_map(|a| match a {
-            Action::Media(MediaOp::SetDtmf { leg, options, .. }) => Some((*leg, *options)),
-            _ => None,
-        })
-        .collect();
+    let armed = dtmf_set_at_answer(&mut h, &b_invite);
     assert_eq!(
         armed,
         vec![(
@@ -1140,6 +1147,7 @@ fn keys_heard_on_one_leg_go_to_an_info_peer_as_sip_info_one_at_a_time() {
                     codec: Codec::Pcma
                 }),
                 block: true,
+                tones_to_other: None,
             }
         )],
         "the caller's keys are heard (events and PCMA tones) and kept from the callee's stream"
@@ -1198,17 +1206,27 @@ fn keys_heard_on_one_leg_go_to_an_info_peer_as_sip_info_one_at_a_time() {
 }
 
 #[test]
-fn with_the_default_dtmf_mode_keys_stay_in_rtp() {
+fn with_the_default_dtmf_mode_events_towards_a_peer_without_telephone_event_become_tones() {
+    use tandem_dataplane::api::{Codec, DtmfOptions, InbandAudio};
     let mut h = Harness::new();
     let b_invite = start_call(&mut h, "info-default");
-    let out = h.feed(
-        &response_from(&b_invite, 200, "btag", Some(SDP_B)),
-        "10.0.0.2:5060",
+    // The caller sends events (SDP_A), the callee takes PCMA alone (SDP_B).
+    let armed = dtmf_set_at_answer(&mut h, &b_invite);
+    assert_eq!(
+        armed,
+        vec![(
+            LegIndex::A,
+            DtmfOptions {
+                event_payload_type: Some(101),
+                tones_to_other: Some(InbandAudio {
+                    payload_type: 8,
+                    codec: Codec::Pcma
+                }),
+                ..DtmfOptions::default()
+            }
+        )]
     );
-    assert!(!out
-        .iter()
-        .any(|a| matches!(a, Action::Media(MediaOp::SetDtmf { .. }))));
-    assert!(keys_heard(&mut h, LegIndex::A, "1").is_empty());
+    assert!(keys_heard(&mut h, LegIndex::A, "1").is_empty(), "no INFO");
 }
 
 #[test]
