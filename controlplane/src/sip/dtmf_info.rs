@@ -1,6 +1,7 @@
 //! Keys heard on one leg of a call sent to the other leg's peer as SIP INFO, for peers set to
 //! `dtmf = "info"` (or `"auto"` without telephone-event in their SDP): the data plane reports
-//! each key pressed on the heard leg (RFC 4733 events and, on G.711, in-band tones) and holds
+//! each key pressed on the heard leg (RFC 4733 events, and in-band tones in G.711, G.722 or
+//! Opus) and holds
 //! both back from the INFO peer's stream; the engine sends one in-dialog INFO
 //! (`application/dtmf-relay`) per key, in order, one transaction at a time.
 
@@ -59,10 +60,35 @@ fn first_g711(sdp: &str) -> Option<InbandAudio> {
     })
 }
 
+/// The payload type and codec of the first format of an SDP's audio (the codec the peer sends),
+/// when in-band detection can hear it: G.711, G.722 or Opus.
+fn first_detectable(sdp: &str) -> Option<InbandAudio> {
+    let parsed = crate::sdp::Sdp::parse(sdp).ok()?;
+    let first = parsed
+        .media
+        .iter()
+        .find(|m| m.kind == "audio")?
+        .payload_formats()
+        .into_iter()
+        .next()?;
+    let codec = [
+        ("PCMU/8000", Codec::Pcmu),
+        ("PCMA/8000", Codec::Pcma),
+        ("G722/8000", Codec::G722),
+        ("opus/48000", Codec::Opus),
+    ]
+    .into_iter()
+    .find_map(|(name, codec)| first.is(name).then_some(codec))?;
+    Some(InbandAudio {
+        payload_type: first.payload_type,
+        codec,
+    })
+}
+
 impl Engine {
     /// At the answer (both SDPs known), for each side: when its peer takes keys as INFO, ask
     /// the data plane to report the keys pressed on the other leg (events, and tones when it
-    /// is G.711) and to keep them out of the INFO peer's stream; else, when its peer takes no
+    /// is G.711, G.722 or Opus) and to keep them out of the INFO peer's stream; else, when its peer takes no
     /// telephone-event but G.711 and the other leg's peer sends events, have those events
     /// sounded as tones in its audio (a PSTN-only peer hears the keys).
     pub(super) fn arm_dtmf(&mut self, call: CallId) {
@@ -80,7 +106,7 @@ impl Engine {
             let options = if to_info {
                 DtmfOptions {
                     event_payload_type: heard_events,
-                    inband: first_g711(sdp),
+                    inband: first_detectable(sdp),
                     block: true,
                     tones_to_other: None,
                 }
@@ -157,5 +183,32 @@ impl Engine {
         };
         c.info_dtmf.pending[side.index()] = false;
         self.send_next_info(now, call, side);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sdp(m: &str, maps: &str) -> String {
+        format!("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP {m}\r\n{maps}")
+    }
+
+    #[test]
+    fn in_band_detection_listens_to_the_first_format_when_it_can_hear_it() {
+        let opus = "a=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let cases = [
+            (sdp("0 8 101", ""), Some((0, Codec::Pcmu))),
+            (sdp("9 0", ""), Some((9, Codec::G722))),
+            (sdp("111 101", opus), Some((111, Codec::Opus))),
+            (sdp("18 0", ""), None),
+            ("garbage".to_string(), None),
+        ];
+        for (text, want) in cases {
+            let got = first_detectable(&text).map(|a| (a.payload_type, a.codec));
+            assert_eq!(got, want, "{text}");
+        }
+        // Tones are sent in G.711 only.
+        assert_eq!(first_g711(&sdp("9 0", "")), None);
     }
 }
