@@ -585,6 +585,17 @@ async fn check_validation(s: &Server) {
     );
     let r = s
         .post(
+            "/api/v1/tenants/acme/trunks",
+            &t.acme,
+            json!({"name": "c", "address": "10.0.0.1:5060", "dtmf": "2833"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (422, Some("dtmf"))
+    );
+    let r = s
+        .post(
             "/api/v1/tenants/acme/routes",
             &t.acme,
             json!({"pattern": "44*", "target": "trunk:nowhere"}),
@@ -680,11 +691,12 @@ async fn check_directory(s: &Server) {
             "/api/v1/tenants/acme/trunks",
             &t.acme,
             json!({"name": "carrier", "address": "10.1.1.1:5060", "allow": ["10.1.1.0/24"],
-                   "username": "acme", "password": "trunkpw", "register": true}),
+                   "username": "acme", "password": "trunkpw", "register": true, "dtmf": "info"}),
         )
         .await;
     assert_eq!(trunk.status, 201, "{}", trunk.body);
     assert!(trunk.body.get("password").is_none());
+    assert_eq!(trunk.body["dtmf"], "info");
     for (pattern, target, position) in [
         ("2001", "user:agent1", 10),
         ("*", "trunk:carrier", 90),
@@ -712,6 +724,10 @@ async fn check_directory(s: &Server) {
     let acme_routes: Vec<_> = sip.routes.iter().filter(|r| r.tenant == "acme").collect();
     assert_eq!(acme_routes[2].target, "trunk:acme/carrier");
     assert_eq!(sip.trunks[0].name, "acme/carrier");
+    assert_eq!(
+        sip.trunks[0].dtmf,
+        tandem_controlplane::sip::config::DtmfMode::Info
+    );
     let a = sip.accounts.iter().find(|a| a.tenant == "acme").unwrap();
     let (md5, sha) = api::directory::ha1s("agent1", "acme.test", "sip secret 1");
     assert_eq!((a.ha1_md5.clone(), a.ha1_sha256.clone()), (md5, sha));

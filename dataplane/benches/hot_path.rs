@@ -92,6 +92,7 @@ fn bench(c: &mut Criterion) {
             codec: Codec::Pcma,
         }),
         block: false,
+        tones_to_other: None,
     };
     sessions.set_dtmf(1, LegIndex::A, &inband).unwrap();
     let mut audio = packet();

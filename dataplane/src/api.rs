@@ -246,6 +246,10 @@ pub struct DtmfOptions {
     /// relayed, and while an in-band tone is heard (with `inband` set) the relayed audio is
     /// silence.
     pub block: bool,
+    /// The other leg's peer takes no telephone-event: this leg's telephone events are not
+    /// relayed to it but each key sounds as DTMF tones in the audio it receives, given here
+    /// (its payload type and G.711 codec). Tones heard in this leg's audio pass as they are.
+    pub tones_to_other: Option<InbandAudio>,
 }
 
 /// The audio a leg's peer sends, for in-band DTMF detection.

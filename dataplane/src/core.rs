@@ -97,15 +97,6 @@ pub struct Core {
     cname: Box<[u8]>,
 }
 
-/// The leg of a per-leg key (`index * 2 + leg`).
-fn leg_of_key(key: u32) -> LegIndex {
-    if key & 1 == 0 {
-        LegIndex::A
-    } else {
-        LegIndex::B
-    }
-}
-
 pub(crate) fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
@@ -430,7 +421,7 @@ impl Core {
     /// stream to it (an RR before we sent any), a block about its stream to us, our CNAME.
     /// False when we no longer originate what the leg hears (no more reports).
     fn send_report(&mut self, key: u32, now: u64) -> bool {
-        let (index, leg) = (key / 2, leg_of_key(key));
+        let (index, leg) = (key / 2, crate::dtmf::leg_index(key));
         // What the leg hears: a clip played to it (G.711, 8 kHz), else a supervisor's mix,
         // else the other leg's transcoded stream.
         let (ssrc, sent, clock_hz) = if let Some(p) = self.players.find(key) {
@@ -614,12 +605,19 @@ impl Core {
         });
         if !more {
             self.sessions
-                .set_sending_dtmf(key / 2, leg_of_key(key), false);
+                .set_sending_dtmf(key / 2, crate::dtmf::leg_index(key), false);
         }
     }
 
-    /// Turns the DTMF keys the batch ended into events.
+    /// Turns the DTMF keys the batch ended into events, and starts the keys it translated
+    /// from telephone events to tones on their senders.
     fn report_dtmf(&mut self) {
+        while let Some((key, event)) = self.sessions.pop_translated_dtmf() {
+            if self.dtmf_senders.sound(key, event) {
+                self.sessions
+                    .set_sending_dtmf(key / 2, crate::dtmf::leg_index(key), true);
+            }
+        }
         let events = &mut self.events;
         let counters = &mut self.counters;
         let mut pushed = false;
@@ -808,12 +806,9 @@ impl Core {
                     options,
                 } => {
                     let event = match self.sessions.resolve(id) {
-                        Some(index) => match self.sessions.set_dtmf(index, leg, &options) {
+                        Some(index) => match self.set_dtmf(index, leg, &options) {
                             Ok(()) => Event::Updated { token },
-                            Err(_) => Event::Failed {
-                                token,
-                                error: CoreError::UnsupportedCodec,
-                            },
+                            Err(error) => Event::Failed { token, error },
                         },
                         None => Event::Failed {
                             token,
@@ -948,6 +943,23 @@ impl Core {
         // The leg's peer hears a stream of ours: it gets our reports about it.
         self.arm_reports(key, now);
         Ok(())
+    }
+
+    /// `SetDtmf`: the leg's listening and blocking, and for `tones_to_other` the other leg's
+    /// sender of tones, allocated here (first, so a refusal changes nothing).
+    fn set_dtmf(
+        &mut self,
+        index: u32,
+        leg: LegIndex,
+        options: &crate::api::DtmfOptions,
+    ) -> Result<(), CoreError> {
+        if let Some(audio) = options.tones_to_other {
+            self.dtmf_senders
+                .prepare_tones(Player::key(index, leg.other()), audio)?;
+        }
+        self.sessions
+            .set_dtmf(index, leg, options)
+            .map_err(|_| CoreError::UnsupportedCodec)
     }
 
     fn send_dtmf(

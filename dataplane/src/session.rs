@@ -81,6 +81,9 @@ pub struct Leg {
     /// DTMF keys are being sent to this leg's peer (`crate::dtmf::Senders`): the RTP packets
     /// going to it pass through the sender.
     pub sending_dtmf: bool,
+    /// This leg's telephone events become tones towards the other leg
+    /// (`DtmfOptions::tones_to_other`): the events themselves are not relayed.
+    pub translate_dtmf: bool,
     /// RTP from this leg's peer is transcoded for the other leg (the core holds the
     /// transcoder, `crate::transcode`); its RTCP ends at the core, which reports on the
     /// transcoded streams itself (`crate::rtcp`).
@@ -102,6 +105,7 @@ impl Default for Leg {
             inband_pt: NO_DTMF,
             block_dtmf: false,
             sending_dtmf: false,
+            translate_dtmf: false,
             transcode: false,
             mixed: false,
         }
@@ -298,7 +302,13 @@ impl Sessions {
         l.dtmf_pt = options.event_payload_type.map_or(NO_DTMF, |pt| pt & 0x7f);
         l.inband_pt = self.dtmf.inband_payload_type(key).unwrap_or(NO_DTMF);
         l.block_dtmf = options.block;
+        l.translate_dtmf = options.tones_to_other.is_some();
         Ok(())
+    }
+
+    /// The next key translated from telephone events to tones (`Dtmf::pop_translated`).
+    pub fn pop_translated_dtmf(&mut self) -> Option<(u32, u8)> {
+        self.dtmf.pop_translated()
     }
 
     /// Marks `leg` as being sent DTMF keys (or no longer).
@@ -456,9 +466,14 @@ impl Sessions {
         stream.stats.bytes += data.len() as u64;
         stream.stats.last_seen_ns = now_ns;
 
-        let (dtmf_pt, inband_pt, block_dtmf) = {
+        let (dtmf_pt, inband_pt, block_dtmf, hold_events) = {
             let l = &session.legs[leg_in];
-            (l.dtmf_pt, l.inband_pt, l.block_dtmf)
+            (
+                l.dtmf_pt,
+                l.inband_pt,
+                l.block_dtmf,
+                l.block_dtmf || l.translate_dtmf,
+            )
         };
         // A transcoded leg's RTCP describes streams the other peer never receives: it feeds
         // quality and ends here (out of line; RTP pays one compare for it).
@@ -515,7 +530,7 @@ impl Sessions {
         let pt = data[1] & 0x7f;
         if dtmf_pt != NO_DTMF && dtmf_pt == pt {
             self.on_telephone_event(index, leg_in, data, now_ns);
-            if block_dtmf {
+            if hold_events {
                 verdict = match verdict {
                     Verdict::Forward { latch, .. } | Verdict::Transcode { latch, .. } => {
                         drop_latched(DropReason::DtmfBlocked, latch)
@@ -527,7 +542,19 @@ impl Sessions {
             let key = index * 2 + leg_in as u32;
             let id = self.id(index);
             if self.dtmf.on_audio(id, key, data, now_ns) && block_dtmf {
-                self.blocked_tone = self.dtmf.silence_code(key);
+                match self.dtmf.silence_code(key) {
+                    Some(code) => self.blocked_tone = Some(code),
+                    // G.722 and Opus: no payload is silence whatever the receiver's decoder
+                    // state, so the packet is held back and the receiver conceals the gap.
+                    None => {
+                        verdict = match verdict {
+                            Verdict::Forward { latch, .. } | Verdict::Transcode { latch, .. } => {
+                                drop_latched(DropReason::DtmfBlocked, latch)
+                            }
+                            other => other,
+                        }
+                    }
+                }
             }
         }
         // Quality is measured on everything the peer sent that parsed, relayed or not.

@@ -33,6 +33,8 @@ mod contact_centre;
 #[path = "monitor.rs"]
 mod monitor;
 use contact_centre::{ContactCentre, Queued};
+#[path = "dtmf_info.rs"]
+mod dtmf_info;
 #[path = "transcoding.rs"]
 mod transcoding;
 use monitor::Monitor;
@@ -94,11 +96,12 @@ pub enum MediaOp {
         session: SessionId,
         codecs: Option<[LegCodec; 2]>,
     },
-    /// Report the keys a leg's peer presses (RFC 4733 on this payload type).
+    /// How the keys a leg's peer presses are heard (RFC 4733 payload type, in-band tones) and
+    /// whether they are kept from the other leg.
     SetDtmf {
         session: SessionId,
         leg: LegIndex,
-        payload_type: Option<u8>,
+        options: tandem_dataplane::api::DtmfOptions,
     },
     /// A supervisor's session for monitoring `call`, on `core` (the core of the call's session).
     CreateSupervisor {
@@ -368,6 +371,8 @@ struct Call {
     queue: Option<Queued>,
     /// Codec negotiation across the legs: the offer sent on, the transcoding plan.
     transcoding: transcoding::CallCodecs,
+    /// Keys sent as SIP INFO to a peer that takes them that way.
+    info_dtmf: dtmf_info::InfoDtmf,
 }
 
 impl Call {
@@ -461,6 +466,8 @@ enum Pending {
     Invite(CallId),
     /// A request relayed from one leg to the other; its response goes back on `server`.
     Relay(Box<RelayedRequest>),
+    /// Our INFO carrying a key to this side's peer.
+    DtmfInfo(CallId, Side),
     Bye,
     /// Our REGISTER at a trunk.
     TrunkRegister(String),
@@ -1104,6 +1111,10 @@ impl Engine {
 
         // Trusted trunks by source address; everyone else authenticates as a SIP account.
         let from_trunk = self.cfg.trunk_for_source(ip).is_some();
+        let a_dtmf = self
+            .cfg
+            .trunk_for_source(ip)
+            .map_or(Default::default(), |t| t.dtmf);
         let caller_tenant = match self.cfg.trunk_for_source(ip) {
             Some(trunk) => trunk.tenant.clone(),
             None => match self.authenticate(now, tx, &req, peer, "Proxy-Authorization", 407) {
@@ -1149,6 +1160,11 @@ impl Engine {
             },
             _ => None,
         };
+        let b_dtmf = match &route.target {
+            RouteTarget::Trunk(name) => self.cfg.trunk(name).map(|t| t.dtmf),
+            _ => None,
+        }
+        .unwrap_or_default();
         let (target_uri, target_peer) = match &route.target {
             // Which agent's device takes the call is decided later; the caller's own address
             // stands in until then.
@@ -1279,6 +1295,7 @@ impl Engine {
                     ..q
                 }),
                 transcoding: Default::default(),
+                info_dtmf: dtmf_info::InfoDtmf::new(a_dtmf, b_dtmf),
             },
         );
         self.next_call = id;
@@ -1480,6 +1497,10 @@ impl Engine {
             }
             Some(Pending::Bye | Pending::Ignore) if code >= 200 => {
                 self.pending.remove(&tx);
+            }
+            Some(&Pending::DtmfInfo(call, side)) if code >= 200 => {
+                self.pending.remove(&tx);
+                self.info_dtmf_done(now, call, side);
             }
             Some(Pending::Offer(call)) => {
                 let call = *call;
@@ -1729,6 +1750,7 @@ impl Engine {
         }
         self.actions
             .push(Action::Event(SipEvent::CallAnswered { call, tenant }));
+        self.arm_dtmf(call);
     }
 
     /// Ends a call that was never answered: the final response goes to the caller.
@@ -2170,6 +2192,7 @@ impl Engine {
                     r.auth_tried = false;
                 }
             }
+            Some(Pending::DtmfInfo(call, side)) => self.info_dtmf_done(now, call, side),
             Some(Pending::Bye | Pending::Ignore) | None => {}
         }
     }

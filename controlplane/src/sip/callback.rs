@@ -265,6 +265,7 @@ impl Engine {
                 direction,
                 queue: Some(queued),
                 transcoding: Default::default(),
+                info_dtmf: Default::default(),
             },
         );
         self.cc.callback_calls.insert(contact, id);

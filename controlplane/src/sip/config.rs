@@ -155,6 +155,50 @@ pub struct TrunkConfig {
     pub register: bool,
     #[serde(default = "default_trunk_expires")]
     pub register_expires_s: u32,
+    /// How keys pressed on the other leg of a call reach this trunk.
+    #[serde(default)]
+    pub dtmf: DtmfMode,
+}
+
+/// How a peer is sent the keys pressed on the other leg of its call.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DtmfMode {
+    /// RFC 4733 events in its RTP stream (relayed as they came; in-band tones pass in the audio).
+    #[default]
+    Rfc4733,
+    /// In-dialog SIP INFO (`application/dtmf-relay`), one per key; nothing of the keys in RTP.
+    Info,
+    /// `Info` when its SDP does not take `telephone-event/8000`, else `Rfc4733`.
+    Auto,
+}
+
+impl DtmfMode {
+    pub fn parse(s: &str) -> Option<DtmfMode> {
+        match s {
+            "rfc4733" => Some(DtmfMode::Rfc4733),
+            "info" => Some(DtmfMode::Info),
+            "auto" => Some(DtmfMode::Auto),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DtmfMode::Rfc4733 => "rfc4733",
+            DtmfMode::Info => "info",
+            DtmfMode::Auto => "auto",
+        }
+    }
+
+    /// Whether a peer is sent keys as SIP INFO, given whether its SDP takes telephone-event.
+    pub fn sends_info(self, takes_events: bool) -> bool {
+        match self {
+            DtmfMode::Rfc4733 => false,
+            DtmfMode::Info => true,
+            DtmfMode::Auto => !takes_events,
+        }
+    }
 }
 
 fn default_trunk_expires() -> u32 {

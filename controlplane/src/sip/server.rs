@@ -595,12 +595,8 @@ fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inb
             MediaOp::SetDtmf {
                 session,
                 leg,
-                payload_type,
+                options,
             } => {
-                let options = tandem_dataplane::api::DtmfOptions {
-                    event_payload_type: payload_type,
-                    ..Default::default()
-                };
                 if let Err(e) = media.set_dtmf(session, leg, options).await {
                     tracing::debug!("media set-dtmf failed: {e:?}");
                 }
