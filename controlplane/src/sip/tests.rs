@@ -2505,5 +2505,7 @@ mod announcements {
     }
 }
 
+#[path = "live_calls_tests.rs"]
+mod live_calls_tests;
 #[path = "monitor_tests.rs"]
 mod monitor_tests;
