@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Supervisor monitoring end to end: a trunk caller reaches agent1's registered phone, the control
 # API has the SIP user `boss` monitor the call in whisper mode, then barge; each phone plays its
-# own tone and tests/e2e/supervise.py checks by Goertzel which phone hears which (see there). ~6 s.
+# own tone and tests/e2e/supervise.py checks by Goertzel which phone hears which (see there); the
+# live-calls API lists the call, its codecs and quality, then its monitor. ~6 s.
 source "$(dirname "$0")/lib.sh"
 SIP=5068; NG=22281; HTTP=18121
 
@@ -43,4 +44,4 @@ PEERS_DIR="$PEERS_DIR" timeout 30 python3 "$ROOT/tests/e2e/supervise.py" --sip $
   >"$WORK/supervise.log" 2>&1 || fail "supervise.py: $(tail -20 "$WORK/supervise.log"; tail -20 "$WORK/tandem.log")"
 grep -q "MONITOR OK" "$WORK/supervise.log" || fail "monitor check"
 cat "$WORK/supervise.log"
-echo "ok: whisper and barge heard by the right phones; monitor stopped with a BYE to the supervisor"
+echo "ok: live calls listed with codecs, quality and the monitor; whisper and barge heard by the right phones; monitor stopped with a BYE to the supervisor"
