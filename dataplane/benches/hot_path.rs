@@ -119,6 +119,7 @@ fn bench(c: &mut Criterion) {
         next_once: 0,
         then: 0,
         looping: true,
+        sent: Default::default(),
     };
     let mut tx = TxBatch::new(64);
     g.bench_function("play_packet_build", |b| {

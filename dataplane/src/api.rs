@@ -195,6 +195,27 @@ pub enum Command {
         token: u64,
         id: SessionId,
     },
+    /// Session `id` (one made with `Create` on this core, its leg A facing the member's phone;
+    /// its leg B's sockets are closed here) joins conference `conference` of this core (made
+    /// on its first join; ids are the control plane's): its peer, speaking `codec`, hears
+    /// every other member mixed and is heard by all of them (`crate::conference`). Codec
+    /// states and buffers are allocated here. Answered with `Updated`, or `Failed` with
+    /// `UnknownSession`, `ConferenceConflict` (already in a conference or a monitor, or the
+    /// conference full) or `UnsupportedCodec`.
+    JoinConference {
+        token: u64,
+        id: SessionId,
+        conference: u32,
+        codec: LegCodec,
+    },
+    /// Session `id` leaves its conference; the conference ends with its last member. The
+    /// session stays (its leg A's RTP now goes nowhere; `Delete` it). Deleting a member's
+    /// session leaves too. Answered with `Updated`, or `Failed` with `ConferenceConflict`
+    /// when it is in none.
+    LeaveConference {
+        token: u64,
+        id: SessionId,
+    },
     /// Stops the core's thread after closing every socket.
     Shutdown,
 }
@@ -409,6 +430,9 @@ pub enum CoreError {
     /// `AttachMonitor` named a session that already takes part in a monitor, or the same
     /// session twice; or `SetMonitorMode` a session without one.
     MonitorConflict,
+    /// `JoinConference` named a session already in a conference or a monitor, or a full
+    /// conference; or `LeaveConference` a session in none.
+    ConferenceConflict,
 }
 
 impl CoreError {
@@ -422,6 +446,9 @@ impl CoreError {
             CoreError::UnsupportedPayloadType => "payload type cannot be played",
             CoreError::UnsupportedCodec => "codecs cannot be transcoded",
             CoreError::MonitorConflict => "session is already monitored or not monitored",
+            CoreError::ConferenceConflict => {
+                "session is already in a conference or in none, or the conference is full"
+            }
         }
     }
 }

@@ -17,6 +17,7 @@
 
 use crate::api::{Codec, LegCodec};
 use crate::repacketise::Repacketiser;
+use crate::rtcp::SentStream;
 use tandem_media::codec::{
     CodecError, Decoder, G722Decoder, G722Encoder, G729Decoder, G729Encoder, OpusDecoder,
     OpusEncoder,
@@ -126,6 +127,9 @@ pub struct Transcoder {
     /// length of a concealed frame.
     last_samples: usize,
     dec_rate_hz: u32,
+    /// What went out under our SSRC (noted by the core as each packet is queued): the sender
+    /// info of our RTCP reports to the receiver.
+    sent: SentStream,
 }
 
 /// Most lost packets in a row concealed (Opus senders); a longer gap is passed on as a gap.
@@ -227,7 +231,30 @@ impl Transcoder {
             last: None,
             last_samples: 0,
             dec_rate_hz: native_rate_hz(from.codec, chain_hz),
+            sent: SentStream::default(),
         })
+    }
+
+    /// Our SSRC: the stream the receiving peer gets.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// The output codec's RTP clock.
+    pub fn out_clock_hz(&self) -> u32 {
+        self.out_clock_hz
+    }
+
+    /// What we have sent so far (for our SR).
+    pub fn sent(&self) -> &SentStream {
+        &self.sent
+    }
+
+    /// Notes one packet of ours as queued at `now_ns` (after any rewriting: DTMF keys sent
+    /// into the stream). Its timestamp paces our SR's only for audio, not events.
+    pub fn on_sent(&mut self, packet: &[u8], now_ns: u64) {
+        let audio = packet.len() > 1 && packet[1] & 0x7f == self.out_pt;
+        self.sent.on_sent(packet, audio, now_ns);
     }
 
     /// A timestamp interval of the input clock in the output clock.
@@ -573,6 +600,23 @@ impl Transcoders {
             .and_then(|t| t.as_deref_mut())
             .ok_or(Skip::Held)?
             .pop(out)
+    }
+
+    /// The transcoder of packets from `key`'s leg, if there is one.
+    pub fn get(&self, key: u32) -> Option<&Transcoder> {
+        self.slots.get(key as usize).and_then(|t| t.as_deref())
+    }
+
+    /// Notes a packet from `key`'s transcoder as queued at `now_ns` (see
+    /// [`Transcoder::on_sent`]).
+    pub fn on_sent(&mut self, key: u32, packet: &[u8], now_ns: u64) {
+        if let Some(t) = self
+            .slots
+            .get_mut(key as usize)
+            .and_then(|t| t.as_deref_mut())
+        {
+            t.on_sent(packet, now_ns);
+        }
     }
 
     /// Transcodes a packet received from `key`'s leg into `out`.

@@ -1,7 +1,8 @@
 //! The transcoding path allocates nothing per packet: the session decision and the
 //! transcoder of each direction (resampler and loss concealment included), for every pair
 //! the cores transcode, from the first packet on. Nor does DTMF: in-band detection, telephone
-//! events, merging and blocking on a relayed leg.
+//! events, merging and blocking on a relayed leg. Nor do our RTCP reports on a transcoded
+//! session: the peers' RTCP consumed, our sent stream noted, reports built on a timer.
 //!
 //! A counting global allocator (per thread, so parallel tests do not see each other's) counts
 //! Rust's allocations. libopus's own state lives on the C heap from `opus_*_create`, called
@@ -288,4 +289,85 @@ fn repacketising_allocates_nothing_per_packet() {
         );
         assert_eq!(n, 0, "{from:?} -> {to:?} at {ptime_ms} ms: {n} allocations");
     }
+}
+
+/// Our RTCP on a transcoded session: the peers' RTCP consumed into quality, what we send
+/// noted, and each leg's report (SR with a block, CNAME) built into the send batch on a
+/// timer, as the core does, allocate nothing.
+#[test]
+fn rtcp_reports_allocate_nothing() {
+    use tandem_dataplane::io::TxBatch;
+    use tandem_dataplane::rtcp::{ntp_compact, write_report, Report, WallClock};
+    use tandem_dataplane::timer::TimerWheel;
+
+    let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let a_rtcp: SocketAddr = "10.0.0.1:5001".parse().unwrap();
+    let b: SocketAddr = "10.0.0.2:6000".parse().unwrap();
+    let mut sessions = Sessions::new(0, 2, 30_000);
+    let leg = |rtp: SocketAddr| LegParams {
+        rtp: Some(rtp),
+        rtcp: Some(SocketAddr::new(rtp.ip(), rtp.port() + 1)),
+        ..LegParams::default()
+    };
+    sessions.activate(0, &leg(a), &leg(b), 0);
+    sessions.set_transcode(0, LegIndex::A, true);
+    sessions.set_transcode(0, LegIndex::B, true);
+    let mut transcoders = Transcoders::new(2);
+    let t = Transcoder::new(leg_codec(Codec::Pcma), leg_codec(Codec::Pcmu), 7).unwrap();
+    transcoders.set(0, Some(t));
+    let back = Transcoder::new(leg_codec(Codec::Pcmu), leg_codec(Codec::Pcma), 8).unwrap();
+    transcoders.set(1, Some(back));
+    let mut timers = TimerWheel::new(4, 64, 100_000_000, 0);
+    timers.schedule(0, 0);
+    timers.schedule(1, 0);
+    let wall = WallClock::now(0);
+    let cname = b"tandem-0-test".to_vec();
+    let mut tx = TxBatch::new(8);
+    let input = packets(Codec::Pcma, 200);
+    let mut sr = vec![0x80, 200, 0, 6, 0, 0, 0x5e, 0xed];
+    sr.extend_from_slice(&[0x11; 20]);
+    let mut reports = 0;
+    let n = allocations(|| {
+        for (i, p) in input.iter().enumerate() {
+            let now = i as u64 * 20_000_000;
+            let Verdict::Transcode { in_key, .. } = sessions.on_packet(0, a, p, now) else {
+                panic!("not transcoded");
+            };
+            tx.clear();
+            let pushed = tx.push_with(2, None, |buf| transcoders.process(in_key, p, buf));
+            assert_eq!(pushed, Ok(true));
+            transcoders.on_sent(in_key, tx.last().unwrap(), now);
+            if i % 50 == 0 {
+                let consumed = sessions.on_packet(1, a_rtcp, &sr, now);
+                assert!(matches!(consumed, Verdict::Consumed { .. }));
+            }
+            // Leg A's report (key 0): an RR with a block about A's stream (nothing goes to A);
+            // leg B's (key 1): an SR about our stream to B, out of A's transcoder (key 0).
+            let mut due = [0u32; 4];
+            let fired = timers.take_due(now, &mut due);
+            for &key in &due[..fired] {
+                let leg = if key == 0 { LegIndex::A } else { LegIndex::B };
+                let t = transcoders.get(key ^ 1).unwrap();
+                let ntp = wall.ntp(now);
+                let sender = t.sent().sender_info(ntp, now, t.out_clock_hz());
+                let report = Report {
+                    ssrc: t.ssrc(),
+                    sender,
+                    block: sessions.report_block(0, leg, now),
+                    cname: &cname,
+                };
+                let (slot, dest) = sessions.rtcp_target(0, leg).unwrap();
+                let written =
+                    tx.push_generated_with(slot, dest, |buf| write_report(&report, buf).ok_or(()));
+                assert_eq!(written, Ok(true));
+                if sender.is_some() {
+                    sessions.on_our_sender_report(0, leg, report.ssrc, ntp_compact(ntp), now);
+                }
+                timers.schedule(key, now + 500_000_000);
+                reports += 1;
+            }
+        }
+    });
+    assert_eq!(reports, 16);
+    assert_eq!(n, 0, "{n} allocations");
 }

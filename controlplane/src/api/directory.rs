@@ -547,7 +547,7 @@ async fn check_route(state: &ApiState, r: &Route) -> Result<(), ApiError> {
     match parse_target(&r.target) {
         None => Err(ApiError::invalid(
             "target",
-            "target is user:<account>, trunk:<name>, queue:<name> or uri:sip:user@ip:port",
+            "target is user:<account>, trunk:<name>, queue:<name>, conference:<room> or uri:sip:user@ip:port",
         )),
         Some(RouteTarget::Uri(uri)) => {
             if crate::sip::message::SipUri::parse(&uri)
@@ -577,6 +577,7 @@ async fn check_route(state: &ApiState, r: &Route) -> Result<(), ApiError> {
             Ok(())
         }
         Some(RouteTarget::User(user)) => check_slug("target", &user, 64),
+        Some(RouteTarget::Conference(room)) => check_slug("target", &room, 64),
         Some(RouteTarget::Queue(queue)) => {
             check_slug("target", &queue, 64)?;
             match state.storage.queue(&r.tenant, &queue).await {

@@ -26,6 +26,8 @@ use tandem_dataplane::api::{
 mod callback;
 #[cfg(test)]
 pub(crate) use callback::callback_number as callback_number_of;
+#[path = "conference.rs"]
+mod conference;
 #[path = "contact_centre.rs"]
 mod contact_centre;
 #[path = "live_calls.rs"]
@@ -122,6 +124,20 @@ pub enum MediaOp {
     /// Deletes a supervisor's session (which ends its monitor).
     DeleteSupervisor {
         session: SessionId,
+    },
+    /// A conference member's session (leg A towards the caller at `a`, leg B unused) on the
+    /// core of room `conference` (the shell picks it from the id, so a room stays on one).
+    CreateInConference {
+        call: CallId,
+        conference: u32,
+        a: LegParams,
+    },
+    /// The member's session joins room `conference`, its caller speaking `codec`.
+    JoinConference {
+        call: CallId,
+        session: SessionId,
+        conference: u32,
+        codec: LegCodec,
     },
     /// Send keys to a leg's peer inside its RTP stream (a SIP INFO's key, as RFC 4733).
     SendDtmf {
@@ -500,6 +516,10 @@ pub struct Engine {
     cc: ContactCentre,
     /// Supervisor monitors by the call they monitor (one each), and their dialogs.
     monitors: HashMap<CallId, Monitor>,
+    /// Calls in a conference room, by the room's id (`conference.rs`); the ids of the rooms
+    /// the routes name, by (tenant, room), given out as calls first reach them.
+    conference_calls: HashMap<CallId, u32>,
+    rooms: HashMap<(String, String), u32>,
     monitor_dialogs: HashMap<(String, String), CallId>,
 }
 
@@ -556,6 +576,8 @@ impl Engine {
             calls: HashMap::new(),
             dialogs: HashMap::new(),
             monitors: HashMap::new(),
+            conference_calls: HashMap::new(),
+            rooms: HashMap::new(),
             monitor_dialogs: HashMap::new(),
             invites: HashMap::new(),
             pending: HashMap::new(),
@@ -769,6 +791,8 @@ impl Engine {
                     self.dial_customer(now, call);
                 } else if c.queue.is_some() {
                     self.enter_queue(now, call);
+                } else if let Some(&conference) = self.conference_calls.get(&call) {
+                    self.answer_conference(now, call, conference);
                 } else {
                     self.send_b_invite(now, call);
                 }
@@ -1131,6 +1155,7 @@ impl Engine {
             // Which agent's device takes the call is decided later; the caller's own address
             // stands in until then.
             RouteTarget::Queue(name) => (format!("queue:{name}"), peer),
+            RouteTarget::Conference(room) => (format!("conference:{room}"), peer),
             target => match self.resolve(now, &tenant, target, &number) {
                 Ok(target) => target,
                 Err(code) => {
@@ -1266,11 +1291,23 @@ impl Engine {
             from: caller,
             to: number,
         }));
-        self.actions.push(Action::Media(MediaOp::Create {
-            call: id,
-            a: a_params,
-            b: LegParams::default(),
-        }));
+        let create = match &route.target {
+            RouteTarget::Conference(room) => {
+                let conference = self.room_id(&route.tenant, room);
+                self.conference_calls.insert(id, conference);
+                MediaOp::CreateInConference {
+                    call: id,
+                    conference,
+                    a: a_params,
+                }
+            }
+            _ => MediaOp::Create {
+                call: id,
+                a: a_params,
+                b: LegParams::default(),
+            },
+        };
+        self.actions.push(Action::Media(create));
     }
 
     /// Where a route target lives now: a registered binding (480 when none), a fixed URI, or a
@@ -1295,8 +1332,9 @@ impl Engine {
                 let transport = Transport::parse(parsed.transport()).unwrap_or(Transport::Udp);
                 Ok((uri.clone(), Peer { transport, addr }))
             }
-            // Queued calls are offered to agents by the ACD, not sent to one target.
-            RouteTarget::Queue(_) => Err(480),
+            // Queued calls are offered to agents by the ACD, not sent to one target; a room is
+            // entered by a caller's own INVITE only.
+            RouteTarget::Queue(_) | RouteTarget::Conference(_) => Err(480),
             RouteTarget::Trunk(name) => {
                 let trunk = self.cfg.trunk(name.as_str()).ok_or(500u16)?;
                 let uri = format!("sip:{}@{}", number.trim_start_matches('+'), trunk.address);
@@ -1789,6 +1827,7 @@ impl Engine {
         let Some(c) = self.calls.remove(&call) else {
             return;
         };
+        self.conference_calls.remove(&call);
         self.end_monitor(now, call, "call ended");
         self.dialogs
             .remove(&(c.a.call_id.clone(), c.a.local_tag.clone()));

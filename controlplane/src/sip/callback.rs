@@ -78,7 +78,6 @@ impl Engine {
         // The contact lives on without this call.
         self.stop_music(call);
         self.drop_offers(now, call);
-        let contact_header = self.contact.clone();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -93,7 +92,13 @@ impl Engine {
             self.fail_call(now, call, 480, Disposition::NoAnswer, "callback");
             return;
         };
-        // Fetched again after `rewrite_for`'s borrow of the engine; nothing above removes it.
+        self.answer_with_our_sdp(now, call, sdp);
+    }
+
+    /// Answers the caller of an unanswered call ourselves (200 with `sdp`, our SDP): no leg B
+    /// answered it.
+    pub(super) fn answer_with_our_sdp(&mut self, now: Now, call: CallId, sdp: String) {
+        let contact = self.contact.clone();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -103,7 +108,7 @@ impl Engine {
         c.answered_unix_ms = Some(now.unix_ms);
         c.setup_ms = Some(now.mono.saturating_duration_since(c.started).as_millis() as u64);
         let mut ok = Message::response_to(&c.a_request, 200, Some(&c.a.local_tag));
-        ok.push("Contact", contact_header);
+        ok.push("Contact", contact);
         ok.push("Allow", ALLOW);
         ok.set_body("application/sdp", sdp.into_bytes());
         let (a_invite, tenant) = (c.a_invite, c.tenant.clone());
@@ -156,7 +161,7 @@ impl Engine {
             .route(&tenant, &number)
             .or_else(|| self.cfg.route(&tenant, &origin.raw));
         let resolved = match route.as_ref().map(|r| &r.target) {
-            None | Some(RouteTarget::Queue(_)) => Err(404),
+            None | Some(RouteTarget::Queue(_) | RouteTarget::Conference(_)) => Err(404),
             Some(target) => self.resolve(now, &tenant, target, &number),
         };
         let over_limit = self.calls.len() >= self.cfg.max_calls

@@ -168,8 +168,9 @@ pub struct RouteConfig {
     /// Dialled user part: exact (`2000`), prefix (`44*`) or anything (`*`).
     #[serde(rename = "match")]
     pub pattern: String,
-    /// `user:<name>` (a registered account), `uri:sip:…` (a fixed target), `trunk:<name>` or
-    /// `queue:<name>` (the tenant's ACD queue).
+    /// `user:<name>` (a registered account), `uri:sip:…` (a fixed target), `trunk:<name>`,
+    /// `queue:<name>` (the tenant's ACD queue) or `conference:<room>` (a room of the tenant's,
+    /// mixed on one core: every call routed there hears all the others).
     pub target: String,
 }
 
@@ -179,6 +180,7 @@ pub enum RouteTarget {
     Uri(String),
     Trunk(String),
     Queue(String),
+    Conference(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +236,7 @@ pub fn parse_target(target: &str) -> Option<RouteTarget> {
         "uri" if value.starts_with("sip:") => Some(RouteTarget::Uri(value.to_string())),
         "trunk" if !value.is_empty() => Some(RouteTarget::Trunk(value.to_string())),
         "queue" if !value.is_empty() => Some(RouteTarget::Queue(value.to_string())),
+        "conference" if !value.is_empty() => Some(RouteTarget::Conference(value.to_string())),
         _ => None,
     }
 }

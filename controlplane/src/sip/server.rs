@@ -113,6 +113,10 @@ enum Inbound {
         call: CallId,
         result: Result<(), CoreError>,
     },
+    ConferenceJoined {
+        call: CallId,
+        result: Result<(), CoreError>,
+    },
 }
 
 /// The wall and monotonic clocks, read once for one input to the engine.
@@ -303,6 +307,9 @@ async fn run_loop(
                 }
                 Inbound::SupervisorAttached { call, result } => {
                     engine.supervisor_attached(now(), call, result)
+                }
+                Inbound::ConferenceJoined { call, result } => {
+                    engine.conference_joined(now(), call, result)
                 }
                 Inbound::Durable(call) => {
                     for batch in held.iter_mut() {
@@ -637,6 +644,25 @@ fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inb
                 if let Err(e) = media.set_dtmf(session, leg, options).await {
                     tracing::debug!("media set-dtmf failed: {e:?}");
                 }
+            }
+            MediaOp::CreateInConference {
+                call,
+                conference,
+                a,
+            } => {
+                let core = media.conference_core(conference);
+                let none = tandem_dataplane::api::LegParams::default();
+                let result = media.create_on(core, a, none).await;
+                let _ = inbox.send(Inbound::Created { call, result }).await;
+            }
+            MediaOp::JoinConference {
+                call,
+                session,
+                conference,
+                codec,
+            } => {
+                let result = media.join_conference(session, conference, codec).await;
+                let _ = inbox.send(Inbound::ConferenceJoined { call, result }).await;
             }
             MediaOp::CreateSupervisor { call, core } => {
                 let none = tandem_dataplane::api::LegParams::default();

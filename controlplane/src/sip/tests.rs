@@ -2505,6 +2505,8 @@ mod announcements {
     }
 }
 
+#[path = "conference_tests.rs"]
+mod conference_tests;
 #[path = "live_calls_tests.rs"]
 mod live_calls_tests;
 #[path = "monitor_tests.rs"]
