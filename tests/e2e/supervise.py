@@ -7,9 +7,10 @@ asks for a whispering monitor by the SIP user `boss`, whose registered phone (19
 rings. A Goertzel over the last second of each phase says who hears whom: in whisper the agent
 hears caller and supervisor, the caller only the agent, the supervisor both; in barge the
 caller hears the supervisor too. Then the monitor is stopped (the supervisor gets a BYE) and the
-caller hangs up. Prints MONITOR OK. Then the three phones dial conf-7, a conference room: each
-hears the other two and not itself; after the caller hangs up the other two hear only each
-other. Prints CONFERENCE OK.
+caller hangs up. The live-calls API lists the call with its codecs and each leg's measured
+quality, then with the monitor, and no more once it has ended. Prints MONITOR OK. Then the three
+phones dial conf-7, a conference room: each hears the other two and not itself; after the caller
+hangs up the other two hear only each other. Prints CONFERENCE OK.
 """
 import argparse, hashlib, json, os, random, select, socket, struct, sys, time, urllib.request
 
@@ -205,6 +206,16 @@ def api(base, token, method, path, body=None):
         return r.status, (json.loads(text) if text else None)
 
 
+def live_call(base, token, call, required=True):
+    """The call as GET /live-calls lists it; None when it is not listed (and not required)."""
+    status, calls = api(base, token, "GET", "/tenants/acme/live-calls")
+    assert status == 200, status
+    found = [c for c in calls["items"] if c["call"] == call]
+    if required and not found:
+        raise SystemExit(f"call {call} not among the live calls: {calls}")
+    return found[0] if found else None
+
+
 def answered_call(http, token):
     """The call id of the first `call.answered` event (the WebSocket, replayed from the start)."""
     s = socket.create_connection(("127.0.0.1", http), timeout=5)
@@ -270,6 +281,13 @@ def main():
     call = answered_call(a.http, a.token)
     print(f"call {call} answered")
     media([caller, agent], 0.4)
+    live = live_call(base, a.token, call)
+    print(f"live: {json.dumps(live, sort_keys=True)}")
+    assert (live["state"], live["to"], live["direction"]) == ("answered", "2000", "inbound"), live
+    assert [leg["codec"] for leg in live["legs"]] == ["PCMU", "PCMU"] and not live["transcoded"], live
+    # RTP has flowed both ways for 0.4 s: the data plane measured each leg.
+    assert all(leg["quality"] and leg["quality"]["packets_expected"] > 5 for leg in live["legs"]), live
+    assert live["monitor"] is None, live
 
     status, view = api(base, a.token, "POST", f"/tenants/acme/calls/{call}/monitor", {"supervisor": "boss", "mode": "whisper"})
     assert status == 202 and view["state"] == "ringing", (status, view)
@@ -277,6 +295,9 @@ def main():
     phones = [caller, agent, boss]
     media(phones, 1.5)
     check("whisper", phones, {"caller": {"agent"}, "agent": {"caller", "boss"}, "boss": {"caller", "agent"}})
+    status, one = api(base, a.token, "GET", f"/tenants/acme/live-calls/{call}")
+    assert status == 200 and one["monitor"] == {"call": call, "supervisor": "boss", "mode": "whisper",
+                                                "state": "active"}, (status, one)
 
     status, view = api(base, a.token, "PATCH", f"/tenants/acme/calls/{call}/monitor", {"mode": "barge"})
     assert status == 200 and view["mode"] == "barge" and view["state"] == "active", (status, view)
@@ -291,6 +312,8 @@ def main():
     caller.recv("SIP/2.0 200")
     bye = agent.recv("BYE ")
     agent.send(response(bye, 200, "ag"), bye["src"])
+    if live_call(base, a.token, call, required=False) is not None:
+        raise SystemExit(f"call {call} still listed live after its end")
     print("MONITOR OK")
 
     # A conference: the three phones dial conf-7 (room `lobby`), each hears the other two and

@@ -30,6 +30,8 @@ pub(crate) use callback::callback_number as callback_number_of;
 mod conference;
 #[path = "contact_centre.rs"]
 mod contact_centre;
+#[path = "live_calls.rs"]
+mod live_calls;
 #[path = "monitor.rs"]
 mod monitor;
 use contact_centre::{ContactCentre, Queued};

@@ -371,7 +371,6 @@ impl Engine {
         let ack = a.request(Method::Ack, &contact_header);
         let peer = a.peer;
         let ack_bytes = self.tx.send_ack(ack, peer);
-        let c = self.calls.get_mut(&call).expect("checked");
         c.state = CallState::Answered;
         c.final_code = 200;
         c.disposition = Disposition::Answered;
@@ -390,9 +389,10 @@ impl Engine {
         d.ack = Some(ack_bytes);
         let (Some(answer), Some(params)) = (answer, params) else {
             // Nothing to bridge to: hang up; leaving the ACD reports the failed attempt.
-            let c = self.calls.get_mut(&call).expect("checked");
-            c.ended_by = "system";
-            c.final_code = 488;
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.ended_by = "system";
+                c.final_code = 488;
+            }
             self.hang_up_both(now, call, None);
             return;
         };
@@ -405,7 +405,10 @@ impl Engine {
                 params,
             }));
         }
-        let c = self.calls.get_mut(&call).expect("checked");
+        // Fetched again after the callback's borrow of the engine; nothing above removes it.
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         c.codecs = codec_names(&answer);
         c.sdp[0] = answer;
         let tenant = c.tenant.clone();

@@ -257,7 +257,7 @@ impl ContactCentre {
             .copied()
     }
 
-    fn queue_name(&self, id: QueueId) -> Option<String> {
+    pub(super) fn queue_name(&self, id: QueueId) -> Option<String> {
         self.queue_defs.get(&id).map(|d| d.name.clone())
     }
 
@@ -1791,6 +1791,7 @@ impl Engine {
         let now_ms = self.acd_now(now);
         let result = match op {
             AcdOp::Monitor { call, op } => return self.monitor_request(now, tenant, call, op),
+            AcdOp::Calls { call } => return self.live_calls(tenant, call),
             AcdOp::Agent { agent, action } => {
                 let id = self
                     .cc

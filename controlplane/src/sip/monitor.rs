@@ -114,7 +114,7 @@ impl Engine {
         result.map(AcdReply::Monitor)
     }
 
-    fn monitor_view(&self, call: CallId) -> Option<MonitorView> {
+    pub(super) fn monitor_view(&self, call: CallId) -> Option<MonitorView> {
         self.monitors.get(&call).map(|m| MonitorView {
             call,
             supervisor: m.supervisor.clone(),

@@ -2646,5 +2646,7 @@ mod announcements {
 
 #[path = "conference_tests.rs"]
 mod conference_tests;
+#[path = "live_calls_tests.rs"]
+mod live_calls_tests;
 #[path = "monitor_tests.rs"]
 mod monitor_tests;
