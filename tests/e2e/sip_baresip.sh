@@ -117,7 +117,7 @@ echo "ok: baresip registered as agent1 after a digest challenge"
 # A caller dials 2001: Tandem finds agent1's binding and bridges the call; baresip auto-answers.
 # agent2 and agent3 are called at the same time; what reaches SIPp's media ports is captured.
 cd "$WORK"; ln -sfn /usr/share/sip-tester pcap
-dumpcap -q -i lo -P -f "udp dst portrange 48640-48659" -w "$WORK/to-sipp.pcap" 2>"$WORK/dumpcap.log" &
+dumpcap -q -i lo -P -f "udp src portrange 37000-37999 and udp dst portrange 48640-48659" -w "$WORK/to-sipp.pcap" 2>"$WORK/dumpcap.log" &
 DUMPCAP=$!; PIDS+=($DUMPCAP)
 for _ in $(seq 1 50); do grep -q "Capturing on" "$WORK/dumpcap.log" && break; sleep 0.1; done
 grep -q "Capturing on" "$WORK/dumpcap.log" || fail "dumpcap did not start: $(cat "$WORK/dumpcap.log")"
