@@ -120,7 +120,7 @@ cd "$WORK"; ln -sfn /usr/share/sip-tester pcap
 dumpcap -q -i lo -P -f "udp src portrange 37000-37999 and udp dst portrange 48640-48659" -w "$WORK/to-sipp.pcap" 2>"$WORK/dumpcap.log" &
 DUMPCAP=$!; PIDS+=($DUMPCAP)
 for _ in $(seq 1 50); do grep -q "Capturing on" "$WORK/dumpcap.log" && break; sleep 0.1; done
-grep -q "Capturing on" "$WORK/dumpcap.log" || fail "dumpcap did not start: $(cat "$WORK/dumpcap.log")"
+grep -q "Capturing on" "$WORK/dumpcap.log" || fail "dumpcap cannot capture on lo (root, or its cap_net_raw): $(cat "$WORK/dumpcap.log")"
 timeout 60 sipp -sf "$PEERS_DIR/uac_pcap.xml" 127.0.0.1:$SIP -s 2001 -i 127.0.0.1 -p 25090 -mp 17000 \
   -m 1 -l 1 -nostdin -trace_err >uac.log 2>&1 &
 CALL1=$!
