@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use tandem_dataplane::api::{Codec, LegCodec, MonitorMode};
+use tandem_dataplane::api::{Codec, CodecOptions, LegCodec, MonitorMode};
 use tandem_dataplane::monitor::Monitors;
 use tandem_media::codec::{Encoder, OpusEncoder};
 use tandem_media::g711::Law;
@@ -20,6 +20,7 @@ fn lc(payload_type: u8, codec: Codec) -> LegCodec {
         codec,
         event_payload_type: None,
         ptime_ms: 0,
+        options: CodecOptions::NONE,
     }
 }
 

@@ -282,30 +282,31 @@ impl Core {
                     if let Some(peer) = latch {
                         self.latch(meta.slot, peer);
                     }
-                    // Packets lost just before this one, stood in for by the decoder's
-                    // concealment (Opus senders, short gaps), go out first.
+                    // Packets lost just before this one, stood in for by the decoder (Opus
+                    // and G.729 senders, short gaps; the last one from this packet's in-band
+                    // FEC behind Opus), go out first.
                     let missing = self.transcoders.missing(in_key, self.rx.packet(i)) as usize;
                     if self.tx.room() < missing + 1 {
                         self.flush();
-                    }
-                    for _ in 0..missing {
-                        let transcoders = &mut self.transcoders;
-                        match self
-                            .tx
-                            .push_with(out_slot, dest, |buf| transcoders.conceal(in_key, buf))
-                        {
-                            Ok(true) => self.tx_rx_ns.push(meta.rx_realtime_ns),
-                            // Repacketising: the concealed audio is held for a later packet.
-                            Err(Skip::Held) => {}
-                            // A batch smaller than the gap, or nothing to conceal with.
-                            Ok(false) | Err(_) => break,
-                        }
                     }
                     let mut packet = self.rx.packet(i);
                     if let Some(silence) = self.sessions.blocked_tone() {
                         // The tone must not reach the transcoder's output either.
                         let n = silenced(packet, silence, &mut self.silenced).unwrap_or(0);
                         packet = &self.silenced[..n];
+                    }
+                    for _ in 0..missing {
+                        let transcoders = &mut self.transcoders;
+                        match self.tx.push_with(out_slot, dest, |buf| {
+                            transcoders.conceal(in_key, packet, buf)
+                        }) {
+                            Ok(true) => self.tx_rx_ns.push(meta.rx_realtime_ns),
+                            // Repacketising: the audio is held for a later packet; DTX: the
+                            // encoder sends nothing for it.
+                            Err(Skip::Held | Skip::Untransmitted) => {}
+                            // A batch smaller than the gap, or nothing to conceal with.
+                            Ok(false) | Err(_) => break,
+                        }
                     }
                     let transcoders = &mut self.transcoders;
                     match self.tx.push_with(out_slot, dest, |buf| {
@@ -316,7 +317,7 @@ impl Core {
                             self.tx_rx_ns.push(meta.rx_realtime_ns);
                             self.send_dtmf_in(out_slot);
                         }
-                        Err(Skip::Held) => {}
+                        Err(Skip::Held | Skip::Untransmitted) => {}
                         Err(_) => self.counters.drop(DropReason::Transcode, 1),
                     }
                     // Repacketising: the further packets this one finished (a 60 ms packet

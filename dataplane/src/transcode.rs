@@ -15,11 +15,11 @@
 //! the codec states and the per-core PCM scratch. [`Transcoders::process`] writes into the
 //! caller's buffer and never allocates (`tests/transcode_no_alloc.rs`).
 
-use crate::api::{Codec, LegCodec};
+use crate::api::{Codec, CodecOptions, LegCodec};
 use crate::repacketise::Repacketiser;
 use tandem_media::codec::{
     CodecError, Decoder, G722Decoder, G722Encoder, G729Decoder, G729Encoder, OpusDecoder,
-    OpusEncoder,
+    OpusEncoder, G729_FRAME_SAMPLES,
 };
 use tandem_media::g711::Law;
 use tandem_media::resample::Resampler;
@@ -29,6 +29,12 @@ pub(crate) const HEADER_LEN: usize = 12;
 
 /// Frames the resampler converts at a time: any packet of whole 10 ms passes it.
 const RESAMPLE_FRAME_MS: u32 = 10;
+
+/// The packet loss an Opus encoder with in-band FEC is told to expect, %. libopus sizes the
+/// FEC copy by it (none at 0, more bits the higher); we measure no loss of our own before
+/// encoding, so a fixed, typical figure for a WAN leg: 10% buys a usable copy of the last
+/// frame for about a fifth more bits.
+pub const OPUS_FEC_EXPECTED_LOSS_PCT: u8 = 10;
 
 /// Writes our RTP header (version 2, no padding, extension or CSRCs) into `out[..12]`.
 pub(crate) fn write_header(out: &mut [u8], marker: bool, pt: u8, seq: u16, ts: u32, ssrc: u32) {
@@ -62,6 +68,11 @@ pub enum Skip {
     Late,
     /// Repacketising: not a drop; the audio is held until it fills an output packet.
     Held,
+    /// Not a drop: discontinuous transmission (Opus DTX, G.729 Annex B towards a peer that
+    /// takes it) has nothing to send for this stretch of silence. Our sequence numbers do not
+    /// advance (RFC 7587 §3.1.3, RFC 3551 §4.5.6: the receiver sees the timestamps jump, not a
+    /// loss) and the next packet sent is marked as a talkspurt's first.
+    Untransmitted,
 }
 
 impl From<CodecError> for Skip {
@@ -126,6 +137,11 @@ pub struct Transcoder {
     /// length of a concealed frame.
     last_samples: usize,
     dec_rate_hz: u32,
+    /// The encoder's PCM rate (to place a payload that starts after untransmitted frames).
+    enc_rate_hz: u32,
+    /// The encoder left packets untransmitted (DTX): the next one sent starts a talkspurt
+    /// and is marked.
+    talkspurt: bool,
 }
 
 /// Most lost packets in a row concealed (Opus senders); a longer gap is passed on as a gap.
@@ -174,8 +190,8 @@ impl Transcoder {
             Codec::Pcmu => Enc::G711(Law::Ulaw),
             Codec::Pcma => Enc::G711(Law::Alaw),
             Codec::G722 => Enc::G722(G722Encoder::new(20)?),
-            Codec::G729 => Enc::G729(G729Encoder::new(20)?),
-            Codec::Opus => Enc::Opus(OpusEncoder::new(chain_hz, 20)?),
+            Codec::G729 => Enc::G729(G729Encoder::with_vad(20, to.options.dtx)?),
+            Codec::Opus => Enc::Opus(opus_encoder(chain_hz, to.options)?),
         };
         let (in_hz, out_hz) = (
             native_rate_hz(from.codec, chain_hz),
@@ -227,7 +243,26 @@ impl Transcoder {
             last: None,
             last_samples: 0,
             dec_rate_hz: native_rate_hz(from.codec, chain_hz),
+            enc_rate_hz: out_hz,
+            talkspurt: false,
         })
+    }
+
+    /// Output clock ticks in `samples` at the encoder's rate.
+    fn out_ticks(&self, samples: usize) -> u32 {
+        (samples as u64 * self.out_clock_hz as u64 / self.enc_rate_hz as u64) as u32
+    }
+
+    /// Input packet `h` became nothing to send (DTX): it is placed like any other, so its
+    /// timestamp carries on and it is no loss to [`Transcoder::missing`], but the sequence
+    /// number it would have had goes to the next packet sent.
+    fn untransmitted(&mut self, h: &Header) {
+        let (seq, _, _) = self.place(h);
+        if let Some(l) = self.last.as_mut() {
+            l.out_seq = seq.wrapping_sub(1);
+        }
+        self.next_seq = seq;
+        self.talkspurt = true;
     }
 
     /// A timestamp interval of the input clock in the output clock.
@@ -286,15 +321,26 @@ impl Transcoder {
             return self.repacketise(&h, payload, pcm, out);
         }
         let (head, body) = out.split_at_mut(HEADER_LEN);
-        let (len, out_pt) = if h.pt == self.in_pt {
-            (self.transcode_audio(payload, pcm, body)?, self.out_pt)
+        let audio = h.pt == self.in_pt;
+        let (len, lead, out_pt) = if audio {
+            match self.transcode_audio(payload, pcm, body) {
+                Ok((len, lead)) => (len, lead, self.out_pt),
+                Err(Skip::Untransmitted) => {
+                    self.untransmitted(&h);
+                    return Err(Skip::Untransmitted);
+                }
+                Err(e) => return Err(e),
+            }
         } else if h.pt == self.in_event_pt && self.out_event_pt != NO_PT {
-            (self.map_event(payload, body)?, self.out_event_pt)
+            (self.map_event(payload, body)?, 0, self.out_event_pt)
         } else {
             return Err(Skip::PayloadType);
         };
         let (seq, ts, new_stream) = self.place(&h);
-        write_header(head, h.marker || new_stream, out_pt, seq, ts, self.ssrc);
+        let talkspurt = audio && std::mem::take(&mut self.talkspurt);
+        let ts = ts.wrapping_add(self.out_ticks(lead));
+        let marker = h.marker || new_stream || talkspurt;
+        write_header(head, marker, out_pt, seq, ts, self.ssrc);
         Ok(HEADER_LEN + len)
     }
 
@@ -348,15 +394,20 @@ impl Transcoder {
         payload: &[u8],
         pcm: &mut [i16],
         out: &mut [u8],
-    ) -> Result<usize, Skip> {
+    ) -> Result<(usize, usize), Skip> {
         let n = decode(&mut self.dec, payload, &mut pcm[..MAX_PCM_SAMPLES])?;
         self.last_samples = n;
         self.encode_decoded(n, pcm, out)
     }
 
     /// Resamples (when the rates differ) and encodes the `n` samples decoded into the first
-    /// half of `pcm`.
-    fn encode_decoded(&mut self, n: usize, pcm: &mut [i16], out: &mut [u8]) -> Result<usize, Skip> {
+    /// half of `pcm`: the payload's length and the samples left untransmitted before it.
+    fn encode_decoded(
+        &mut self,
+        n: usize,
+        pcm: &mut [i16],
+        out: &mut [u8],
+    ) -> Result<(usize, usize), Skip> {
         let pcm = resampled(self.resampler.as_deref_mut(), n, pcm)?;
         encode(&mut self.enc, pcm, out)
     }
@@ -366,12 +417,7 @@ impl Transcoder {
     /// frame fills in comfort noise instead), in the same stream, for gaps of at most
     /// [`MAX_CONCEAL`] audio packets; else 0.
     pub fn missing(&self, packet: &[u8]) -> u16 {
-        // Where the sender's next packet was due: after the last one placed.
-        let due = match self.repack.as_deref() {
-            Some(r) => r.next_input().map(|(ssrc, seq, _)| (ssrc, seq)),
-            None => self.last.map(|l| (l.in_ssrc, l.in_seq.wrapping_add(1))),
-        };
-        let Some((due_ssrc, due_seq)) = due else {
+        let Some((due_ssrc, due_seq)) = self.due() else {
             return 0;
         };
         if !matches!(self.dec, Dec::Opus(_) | Dec::G729(_)) {
@@ -389,18 +435,49 @@ impl Transcoder {
         gap
     }
 
-    /// Writes one packet of concealed audio (as long as the last one decoded) into `out`,
-    /// following our last packet, as if the next input packet had arrived; its length.
-    /// Repacketising, the audio joins what is held instead, as that packet would have
-    /// (`Skip::Held` when it finishes no packet).
-    pub fn conceal(&mut self, pcm: &mut [i16], out: &mut [u8]) -> Result<usize, Skip> {
+    /// Where the sender's next packet is due (its SSRC and sequence number): after the last
+    /// one placed.
+    fn due(&self) -> Option<(u32, u16)> {
+        match self.repack.as_deref() {
+            Some(r) => r.next_input().map(|(ssrc, seq, _)| (ssrc, seq)),
+            None => self.last.map(|l| (l.in_ssrc, l.in_seq.wrapping_add(1))),
+        }
+    }
+
+    /// The payload of `next` when it can recover the packet due now from its in-band FEC:
+    /// behind an Opus sender, when `next` is the packet right after the due one (the last
+    /// of a gap; earlier ones are concealed). libopus falls back to concealment when `next`
+    /// carries no FEC copy.
+    fn fec_source<'a>(&self, next: &'a [u8]) -> Option<&'a [u8]> {
+        if !matches!(self.dec, Dec::Opus(_)) || next.len() < HEADER_LEN {
+            return None;
+        }
+        let (due_ssrc, due_seq) = self.due()?;
+        let ssrc = u32::from_be_bytes([next[8], next[9], next[10], next[11]]);
+        let seq = u16::from_be_bytes([next[2], next[3]]);
+        let follows = ssrc == due_ssrc && seq == due_seq.wrapping_add(1);
+        if !follows || next[1] & 0x7f != self.in_pt {
+            return None;
+        }
+        crate::rtp::rtp_payload(next).filter(|p| !p.is_empty())
+    }
+
+    /// Writes one packet standing in for a lost one (as long as the last one decoded) into
+    /// `out`, following our last packet, as if the next input packet had arrived; its length.
+    /// `next` is the packet that revealed the gap: when the lost packet is the one right
+    /// before it and the sender is Opus, its in-band FEC recovers the audio, else the
+    /// decoder conceals. Repacketising, the audio joins what is held instead, as that packet
+    /// would have (`Skip::Held` when it finishes no packet). `Skip::Untransmitted` when the
+    /// encoder's DTX sends nothing for it.
+    pub fn conceal(&mut self, pcm: &mut [i16], next: &[u8], out: &mut [u8]) -> Result<usize, Skip> {
         let n = self.last_samples;
         if out.len() < HEADER_LEN || n == 0 || n > MAX_PCM_SAMPLES {
             return Err(Skip::Codec);
         }
+        let fec = self.fec_source(next);
         if let Some(r) = self.repack.as_deref_mut() {
             let (ssrc, seq, ts) = r.next_input().ok_or(Skip::Codec)?;
-            conceal(&mut self.dec, &mut pcm[..n])?;
+            stand_in(&mut self.dec, fec, &mut pcm[..n])?;
             let audio = resampled(self.resampler.as_deref_mut(), n, pcm)?;
             let enc = &mut self.enc;
             let mut encode = |p: &[i16], o: &mut [u8]| encode(enc, p, o);
@@ -410,12 +487,18 @@ impl Transcoder {
         let Some(l) = self.last else {
             return Err(Skip::Codec);
         };
-        conceal(&mut self.dec, &mut pcm[..n])?;
+        stand_in(&mut self.dec, fec, &mut pcm[..n])?;
         let (head, body) = out.split_at_mut(HEADER_LEN);
-        let len = self.encode_decoded(n, pcm, body)?;
+        let sent = match self.encode_decoded(n, pcm, body) {
+            Ok(sent) => Some(sent),
+            Err(Skip::Untransmitted) => None,
+            Err(e) => return Err(e),
+        };
         let in_ticks = (n as u64 * self.in_clock_hz as u64 / self.dec_rate_hz as u64) as u32;
         let out_ticks = self.rescale(in_ticks as i64) as u32;
-        let (seq, ts) = (l.out_seq.wrapping_add(1), l.out_ts.wrapping_add(out_ticks));
+        // Untransmitted, the packet keeps the sequence number of the last one sent.
+        let seq = l.out_seq.wrapping_add(sent.is_some() as u16);
+        let ts = l.out_ts.wrapping_add(out_ticks);
         self.last = Some(Last {
             in_seq: l.in_seq.wrapping_add(1),
             in_ts: l.in_ts.wrapping_add(in_ticks),
@@ -425,7 +508,13 @@ impl Transcoder {
         });
         self.next_seq = seq.wrapping_add(1);
         self.next_ts = ts.wrapping_add(out_ticks);
-        write_header(head, false, self.out_pt, seq, ts, self.ssrc);
+        let Some((len, lead)) = sent else {
+            self.talkspurt = true;
+            return Err(Skip::Untransmitted);
+        };
+        let marker = std::mem::take(&mut self.talkspurt);
+        let ts = ts.wrapping_add(self.out_ticks(lead));
+        write_header(head, marker, self.out_pt, seq, ts, self.ssrc);
         Ok(HEADER_LEN + len)
     }
 
@@ -465,10 +554,14 @@ fn decode(dec: &mut Dec, payload: &[u8], decoded: &mut [i16]) -> Result<usize, S
     })
 }
 
-/// Fills `out` with the decoder's stand-in for audio that did not arrive.
-fn conceal(dec: &mut Dec, out: &mut [i16]) -> Result<usize, Skip> {
+/// Fills `out` with the decoder's stand-in for audio that did not arrive: recovered from the
+/// next packet's in-band FEC when `fec` is that payload (Opus), else concealed.
+fn stand_in(dec: &mut Dec, fec: Option<&[u8]>, out: &mut [i16]) -> Result<usize, Skip> {
     match dec {
-        Dec::Opus(d) => Ok(d.conceal(out)?),
+        Dec::Opus(d) => Ok(match fec {
+            Some(next) => d.recover(next, out)?,
+            None => d.conceal(out)?,
+        }),
         Dec::G729(d) => Ok(d.conceal(out)?),
         Dec::G711(_) | Dec::G722(_) => Err(Skip::Codec),
     }
@@ -498,22 +591,43 @@ fn resampled<'a>(
     Ok(&resampled[..m])
 }
 
-/// Encodes `pcm` as one payload of its own duration into `out`.
-fn encode(enc: &mut Enc, pcm: &[i16], out: &mut [u8]) -> Result<usize, Skip> {
+/// Encodes `pcm` as one payload of its own duration into `out`: its length and the samples
+/// at the start left untransmitted (G.729 with VAD). `Skip::Untransmitted` when DTX sends
+/// nothing at all.
+fn encode(enc: &mut Enc, pcm: &[i16], out: &mut [u8]) -> Result<(usize, usize), Skip> {
     let n = pcm.len();
-    match enc {
+    let (len, lead) = match enc {
         Enc::G711(law) => {
             if out.len() < n {
                 return Err(Skip::TooLarge);
             }
-            Ok(law.encode(pcm, &mut out[..n]))
+            (law.encode(pcm, &mut out[..n]), 0)
         }
-        Enc::G722(e) => Ok(e.encode_any(pcm, out)?),
+        Enc::G722(e) => (e.encode_any(pcm, out)?, 0),
         // Whole 10 ms frames, as many as the sender packed.
-        Enc::G729(e) => Ok(e.encode_any(pcm, out)?),
+        Enc::G729(e) => {
+            let p = e.encode_any(pcm, out)?;
+            (p.len, p.skipped_frames * G729_FRAME_SAMPLES)
+        }
         // Any duration Opus can frame (2.5 to 60 ms): the sender's packetisation is kept.
-        Enc::Opus(e) => Ok(e.encode_any(pcm, out)?),
+        Enc::Opus(e) => (e.encode_any(pcm, out)?, 0),
+    };
+    if len == 0 {
+        return Err(Skip::Untransmitted);
     }
+    Ok((len, lead))
+}
+
+/// An Opus encoder at `rate_hz` with what the receiving peer asked for.
+fn opus_encoder(rate_hz: u32, options: CodecOptions) -> Result<OpusEncoder, CodecError> {
+    let mut e = OpusEncoder::new(rate_hz, 20)?;
+    if options.fec {
+        e.enable_fec(OPUS_FEC_EXPECTED_LOSS_PCT)?;
+    }
+    if options.dtx {
+        e.enable_dtx()?;
+    }
+    Ok(e)
 }
 
 /// The transcoders of one core: one slot per session leg (`index * 2 + leg`, the direction
@@ -548,14 +662,15 @@ impl Transcoders {
             .map_or(0, |t| t.missing(packet))
     }
 
-    /// One concealed packet from `key`'s leg into `out` (see [`Transcoder::conceal`]).
-    pub fn conceal(&mut self, key: u32, out: &mut [u8]) -> Result<usize, Skip> {
+    /// One packet standing in for a lost one from `key`'s leg, before `next`, into `out`
+    /// (see [`Transcoder::conceal`]).
+    pub fn conceal(&mut self, key: u32, next: &[u8], out: &mut [u8]) -> Result<usize, Skip> {
         let t = self
             .slots
             .get_mut(key as usize)
             .and_then(|t| t.as_deref_mut())
             .ok_or(Skip::Codec)?;
-        t.conceal(&mut self.pcm, out)
+        t.conceal(&mut self.pcm, next, out)
     }
 
     /// Packets repacketising finished for `key`'s leg and not yet taken.
@@ -597,18 +712,21 @@ mod tests {
         codec: Codec::Pcma,
         event_payload_type: Some(101),
         ptime_ms: 20,
+        options: CodecOptions::NONE,
     };
     const PCMU: LegCodec = LegCodec {
         payload_type: 0,
         codec: Codec::Pcmu,
         event_payload_type: None,
         ptime_ms: 20,
+        options: CodecOptions::NONE,
     };
     const OPUS: LegCodec = LegCodec {
         payload_type: 111,
         codec: Codec::Opus,
         event_payload_type: Some(110),
         ptime_ms: 20,
+        options: CodecOptions::NONE,
     };
 
     fn packet(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
@@ -787,6 +905,7 @@ mod tests {
             codec: Codec::G722,
             event_payload_type: Some(101),
             ptime_ms: 20,
+            options: CodecOptions::NONE,
         };
         // PCMA → G.722 (8 → 16 kHz through the resampler) → PCMU (16 → 8 kHz).
         let mut up = Transcoder::new(PCMA, G722, 1).unwrap();
@@ -842,7 +961,7 @@ mod tests {
             assert_eq!(missing, if i == 22 { 2 } else { 0 }, "before packet {i}");
             for _ in 0..missing {
                 let mut out = [0u8; 1500];
-                let n = back.conceal(&mut pcm, &mut out).unwrap();
+                let n = back.conceal(&mut pcm, p, &mut out).unwrap();
                 out_packets.push(out[..n].to_vec());
             }
             let mut out = [0u8; 1500];
@@ -879,6 +998,7 @@ mod tests {
         codec: Codec::G729,
         event_payload_type: Some(101),
         ptime_ms: 20,
+        options: CodecOptions::NONE,
     };
 
     #[test]
@@ -907,7 +1027,7 @@ mod tests {
         let last = fields(&pcma[49]);
         let after_gap = next(2, &g729[10][12..]);
         assert_eq!(back.missing(&after_gap), 1);
-        let n = back.conceal(&mut pcm, &mut out).unwrap();
+        let n = back.conceal(&mut pcm, &after_gap, &mut out).unwrap();
         assert_eq!(n, 12 + 160);
         assert_eq!(fields(&out).2, last.2.wrapping_add(1));
         let concealed = decode_law(Law::Alaw, &[out[..n].to_vec()]);
@@ -1089,7 +1209,7 @@ mod tests {
             }
             let mut out = [0u8; 1500];
             for _ in 0..back.missing(p) {
-                match back.conceal(&mut pcm, &mut out) {
+                match back.conceal(&mut pcm, p, &mut out) {
                     Ok(n) => got.push(out[..n].to_vec()),
                     Err(e) => assert_eq!(e, Skip::Held),
                 }
@@ -1123,6 +1243,7 @@ mod tests {
                 codec: Codec::G722,
                 event_payload_type: None,
                 ptime_ms: 20,
+                options: CodecOptions::NONE,
             };
             let mut packet = data;
             if packet.len() >= 2 {
@@ -1136,6 +1257,7 @@ mod tests {
                 codec: Codec::G729,
                 event_payload_type: None,
                 ptime_ms: 20,
+                options: CodecOptions::NONE,
             };
             let pairs = [
                 (PCMA, OPUS), (OPUS, PCMU), (PCMU, G722), (G722, OPUS), (OPUS, G722),

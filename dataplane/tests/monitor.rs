@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use tandem_dataplane::api::{
-    Codec, Command, CoreError, Event, LegCodec, LegParams, MonitorMode, SessionId,
+    Codec, CodecOptions, Command, CoreError, Event, LegCodec, LegParams, MonitorMode, SessionId,
 };
 use tandem_dataplane::io::IoKind;
 use tandem_dataplane::CoreHandle;
@@ -66,6 +66,7 @@ fn lc(codec: Codec) -> LegCodec {
         codec,
         event_payload_type: None,
         ptime_ms: 0,
+        options: CodecOptions::NONE,
     }
 }
 

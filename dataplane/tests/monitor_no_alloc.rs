@@ -5,7 +5,7 @@
 //! `AttachMonitor`.
 
 use std::net::SocketAddr;
-use tandem_dataplane::api::{Codec, LegCodec, LegIndex, LegParams, MonitorMode};
+use tandem_dataplane::api::{Codec, CodecOptions, LegCodec, LegIndex, LegParams, MonitorMode};
 use tandem_dataplane::monitor::{mixed_legs, Monitors};
 use tandem_dataplane::session::{Sessions, Verdict};
 use tandem_media::codec::{Encoder, G711Encoder, G722Encoder, G729Encoder, OpusEncoder};
@@ -28,6 +28,7 @@ fn party(codec: Codec) -> (LegCodec, Box<dyn Encoder>) {
         codec,
         event_payload_type: None,
         ptime_ms: 0,
+        options: CodecOptions::NONE,
     };
     (lc, encoder)
 }

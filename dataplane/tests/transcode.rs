@@ -4,7 +4,9 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
-use tandem_dataplane::api::{Codec, Command, CoreError, Event, LegCodec, LegParams, SessionId};
+use tandem_dataplane::api::{
+    Codec, CodecOptions, Command, CoreError, Event, LegCodec, LegParams, SessionId,
+};
 use tandem_dataplane::io::IoKind;
 use tandem_dataplane::CoreHandle;
 use tandem_media::codec::{
@@ -50,6 +52,7 @@ fn lc(payload_type: u8, codec: Codec, event: Option<u8>) -> LegCodec {
         codec,
         event_payload_type: event,
         ptime_ms: 20,
+        options: CodecOptions::NONE,
     }
 }
 
@@ -168,7 +171,7 @@ fn transcodes_both_ways(io: IoKind, port_min: u16, b_codec: Codec) {
             let mut payload = [0u8; 400];
             let n = match b_codec {
                 Codec::Opus => enc.encode_any(f, &mut payload).unwrap(),
-                Codec::G729 => g729_enc.encode_any(f, &mut payload).unwrap(),
+                Codec::G729 => g729_enc.encode_any(f, &mut payload).unwrap().len,
                 _ => Law::Ulaw.encode(f, &mut payload),
             };
             rtp(b_pt, i as u16, step * i as u32, &payload[..n])

@@ -10,7 +10,7 @@
 //! concealment first. Sequence numbers and timestamps advance by the packet's duration, with
 //! jumps, reordering and SSRC changes drawn from the payload's first byte.
 use libfuzzer_sys::fuzz_target;
-use tandem_dataplane::api::{Codec, LegCodec};
+use tandem_dataplane::api::{Codec, CodecOptions, LegCodec};
 use tandem_dataplane::transcode::{Skip, Transcoder, MAX_PCM_SAMPLES};
 
 const CODECS: [Codec; 5] = [
@@ -36,6 +36,7 @@ fn leg(selector: u8, ptime: u8) -> LegCodec {
         codec,
         event_payload_type: (selector & 0x80 == 0).then_some(101),
         ptime_ms: PTIMES[ptime as usize % PTIMES.len()],
+        options: CodecOptions::NONE,
     }
 }
 
