@@ -502,6 +502,7 @@ fn leg_codec(formats: &[crate::sdp::Format], format: &crate::sdp::Format) -> Opt
         event_payload_type: event.map(|f| f.payload_type),
         // The mix runs on 20 ms frames whatever the phones' packetisation.
         ptime_ms: 0,
+        // The mix encodes towards the supervisor without DTX or FEC whatever it asked.
         options: CodecOptions::NONE,
     })
 }

@@ -91,6 +91,8 @@ fn a_callee_without_the_callers_codec_is_transcoded_through_hold_and_resume() {
     for map in [
         "a=rtpmap:9 G722/8000",
         "a=rtpmap:96 opus/48000/2",
+        // What we ask of an Opus answerer's stream (our decoder uses its FEC).
+        "a=fmtp:96 useinbandfec=1",
         "a=rtpmap:97 telephone-event/48000",
     ] {
         assert!(offer.contains(map), "{map} in {offer}");
