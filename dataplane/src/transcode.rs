@@ -1272,6 +1272,133 @@ mod tests {
         }
     }
 
+    /// PCMA packets: `tone` 20 ms packets of a tone, `silence` of silence, `tone` again.
+    fn tone_silence_tone(tone: usize, silence: usize) -> Vec<Vec<u8>> {
+        let talk = tone_packets(Law::Alaw, 8);
+        let (_, _, seq0, ts0, ssrc) = fields(&talk[0]);
+        (0..2 * tone + silence)
+            .map(|i| {
+                let payload = if i < tone || i >= tone + silence {
+                    talk[i % talk.len()][12..].to_vec()
+                } else {
+                    vec![0xd5; 160]
+                };
+                let (seq, ts) = (
+                    seq0.wrapping_add(i as u16),
+                    ts0.wrapping_add(160 * i as u32),
+                );
+                packet(8, false, seq, ts, ssrc, &payload)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dtx_keeps_sequence_numbers_contiguous_and_marks_the_next_talkspurt() {
+        let dtx = CodecOptions {
+            fec: false,
+            dtx: true,
+        };
+        let to_opus = LegCodec {
+            options: dtx,
+            ..OPUS
+        };
+        let to_g729 = LegCodec {
+            options: dtx,
+            ..G729
+        };
+        let input = tone_silence_tone(20, 100);
+        for to in [
+            to_opus,
+            with_ptime(to_opus, 40),
+            to_g729,
+            with_ptime(to_g729, 30),
+        ] {
+            let mut t = Transcoder::new(PCMA, to, 3).unwrap();
+            let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
+            let mut got = Vec::new();
+            let mut untransmitted = 0;
+            for p in &input {
+                let mut out = [0u8; 1500];
+                match t.process(p, &mut pcm, &mut out) {
+                    Ok(n) => got.push(out[..n].to_vec()),
+                    Err(Skip::Untransmitted) => untransmitted += 1,
+                    Err(e) => assert_eq!(e, Skip::Held),
+                }
+                while t.queued() > 0 {
+                    let n = t.pop(&mut out).unwrap();
+                    got.push(out[..n].to_vec());
+                }
+            }
+            let ptime = if to.ptime_ms == 20 {
+                20
+            } else {
+                to.ptime_ms as u32
+            };
+            let clock = to.codec.rtp_clock_hz();
+            // 2.8 s in, 2 s of it silence: far fewer packets out than the audio's length.
+            let frames = 2800 / ptime as usize;
+            assert!(got.len() < frames / 2, "{to:?}: {} of {frames}", got.len());
+            if to.ptime_ms == 20 {
+                assert!(untransmitted > 50, "{to:?}: {untransmitted}");
+            }
+            let f: Vec<_> = got.iter().map(|p| fields(p)).collect();
+            let mut jumped = false;
+            for k in 1..f.len() {
+                assert_eq!(f[k].2.wrapping_sub(f[k - 1].2), 1, "{to:?}: packet {k}");
+                let dts = f[k].3.wrapping_sub(f[k - 1].3);
+                assert_eq!(dts % (clock / 100), 0, "{to:?}: whole 10 ms");
+                if dts > 10 * clock * ptime / 1000 {
+                    // The first packet after a long untransmitted stretch starts a talkspurt.
+                    assert!(f[k].0, "{to:?}: packet {k} after a gap of {dts} unmarked");
+                    jumped = true;
+                }
+            }
+            assert!(jumped, "{to:?}: no timestamp jump over the silence");
+        }
+    }
+
+    #[test]
+    fn a_single_loss_behind_an_opus_sender_with_fec_is_recovered_from_the_next_packet() {
+        let with_fec = LegCodec {
+            options: CodecOptions {
+                fec: true,
+                dtx: false,
+            },
+            ..OPUS
+        };
+        let opus = run(
+            &mut Transcoder::new(PCMA, with_fec, 1).unwrap(),
+            &tone_silence_tone(25, 0),
+        );
+        // The same loss, once concealed (the stand-in is given no following packet) and once
+        // recovered from packet 21's FEC: the two stand-ins differ.
+        let mut stand_ins = Vec::new();
+        for next in [&[][..], &opus[21][..]] {
+            let mut back = Transcoder::new(OPUS, PCMA, 2).unwrap();
+            let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
+            let mut out = [0u8; 1500];
+            for p in &opus[..20] {
+                back.process(p, &mut pcm, &mut out).unwrap();
+            }
+            assert_eq!(back.missing(&opus[21]), 1);
+            assert!(back.fec_source(next).is_some() == !next.is_empty());
+            let n = back.conceal(&mut pcm, next, &mut out).unwrap();
+            stand_ins.push(out[12..n].to_vec());
+        }
+        assert_ne!(stand_ins[0], stand_ins[1]);
+        // Two lost: the first is concealed, only the second comes from the FEC.
+        let mut back = Transcoder::new(OPUS, PCMA, 2).unwrap();
+        let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
+        let mut out = [0u8; 1500];
+        for p in &opus[..20] {
+            back.process(p, &mut pcm, &mut out).unwrap();
+        }
+        assert_eq!(back.missing(&opus[22]), 2);
+        assert!(back.fec_source(&opus[22]).is_none());
+        back.conceal(&mut pcm, &opus[22], &mut out).unwrap();
+        assert!(back.fec_source(&opus[22]).is_some());
+    }
+
     #[test]
     fn the_same_codec_is_not_a_transcode() {
         assert!(Transcoder::new(PCMA, PCMA, 0).is_err());

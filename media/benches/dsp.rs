@@ -77,6 +77,39 @@ fn codecs(c: &mut Criterion) {
             b.iter(|| dec.decode(black_box(&payload), &mut out).unwrap())
         });
     }
+    {
+        use tandem_media::codec::G729Encoder;
+        // Annex B VAD/DTX on (a peer that takes it): a speech-like frame, and silence (the
+        // VAD's noise path: SID frames or nothing).
+        let pcm = frame(160, 3);
+        let silence = [0i16; 160];
+        let mut enc = G729Encoder::with_vad(20, true).unwrap();
+        let mut payload = [0u8; 20];
+        g.bench_function("g729_encode_vad", |b| {
+            b.iter(|| enc.encode_any(black_box(&pcm), &mut payload).unwrap())
+        });
+        let mut enc = G729Encoder::with_vad(20, true).unwrap();
+        g.bench_function("g729_encode_vad_silence", |b| {
+            b.iter(|| enc.encode_any(black_box(&silence), &mut payload).unwrap())
+        });
+    }
+    #[cfg(feature = "opus")]
+    {
+        use tandem_media::codec::OpusEncoder;
+        // 8 kHz, as a G.711 ↔ Opus call encodes: libopus's defaults, and with in-band FEC
+        // (10% expected loss, the bitrate FEC needs) as for a peer that said useinbandfec=1.
+        let pcm = frame(160, 4);
+        let mut payload = [0u8; 400];
+        let mut plain = OpusEncoder::new(8000, 20).unwrap();
+        g.bench_function("opus_encode_8k", |b| {
+            b.iter(|| plain.encode_any(black_box(&pcm), &mut payload).unwrap())
+        });
+        let mut fec = OpusEncoder::new(8000, 20).unwrap();
+        fec.enable_fec(10).unwrap();
+        g.bench_function("opus_encode_8k_fec", |b| {
+            b.iter(|| fec.encode_any(black_box(&pcm), &mut payload).unwrap())
+        });
+    }
     g.finish();
 }
 
