@@ -1381,7 +1381,7 @@ mod tests {
                 back.process(p, &mut pcm, &mut out).unwrap();
             }
             assert_eq!(back.missing(&opus[21]), 1);
-            assert!(back.fec_source(next).is_some() == !next.is_empty());
+            assert_eq!(back.fec_source(next).is_some(), !next.is_empty());
             let n = back.conceal(&mut pcm, next, &mut out).unwrap();
             stand_ins.push(out[12..n].to_vec());
         }

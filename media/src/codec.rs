@@ -662,6 +662,24 @@ pub fn sine_snr_db(x: &[i16], freq_hz: f64, rate_hz: f64, skip: usize) -> f64 {
     10.0 * (sig / noise.max(1e-9)).log10()
 }
 
+/// `n` samples at `rate` of something voice activity detectors call speech, for tests and
+/// measurements: a harmonic complex (10 harmonics, falling 6 dB per octave) whose pitch glides
+/// between 110 and 230 Hz, under a 4 Hz syllable envelope that falls to zero (what concealment
+/// cannot extrapolate from the last frame, and what gives a VAD a floor to measure against).
+pub fn speech_like(rate_hz: u32, n: usize) -> Vec<i16> {
+    let mut phase = 0f64;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / rate_hz as f64;
+            let f0 = 170.0 + 60.0 * (std::f64::consts::TAU * 1.3 * t).sin();
+            phase += std::f64::consts::TAU * f0 / rate_hz as f64;
+            let envelope = 0.5 + 0.5 * (std::f64::consts::TAU * 4.0 * t).sin();
+            let voiced: f64 = (1..=10).map(|k| (k as f64 * phase).sin() / k as f64).sum();
+            (3000.0 * envelope * voiced) as i16
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -725,24 +743,6 @@ mod tests {
         );
         let mut dec = OpusDecoder::new(8000).unwrap();
         assert_eq!(dec.decode(&[], &mut [0; 160]), Err(CodecError::Rejected));
-    }
-
-    /// A speech-like test signal at `rate`: a harmonic complex (10 harmonics, falling 6 dB
-    /// per octave) whose pitch glides between 110 and 230 Hz, under a 4 Hz syllable envelope:
-    /// what concealment cannot extrapolate from the last frame.
-    #[cfg(feature = "opus")]
-    fn speech_like(rate: u32, n: usize) -> Vec<i16> {
-        let mut phase = 0f64;
-        (0..n)
-            .map(|i| {
-                let t = i as f64 / rate as f64;
-                let f0 = 170.0 + 60.0 * (std::f64::consts::TAU * 1.3 * t).sin();
-                phase += std::f64::consts::TAU * f0 / rate as f64;
-                let envelope = 0.5 + 0.5 * (std::f64::consts::TAU * 4.0 * t).sin();
-                let voiced: f64 = (1..=10).map(|k| (k as f64 * phase).sin() / k as f64).sum();
-                (3000.0 * envelope * voiced) as i16
-            })
-            .collect()
     }
 
     /// SNR (dB) of `y[range]` against `x` shifted by `lag` samples (the codec's delay).
@@ -821,8 +821,8 @@ mod tests {
             "FEC {snr_fec:.1} dB, PLC {snr_plc:.1} dB"
         );
         assert!(snr_fec > 3.0, "FEC {snr_fec:.1} dB");
-        // libopus adds the FEC copy only for frames its VAD rates as speech: this signal's
-        // syllable envelope goes down to zero, so the VAD has a floor to measure against.
+        // libopus adds the FEC copy only for frames its VAD rates as speech, which
+        // `speech_like` is built to be.
         let mut dec = OpusDecoder::new(rate).unwrap();
         assert_eq!(dec.recover(&[], &mut [0; 160]), Err(CodecError::Rejected));
     }
