@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Transcoding CPU cost, rtpengine (Debian) against Tandem: the same ng calls (PCMA caller, the
-# callee in PCMU or Opus through `codec: {transcode: [...]}`), the same paced RTP both ways from
+# callee in PCMU, Opus or G.729 through `codec: {transcode: [...]}`), the same paced RTP both ways from
 # bench/transcode_load.py, each relay alone on CPU $SUT_CPU; reports the relay's CPU time per
 # transcoded call-second and per packet.
 #
-#   bench/compare-transcode.sh [--calls 20] [--secs 10] [--codecs "PCMU opus"]
+#   bench/compare-transcode.sh [--calls 20] [--secs 10] [--codecs "PCMU opus G729"]
 # Environment: TANDEM_BIN (default target/release/tandem), NG_PORT (2240), SUT_CPU (1), GEN_CPU (0).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TANDEM_BIN=${TANDEM_BIN:-$ROOT/target/release/tandem}
 export PEERS_DIR=${PEERS_DIR:-$(cd "$ROOT/.." && pwd)/shared/peers}
-CALLS=20; SECS=10; CODECS="PCMU opus"
+CALLS=20; SECS=10; CODECS="PCMU opus G729"
 NG_PORT=${NG_PORT:-2240}; SUT_CPU=${SUT_CPU:-1}; GEN_CPU=${GEN_CPU:-0}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,6 +40,8 @@ s.sendto(b'p1 d7:command4:pinge', ('127.0.0.1', $NG_PORT))
 try: sys.exit(0 if b'pong' in s.recv(1000) else 1)
 except OSError: sys.exit(1)"
 }
+# ng only: no SIP listeners (whose default ports another Tandem on the machine may hold).
+printf '[sip]\nenabled = false\n' >"$OUT/tandem.toml"
 echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'); relay on CPU $SUT_CPU, load on CPU $GEN_CPU; $CALLS calls, ${SECS}s; logs in $OUT"
 for codec in $CODECS; do
   for system in rtpengine tandem; do
@@ -51,7 +53,7 @@ for codec in $CODECS; do
           --interface=127.0.0.1 --listen-ng=127.0.0.1:$NG_PORT --port-min=41000 --port-max=42000 \
           --table=-1 --delete-delay=0 --num-threads=1 >"$OUT/$system-$codec.log" 2>&1 & ;;
       tandem)
-        taskset -c "$SUT_CPU" "$TANDEM_BIN" run --cores 1 --ng 127.0.0.1:$NG_PORT --http 127.0.0.1:0 \
+        taskset -c "$SUT_CPU" "$TANDEM_BIN" run --config "$OUT/tandem.toml" --cores 1 --ng 127.0.0.1:$NG_PORT --http 127.0.0.1:0 \
           --data-dir "$OUT/data" --port-min 41000 --port-max 42000 >"$OUT/$system-$codec.log" 2>&1 & ;;
     esac
     SUT_PID=$!

@@ -2,9 +2,9 @@
 """Transcoded calls against one relay (rtpengine or Tandem) over ng; prints the relay's CPU time.
 
 Each call: caller A offers PCMA with `codec: {transcode: [CODEC]}`, callee B answers CODEC only
-(PCMU or opus), so every packet is decoded and re-encoded. Both sides send 20 ms packets: A a
-PCMA tone, B a CODEC stream (for Opus: packets the relay itself produced for B during a
-warm-up call, replayed). The relay's utime+stime (/proc/PID/stat, all threads) over the
+(PCMU, opus or G729), so every packet is decoded and re-encoded. Both sides send 20 ms packets:
+A a PCMA tone, B a CODEC stream (for Opus and G.729: packets the relay itself produced for B
+during a warm-up call, replayed). The relay's utime+stime (/proc/PID/stat, all threads) over the
 measured window is reported per call and per packet, with the packets each side received.
 
   transcode_load.py --ng 127.0.0.1:2223 --pid PID --calls 20 --secs 10 --codec opus
@@ -39,9 +39,20 @@ TONE = bytes(alaw(int(6000 * math.sin(2 * math.pi * 440 * i / 8000))) for i in r
 PCMU_SILENCE = b"\xff" * 160
 
 
-def sdp(port, fmt, rtpmap, sess):
+# B's codec: payload type, rtpmap, fmtp, RTP timestamp step per 20 ms, and whether B replays
+# what the relay encoded for it (a codec this script cannot encode).
+CODECS = {
+    "PCMU": (0, "PCMU/8000", None, 160, False),
+    "opus": (96, "opus/48000/2", None, 960, True),
+    # Annex B off: every 20 ms is two speech frames (20 bytes), no silence suppression.
+    "G729": (18, "G729/8000", "annexb=no", 160, True),
+}
+
+
+def sdp(port, fmt, rtpmap, sess, fmtp=None):
+    extra = f"a=fmtp:{fmt} {fmtp}\r\n" if fmtp else ""
     return ("v=0\r\n" f"o=- {sess} 1 IN IP4 127.0.0.1\r\ns=t\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            f"m=audio {port} RTP/AVP {fmt}\r\na=rtpmap:{fmt} {rtpmap}\r\na=sendrecv\r\na=ptime:20\r\n")
+            f"m=audio {port} RTP/AVP {fmt}\r\na=rtpmap:{fmt} {rtpmap}\r\n{extra}a=sendrecv\r\na=ptime:20\r\n")
 
 
 def setup(ng, i, codec):
@@ -53,12 +64,12 @@ def setup(ng, i, codec):
                 "codec": {"transcode": [codec]}})
     assert r["result"] == "ok", r
     _, to_a = parse_sdp_audio(r["sdp"])
-    fmt, rtpmap = (96, "opus/48000/2") if codec == "opus" else (0, "PCMU/8000")
+    fmt, rtpmap, fmtp, step, _ = CODECS[codec]
     r = ng.cmd({"command": "answer", "call-id": cid, "from-tag": "a", "to-tag": "b",
-                "sdp": sdp(b.getsockname()[1], fmt, rtpmap, 2)})
+                "sdp": sdp(b.getsockname()[1], fmt, rtpmap, 2, fmtp)})
     assert r["result"] == "ok", r
     _, to_b = parse_sdp_audio(r["sdp"])
-    return cid, a, b, ("127.0.0.1", to_b), ("127.0.0.1", to_a), fmt
+    return cid, a, b, ("127.0.0.1", to_b), ("127.0.0.1", to_a), fmt, step
 
 
 def run(calls, secs, b_payloads, first):
@@ -71,10 +82,9 @@ def run(calls, secs, b_payloads, first):
     n = int(secs * 50)
     for j in range(n):
         k = first + j
-        for cid, a, b, to_b, to_a, fmt in calls:
+        for cid, a, b, to_b, to_a, fmt, step in calls:
             a.sendto(struct.pack("!BBHII", 0x80, 8, k & 0xffff, 160 * k, 0xa) + TONE, to_b)
             pb = b_payloads[k % len(b_payloads)]
-            step = 960 if fmt == 96 else 160
             b.sendto(struct.pack("!BBHII", 0x80, fmt, k & 0xffff, step * k, 0xb) + pb, to_a)
         while True:
             rem = t0 + (j + 1) * 0.02 - time.monotonic()
@@ -100,7 +110,7 @@ def main():
     ap.add_argument("--pid", type=int, required=True)
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--secs", type=float, default=10)
-    ap.add_argument("--codec", default="opus")
+    ap.add_argument("--codec", default="opus", choices=sorted(CODECS))
     o = ap.parse_args()
     h, p = o.ng.rsplit(":", 1)
     ng = NG((h, int(p)))
@@ -113,12 +123,16 @@ def main():
     got = []
     while True:
         try:
-            got.append(warm[2].recv(2048)[12:])
+            packet = warm[2].recv(2048)
         except BlockingIOError:
             break
-    if o.codec == "opus":
+        # The relay really transcodes: B gets its own codec's payload type.
+        if packet[1] & 0x7f != warm[5]:
+            raise SystemExit(f"warm-up: relay sent B payload type {packet[1] & 0x7f}, not {warm[5]}")
+        got.append(packet[12:])
+    if CODECS[o.codec][4]:
         if len(got) < 40:
-            raise SystemExit(f"warm-up: relay sent B {len(got)} Opus packets")
+            raise SystemExit(f"warm-up: relay sent B {len(got)} {o.codec} packets")
         b_payloads = got
     ng.cmd({"command": "delete", "call-id": warm[0], "from-tag": "a"})
     calls = [setup(ng, i, o.codec) for i in range(o.calls)]

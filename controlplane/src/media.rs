@@ -332,6 +332,28 @@ impl DataPlaneClient {
             .await
     }
 
+    /// The core of conference room `conference`: every member's session is made there.
+    pub fn conference_core(&self, conference: u32) -> usize {
+        conference as usize % self.senders.len().max(1)
+    }
+
+    /// Session `id` (made on [`Self::conference_core`]) joins room `conference`, its peer
+    /// speaking `codec`.
+    pub async fn join_conference(
+        &self,
+        id: SessionId,
+        conference: u32,
+        codec: LegCodec,
+    ) -> Result<(), CoreError> {
+        self.expect_updated(id, |token| Command::JoinConference {
+            token,
+            id,
+            conference,
+            codec,
+        })
+        .await
+    }
+
     async fn expect_updated(
         &self,
         id: SessionId,

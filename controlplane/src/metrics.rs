@@ -121,6 +121,20 @@ impl Registry {
         );
         per_core(
             &mut out,
+            "tandem_dp_rtcp_sent_total",
+            "counter",
+            "RTCP reports the core generated for legs of transcoded sessions (also in tandem_dp_played_packets_total once sent).",
+            &|s| s.rtcp_sent,
+        );
+        per_core(
+            &mut out,
+            "tandem_dp_rtcp_terminated_total",
+            "counter",
+            "RTCP from peers of transcoded legs that fed quality and was not relayed (it describes streams the other peer never receives).",
+            &|s| s.rtcp_terminated,
+        );
+        per_core(
+            &mut out,
             "tandem_dp_sessions_active",
             "gauge",
             "Sessions currently allocated.",
@@ -263,6 +277,8 @@ mod tests {
         let mut c = Counters {
             relayed_packets: 3,
             played_packets: 50,
+            rtcp_sent: 4,
+            rtcp_terminated: 3,
             ..Counters::default()
         };
         c.record_latency(1_000);
@@ -280,6 +296,8 @@ mod tests {
         .render();
         assert!(text.contains("tandem_dp_relayed_packets_total{core=\"0\"} 3\n"));
         assert!(text.contains("tandem_dp_played_packets_total{core=\"0\"} 50\n"));
+        assert!(text.contains("tandem_dp_rtcp_sent_total{core=\"0\"} 4\n"));
+        assert!(text.contains("tandem_dp_rtcp_terminated_total{core=\"0\"} 3\n"));
         assert!(
             text.contains("tandem_dp_dropped_packets_total{core=\"0\",reason=\"playback\"} 0\n")
         );

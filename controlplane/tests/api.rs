@@ -585,6 +585,17 @@ async fn check_validation(s: &Server) {
     );
     let r = s
         .post(
+            "/api/v1/tenants/acme/trunks",
+            &t.acme,
+            json!({"name": "c", "address": "10.0.0.1:5060", "dtmf": "2833"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["field"].as_str()),
+        (422, Some("dtmf"))
+    );
+    let r = s
+        .post(
             "/api/v1/tenants/acme/routes",
             &t.acme,
             json!({"pattern": "44*", "target": "trunk:nowhere"}),
@@ -680,11 +691,12 @@ async fn check_directory(s: &Server) {
             "/api/v1/tenants/acme/trunks",
             &t.acme,
             json!({"name": "carrier", "address": "10.1.1.1:5060", "allow": ["10.1.1.0/24"],
-                   "username": "acme", "password": "trunkpw", "register": true}),
+                   "username": "acme", "password": "trunkpw", "register": true, "dtmf": "info"}),
         )
         .await;
     assert_eq!(trunk.status, 201, "{}", trunk.body);
     assert!(trunk.body.get("password").is_none());
+    assert_eq!(trunk.body["dtmf"], "info");
     for (pattern, target, position) in [
         ("2001", "user:agent1", 10),
         ("*", "trunk:carrier", 90),
@@ -712,6 +724,10 @@ async fn check_directory(s: &Server) {
     let acme_routes: Vec<_> = sip.routes.iter().filter(|r| r.tenant == "acme").collect();
     assert_eq!(acme_routes[2].target, "trunk:acme/carrier");
     assert_eq!(sip.trunks[0].name, "acme/carrier");
+    assert_eq!(
+        sip.trunks[0].dtmf,
+        tandem_controlplane::sip::config::DtmfMode::Info
+    );
     let a = sip.accounts.iter().find(|a| a.tenant == "acme").unwrap();
     let (md5, sha) = api::directory::ha1s("agent1", "acme.test", "sip secret 1");
     assert_eq!((a.ha1_md5.clone(), a.ha1_sha256.clone()), (md5, sha));
@@ -1591,6 +1607,11 @@ fn fake_engine(
                     Err(AcdRefusal::Invalid("already in sales".into()))
                 }
                 AcdOp::MoveCaller { .. } | AcdOp::SetPriority { .. } => Ok(AcdReply::Done),
+                // Call 42 is answered and monitored; it is the only live call.
+                AcdOp::Calls { call: Some(call) } if call != 42 => {
+                    Err(AcdRefusal::NotFound(format!("no call {call}")))
+                }
+                AcdOp::Calls { .. } => Ok(AcdReply::Calls(vec![live_call(42)])),
                 // Call 42 is answered; `boss` is the only supervisor with a phone.
                 AcdOp::Monitor { call, .. } if call != 42 => {
                     Err(AcdRefusal::NotFound(format!("no call {call}")))
@@ -1621,6 +1642,35 @@ fn fake_engine(
         }
     });
     seen
+}
+
+/// The fake engine's answered call: PCMA to the caller, G.722 to the agent, `boss` whispering.
+fn live_call(call: u64) -> tandem_controlplane::sip::queues::LiveCallView {
+    use tandem_controlplane::sip::queues::*;
+    let leg = |codec: &str| LiveLegView {
+        codec: Some(codec.into()),
+        quality: Some(json!({"loss_percent": 0.0, "mos": 4.4})),
+    };
+    LiveCallView {
+        call,
+        state: "answered".into(),
+        direction: "inbound".into(),
+        target: "sip:alice@192.168.1.11:5060".into(),
+        from: "sip:+4420@carrier.test".into(),
+        to: "3000".into(),
+        queue: Some("sales".into()),
+        agent: Some("alice".into()),
+        started_unix_ms: 1_700_000_000_000,
+        answered_unix_ms: Some(1_700_000_004_000),
+        legs: [leg("PCMA"), leg("G722")],
+        transcoded: true,
+        monitor: Some(MonitorView {
+            call,
+            supervisor: "boss".into(),
+            mode: SupervisorMode::Whisper,
+            state: "active".into(),
+        }),
+    }
 }
 
 async fn check_acd_requests(s: &Server) {
@@ -1815,6 +1865,55 @@ async fn check_acd_requests(s: &Server) {
         )
         .await;
     assert_eq!(r.status, 404);
+    // Supervisors and tenant administrators list the live calls; agents may not; another
+    // tenant's call is not found.
+    let r = s
+        .get("/api/v1/tenants/acme/live-calls", &t.supervisor)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let listed = &r.body["items"][0];
+    assert_eq!(
+        (
+            listed["call"].clone(),
+            listed["state"].clone(),
+            listed["queue"].clone()
+        ),
+        (json!(42), json!("answered"), json!("sales"))
+    );
+    assert_eq!(listed["legs"][1]["codec"], "G722");
+    assert_eq!(listed["legs"][0]["quality"]["mos"], 4.4);
+    assert_eq!(
+        (
+            listed["transcoded"].clone(),
+            listed["monitor"]["mode"].clone()
+        ),
+        (json!(true), json!("whisper"))
+    );
+    let r = s.get("/api/v1/tenants/acme/live-calls/42", &t.acme).await;
+    assert_eq!((r.status, r.body["agent"].clone()), (200, json!("alice")));
+    for (path, token, status) in [
+        ("/api/v1/tenants/acme/live-calls", &alice, 403),
+        ("/api/v1/tenants/acme/live-calls/42", &alice, 403),
+        ("/api/v1/tenants/globex/live-calls", &t.acme, 404),
+        ("/api/v1/tenants/globex/live-calls/42", &t.supervisor, 404),
+        ("/api/v1/tenants/acme/live-calls/43", &t.supervisor, 404),
+        ("/api/v1/tenants/acme/live-calls/x", &t.supervisor, 404),
+        ("/api/v1/tenants/nobody/live-calls", &s.admin, 404),
+    ] {
+        assert_eq!(s.get(path, token).await.status, status, "{path}");
+    }
+    let r = s.get("/api/v1/tenants/acme/live-calls", &s.admin).await;
+    assert_eq!(r.status, 200);
+    let r = s
+        .call("GET", "/api/v1/tenants/acme/live-calls", None, None, None)
+        .await;
+    assert_eq!(r.status, 401);
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l == "acme Calls { call: Some(42) }"));
+
     // Supervisors monitor answered calls; agents may not; other tenants see nothing.
     let monitor = "/api/v1/tenants/acme/calls/42/monitor";
     let start = json!({"supervisor": "boss", "mode": "whisper"});

@@ -92,6 +92,7 @@ fn bench(c: &mut Criterion) {
             codec: Codec::Pcma,
         }),
         block: false,
+        tones_to_other: None,
     };
     sessions.set_dtmf(1, LegIndex::A, &inband).unwrap();
     let mut audio = packet();
@@ -119,6 +120,7 @@ fn bench(c: &mut Criterion) {
         next_once: 0,
         then: 0,
         looping: true,
+        sent: Default::default(),
     };
     let mut tx = TxBatch::new(64);
     g.bench_function("play_packet_build", |b| {

@@ -220,6 +220,27 @@ pub enum Command {
         token: u64,
         id: SessionId,
     },
+    /// Session `id` (one made with `Create` on this core, its leg A facing the member's phone;
+    /// its leg B's sockets are closed here) joins conference `conference` of this core (made
+    /// on its first join; ids are the control plane's): its peer, speaking `codec`, hears
+    /// every other member mixed and is heard by all of them (`crate::conference`). Codec
+    /// states and buffers are allocated here. Answered with `Updated`, or `Failed` with
+    /// `UnknownSession`, `ConferenceConflict` (already in a conference or a monitor, or the
+    /// conference full) or `UnsupportedCodec`.
+    JoinConference {
+        token: u64,
+        id: SessionId,
+        conference: u32,
+        codec: LegCodec,
+    },
+    /// Session `id` leaves its conference; the conference ends with its last member. The
+    /// session stays (its leg A's RTP now goes nowhere; `Delete` it). Deleting a member's
+    /// session leaves too. Answered with `Updated`, or `Failed` with `ConferenceConflict`
+    /// when it is in none.
+    LeaveConference {
+        token: u64,
+        id: SessionId,
+    },
     /// Stops the core's thread after closing every socket.
     Shutdown,
 }
@@ -250,6 +271,10 @@ pub struct DtmfOptions {
     /// relayed, and while an in-band tone is heard (with `inband` set) the relayed audio is
     /// silence.
     pub block: bool,
+    /// The other leg's peer takes no telephone-event: this leg's telephone events are not
+    /// relayed to it but each key sounds as DTMF tones in the audio it receives, given here
+    /// (its payload type and G.711 codec). Tones heard in this leg's audio pass as they are.
+    pub tones_to_other: Option<InbandAudio>,
 }
 
 /// The audio a leg's peer sends, for in-band DTMF detection.
@@ -434,6 +459,9 @@ pub enum CoreError {
     /// `AttachMonitor` named a session that already takes part in a monitor, or the same
     /// session twice; or `SetMonitorMode` a session without one.
     MonitorConflict,
+    /// `JoinConference` named a session already in a conference or a monitor, or a full
+    /// conference; or `LeaveConference` a session in none.
+    ConferenceConflict,
 }
 
 impl CoreError {
@@ -447,6 +475,9 @@ impl CoreError {
             CoreError::UnsupportedPayloadType => "payload type cannot be played",
             CoreError::UnsupportedCodec => "codecs cannot be transcoded",
             CoreError::MonitorConflict => "session is already monitored or not monitored",
+            CoreError::ConferenceConflict => {
+                "session is already in a conference or in none, or the conference is full"
+            }
         }
     }
 }

@@ -9,9 +9,11 @@ use crate::api::{
     ClipSequence, Command, CoreError, Event, LegCodec, LegIndex, LegParams, MonitorMode, SessionId,
 };
 use crate::clip::{law_of_payload_type, Clip};
+use crate::conference::{Conferences, JoinError, MAX_MEMBERS};
 use crate::io::{signal_eventfd, Backend, RxBatch, TxBatch};
 use crate::monitor::{self, AttachError, Monitors};
 use crate::playback::{Player, Players, MAX_BURST};
+use crate::rtcp::{ntp_compact, write_report, Report, WallClock};
 use crate::session::{Sessions, TimerAction, Verdict, PORTS_PER_SESSION};
 use crate::stats::{CoreStats, Counters, DropReason};
 use crate::timer::TimerWheel;
@@ -45,6 +47,8 @@ pub struct CoreConfig {
     pub timeout_ms: u64,
     pub relatch_ms: u64,
     pub max_packet_age_ms: u64,
+    /// Mean interval of our RTCP reports per transcoded leg (randomised ×0.5–1.5).
+    pub rtcp_interval_ms: u64,
 }
 
 pub struct Core {
@@ -75,6 +79,7 @@ pub struct Core {
     transcoders: Transcoders,
     /// Supervisors attached to calls, and their mixes.
     monitors: Monitors,
+    conferences: Conferences,
     /// Packets of this batch to decode for a supervisor's mix once the relayed ones are sent:
     /// indices into `rx`, [`MIX_ONLY`] set for those that go nowhere else.
     to_mix: Vec<u32>,
@@ -84,6 +89,12 @@ pub struct Core {
     silenced: Box<[u8]>,
     /// One slot per session leg, filled by `SendDtmf`.
     dtmf_senders: crate::dtmf::Senders,
+    /// When each leg of a transcoded session (`index * 2 + leg`) gets its next RTCP report.
+    rtcp_timers: TimerWheel,
+    /// NTP time for the reports, from the monotonic clock (no syscall per report).
+    wall: WallClock,
+    /// Our CNAME in every report: one per core, fixed at start.
+    cname: Box<[u8]>,
 }
 
 pub(crate) fn monotonic_ns() -> u64 {
@@ -99,6 +110,28 @@ fn silenced(packet: &[u8], silence: u8, out: &mut [u8]) -> Result<usize, ()> {
     let start = payload.as_ptr() as usize - packet.as_ptr() as usize;
     out[start..start + payload.len()].fill(silence);
     Ok(packet.len())
+}
+
+/// Queues one mixed packet to leg `leg` of session `index`; false when it cannot go (no peer
+/// address yet, or the leg is being played a clip, which it hears instead of the mix).
+fn send_mixed(
+    sessions: &Sessions,
+    tx: &mut TxBatch,
+    index: u32,
+    leg: LegIndex,
+    header: &[u8],
+    payload: &[u8],
+) -> bool {
+    if sessions
+        .get(index)
+        .is_none_or(|s| s.legs[leg as usize].playing)
+    {
+        return false;
+    }
+    match sessions.play_target(index, leg) {
+        Some((slot, dest)) => tx.push_played(slot, dest, header, payload),
+        None => false,
+    }
 }
 
 fn realtime_ns() -> u64 {
@@ -126,24 +159,32 @@ impl Core {
         clips: Arc<[Arc<Clip>]>,
     ) -> Self {
         let slots = cfg.capacity * PORTS_PER_SESSION;
+        let start_ns = monotonic_ns();
+        // Distinct per core and per start; nothing depends on it but stream identities.
+        let rng = realtime_ns() ^ (cfg.id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         Core {
             players: Players::new(cfg.capacity),
             transcoders: Transcoders::new(cfg.capacity),
             monitors: Monitors::new(cfg.capacity),
+            conferences: Conferences::new(cfg.capacity),
             to_mix: Vec::with_capacity(cfg.batch),
             clips,
-            // Distinct per core and per start; nothing depends on it but stream identities.
             silenced: vec![0; crate::io::PACKET_CAPACITY].into_boxed_slice(),
             dtmf_senders: crate::dtmf::Senders::new(cfg.capacity),
-            rng: realtime_ns() ^ (cfg.id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            sessions: Sessions::new(cfg.id, cfg.capacity, cfg.base_port),
-            free: (0..cfg.capacity).collect(),
-            wheel: TimerWheel::new(
-                cfg.capacity as usize,
+            rng,
+            rtcp_timers: TimerWheel::new(
+                cfg.capacity as usize * 2,
                 WHEEL_SLOTS,
                 WHEEL_TICK_NS,
-                monotonic_ns(),
+                start_ns,
             ),
+            wall: WallClock::now(start_ns),
+            cname: format!("tandem-{}-{:08x}", cfg.id, rng as u32 ^ (rng >> 32) as u32)
+                .into_bytes()
+                .into_boxed_slice(),
+            sessions: Sessions::new(cfg.id, cfg.capacity, cfg.base_port),
+            free: (0..cfg.capacity).collect(),
+            wheel: TimerWheel::new(cfg.capacity as usize, WHEEL_SLOTS, WHEEL_TICK_NS, start_ns),
             rx: RxBatch::new(cfg.batch),
             tx: TxBatch::new(cfg.batch),
             tx_rx_ns: Vec::with_capacity(cfg.batch),
@@ -176,6 +217,8 @@ impl Core {
                 self.wheel.sleep_hint_ns(now),
                 self.players.sleep_hint_ns(now),
                 self.monitors.sleep_hint_ns(now),
+                self.conferences.sleep_hint_ns(now),
+                self.rtcp_timers.sleep_hint_ns(now),
             ]
             .into_iter()
             .flatten()
@@ -201,6 +244,7 @@ impl Core {
             }
             self.play(now);
             self.mix(now);
+            self.send_reports(now);
             self.flush();
             self.report_dtmf();
             self.run_timers(now);
@@ -266,6 +310,12 @@ impl Core {
                     self.send_dtmf_in(out_slot);
                     self.tap(meta.slot, i);
                 }
+                Verdict::Consumed { latch } => {
+                    if let Some(peer) = latch {
+                        self.latch(meta.slot, peer);
+                    }
+                    self.counters.rtcp_terminated += 1;
+                }
                 // The packet's slot names its session and leg, as `in_key` does.
                 Verdict::Mix { latch, .. } => {
                     if let Some(peer) = latch {
@@ -289,18 +339,13 @@ impl Core {
                     if self.tx.room() < missing + 1 {
                         self.flush();
                     }
-                    let mut packet = self.rx.packet(i);
-                    if let Some(silence) = self.sessions.blocked_tone() {
-                        // The tone must not reach the transcoder's output either.
-                        let n = silenced(packet, silence, &mut self.silenced).unwrap_or(0);
-                        packet = &self.silenced[..n];
-                    }
                     for _ in 0..missing {
-                        let transcoders = &mut self.transcoders;
-                        match self.tx.push_with(out_slot, dest, |buf| {
-                            transcoders.conceal(in_key, packet, buf)
-                        }) {
-                            Ok(true) => self.tx_rx_ns.push(meta.rx_realtime_ns),
+                        let (transcoders, next) = (&mut self.transcoders, self.rx.packet(i));
+                        match self
+                            .tx
+                            .push_with(out_slot, dest, |buf| transcoders.conceal(in_key, next, buf))
+                        {
+                            Ok(true) => self.on_transcoded(in_key, meta.rx_realtime_ns, now),
                             // Repacketising: the audio is held for a later packet; DTX: the
                             // encoder sends nothing for it.
                             Err(Skip::Held | Skip::Untransmitted) => {}
@@ -308,14 +353,20 @@ impl Core {
                             Ok(false) | Err(_) => break,
                         }
                     }
+                    let mut packet = self.rx.packet(i);
+                    if let Some(silence) = self.sessions.blocked_tone() {
+                        // The tone must not reach the transcoder's output either.
+                        let n = silenced(packet, silence, &mut self.silenced).unwrap_or(0);
+                        packet = &self.silenced[..n];
+                    }
                     let transcoders = &mut self.transcoders;
                     match self.tx.push_with(out_slot, dest, |buf| {
                         transcoders.process(in_key, packet, buf)
                     }) {
                         Ok(pushed) => {
                             debug_assert!(pushed);
-                            self.tx_rx_ns.push(meta.rx_realtime_ns);
                             self.send_dtmf_in(out_slot);
+                            self.on_transcoded(in_key, meta.rx_realtime_ns, now);
                         }
                         Err(Skip::Held | Skip::Untransmitted) => {}
                         Err(_) => self.counters.drop(DropReason::Transcode, 1),
@@ -331,7 +382,7 @@ impl Core {
                             .tx
                             .push_with(out_slot, dest, |buf| transcoders.pop(in_key, buf))
                         {
-                            Ok(true) => self.tx_rx_ns.push(meta.rx_realtime_ns),
+                            Ok(true) => self.on_transcoded(in_key, meta.rx_realtime_ns, now),
                             Ok(false) | Err(_) => break,
                         }
                     }
@@ -339,6 +390,94 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Books the packet just queued from `key`'s transcoder: its receive time for the latency
+    /// histogram, and what our stream sent (for our RTCP).
+    fn on_transcoded(&mut self, key: u32, rx_realtime_ns: u64, now: u64) {
+        self.tx_rx_ns.push(rx_realtime_ns);
+        if let Some(packet) = self.tx.last() {
+            self.transcoders.on_sent(key, packet, now);
+        }
+    }
+
+    /// Queues the RTCP reports due at `now` (legs of transcoded sessions) and schedules each
+    /// leg's next one.
+    fn send_reports(&mut self, now: u64) {
+        let mut due = [0u32; 256];
+        loop {
+            let n = self.rtcp_timers.take_due(now, &mut due);
+            for &key in &due[..n] {
+                if self.send_report(key, now) {
+                    let next = now + self.rtcp_interval_ns();
+                    self.rtcp_timers.schedule(key, next);
+                }
+            }
+            if n < due.len() {
+                break;
+            }
+        }
+    }
+
+    /// Queues our report to the peer of leg `key` (`index * 2 + leg`): an SR about our
+    /// stream to it (an RR before we sent any), a block about its stream to us, our CNAME.
+    /// False when we no longer originate what the leg hears (no more reports).
+    fn send_report(&mut self, key: u32, now: u64) -> bool {
+        let (index, leg) = (key / 2, crate::dtmf::leg_index(key));
+        // What the leg hears: a clip played to it (G.711, 8 kHz), else a supervisor's mix,
+        // else the other leg's transcoded stream.
+        let (ssrc, sent, clock_hz) = if let Some(p) = self.players.find(key) {
+            (p.ssrc, p.sent, 8_000)
+        } else if let Some(mixed) = self.monitors.stream_to(index, leg) {
+            mixed
+        } else if let Some(mixed) = self.conferences.stream_to(index, leg) {
+            mixed
+        } else if let Some(t) = self.transcoders.get(key ^ 1) {
+            (t.ssrc(), *t.sent(), t.out_clock_hz())
+        } else {
+            return false;
+        };
+        let Some((slot, dest)) = self.sessions.rtcp_target(index, leg) else {
+            return true;
+        };
+        let ntp = self.wall.ntp(now);
+        let sender = sent.sender_info(ntp, now, clock_hz);
+        let block = self.sessions.report_block(index, leg, now);
+        if self.tx.is_full() {
+            self.flush();
+        }
+        let report = Report {
+            ssrc,
+            sender,
+            block,
+            cname: &self.cname,
+        };
+        let written = self
+            .tx
+            .push_generated_with(slot, dest, |buf| write_report(&report, buf).ok_or(()));
+        if written == Ok(true) {
+            self.counters.rtcp_sent += 1;
+            if sender.is_some() {
+                self.sessions
+                    .on_our_sender_report(index, leg, ssrc, ntp_compact(ntp), now);
+            }
+        }
+        true
+    }
+
+    /// Starts leg `key`'s reports unless they run already.
+    fn arm_reports(&mut self, key: u32, now: u64) {
+        if !self.rtcp_timers.is_scheduled(key) {
+            let first = now + self.rtcp_interval_ns();
+            self.rtcp_timers.schedule(key, first);
+        }
+    }
+
+    /// The time to a leg's next report: the configured interval × a random 0.5–1.5 (RFC 3550
+    /// §6.3), so reports of calls set up together spread out.
+    fn rtcp_interval_ns(&mut self) -> u64 {
+        let mean = self.cfg.rtcp_interval_ms * 1_000_000;
+        mean / 2 + self.random() % mean
     }
 
     /// Queues the playback frames due at `now`: up to [`MAX_BURST`] per playing leg (after a
@@ -369,6 +508,10 @@ impl Core {
                         debug_assert!(pushed, "room was made above");
                         // Keys sent to a leg on hold music ride in the music's stream.
                         self.send_dtmf_in(slot);
+                        if let Some(packet) = self.tx.last() {
+                            let audio = packet[1] & 0x7f == p.payload_type;
+                            p.sent.on_sent(packet, audio, now);
+                        }
                     }
                 }
             }
@@ -397,7 +540,11 @@ impl Core {
                 slot / PORTS_PER_SESSION,
                 (slot % PORTS_PER_SESSION / 2) as usize,
             );
-            let fed = self.monitors.feed(index, leg, self.rx.packet(i));
+            let fed = if self.conferences.contains(index) {
+                self.conferences.feed(index, self.rx.packet(i))
+            } else {
+                self.monitors.feed(index, leg, self.rx.packet(i))
+            };
             if fed.is_err() && entry & MIX_ONLY != 0 {
                 self.counters.drop(DropReason::Mix, 1);
             }
@@ -405,35 +552,42 @@ impl Core {
         self.to_mix.clear();
     }
 
-    /// Mixes the supervisor frames due at `now` (up to [`MAX_BURST`] per monitor after a
-    /// stall, as playback) and queues them to each listener of a mix.
+    /// Mixes the supervisor and conference frames due at `now` (up to [`MAX_BURST`] per mix
+    /// after a stall, as playback) and queues them to each listener of a mix.
     fn mix(&mut self, now: u64) {
         let due = self.monitors.due(now);
-        if due == 0 {
-            return;
-        }
-        let frames = due.min(MAX_BURST);
-        for i in 0..self.monitors.len() {
-            self.monitors.skip(i, due - frames);
-            for _ in 0..frames {
-                // A frame sends at most three packets (caller, agent, supervisor).
-                if self.tx.room() < 3 {
-                    self.flush();
+        if due > 0 {
+            let frames = due.min(MAX_BURST);
+            for i in 0..self.monitors.len() {
+                self.monitors.skip(i, due - frames);
+                for _ in 0..frames {
+                    // A frame sends at most three packets (caller, agent, supervisor).
+                    if self.tx.room() < 3 {
+                        self.flush();
+                    }
+                    let (sessions, tx) = (&self.sessions, &mut self.tx);
+                    self.monitors
+                        .mix_frame(i, now, |index, leg, header, payload| {
+                            send_mixed(sessions, tx, index, leg, header, payload)
+                        });
                 }
-                let (sessions, tx) = (&self.sessions, &mut self.tx);
-                self.monitors.mix_frame(i, |index, leg, header, payload| {
-                    // A leg being played a clip hears the clip, not the mix.
-                    if sessions
-                        .get(index)
-                        .is_none_or(|s| s.legs[leg as usize].playing)
-                    {
-                        return false;
+            }
+        }
+        let due = self.conferences.due(now);
+        if due > 0 {
+            let frames = due.min(MAX_BURST);
+            for i in 0..self.conferences.len() {
+                self.conferences.skip(i, due - frames);
+                for _ in 0..frames {
+                    if self.tx.room() < MAX_MEMBERS {
+                        self.flush();
                     }
-                    match sessions.play_target(index, leg) {
-                        Some((slot, dest)) => tx.push_played(slot, dest, header, payload),
-                        None => false,
-                    }
-                });
+                    let (sessions, tx) = (&self.sessions, &mut self.tx);
+                    self.conferences
+                        .mix_frame(i, now, |index, leg, header, payload| {
+                            send_mixed(sessions, tx, index, leg, header, payload)
+                        });
+                }
             }
         }
     }
@@ -452,17 +606,20 @@ impl Core {
             len
         });
         if !more {
-            let leg = if key & 1 == 0 {
-                LegIndex::A
-            } else {
-                LegIndex::B
-            };
-            self.sessions.set_sending_dtmf(key / 2, leg, false);
+            self.sessions
+                .set_sending_dtmf(key / 2, crate::dtmf::leg_index(key), false);
         }
     }
 
-    /// Turns the DTMF keys the batch ended into events.
+    /// Turns the DTMF keys the batch ended into events, and starts the keys it translated
+    /// from telephone events to tones on their senders.
     fn report_dtmf(&mut self) {
+        while let Some((key, event)) = self.sessions.pop_translated_dtmf() {
+            if self.dtmf_senders.sound(key, event) {
+                self.sessions
+                    .set_sending_dtmf(key / 2, crate::dtmf::leg_index(key), true);
+            }
+        }
         let events = &mut self.events;
         let counters = &mut self.counters;
         let mut pushed = false;
@@ -521,17 +678,9 @@ impl Core {
         let relatch_ns = self.cfg.relatch_ms * 1_000_000;
         let mut due = [0u32; 256];
         // Collect first so the wheel is not borrowed while sockets are touched. Entries beyond
-        // one pass's worth fire on the next pass (the wheel keeps them due).
+        // one pass's worth fire on the next round.
         loop {
-            let mut n = 0;
-            self.wheel.expire(now, |wheel, entry| {
-                if n < due.len() {
-                    due[n] = entry;
-                    n += 1;
-                } else {
-                    wheel.schedule(entry, now);
-                }
-            });
+            let n = self.wheel.take_due(now, &mut due);
             for &index in &due[..n] {
                 let mut actions = [None; 4];
                 self.sessions
@@ -659,12 +808,9 @@ impl Core {
                     options,
                 } => {
                     let event = match self.sessions.resolve(id) {
-                        Some(index) => match self.sessions.set_dtmf(index, leg, &options) {
+                        Some(index) => match self.set_dtmf(index, leg, &options) {
                             Ok(()) => Event::Updated { token },
-                            Err(_) => Event::Failed {
-                                token,
-                                error: CoreError::UnsupportedCodec,
-                            },
+                            Err(error) => Event::Failed { token, error },
                         },
                         None => Event::Failed {
                             token,
@@ -704,6 +850,23 @@ impl Core {
                 }
                 Command::SetMonitorMode { token, id, mode } => {
                     let result = self.set_monitor_mode(id, mode);
+                    self.answer(token, result);
+                }
+                Command::JoinConference {
+                    token,
+                    id,
+                    conference,
+                    codec,
+                } => {
+                    let result = self.join_conference(id, conference, codec);
+                    self.answer(token, result);
+                }
+                Command::LeaveConference { token, id } => {
+                    let result = match self.sessions.resolve(id) {
+                        Some(index) if self.conferences.leave(index).is_some() => Ok(()),
+                        Some(_) => Err(CoreError::ConferenceConflict),
+                        None => Err(CoreError::UnknownSession),
+                    };
                     self.answer(token, result);
                 }
                 Command::DetachMonitor { token, id } => {
@@ -771,13 +934,34 @@ impl Core {
                     next_once: 0,
                     then,
                     looping: true,
+                    sent: Default::default(),
                 }
             }
         };
         player.set_clips(once, then);
-        self.players.start(player, monotonic_ns());
+        let now = monotonic_ns();
+        self.players.start(player, now);
         self.sessions.set_playing(index, leg, true);
+        // The leg's peer hears a stream of ours: it gets our reports about it.
+        self.arm_reports(key, now);
         Ok(())
+    }
+
+    /// `SetDtmf`: the leg's listening and blocking, and for `tones_to_other` the other leg's
+    /// sender of tones, allocated here (first, so a refusal changes nothing).
+    fn set_dtmf(
+        &mut self,
+        index: u32,
+        leg: LegIndex,
+        options: &crate::api::DtmfOptions,
+    ) -> Result<(), CoreError> {
+        if let Some(audio) = options.tones_to_other {
+            self.dtmf_senders
+                .prepare_tones(Player::key(index, leg.other()), audio)?;
+        }
+        self.sessions
+            .set_dtmf(index, leg, options)
+            .map_err(|_| CoreError::UnsupportedCodec)
     }
 
     fn send_dtmf(
@@ -822,6 +1006,13 @@ impl Core {
         self.transcoders.set(index * 2 + 1, b_to_a);
         self.sessions.set_transcode(index, LegIndex::A, on);
         self.sessions.set_transcode(index, LegIndex::B, on);
+        // Each leg gets reports of ours while transcoded (its peers' RTCP now ends here); a
+        // leg no longer transcoded stops getting them at its next report unless it is played.
+        if on {
+            let now = monotonic_ns();
+            self.arm_reports(index * 2, now);
+            self.arm_reports(index * 2 + 1, now);
+        }
         Ok(())
     }
 
@@ -838,6 +1029,9 @@ impl Core {
             .sessions
             .resolve(supervisor)
             .ok_or(CoreError::UnknownSession)?;
+        if self.conferences.contains(index) || self.conferences.contains(sup) {
+            return Err(CoreError::MonitorConflict);
+        }
         let seeds = [self.random(), self.random(), self.random()];
         self.monitors
             .attach(index, sup, mode, codecs, seeds, monotonic_ns())
@@ -852,6 +1046,38 @@ impl Core {
         self.backend.close(first + 3);
         self.sessions.set_mixed(sup, LegIndex::A, true);
         self.apply_monitor_mode(index, mode);
+        // The supervisor hears a mix of ours from now on.
+        self.arm_reports(sup * 2, monotonic_ns());
+        Ok(())
+    }
+
+    /// Session `id`'s leg A (the member's phone) joins conference `conference`.
+    fn join_conference(
+        &mut self,
+        id: SessionId,
+        conference: u32,
+        codec: LegCodec,
+    ) -> Result<(), CoreError> {
+        let index = self.sessions.resolve(id).ok_or(CoreError::UnknownSession)?;
+        if self.monitors.contains(index) {
+            return Err(CoreError::ConferenceConflict);
+        }
+        let seed = self.random();
+        let now = monotonic_ns();
+        self.conferences
+            .join(index, conference, codec, seed, now)
+            .map_err(|e| match e {
+                JoinError::Conflict => CoreError::ConferenceConflict,
+                JoinError::Codec => CoreError::UnsupportedCodec,
+            })?;
+        // A member's session is its leg A alone, as a supervisor's.
+        let first = index * PORTS_PER_SESSION;
+        self.backend.close(first + 2);
+        self.backend.close(first + 3);
+        self.sessions.set_mixed(index, LegIndex::A, true);
+        // The member hears our mix: it gets our reports about it (they stop by themselves
+        // once it leaves).
+        self.arm_reports(index * 2, now);
         Ok(())
     }
 
@@ -869,6 +1095,14 @@ impl Core {
         let [a, b] = monitor::mixed_legs(mode);
         self.sessions.set_mixed(index, LegIndex::A, a);
         self.sessions.set_mixed(index, LegIndex::B, b);
+        // A call leg that hears the mix gets our reports about it (they stop by themselves
+        // once it hears nothing of ours).
+        let now = monotonic_ns();
+        for leg in [LegIndex::A, LegIndex::B] {
+            if self.monitors.stream_to(index, leg).is_some() {
+                self.arm_reports(index * 2 + leg as u32, now);
+            }
+        }
     }
 
     /// Ends the monitor session `index` takes part in (as call or supervisor); false if none.
@@ -966,7 +1200,10 @@ impl Core {
         self.players.stop(Player::key(index, LegIndex::B));
         self.transcoders.set(index * 2, None);
         self.transcoders.set(index * 2 + 1, None);
+        self.rtcp_timers.cancel(index * 2);
+        self.rtcp_timers.cancel(index * 2 + 1);
         self.detach_monitor(index);
+        self.conferences.leave(index);
         self.dtmf_senders.clear(index * 2);
         self.dtmf_senders.clear(index * 2 + 1);
         self.free.push_back(index);

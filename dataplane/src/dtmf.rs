@@ -2,7 +2,8 @@
 //! into one report per key press.
 //!
 //! Per leg (`session index * 2 + leg`): an RFC 4733 [`EventReceiver`], and for a leg with
-//! in-band detection a boxed [`Inband`] (G.711 decoder, a 20 ms PCM buffer and a Q.24
+//! in-band detection a boxed [`Inband`] (its audio's decoder: G.711 tables, or a G.722
+//! decoder and a 16 → 8 kHz resampler, or a libopus decoder at 8 kHz; PCM buffers and a Q.24
 //! [`DtmfDetector`]) allocated when `SetDtmf` turns it on, never per packet.
 //!
 //! ## One report per press
@@ -20,8 +21,10 @@
 use crate::api::{
     Codec, CoreError, DtmfKeys, DtmfOptions, DtmfSend, DtmfSource, DtmfVia, LegIndex, SessionId,
 };
+use tandem_media::codec::{Decoder as _, G722Decoder, OpusDecoder};
 use tandem_media::dtmf::DtmfDetector;
 use tandem_media::g711::Law;
+use tandem_media::resample::Resampler;
 use tandem_media::rfc4733::{dtmf_digit, EventReceiver, EventReport, TelephoneEvent};
 use tandem_media::tones::{ToneGenerator, ToneSpec};
 
@@ -87,24 +90,91 @@ impl Merger {
     }
 }
 
-/// In-band detection on one leg's G.711 audio.
+/// What turns a leg's audio into the detector's 8 kHz PCM: G.711 tables, or a codec state of
+/// the leg's own (allocated with the leg's `Inband`, never per packet). The variants differ in
+/// size, but each lives inside its leg's boxed `Inband`, sized once at set-up.
+#[allow(clippy::large_enum_variant)]
+enum AudioDecoder {
+    G711(Law),
+    /// G.722's 16 kHz, brought down to 8 kHz 10 ms at a time.
+    G722 {
+        decoder: G722Decoder,
+        down: Resampler,
+    },
+    /// libopus decoding straight at 8 kHz.
+    Opus(OpusDecoder),
+}
+
+/// Longest payload decoded for the detector: 120 ms (Opus's maximum) at 16 kHz (G.722).
+const MAX_DECODED: usize = 1920;
+
+/// In-band detection on one leg's audio (G.711, G.722 or Opus).
 pub struct Inband {
     payload_type: u8,
-    law: Law,
+    decoder: AudioDecoder,
     detector: DtmfDetector,
     pcm: [i16; PCM_CHUNK],
+    /// A payload decoded at the codec's own rate (G.722, Opus), before it reaches `pcm`.
+    decoded: [i16; MAX_DECODED],
     /// The key being heard (reported by the detector, not yet released) and when it began.
     pressed: Option<(char, u64)>,
 }
 
 impl Inband {
-    fn new(payload_type: u8, law: Law) -> Self {
-        Inband {
+    fn new(payload_type: u8, codec: Codec) -> Result<Self, Codec> {
+        let decoder = match codec {
+            Codec::Pcmu => AudioDecoder::G711(Law::Ulaw),
+            Codec::Pcma => AudioDecoder::G711(Law::Alaw),
+            Codec::G722 => AudioDecoder::G722 {
+                decoder: G722Decoder::new(),
+                down: Resampler::new(16_000, 8000, 10).map_err(|_| codec)?,
+            },
+            Codec::Opus => AudioDecoder::Opus(OpusDecoder::new(8000).map_err(|_| codec)?),
+            Codec::G729 => return Err(codec),
+        };
+        Ok(Inband {
             payload_type: payload_type & 0x7f,
-            law,
+            decoder,
             detector: DtmfDetector::new(),
             pcm: [0; PCM_CHUNK],
+            decoded: [0; MAX_DECODED],
             pressed: None,
+        })
+    }
+
+    /// Decodes one payload and runs the detector over it, 20 ms at a time. A payload the
+    /// codec refuses (corrupt) is skipped: the detector only misses its duration.
+    fn detect(&mut self, payload: &[u8]) {
+        match &mut self.decoder {
+            AudioDecoder::G711(law) => {
+                for codes in payload.chunks(PCM_CHUNK) {
+                    let pcm = &mut self.pcm[..codes.len()];
+                    law.decode(codes, pcm);
+                    self.detector.handle_frame(pcm);
+                }
+            }
+            AudioDecoder::G722 { decoder, down } => {
+                let n = payload.len().min(MAX_DECODED / 2);
+                let Ok(n) = decoder.decode(&payload[..n], &mut self.decoded) else {
+                    return;
+                };
+                // 10 ms at 16 kHz in, 10 ms at 8 kHz out; a trailing part frame is dropped
+                // (RTP G.722 packets are whole multiples of 10 ms).
+                let (step, out) = (down.input_frame(), down.output_frame());
+                for frame in self.decoded[..n].chunks_exact(step) {
+                    if down.process(frame, &mut self.pcm[..out]).is_ok() {
+                        self.detector.handle_frame(&self.pcm[..out]);
+                    }
+                }
+            }
+            AudioDecoder::Opus(decoder) => {
+                let Ok(n) = decoder.decode(payload, &mut self.decoded[..MAX_DECODED / 2]) else {
+                    return;
+                };
+                for pcm in self.decoded[..n].chunks(PCM_CHUNK) {
+                    self.detector.handle_frame(pcm);
+                }
+            }
         }
     }
 
@@ -117,6 +187,8 @@ impl Inband {
 
 #[derive(Default)]
 struct LegDtmf {
+    /// Each key's events start a key in tones towards the other leg (`tones_to_other`).
+    translate: bool,
     events: EventReceiver,
     /// Arrival of the first packet of the event in progress.
     event_started_ns: u64,
@@ -128,11 +200,14 @@ struct LegDtmf {
 pub struct Dtmf {
     legs: Box<[LegDtmf]>,
     reports: Vec<DtmfReport>,
+    /// Keys to sound as tones: (the sender key of the leg that hears them, the event code).
+    translated: std::collections::VecDeque<(u32, u8)>,
     /// Reports lost because the queue was full (the core did not drain it in time).
     pub overflow: u64,
 }
 
-fn leg_index(key: u32) -> LegIndex {
+/// The leg of a per-leg key (`index * 2 + leg`).
+pub fn leg_index(key: u32) -> LegIndex {
     if key & 1 == 0 {
         LegIndex::A
     } else {
@@ -147,6 +222,7 @@ impl Dtmf {
                 .map(|_| LegDtmf::default())
                 .collect(),
             reports: Vec::with_capacity(DTMF_QUEUE),
+            translated: std::collections::VecDeque::with_capacity(DTMF_QUEUE),
             overflow: 0,
         }
     }
@@ -156,20 +232,25 @@ impl Dtmf {
     pub fn configure(&mut self, key: u32, options: &DtmfOptions) -> Result<(), Codec> {
         let inband = match options.inband {
             None => None,
-            Some(audio) => {
-                let law = match audio.codec {
-                    Codec::Pcmu => Law::Ulaw,
-                    Codec::Pcma => Law::Alaw,
-                    other => return Err(other),
-                };
-                Some(Box::new(Inband::new(audio.payload_type, law)))
-            }
+            Some(audio) => Some(Box::new(Inband::new(audio.payload_type, audio.codec)?)),
         };
+        if let Some(other) = options.tones_to_other {
+            if !matches!(other.codec, Codec::Pcmu | Codec::Pcma) {
+                return Err(other.codec);
+            }
+        }
         self.legs[key as usize] = LegDtmf {
             inband,
+            translate: options.tones_to_other.is_some(),
             ..LegDtmf::default()
         };
         Ok(())
+    }
+
+    /// The next key to sound as tones: the sender key (`index * 2 + leg`) of the leg whose
+    /// peer hears it, and its event code. Oldest first.
+    pub fn pop_translated(&mut self) -> Option<(u32, u8)> {
+        self.translated.pop_front()
     }
 
     /// The in-band payload type of leg `key`, if it listens for tones.
@@ -180,12 +261,14 @@ impl Dtmf {
             .map(|i| i.payload_type)
     }
 
-    /// The G.711 silence code of leg `key`'s audio, when it listens for tones.
+    /// The G.711 silence code of leg `key`'s audio, when it listens for tones in G.711 (other
+    /// codecs have no code that is silence whatever the decoder's state: their packets are
+    /// dropped instead while a tone is heard).
     pub fn silence_code(&self, key: u32) -> Option<u8> {
-        self.legs[key as usize]
-            .inband
-            .as_ref()
-            .map(|i| i.law.silence())
+        match self.legs[key as usize].inband.as_deref()?.decoder {
+            AudioDecoder::G711(law) => Some(law.silence()),
+            _ => None,
+        }
     }
 
     /// Feeds one telephone-event packet (`data`, the whole RTP packet) from leg `key`.
@@ -199,8 +282,17 @@ impl Dtmf {
         leg.events.handle_packet(timestamp, event);
         while let Some(report) = leg.events.poll_report() {
             let (event, duration) = match report {
-                EventReport::Started { .. } => {
+                EventReport::Started { event, .. } => {
                     leg.event_started_ns = now_ns;
+                    // Sounded at once, not at the end: the other peer hears the key as it is
+                    // pressed (for a fixed length, as the length is not known yet).
+                    if leg.translate && dtmf_digit(event).is_some() {
+                        if self.translated.len() == self.translated.capacity() {
+                            self.overflow += 1;
+                        } else {
+                            self.translated.push_back((key ^ 1, event));
+                        }
+                    }
                     continue;
                 }
                 EventReport::Ended {
@@ -240,11 +332,7 @@ impl Dtmf {
         let Some(payload) = crate::rtp::rtp_payload(data) else {
             return false;
         };
-        for codes in payload.chunks(PCM_CHUNK) {
-            let pcm = &mut inband.pcm[..codes.len()];
-            inband.law.decode(codes, pcm);
-            inband.detector.handle_frame(pcm);
-        }
+        inband.detect(payload);
         let (reports, overflow) = (&mut self.reports, &mut self.overflow);
         let mut finish = |digit, start_ns, end_ns: u64| {
             let press = Press {
@@ -344,6 +432,39 @@ impl Senders {
         }
     }
 
+    /// Makes sure leg `key` has a sender of tones in `audio`, idle, for keys translated from
+    /// the other leg's events ([`Senders::sound`]); a sender already there that sends the same
+    /// way is kept (with what it has queued).
+    pub fn prepare_tones(
+        &mut self,
+        key: u32,
+        audio: crate::api::InbandAudio,
+    ) -> Result<(), CoreError> {
+        let via = DtmfVia::Tones {
+            payload_type: audio.payload_type,
+            codec: audio.codec,
+        };
+        let slot = &mut self.slots[key as usize];
+        if slot.as_ref().is_none_or(|s| s.via != via) {
+            *slot = Some(Box::new(Sender::idle(
+                via,
+                TRANSLATED_KEY_MS,
+                TRANSLATED_PAUSE_MS,
+                TRANSLATED_VOLUME,
+            )?));
+        }
+        Ok(())
+    }
+
+    /// Queues one key (`event`) on leg `key`'s sender of tones; false when there is none (a
+    /// later `SendDtmf` as events took the slot) or its queue is full.
+    pub fn sound(&mut self, key: u32, event: u8) -> bool {
+        match self.slots[key as usize].as_deref_mut() {
+            Some(s) if matches!(s.via, DtmfVia::Tones { .. }) => s.push_event(event),
+            _ => false,
+        }
+    }
+
     /// Forgets leg `key`'s sender (its session ended).
     pub fn clear(&mut self, key: u32) {
         self.slots[key as usize] = None;
@@ -352,6 +473,13 @@ impl Senders {
 
 /// Keys a [`Sender`] holds queued at most (one command's worth, and another queued behind).
 const SEND_QUEUE: usize = 2 * crate::api::MAX_DTMF_KEYS;
+
+/// A key translated from events to tones sounds this long (Q.24 asks receivers to take 40 ms;
+/// 100 ms is what phones send for a short press), with at least this pause before the next,
+/// at -8 dBm0 (rtpengine's default for injected DTMF).
+const TRANSLATED_KEY_MS: u16 = 100;
+const TRANSLATED_PAUSE_MS: u16 = 60;
+const TRANSLATED_VOLUME: u8 = 8;
 
 /// RFC 4733 end packets per event: the end is sent three times (§2.5.1.4).
 const END_PACKETS: u8 = 3;
@@ -392,7 +520,19 @@ const HEADER_LEN: usize = 12;
 
 impl Sender {
     fn new(send: &DtmfSend) -> Result<Sender, CoreError> {
-        let (clock_hz, law) = match send.via {
+        let mut sender = Sender::idle(send.via, send.duration_ms, send.pause_ms, send.volume)?;
+        sender.enqueue(&send.keys)?;
+        Ok(sender)
+    }
+
+    /// A sender with nothing queued.
+    fn idle(
+        via: DtmfVia,
+        duration_ms: u16,
+        pause_ms: u16,
+        volume: u8,
+    ) -> Result<Sender, CoreError> {
+        let (clock_hz, law) = match via {
             DtmfVia::Events { clock_hz, .. } => (clock_hz.max(1), Law::Ulaw),
             DtmfVia::Tones { codec, .. } => match codec {
                 Codec::Pcmu => (8000, Law::Ulaw),
@@ -401,11 +541,11 @@ impl Sender {
             },
         };
         let ticks = |ms: u16| (ms as u64 * clock_hz as u64 / 1000) as u32;
-        let mut sender = Sender {
-            via: send.via,
-            volume: send.volume.min(tandem_media::rfc4733::MAX_VOLUME),
-            duration_ticks: ticks(send.duration_ms).max(1),
-            pause_ticks: ticks(send.pause_ms),
+        Ok(Sender {
+            via,
+            volume: volume.min(tandem_media::rfc4733::MAX_VOLUME),
+            duration_ticks: ticks(duration_ms).max(1),
+            pause_ticks: ticks(pause_ms),
             queue: [0; SEND_QUEUE],
             head: 0,
             queued: 0,
@@ -414,9 +554,7 @@ impl Sender {
             last_ts: None,
             tone: None,
             law,
-        };
-        sender.enqueue(&send.keys)?;
-        Ok(sender)
+        })
     }
 
     fn enqueue(&mut self, keys: &DtmfKeys) -> Result<(), CoreError> {
@@ -424,10 +562,19 @@ impl Sender {
             return Err(CoreError::UnsupportedPayloadType);
         }
         for &e in keys.events() {
-            self.queue[(self.head + self.queued) % SEND_QUEUE] = e;
-            self.queued += 1;
+            self.push_event(e);
         }
         Ok(())
+    }
+
+    /// Queues one key; false when the queue is full.
+    fn push_event(&mut self, event: u8) -> bool {
+        if self.queued == SEND_QUEUE {
+            return false;
+        }
+        self.queue[(self.head + self.queued) % SEND_QUEUE] = event;
+        self.queued += 1;
+        true
     }
 
     /// Whether keys are queued or one is still sounding.
@@ -568,6 +715,7 @@ mod tests {
                 codec: Codec::Pcmu,
             }),
             block: false,
+            tones_to_other: None,
         };
         d.configure(0, &options).unwrap();
         d
@@ -772,17 +920,25 @@ mod tests {
     }
 
     #[test]
-    fn in_band_is_g711_only() {
+    fn in_band_on_g711_g722_and_opus_not_g729() {
         let mut d = Dtmf::new(1);
-        let opus = DtmfOptions {
+        let listen = |payload_type, codec| DtmfOptions {
             inband: Some(InbandAudio {
-                payload_type: 111,
-                codec: Codec::Opus,
+                payload_type,
+                codec,
             }),
             ..DtmfOptions::default()
         };
-        assert_eq!(d.configure(1, &opus), Err(Codec::Opus));
+        assert_eq!(d.configure(1, &listen(18, Codec::G729)), Err(Codec::G729));
         assert_eq!(d.inband_payload_type(1), None);
+        // Decoded for the detector; blocking drops their packets (no silence code).
+        for (pt, codec) in [(9, Codec::G722), (111, Codec::Opus)] {
+            assert_eq!(d.configure(1, &listen(pt, codec)), Ok(()));
+            assert_eq!(
+                (d.inband_payload_type(1), d.silence_code(1)),
+                (Some(pt), None)
+            );
+        }
         let d = both_ways();
         assert_eq!(
             (d.inband_payload_type(0), d.silence_code(0)),

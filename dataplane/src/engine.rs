@@ -33,6 +33,9 @@ pub struct Config {
     pub max_packet_age_ms: u64,
     /// SO_RCVBUF of each media socket (0: kernel default). The kernel doubles it for overhead.
     pub socket_rcvbuf_bytes: u32,
+    /// Mean interval between the RTCP reports the core sends on each leg of a transcoded
+    /// session (each one randomised to 0.5–1.5 times it, RFC 3550 §6.3).
+    pub rtcp_interval_ms: u64,
     /// The clips `Command::Play` names by index, encoded once and shared read-only by every
     /// core. Default: the built-in hold melody as clip 0.
     pub clips: Vec<Arc<Clip>>,
@@ -53,6 +56,7 @@ impl Default for Config {
             ring_capacity: 4096,
             max_packet_age_ms: 200,
             socket_rcvbuf_bytes: 32 * 1024,
+            rtcp_interval_ms: 5_000,
             clips: vec![Clip::hold_music()],
         }
     }
@@ -251,6 +255,7 @@ impl DataPlane {
                 timeout_ms: cfg.timeout_ms,
                 relatch_ms: cfg.relatch_ms,
                 max_packet_age_ms: cfg.max_packet_age_ms,
+                rtcp_interval_ms: cfg.rtcp_interval_ms.max(1),
             };
             let notify_fd = notify.as_raw_fd();
             let core_stats = stats.clone();

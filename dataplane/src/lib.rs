@@ -1,5 +1,6 @@
 //! Tandem's data plane: thread-per-core, shared-nothing RTP/RTCP relay, with playback,
-//! transcoding (G.711 ↔ Opus) and supervisor monitoring (listen, whisper, barge) per session.
+//! transcoding (G.711 ↔ Opus), supervisor monitoring (listen, whisper, barge) per session and
+//! small conferences mixed on a core.
 //!
 //! Start with [`engine::DataPlane::start`]; talk to each core through its [`engine::CoreHandle`]
 //! (commands in, events out, over bounded SPSC rings). This crate depends on nothing from the
@@ -7,14 +8,17 @@
 
 pub mod api;
 pub mod clip;
+pub mod conference;
 mod core;
 pub mod dtmf;
 pub mod engine;
 pub mod io;
+pub mod mix;
 pub mod monitor;
 pub mod playback;
 pub mod quality;
 pub mod repacketise;
+pub mod rtcp;
 pub mod rtp;
 pub mod session;
 pub mod stats;

@@ -13,10 +13,12 @@
 //!
 //! A direction relayed untouched stays on the relay path (no added latency); its packets are
 //! also decoded for the supervisor's mix ("tapped"). A leg whose listener hears a mix is
-//! `mixed` in the session table: its RTP comes here instead of being forwarded. Each party's
-//! decoded audio (8 kHz) waits in a small FIFO; on the core's 20 ms grid ([`FrameGrid`]) one
-//! frame of each goes through `tandem_media::mixer` (who hears whom by role, soft clipping)
-//! and out to each listener of a mix, encoded in its codec, as an RTP stream of ours: our SSRC,
+//! `mixed` in the session table: its RTP comes here instead of being forwarded. Each party
+//! ([`crate::mix::MixParty`]) puts its packets back in sequence order, decodes them and keeps
+//! the audio in a small FIFO; on the core's 20 ms grid (`crate::playback::FrameGrid`) one frame of each goes
+//! through `tandem_media::mixer` (who hears whom by role, soft clipping) at the mix's rate
+//! (16 kHz when any party speaks G.722 or Opus, else 8 kHz; chosen at attach) and out to each
+//! listener of a mix, encoded in its codec, as an RTP stream of ours: our SSRC,
 //! a sequence number that counts the packets sent and a timestamp that counts the grid's
 //! frames, so a stream paused (whisper back to listen) resumes marked, after a time gap, and a
 //! mode change does not restart it.
@@ -25,36 +27,16 @@
 //! [`Monitors::feed`] and [`Monitors::mix_frame`] allocate nothing
 //! (`tests/monitor_no_alloc.rs`).
 
-use crate::api::{Codec, LegCodec, LegIndex, MonitorMode};
-use crate::playback::{FrameGrid, HEADER_LEN};
-use tandem_media::codec::{
-    CodecError, Decoder, Encoder, G722Decoder, G722Encoder, G729Decoder, G729Encoder, OpusDecoder,
-    OpusEncoder,
-};
-use tandem_media::g711::Law;
+use crate::api::{LegCodec, LegIndex, MonitorMode};
+use crate::mix::{MixParty, MixRate, MixSessions, MixTable, Scratch};
+use crate::rtcp::SentStream;
+use tandem_media::codec::CodecError;
 use tandem_media::mixer::{Mixer, ParticipantId, Role, SupervisorMode};
-use tandem_media::resample::Resampler;
-
-/// Samples per 20 ms frame at the mix rate (8 kHz: the rate every G.711 call has).
-pub const FRAME: usize = 160;
-/// Longest packet decoded, at the mix rate: 120 ms, Opus's longest.
-const MAX_DECODED: usize = 960;
-/// G.722's 16 kHz side of one 20 ms frame.
-const WIDE_FRAME: usize = 320;
-/// Each party's FIFO holds at most this much; older audio is dropped beyond it.
-const FIFO_SAMPLES: usize = 6 * FRAME;
-/// A party's audio is mixed once this much has arrived (again after running dry): one frame
-/// and a half absorbs the jitter between its packets and the core's grid.
-const PRIME_SAMPLES: usize = FRAME + FRAME / 2;
-/// Largest encoded frame we write (Opus at speech rates stays far below).
-const MAX_PAYLOAD: usize = 1000;
 
 /// The parties of a monitored call: indices of the per-party arrays.
 const CALLER: usize = 0;
 const AGENT: usize = 1;
 const SUPERVISOR: usize = 2;
-
-const NONE: u32 = u32::MAX;
 
 /// Which legs of the monitored session are `mixed` in `mode` (`[A, B]`): A's audio goes to
 /// the agent through the mix in whisper and barge, B's to the caller in barge.
@@ -84,209 +66,6 @@ pub enum AttachError {
     Codec,
 }
 
-// Boxed once per party inside the boxed monitor: boxing the G.722 state again would only add
-// a pointer chase per packet.
-#[allow(clippy::large_enum_variant)]
-enum Decode {
-    G711(Law),
-    G722 {
-        decoder: G722Decoder,
-        down: Box<Resampler>,
-    },
-    Opus(OpusDecoder),
-    G729(G729Decoder),
-}
-
-impl Decode {
-    fn new(codec: Codec) -> Result<Self, CodecError> {
-        Ok(match codec {
-            Codec::Pcmu => Decode::G711(Law::Ulaw),
-            Codec::Pcma => Decode::G711(Law::Alaw),
-            Codec::G722 => Decode::G722 {
-                decoder: G722Decoder::new(),
-                down: Box::new(Resampler::new(16_000, 8000, 20).map_err(|_| CodecError::Rejected)?),
-            },
-            // libopus decodes any bandwidth straight to the mix rate.
-            Codec::Opus => Decode::Opus(OpusDecoder::new(8000)?),
-            Codec::G729 => Decode::G729(G729Decoder::new()),
-        })
-    }
-
-    /// Decodes `payload` to 8 kHz PCM in `out`; `wide` is scratch. Returns samples written.
-    fn decode(
-        &mut self,
-        payload: &[u8],
-        wide: &mut [i16; MAX_DECODED],
-        out: &mut [i16; MAX_DECODED],
-    ) -> Result<usize, CodecError> {
-        match self {
-            Decode::G711(law) => {
-                let n = payload.len().min(out.len());
-                Ok(law.decode(&payload[..n], &mut out[..n]))
-            }
-            Decode::G722 { decoder, down } => {
-                // The resampler takes 20 ms frames only: 160 bytes of G.722.
-                if payload.len() * 2 != WIDE_FRAME {
-                    return Err(CodecError::FrameLength {
-                        got: payload.len() * 2,
-                        want: WIDE_FRAME,
-                    });
-                }
-                let n = decoder.decode(payload, &mut wide[..])?;
-                down.process(&wide[..n], &mut out[..])
-                    .map_err(|_| CodecError::Rejected)
-            }
-            Decode::Opus(d) => d.decode(payload, &mut out[..]),
-            Decode::G729(d) => d.decode(payload, &mut out[..]),
-        }
-    }
-}
-
-#[allow(clippy::large_enum_variant)]
-enum Encode {
-    G711(Law),
-    G722 {
-        encoder: G722Encoder,
-        up: Box<Resampler>,
-    },
-    Opus(OpusEncoder),
-    G729(G729Encoder),
-}
-
-impl Encode {
-    fn new(codec: Codec) -> Result<Self, CodecError> {
-        Ok(match codec {
-            Codec::Pcmu => Encode::G711(Law::Ulaw),
-            Codec::Pcma => Encode::G711(Law::Alaw),
-            Codec::G722 => Encode::G722 {
-                encoder: G722Encoder::new(20)?,
-                up: Box::new(Resampler::new(8000, 16_000, 20).map_err(|_| CodecError::Rejected)?),
-            },
-            Codec::Opus => Encode::Opus(OpusEncoder::new(8000, 20)?),
-            Codec::G729 => Encode::G729(G729Encoder::new(20)?),
-        })
-    }
-
-    /// Encodes one mixed frame into `out`; `wide` is scratch. Returns payload bytes.
-    fn encode(
-        &mut self,
-        pcm: &[i16; FRAME],
-        wide: &mut [i16; MAX_DECODED],
-        out: &mut [u8],
-    ) -> Result<usize, CodecError> {
-        match self {
-            Encode::G711(law) => Ok(law.encode(pcm, &mut out[..FRAME])),
-            Encode::G722 { encoder, up } => {
-                let n = up
-                    .process(pcm, &mut wide[..])
-                    .map_err(|_| CodecError::Rejected)?;
-                encoder.encode(&wide[..n], out)
-            }
-            Encode::Opus(e) => e.encode(pcm, out),
-            Encode::G729(e) => e.encode(pcm, out),
-        }
-    }
-}
-
-/// A party's decoded audio waiting for the grid: a ring of samples at the mix rate.
-struct SampleFifo {
-    samples: [i16; FIFO_SAMPLES],
-    start: usize,
-    len: usize,
-    /// Enough has arrived since the FIFO last ran dry to mix from it.
-    primed: bool,
-}
-
-impl SampleFifo {
-    fn new() -> Self {
-        SampleFifo {
-            samples: [0; FIFO_SAMPLES],
-            start: 0,
-            len: 0,
-            primed: false,
-        }
-    }
-
-    /// Appends `pcm`; beyond the FIFO's length the oldest audio goes (a sender faster than our
-    /// clock, or a burst after a stall, must not grow the delay).
-    fn push(&mut self, pcm: &[i16]) {
-        let pcm = &pcm[pcm.len().saturating_sub(FIFO_SAMPLES)..];
-        let excess = (self.len + pcm.len()).saturating_sub(FIFO_SAMPLES);
-        self.start = (self.start + excess) % FIFO_SAMPLES;
-        self.len -= excess;
-        let end = (self.start + self.len) % FIFO_SAMPLES;
-        let first = pcm.len().min(FIFO_SAMPLES - end);
-        self.samples[end..end + first].copy_from_slice(&pcm[..first]);
-        self.samples[..pcm.len() - first].copy_from_slice(&pcm[first..]);
-        self.len += pcm.len();
-    }
-
-    /// The next frame, or `None` while priming or when it ran dry (the party is silent).
-    fn pop(&mut self, out: &mut [i16; FRAME]) -> Option<()> {
-        if !self.primed && self.len < PRIME_SAMPLES {
-            return None;
-        }
-        if self.len < FRAME {
-            self.primed = false;
-            return None;
-        }
-        self.primed = true;
-        let first = FRAME.min(FIFO_SAMPLES - self.start);
-        out[..first].copy_from_slice(&self.samples[self.start..self.start + first]);
-        out[first..].copy_from_slice(&self.samples[..FRAME - first]);
-        self.start = (self.start + FRAME) % FIFO_SAMPLES;
-        self.len -= FRAME;
-        Some(())
-    }
-}
-
-/// One of our outgoing mixed streams.
-#[derive(Debug, Clone, Copy)]
-struct OutStream {
-    payload_type: u8,
-    ssrc: u32,
-    /// Sequence number of the next packet sent, and timestamp of the current grid frame.
-    seq: u16,
-    ts: u32,
-    /// RTP clock ticks per 20 ms frame.
-    frame_ticks: u32,
-    /// Sent last frame; when a stream (re)starts its first packet is marked.
-    sending: bool,
-}
-
-impl OutStream {
-    fn new(codec: LegCodec, seed: u64) -> Self {
-        OutStream {
-            payload_type: codec.payload_type & 0x7f,
-            ssrc: seed as u32,
-            seq: (seed >> 32) as u16,
-            ts: (seed >> 24) as u32,
-            frame_ticks: codec.codec.rtp_clock_hz() / 50,
-            sending: false,
-        }
-    }
-
-    fn header(&self, marker: bool) -> [u8; HEADER_LEN] {
-        let mut h = [0u8; HEADER_LEN];
-        h[0] = 0x80;
-        h[1] = (marker as u8) << 7 | self.payload_type;
-        h[2..4].copy_from_slice(&self.seq.to_be_bytes());
-        h[4..8].copy_from_slice(&self.ts.to_be_bytes());
-        h[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
-        h
-    }
-}
-
-struct Party {
-    /// The audio payload type this party's peer sends (7 bits).
-    payload_type: u8,
-    decode: Decode,
-    encode: Encode,
-    fifo: SampleFifo,
-    out: OutStream,
-    id: ParticipantId,
-}
-
 /// Counters of one monitor, for tests and diagnostics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MonitorStats {
@@ -303,12 +82,10 @@ pub struct Monitor {
     session: u32,
     supervisor: u32,
     mode: MonitorMode,
+    rate: MixRate,
     mixer: Mixer,
-    parties: [Party; 3],
-    frame: [i16; FRAME],
-    decoded: [i16; MAX_DECODED],
-    wide: [i16; MAX_DECODED],
-    payload: [u8; MAX_PAYLOAD],
+    parties: [MixParty; 3],
+    scratch: Scratch,
     stats: MonitorStats,
 }
 
@@ -328,17 +105,9 @@ impl Monitor {
         codecs: [LegCodec; 3],
         seeds: [u64; 3],
     ) -> Result<Box<Self>, CodecError> {
-        let mut mixer = Mixer::new(3, FRAME);
-        let party = |i: usize, id: ParticipantId| -> Result<Party, CodecError> {
-            Ok(Party {
-                payload_type: codecs[i].payload_type & 0x7f,
-                decode: Decode::new(codecs[i].codec)?,
-                encode: Encode::new(codecs[i].codec)?,
-                fifo: SampleFifo::new(),
-                out: OutStream::new(codecs[i], seeds[i]),
-                id,
-            })
-        };
+        let rate = MixRate::for_codecs(codecs.map(|c| c.codec));
+        let mut mixer = Mixer::new(3, rate.frame());
+        let party = |i: usize, id: ParticipantId| MixParty::new(codecs[i], rate, seeds[i], id);
         let full = |_| CodecError::Rejected;
         let caller = mixer.add(Role::Party).map_err(full)?;
         let agent = mixer.add(Role::Party).map_err(full)?;
@@ -347,12 +116,10 @@ impl Monitor {
             session,
             supervisor,
             mode,
+            rate,
             parties: [party(0, caller)?, party(1, agent)?, party(2, sup)?],
             mixer,
-            frame: [0; FRAME],
-            decoded: [0; MAX_DECODED],
-            wide: [0; MAX_DECODED],
-            payload: [0; MAX_PAYLOAD],
+            scratch: Scratch::new(),
             stats: MonitorStats::default(),
         }))
     }
@@ -367,106 +134,55 @@ impl Monitor {
     }
 
     fn feed(&mut self, p: usize, packet: &[u8]) -> Result<(), CodecError> {
-        let party = &mut self.parties[p];
-        // Muxed RTCP and telephone events are not audio; nor is anything outside the plan.
-        if packet.len() < HEADER_LEN || packet[1] & 0x7f != party.payload_type {
-            return Err(CodecError::Rejected);
-        }
-        let payload = crate::rtp::rtp_payload(packet)
-            .filter(|p| !p.is_empty())
-            .ok_or(CodecError::Rejected)?;
-        let n = party
-            .decode
-            .decode(payload, &mut self.wide, &mut self.decoded)?;
-        party.fifo.push(&self.decoded[..n]);
-        self.stats.fed[p] += 1;
+        let decoded = self.parties[p].feed(packet, &mut self.scratch)?;
+        self.stats.fed[p] += decoded as u64;
         Ok(())
     }
 
     /// Lets `n` frames pass unmixed (a late core): the streams' clocks move on.
     fn skip(&mut self, n: u32) {
         for party in &mut self.parties {
-            party.out.ts = party
-                .out
-                .ts
-                .wrapping_add(n.wrapping_mul(party.out.frame_ticks));
+            party.skip(n);
         }
     }
 
-    fn mix_frame(&mut self, send: &mut impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool) {
+    fn mix_frame(
+        &mut self,
+        now_ns: u64,
+        send: &mut impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool,
+    ) {
         for party in &mut self.parties {
-            if party.fifo.pop(&mut self.frame).is_some() {
-                // The mixer takes frames of its own length: this one always fits.
-                let _ = self.mixer.set_input(party.id, &self.frame);
-            }
+            party.pop_into(&mut self.mixer, &mut self.scratch);
         }
         self.mixer.mix();
         self.stats.frames += 1;
         for p in 0..3 {
+            let (index, leg) = self.target(p);
             let hears = hears_mix(p, self.mode);
-            let party = &mut self.parties[p];
-            let restart = hears && !party.out.sending;
-            party.out.sending = hears;
-            if hears {
-                let Ok(mixed) = self.mixer.output(party.id) else {
-                    continue;
-                };
-                self.frame.copy_from_slice(mixed);
-                if let Ok(len) = party
-                    .encode
-                    .encode(&self.frame, &mut self.wide, &mut self.payload)
-                {
-                    let header = party.out.header(restart);
-                    let (index, leg) = self.target(p);
-                    let party = &mut self.parties[p];
-                    if send(index, leg, &header, &self.payload[..len]) {
-                        party.out.seq = party.out.seq.wrapping_add(1);
-                        self.stats.sent[p] += 1;
-                    } else {
-                        // Not sent (no address yet, a clip playing): mark the next one.
-                        party.out.sending = false;
-                    }
-                }
+            if self.parties[p].send_mixed(
+                &self.mixer,
+                hears,
+                &mut self.scratch,
+                now_ns,
+                |h, payload| send(index, leg, h, payload),
+            ) {
+                self.stats.sent[p] += 1;
             }
-            let out = &mut self.parties[p].out;
-            out.ts = out.ts.wrapping_add(out.frame_ticks);
         }
     }
 }
 
-/// The monitors of one core. At most one per session (as call or as supervisor), so the list
-/// never outgrows the capacity it is given at start.
-pub struct Monitors {
-    active: Vec<Box<Monitor>>,
-    /// Per session index: index into `active` of the monitor it takes part in, or NONE.
-    position: Box<[u32]>,
-    grid: FrameGrid,
+impl MixSessions for Monitor {
+    fn each_session(&self, mut f: impl FnMut(u32)) {
+        f(self.session);
+        f(self.supervisor);
+    }
 }
 
-impl Monitors {
-    pub fn new(sessions: u32) -> Self {
-        Monitors {
-            active: Vec::with_capacity(sessions as usize / 2 + 1),
-            position: vec![NONE; sessions as usize].into_boxed_slice(),
-            grid: FrameGrid::default(),
-        }
-    }
+/// The monitors of one core: at most one per session (as call or as supervisor).
+pub type Monitors = MixTable<Monitor>;
 
-    pub fn len(&self) -> usize {
-        self.active.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.active.is_empty()
-    }
-
-    /// Whether session `index` is a monitored call or a supervisor's leg.
-    pub fn contains(&self, index: u32) -> bool {
-        self.position
-            .get(index as usize)
-            .is_some_and(|&at| at != NONE)
-    }
-
+impl MixTable<Monitor> {
     /// The mode of the monitor that session `index` takes part in.
     pub fn mode(&self, index: u32) -> Option<MonitorMode> {
         self.find(index).map(|m| m.mode)
@@ -476,14 +192,9 @@ impl Monitors {
         self.find(index).map(|m| m.stats)
     }
 
-    fn find(&self, index: u32) -> Option<&Monitor> {
-        let at = *self.position.get(index as usize)?;
-        self.active.get(at as usize).map(|m| &**m)
-    }
-
-    fn find_mut(&mut self, index: u32) -> Option<&mut Monitor> {
-        let at = *self.position.get(index as usize)?;
-        self.active.get_mut(at as usize).map(|m| &mut **m)
+    /// The rate the mix that session `index` takes part in runs at.
+    pub fn rate(&self, index: u32) -> Option<MixRate> {
+        self.find(index).map(|m| m.rate)
     }
 
     /// Attaches session `supervisor`'s leg A to session `session` in `mode`. `codecs`: caller
@@ -502,18 +213,12 @@ impl Monitors {
         if session == supervisor || self.contains(session) || self.contains(supervisor) {
             return Err(AttachError::Conflict);
         }
-        if session as usize >= self.position.len() || supervisor as usize >= self.position.len() {
+        if !self.in_range(session) || !self.in_range(supervisor) {
             return Err(AttachError::Conflict);
         }
         let m = Monitor::new(session, supervisor, mode, codecs, seeds)
             .map_err(|_| AttachError::Codec)?;
-        if self.active.is_empty() {
-            self.grid.restart(now_ns);
-        }
-        let at = self.active.len() as u32;
-        self.position[session as usize] = at;
-        self.position[supervisor as usize] = at;
-        self.active.push(m);
+        self.push(m, now_ns);
         Ok(())
     }
 
@@ -535,17 +240,7 @@ impl Monitors {
     /// Ends the monitor that session `index` (call or supervisor) takes part in; returns the
     /// call's and the supervisor's session indices.
     pub fn detach(&mut self, index: u32) -> Option<(u32, u32)> {
-        let at = *self.position.get(index as usize)?;
-        if at == NONE {
-            return None;
-        }
-        let m = self.active.swap_remove(at as usize);
-        self.position[m.session as usize] = NONE;
-        self.position[m.supervisor as usize] = NONE;
-        if let Some(moved) = self.active.get(at as usize) {
-            self.position[moved.session as usize] = at;
-            self.position[moved.supervisor as usize] = at;
-        }
+        let m = self.remove(self.at(index)?);
         Some((m.session, m.supervisor))
     }
 
@@ -564,15 +259,6 @@ impl Monitors {
         m.feed(party, packet)
     }
 
-    /// Frames due at `now` (0 with no monitor); moves the grid past them.
-    pub fn due(&mut self, now_ns: u64) -> u32 {
-        self.grid.due(now_ns, !self.active.is_empty())
-    }
-
-    pub fn sleep_hint_ns(&self, now_ns: u64) -> Option<u64> {
-        self.grid.sleep_hint_ns(now_ns, !self.active.is_empty())
-    }
-
     /// Lets `n` frames of monitor `i` pass unmixed.
     pub fn skip(&mut self, i: usize, n: u32) {
         self.active[i].skip(n);
@@ -583,15 +269,28 @@ impl Monitors {
     pub fn mix_frame(
         &mut self,
         i: usize,
+        now_ns: u64,
         mut send: impl FnMut(u32, LegIndex, &[u8], &[u8]) -> bool,
     ) {
-        self.active[i].mix_frame(&mut send);
+        self.active[i].mix_frame(now_ns, &mut send);
+    }
+
+    /// The mixed stream leg `leg` of session `index` hears now, if any: its SSRC, what it
+    /// sent, and its RTP clock (for our reports to that leg).
+    pub fn stream_to(&self, index: u32, leg: LegIndex) -> Option<(u32, SentStream, u32)> {
+        let m = self.find(index)?;
+        let p = (0..3).find(|&p| m.target(p) == (index, leg))?;
+        hears_mix(p, m.mode).then(|| m.parties[p].stream())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Codec;
+    use tandem_media::g711::Law;
+
+    const FRAME: usize = 160;
 
     const fn g711(payload_type: u8, codec: Codec) -> LegCodec {
         LegCodec {
@@ -620,7 +319,7 @@ mod tests {
 
     fn frame(m: &mut Monitors) -> Sent {
         let mut sent = Vec::new();
-        m.mix_frame(0, |s, l, h, p| {
+        m.mix_frame(0, 0, |s, l, h, p| {
             sent.push((s, l, h.to_vec(), p.to_vec()));
             true
         });
@@ -751,22 +450,102 @@ mod tests {
         assert!(m.feed(2, 0, &packet(8, 1, Law::Alaw, 5)).is_ok());
     }
 
+    /// Energy at `hz` in `pcm` (sampled at `rate`), 20 ms Hann-windowed Goertzel frames summed.
+    fn tone_energy(pcm: &[i16], hz: f64, rate: f64) -> f64 {
+        let n = (rate / 50.0) as usize;
+        let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
+        pcm.chunks_exact(n)
+            .map(|frame| {
+                let (mut s1, mut s2) = (0.0f64, 0.0f64);
+                for (k, &x) in frame.iter().enumerate() {
+                    let w = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * k as f64 / n as f64).cos();
+                    let s = x as f64 * w + coeff * s1 - s2;
+                    s2 = s1;
+                    s1 = s;
+                }
+                s1 * s1 + s2 * s2 - coeff * s1 * s2
+            })
+            .sum()
+    }
+
     #[test]
-    fn the_fifo_wraps_trims_to_its_length_and_reprimes_when_dry() {
-        let mut f = SampleFifo::new();
-        let mut out = [0i16; FRAME];
-        let ramp: Vec<i16> = (0..FIFO_SAMPLES as i16 + 100).collect();
-        f.push(&ramp[..100]);
-        assert!(f.pop(&mut out).is_none(), "priming");
-        f.push(&ramp[100..300]);
-        assert!(f.pop(&mut out).is_some());
-        assert_eq!(out[0], 0);
-        assert!(f.pop(&mut out).is_none(), "140 left: dry");
-        // Overfull: the oldest go, the newest stay, across the ring's end.
-        f.push(&ramp);
-        assert_eq!(f.len, FIFO_SAMPLES);
-        assert!(f.pop(&mut out).is_some());
-        assert_eq!(out[0], 100);
-        assert_eq!(out[FRAME - 1], 100 + FRAME as i16 - 1);
+    fn a_wideband_mix_carries_5_khz_between_g722_parties_and_g711_still_hears() {
+        use tandem_media::codec::{Decoder, Encoder, G722Decoder, G722Encoder};
+        use tandem_media::tones::{ToneGenerator, ToneSpec};
+        const G722: LegCodec = g711(9, Codec::G722);
+        let mut m = Monitors::new(4);
+        // Caller G.711 at 500 Hz, agent G.722 at 1200 Hz, supervisor G.722 at 5 kHz.
+        m.attach(0, 1, MonitorMode::Barge, [PCMA, G722, G722], [7, 8, 9], 0)
+            .unwrap();
+        assert_eq!(m.rate(0), Some(MixRate::Wide));
+        let mut caller_tone =
+            ToneGenerator::new(&ToneSpec::continuous(500.0, 0.0, -10.0), 8000).unwrap();
+        let mut tones = [1200.0, 5000.0]
+            .map(|hz| ToneGenerator::new(&ToneSpec::continuous(hz, 0.0, -10.0), 16_000).unwrap());
+        let mut encoders = [(); 2].map(|_| G722Encoder::new(20).unwrap());
+        let mut decoders = [(); 2].map(|_| G722Decoder::new());
+        let (mut caller_heard, mut agent_heard, mut sup_heard) = (vec![], vec![], vec![]);
+        for i in 0..40u16 {
+            let mut narrow = [0i16; 160];
+            caller_tone.fill(&mut narrow);
+            let mut codes = [0u8; 160];
+            Law::Alaw.encode(&narrow, &mut codes);
+            let mut p = vec![0x80, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+            p[2..4].copy_from_slice(&i.to_be_bytes());
+            p.extend_from_slice(&codes);
+            m.feed(0, 0, &p).unwrap();
+            for (k, (session, leg)) in [(0, 1), (1, 0)].into_iter().enumerate() {
+                let mut wide = [0i16; 320];
+                tones[k].fill(&mut wide);
+                let mut p = vec![0x80, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2 + k as u8];
+                p[2..4].copy_from_slice(&i.to_be_bytes());
+                let mut payload = [0u8; 160];
+                encoders[k].encode(&wide, &mut payload).unwrap();
+                p.extend_from_slice(&payload);
+                m.feed(session, leg, &p).unwrap();
+            }
+            for (s, l, _, payload) in frame(&mut m) {
+                if i < 10 {
+                    continue;
+                }
+                let mut pcm = [0i16; 320];
+                match (s, l) {
+                    (0, LegIndex::A) => {
+                        let n = Law::Alaw.decode(&payload, &mut pcm);
+                        caller_heard.extend_from_slice(&pcm[..n]);
+                    }
+                    (0, LegIndex::B) => {
+                        let n = decoders[0].decode(&payload, &mut pcm).unwrap();
+                        agent_heard.extend_from_slice(&pcm[..n]);
+                    }
+                    _ => {
+                        let n = decoders[1].decode(&payload, &mut pcm).unwrap();
+                        sup_heard.extend_from_slice(&pcm[..n]);
+                    }
+                }
+            }
+        }
+        let db = |pcm: &[i16], rate: f64, hz: f64, of: f64| {
+            10.0 * (tone_energy(pcm, hz, rate) / tone_energy(pcm, of, rate)).log10()
+        };
+        // The agent hears the supervisor's 5 kHz as loud as the caller's 500 Hz, and not itself.
+        let to_agent = db(&agent_heard, 16_000.0, 5000.0, 500.0);
+        assert!(to_agent > -6.0, "5 kHz to the agent: {to_agent:.1} dB");
+        assert!(db(&agent_heard, 16_000.0, 1200.0, 500.0) < -25.0);
+        // The supervisor hears both parties, the agent's 1200 Hz through G.722 both ways.
+        assert!(db(&sup_heard, 16_000.0, 1200.0, 500.0).abs() < 6.0);
+        assert!(db(&sup_heard, 16_000.0, 5000.0, 500.0) < -25.0);
+        // The G.711 caller hears the agent (5 kHz cannot reach it: above its band).
+        assert!(caller_heard.len() >= 160 * 29);
+        assert!(db(&caller_heard, 8000.0, 500.0, 1200.0) < -25.0);
+        assert!(tone_energy(&caller_heard, 1200.0, 8000.0) > 1e9);
+    }
+
+    #[test]
+    fn narrowband_parties_mix_at_8_khz() {
+        let mut m = Monitors::new(4);
+        m.attach(0, 1, MonitorMode::Listen, [PCMA, PCMU, PCMA], [1, 2, 3], 0)
+            .unwrap();
+        assert_eq!(m.rate(1), Some(MixRate::Narrow));
     }
 }

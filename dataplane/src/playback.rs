@@ -8,6 +8,7 @@
 
 use crate::api::{ClipSequence, LegIndex};
 use crate::clip::FRAME_SAMPLES;
+use crate::rtcp::SentStream;
 use tandem_media::g711::Law;
 
 /// One packet every 20 ms.
@@ -45,6 +46,8 @@ pub struct Player {
     pub then: u16,
     /// `clip` is `then`: it wraps at its end instead of moving on.
     pub looping: bool,
+    /// What went out (noted by the core as each packet is queued): our SR's sender info.
+    pub sent: SentStream,
 }
 
 /// RTP fixed header length (no CSRCs, no extension).
@@ -275,6 +278,7 @@ mod tests {
             next_once: 0,
             then: 0,
             looping: true,
+            sent: Default::default(),
         }
     }
 

@@ -10,10 +10,15 @@
 //!   as DLSR, so `now − passed − DLSR` is the Tandem ↔ Y round trip (RFC 3550 §6.4.1, measured
 //!   from the middle). Both legs' round trips together are the end-to-end one.
 //!
+//! * On a transcoded session the peers' RTCP ends here and the core sends reports of its own
+//!   (`crate::rtcp`): [`LegQuality::report_block`] is what we tell a peer about its stream,
+//!   and a peer's block echoing our own last SR to it gives the round trip the same way.
+//!
 //! Pure state, no clock: the caller passes `now_ns`. Nothing allocates per packet; one
 //! [`LegQuality`] per leg sits in a table sized at start.
 
 use crate::api::RtpQuality;
+use crate::rtcp::{to_compact_units, ReportBlock};
 use tandem_media::quality::ReceptionStats;
 
 /// RTCP packet types carrying report blocks (RFC 3550 §6.4).
@@ -34,6 +39,15 @@ pub fn static_clock_hz(payload_type: u8) -> u32 {
         14 | 25 | 26 | 28 | 31 | 32 | 33 | 34 => 90_000,
         _ => 0,
     }
+}
+
+/// A sender report as a later report block's LSR/DLSR refer to it: whose, its NTP middle 32
+/// bits (0: none yet), and when it passed or left (monotonic ns).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SrSeen {
+    pub ssrc: u32,
+    pub compact: u32,
+    pub at_ns: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -58,10 +72,11 @@ pub struct LegQuality {
     prior_expected: u64,
     prior_lost: i64,
     prior_reordered: u64,
-    /// The peer's last sender report as relayed: its SSRC, NTP middle 32 bits, and when.
-    sr_ssrc: u32,
-    sr_compact: u32,
-    sr_passed_ns: u64,
+    /// The peer's last sender report as it arrived: its SSRC, NTP middle 32 bits, and when.
+    peer_sr: SrSeen,
+    /// Our own last two SRs to this leg's peer, newest first, which its blocks echo (the one
+    /// before the last too: a block may cross our next SR in flight).
+    our_sr: [SrSeen; 2],
     /// Round trip Tandem ↔ this leg's peer, last and largest, µs.
     rtt_us: Option<u32>,
     max_rtt_us: u32,
@@ -130,11 +145,64 @@ impl LegQuality {
         self.clock_per_ns_q32 = ((clock_hz as u128) << 32).div_ceil(1_000_000_000) as u64;
     }
 
-    /// Notes a sender report from this leg's peer as it passes (to be relayed).
+    /// Notes a sender report from this leg's peer as it arrives.
     fn on_sender_report(&mut self, ssrc: u32, ntp_compact: u32, now_ns: u64) {
-        self.sr_ssrc = ssrc;
-        self.sr_compact = ntp_compact;
-        self.sr_passed_ns = now_ns;
+        self.peer_sr = SrSeen {
+            ssrc,
+            compact: ntp_compact,
+            at_ns: now_ns,
+        };
+    }
+
+    /// The peer's last sender report: what the other peer's blocks echo when it was relayed.
+    pub fn peer_sr(&self) -> SrSeen {
+        self.peer_sr
+    }
+
+    /// Our own last two SRs to this leg's peer, newest first: what its blocks echo about a
+    /// stream of ours.
+    pub fn our_sr(&self) -> [SrSeen; 2] {
+        self.our_sr
+    }
+
+    /// Notes the SR of ours (SSRC, NTP middle bits) just queued to this leg's peer at `now_ns`.
+    pub fn on_our_sender_report(&mut self, ssrc: u32, ntp_compact: u32, now_ns: u64) {
+        self.our_sr = [
+            SrSeen {
+                ssrc,
+                compact: ntp_compact,
+                at_ns: now_ns,
+            },
+            self.our_sr[0],
+        ];
+    }
+
+    /// The report block of our report to this leg's peer at `now_ns`: how we receive its
+    /// current source. Starts a new interval for the fraction lost. `None` before any RTP.
+    pub fn report_block(&mut self, now_ns: u64) -> Option<ReportBlock> {
+        if !self.has_source {
+            return None;
+        }
+        let interval = self.stats.take_interval();
+        // LSR/DLSR only for an SR of the source the block is about.
+        let sr = self.peer_sr;
+        let (lsr, dlsr) = if sr.compact != 0 && sr.ssrc == self.ssrc {
+            (
+                sr.compact,
+                to_compact_units(now_ns.saturating_sub(sr.at_ns)),
+            )
+        } else {
+            (0, 0)
+        };
+        Some(ReportBlock {
+            ssrc: self.ssrc,
+            fraction_lost: interval.fraction_lost,
+            cumulative_lost: self.stats.cumulative_lost_rr(),
+            extended_highest_seq: self.stats.extended_max_seq(),
+            jitter: self.stats.jitter(),
+            lsr,
+            dlsr,
+        })
     }
 
     fn on_round_trip(&mut self, rtt_us: u32) {
@@ -165,10 +233,11 @@ impl LegQuality {
     }
 }
 
-/// Takes one RTCP (compound) packet that `from` (the receiving leg's quality) sent, with the
-/// other leg's quality `other`: a sender report is noted on `from`; report blocks about the
-/// other peer's SSRC that echo its last relayed sender report give `from`'s round trip.
-pub fn on_rtcp(from: &mut LegQuality, other: &LegQuality, data: &[u8], now_ns: u64) {
+/// Takes one RTCP (compound) packet that `from`'s peer sent: a sender report is noted on
+/// `from`; report blocks that echo one of `echoes` (the SRs that peer may have got: the other
+/// peer's, relayed, and our own about a stream of ours it hears: transcoded, played, mixed;
+/// the block's SSRC tells which) give `from`'s round trip.
+pub fn on_rtcp(from: &mut LegQuality, echoes: &[SrSeen], data: &[u8], now_ns: u64) {
     let mut rest = data;
     for _ in 0..MAX_COMPOUND {
         if rest.len() < 8 {
@@ -199,11 +268,17 @@ pub fn on_rtcp(from: &mut LegQuality, other: &LegQuality, data: &[u8], now_ns: u
             let about = u32::from_be_bytes([block[0], block[1], block[2], block[3]]);
             let lsr = u32::from_be_bytes([block[16], block[17], block[18], block[19]]);
             let dlsr = u32::from_be_bytes([block[20], block[21], block[22], block[23]]);
-            if lsr == 0 || lsr != other.sr_compact || about != other.sr_ssrc {
+            if lsr == 0 {
                 continue;
             }
+            let Some(echoed) = echoes
+                .iter()
+                .find(|sr| sr.compact == lsr && sr.ssrc == about)
+            else {
+                continue;
+            };
             let held_ns = (dlsr as u64 * 1_000_000_000) >> 16;
-            let since_ns = now_ns.saturating_sub(other.sr_passed_ns);
+            let since_ns = now_ns.saturating_sub(echoed.at_ns);
             if let Some(rtt_ns) = since_ns.checked_sub(held_ns) {
                 from.on_round_trip((rtt_ns / 1_000).min(u32::MAX as u64) as u32);
             }
@@ -355,39 +430,59 @@ mod tests {
         let ntp = 0x1234_5678_9abc_def0u64;
         let compact = (ntp >> 16) as u32;
         // A's SR passes at t = 10 s.
-        on_rtcp(&mut a, &b, &sender_report(0xa, ntp), 10_000 * MS);
+        on_rtcp(
+            &mut a,
+            &[b.peer_sr()],
+            &sender_report(0xa, ntp),
+            10_000 * MS,
+        );
         // B held it 1 s (DLSR = 65536) and its RR arrives 1.06 s after: RTT 60 ms.
         let mut compound = receiver_report(0xb, 0xa, compact, 65_536);
         compound.extend_from_slice(&[0x81, 202, 0, 1, 0, 0, 0, 0xb]); // SDES, ignored
-        on_rtcp(&mut b, &a, &compound, 11_060 * MS);
+        on_rtcp(&mut b, &[a.peer_sr()], &compound, 11_060 * MS);
         assert_eq!(b.report().rtt_us, Some(60_000));
         assert_eq!(a.report().rtt_us, None);
         // A block about another source or another SR gives nothing.
-        on_rtcp(
-            &mut b,
-            &a,
-            &receiver_report(0xb, 0xc, compact, 0),
-            12_000 * MS,
-        );
-        on_rtcp(
-            &mut b,
-            &a,
-            &receiver_report(0xb, 0xa, compact + 1, 0),
-            12_000 * MS,
-        );
+        for rr in [
+            receiver_report(0xb, 0xc, compact, 0),
+            receiver_report(0xb, 0xa, compact + 1, 0),
+        ] {
+            on_rtcp(&mut b, &[a.peer_sr()], &rr, 12_000 * MS);
+        }
         assert_eq!(b.report().rtt_us, Some(60_000));
     }
 
     #[test]
+    fn report_blocks_give_the_fraction_lost_per_interval() {
+        let mut q = LegQuality::default();
+        assert_eq!(q.report_block(0), None);
+        // 10 packets with 2 lost, then 10 with none lost.
+        for i in (0..10u16).filter(|i| *i != 3 && *i != 6) {
+            q.on_rtp(&rtp(0, 100 + i, i as u32 * 160, 5), i as u64 * 20 * MS);
+        }
+        let b = q.report_block(200 * MS).unwrap();
+        assert_eq!((b.ssrc, b.fraction_lost, b.cumulative_lost), (5, 51, 2));
+        assert_eq!((b.extended_highest_seq, b.lsr, b.dlsr), (109, 0, 0));
+        for i in 10..20u16 {
+            q.on_rtp(&rtp(0, 100 + i, i as u32 * 160, 5), i as u64 * 20 * MS);
+        }
+        let b = q.report_block(400 * MS).unwrap();
+        assert_eq!((b.fraction_lost, b.cumulative_lost), (0, 2));
+        // An SR from another source than the one the block is about is not echoed.
+        on_rtcp(&mut q, &[], &sender_report(6, 1 << 16), 0);
+        assert_eq!(q.report_block(0).unwrap().lsr, 0);
+    }
+
+    #[test]
     fn hostile_rtcp_is_ignored() {
-        let (mut a, b) = (LegQuality::default(), LegQuality::default());
+        let mut a = LegQuality::default();
         for data in [
             &[][..],
             &[0x80, 200, 0xff, 0xff, 0, 0, 0, 1][..],
             &[0x9f, 201, 0, 1, 0, 0, 0, 1][..],
             &[0x80, 200, 0, 1, 0, 0, 0, 1][..],
         ] {
-            on_rtcp(&mut a, &b, data, 0);
+            on_rtcp(&mut a, &[], data, 0);
         }
         assert_eq!(a.report().rtt_us, None);
     }

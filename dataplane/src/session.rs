@@ -11,6 +11,7 @@ use crate::api::{
 use crate::dtmf::Dtmf;
 pub use crate::dtmf::{DtmfReport, DTMF_QUEUE};
 use crate::quality::{self, LegQuality};
+use crate::rtcp::ReportBlock;
 use crate::rtp::{self, Kind};
 use crate::stats::DropReason;
 use std::net::SocketAddr;
@@ -80,8 +81,12 @@ pub struct Leg {
     /// DTMF keys are being sent to this leg's peer (`crate::dtmf::Senders`): the RTP packets
     /// going to it pass through the sender.
     pub sending_dtmf: bool,
+    /// This leg's telephone events become tones towards the other leg
+    /// (`DtmfOptions::tones_to_other`): the events themselves are not relayed.
+    pub translate_dtmf: bool,
     /// RTP from this leg's peer is transcoded for the other leg (the core holds the
-    /// transcoder, `crate::transcode`); RTCP is relayed as before.
+    /// transcoder, `crate::transcode`); its RTCP ends at the core, which reports on the
+    /// transcoded streams itself (`crate::rtcp`).
     pub transcode: bool,
     /// RTP from this leg's peer goes to the core's supervisor mix (`crate::monitor`) instead
     /// of to the other leg: a supervisor's leg, or a monitored leg in whisper or barge.
@@ -100,6 +105,7 @@ impl Default for Leg {
             inband_pt: NO_DTMF,
             block_dtmf: false,
             sending_dtmf: false,
+            translate_dtmf: false,
             transcode: false,
             mixed: false,
         }
@@ -152,6 +158,11 @@ pub enum Verdict {
     Mix {
         latch: Option<SocketAddr>,
         in_key: u32,
+    },
+    /// RTCP from a transcoded leg: it describes streams the other peer never receives, so it
+    /// ends here (it has fed the leg's quality); not a drop.
+    Consumed {
+        latch: Option<SocketAddr>,
     },
     Drop(DropReason),
     /// Not relayed, but the packet latched its stream: the in socket is connected to `latch`
@@ -291,7 +302,13 @@ impl Sessions {
         l.dtmf_pt = options.event_payload_type.map_or(NO_DTMF, |pt| pt & 0x7f);
         l.inband_pt = self.dtmf.inband_payload_type(key).unwrap_or(NO_DTMF);
         l.block_dtmf = options.block;
+        l.translate_dtmf = options.tones_to_other.is_some();
         Ok(())
+    }
+
+    /// The next key translated from telephone events to tones (`Dtmf::pop_translated`).
+    pub fn pop_translated_dtmf(&mut self) -> Option<(u32, u8)> {
+        self.dtmf.pop_translated()
     }
 
     /// Marks `leg` as being sent DTMF keys (or no longer).
@@ -326,6 +343,40 @@ impl Sessions {
         let peer = rtp.peer?;
         let slot = index * PORTS_PER_SESSION + 2 * leg as u32;
         Some((slot, if rtp.latched { None } else { Some(peer) }))
+    }
+
+    /// Where RTCP of ours to `leg` goes: its RTCP socket's slot (its RTP socket's when the leg
+    /// muxes) and the destination (`None` when the socket is connected to the latched peer).
+    /// `None` while the peer's address is unknown.
+    pub fn rtcp_target(&self, index: u32, leg: LegIndex) -> Option<(u32, Option<SocketAddr>)> {
+        let l = &self.get(index)?.legs[leg as usize];
+        let (stream, port_kind) = if l.rtcp_mux {
+            (&l.rtp, 0)
+        } else {
+            (&l.rtcp, 1)
+        };
+        let peer = stream.peer?;
+        let slot = index * PORTS_PER_SESSION + 2 * leg as u32 + port_kind;
+        Some((slot, if stream.latched { None } else { Some(peer) }))
+    }
+
+    /// The report block about what `leg`'s peer sends us, for our report to it at `now_ns`
+    /// (starts a new loss interval).
+    pub fn report_block(&mut self, index: u32, leg: LegIndex, now_ns: u64) -> Option<ReportBlock> {
+        self.quality[index as usize * 2 + leg as usize].report_block(now_ns)
+    }
+
+    /// Notes our SR (SSRC, NTP middle bits) queued to `leg`'s peer at `now_ns`: its report
+    /// blocks that echo it give the leg's round trip.
+    pub fn on_our_sender_report(
+        &mut self,
+        index: u32,
+        leg: LegIndex,
+        ssrc: u32,
+        compact: u32,
+        now_ns: u64,
+    ) {
+        self.quality[index as usize * 2 + leg as usize].on_our_sender_report(ssrc, compact, now_ns);
     }
 
     /// Hands every pending DTMF report to `f`, oldest first.
@@ -415,10 +466,20 @@ impl Sessions {
         stream.stats.bytes += data.len() as u64;
         stream.stats.last_seen_ns = now_ns;
 
-        let (dtmf_pt, inband_pt, block_dtmf) = {
+        let (dtmf_pt, inband_pt, block_dtmf, hold_events) = {
             let l = &session.legs[leg_in];
-            (l.dtmf_pt, l.inband_pt, l.block_dtmf)
+            (
+                l.dtmf_pt,
+                l.inband_pt,
+                l.block_dtmf,
+                l.block_dtmf || l.translate_dtmf,
+            )
         };
+        // A transcoded leg's RTCP describes streams the other peer never receives: it feeds
+        // quality and ends here (out of line; RTP pays one compare for it).
+        if kind == Kind::Rtcp && session.legs[leg_in].transcode {
+            return self.consume_rtcp(index, leg_in, data, now_ns, latch);
+        }
         let transcode = session.legs[leg_in].transcode && kind == Kind::Rtp;
         let mixed = session.legs[leg_in].mixed;
         let out_leg_index = 1 - leg_in;
@@ -469,7 +530,7 @@ impl Sessions {
         let pt = data[1] & 0x7f;
         if dtmf_pt != NO_DTMF && dtmf_pt == pt {
             self.on_telephone_event(index, leg_in, data, now_ns);
-            if block_dtmf {
+            if hold_events {
                 verdict = match verdict {
                     Verdict::Forward { latch, .. } | Verdict::Transcode { latch, .. } => {
                         drop_latched(DropReason::DtmfBlocked, latch)
@@ -481,7 +542,19 @@ impl Sessions {
             let key = index * 2 + leg_in as u32;
             let id = self.id(index);
             if self.dtmf.on_audio(id, key, data, now_ns) && block_dtmf {
-                self.blocked_tone = self.dtmf.silence_code(key);
+                match self.dtmf.silence_code(key) {
+                    Some(code) => self.blocked_tone = Some(code),
+                    // G.722 and Opus: no payload is silence whatever the receiver's decoder
+                    // state, so the packet is held back and the receiver conceals the gap.
+                    None => {
+                        verdict = match verdict {
+                            Verdict::Forward { latch, .. } | Verdict::Transcode { latch, .. } => {
+                                drop_latched(DropReason::DtmfBlocked, latch)
+                            }
+                            other => other,
+                        }
+                    }
+                }
             }
         }
         // Quality is measured on everything the peer sent that parsed, relayed or not.
@@ -494,9 +567,32 @@ impl Sessions {
         };
         match kind {
             Kind::Rtp => from.on_rtp(data, now_ns),
-            Kind::Rtcp => quality::on_rtcp(from, other, data, now_ns),
+            Kind::Rtcp => {
+                // The peer's blocks may echo the other peer's SR (relayed) or ours (a stream
+                // of ours it hears: played, mixed).
+                let [ours, before] = from.our_sr();
+                quality::on_rtcp(from, &[other.peer_sr(), ours, before], data, now_ns)
+            }
         }
         verdict
+    }
+
+    /// RTCP from a transcoded leg: the peer's blocks echo our own SRs (the streams it hears
+    /// are ours), and nothing is relayed.
+    #[cold]
+    #[inline(never)]
+    fn consume_rtcp(
+        &mut self,
+        index: u32,
+        leg_in: usize,
+        data: &[u8],
+        now_ns: u64,
+        latch: Option<SocketAddr>,
+    ) -> Verdict {
+        let from = &mut self.quality[index as usize * 2 + leg_in];
+        let ours = from.our_sr();
+        quality::on_rtcp(from, &ours, data, now_ns);
+        Verdict::Consumed { latch }
     }
 
     /// Feeds one telephone-event packet to its leg's DTMF state. Out of line: a few packets
@@ -856,6 +952,95 @@ mod tests {
         t.set_mixed(0, LegIndex::A, false);
         assert!(matches!(
             t.on_packet(0, a, &rtp(), 4),
+            Verdict::Forward { out_slot: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn rtcp_of_a_transcoded_leg_ends_here_and_gives_the_round_trip_to_our_sr() {
+        let mut t = Sessions::new(0, 1, 30000);
+        let mut muxed = params(6000);
+        muxed.rtcp_mux = true;
+        t.activate(0, &params(5000), &muxed, 0);
+        // Our reports go to A's RTCP port (signalled, then latched) and B's RTP port (mux).
+        assert_eq!(
+            t.rtcp_target(0, LegIndex::A),
+            Some((1, Some(addr("10.0.0.1:5001"))))
+        );
+        assert_eq!(
+            t.rtcp_target(0, LegIndex::B),
+            Some((2, Some(addr("10.0.0.1:6000"))))
+        );
+        t.set_transcode(0, LegIndex::A, true);
+        t.set_transcode(0, LegIndex::B, true);
+        // A's RTP (seq 7, 8) and then A's SR: the SR is consumed, latching A's RTCP socket.
+        let mut a_rtp = rtp();
+        a_rtp[1] = 8;
+        a_rtp[8..12].copy_from_slice(&0xaaaa_u32.to_be_bytes());
+        for seq in [7u16, 8] {
+            a_rtp[2..4].copy_from_slice(&seq.to_be_bytes());
+            assert!(matches!(
+                t.on_packet(0, addr("10.0.0.1:5000"), &a_rtp, 1),
+                Verdict::Transcode { out_slot: 2, .. }
+            ));
+        }
+        let ntp = 0x0000_1234_5678_0000u64;
+        let mut sr = vec![0x80, 200, 0, 6];
+        sr.extend_from_slice(&0xaaaa_u32.to_be_bytes());
+        sr.extend_from_slice(&ntp.to_be_bytes());
+        sr.extend_from_slice(&[0; 12]);
+        let a_rtcp = addr("10.0.0.1:5001");
+        assert_eq!(
+            t.on_packet(1, a_rtcp, &sr, 1_000_000_000),
+            Verdict::Consumed {
+                latch: Some(a_rtcp)
+            }
+        );
+        assert_eq!(t.rtcp_target(0, LegIndex::A), Some((1, None)));
+        // Our block about A's stream echoes its SR, held 0.5 s.
+        let block = t.report_block(0, LegIndex::A, 1_500_000_000).unwrap();
+        assert_eq!(
+            (
+                block.ssrc,
+                block.extended_highest_seq,
+                block.cumulative_lost
+            ),
+            (0xaaaa, 8, 0)
+        );
+        assert_eq!((block.lsr, block.dlsr), (0x1234_5678, 32_768));
+        assert_eq!(t.report_block(0, LegIndex::B, 0), None, "B sent nothing");
+        // Our SR to A leaves at 2 s; A's RR about our SSRC echoes it 0.25 s held, 0.28 s on.
+        t.on_our_sender_report(0, LegIndex::A, 0xc0de, 0x0001_0000, 2_000_000_000);
+        let mut rr = vec![0x81, 201, 0, 7];
+        rr.extend_from_slice(&0xaaaa_u32.to_be_bytes());
+        rr.extend_from_slice(&0xc0de_u32.to_be_bytes());
+        rr.extend_from_slice(&[0; 12]);
+        rr.extend_from_slice(&0x0001_0000_u32.to_be_bytes());
+        rr.extend_from_slice(&16_384_u32.to_be_bytes());
+        assert_eq!(
+            t.on_packet(1, a_rtcp, &rr, 2_280_000_000),
+            Verdict::Consumed { latch: None }
+        );
+        assert_eq!(t.stats(0).legs[0].quality.rtt_us, Some(30_000));
+        // Towards a leg without an address, or one being played to, it ends here all the
+        // same, not in error.
+        t.set_playing(0, LegIndex::B, true);
+        assert_eq!(
+            t.on_packet(1, a_rtcp, &rr, 2_290_000_000),
+            Verdict::Consumed { latch: None }
+        );
+        t.set_playing(0, LegIndex::B, false);
+        t.update(0, LegIndex::B, &LegParams::default());
+        assert_eq!(
+            t.on_packet(1, a_rtcp, &rr, 2_290_000_000),
+            Verdict::Consumed { latch: None }
+        );
+        assert_eq!(t.stats(0).legs[0].rtcp.errors, 0);
+        t.update(0, LegIndex::B, &muxed);
+        // Relayed again once the plan is gone.
+        t.set_transcode(0, LegIndex::A, false);
+        assert!(matches!(
+            t.on_packet(1, a_rtcp, &rr, 2_300_000_000),
             Verdict::Forward { out_slot: 2, .. }
         ));
     }

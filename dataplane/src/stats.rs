@@ -114,6 +114,12 @@ pub struct Counters {
     pub played_bytes: u64,
     /// DTMF keys reported to the control plane.
     pub dtmf_events: u64,
+    /// RTCP reports the core generated (transcoded sessions) and queued; as generated
+    /// datagrams they are also in `played_*` once sent.
+    pub rtcp_sent: u64,
+    /// RTCP from the peers of transcoded legs that fed quality and ended here (not relayed:
+    /// it describes streams the other peer never receives). Not a drop.
+    pub rtcp_terminated: u64,
     pub drops: [u64; DropReason::ALL.len()],
     pub sessions_active: u64,
     pub sessions_created: u64,
@@ -146,6 +152,8 @@ pub struct CoreStats {
     played_packets: AtomicU64,
     played_bytes: AtomicU64,
     dtmf_events: AtomicU64,
+    rtcp_sent: AtomicU64,
+    rtcp_terminated: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
     sessions_active: AtomicU64,
     sessions_created: AtomicU64,
@@ -167,6 +175,8 @@ impl CoreStats {
         self.played_packets.store(c.played_packets, Relaxed);
         self.played_bytes.store(c.played_bytes, Relaxed);
         self.dtmf_events.store(c.dtmf_events, Relaxed);
+        self.rtcp_sent.store(c.rtcp_sent, Relaxed);
+        self.rtcp_terminated.store(c.rtcp_terminated, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops) {
             a.store(v, Relaxed);
         }
@@ -192,6 +202,8 @@ impl CoreStats {
             played_packets: self.played_packets.load(Relaxed),
             played_bytes: self.played_bytes.load(Relaxed),
             dtmf_events: self.dtmf_events.load(Relaxed),
+            rtcp_sent: self.rtcp_sent.load(Relaxed),
+            rtcp_terminated: self.rtcp_terminated.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
             sessions_active: self.sessions_active.load(Relaxed),
             sessions_created: self.sessions_created.load(Relaxed),
@@ -222,6 +234,8 @@ mod tests {
         let mut c = Counters {
             rx_packets: 7,
             played_packets: 5,
+            rtcp_sent: 3,
+            rtcp_terminated: 2,
             ..Counters::default()
         };
         c.drop(DropReason::ForeignSource, 3);
@@ -230,6 +244,7 @@ mod tests {
         s.publish(&c);
         let back = s.snapshot();
         assert_eq!((back.rx_packets, back.played_packets), (7, 5));
+        assert_eq!((back.rtcp_sent, back.rtcp_terminated), (3, 2));
         assert_eq!(back.drops[DropReason::ForeignSource as usize], 3);
         assert_eq!(back.latency_buckets[latency_bucket(42_000)], 1);
     }

@@ -109,6 +109,21 @@ impl TimerWheel {
         self.current_tick = now_tick;
     }
 
+    /// Unschedules the entries due at `now_ns` into `due`, as many as it holds; the number
+    /// taken. Due entries beyond that stay due for the next call.
+    pub fn take_due(&mut self, now_ns: u64, due: &mut [u32]) -> usize {
+        let mut n = 0;
+        self.expire(now_ns, |wheel, entry| {
+            if let Some(place) = due.get_mut(n) {
+                *place = entry;
+                n += 1;
+            } else {
+                wheel.schedule(entry, now_ns);
+            }
+        });
+        n
+    }
+
     /// Time until the next tick boundary when anything is scheduled: the longest a core may sleep.
     pub fn sleep_hint_ns(&self, now_ns: u64) -> Option<u64> {
         if self.scheduled == 0 {

@@ -17,6 +17,7 @@
 
 use crate::api::{Codec, CodecOptions, LegCodec};
 use crate::repacketise::Repacketiser;
+use crate::rtcp::SentStream;
 use tandem_media::codec::{
     CodecError, Decoder, G722Decoder, G722Encoder, G729Decoder, G729Encoder, OpusDecoder,
     OpusEncoder, G729_FRAME_SAMPLES,
@@ -142,6 +143,9 @@ pub struct Transcoder {
     /// The encoder left packets untransmitted (DTX): the next one sent starts a talkspurt
     /// and is marked.
     talkspurt: bool,
+    /// What went out under our SSRC (noted by the core as each packet is queued): the sender
+    /// info of our RTCP reports to the receiver.
+    sent: SentStream,
 }
 
 /// Most lost packets in a row concealed (Opus senders); a longer gap is passed on as a gap.
@@ -245,7 +249,30 @@ impl Transcoder {
             dec_rate_hz: native_rate_hz(from.codec, chain_hz),
             enc_rate_hz: out_hz,
             talkspurt: false,
+            sent: SentStream::default(),
         })
+    }
+
+    /// Our SSRC: the stream the receiving peer gets.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// The output codec's RTP clock.
+    pub fn out_clock_hz(&self) -> u32 {
+        self.out_clock_hz
+    }
+
+    /// What we have sent so far (for our SR).
+    pub fn sent(&self) -> &SentStream {
+        &self.sent
+    }
+
+    /// Notes one packet of ours as queued at `now_ns` (after any rewriting: DTMF keys sent
+    /// into the stream). Its timestamp paces our SR's only for audio, not events.
+    pub fn on_sent(&mut self, packet: &[u8], now_ns: u64) {
+        let audio = packet.len() > 1 && packet[1] & 0x7f == self.out_pt;
+        self.sent.on_sent(packet, audio, now_ns);
     }
 
     /// Output clock ticks in `samples` at the encoder's rate.
@@ -688,6 +715,23 @@ impl Transcoders {
             .and_then(|t| t.as_deref_mut())
             .ok_or(Skip::Held)?
             .pop(out)
+    }
+
+    /// The transcoder of packets from `key`'s leg, if there is one.
+    pub fn get(&self, key: u32) -> Option<&Transcoder> {
+        self.slots.get(key as usize).and_then(|t| t.as_deref())
+    }
+
+    /// Notes a packet from `key`'s transcoder as queued at `now_ns` (see
+    /// [`Transcoder::on_sent`]).
+    pub fn on_sent(&mut self, key: u32, packet: &[u8], now_ns: u64) {
+        if let Some(t) = self
+            .slots
+            .get_mut(key as usize)
+            .and_then(|t| t.as_deref_mut())
+        {
+            t.on_sent(packet, now_ns);
+        }
     }
 
     /// Transcodes a packet received from `key`'s leg into `out`.

@@ -13,14 +13,16 @@ use tandem_dataplane::api::{
 use tandem_dataplane::io::IoKind;
 use tandem_dataplane::stats::DropReason;
 use tandem_dataplane::{Config, CoreHandle, DataPlane};
+use tandem_media::codec::{Encoder, G722Encoder, OpusEncoder};
 use tandem_media::g711::Law;
+use tandem_media::resample::Resampler;
 use tandem_media::tones::{dbm0_to_peak, ToneGenerator, ToneSpec};
 
 fn start(port_min: u16) -> (DataPlane, CoreHandle) {
     let mut dp = DataPlane::start(&Config {
         cores: Some(1),
         port_min,
-        port_max: port_min + 39,
+        port_max: port_min + 19,
         io: IoKind::Portable,
         sessions_per_core: Some(4),
         ..Config::default()
@@ -116,6 +118,18 @@ impl Call {
         }
     }
 
+    /// Sends encoded frames of payload type `pt`, one every 20 ms.
+    fn stream_frames(&mut self, pt: u8, ts_step: u32, frames: &[Vec<u8>]) {
+        let begin = Instant::now();
+        for (i, frame) in frames.iter().enumerate() {
+            let due = begin + Duration::from_millis(20 * i as u64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            self.send(pt, ts_step * i as u32, frame);
+        }
+    }
+
     /// The DTMF reports that arrive within `wait` of the last.
     fn keys(&mut self, wait: Duration) -> Vec<(char, DtmfSource, u32)> {
         let mut got = Vec::new();
@@ -153,6 +167,7 @@ fn listen(codec: Codec, event_payload_type: Option<u8>, block: bool) -> DtmfOpti
             codec,
         }),
         block,
+        tones_to_other: None,
     }
 }
 
@@ -409,5 +424,150 @@ fn keys_sent_to_a_leg_ride_in_the_stream_it_receives() {
     }
     // 60 ms each (three packets, the third the first end), 60 ms apart.
     assert_eq!(plan, "44EEE.22EEE.........");
+    c.finish();
+}
+
+#[test]
+fn events_towards_a_leg_without_telephone_event_become_tones_it_hears() {
+    // A sends SIPp's '1' as RFC 2833 events beside its PCMU audio; B's peer takes PCMU only.
+    let options = DtmfOptions {
+        event_payload_type: Some(101),
+        tones_to_other: Some(InbandAudio {
+            payload_type: 0,
+            codec: Codec::Pcmu,
+        }),
+        ..DtmfOptions::default()
+    };
+    let mut c = Call::new(48340, options);
+    let capture = pcap_rtp("/usr/share/sip-tester/dtmf_2833_1.pcap");
+    let mut events = capture.into_iter().map(|(_, p)| p);
+    // 600 ms of silence from A, the ten event packets alongside frames 3 to 12.
+    let silence = vec![0i16; 160 * 30];
+    c.stream(Law::Ulaw, &silence, |frame| match frame {
+        3..=12 => events.next().into_iter().collect(),
+        _ => Vec::new(),
+    });
+    // The press is still reported to the control plane.
+    assert_eq!(
+        c.keys(Duration::from_millis(300)),
+        [('1', DtmfSource::Rfc4733, 280)]
+    );
+    // What B's phone got: audio only, in which its own detector hears the key once.
+    let mut buf = [0u8; 2048];
+    let mut detector = tandem_media::dtmf::DtmfDetector::new();
+    let (mut audio, mut heard) = (0, String::new());
+    while let Ok(n) = c.b.recv(&mut buf) {
+        assert_eq!(buf[1] & 0x7f, 0, "no telephone events reach B");
+        audio += 1;
+        let mut pcm = [0i16; 160];
+        Law::Ulaw.decode(&buf[12..n], &mut pcm[..n - 12]);
+        detector.handle_frame(&pcm[..n - 12]);
+        while let Some(d) = detector.poll_digit() {
+            heard.push(d.key);
+        }
+    }
+    assert_eq!(audio, 30, "every audio packet relayed");
+    assert_eq!(heard, "1");
+    c.finish();
+}
+
+/// `ms` of a DTMF key at `rate_hz`, then `gap_ms` of silence.
+fn key_at(rate_hz: u32, k: char, ms: u32, gap_ms: u32, dbm0: f32) -> Vec<i16> {
+    let spec = ToneSpec::dtmf(k, ms, gap_ms, dbm0, dbm0).unwrap();
+    let mut g = ToneGenerator::new(&spec, rate_hz).unwrap();
+    let mut pcm = vec![0i16; ((ms + gap_ms) * rate_hz / 1000) as usize];
+    g.fill(&mut pcm);
+    pcm
+}
+
+/// `pcm` at `rate_hz` cut into 20 ms frames, each encoded by `encoder`.
+fn encoded(encoder: &mut dyn Encoder, pcm: &[i16]) -> Vec<Vec<u8>> {
+    let frame = encoder.frame_samples();
+    pcm.chunks_exact(frame)
+        .map(|f| {
+            let mut out = vec![0u8; encoder.max_payload_bytes()];
+            let n = encoder.encode(f, &mut out).unwrap();
+            out.truncate(n);
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn in_band_keys_in_g722_and_opus_audio_but_none_in_speech() {
+    // SIPp's spoken A-law prompt, as 8 and 16 kHz PCM.
+    let mut speech8 = Vec::new();
+    for (_, p) in pcap_rtp("/usr/share/sip-tester/g711a.pcap") {
+        let mut pcm = vec![0i16; p.len() - 12];
+        Law::Alaw.decode(&p[12..], &mut pcm);
+        speech8.extend(pcm);
+    }
+    speech8.truncate(speech8.len() / 160 * 160);
+    let mut up = Resampler::new(8000, 16_000, 10).unwrap();
+    let mut speech16 = vec![0i16; speech8.len() * 2];
+    for (i, o) in speech8.chunks_exact(80).zip(speech16.chunks_exact_mut(160)) {
+        up.process(i, o).unwrap();
+    }
+    let mut c = Call::new(48360, DtmfOptions::default());
+    c.b.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let cases = [
+        (Codec::G722, 9, 16_000, &speech16),
+        (Codec::Opus, 111, 8000, &speech8),
+    ];
+    for (i, (codec, pt, rate, speech)) in cases.into_iter().enumerate() {
+        let mut encoder: Box<dyn Encoder> = match codec {
+            Codec::G722 => Box::new(G722Encoder::new(20).unwrap()),
+            _ => Box::new(OpusEncoder::new(8000, 20).unwrap()),
+        };
+        let set = Command::SetDtmf {
+            token: 10 + i as u64,
+            id: c.id,
+            leg: LegIndex::A,
+            options: DtmfOptions {
+                inband: Some(InbandAudio {
+                    payload_type: pt,
+                    codec,
+                }),
+                ..DtmfOptions::default()
+            },
+        };
+        assert_eq!(
+            call(&mut c.core, set),
+            Event::Updated {
+                token: 10 + i as u64
+            }
+        );
+        // Keys at -10 dBm0, '5' under noise 15 dB below the tones' power.
+        let mut pcm = vec![0i16; rate as usize / 10];
+        pcm.extend(key_at(rate, '1', 80, 80, -10.0));
+        let noisy_from = pcm.len();
+        pcm.extend(key_at(rate, '5', 80, 80, -10.0));
+        let noisy_to = pcm.len();
+        pcm.extend(key_at(rate, '9', 80, 80, -10.0));
+        pcm.extend(key_at(rate, '#', 80, 200, -10.0));
+        let tone_power = 2.0 * (dbm0_to_peak(-10.0).powi(2) / 2.0);
+        add_noise(
+            &mut pcm[noisy_from..noisy_to],
+            (tone_power / 10f32.powf(1.5)).sqrt(),
+            11,
+        );
+        let ts_step = if codec == Codec::Opus { 960 } else { 160 };
+        c.stream_frames(pt, ts_step, &encoded(encoder.as_mut(), &pcm));
+        let keys: String = c
+            .keys(Duration::from_millis(300))
+            .iter()
+            .map(|k| k.0)
+            .collect();
+        assert_eq!(keys, "159#", "{codec:?}");
+        // The prompt, faster than real time (the detector counts samples): no key.
+        let mut buf = [0u8; 2048];
+        for frame in encoded(encoder.as_mut(), speech) {
+            c.send(pt, 0, &frame);
+            let _ = c.b.recv(&mut buf);
+        }
+        assert_eq!(c.keys(Duration::from_millis(300)), [], "{codec:?} speech");
+        while c.b.recv(&mut buf).is_ok() {}
+    }
     c.finish();
 }

@@ -1,59 +1,19 @@
 //! Supervisor monitoring allocates nothing per packet or per frame: the session decision,
-//! decoding into the mix (tapped and mixed legs, the supervisor's leg), the mix and the
-//! encoding of each mixed stream, through live mode changes, for G.711 (both laws), G.722
-//! and Opus parties. Everything is allocated by `Monitors::attach`, as the core does on
+//! reordering and decoding into the mix (tapped and mixed legs, the supervisor's leg), the mix
+//! (at 8 kHz, or 16 kHz with a G.722 or Opus party, narrowband parties resampled in and out)
+//! and the encoding of each mixed stream, through live mode changes, for G.711 (both laws),
+//! G.722, G.729 and Opus parties. Everything is allocated by `Monitors::attach`, as the core does on
 //! `AttachMonitor`.
 
 use std::net::SocketAddr;
-use tandem_dataplane::api::{Codec, CodecOptions, LegCodec, LegIndex, LegParams, MonitorMode};
+use tandem_dataplane::api::{Codec, LegIndex, LegParams, MonitorMode};
+use tandem_dataplane::mix::MixRate;
 use tandem_dataplane::monitor::{mixed_legs, Monitors};
 use tandem_dataplane::session::{Sessions, Verdict};
-use tandem_media::codec::{Encoder, G711Encoder, G722Encoder, G729Encoder, OpusEncoder};
-use tandem_media::g711::Law;
-use tandem_media::tones::{ToneGenerator, ToneSpec};
 
 mod common;
 use common::counting_alloc::allocations;
-
-fn party(codec: Codec) -> (LegCodec, Box<dyn Encoder>) {
-    let (payload_type, encoder): (u8, Box<dyn Encoder>) = match codec {
-        Codec::Pcmu => (0, Box::new(G711Encoder::new(Law::Ulaw, 20).unwrap())),
-        Codec::Pcma => (8, Box::new(G711Encoder::new(Law::Alaw, 20).unwrap())),
-        Codec::G722 => (9, Box::new(G722Encoder::new(20).unwrap())),
-        Codec::Opus => (111, Box::new(OpusEncoder::new(8000, 20).unwrap())),
-        Codec::G729 => (18, Box::new(G729Encoder::new(20).unwrap())),
-    };
-    let lc = LegCodec {
-        payload_type,
-        codec,
-        event_payload_type: None,
-        ptime_ms: 0,
-        options: CodecOptions::NONE,
-    };
-    (lc, encoder)
-}
-
-/// `n` 20 ms RTP packets of a tone at `hz`, encoded by `party`'s encoder at its own rate.
-fn stream(codec: Codec, hz: f32, n: usize) -> Vec<Vec<u8>> {
-    let (lc, mut encoder) = party(codec);
-    let rate = encoder.sample_rate_hz();
-    let mut tone = ToneGenerator::new(&ToneSpec::continuous(hz, 0.0, -12.0), rate).unwrap();
-    let mut pcm = vec![0i16; encoder.frame_samples()];
-    let ts_step = codec.rtp_clock_hz() / 50;
-    (0..n)
-        .map(|i| {
-            tone.fill(&mut pcm);
-            let mut payload = [0u8; 500];
-            let len = encoder.encode(&pcm, &mut payload).unwrap();
-            let mut p = vec![0x80, lc.payload_type];
-            p.extend_from_slice(&(i as u16).to_be_bytes());
-            p.extend_from_slice(&(i as u32 * ts_step).to_be_bytes());
-            p.extend_from_slice(&(0x1000 + hz as u32).to_be_bytes());
-            p.extend_from_slice(&payload[..len]);
-            p
-        })
-        .collect()
-}
+use common::phone::{encoded_tone as stream, party, swap_pairs};
 
 #[test]
 fn feeding_mixing_and_mode_changes_allocate_nothing() {
@@ -84,11 +44,18 @@ fn feeding_mixing_and_mode_changes_allocate_nothing() {
         monitors
             .attach(2, 3, MonitorMode::Listen, plan, [1, 2, 3], 0)
             .unwrap();
+        let wide = codecs
+            .iter()
+            .any(|c| matches!(c, Codec::G722 | Codec::Opus));
+        let rate = [MixRate::Narrow, MixRate::Wide][wide as usize];
+        assert_eq!(monitors.rate(3), Some(rate), "{codecs:?}");
         sessions.set_mixed(3, LegIndex::A, true);
+        // Every party's packets arrive with pairs swapped now and then: the reorder window
+        // puts them back without allocating.
         let input = [
-            stream(codecs[0], 500.0, FRAMES),
-            stream(codecs[1], 1200.0, FRAMES),
-            stream(codecs[2], 1900.0, FRAMES),
+            swap_pairs(stream(codecs[0], 500.0, FRAMES)),
+            swap_pairs(stream(codecs[1], 1200.0, FRAMES)),
+            swap_pairs(stream(codecs[2], 1900.0, FRAMES)),
         ];
         // Slots of leg A and leg B of session 2, leg A of session 3.
         let slots = [8, 10, 12];
@@ -121,7 +88,7 @@ fn feeding_mixing_and_mode_changes_allocate_nothing() {
                         other => panic!("{other:?}"),
                     }
                 }
-                monitors.mix_frame(0, |index, leg, header, payload| {
+                monitors.mix_frame(0, 0, |index, leg, header, payload| {
                     assert!(header.len() == 12 && !payload.is_empty());
                     let to = match (index, leg) {
                         (2, LegIndex::A) => 0,

@@ -1,7 +1,9 @@
 //! The transcoding path allocates nothing per packet: the session decision and the
 //! transcoder of each direction (resampler and loss concealment included), for every pair
 //! the cores transcode, from the first packet on. Nor does DTMF: in-band detection, telephone
-//! events, merging and blocking on a relayed leg.
+//! events, merging and blocking on a relayed leg (G.711, G.722 and Opus audio), and events
+//! translated to tones. Nor do our RTCP reports on a transcoded session: the peers' RTCP
+//! consumed, our sent stream noted, reports built on a timer.
 //!
 //! A counting global allocator (per thread, so parallel tests do not see each other's) counts
 //! Rust's allocations. libopus's own state lives on the C heap from `opus_*_create`, called
@@ -163,6 +165,7 @@ fn dtmf_detection_events_and_blocking_allocate_nothing_per_packet() {
             codec: Codec::Pcma,
         }),
         block: true,
+        tones_to_other: None,
     };
     sessions.set_dtmf(0, LegIndex::A, &options).unwrap();
     // 2 s of audio: a key every 200 ms (100 ms of tone), each also sent as telephone events.
@@ -236,6 +239,139 @@ fn dtmf_detection_events_and_blocking_allocate_nothing_per_packet() {
         });
         assert!(!busy, "all keys sent");
         assert_eq!(n, 0, "{via:?}: {n} allocations");
+    }
+}
+
+#[test]
+fn events_translated_to_tones_allocate_nothing_per_packet() {
+    let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let b: SocketAddr = "10.0.0.2:6000".parse().unwrap();
+    let mut sessions = Sessions::new(0, 1, 30_000);
+    let leg = |rtp| LegParams {
+        rtp: Some(rtp),
+        ..LegParams::default()
+    };
+    sessions.activate(0, &leg(a), &leg(b), 0);
+    // Set-up: A's events become tones in B's PCMU; B's sender of tones is allocated here.
+    let to_b = InbandAudio {
+        payload_type: 0,
+        codec: Codec::Pcmu,
+    };
+    let options = DtmfOptions {
+        event_payload_type: Some(101),
+        tones_to_other: Some(to_b),
+        ..DtmfOptions::default()
+    };
+    sessions.set_dtmf(0, LegIndex::A, &options).unwrap();
+    let mut senders = Senders::new(1);
+    senders.prepare_tones(1, to_b).unwrap();
+    // 2 s of PCMU from A with five presses as events, each 60 ms long.
+    let mut input = Vec::new();
+    for i in 0..100u32 {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&(i as u16).to_be_bytes());
+        p.extend_from_slice(&(i * 160).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 1]);
+        p.extend_from_slice(&[0xff; 160]);
+        input.push(p);
+        if i % 20 < 3 {
+            let key = ['1', '5', '9', '#', '0'][(i / 20) as usize];
+            let event = tandem_media::rfc4733::dtmf_event(key).unwrap();
+            let end = if i % 20 == 2 { 0x80 } else { 0 };
+            let mut e = vec![0x80, 101, 0, 0];
+            e.extend_from_slice(&((i / 20) * 3200).to_be_bytes());
+            e.extend_from_slice(&[0, 0, 0, 1, event, end | 10, 0, 160]);
+            input.push(e);
+        }
+    }
+    let mut buf = [0u8; 2048];
+    let (mut sounded, mut held, mut toned) = (0, 0, 0);
+    let n = allocations(|| {
+        for (i, p) in input.iter().enumerate() {
+            let verdict = sessions.on_packet(0, a, p, i as u64 * 10_000_000);
+            sessions.drain_dtmf(|_| {});
+            while let Some((key, event)) = sessions.pop_translated_dtmf() {
+                assert_eq!(key, 1, "towards B");
+                sounded += senders.sound(key, event) as u32;
+            }
+            if !matches!(verdict, Verdict::Forward { .. }) {
+                held += 1;
+                continue;
+            }
+            buf[..p.len()].copy_from_slice(p);
+            senders.rewrite(1, &mut buf, p.len());
+            toned += (buf[12..p.len()] != p[12..]) as u32;
+        }
+    });
+    assert_eq!((sounded, held), (5, 15), "five keys, every event held back");
+    assert!(toned >= 20, "{toned} packets carried tones");
+    assert_eq!(n, 0, "{n} allocations");
+}
+
+#[test]
+fn in_band_detection_and_blocking_on_g722_and_opus_allocate_nothing_per_packet() {
+    use tandem_media::codec::{Encoder, G722Encoder, OpusEncoder};
+    let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let b: SocketAddr = "10.0.0.2:6000".parse().unwrap();
+    for (codec, pt, rate) in [(Codec::G722, 9, 16_000), (Codec::Opus, 111, 8000)] {
+        let mut encoder: Box<dyn Encoder> = match codec {
+            Codec::G722 => Box::new(G722Encoder::new(20).unwrap()),
+            _ => Box::new(OpusEncoder::new(8000, 20).unwrap()),
+        };
+        let mut sessions = Sessions::new(0, 1, 30_000);
+        let leg = |rtp| LegParams {
+            rtp: Some(rtp),
+            ..LegParams::default()
+        };
+        sessions.activate(0, &leg(a), &leg(b), 0);
+        // Set-up: the leg's decoder (and G.722's resampler) is allocated here.
+        let options = DtmfOptions {
+            inband: Some(InbandAudio {
+                payload_type: pt,
+                codec,
+            }),
+            block: true,
+            ..DtmfOptions::default()
+        };
+        sessions.set_dtmf(0, LegIndex::A, &options).unwrap();
+        // 2 s: a key every 200 ms (100 ms of tone).
+        let frame = (rate / 50) as usize;
+        let mut input = Vec::new();
+        let mut tone = None;
+        for i in 0..100u32 {
+            let key = ['1', '5', '9', '#', '0'][(i / 10) as usize % 5];
+            let mut pcm = vec![0i16; frame];
+            if i % 10 == 0 {
+                let spec = ToneSpec::dtmf(key, 1000, 0, -8.0, -8.0).unwrap();
+                tone = Some(ToneGenerator::new(&spec, rate).unwrap());
+            }
+            if let (true, Some(g)) = (i % 10 < 5, tone.as_mut()) {
+                g.fill(&mut pcm);
+            }
+            let mut payload = vec![0u8; encoder.max_payload_bytes()];
+            let n = encoder.encode(&pcm, &mut payload).unwrap();
+            let mut p = vec![0x80, pt];
+            p.extend_from_slice(&(i as u16).to_be_bytes());
+            p.extend_from_slice(&(i * frame as u32).to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, 1]);
+            p.extend_from_slice(&payload[..n]);
+            input.push(p);
+        }
+        let (mut reports, mut held) = (0, 0);
+        let n = allocations(|| {
+            for (i, p) in input.iter().enumerate() {
+                let verdict = sessions.on_packet(0, a, p, i as u64 * 20_000_000);
+                held += !matches!(verdict, Verdict::Forward { .. }) as u32;
+                sessions.drain_dtmf(|_| reports += 1);
+            }
+        });
+        assert_eq!(reports, 10, "{codec:?}: one report per press");
+        // Held back while a tone is heard (from its confirmation to its release).
+        assert!(
+            (20..=50).contains(&held),
+            "{codec:?}: {held} packets held back"
+        );
+        assert_eq!(n, 0, "{codec:?}: {n} allocations");
     }
 }
 
@@ -398,4 +534,85 @@ fn fec_recovery_vad_and_dtx_allocate_nothing_per_packet() {
             assert_eq!(recovered, 5);
         }
     }
+}
+
+/// Our RTCP on a transcoded session: the peers' RTCP consumed into quality, what we send
+/// noted, and each leg's report (SR with a block, CNAME) built into the send batch on a
+/// timer, as the core does, allocate nothing.
+#[test]
+fn rtcp_reports_allocate_nothing() {
+    use tandem_dataplane::io::TxBatch;
+    use tandem_dataplane::rtcp::{ntp_compact, write_report, Report, WallClock};
+    use tandem_dataplane::timer::TimerWheel;
+
+    let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let a_rtcp: SocketAddr = "10.0.0.1:5001".parse().unwrap();
+    let b: SocketAddr = "10.0.0.2:6000".parse().unwrap();
+    let mut sessions = Sessions::new(0, 2, 30_000);
+    let leg = |rtp: SocketAddr| LegParams {
+        rtp: Some(rtp),
+        rtcp: Some(SocketAddr::new(rtp.ip(), rtp.port() + 1)),
+        ..LegParams::default()
+    };
+    sessions.activate(0, &leg(a), &leg(b), 0);
+    sessions.set_transcode(0, LegIndex::A, true);
+    sessions.set_transcode(0, LegIndex::B, true);
+    let mut transcoders = Transcoders::new(2);
+    let t = Transcoder::new(leg_codec(Codec::Pcma), leg_codec(Codec::Pcmu), 7).unwrap();
+    transcoders.set(0, Some(t));
+    let back = Transcoder::new(leg_codec(Codec::Pcmu), leg_codec(Codec::Pcma), 8).unwrap();
+    transcoders.set(1, Some(back));
+    let mut timers = TimerWheel::new(4, 64, 100_000_000, 0);
+    timers.schedule(0, 0);
+    timers.schedule(1, 0);
+    let wall = WallClock::now(0);
+    let cname = b"tandem-0-test".to_vec();
+    let mut tx = TxBatch::new(8);
+    let input = packets(Codec::Pcma, 200);
+    let mut sr = vec![0x80, 200, 0, 6, 0, 0, 0x5e, 0xed];
+    sr.extend_from_slice(&[0x11; 20]);
+    let mut reports = 0;
+    let n = allocations(|| {
+        for (i, p) in input.iter().enumerate() {
+            let now = i as u64 * 20_000_000;
+            let Verdict::Transcode { in_key, .. } = sessions.on_packet(0, a, p, now) else {
+                panic!("not transcoded");
+            };
+            tx.clear();
+            let pushed = tx.push_with(2, None, |buf| transcoders.process(in_key, p, buf));
+            assert_eq!(pushed, Ok(true));
+            transcoders.on_sent(in_key, tx.last().unwrap(), now);
+            if i % 50 == 0 {
+                let consumed = sessions.on_packet(1, a_rtcp, &sr, now);
+                assert!(matches!(consumed, Verdict::Consumed { .. }));
+            }
+            // Leg A's report (key 0): an RR with a block about A's stream (nothing goes to A);
+            // leg B's (key 1): an SR about our stream to B, out of A's transcoder (key 0).
+            let mut due = [0u32; 4];
+            let fired = timers.take_due(now, &mut due);
+            for &key in &due[..fired] {
+                let leg = if key == 0 { LegIndex::A } else { LegIndex::B };
+                let t = transcoders.get(key ^ 1).unwrap();
+                let ntp = wall.ntp(now);
+                let sender = t.sent().sender_info(ntp, now, t.out_clock_hz());
+                let report = Report {
+                    ssrc: t.ssrc(),
+                    sender,
+                    block: sessions.report_block(0, leg, now),
+                    cname: &cname,
+                };
+                let (slot, dest) = sessions.rtcp_target(0, leg).unwrap();
+                let written =
+                    tx.push_generated_with(slot, dest, |buf| write_report(&report, buf).ok_or(()));
+                assert_eq!(written, Ok(true));
+                if sender.is_some() {
+                    sessions.on_our_sender_report(0, leg, report.ssrc, ntp_compact(ntp), now);
+                }
+                timers.schedule(key, now + 500_000_000);
+                reports += 1;
+            }
+        }
+    });
+    assert_eq!(reports, 16);
+    assert_eq!(n, 0, "{n} allocations");
 }

@@ -25,10 +25,15 @@ fuzz_target!(|data: &[u8]| {
         event_payload_type,
         inband: data.get(2).filter(|_| flags & 2 != 0).map(|b| InbandAudio {
             payload_type: b & 0x7f,
-            codec: if b & 0x80 != 0 { Codec::Pcma } else { Codec::Pcmu },
+            codec: if b & 0x80 != 0 {
+                Codec::Pcma
+            } else {
+                Codec::Pcmu
+            },
         }),
         // Blocking drops A's events: never the real stream's payload type (0) as one.
         block: flags & 4 != 0 && event_payload_type != Some(0),
+        tones_to_other: None,
     };
     t.set_dtmf(0, LegIndex::A, &options).unwrap();
     // Playing to A holds back what B sends, never what A sends.
@@ -43,5 +48,8 @@ fuzz_target!(|data: &[u8]| {
     // The same bytes from A itself reach the DTMF parser when their payload type matches.
     let _ = t.on_packet(0, a, data, 2);
     t.drain_dtmf(|r| assert!(r.digit.is_ascii_alphanumeric() || "*#".contains(r.digit)));
-    assert!(matches!(t.on_packet(0, a, &good, 3), Verdict::Forward { out_slot: 2, .. }));
+    assert!(matches!(
+        t.on_packet(0, a, &good, 3),
+        Verdict::Forward { out_slot: 2, .. }
+    ));
 });

@@ -17,7 +17,7 @@ use tandem_dataplane::api::SessionId;
 fuzz_target!(|data: &[u8]| {
     let cfg = SipConfig {
         tenants: vec![TenantConfig { name: "t".into(), domain: "t.test".into(), max_calls: Some(5), country_code: Some("44".into()), transcode: None }],
-        trunks: vec![TrunkConfig { name: "k".into(), tenant: "t".into(), address: "10.0.0.2:5060".parse().unwrap(), allow: vec!["10.0.0.1".into()], username: None, password: None, register: false, register_expires_s: 600 }],
+        trunks: vec![TrunkConfig { name: "k".into(), tenant: "t".into(), address: "10.0.0.2:5060".parse().unwrap(), allow: vec!["10.0.0.1".into()], username: None, password: None, register: false, register_expires_s: 600, dtmf: Default::default() }],
         routes: vec![
             RouteConfig { tenant: "t".into(), pattern: "3*".into(), target: "queue:q".into() },
             RouteConfig { tenant: "t".into(), pattern: "*".into(), target: "trunk:k".into() },

@@ -5,10 +5,12 @@
 # re-INVITE (sendonly/recvonly through both legs); a caller over TCP; a callee using 100rel
 # (PRACK); blind and attended (Replaces) transfer by REFER to a third party; a PCMA-only caller
 # and a PCMU-only callee, transcoded, with the tones both ways checked; malformed messages
-# answered with 400 or dropped, never a crash. Call records are checked at /calls.
+# answered with 400 or dropped, never a crash; a caller's RFC 2833 key sent to a trunk set to
+# `dtmf = "info"` as SIP INFO (and kept out of its RTP). Call records are checked at /calls.
 source "$(dirname "$0")/lib.sh"
 SCEN="$ROOT/tests/e2e/sipp"
 SIP=25060; SIP_TLS=25061; UAS=25080; UAC=25090; TARGET=25070; NG=22241; HTTP=18091
+INFO_TRUNK=48300
 CALLS=${CALLS:-10}
 
 cat >"$WORK/tandem.toml" <<CFG
@@ -26,6 +28,17 @@ name = "carrier"
 tenant = "acme"
 address = "127.0.0.1:$UAS"
 allow = ["127.0.0.1"]
+
+[[sip.trunks]]
+name = "info-carrier"
+tenant = "acme"
+address = "127.0.0.1:$INFO_TRUNK"
+dtmf = "info"
+
+[[sip.routes]]
+tenant = "acme"
+match = "5558888"
+target = "trunk:info-carrier"
 
 [[sip.routes]]
 tenant = "acme"
@@ -108,6 +121,22 @@ PEERS_DIR="$PEERS_DIR" timeout 20 python3 "$ROOT/tests/e2e/b2bua_transcode.py" $
   || fail "transcoded call: $(tail -5 "$WORK/b2bua_transcode.log")"
 cat "$WORK/b2bua_transcode.log"
 [ "$(metric $HTTP 'tandem_sip_transcoded_calls_total{caller="PCMA",callee="PCMU"}')" -eq 1 ] || fail "transcoded call not counted"
+# 10. DTMF to a trunk that takes it by SIP INFO: the caller presses 1 as RFC 2833 events (SIPp's
+# dtmf_2833_1.pcap); the trunk must get INFO Signal=1, and the events must not reach its RTP.
+mkdir -p "$WORK/info_dtmf"; (cd "$WORK/info_dtmf" && ln -sfn /usr/share/sip-tester pcap)
+(cd "$WORK/info_dtmf" && exec setsid timeout 20 sipp -sf "$SCEN/uas_info_dtmf.xml" -i 127.0.0.1 -p $INFO_TRUNK \
+   -mp 48310 -m 1 -nostdin -trace_err >uas.log 2>&1 </dev/null) &
+info_pid=$!
+PIDS+=($info_pid)
+sleep 0.5
+(cd "$WORK/info_dtmf" && timeout 20 sipp -sf "$SCEN/uac_dtmf_2833.xml" 127.0.0.1:$SIP -s 5558888 -i 127.0.0.1 \
+   -p $UAC -mp 48320 -m 1 -nostdin -trace_err >uac.log 2>&1) \
+  || fail "info_dtmf: caller side: $(tail -3 "$WORK/info_dtmf/uac.log"; cat "$WORK/info_dtmf"/*errors.log 2>/dev/null | head)"
+wait $info_pid || fail "info_dtmf: the trunk got no INFO Signal=1: $(tail -3 "$WORK/info_dtmf/uas.log"; cat "$WORK/info_dtmf"/*errors.log 2>/dev/null | head)"
+blocked=$(curl -fsS "http://127.0.0.1:$HTTP/metrics" | awk '/^tandem_dp_dropped_packets_total.*reason="dtmf_blocked"/ {s += $NF} END {printf "%d", s}')
+[ "$blocked" -eq "$(tshark -r /usr/share/sip-tester/dtmf_2833_1.pcap 2>/dev/null | wc -l)" ] \
+  || fail "info_dtmf: $blocked events held back from the INFO trunk's RTP"
+echo "ok: a key sent as RFC 2833 reached an INFO trunk as SIP INFO ($blocked events held back)"
 
 sleep 1
 active=$(metric $HTTP 'tandem_dp_sessions_active')
@@ -122,7 +151,7 @@ calls = json.load(open(sys.argv[1]))["calls"]
 n = int(sys.argv[2])
 by = collections.Counter((c["disposition"], c["ended_by"]) for c in calls)
 print("call records:", dict(by))
-assert by[("answered", "caller")] == n + 3 + 3 + 3 + 1 + 1, by  # pcap, hold, 100rel, blind, attended, transcoded
+assert by[("answered", "caller")] == n + 3 + 3 + 3 + 1 + 1 + 1, by  # pcap, hold, 100rel, blind, attended, transcoded, INFO DTMF
 assert by[("answered", "transferred")] == 1, by         # the attended transfer's consultation call
 assert by[("answered", "callee")] == 5 + 3, by      # callee BYE over UDP and TCP callers
 assert by[("cancelled", "caller")] == 5, by

@@ -7,7 +7,10 @@ asks for a whispering monitor by the SIP user `boss`, whose registered phone (19
 rings. A Goertzel over the last second of each phase says who hears whom: in whisper the agent
 hears caller and supervisor, the caller only the agent, the supervisor both; in barge the
 caller hears the supervisor too. Then the monitor is stopped (the supervisor gets a BYE) and the
-caller hangs up. Prints MONITOR OK.
+caller hangs up. The live-calls API lists the call with its codecs and each leg's measured
+quality, then with the monitor, and no more once it has ended. Prints MONITOR OK. Then the three
+phones dial conf-7, a conference room: each hears the other two and not itself; after the caller
+hangs up the other two hear only each other. Prints CONFERENCE OK.
 """
 import argparse, hashlib, json, os, random, select, socket, struct, sys, time, urllib.request
 
@@ -88,6 +91,23 @@ class Phone:
         self.recv("ACK ")
         return inv
 
+    def dial(self, user, call_id, tandem_port):
+        """INVITEs `user` from the trunk's address, ACKs the 200; returns the dialog's headers
+        and target for a later BYE."""
+        tags = f"From: <sip:{self.name}@127.0.0.1>;tag={call_id}\r\nTo: <sip:{user}@127.0.0.1>\r\nCall-ID: {call_id}\r\n"
+        contact = f"Contact: <sip:{self.name}@127.0.0.1:{self.sip_port}>\r\n"
+        self.send(self.request("INVITE", f"sip:{user}@127.0.0.1:{tandem_port}", tags + "CSeq: 1 INVITE\r\n" + contact, self.sdp()))
+        ok = self.recv("SIP/2.0 200")
+        self.peer_rtp = sdp_target(ok["body"])
+        dialog = f"From: <sip:{self.name}@127.0.0.1>;tag={call_id}\r\nTo: {ok['h']['to']}\r\nCall-ID: {call_id}\r\n"
+        target = ok["h"]["contact"].strip("<>")
+        self.send(self.request("ACK", target, dialog + "CSeq: 1 ACK\r\n"))
+        return dialog, target
+
+    def hang_up(self, dialog, target):
+        self.send(self.request("BYE", target, dialog + "CSeq: 2 BYE\r\n"))
+        self.recv("SIP/2.0 200")
+
     def packet(self):
         i = (self.seq * 160) % len(self.samples)
         payload = bytes(ULAW_ENC(v) for v in (self.samples + self.samples)[i:i + 160])
@@ -162,7 +182,8 @@ def hears(p, after_s):
     pcm = [ulaw_decode(c) for t, pkt in p.heard if t >= after_s for c in pkt[12:]]
     if len(pcm) < 4000:
         raise SystemExit(f"{p.name}: only {len(pcm)} samples arrived")
-    power = {who: power_at(pcm, f) for who, f in FREQ.items() if who != p.name}
+    # Its own tone too: nobody may hear itself.
+    power = {who: power_at(pcm, f) for who, f in FREQ.items()}
     top = max(power.values())
     return {who: 10 * __import__("math").log10(max(v, 1e-9) / top) for who, v in power.items()}
 
@@ -183,6 +204,16 @@ def api(base, token, method, path, body=None):
     with urllib.request.urlopen(req, timeout=5) as r:
         text = r.read()
         return r.status, (json.loads(text) if text else None)
+
+
+def live_call(base, token, call, required=True):
+    """The call as GET /live-calls lists it; None when it is not listed (and not required)."""
+    status, calls = api(base, token, "GET", "/tenants/acme/live-calls")
+    assert status == 200, status
+    found = [c for c in calls["items"] if c["call"] == call]
+    if required and not found:
+        raise SystemExit(f"call {call} not among the live calls: {calls}")
+    return found[0] if found else None
 
 
 def answered_call(http, token):
@@ -250,6 +281,13 @@ def main():
     call = answered_call(a.http, a.token)
     print(f"call {call} answered")
     media([caller, agent], 0.4)
+    live = live_call(base, a.token, call)
+    print(f"live: {json.dumps(live, sort_keys=True)}")
+    assert (live["state"], live["to"], live["direction"]) == ("answered", "2000", "inbound"), live
+    assert [leg["codec"] for leg in live["legs"]] == ["PCMU", "PCMU"] and not live["transcoded"], live
+    # RTP has flowed both ways for 0.4 s: the data plane measured each leg.
+    assert all(leg["quality"] and leg["quality"]["packets_expected"] > 5 for leg in live["legs"]), live
+    assert live["monitor"] is None, live
 
     status, view = api(base, a.token, "POST", f"/tenants/acme/calls/{call}/monitor", {"supervisor": "boss", "mode": "whisper"})
     assert status == 202 and view["state"] == "ringing", (status, view)
@@ -257,6 +295,9 @@ def main():
     phones = [caller, agent, boss]
     media(phones, 1.5)
     check("whisper", phones, {"caller": {"agent"}, "agent": {"caller", "boss"}, "boss": {"caller", "agent"}})
+    status, one = api(base, a.token, "GET", f"/tenants/acme/live-calls/{call}")
+    assert status == 200 and one["monitor"] == {"call": call, "supervisor": "boss", "mode": "whisper",
+                                                "state": "active"}, (status, one)
 
     status, view = api(base, a.token, "PATCH", f"/tenants/acme/calls/{call}/monitor", {"mode": "barge"})
     assert status == 200 and view["mode"] == "barge" and view["state"] == "active", (status, view)
@@ -271,7 +312,21 @@ def main():
     caller.recv("SIP/2.0 200")
     bye = agent.recv("BYE ")
     agent.send(response(bye, 200, "ag"), bye["src"])
+    if live_call(base, a.token, call, required=False) is not None:
+        raise SystemExit(f"call {call} still listed live after its end")
     print("MONITOR OK")
+
+    # A conference: the three phones dial conf-7 (room `lobby`), each hears the other two and
+    # not itself; once the caller hangs up the other two no longer hear it.
+    dialogs = [p.dial("conf-7", f"room-{p.name}", a.sip) for p in phones]
+    media(phones, 1.5)
+    check("conference", phones, {"caller": {"agent", "boss"}, "agent": {"caller", "boss"}, "boss": {"caller", "agent"}})
+    caller.hang_up(*dialogs[0])
+    media(phones[1:], 1.2)
+    check("conference, caller gone", phones[1:], {"agent": {"boss"}, "boss": {"agent"}})
+    for p, d in zip(phones[1:], dialogs[1:]):
+        p.hang_up(*d)
+    print("CONFERENCE OK")
 
 
 if __name__ == "__main__":

@@ -522,6 +522,13 @@ async fn check_queue(state: &ApiState, q: &Queue) -> Result<(), ApiError> {
                 }
             }
             Some(RouteTarget::User(user)) => check_slug("overflow", &user, 64)?,
+            // A room is entered by a caller's own INVITE, not by the ACD sending a call on.
+            Some(RouteTarget::Conference(_)) => {
+                return Err(ApiError::invalid(
+                    "overflow",
+                    "a queue cannot overflow to a conference room",
+                ))
+            }
             Some(RouteTarget::Uri(uri)) => {
                 if crate::sip::message::SipUri::parse(&uri)
                     .and_then(|u| u.socket_addr())

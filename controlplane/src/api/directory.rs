@@ -262,6 +262,9 @@ pub struct NewTrunk {
     pub register: bool,
     /// 60–86400 (default 600).
     pub register_expires_s: Option<i64>,
+    /// How keys pressed on the other leg reach the carrier: `rfc4733` (default: RTP events),
+    /// `info` (SIP INFO), `auto` (INFO when its SDP lacks telephone-event).
+    pub dtmf: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -273,6 +276,7 @@ pub struct TrunkPatch {
     pub password: Option<String>,
     pub register: Option<bool>,
     pub register_expires_s: Option<i64>,
+    pub dtmf: Option<String>,
 }
 
 /// The checks `POST …/trunks` runs, on a request alone (the fuzz target's entry).
@@ -288,6 +292,7 @@ pub fn check_new_trunk(req: NewTrunk) -> Result<(), ApiError> {
         password: req.password,
         register: req.register,
         register_expires_s: req.register_expires_s.unwrap_or(600),
+        dtmf: req.dtmf.unwrap_or_else(|| "rfc4733".into()),
         version: 1,
         created_ms: 0,
         updated_ms: 0,
@@ -345,6 +350,12 @@ fn check_trunk(t: &Trunk) -> Result<(), ApiError> {
             "register_expires_s must be 60–86400",
         ));
     }
+    if crate::sip::config::DtmfMode::parse(&t.dtmf).is_none() {
+        return Err(ApiError::invalid(
+            "dtmf",
+            "dtmf must be rfc4733, info or auto",
+        ));
+    }
     Ok(())
 }
 
@@ -391,6 +402,7 @@ async fn create_trunk(
         password: req.password,
         register: req.register,
         register_expires_s: req.register_expires_s.unwrap_or(600),
+        dtmf: req.dtmf.unwrap_or_else(|| "rfc4733".into()),
         version: 1,
         created_ms: now,
         updated_ms: now,
@@ -459,6 +471,9 @@ async fn update_trunk(
     }
     if let Some(v) = req.register_expires_s {
         t.register_expires_s = v;
+    }
+    if let Some(v) = req.dtmf {
+        t.dtmf = v;
     }
     check_trunk(&t)?;
     t.version += 1;
@@ -547,7 +562,7 @@ async fn check_route(state: &ApiState, r: &Route) -> Result<(), ApiError> {
     match parse_target(&r.target) {
         None => Err(ApiError::invalid(
             "target",
-            "target is user:<account>, trunk:<name>, queue:<name> or uri:sip:user@ip:port",
+            "target is user:<account>, trunk:<name>, queue:<name>, conference:<room> or uri:sip:user@ip:port",
         )),
         Some(RouteTarget::Uri(uri)) => {
             if crate::sip::message::SipUri::parse(&uri)
@@ -577,6 +592,7 @@ async fn check_route(state: &ApiState, r: &Route) -> Result<(), ApiError> {
             Ok(())
         }
         Some(RouteTarget::User(user)) => check_slug("target", &user, 64),
+        Some(RouteTarget::Conference(room)) => check_slug("target", &room, 64),
         Some(RouteTarget::Queue(queue)) => {
             check_slug("target", &queue, 64)?;
             match state.storage.queue(&r.tenant, &queue).await {

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod contact_centre;
 pub mod directory;
 pub mod events;
+pub mod live_calls;
 pub mod metrics;
 pub mod monitor;
 pub mod records;
@@ -302,6 +303,16 @@ impl ApiError {
 
     pub fn not_found() -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such object")
+    }
+
+    /// The SIP engine answered a request with a reply of another kind (503: nothing the client
+    /// can fix).
+    pub fn unexpected_engine_answer() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the SIP engine gave an unexpected answer",
+        )
     }
 
     pub fn forbidden() -> ApiError {
@@ -863,6 +874,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .merge(contact_centre::routes())
         .merge(acd::routes())
         .merge(monitor::routes())
+        .merge(live_calls::routes())
         .merge(acd_stats::routes())
         .split_for_parts();
     let doc = Arc::new(openapi.to_json().unwrap_or_default());

@@ -132,16 +132,12 @@ async fn ask(
 ) -> Result<MonitorView, ApiError> {
     match state.ask_acd(tenant, AcdOp::Monitor { call, op }).await? {
         AcdReply::Monitor(view) => Ok(view),
-        _ => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the SIP engine gave an unexpected answer",
-        )),
+        _ => Err(ApiError::unexpected_engine_answer()),
     }
 }
 
 /// A call id from the path: 404 (not 400) for anything that is not one, as for any unknown
 /// object.
-fn call_id(text: &str) -> Result<u64, ApiError> {
+pub(super) fn call_id(text: &str) -> Result<u64, ApiError> {
     text.parse().map_err(|_| ApiError::not_found())
 }

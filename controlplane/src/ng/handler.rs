@@ -118,6 +118,9 @@ struct Stream {
     transcoding: bool,
     /// What each leg's SDP said about DTMF (`[A, B]`), for `play DTMF` and `block DTMF`.
     dtmf: [LegDtmf; 2],
+    /// An offer or answer carried rtpengine's `inject DTMF` flag: telephone events from a leg
+    /// are sounded as tones towards a leg whose SDP has G.711 but no telephone-event.
+    inject_dtmf: bool,
 }
 
 /// DTMF as one leg's peer takes it, from its last SDP.
@@ -129,6 +132,8 @@ struct LegDtmf {
     g711: Option<(u8, Codec)>,
     /// `block DTMF` is in force for the DTMF this leg sends.
     blocked: bool,
+    /// This leg's telephone events are sounded as tones in the other leg's G.711 audio.
+    tones_to_other: Option<(u8, Codec)>,
 }
 
 impl LegDtmf {
@@ -157,6 +162,7 @@ impl LegDtmf {
             events,
             g711,
             blocked: false,
+            tones_to_other: None,
         }
     }
 
@@ -173,6 +179,12 @@ impl LegDtmf {
                     codec,
                 }),
             block: self.blocked,
+            tones_to_other: self
+                .tones_to_other
+                .map(|(payload_type, codec)| InbandAudio {
+                    payload_type,
+                    codec,
+                }),
         }
     }
 
@@ -522,6 +534,7 @@ impl NgHandler {
                                 codec_offer: None,
                                 transcoding: false,
                                 dtmf: [LegDtmf::default(); 2],
+                                inject_dtmf: false,
                             })
                         }
                         Err(e) => {
@@ -542,9 +555,14 @@ impl NgHandler {
             };
             let mut stream = stream;
             if let Some(s) = stream.as_mut() {
-                let blocked = s.dtmf[sender as usize].blocked;
+                let LegDtmf {
+                    blocked,
+                    tones_to_other,
+                    ..
+                } = s.dtmf[sender as usize];
                 s.dtmf[sender as usize] = LegDtmf {
                     blocked,
+                    tones_to_other,
                     ..LegDtmf::from_sdp(m)
                 };
                 if blocked {
@@ -552,6 +570,24 @@ impl NgHandler {
                     let options = s.dtmf[sender as usize].options();
                     let r = media.set_dtmf(s.id, sender, options).await;
                     self.session_op(call_id, r, media).await?;
+                }
+                s.inject_dtmf |= req.has_flag("inject DTMF") || req.has_flag("inject-DTMF");
+                if s.inject_dtmf {
+                    // Once both SDPs are known (the answer), each direction from a leg with
+                    // events to one without them but with G.711.
+                    for leg in [LegIndex::A, LegIndex::B] {
+                        let (from, to) = (s.dtmf[leg as usize], s.dtmf[leg.other() as usize]);
+                        let tones = match (from.events, to.events) {
+                            (Some(_), None) => to.g711,
+                            _ => None,
+                        };
+                        if tones != from.tones_to_other {
+                            s.dtmf[leg as usize].tones_to_other = tones;
+                            let options = s.dtmf[leg as usize].options();
+                            let r = media.set_dtmf(s.id, leg, options).await;
+                            self.session_op(call_id, r, media).await?;
+                        }
+                    }
                 }
             }
             let edit = match stream.as_mut() {

@@ -487,12 +487,8 @@ fn play_dtmf_sends_the_key_to_the_other_participant_the_way_its_sdp_allows() {
     }
 }
 
-#[test]
-fn a_participant_without_telephone_event_hears_tones() {
-    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
-    send(&mut h, &m, OFFER).unwrap();
-    // The callee answers PCMA alone: the trace's answer without its telephone-event, the
-    // SDP's length fixed.
+/// The trace's answer without its telephone-event (PCMA alone), the SDP's length fixed.
+fn answer_without_telephone_event() -> String {
     let text = String::from_utf8(ANSWER.to_vec()).unwrap();
     let cut = text
         .replace(
@@ -501,8 +497,15 @@ fn a_participant_without_telephone_event_hears_tones() {
         )
         .replace("RTP/AVP 8 101", "RTP/AVP 8");
     let removed = ANSWER.len() - cut.len();
-    let wire = cut.replace("3:sdp186:", &format!("3:sdp{}:", 186 - removed));
-    let wire = wire.into_bytes();
+    cut.replace("3:sdp186:", &format!("3:sdp{}:", 186 - removed))
+}
+
+#[test]
+fn a_participant_without_telephone_event_hears_tones() {
+    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+    send(&mut h, &m, OFFER).unwrap();
+    // The callee answers PCMA alone.
+    let wire = answer_without_telephone_event().into_bytes();
     assert_eq!(
         field(&reply_dict(&send(&mut h, &m, &wire).unwrap()), "result"),
         "ok"
@@ -522,6 +525,38 @@ fn a_participant_without_telephone_event_hears_tones() {
         }
     );
     assert_eq!(sent[0].1, LegIndex::B);
+}
+
+#[test]
+fn with_inject_dtmf_events_towards_a_participant_without_telephone_event_become_tones() {
+    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+    send(&mut h, &m, OFFER).unwrap();
+    // The callee answers PCMA alone, with rtpengine's `inject DTMF` flag.
+    let plain = answer_without_telephone_event();
+    let wire = plain.replace("7:call-id", "5:flagsl11:inject DTMFe7:call-id");
+    assert_eq!(
+        field(
+            &reply_dict(&send(&mut h, &m, wire.as_bytes()).unwrap()),
+            "result"
+        ),
+        "ok"
+    );
+    let got = m.state.lock().unwrap().dtmf_options.clone();
+    let caller_events_as_tones = DtmfOptions {
+        event_payload_type: Some(101),
+        tones_to_other: Some(InbandAudio {
+            payload_type: 8,
+            codec: Codec::Pcma,
+        }),
+        ..DtmfOptions::default()
+    };
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].1, got[0].2), (LegIndex::A, caller_events_as_tones));
+    // Without the flag nothing is translated.
+    let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+    send(&mut h, &m, OFFER).unwrap();
+    send(&mut h, &m, plain.as_bytes()).unwrap();
+    assert!(m.state.lock().unwrap().dtmf_options.is_empty());
 }
 
 #[test]
@@ -549,11 +584,13 @@ fn block_dtmf_for_one_participant_or_both_and_unblock() {
             codec: Codec::Pcma,
         }),
         block: true,
+        tones_to_other: None,
     };
     let unblocked = DtmfOptions {
         event_payload_type: Some(101),
         inband: None,
         block: false,
+        tones_to_other: None,
     };
     let id = got[0].0;
     assert_eq!(

@@ -26,11 +26,17 @@ use tandem_dataplane::api::{
 mod callback;
 #[cfg(test)]
 pub(crate) use callback::callback_number as callback_number_of;
+#[path = "conference.rs"]
+mod conference;
 #[path = "contact_centre.rs"]
 mod contact_centre;
+#[path = "live_calls.rs"]
+mod live_calls;
 #[path = "monitor.rs"]
 mod monitor;
 use contact_centre::{ContactCentre, Queued};
+#[path = "dtmf_info.rs"]
+mod dtmf_info;
 #[path = "transcoding.rs"]
 mod transcoding;
 use monitor::Monitor;
@@ -92,11 +98,12 @@ pub enum MediaOp {
         session: SessionId,
         codecs: Option<[LegCodec; 2]>,
     },
-    /// Report the keys a leg's peer presses (RFC 4733 on this payload type).
+    /// How the keys a leg's peer presses are heard (RFC 4733 payload type, in-band tones) and
+    /// whether they are kept from the other leg.
     SetDtmf {
         session: SessionId,
         leg: LegIndex,
-        payload_type: Option<u8>,
+        options: tandem_dataplane::api::DtmfOptions,
     },
     /// A supervisor's session for monitoring `call`, on `core` (the core of the call's session).
     CreateSupervisor {
@@ -120,6 +127,20 @@ pub enum MediaOp {
     /// Deletes a supervisor's session (which ends its monitor).
     DeleteSupervisor {
         session: SessionId,
+    },
+    /// A conference member's session (leg A towards the caller at `a`, leg B unused) on the
+    /// core of room `conference` (the shell picks it from the id, so a room stays on one).
+    CreateInConference {
+        call: CallId,
+        conference: u32,
+        a: LegParams,
+    },
+    /// The member's session joins room `conference`, its caller speaking `codec`.
+    JoinConference {
+        call: CallId,
+        session: SessionId,
+        conference: u32,
+        codec: LegCodec,
     },
     /// Send keys to a leg's peer inside its RTP stream (a SIP INFO's key, as RFC 4733).
     SendDtmf {
@@ -352,6 +373,8 @@ struct Call {
     queue: Option<Queued>,
     /// Codec negotiation across the legs: the offer sent on, the transcoding plan.
     transcoding: transcoding::CallCodecs,
+    /// Keys sent as SIP INFO to a peer that takes them that way.
+    info_dtmf: dtmf_info::InfoDtmf,
 }
 
 impl Call {
@@ -445,6 +468,8 @@ enum Pending {
     Invite(CallId),
     /// A request relayed from one leg to the other; its response goes back on `server`.
     Relay(Box<RelayedRequest>),
+    /// Our INFO carrying a key to this side's peer.
+    DtmfInfo(CallId, Side),
     Bye,
     /// Our REGISTER at a trunk.
     TrunkRegister(String),
@@ -498,6 +523,10 @@ pub struct Engine {
     cc: ContactCentre,
     /// Supervisor monitors by the call they monitor (one each), and their dialogs.
     monitors: HashMap<CallId, Monitor>,
+    /// Calls in a conference room, by the room's id (`conference.rs`); the ids of the rooms
+    /// the routes name, by (tenant, room), given out as calls first reach them.
+    conference_calls: HashMap<CallId, u32>,
+    rooms: HashMap<(String, String), u32>,
     monitor_dialogs: HashMap<(String, String), CallId>,
 }
 
@@ -554,6 +583,8 @@ impl Engine {
             calls: HashMap::new(),
             dialogs: HashMap::new(),
             monitors: HashMap::new(),
+            conference_calls: HashMap::new(),
+            rooms: HashMap::new(),
             monitor_dialogs: HashMap::new(),
             invites: HashMap::new(),
             pending: HashMap::new(),
@@ -767,6 +798,8 @@ impl Engine {
                     self.dial_customer(now, call);
                 } else if c.queue.is_some() {
                     self.enter_queue(now, call);
+                } else if let Some(&conference) = self.conference_calls.get(&call) {
+                    self.answer_conference(now, call, conference);
                 } else {
                     self.send_b_invite(now, call);
                 }
@@ -1080,6 +1113,10 @@ impl Engine {
 
         // Trusted trunks by source address; everyone else authenticates as a SIP account.
         let from_trunk = self.cfg.trunk_for_source(ip).is_some();
+        let a_dtmf = self
+            .cfg
+            .trunk_for_source(ip)
+            .map_or(Default::default(), |t| t.dtmf);
         let caller_tenant = match self.cfg.trunk_for_source(ip) {
             Some(trunk) => trunk.tenant.clone(),
             None => match self.authenticate(now, tx, &req, peer, "Proxy-Authorization", 407) {
@@ -1125,10 +1162,16 @@ impl Engine {
             },
             _ => None,
         };
+        let b_dtmf = match &route.target {
+            RouteTarget::Trunk(name) => self.cfg.trunk(name).map(|t| t.dtmf),
+            _ => None,
+        }
+        .unwrap_or_default();
         let (target_uri, target_peer) = match &route.target {
             // Which agent's device takes the call is decided later; the caller's own address
             // stands in until then.
             RouteTarget::Queue(name) => (format!("queue:{name}"), peer),
+            RouteTarget::Conference(room) => (format!("conference:{room}"), peer),
             target => match self.resolve(now, &tenant, target, &number) {
                 Ok(target) => target,
                 Err(code) => {
@@ -1254,6 +1297,7 @@ impl Engine {
                     ..q
                 }),
                 transcoding: Default::default(),
+                info_dtmf: dtmf_info::InfoDtmf::new(a_dtmf, b_dtmf),
             },
         );
         self.next_call = id;
@@ -1264,11 +1308,23 @@ impl Engine {
             from: caller,
             to: number,
         }));
-        self.actions.push(Action::Media(MediaOp::Create {
-            call: id,
-            a: a_params,
-            b: LegParams::default(),
-        }));
+        let create = match &route.target {
+            RouteTarget::Conference(room) => {
+                let conference = self.room_id(&route.tenant, room);
+                self.conference_calls.insert(id, conference);
+                MediaOp::CreateInConference {
+                    call: id,
+                    conference,
+                    a: a_params,
+                }
+            }
+            _ => MediaOp::Create {
+                call: id,
+                a: a_params,
+                b: LegParams::default(),
+            },
+        };
+        self.actions.push(Action::Media(create));
     }
 
     /// Where a route target lives now: a registered binding (480 when none), a fixed URI, or a
@@ -1293,8 +1349,9 @@ impl Engine {
                 let transport = Transport::parse(parsed.transport()).unwrap_or(Transport::Udp);
                 Ok((uri.clone(), Peer { transport, addr }))
             }
-            // Queued calls are offered to agents by the ACD, not sent to one target.
-            RouteTarget::Queue(_) => Err(480),
+            // Queued calls are offered to agents by the ACD, not sent to one target; a room is
+            // entered by a caller's own INVITE only.
+            RouteTarget::Queue(_) | RouteTarget::Conference(_) => Err(480),
             RouteTarget::Trunk(name) => {
                 let trunk = self.cfg.trunk(name.as_str()).ok_or(500u16)?;
                 let uri = format!("sip:{}@{}", number.trim_start_matches('+'), trunk.address);
@@ -1442,6 +1499,10 @@ impl Engine {
             }
             Some(Pending::Bye | Pending::Ignore) if code >= 200 => {
                 self.pending.remove(&tx);
+            }
+            Some(&Pending::DtmfInfo(call, side)) if code >= 200 => {
+                self.pending.remove(&tx);
+                self.info_dtmf_done(now, call, side);
             }
             Some(Pending::Offer(call)) => {
                 let call = *call;
@@ -1691,6 +1752,7 @@ impl Engine {
         }
         self.actions
             .push(Action::Event(SipEvent::CallAnswered { call, tenant }));
+        self.arm_dtmf(call);
     }
 
     /// Ends a call that was never answered: the final response goes to the caller.
@@ -1787,6 +1849,7 @@ impl Engine {
         let Some(c) = self.calls.remove(&call) else {
             return;
         };
+        self.conference_calls.remove(&call);
         self.end_monitor(now, call, "call ended");
         self.dialogs
             .remove(&(c.a.call_id.clone(), c.a.local_tag.clone()));
@@ -2131,6 +2194,7 @@ impl Engine {
                     r.auth_tried = false;
                 }
             }
+            Some(Pending::DtmfInfo(call, side)) => self.info_dtmf_done(now, call, side),
             Some(Pending::Bye | Pending::Ignore) | None => {}
         }
     }

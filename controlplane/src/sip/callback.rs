@@ -78,7 +78,6 @@ impl Engine {
         // The contact lives on without this call.
         self.stop_music(call);
         self.drop_offers(now, call);
-        let contact_header = self.contact.clone();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -93,14 +92,23 @@ impl Engine {
             self.fail_call(now, call, 480, Disposition::NoAnswer, "callback");
             return;
         };
-        let c = self.calls.get_mut(&call).expect("checked");
+        self.answer_with_our_sdp(now, call, sdp);
+    }
+
+    /// Answers the caller of an unanswered call ourselves (200 with `sdp`, our SDP): no leg B
+    /// answered it.
+    pub(super) fn answer_with_our_sdp(&mut self, now: Now, call: CallId, sdp: String) {
+        let contact = self.contact.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         c.state = CallState::Answered;
         c.final_code = 200;
         c.disposition = Disposition::Answered;
         c.answered_unix_ms = Some(now.unix_ms);
         c.setup_ms = Some(now.mono.saturating_duration_since(c.started).as_millis() as u64);
         let mut ok = Message::response_to(&c.a_request, 200, Some(&c.a.local_tag));
-        ok.push("Contact", contact_header);
+        ok.push("Contact", contact);
         ok.push("Allow", ALLOW);
         ok.set_body("application/sdp", sdp.into_bytes());
         let (a_invite, tenant) = (c.a_invite, c.tenant.clone());
@@ -153,7 +161,7 @@ impl Engine {
             .route(&tenant, &number)
             .or_else(|| self.cfg.route(&tenant, &origin.raw));
         let resolved = match route.as_ref().map(|r| &r.target) {
-            None | Some(RouteTarget::Queue(_)) => Err(404),
+            None | Some(RouteTarget::Queue(_) | RouteTarget::Conference(_)) => Err(404),
             Some(target) => self.resolve(now, &tenant, target, &number),
         };
         let over_limit = self.calls.len() >= self.cfg.max_calls
@@ -257,6 +265,7 @@ impl Engine {
                 direction,
                 queue: Some(queued),
                 transcoding: Default::default(),
+                info_dtmf: Default::default(),
             },
         );
         self.cc.callback_calls.insert(contact, id);
@@ -362,7 +371,6 @@ impl Engine {
         let ack = a.request(Method::Ack, &contact_header);
         let peer = a.peer;
         let ack_bytes = self.tx.send_ack(ack, peer);
-        let c = self.calls.get_mut(&call).expect("checked");
         c.state = CallState::Answered;
         c.final_code = 200;
         c.disposition = Disposition::Answered;
@@ -381,9 +389,10 @@ impl Engine {
         d.ack = Some(ack_bytes);
         let (Some(answer), Some(params)) = (answer, params) else {
             // Nothing to bridge to: hang up; leaving the ACD reports the failed attempt.
-            let c = self.calls.get_mut(&call).expect("checked");
-            c.ended_by = "system";
-            c.final_code = 488;
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.ended_by = "system";
+                c.final_code = 488;
+            }
             self.hang_up_both(now, call, None);
             return;
         };
@@ -396,7 +405,10 @@ impl Engine {
                 params,
             }));
         }
-        let c = self.calls.get_mut(&call).expect("checked");
+        // Fetched again after the callback's borrow of the engine; nothing above removes it.
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         c.codecs = codec_names(&answer);
         c.sdp[0] = answer;
         let tenant = c.tenant.clone();

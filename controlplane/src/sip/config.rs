@@ -155,6 +155,50 @@ pub struct TrunkConfig {
     pub register: bool,
     #[serde(default = "default_trunk_expires")]
     pub register_expires_s: u32,
+    /// How keys pressed on the other leg of a call reach this trunk.
+    #[serde(default)]
+    pub dtmf: DtmfMode,
+}
+
+/// How a peer is sent the keys pressed on the other leg of its call.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DtmfMode {
+    /// RFC 4733 events in its RTP stream (relayed as they came; in-band tones pass in the audio).
+    #[default]
+    Rfc4733,
+    /// In-dialog SIP INFO (`application/dtmf-relay`), one per key; nothing of the keys in RTP.
+    Info,
+    /// `Info` when its SDP does not take `telephone-event/8000`, else `Rfc4733`.
+    Auto,
+}
+
+impl DtmfMode {
+    pub fn parse(s: &str) -> Option<DtmfMode> {
+        match s {
+            "rfc4733" => Some(DtmfMode::Rfc4733),
+            "info" => Some(DtmfMode::Info),
+            "auto" => Some(DtmfMode::Auto),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DtmfMode::Rfc4733 => "rfc4733",
+            DtmfMode::Info => "info",
+            DtmfMode::Auto => "auto",
+        }
+    }
+
+    /// Whether a peer is sent keys as SIP INFO, given whether its SDP takes telephone-event.
+    pub fn sends_info(self, takes_events: bool) -> bool {
+        match self {
+            DtmfMode::Rfc4733 => false,
+            DtmfMode::Info => true,
+            DtmfMode::Auto => !takes_events,
+        }
+    }
 }
 
 fn default_trunk_expires() -> u32 {
@@ -168,8 +212,9 @@ pub struct RouteConfig {
     /// Dialled user part: exact (`2000`), prefix (`44*`) or anything (`*`).
     #[serde(rename = "match")]
     pub pattern: String,
-    /// `user:<name>` (a registered account), `uri:sip:…` (a fixed target), `trunk:<name>` or
-    /// `queue:<name>` (the tenant's ACD queue).
+    /// `user:<name>` (a registered account), `uri:sip:…` (a fixed target), `trunk:<name>`,
+    /// `queue:<name>` (the tenant's ACD queue) or `conference:<room>` (a room of the tenant's,
+    /// mixed on one core: every call routed there hears all the others).
     pub target: String,
 }
 
@@ -179,6 +224,7 @@ pub enum RouteTarget {
     Uri(String),
     Trunk(String),
     Queue(String),
+    Conference(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +280,7 @@ pub fn parse_target(target: &str) -> Option<RouteTarget> {
         "uri" if value.starts_with("sip:") => Some(RouteTarget::Uri(value.to_string())),
         "trunk" if !value.is_empty() => Some(RouteTarget::Trunk(value.to_string())),
         "queue" if !value.is_empty() => Some(RouteTarget::Queue(value.to_string())),
+        "conference" if !value.is_empty() => Some(RouteTarget::Conference(value.to_string())),
         _ => None,
     }
 }

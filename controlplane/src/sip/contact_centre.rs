@@ -257,7 +257,7 @@ impl ContactCentre {
             .copied()
     }
 
-    fn queue_name(&self, id: QueueId) -> Option<String> {
+    pub(super) fn queue_name(&self, id: QueueId) -> Option<String> {
         self.queue_defs.get(&id).map(|d| d.name.clone())
     }
 
@@ -708,7 +708,10 @@ impl Engine {
                 self.actions.push(Action::Media(MediaOp::SetDtmf {
                     session,
                     leg: LegIndex::A,
-                    payload_type: Some(pt),
+                    options: tandem_dataplane::api::DtmfOptions {
+                        event_payload_type: Some(pt),
+                        ..Default::default()
+                    },
                 }));
             }
         }
@@ -791,6 +794,7 @@ impl Engine {
 
     /// A key the data plane heard on a leg: the queue's leave key takes a waiting caller out.
     pub fn media_dtmf(&mut self, now: Now, session: SessionId, leg: LegIndex, digit: char) {
+        self.info_dtmf_key(now, session, leg, digit);
         if leg != LegIndex::A {
             return;
         }
@@ -1787,6 +1791,7 @@ impl Engine {
         let now_ms = self.acd_now(now);
         let result = match op {
             AcdOp::Monitor { call, op } => return self.monitor_request(now, tenant, call, op),
+            AcdOp::Calls { call } => return self.live_calls(tenant, call),
             AcdOp::Agent { agent, action } => {
                 let id = self
                     .cc

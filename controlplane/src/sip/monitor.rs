@@ -114,7 +114,7 @@ impl Engine {
         result.map(AcdReply::Monitor)
     }
 
-    fn monitor_view(&self, call: CallId) -> Option<MonitorView> {
+    pub(super) fn monitor_view(&self, call: CallId) -> Option<MonitorView> {
         self.monitors.get(&call).map(|m| MonitorView {
             call,
             supervisor: m.supervisor.clone(),
@@ -475,7 +475,7 @@ fn answer_leg_codec(sdp: &str) -> Option<LegCodec> {
 }
 
 /// The first format of an offer the cores can mix (`only`: of that codec).
-fn offered_leg_codec(sdp: &str, only: Option<Codec>) -> Option<LegCodec> {
+pub(super) fn offered_leg_codec(sdp: &str, only: Option<Codec>) -> Option<LegCodec> {
     let formats = audio_formats(sdp)?;
     let format = formats
         .iter()

@@ -11,7 +11,7 @@ use tandem_dataplane::api::{Codec, CodecOptions, LegCodec, MonitorMode};
 const BOSS: &str = "192.168.1.12:5060";
 const SDP_BOSS: &str = "v=0\r\no=s 1 1 IN IP4 192.168.1.12\r\ns=-\r\nc=IN IP4 192.168.1.12\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
 
-fn session(slot: u32) -> SessionId {
+pub(super) fn session(slot: u32) -> SessionId {
     SessionId {
         core: 3,
         slot,
@@ -21,7 +21,7 @@ fn session(slot: u32) -> SessionId {
 
 /// `config()` with the supervisor `boss` (another user of acme) registered, and `alien`, a user
 /// of another tenant.
-fn harness() -> Harness {
+pub(super) fn harness() -> Harness {
     let mut cfg = config();
     cfg.tenants.push(TenantConfig {
         name: "other".into(),
@@ -45,7 +45,7 @@ fn harness() -> Harness {
 
 /// A call (`mon-1`) ringing its callee, on session 1 of core 3; returns the engine's call id
 /// and B's INVITE.
-fn ringing_call(h: &mut Harness) -> (u64, Message) {
+pub(super) fn ringing_call(h: &mut Harness) -> (u64, Message) {
     let out = h.feed(
         &invite("z9hG4bKm1", "mon-1", "5551234", SDP_A),
         "10.0.0.1:5060",
@@ -114,7 +114,7 @@ fn deleted_supervisor(actions: &[Action]) -> Option<SessionId> {
 /// Starts a monitor of `call` in `mode`: the supervisor's session is made on the call's core
 /// (session 2) and the supervisor's phone rung with a G.711 offer on its leg A. Returns the
 /// INVITE.
-fn ring_boss(h: &mut Harness, call: u64, mode: SupervisorMode) -> Message {
+pub(super) fn ring_boss(h: &mut Harness, call: u64, mode: SupervisorMode) -> Message {
     let Ok(AcdReply::Monitor(view)) = ask(h, "acme", call, start(mode)) else {
         panic!("monitor refused");
     };
@@ -142,7 +142,7 @@ fn ring_boss(h: &mut Harness, call: u64, mode: SupervisorMode) -> Message {
     invite
 }
 
-fn boss_answers(h: &mut Harness, invite: &Message) -> Vec<Action> {
+pub(super) fn boss_answers(h: &mut Harness, invite: &Message) -> Vec<Action> {
     h.feed(&response_from(invite, 180, "boss", None), BOSS);
     h.feed(&response_from(invite, 200, "boss", Some(SDP_BOSS)), BOSS)
 }

@@ -339,6 +339,8 @@ pub enum AcdOp {
     SetPriority { contact: u64, priority: i32 },
     /// Supervisor monitoring of a live call (`sip/monitor.rs`).
     Monitor { call: u64, op: MonitorOp },
+    /// The tenant's live calls (`sip/live_calls.rs`), or the one call named.
+    Calls { call: Option<u64> },
 }
 
 /// What the API asks of a call's supervisor monitor.
@@ -386,6 +388,49 @@ pub struct MonitorView {
     pub state: String,
 }
 
+/// A call in progress as the SIP engine has it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct LiveCallView {
+    /// The id `call.*` events and the monitor endpoint use; its call record gets it too.
+    pub call: u64,
+    /// `ringing` (the callee, or a called-back customer, is being rung), `early` (the callee
+    /// sent early media), `queued` (waiting in an ACD queue, its agents' phones ringing or
+    /// not), `answered`, `ending` (hung up, the record being written).
+    pub state: String,
+    /// `inbound` (from a trunk), `outbound` (to a trunk) or `internal`.
+    pub direction: String,
+    /// The callee's SIP URI as routed; empty while the call waits in a queue for an agent.
+    pub target: String,
+    /// The caller's From URI (a callback: the tenant's own number, as Tandem dials from it).
+    pub from: String,
+    /// The dialled number.
+    pub to: String,
+    /// The ACD queue the call is in or came through.
+    pub queue: Option<String>,
+    /// The agent who took it (a queued call, once an agent's phone answered).
+    pub agent: Option<String>,
+    pub started_unix_ms: u64,
+    pub answered_unix_ms: Option<u64>,
+    /// The caller's leg (A) and the callee's or agent's (B).
+    pub legs: [LiveLegView; 2],
+    /// The data plane converts between the legs' codecs (they differ).
+    pub transcoded: bool,
+    /// A supervisor monitoring the call.
+    pub monitor: Option<MonitorView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct LiveLegView {
+    /// The codec the leg's phone sends and receives as the SDP names it (`PCMA`, `G729`,
+    /// `opus`); null until an answer settled it.
+    pub codec: Option<String>,
+    /// The RTP received from the leg's peer so far, as the data plane measures it (loss,
+    /// jitter, round trip, MOS; see call records); null before any RTP, or when the data plane
+    /// did not answer in time.
+    #[schema(value_type = Option<Object>)]
+    pub quality: Option<serde_json::Value>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "action", deny_unknown_fields)]
 pub enum AgentAction {
@@ -415,6 +460,7 @@ pub enum AcdReply {
     Queues(Vec<QueueStatusView>),
     Agents(Vec<AgentStatusView>),
     Monitor(MonitorView),
+    Calls(Vec<LiveCallView>),
 }
 
 /// Why the ACD refused a request; the API maps `NotFound` to 404, the rest to 409/422.

@@ -12,6 +12,7 @@
 
 use super::b2bua::{Action, CallId, CallRecord, Engine, MediaOp, Now, SipEvent};
 use super::message::{stream_frame_len, MAX_MESSAGE_BYTES};
+use super::queues::{AcdRefusal, AcdReply};
 use super::transaction::{Peer, Transport};
 use crate::media::{DataPlaneClient, TimedOut};
 use std::collections::{HashMap, VecDeque};
@@ -109,6 +110,10 @@ enum Inbound {
         result: Result<(SessionId, [u16; 2]), CoreError>,
     },
     SupervisorAttached {
+        call: CallId,
+        result: Result<(), CoreError>,
+    },
+    ConferenceJoined {
         call: CallId,
         result: Result<(), CoreError>,
     },
@@ -242,7 +247,15 @@ async fn run_loop(
             },
             Some(request) = acd_request => {
                 let super::queues::AcdRequest { tenant, op, reply } = request;
-                let _ = reply.send(engine.acd_request(now(), &tenant, op));
+                match engine.acd_request(now(), &tenant, op) {
+                    Ok(AcdReply::Calls(calls)) => {
+                        let sessions = calls.iter().map(|c| engine.call_session(c.call)).collect();
+                        tokio::spawn(answer_with_quality(media.clone(), calls, sessions, reply));
+                    }
+                    answer => {
+                        let _ = reply.send(answer);
+                    }
+                }
             }
             Some(update) = directory => {
                 let generation = match &update {
@@ -294,6 +307,9 @@ async fn run_loop(
                 }
                 Inbound::SupervisorAttached { call, result } => {
                     engine.supervisor_attached(now(), call, result)
+                }
+                Inbound::ConferenceJoined { call, result } => {
+                    engine.conference_joined(now(), call, result)
                 }
                 Inbound::Durable(call) => {
                     for batch in held.iter_mut() {
@@ -533,6 +549,37 @@ async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, Sock
     }
 }
 
+/// How long the live calls' quality queries may take together: the API waits 2 s for the
+/// whole answer.
+const LIVE_QUALITY_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// Answers the API's live calls with each leg's quality so far, asked of the calls' data-plane
+/// cores one after another (off the SIP task: the engine goes on meanwhile). Calls not reached
+/// within [`LIVE_QUALITY_WAIT`], or whose session has gone, are answered without it.
+async fn answer_with_quality(
+    media: Arc<DataPlaneClient>,
+    mut calls: Vec<super::queues::LiveCallView>,
+    sessions: Vec<Option<SessionId>>,
+    reply: oneshot::Sender<Result<AcdReply, AcdRefusal>>,
+) {
+    let deadline = tokio::time::Instant::now() + LIVE_QUALITY_WAIT;
+    for (call, session) in calls.iter_mut().zip(sessions) {
+        let Some(session) = session else {
+            continue;
+        };
+        let stats = match tokio::time::timeout_at(deadline, media.query(session)).await {
+            Ok(Ok(stats)) => stats,
+            Ok(Err(_)) => continue,
+            Err(_) => break,
+        };
+        for (leg, stats) in call.legs.iter_mut().zip(&stats.legs) {
+            let quality = crate::quality::json(&stats.quality);
+            leg.quality = (!quality.is_null()).then_some(quality);
+        }
+    }
+    let _ = reply.send(Ok(AcdReply::Calls(calls)));
+}
+
 fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inbound>) {
     spawn_in_order(async move {
         match op {
@@ -588,15 +635,30 @@ fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inb
             MediaOp::SetDtmf {
                 session,
                 leg,
-                payload_type,
+                options,
             } => {
-                let options = tandem_dataplane::api::DtmfOptions {
-                    event_payload_type: payload_type,
-                    ..Default::default()
-                };
                 if let Err(e) = media.set_dtmf(session, leg, options).await {
                     tracing::debug!("media set-dtmf failed: {e:?}");
                 }
+            }
+            MediaOp::CreateInConference {
+                call,
+                conference,
+                a,
+            } => {
+                let core = media.conference_core(conference);
+                let none = tandem_dataplane::api::LegParams::default();
+                let result = media.create_on(core, a, none).await;
+                let _ = inbox.send(Inbound::Created { call, result }).await;
+            }
+            MediaOp::JoinConference {
+                call,
+                session,
+                conference,
+                codec,
+            } => {
+                let result = media.join_conference(session, conference, codec).await;
+                let _ = inbox.send(Inbound::ConferenceJoined { call, result }).await;
             }
             MediaOp::CreateSupervisor { call, core } => {
                 let none = tandem_dataplane::api::LegParams::default();

@@ -269,6 +269,7 @@ fn config() -> SipConfig {
             password: None,
             register: false,
             register_expires_s: 600,
+            dtmf: Default::default(),
         }],
         routes: vec![
             RouteConfig {
@@ -1091,6 +1092,141 @@ fn sip_info_dtmf_to_a_peer_with_telephone_event_becomes_rfc_4733_and_is_answered
         .expect("200");
     assert_eq!(ok.1.cseq(), Some((3, Method::Info)));
     assert_eq!(ok.0, "10.0.0.2:5060".parse::<SocketAddr>().unwrap());
+}
+
+/// The callee answers `b_invite` with SDP_B: the `SetDtmf` requests that follow (leg, options).
+fn dtmf_set_at_answer(
+    h: &mut Harness,
+    b_invite: &Message,
+) -> Vec<(LegIndex, tandem_dataplane::api::DtmfOptions)> {
+    let out = h.feed(
+        &response_from(b_invite, 200, "btag", Some(SDP_B)),
+        "10.0.0.2:5060",
+    );
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Media(MediaOp::SetDtmf { leg, options, .. }) => Some((*leg, *options)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The keys pressed on `leg` (as the data plane reports them), then what the engine sends.
+fn keys_heard(h: &mut Harness, leg: LegIndex, keys: &str) -> Vec<(SocketAddr, Message)> {
+    let session = SessionId {
+        core: 0,
+        slot: 1,
+        generation: 1,
+    };
+    let now = h.now();
+    for key in keys.chars() {
+        h.engine.media_dtmf(now, session, leg, key);
+    }
+    sent(&h.engine.drain().collect::<Vec<_>>())
+}
+
+#[test]
+fn keys_heard_on_one_leg_go_to_an_info_peer_as_sip_info_one_at_a_time() {
+    use super::config::DtmfMode;
+    use tandem_dataplane::api::{Codec, DtmfOptions, InbandAudio};
+    // The carrier is on both legs here: `auto` sends INFO to the callee (SDP_B: no
+    // telephone-event) and events to the caller (SDP_A takes them).
+    let mut cfg = config();
+    cfg.trunks[0].dtmf = DtmfMode::Auto;
+    let mut h = harness_with(cfg);
+    let b_invite = start_call(&mut h, "info-out");
+    let armed = dtmf_set_at_answer(&mut h, &b_invite);
+    assert_eq!(
+        armed,
+        vec![(
+            LegIndex::A,
+            DtmfOptions {
+                event_payload_type: Some(101),
+                inband: Some(InbandAudio {
+                    payload_type: 8,
+                    codec: Codec::Pcma
+                }),
+                block: true,
+                tones_to_other: None,
+            }
+        )],
+        "the caller's keys are heard (events and PCMA tones) and kept from the callee's stream"
+    );
+
+    // Keys from the callee: the caller takes events, so no INFO.
+    assert!(keys_heard(&mut h, LegIndex::B, "9").is_empty());
+
+    // Three keys from the caller: the first goes at once, the others wait for its answer.
+    let msgs = keys_heard(&mut h, LegIndex::A, "57#");
+    assert_eq!(msgs.len(), 1, "one INFO at a time");
+    let (to, info) = &msgs[0];
+    assert_eq!(*to, "10.0.0.2:5060".parse::<SocketAddr>().unwrap());
+    assert_eq!(info.method(), Some(&Method::Info));
+    assert_eq!(info.request_uri(), Some("sip:callee@10.0.0.2:5060"));
+    assert_eq!(info.call_id(), b_invite.call_id());
+    assert_eq!(info.from_tag(), b_invite.from_tag());
+    assert_eq!(info.to_tag(), Some("btag"));
+    assert_eq!(info.cseq(), Some((2, Method::Info)));
+    assert_eq!(info.content_type(), Some("application/dtmf-relay"));
+    assert_eq!(info.body_str(), Some("Signal=5\r\nDuration=250\r\n"));
+
+    // Retransmissions of the first INFO (timer E) until it is answered; no second INFO.
+    let later = sent(&h.advance(600));
+    let infos: Vec<_> = later
+        .iter()
+        .filter(|(_, m)| m.method() == Some(&Method::Info))
+        .collect();
+    assert!(!infos.is_empty());
+    assert!(infos
+        .iter()
+        .all(|(_, m)| m.cseq() == Some((2, Method::Info))));
+    let out = h.feed(
+        &Message::response_to(info, 200, None).to_bytes(),
+        "10.0.0.2:5060",
+    );
+    let msgs = sent(&out);
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].1.cseq(), Some((3, Method::Info)));
+    assert_eq!(msgs[0].1.body_str(), Some("Signal=7\r\nDuration=250\r\n"));
+
+    // A refusal does not stop the queue: each key is its own request.
+    let out = h.feed(
+        &Message::response_to(&msgs[0].1, 415, None).to_bytes(),
+        "10.0.0.2:5060",
+    );
+    let msgs = sent(&out);
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].1.cseq(), Some((4, Method::Info)));
+    assert_eq!(msgs[0].1.body_str(), Some("Signal=#\r\nDuration=250\r\n"));
+    let out = h.feed(
+        &Message::response_to(&msgs[0].1, 200, None).to_bytes(),
+        "10.0.0.2:5060",
+    );
+    assert!(sent(&out).is_empty(), "queue empty");
+}
+
+#[test]
+fn with_the_default_dtmf_mode_events_towards_a_peer_without_telephone_event_become_tones() {
+    use tandem_dataplane::api::{Codec, DtmfOptions, InbandAudio};
+    let mut h = Harness::new();
+    let b_invite = start_call(&mut h, "info-default");
+    // The caller sends events (SDP_A), the callee takes PCMA alone (SDP_B).
+    let armed = dtmf_set_at_answer(&mut h, &b_invite);
+    assert_eq!(
+        armed,
+        vec![(
+            LegIndex::A,
+            DtmfOptions {
+                event_payload_type: Some(101),
+                tones_to_other: Some(InbandAudio {
+                    payload_type: 8,
+                    codec: Codec::Pcma
+                }),
+                ..DtmfOptions::default()
+            }
+        )]
+    );
+    assert!(keys_heard(&mut h, LegIndex::A, "1").is_empty(), "no INFO");
 }
 
 #[test]
@@ -2088,7 +2224,10 @@ mod queue_directory {
             a,
             Action::Media(MediaOp::SetDtmf {
                 leg: LegIndex::A,
-                payload_type: Some(101),
+                options: tandem_dataplane::api::DtmfOptions {
+                    event_payload_type: Some(101),
+                    ..
+                },
                 ..
             })
         )));
@@ -2505,5 +2644,9 @@ mod announcements {
     }
 }
 
+#[path = "conference_tests.rs"]
+mod conference_tests;
+#[path = "live_calls_tests.rs"]
+mod live_calls_tests;
 #[path = "monitor_tests.rs"]
 mod monitor_tests;

@@ -34,6 +34,13 @@ impl CallCodecs {
     pub(super) fn plan(&self) -> Option<[LegCodec; 2]> {
         self.plan
     }
+
+    /// The codec each leg (A, B) settled on by the last answer, as the SDP named it.
+    pub(super) fn leg_codecs(&self) -> [Option<&str>; 2] {
+        self.active
+            .each_ref()
+            .map(|s| s.as_ref().map(|s| s.name.as_str()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -247,6 +247,8 @@ pub struct Trunk {
     pub password: Option<String>,
     pub register: bool,
     pub register_expires_s: i64,
+    /// How keys pressed on the other leg reach this trunk: `rfc4733` (default), `info`, `auto`.
+    pub dtmf: String,
     pub version: i64,
     pub created_ms: i64,
     pub updated_ms: i64,
@@ -265,6 +267,7 @@ impl FromRow for Trunk {
             password: r.col("password")?,
             register: r.col::<i64>("register")? != 0,
             register_expires_s: r.col("register_expires_s")?,
+            dtmf: r.col("dtmf")?,
             version: r.col("version")?,
             created_ms: r.col("created_ms")?,
             updated_ms: r.col("updated_ms")?,
@@ -521,6 +524,7 @@ impl Directory {
                         password: t.password.clone(),
                         register: t.register,
                         register_expires_s: t.register_expires_s.clamp(60, 86400) as u32,
+                        dtmf: crate::sip::config::DtmfMode::parse(&t.dtmf).unwrap_or_default(),
                     })
                 })
                 .collect(),
@@ -623,6 +627,7 @@ impl Storage {
                     password: t.password.clone(),
                     register: t.register,
                     register_expires_s: t.register_expires_s as i64,
+                    dtmf: t.dtmf.as_str().to_string(),
                     version: 1,
                     created_ms: now,
                     updated_ms: now,
@@ -1185,7 +1190,7 @@ impl Storage {
     // ---- trunks ----
 
     pub async fn create_trunk(&self, t: &Trunk) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO trunks (id, tenant, name, address, allow_json, username, password, register, register_expires_s, version, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+        sqlx::query("INSERT INTO trunks (id, tenant, name, address, allow_json, username, password, register, register_expires_s, version, created_ms, updated_ms, dtmf) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
             .bind(&t.id)
             .bind(&t.tenant)
             .bind(&t.name)
@@ -1198,6 +1203,7 @@ impl Storage {
             .bind(t.version)
             .bind(t.created_ms)
             .bind(t.updated_ms)
+            .bind(&t.dtmf)
             .execute(&self.pool)
             .await
             .map_err(|e| conflict(e, "a trunk with this name"))?;
@@ -1217,7 +1223,7 @@ impl Storage {
     }
 
     pub async fn update_trunk(&self, t: &Trunk) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE trunks SET address = $1, allow_json = $2, username = $3, password = $4, register = $5, register_expires_s = $6, version = $7, updated_ms = $8 WHERE id = $9 AND tenant = $10 AND version = $11")
+        let done = sqlx::query("UPDATE trunks SET address = $1, allow_json = $2, username = $3, password = $4, register = $5, register_expires_s = $6, version = $7, updated_ms = $8, dtmf = $12 WHERE id = $9 AND tenant = $10 AND version = $11")
             .bind(&t.address)
             .bind(serde_json::to_string(&t.allow).unwrap_or_else(|_| "[]".into()))
             .bind(&t.username)
@@ -1229,6 +1235,7 @@ impl Storage {
             .bind(&t.id)
             .bind(&t.tenant)
             .bind(t.version - 1)
+            .bind(&t.dtmf)
             .execute(&self.pool)
             .await?;
         if done.rows_affected() == 0 {

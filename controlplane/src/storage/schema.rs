@@ -284,4 +284,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 7,
     name: "tenants: the codecs the B2BUA adds to offers (transcoding), NULL for the global list",
     statements: &["ALTER TABLE tenants ADD COLUMN transcode_json TEXT"],
+}, Migration {
+    version: 8,
+    name: "trunks: how keys pressed on the other leg are sent (rfc4733, info, auto)",
+    statements: &["ALTER TABLE trunks ADD COLUMN dtmf TEXT NOT NULL DEFAULT 'rfc4733'"],
 }];

@@ -208,6 +208,27 @@ impl TxBatch {
         dest: Option<SocketAddr>,
         write: impl FnOnce(&mut [u8]) -> Result<usize, E>,
     ) -> Result<bool, E> {
+        self.push_written(slot, dest, false, write)
+    }
+
+    /// [`TxBatch::push_with`] for a datagram the core generated (its RTCP reports): reported
+    /// with the played ones.
+    pub fn push_generated_with<E>(
+        &mut self,
+        slot: u32,
+        dest: Option<SocketAddr>,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<bool, E> {
+        self.push_written(slot, dest, true, write)
+    }
+
+    fn push_written<E>(
+        &mut self,
+        slot: u32,
+        dest: Option<SocketAddr>,
+        played: bool,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<bool, E> {
         let i = self.meta.len();
         let Some(buf) = self.buffers.get_mut(i) else {
             return Ok(false);
@@ -217,9 +238,14 @@ impl TxBatch {
             slot,
             dest,
             len: len as u32,
-            played: false,
+            played,
         });
         Ok(true)
+    }
+
+    /// The datagram queued last, if any.
+    pub fn last(&self) -> Option<&[u8]> {
+        Some(self.packet(self.meta.len().checked_sub(1)?))
     }
 
     /// Lets `f` rewrite the datagram queued last (`f` gets its buffer and length, returns the

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod counting_alloc;
+pub mod phone;
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -12,15 +13,24 @@ use tandem_dataplane::{Config, CoreHandle, DataPlane};
 
 /// A data plane of one core on `io`, ports `port_min..port_min + 400`, room for 10 sessions.
 pub fn start_one_core(io: IoKind, port_min: u16) -> (DataPlane, CoreHandle) {
-    let mut dp = DataPlane::start(&Config {
+    start_one_core_in(io, port_min, port_min + 399)
+}
+
+/// A data plane of one core on `io`, ports `port_min..=port_max`, room for 10 sessions.
+pub fn start_one_core_in(io: IoKind, port_min: u16, port_max: u16) -> (DataPlane, CoreHandle) {
+    start_core(Config {
         cores: Some(1),
         port_min,
-        port_max: port_min + 399,
+        port_max,
         io,
         sessions_per_core: Some(10),
         ..Config::default()
     })
-    .expect("start data plane");
+}
+
+/// A data plane of `cfg` (one core), and that core.
+pub fn start_core(cfg: Config) -> (DataPlane, CoreHandle) {
+    let mut dp = DataPlane::start(&cfg).expect("start data plane");
     let core = dp.take_cores().pop().unwrap();
     (dp, core)
 }

@@ -1,0 +1,214 @@
+//! Keys heard on one leg of a call sent to the other leg's peer as SIP INFO, for peers set to
+//! `dtmf = "info"` (or `"auto"` without telephone-event in their SDP): the data plane reports
+//! each key pressed on the heard leg (RFC 4733 events, and in-band tones in G.711, G.722 or
+//! Opus) and holds
+//! both back from the INFO peer's stream; the engine sends one in-dialog INFO
+//! (`application/dtmf-relay`) per key, in order, one transaction at a time.
+
+use super::*;
+use crate::sip::config::DtmfMode;
+use std::collections::VecDeque;
+use tandem_dataplane::api::{Codec, DtmfOptions, InbandAudio};
+
+/// Keys a burst may queue towards one peer while its INFOs are answered; more are dropped (a
+/// peer that takes seconds per INFO is not keeping up with a person pressing keys).
+const MAX_QUEUED_KEYS: usize = 32;
+
+/// How long each key lasts in its INFO: the data plane reports a key when it ends, and what a
+/// receiver needs is a press it can act on, not the measured length.
+const INFO_KEY_DURATION_MS: u32 = 250;
+
+/// Per call: how each side's peer takes keys, and the INFOs towards it.
+#[derive(Debug, Default)]
+pub(super) struct InfoDtmf {
+    /// The configured mode of each side's peer (its trunk's `dtmf`; `rfc4733` otherwise).
+    modes: [DtmfMode; 2],
+    /// Set at the answer: this side's peer is sent keys as INFO.
+    to_info: [bool; 2],
+    queued: [VecDeque<char>; 2],
+    /// An INFO to this side is waiting for its final response.
+    pending: [bool; 2],
+}
+
+impl InfoDtmf {
+    pub(super) fn new(a: DtmfMode, b: DtmfMode) -> InfoDtmf {
+        InfoDtmf {
+            modes: [a, b],
+            ..InfoDtmf::default()
+        }
+    }
+
+    /// Whether `side`'s peer gets keys as INFO (known once the call is answered).
+    pub(super) fn to_info(&self, side: Side) -> bool {
+        self.to_info[side.index()]
+    }
+}
+
+/// The payload type and codec of the audio an SDP's first format names, when it is G.711 (the
+/// codec the peer sends, RFC 3264): what in-band detection listens to.
+fn first_g711(sdp: &str) -> Option<InbandAudio> {
+    let m = sdp.lines().find_map(|l| l.strip_prefix("m=audio "))?;
+    let first = m.split_whitespace().nth(2)?.parse::<u8>().ok()?;
+    let codec = match first {
+        0 => Codec::Pcmu,
+        8 => Codec::Pcma,
+        _ => return None,
+    };
+    Some(InbandAudio {
+        payload_type: first,
+        codec,
+    })
+}
+
+/// The payload type and codec of the first format of an SDP's audio (the codec the peer sends),
+/// when in-band detection can hear it: G.711, G.722 or Opus.
+fn first_detectable(sdp: &str) -> Option<InbandAudio> {
+    let parsed = crate::sdp::Sdp::parse(sdp).ok()?;
+    let first = parsed
+        .media
+        .iter()
+        .find(|m| m.kind == "audio")?
+        .payload_formats()
+        .into_iter()
+        .next()?;
+    let codec = [
+        ("PCMU/8000", Codec::Pcmu),
+        ("PCMA/8000", Codec::Pcma),
+        ("G722/8000", Codec::G722),
+        ("opus/48000", Codec::Opus),
+    ]
+    .into_iter()
+    .find_map(|(name, codec)| first.is(name).then_some(codec))?;
+    Some(InbandAudio {
+        payload_type: first.payload_type,
+        codec,
+    })
+}
+
+impl Engine {
+    /// At the answer (both SDPs known), for each side: when its peer takes keys as INFO, ask
+    /// the data plane to report the keys pressed on the other leg (events, and tones when it
+    /// is G.711, G.722 or Opus) and to keep them out of the INFO peer's stream; else, when its peer takes no
+    /// telephone-event but G.711 and the other leg's peer sends events, have those events
+    /// sounded as tones in its audio (a PSTN-only peer hears the keys).
+    pub(super) fn arm_dtmf(&mut self, call: CallId) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(session) = c.session else { return };
+        for side in [Side::A, Side::B] {
+            let takes_events = contact_centre::telephone_event_pt(&c.sdp[side.index()]).is_some();
+            let to_info = c.info_dtmf.modes[side.index()].sends_info(takes_events);
+            c.info_dtmf.to_info[side.index()] = to_info;
+            let heard = side.other();
+            let sdp = &c.sdp[heard.index()];
+            let heard_events = contact_centre::telephone_event_pt(sdp);
+            let options = if to_info {
+                DtmfOptions {
+                    event_payload_type: heard_events,
+                    inband: first_detectable(sdp),
+                    block: true,
+                    tones_to_other: None,
+                }
+            } else {
+                match first_g711(&c.sdp[side.index()]) {
+                    Some(audio) if !takes_events && heard_events.is_some() => DtmfOptions {
+                        event_payload_type: heard_events,
+                        tones_to_other: Some(audio),
+                        ..DtmfOptions::default()
+                    },
+                    _ => continue,
+                }
+            };
+            self.actions.push(Action::Media(MediaOp::SetDtmf {
+                session,
+                leg: heard.leg(),
+                options,
+            }));
+        }
+    }
+
+    /// A key the data plane heard on `leg` of `session`: queued for an INFO when the other
+    /// side's peer takes keys that way.
+    pub(super) fn info_dtmf_key(&mut self, now: Now, session: SessionId, leg: LegIndex, key: char) {
+        let heard = if leg == LegIndex::A { Side::A } else { Side::B };
+        let to = heard.other();
+        let Some((&call, c)) = self
+            .calls
+            .iter_mut()
+            .find(|(_, c)| c.session == Some(session))
+        else {
+            return;
+        };
+        if c.state != CallState::Answered || !c.info_dtmf.to_info(to) {
+            return;
+        }
+        let queue = &mut c.info_dtmf.queued[to.index()];
+        if queue.len() >= MAX_QUEUED_KEYS {
+            tracing::debug!("SIP: call {call}: key {key} dropped, {MAX_QUEUED_KEYS} INFOs queued");
+            return;
+        }
+        queue.push_back(key);
+        self.send_next_info(now, call, to);
+        self.pump(now);
+    }
+
+    /// Sends the next queued key to `side`'s peer unless an INFO to it is still out.
+    fn send_next_info(&mut self, now: Now, call: CallId, side: Side) {
+        let contact = self.contact.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.info_dtmf.pending[side.index()] {
+            return;
+        }
+        let Some(key) = c.info_dtmf.queued[side.index()].pop_front() else {
+            return;
+        };
+        let Some(leg) = c.leg_mut(side) else { return };
+        let mut info = leg.request(Method::Info, &contact);
+        let body = format!("Signal={key}\r\nDuration={INFO_KEY_DURATION_MS}\r\n");
+        info.set_body("application/dtmf-relay", body.into_bytes());
+        let peer = leg.peer;
+        c.info_dtmf.pending[side.index()] = true;
+        let tx = self.tx.send_request(now.mono, info, peer, None);
+        self.pending.insert(tx, Pending::DtmfInfo(call, side));
+    }
+
+    /// An INFO of ours got its final response (or none came): the next key may go. A refusal
+    /// does not stop the queue: each key is its own request.
+    pub(super) fn info_dtmf_done(&mut self, now: Now, call: CallId, side: Side) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c.info_dtmf.pending[side.index()] = false;
+        self.send_next_info(now, call, side);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sdp(m: &str, maps: &str) -> String {
+        format!("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP {m}\r\n{maps}")
+    }
+
+    #[test]
+    fn in_band_detection_listens_to_the_first_format_when_it_can_hear_it() {
+        let opus = "a=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let cases = [
+            (sdp("0 8 101", ""), Some((0, Codec::Pcmu))),
+            (sdp("9 0", ""), Some((9, Codec::G722))),
+            (sdp("111 101", opus), Some((111, Codec::Opus))),
+            (sdp("18 0", ""), None),
+            ("garbage".to_string(), None),
+        ];
+        for (text, want) in cases {
+            let got = first_detectable(&text).map(|a| (a.payload_type, a.codec));
+            assert_eq!(got, want, "{text}");
+        }
+        // Tones are sent in G.711 only.
+        assert_eq!(first_g711(&sdp("9 0", "")), None);
+    }
+}
