@@ -545,6 +545,7 @@ mod tests {
             codec: tandem_dataplane::api::Codec::Pcma,
             event_payload_type: None,
             ptime_ms: 0,
+            options: tandem_dataplane::api::CodecOptions::NONE,
         };
         let codecs = [pcma; 3];
         assert_eq!(

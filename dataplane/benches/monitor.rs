@@ -10,7 +10,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use tandem_dataplane::api::{Codec, LegCodec, MonitorMode};
+use tandem_dataplane::api::{Codec, CodecOptions, LegCodec, MonitorMode};
 use tandem_dataplane::conference::Conferences;
 use tandem_dataplane::monitor::Monitors;
 use tandem_media::codec::{Encoder, G711Encoder, G722Encoder, G729Encoder, OpusEncoder};
@@ -32,6 +32,7 @@ fn lc(codec: Codec) -> LegCodec {
         codec,
         event_payload_type: None,
         ptime_ms: 0,
+        options: CodecOptions::NONE,
     }
 }
 

@@ -5,7 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use tandem_dataplane::api::{Codec, LegCodec};
+use tandem_dataplane::api::{Codec, CodecOptions, LegCodec};
 use tandem_dataplane::transcode::{Transcoder, MAX_PCM_SAMPLES};
 use tandem_media::codec::{G722Encoder, G729Encoder, OpusEncoder};
 use tandem_media::g711::Law;
@@ -25,6 +25,7 @@ fn leg(codec: Codec) -> LegCodec {
         codec,
         event_payload_type: None,
         ptime_ms: 20,
+        options: CodecOptions::NONE,
     }
 }
 
@@ -50,7 +51,7 @@ fn stream(codec: Codec) -> Vec<Vec<u8>> {
                     g16.fill(&mut wide);
                     g722.encode_any(&wide, &mut payload).unwrap()
                 }
-                Codec::G729 => g729.encode_any(&pcm, &mut payload).unwrap(),
+                Codec::G729 => g729.encode_any(&pcm, &mut payload).unwrap().len,
             };
             let mut p = vec![0x80, leg(codec).payload_type];
             p.extend_from_slice(&(i as u16).to_be_bytes());

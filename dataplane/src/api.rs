@@ -55,7 +55,8 @@ pub enum Codec {
     /// G.722 at 64 kbit/s: 16 kHz audio on an 8 kHz RTP clock (RFC 3551's historical quirk).
     G722,
     /// G.729 (Annex A) at 8 kbit/s: 10 ms frames of 10 bytes; Annex B SID frames (2 bytes)
-    /// are understood, and what we send has none (VAD off).
+    /// are understood, and sent (VAD on) to a peer whose [`CodecOptions::dtx`] says it takes
+    /// Annex B.
     G729,
 }
 
@@ -82,6 +83,30 @@ pub struct LegCodec {
     /// 60 ms in steps of 10; Opus takes 10, 20, 40 or 60); otherwise each packet out carries
     /// what the packet in did.
     pub ptime_ms: u8,
+    /// What the peer asked of the stream sent to it beyond the codec (SDP `a=fmtp`).
+    pub options: CodecOptions,
+}
+
+/// Per-leg codec options from the peer's `a=fmtp`: how what we encode towards it is sent.
+/// They change only what is sent to the leg; what it sends is decoded whatever they say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CodecOptions {
+    /// Opus in-band forward error correction (`useinbandfec=1`): each packet also carries a
+    /// coarse copy of the previous frame, which the receiver decodes when that one is lost.
+    pub fec: bool,
+    /// Discontinuous transmission: silence is sent as occasional comfort-noise updates or not
+    /// at all, the timestamps jumping over the gap and the sequence numbers not. Opus:
+    /// `usedtx=1`; G.729: Annex B, which `annexb=yes` or no `annexb` at all means (RFC 7261
+    /// §4.1, RFC 4856), `annexb=no` turns off.
+    pub dtx: bool,
+}
+
+impl CodecOptions {
+    /// Neither: every frame sent, no FEC.
+    pub const NONE: CodecOptions = CodecOptions {
+        fec: false,
+        dtx: false,
+    };
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -270,6 +270,7 @@ mod tests {
             codec,
             event_payload_type: None,
             ptime_ms: 0,
+            options: crate::api::CodecOptions::NONE,
         }
     }
     const PCMU: LegCodec = lc(0, Codec::Pcmu);

@@ -332,21 +332,23 @@ impl Core {
                     if let Some(peer) = latch {
                         self.latch(meta.slot, peer);
                     }
-                    // Packets lost just before this one, stood in for by the decoder's
-                    // concealment (Opus senders, short gaps), go out first.
+                    // Packets lost just before this one, stood in for by the decoder (Opus
+                    // and G.729 senders, short gaps; the last one from this packet's in-band
+                    // FEC behind Opus), go out first.
                     let missing = self.transcoders.missing(in_key, self.rx.packet(i)) as usize;
                     if self.tx.room() < missing + 1 {
                         self.flush();
                     }
                     for _ in 0..missing {
-                        let transcoders = &mut self.transcoders;
+                        let (transcoders, next) = (&mut self.transcoders, self.rx.packet(i));
                         match self
                             .tx
-                            .push_with(out_slot, dest, |buf| transcoders.conceal(in_key, buf))
+                            .push_with(out_slot, dest, |buf| transcoders.conceal(in_key, next, buf))
                         {
                             Ok(true) => self.on_transcoded(in_key, meta.rx_realtime_ns, now),
-                            // Repacketising: the concealed audio is held for a later packet.
-                            Err(Skip::Held) => {}
+                            // Repacketising: the audio is held for a later packet; DTX: the
+                            // encoder sends nothing for it.
+                            Err(Skip::Held | Skip::Untransmitted) => {}
                             // A batch smaller than the gap, or nothing to conceal with.
                             Ok(false) | Err(_) => break,
                         }
@@ -366,7 +368,7 @@ impl Core {
                             self.send_dtmf_in(out_slot);
                             self.on_transcoded(in_key, meta.rx_realtime_ns, now);
                         }
-                        Err(Skip::Held) => {}
+                        Err(Skip::Held | Skip::Untransmitted) => {}
                         Err(_) => self.counters.drop(DropReason::Transcode, 1),
                     }
                     // Repacketising: the further packets this one finished (a 60 ms packet

@@ -298,6 +298,7 @@ mod tests {
             codec,
             event_payload_type: None,
             ptime_ms: 0,
+            options: crate::api::CodecOptions::NONE,
         }
     }
     const PCMA: LegCodec = g711(8, Codec::Pcma);

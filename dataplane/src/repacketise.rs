@@ -134,7 +134,7 @@ impl Repacketiser {
         ts: u32,
         marker: bool,
         pcm: &[i16],
-        encode: &mut impl FnMut(&[i16], &mut [u8]) -> Result<usize, Skip>,
+        encode: &mut impl FnMut(&[i16], &mut [u8]) -> Result<(usize, usize), Skip>,
     ) -> Result<(), Skip> {
         self.queue.reset_if_drained();
         self.place(ssrc, seq, ts, encode)?;
@@ -155,7 +155,7 @@ impl Repacketiser {
         ssrc: u32,
         seq: u16,
         ts: u32,
-        encode: &mut impl FnMut(&[i16], &mut [u8]) -> Result<usize, Skip>,
+        encode: &mut impl FnMut(&[i16], &mut [u8]) -> Result<(usize, usize), Skip>,
     ) -> Result<(), Skip> {
         let Some(end) = self.end.filter(|e| e.ssrc == ssrc) else {
             self.new_stream(encode);
@@ -195,7 +195,10 @@ impl Repacketiser {
 
     /// A new input stream: what is held goes out padded with silence, our stream continues
     /// after it, marked.
-    fn new_stream(&mut self, encode: &mut impl FnMut(&[i16], &mut [u8]) -> Result<usize, Skip>) {
+    fn new_stream(
+        &mut self,
+        encode: &mut impl FnMut(&[i16], &mut [u8]) -> Result<(usize, usize), Skip>,
+    ) {
         if self.held_len > 0 {
             self.push_silence(self.frame - self.held_len, encode);
         }
@@ -206,7 +209,7 @@ impl Repacketiser {
     fn push_silence(
         &mut self,
         mut n: usize,
-        encode: &mut impl FnMut(&[i16], &mut [u8]) -> Result<usize, Skip>,
+        encode: &mut impl FnMut(&[i16], &mut [u8]) -> Result<(usize, usize), Skip>,
     ) {
         while n > 0 {
             let take = n.min(self.frame - self.held_len);
@@ -220,7 +223,7 @@ impl Repacketiser {
     fn push_samples(
         &mut self,
         mut pcm: &[i16],
-        encode: &mut impl FnMut(&[i16], &mut [u8]) -> Result<usize, Skip>,
+        encode: &mut impl FnMut(&[i16], &mut [u8]) -> Result<(usize, usize), Skip>,
     ) {
         while !pcm.is_empty() {
             let take = pcm.len().min(self.frame - self.held_len);
@@ -233,21 +236,39 @@ impl Repacketiser {
 
     /// Encodes the held frame into the queue once it is full. A frame the encoder refuses or
     /// the queue has no room for is lost (its sequence number too: the receiver sees a loss).
-    fn emit_if_full(&mut self, encode: &mut impl FnMut(&[i16], &mut [u8]) -> Result<usize, Skip>) {
+    /// A frame the encoder's DTX leaves untransmitted is no loss: its sequence number goes to
+    /// the next frame sent, which is marked (a talkspurt's first). A payload that starts after
+    /// untransmitted samples (G.729 VAD) is stamped where it starts.
+    fn emit_if_full(
+        &mut self,
+        encode: &mut impl FnMut(&[i16], &mut [u8]) -> Result<(usize, usize), Skip>,
+    ) {
         if self.held_len < self.frame {
             return;
         }
         let held = &self.held;
-        // A refused frame is lost; its sequence number still goes (see above).
-        let _ = self
+        let mut lead = 0;
+        let pushed = self
             .queue
             .push(self.seq, self.ts, self.mark, self.audio_pt, |buf| {
-                encode(held, buf)
+                let (len, skipped) = encode(held, buf)?;
+                lead = skipped;
+                Ok(len)
             });
         self.held_len = 0;
-        self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(self.frame_ticks);
-        self.mark = false;
+        match pushed {
+            Err(Skip::Untransmitted) => self.mark = true,
+            // A refused frame is lost; its sequence number still goes (see above).
+            result => {
+                if result.is_ok() && lead > 0 {
+                    let ticks = lead as u64 * self.out_clock_hz as u64 / self.enc_rate_hz as u64;
+                    self.queue.delay_last(ticks as u32);
+                }
+                self.seq = self.seq.wrapping_add(1);
+                self.mark = false;
+            }
+        }
     }
 
     /// Queues a telephone event from the sender's packet at `ts` (its payload written by
@@ -350,6 +371,13 @@ impl PacketQueue {
         self.queued += 1;
         self.bytes_used += len;
         Ok(())
+    }
+
+    /// Moves the timestamp of the packet queued last `ticks` later.
+    fn delay_last(&mut self, ticks: u32) {
+        if let Some(q) = self.queued.checked_sub(1).map(|i| &mut self.entries[i]) {
+            q.ts = q.ts.wrapping_add(ticks);
+        }
     }
 
     fn pop(&mut self, ssrc: u32, out: &mut [u8]) -> Option<usize> {

@@ -15,12 +15,12 @@
 //! the codec states and the per-core PCM scratch. [`Transcoders::process`] writes into the
 //! caller's buffer and never allocates (`tests/transcode_no_alloc.rs`).
 
-use crate::api::{Codec, LegCodec};
+use crate::api::{Codec, CodecOptions, LegCodec};
 use crate::repacketise::Repacketiser;
 use crate::rtcp::SentStream;
 use tandem_media::codec::{
     CodecError, Decoder, G722Decoder, G722Encoder, G729Decoder, G729Encoder, OpusDecoder,
-    OpusEncoder,
+    OpusEncoder, G729_FRAME_SAMPLES,
 };
 use tandem_media::g711::Law;
 use tandem_media::resample::Resampler;
@@ -30,6 +30,12 @@ pub(crate) const HEADER_LEN: usize = 12;
 
 /// Frames the resampler converts at a time: any packet of whole 10 ms passes it.
 const RESAMPLE_FRAME_MS: u32 = 10;
+
+/// The packet loss an Opus encoder with in-band FEC is told to expect, %. libopus sizes the
+/// FEC copy by it (none at 0, more bits the higher); we measure no loss of our own before
+/// encoding, so a fixed, typical figure for a WAN leg: 10% buys a usable copy of the last
+/// frame for about a fifth more bits.
+pub const OPUS_FEC_EXPECTED_LOSS_PCT: u8 = 10;
 
 /// Writes our RTP header (version 2, no padding, extension or CSRCs) into `out[..12]`.
 pub(crate) fn write_header(out: &mut [u8], marker: bool, pt: u8, seq: u16, ts: u32, ssrc: u32) {
@@ -63,6 +69,11 @@ pub enum Skip {
     Late,
     /// Repacketising: not a drop; the audio is held until it fills an output packet.
     Held,
+    /// Not a drop: discontinuous transmission (Opus DTX, G.729 Annex B towards a peer that
+    /// takes it) has nothing to send for this stretch of silence. Our sequence numbers do not
+    /// advance (RFC 7587 §3.1.3, RFC 3551 §4.5.6: the receiver sees the timestamps jump, not a
+    /// loss) and the next packet sent is marked as a talkspurt's first.
+    Untransmitted,
 }
 
 impl From<CodecError> for Skip {
@@ -127,6 +138,11 @@ pub struct Transcoder {
     /// length of a concealed frame.
     last_samples: usize,
     dec_rate_hz: u32,
+    /// The encoder's PCM rate (to place a payload that starts after untransmitted frames).
+    enc_rate_hz: u32,
+    /// The encoder left packets untransmitted (DTX): the next one sent starts a talkspurt
+    /// and is marked.
+    talkspurt: bool,
     /// What went out under our SSRC (noted by the core as each packet is queued): the sender
     /// info of our RTCP reports to the receiver.
     sent: SentStream,
@@ -178,8 +194,8 @@ impl Transcoder {
             Codec::Pcmu => Enc::G711(Law::Ulaw),
             Codec::Pcma => Enc::G711(Law::Alaw),
             Codec::G722 => Enc::G722(G722Encoder::new(20)?),
-            Codec::G729 => Enc::G729(G729Encoder::new(20)?),
-            Codec::Opus => Enc::Opus(OpusEncoder::new(chain_hz, 20)?),
+            Codec::G729 => Enc::G729(G729Encoder::with_vad(20, to.options.dtx)?),
+            Codec::Opus => Enc::Opus(opus_encoder(chain_hz, to.options)?),
         };
         let (in_hz, out_hz) = (
             native_rate_hz(from.codec, chain_hz),
@@ -231,6 +247,8 @@ impl Transcoder {
             last: None,
             last_samples: 0,
             dec_rate_hz: native_rate_hz(from.codec, chain_hz),
+            enc_rate_hz: out_hz,
+            talkspurt: false,
             sent: SentStream::default(),
         })
     }
@@ -255,6 +273,23 @@ impl Transcoder {
     pub fn on_sent(&mut self, packet: &[u8], now_ns: u64) {
         let audio = packet.len() > 1 && packet[1] & 0x7f == self.out_pt;
         self.sent.on_sent(packet, audio, now_ns);
+    }
+
+    /// Output clock ticks in `samples` at the encoder's rate.
+    fn out_ticks(&self, samples: usize) -> u32 {
+        (samples as u64 * self.out_clock_hz as u64 / self.enc_rate_hz as u64) as u32
+    }
+
+    /// Input packet `h` became nothing to send (DTX): it is placed like any other, so its
+    /// timestamp carries on and it is no loss to [`Transcoder::missing`], but the sequence
+    /// number it would have had goes to the next packet sent.
+    fn untransmitted(&mut self, h: &Header) {
+        let (seq, _, _) = self.place(h);
+        if let Some(l) = self.last.as_mut() {
+            l.out_seq = seq.wrapping_sub(1);
+        }
+        self.next_seq = seq;
+        self.talkspurt = true;
     }
 
     /// A timestamp interval of the input clock in the output clock.
@@ -313,15 +348,26 @@ impl Transcoder {
             return self.repacketise(&h, payload, pcm, out);
         }
         let (head, body) = out.split_at_mut(HEADER_LEN);
-        let (len, out_pt) = if h.pt == self.in_pt {
-            (self.transcode_audio(payload, pcm, body)?, self.out_pt)
+        let audio = h.pt == self.in_pt;
+        let (len, lead, out_pt) = if audio {
+            match self.transcode_audio(payload, pcm, body) {
+                Ok((len, lead)) => (len, lead, self.out_pt),
+                Err(Skip::Untransmitted) => {
+                    self.untransmitted(&h);
+                    return Err(Skip::Untransmitted);
+                }
+                Err(e) => return Err(e),
+            }
         } else if h.pt == self.in_event_pt && self.out_event_pt != NO_PT {
-            (self.map_event(payload, body)?, self.out_event_pt)
+            (self.map_event(payload, body)?, 0, self.out_event_pt)
         } else {
             return Err(Skip::PayloadType);
         };
         let (seq, ts, new_stream) = self.place(&h);
-        write_header(head, h.marker || new_stream, out_pt, seq, ts, self.ssrc);
+        let talkspurt = audio && std::mem::take(&mut self.talkspurt);
+        let ts = ts.wrapping_add(self.out_ticks(lead));
+        let marker = h.marker || new_stream || talkspurt;
+        write_header(head, marker, out_pt, seq, ts, self.ssrc);
         Ok(HEADER_LEN + len)
     }
 
@@ -375,15 +421,20 @@ impl Transcoder {
         payload: &[u8],
         pcm: &mut [i16],
         out: &mut [u8],
-    ) -> Result<usize, Skip> {
+    ) -> Result<(usize, usize), Skip> {
         let n = decode(&mut self.dec, payload, &mut pcm[..MAX_PCM_SAMPLES])?;
         self.last_samples = n;
         self.encode_decoded(n, pcm, out)
     }
 
     /// Resamples (when the rates differ) and encodes the `n` samples decoded into the first
-    /// half of `pcm`.
-    fn encode_decoded(&mut self, n: usize, pcm: &mut [i16], out: &mut [u8]) -> Result<usize, Skip> {
+    /// half of `pcm`: the payload's length and the samples left untransmitted before it.
+    fn encode_decoded(
+        &mut self,
+        n: usize,
+        pcm: &mut [i16],
+        out: &mut [u8],
+    ) -> Result<(usize, usize), Skip> {
         let pcm = resampled(self.resampler.as_deref_mut(), n, pcm)?;
         encode(&mut self.enc, pcm, out)
     }
@@ -393,12 +444,7 @@ impl Transcoder {
     /// frame fills in comfort noise instead), in the same stream, for gaps of at most
     /// [`MAX_CONCEAL`] audio packets; else 0.
     pub fn missing(&self, packet: &[u8]) -> u16 {
-        // Where the sender's next packet was due: after the last one placed.
-        let due = match self.repack.as_deref() {
-            Some(r) => r.next_input().map(|(ssrc, seq, _)| (ssrc, seq)),
-            None => self.last.map(|l| (l.in_ssrc, l.in_seq.wrapping_add(1))),
-        };
-        let Some((due_ssrc, due_seq)) = due else {
+        let Some((due_ssrc, due_seq)) = self.due() else {
             return 0;
         };
         if !matches!(self.dec, Dec::Opus(_) | Dec::G729(_)) {
@@ -416,18 +462,49 @@ impl Transcoder {
         gap
     }
 
-    /// Writes one packet of concealed audio (as long as the last one decoded) into `out`,
-    /// following our last packet, as if the next input packet had arrived; its length.
-    /// Repacketising, the audio joins what is held instead, as that packet would have
-    /// (`Skip::Held` when it finishes no packet).
-    pub fn conceal(&mut self, pcm: &mut [i16], out: &mut [u8]) -> Result<usize, Skip> {
+    /// Where the sender's next packet is due (its SSRC and sequence number): after the last
+    /// one placed.
+    fn due(&self) -> Option<(u32, u16)> {
+        match self.repack.as_deref() {
+            Some(r) => r.next_input().map(|(ssrc, seq, _)| (ssrc, seq)),
+            None => self.last.map(|l| (l.in_ssrc, l.in_seq.wrapping_add(1))),
+        }
+    }
+
+    /// The payload of `next` when it can recover the packet due now from its in-band FEC:
+    /// behind an Opus sender, when `next` is the packet right after the due one (the last
+    /// of a gap; earlier ones are concealed). libopus falls back to concealment when `next`
+    /// carries no FEC copy.
+    fn fec_source<'a>(&self, next: &'a [u8]) -> Option<&'a [u8]> {
+        if !matches!(self.dec, Dec::Opus(_)) || next.len() < HEADER_LEN {
+            return None;
+        }
+        let (due_ssrc, due_seq) = self.due()?;
+        let ssrc = u32::from_be_bytes([next[8], next[9], next[10], next[11]]);
+        let seq = u16::from_be_bytes([next[2], next[3]]);
+        let follows = ssrc == due_ssrc && seq == due_seq.wrapping_add(1);
+        if !follows || next[1] & 0x7f != self.in_pt {
+            return None;
+        }
+        crate::rtp::rtp_payload(next).filter(|p| !p.is_empty())
+    }
+
+    /// Writes one packet standing in for a lost one (as long as the last one decoded) into
+    /// `out`, following our last packet, as if the next input packet had arrived; its length.
+    /// `next` is the packet that revealed the gap: when the lost packet is the one right
+    /// before it and the sender is Opus, its in-band FEC recovers the audio, else the
+    /// decoder conceals. Repacketising, the audio joins what is held instead, as that packet
+    /// would have (`Skip::Held` when it finishes no packet). `Skip::Untransmitted` when the
+    /// encoder's DTX sends nothing for it.
+    pub fn conceal(&mut self, pcm: &mut [i16], next: &[u8], out: &mut [u8]) -> Result<usize, Skip> {
         let n = self.last_samples;
         if out.len() < HEADER_LEN || n == 0 || n > MAX_PCM_SAMPLES {
             return Err(Skip::Codec);
         }
+        let fec = self.fec_source(next);
         if let Some(r) = self.repack.as_deref_mut() {
             let (ssrc, seq, ts) = r.next_input().ok_or(Skip::Codec)?;
-            conceal(&mut self.dec, &mut pcm[..n])?;
+            stand_in(&mut self.dec, fec, &mut pcm[..n])?;
             let audio = resampled(self.resampler.as_deref_mut(), n, pcm)?;
             let enc = &mut self.enc;
             let mut encode = |p: &[i16], o: &mut [u8]| encode(enc, p, o);
@@ -437,12 +514,18 @@ impl Transcoder {
         let Some(l) = self.last else {
             return Err(Skip::Codec);
         };
-        conceal(&mut self.dec, &mut pcm[..n])?;
+        stand_in(&mut self.dec, fec, &mut pcm[..n])?;
         let (head, body) = out.split_at_mut(HEADER_LEN);
-        let len = self.encode_decoded(n, pcm, body)?;
+        let sent = match self.encode_decoded(n, pcm, body) {
+            Ok(sent) => Some(sent),
+            Err(Skip::Untransmitted) => None,
+            Err(e) => return Err(e),
+        };
         let in_ticks = (n as u64 * self.in_clock_hz as u64 / self.dec_rate_hz as u64) as u32;
         let out_ticks = self.rescale(in_ticks as i64) as u32;
-        let (seq, ts) = (l.out_seq.wrapping_add(1), l.out_ts.wrapping_add(out_ticks));
+        // Untransmitted, the packet keeps the sequence number of the last one sent.
+        let seq = l.out_seq.wrapping_add(sent.is_some() as u16);
+        let ts = l.out_ts.wrapping_add(out_ticks);
         self.last = Some(Last {
             in_seq: l.in_seq.wrapping_add(1),
             in_ts: l.in_ts.wrapping_add(in_ticks),
@@ -452,7 +535,13 @@ impl Transcoder {
         });
         self.next_seq = seq.wrapping_add(1);
         self.next_ts = ts.wrapping_add(out_ticks);
-        write_header(head, false, self.out_pt, seq, ts, self.ssrc);
+        let Some((len, lead)) = sent else {
+            self.talkspurt = true;
+            return Err(Skip::Untransmitted);
+        };
+        let marker = std::mem::take(&mut self.talkspurt);
+        let ts = ts.wrapping_add(self.out_ticks(lead));
+        write_header(head, marker, self.out_pt, seq, ts, self.ssrc);
         Ok(HEADER_LEN + len)
     }
 
@@ -492,10 +581,14 @@ fn decode(dec: &mut Dec, payload: &[u8], decoded: &mut [i16]) -> Result<usize, S
     })
 }
 
-/// Fills `out` with the decoder's stand-in for audio that did not arrive.
-fn conceal(dec: &mut Dec, out: &mut [i16]) -> Result<usize, Skip> {
+/// Fills `out` with the decoder's stand-in for audio that did not arrive: recovered from the
+/// next packet's in-band FEC when `fec` is that payload (Opus), else concealed.
+fn stand_in(dec: &mut Dec, fec: Option<&[u8]>, out: &mut [i16]) -> Result<usize, Skip> {
     match dec {
-        Dec::Opus(d) => Ok(d.conceal(out)?),
+        Dec::Opus(d) => Ok(match fec {
+            Some(next) => d.recover(next, out)?,
+            None => d.conceal(out)?,
+        }),
         Dec::G729(d) => Ok(d.conceal(out)?),
         Dec::G711(_) | Dec::G722(_) => Err(Skip::Codec),
     }
@@ -525,22 +618,43 @@ fn resampled<'a>(
     Ok(&resampled[..m])
 }
 
-/// Encodes `pcm` as one payload of its own duration into `out`.
-fn encode(enc: &mut Enc, pcm: &[i16], out: &mut [u8]) -> Result<usize, Skip> {
+/// Encodes `pcm` as one payload of its own duration into `out`: its length and the samples
+/// at the start left untransmitted (G.729 with VAD). `Skip::Untransmitted` when DTX sends
+/// nothing at all.
+fn encode(enc: &mut Enc, pcm: &[i16], out: &mut [u8]) -> Result<(usize, usize), Skip> {
     let n = pcm.len();
-    match enc {
+    let (len, lead) = match enc {
         Enc::G711(law) => {
             if out.len() < n {
                 return Err(Skip::TooLarge);
             }
-            Ok(law.encode(pcm, &mut out[..n]))
+            (law.encode(pcm, &mut out[..n]), 0)
         }
-        Enc::G722(e) => Ok(e.encode_any(pcm, out)?),
+        Enc::G722(e) => (e.encode_any(pcm, out)?, 0),
         // Whole 10 ms frames, as many as the sender packed.
-        Enc::G729(e) => Ok(e.encode_any(pcm, out)?),
+        Enc::G729(e) => {
+            let p = e.encode_any(pcm, out)?;
+            (p.len, p.skipped_frames * G729_FRAME_SAMPLES)
+        }
         // Any duration Opus can frame (2.5 to 60 ms): the sender's packetisation is kept.
-        Enc::Opus(e) => Ok(e.encode_any(pcm, out)?),
+        Enc::Opus(e) => (e.encode_any(pcm, out)?, 0),
+    };
+    if len == 0 {
+        return Err(Skip::Untransmitted);
     }
+    Ok((len, lead))
+}
+
+/// An Opus encoder at `rate_hz` with what the receiving peer asked for.
+fn opus_encoder(rate_hz: u32, options: CodecOptions) -> Result<OpusEncoder, CodecError> {
+    let mut e = OpusEncoder::new(rate_hz, 20)?;
+    if options.fec {
+        e.enable_fec(OPUS_FEC_EXPECTED_LOSS_PCT)?;
+    }
+    if options.dtx {
+        e.enable_dtx()?;
+    }
+    Ok(e)
 }
 
 /// The transcoders of one core: one slot per session leg (`index * 2 + leg`, the direction
@@ -575,14 +689,15 @@ impl Transcoders {
             .map_or(0, |t| t.missing(packet))
     }
 
-    /// One concealed packet from `key`'s leg into `out` (see [`Transcoder::conceal`]).
-    pub fn conceal(&mut self, key: u32, out: &mut [u8]) -> Result<usize, Skip> {
+    /// One packet standing in for a lost one from `key`'s leg, before `next`, into `out`
+    /// (see [`Transcoder::conceal`]).
+    pub fn conceal(&mut self, key: u32, next: &[u8], out: &mut [u8]) -> Result<usize, Skip> {
         let t = self
             .slots
             .get_mut(key as usize)
             .and_then(|t| t.as_deref_mut())
             .ok_or(Skip::Codec)?;
-        t.conceal(&mut self.pcm, out)
+        t.conceal(&mut self.pcm, next, out)
     }
 
     /// Packets repacketising finished for `key`'s leg and not yet taken.
@@ -641,18 +756,21 @@ mod tests {
         codec: Codec::Pcma,
         event_payload_type: Some(101),
         ptime_ms: 20,
+        options: CodecOptions::NONE,
     };
     const PCMU: LegCodec = LegCodec {
         payload_type: 0,
         codec: Codec::Pcmu,
         event_payload_type: None,
         ptime_ms: 20,
+        options: CodecOptions::NONE,
     };
     const OPUS: LegCodec = LegCodec {
         payload_type: 111,
         codec: Codec::Opus,
         event_payload_type: Some(110),
         ptime_ms: 20,
+        options: CodecOptions::NONE,
     };
 
     fn packet(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
@@ -831,6 +949,7 @@ mod tests {
             codec: Codec::G722,
             event_payload_type: Some(101),
             ptime_ms: 20,
+            options: CodecOptions::NONE,
         };
         // PCMA → G.722 (8 → 16 kHz through the resampler) → PCMU (16 → 8 kHz).
         let mut up = Transcoder::new(PCMA, G722, 1).unwrap();
@@ -886,7 +1005,7 @@ mod tests {
             assert_eq!(missing, if i == 22 { 2 } else { 0 }, "before packet {i}");
             for _ in 0..missing {
                 let mut out = [0u8; 1500];
-                let n = back.conceal(&mut pcm, &mut out).unwrap();
+                let n = back.conceal(&mut pcm, p, &mut out).unwrap();
                 out_packets.push(out[..n].to_vec());
             }
             let mut out = [0u8; 1500];
@@ -923,6 +1042,7 @@ mod tests {
         codec: Codec::G729,
         event_payload_type: Some(101),
         ptime_ms: 20,
+        options: CodecOptions::NONE,
     };
 
     #[test]
@@ -951,7 +1071,7 @@ mod tests {
         let last = fields(&pcma[49]);
         let after_gap = next(2, &g729[10][12..]);
         assert_eq!(back.missing(&after_gap), 1);
-        let n = back.conceal(&mut pcm, &mut out).unwrap();
+        let n = back.conceal(&mut pcm, &after_gap, &mut out).unwrap();
         assert_eq!(n, 12 + 160);
         assert_eq!(fields(&out).2, last.2.wrapping_add(1));
         let concealed = decode_law(Law::Alaw, &[out[..n].to_vec()]);
@@ -1133,7 +1253,7 @@ mod tests {
             }
             let mut out = [0u8; 1500];
             for _ in 0..back.missing(p) {
-                match back.conceal(&mut pcm, &mut out) {
+                match back.conceal(&mut pcm, p, &mut out) {
                     Ok(n) => got.push(out[..n].to_vec()),
                     Err(e) => assert_eq!(e, Skip::Held),
                 }
@@ -1167,6 +1287,7 @@ mod tests {
                 codec: Codec::G722,
                 event_payload_type: None,
                 ptime_ms: 20,
+                options: CodecOptions::NONE,
             };
             let mut packet = data;
             if packet.len() >= 2 {
@@ -1180,6 +1301,7 @@ mod tests {
                 codec: Codec::G729,
                 event_payload_type: None,
                 ptime_ms: 20,
+                options: CodecOptions::NONE,
             };
             let pairs = [
                 (PCMA, OPUS), (OPUS, PCMU), (PCMU, G722), (G722, OPUS), (OPUS, G722),
@@ -1192,6 +1314,133 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// PCMA packets: `tone` 20 ms packets of a tone, `silence` of silence, `tone` again.
+    fn tone_silence_tone(tone: usize, silence: usize) -> Vec<Vec<u8>> {
+        let talk = tone_packets(Law::Alaw, 8);
+        let (_, _, seq0, ts0, ssrc) = fields(&talk[0]);
+        (0..2 * tone + silence)
+            .map(|i| {
+                let payload = if i < tone || i >= tone + silence {
+                    talk[i % talk.len()][12..].to_vec()
+                } else {
+                    vec![0xd5; 160]
+                };
+                let (seq, ts) = (
+                    seq0.wrapping_add(i as u16),
+                    ts0.wrapping_add(160 * i as u32),
+                );
+                packet(8, false, seq, ts, ssrc, &payload)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dtx_keeps_sequence_numbers_contiguous_and_marks_the_next_talkspurt() {
+        let dtx = CodecOptions {
+            fec: false,
+            dtx: true,
+        };
+        let to_opus = LegCodec {
+            options: dtx,
+            ..OPUS
+        };
+        let to_g729 = LegCodec {
+            options: dtx,
+            ..G729
+        };
+        let input = tone_silence_tone(20, 100);
+        for to in [
+            to_opus,
+            with_ptime(to_opus, 40),
+            to_g729,
+            with_ptime(to_g729, 30),
+        ] {
+            let mut t = Transcoder::new(PCMA, to, 3).unwrap();
+            let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
+            let mut got = Vec::new();
+            let mut untransmitted = 0;
+            for p in &input {
+                let mut out = [0u8; 1500];
+                match t.process(p, &mut pcm, &mut out) {
+                    Ok(n) => got.push(out[..n].to_vec()),
+                    Err(Skip::Untransmitted) => untransmitted += 1,
+                    Err(e) => assert_eq!(e, Skip::Held),
+                }
+                while t.queued() > 0 {
+                    let n = t.pop(&mut out).unwrap();
+                    got.push(out[..n].to_vec());
+                }
+            }
+            let ptime = if to.ptime_ms == 20 {
+                20
+            } else {
+                to.ptime_ms as u32
+            };
+            let clock = to.codec.rtp_clock_hz();
+            // 2.8 s in, 2 s of it silence: far fewer packets out than the audio's length.
+            let frames = 2800 / ptime as usize;
+            assert!(got.len() < frames / 2, "{to:?}: {} of {frames}", got.len());
+            if to.ptime_ms == 20 {
+                assert!(untransmitted > 50, "{to:?}: {untransmitted}");
+            }
+            let f: Vec<_> = got.iter().map(|p| fields(p)).collect();
+            let mut jumped = false;
+            for k in 1..f.len() {
+                assert_eq!(f[k].2.wrapping_sub(f[k - 1].2), 1, "{to:?}: packet {k}");
+                let dts = f[k].3.wrapping_sub(f[k - 1].3);
+                assert_eq!(dts % (clock / 100), 0, "{to:?}: whole 10 ms");
+                if dts > 10 * clock * ptime / 1000 {
+                    // The first packet after a long untransmitted stretch starts a talkspurt.
+                    assert!(f[k].0, "{to:?}: packet {k} after a gap of {dts} unmarked");
+                    jumped = true;
+                }
+            }
+            assert!(jumped, "{to:?}: no timestamp jump over the silence");
+        }
+    }
+
+    #[test]
+    fn a_single_loss_behind_an_opus_sender_with_fec_is_recovered_from_the_next_packet() {
+        let with_fec = LegCodec {
+            options: CodecOptions {
+                fec: true,
+                dtx: false,
+            },
+            ..OPUS
+        };
+        let opus = run(
+            &mut Transcoder::new(PCMA, with_fec, 1).unwrap(),
+            &tone_silence_tone(25, 0),
+        );
+        // The same loss, once concealed (the stand-in is given no following packet) and once
+        // recovered from packet 21's FEC: the two stand-ins differ.
+        let mut stand_ins = Vec::new();
+        for next in [&[][..], &opus[21][..]] {
+            let mut back = Transcoder::new(OPUS, PCMA, 2).unwrap();
+            let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
+            let mut out = [0u8; 1500];
+            for p in &opus[..20] {
+                back.process(p, &mut pcm, &mut out).unwrap();
+            }
+            assert_eq!(back.missing(&opus[21]), 1);
+            assert_eq!(back.fec_source(next).is_some(), !next.is_empty());
+            let n = back.conceal(&mut pcm, next, &mut out).unwrap();
+            stand_ins.push(out[12..n].to_vec());
+        }
+        assert_ne!(stand_ins[0], stand_ins[1]);
+        // Two lost: the first is concealed, only the second comes from the FEC.
+        let mut back = Transcoder::new(OPUS, PCMA, 2).unwrap();
+        let mut pcm = vec![0i16; 2 * MAX_PCM_SAMPLES];
+        let mut out = [0u8; 1500];
+        for p in &opus[..20] {
+            back.process(p, &mut pcm, &mut out).unwrap();
+        }
+        assert_eq!(back.missing(&opus[22]), 2);
+        assert!(back.fec_source(&opus[22]).is_none());
+        back.conceal(&mut pcm, &opus[22], &mut out).unwrap();
+        assert!(back.fec_source(&opus[22]).is_some());
     }
 
     #[test]

@@ -190,6 +190,7 @@ fn reports_on_a_transcoded_session(io: IoKind, port_min: u16) {
         codec,
         event_payload_type: None,
         ptime_ms: 20,
+        options: tandem_dataplane::api::CodecOptions::NONE,
     };
     let plan = [codec(8, Codec::Pcma), codec(0, Codec::Pcmu)];
     let set = Command::SetCodecs {

@@ -4,7 +4,9 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
-use tandem_dataplane::api::{Codec, Command, CoreError, Event, LegCodec, LegParams, SessionId};
+use tandem_dataplane::api::{
+    Codec, CodecOptions, Command, CoreError, Event, LegCodec, LegParams, SessionId,
+};
 use tandem_dataplane::io::IoKind;
 use tandem_dataplane::CoreHandle;
 use tandem_media::codec::{
@@ -50,6 +52,7 @@ fn lc(payload_type: u8, codec: Codec, event: Option<u8>) -> LegCodec {
         codec,
         event_payload_type: event,
         ptime_ms: 20,
+        options: CodecOptions::NONE,
     }
 }
 
@@ -168,7 +171,7 @@ fn transcodes_both_ways(io: IoKind, port_min: u16, b_codec: Codec) {
             let mut payload = [0u8; 400];
             let n = match b_codec {
                 Codec::Opus => enc.encode_any(f, &mut payload).unwrap(),
-                Codec::G729 => g729_enc.encode_any(f, &mut payload).unwrap(),
+                Codec::G729 => g729_enc.encode_any(f, &mut payload).unwrap().len,
                 _ => Law::Ulaw.encode(f, &mut payload),
             };
             rtp(b_pt, i as u16, step * i as u32, &payload[..n])
@@ -306,5 +309,61 @@ fn portable_repacketises_pcma_20_ms_and_g729_30_ms() {
     let back = send_and_collect(&b, b_side, &a, &from_b);
     assert_eq!(back.len(), 30);
     assert!(back.iter().all(|p| p[1] & 0x7f == 8 && p.len() == 12 + 160));
+    drop(dp);
+}
+
+/// PCMA on leg A, G.729 on leg B whose peer takes Annex B (`CodecOptions::dtx`): silence
+/// reaches B as SID frames or nothing, a tone as speech frames, our sequence numbers counting
+/// only what is sent and the first packet after the silence marked.
+#[test]
+fn portable_sends_g729_with_vad_to_a_peer_taking_annex_b() {
+    let (dp, mut core) = start(IoKind::Portable, 48200);
+    let (a, b) = (endpoint(), endpoint());
+    let (id, ports) = create(&mut core, &a, &b);
+    let a_side = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let annex_b = LegCodec {
+        options: CodecOptions {
+            fec: false,
+            dtx: true,
+        },
+        ..lc(18, Codec::G729, None)
+    };
+    let set = Command::SetCodecs {
+        token: 2,
+        id,
+        codecs: Some([lc(8, Codec::Pcma, None), annex_b]),
+    };
+    assert_eq!(call(&mut core, set), Event::Updated { token: 2 });
+    // 1 s of silence, then 400 ms of tone.
+    let mut frames = vec![[0i16; 160]; 50];
+    frames.extend(tone_frames(20));
+    let got = send_and_collect(&a, a_side, &b, &pcma_packets(&frames, 0));
+    let at = |p: &[u8]| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+    let ts0 = at(&got[0]);
+    let (silent, talk): (Vec<_>, Vec<_>) = got.iter().partition(|p| at(p).wrapping_sub(ts0) < 8000);
+    // Silence: SID frames (2 bytes) or nothing at all, far fewer packets than went in.
+    assert!(
+        silent.iter().all(|p| p.len() == 12 + 2),
+        "{:?}",
+        silent.iter().map(|p| p.len()).collect::<Vec<_>>()
+    );
+    assert!(
+        silent.len() < 10,
+        "{} packets for 1 s of silence",
+        silent.len()
+    );
+    // The tone: two 10-byte speech frames per 20 ms (the first packet may start late).
+    assert!(
+        talk.len() >= 19,
+        "{} packets for 400 ms of tone",
+        talk.len()
+    );
+    assert!(talk[1..].iter().all(|p| p.len() == 12 + 20));
+    // Sequence numbers count the packets sent; the first after the silence is marked.
+    for w in got.windows(2) {
+        let seq = |p: &[u8]| u16::from_be_bytes([p[2], p[3]]);
+        assert_eq!(seq(&w[1]).wrapping_sub(seq(&w[0])), 1);
+    }
+    assert!(talk[0][1] & 0x80 != 0, "talkspurt marked");
     drop(dp);
 }

@@ -11,7 +11,8 @@
 
 use std::net::SocketAddr;
 use tandem_dataplane::api::{
-    Codec, DtmfKeys, DtmfOptions, DtmfSend, DtmfVia, InbandAudio, LegCodec, LegIndex, LegParams,
+    Codec, CodecOptions, DtmfKeys, DtmfOptions, DtmfSend, DtmfVia, InbandAudio, LegCodec, LegIndex,
+    LegParams,
 };
 use tandem_dataplane::dtmf::Senders;
 use tandem_dataplane::session::{Sessions, Verdict};
@@ -35,6 +36,7 @@ fn leg_codec(codec: Codec) -> LegCodec {
         codec,
         event_payload_type: Some(event),
         ptime_ms: 20,
+        options: CodecOptions::NONE,
     }
 }
 
@@ -63,7 +65,7 @@ fn packets(codec: Codec, n: usize) -> Vec<Vec<u8>> {
                     g16.fill(&mut wide);
                     g722.encode_any(&wide, &mut payload).unwrap()
                 }
-                (Codec::G729, _) => g729.encode_any(&pcm, &mut payload).unwrap(),
+                (Codec::G729, _) => g729.encode_any(&pcm, &mut payload).unwrap().len,
                 (_, Some(e)) => e.encode_any(&pcm, &mut payload).unwrap(),
                 _ => unreachable!(),
             };
@@ -124,7 +126,7 @@ fn decision_and_transcode_allocate_nothing_per_packet() {
                 match sessions.on_packet(4, a, p, 1) {
                     Verdict::Transcode { in_key, .. } => {
                         for _ in 0..transcoders.missing(in_key, p) {
-                            assert!(transcoders.conceal(in_key, &mut out).unwrap() > 12);
+                            assert!(transcoders.conceal(in_key, p, &mut out).unwrap() > 12);
                             concealed += 1;
                         }
                         let len = transcoders.process(in_key, p, &mut out).unwrap();
@@ -401,7 +403,7 @@ fn repacketising_allocates_nothing_per_packet() {
                     continue;
                 }
                 for _ in 0..transcoders.missing(0, p) {
-                    match transcoders.conceal(0, &mut out) {
+                    match transcoders.conceal(0, p, &mut out) {
                         Ok(_) => sent += 1,
                         Err(e) => assert_eq!(e, Skip::Held),
                     }
@@ -423,6 +425,114 @@ fn repacketising_allocates_nothing_per_packet() {
             "{from:?} -> {to:?}: {sent}"
         );
         assert_eq!(n, 0, "{from:?} -> {to:?} at {ptime_ms} ms: {n} allocations");
+    }
+}
+
+/// 20 ms PCMA packets: `speech` of a tone, then `silence` of digital silence, counting on.
+fn talk_then_silence(speech: usize, silence: usize) -> Vec<Vec<u8>> {
+    let spec = ToneSpec::continuous(440.0, 1230.0, -16.0);
+    let mut g = ToneGenerator::new(&spec, 8000).unwrap();
+    (0..speech + silence)
+        .map(|i| {
+            let mut pcm = [0i16; 160];
+            if i < speech {
+                g.fill(&mut pcm);
+            }
+            let mut p = vec![0x80, 8];
+            p.extend_from_slice(&(i as u16).to_be_bytes());
+            p.extend_from_slice(&(i as u32 * 160).to_be_bytes());
+            p.extend_from_slice(&0x5eed_u32.to_be_bytes());
+            let mut payload = [0u8; 160];
+            Law::Alaw.encode(&pcm, &mut payload);
+            p.extend_from_slice(&payload);
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn fec_recovery_vad_and_dtx_allocate_nothing_per_packet() {
+    let with = |codec, fec, dtx, ptime_ms| LegCodec {
+        ptime_ms,
+        options: CodecOptions { fec, dtx },
+        ..leg_codec(codec)
+    };
+    // Towards peers that asked for DTX (G.729 Annex B, Opus usedtx) and FEC (Opus), one
+    // packet out per packet in and repacketised: silence is left untransmitted.
+    let plans = [
+        (with(Codec::G729, false, true, 20), 20),
+        (with(Codec::G729, false, true, 30), 20),
+        (with(Codec::Opus, true, true, 20), 20),
+        (with(Codec::Opus, true, true, 40), 20),
+    ];
+    for (to, from_ms) in plans {
+        let mut transcoders = Transcoders::new(1);
+        let t = Transcoder::new(with(Codec::Pcma, false, false, from_ms), to, 42).unwrap();
+        transcoders.set(0, Some(t));
+        let input = talk_then_silence(50, 150);
+        let mut out = [0u8; 1500];
+        let (mut sent, mut untransmitted) = (0u32, 0u32);
+        let mut opus = Vec::new();
+        let n = allocations(|| {
+            for p in &input {
+                match transcoders.process(0, p, &mut out) {
+                    Ok(_) => sent += 1,
+                    Err(Skip::Untransmitted) => untransmitted += 1,
+                    Err(e) => assert_eq!(e, Skip::Held),
+                }
+                while transcoders.queued(0) > 0 {
+                    assert!(transcoders.pop(0, &mut out).unwrap() > 12);
+                    sent += 1;
+                }
+            }
+        });
+        assert_eq!(n, 0, "PCMA -> {to:?}: {n} allocations");
+        // 4 s in, 1 s of it a tone: the silence went (almost) unsent. Repacketised, what is
+        // left untransmitted never leaves the repacketiser (`Skip::Held`).
+        let frames = 4000 / to.ptime_ms as u32;
+        assert!(
+            sent > frames / 5 && sent < frames / 2,
+            "PCMA -> {to:?}: {sent} sent"
+        );
+        if from_ms == to.ptime_ms {
+            assert!(
+                untransmitted > 100,
+                "PCMA -> {to:?}: {untransmitted} untransmitted"
+            );
+        }
+        if to.codec == Codec::Opus && to.ptime_ms == 20 {
+            // Keep the Opus-with-FEC stream for the receiving side below.
+            let t = Transcoder::new(
+                with(Codec::Pcma, false, false, 20),
+                with(Codec::Opus, true, false, 20),
+                7,
+            );
+            let mut t = t.unwrap();
+            let mut pcm = vec![0i16; 2 * tandem_dataplane::transcode::MAX_PCM_SAMPLES];
+            for p in &input[..50] {
+                let n = t.process(p, &mut pcm, &mut out).unwrap();
+                opus.push(out[..n].to_vec());
+            }
+            // Behind the Opus sender, single losses are recovered from the next packet's FEC.
+            let mut back = Transcoders::new(1);
+            let t = Transcoder::new(leg_codec(Codec::Opus), leg_codec(Codec::Pcma), 9).unwrap();
+            back.set(0, Some(t));
+            let mut recovered = 0;
+            let n = allocations(|| {
+                for (i, p) in opus.iter().enumerate() {
+                    if i % 10 == 5 {
+                        continue;
+                    }
+                    for _ in 0..back.missing(0, p) {
+                        assert!(back.conceal(0, p, &mut out).unwrap() > 12);
+                        recovered += 1;
+                    }
+                    assert!(back.process(0, p, &mut out).unwrap() > 12);
+                }
+            });
+            assert_eq!(n, 0, "Opus FEC -> PCMA: {n} allocations");
+            assert_eq!(recovered, 5);
+        }
     }
 }
 

@@ -3,14 +3,15 @@
 //! out fits the buffer and carries our RTP header, and repacketising never leaves more queued
 //! than it can hand out.
 //!
-//! Input: three bytes of plan (the sending leg's codec, the receiving leg's, and their ptimes),
+//! Input: three bytes of plan (the sending leg's codec with its events and codec options, the
+//! receiving leg's, and their ptimes),
 //! then records of one control byte and a payload: the control byte's low 5 bits are the
 //! payload length (times 8, so whole G.711/G.729 frames are reachable), the next bits pick the
 //! payload type (the sender's audio, its events, anything else) and whether to ask for
 //! concealment first. Sequence numbers and timestamps advance by the packet's duration, with
 //! jumps, reordering and SSRC changes drawn from the payload's first byte.
 use libfuzzer_sys::fuzz_target;
-use tandem_dataplane::api::{Codec, LegCodec};
+use tandem_dataplane::api::{Codec, CodecOptions, LegCodec};
 use tandem_dataplane::transcode::{Skip, Transcoder, MAX_PCM_SAMPLES};
 
 const CODECS: [Codec; 5] = [
@@ -36,6 +37,11 @@ fn leg(selector: u8, ptime: u8) -> LegCodec {
         codec,
         event_payload_type: (selector & 0x80 == 0).then_some(101),
         ptime_ms: PTIMES[ptime as usize % PTIMES.len()],
+        // FEC and DTX (Opus), Annex B VAD (G.729) towards the leg; ignored elsewhere.
+        options: CodecOptions {
+            fec: selector & 0x40 != 0,
+            dtx: selector & 0x20 != 0,
+        },
     }
 }
 
@@ -87,7 +93,7 @@ fuzz_target!(|data: &[u8]| {
         packet.extend_from_slice(payload);
         if control & 0x80 != 0 {
             for _ in 0..t.missing(&packet) {
-                check(t.conceal(&mut pcm, &mut out), &out);
+                check(t.conceal(&mut pcm, &packet, &mut out), &out);
             }
         }
         check(t.process(&packet, &mut pcm, &mut out), &out);

@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
-use tandem_media::codec::{Decoder, Encoder, G711Decoder, G711Encoder};
+use tandem_media::codec::{speech_like, Decoder, Encoder, G711Decoder, G711Encoder};
 use tandem_media::dtmf::DtmfDetector;
 use tandem_media::g711::Law;
 use tandem_media::mixer::{Mixer, Role, SupervisorMode};
@@ -75,6 +75,47 @@ fn codecs(c: &mut Criterion) {
         });
         g.bench_function("g729_decode", |b| {
             b.iter(|| dec.decode(black_box(&payload), &mut out).unwrap())
+        });
+    }
+    {
+        use tandem_media::codec::G729Encoder;
+        // Annex B VAD/DTX on (a peer that takes it) against VAD off, over 1 s of speech-like
+        // audio cycled (a repeated frame is stationary, which the VAD soon calls noise), and
+        // on silence (the VAD's noise path: SID frames or nothing).
+        let speech = speech_like(8000, 8000);
+        let silence = [0i16; 160];
+        let mut payload = [0u8; 20];
+        let mut frames = speech.chunks_exact(160).cycle();
+        let mut plain = G729Encoder::new(20).unwrap();
+        g.bench_function("g729_encode_speechlike", |b| {
+            b.iter(|| plain.encode_any(black_box(frames.next().unwrap()), &mut payload))
+        });
+        let mut enc = G729Encoder::with_vad(20, true).unwrap();
+        g.bench_function("g729_encode_vad_speechlike", |b| {
+            b.iter(|| enc.encode_any(black_box(frames.next().unwrap()), &mut payload))
+        });
+        let mut enc = G729Encoder::with_vad(20, true).unwrap();
+        g.bench_function("g729_encode_vad_silence", |b| {
+            b.iter(|| enc.encode_any(black_box(&silence), &mut payload).unwrap())
+        });
+    }
+    #[cfg(feature = "opus")]
+    {
+        use tandem_media::codec::OpusEncoder;
+        // 8 kHz, as a G.711 ↔ Opus call encodes, over the same speech-like second (libopus
+        // adds the FEC copy only to frames its VAD calls speech): libopus's defaults, and with
+        // in-band FEC (10% expected loss, the bitrate FEC needs) as for `useinbandfec=1`.
+        let speech = speech_like(8000, 8000);
+        let mut frames = speech.chunks_exact(160).cycle();
+        let mut payload = [0u8; 400];
+        let mut plain = OpusEncoder::new(8000, 20).unwrap();
+        g.bench_function("opus_encode_8k_speechlike", |b| {
+            b.iter(|| plain.encode_any(black_box(frames.next().unwrap()), &mut payload))
+        });
+        let mut fec = OpusEncoder::new(8000, 20).unwrap();
+        fec.enable_fec(10).unwrap();
+        g.bench_function("opus_encode_8k_fec_speechlike", |b| {
+            b.iter(|| fec.encode_any(black_box(frames.next().unwrap()), &mut payload))
         });
     }
     g.finish();

@@ -5,7 +5,7 @@
 //! Pure functions over parsed SDP; the handler stores what the offer left for the answer.
 
 use crate::sdp::{CodecEdit, Format, Media};
-use tandem_dataplane::api::{Codec, LegCodec};
+use tandem_dataplane::api::{Codec, CodecOptions, LegCodec};
 
 /// The codec instructions of one offer. Names are encodings, optionally with a clock
 /// (`opus`, `PCMA/8000`); `all` in `strip`/`mask` means every codec of the offer.
@@ -70,17 +70,66 @@ pub fn data_plane_codec(f: &Format) -> Option<Codec> {
     }
 }
 
-/// A codec name (`opus`, `PCMA/8000`) the data plane can encode, as an offer adds it:
-/// encoding, clock, rtpmap parameters and static payload type.
-fn producible(name: &str) -> Option<(&'static str, u32, Option<&'static str>, Option<u8>)> {
-    match name.split('/').next() {
-        Some(n) if n.eq_ignore_ascii_case("PCMU") => Some(("PCMU", 8000, None, Some(0))),
-        Some(n) if n.eq_ignore_ascii_case("PCMA") => Some(("PCMA", 8000, None, Some(8))),
-        Some(n) if n.eq_ignore_ascii_case("opus") => Some(("opus", 48_000, Some("2"), None)),
-        Some(n) if n.eq_ignore_ascii_case("G722") => Some(("G722", 8000, None, Some(9))),
-        Some(n) if n.eq_ignore_ascii_case("G729") => Some(("G729", 8000, None, Some(18))),
-        _ => None,
+/// The codec options a peer asked for in a format's `a=fmtp` (RFC 7587 §6.1 for Opus: FEC
+/// with `useinbandfec=1`, DTX with `usedtx=1`, both off when absent; RFC 7261 §4.1 / RFC 4856
+/// for G.729: Annex B unless `annexb=no`). Parameter names and values are matched without
+/// regard to case; anything else in the fmtp is ignored.
+pub fn codec_options(f: &Format) -> CodecOptions {
+    let param = |name: &str| {
+        f.fmtp.as_deref().and_then(|fmtp| {
+            fmtp.split(';').find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+        })
+    };
+    match data_plane_codec(f) {
+        Some(Codec::Opus) => CodecOptions {
+            fec: param("useinbandfec") == Some("1"),
+            dtx: param("usedtx") == Some("1"),
+        },
+        Some(Codec::G729) => CodecOptions {
+            fec: false,
+            dtx: !param("annexb").is_some_and(|v| v.eq_ignore_ascii_case("no")),
+        },
+        _ => CodecOptions::NONE,
     }
+}
+
+/// A codec the data plane can encode, as an offer adds it.
+struct Producible {
+    encoding: &'static str,
+    clock: u32,
+    /// The rtpmap's encoding parameters.
+    params: Option<&'static str>,
+    static_pt: Option<u8>,
+    /// What we ask of the answerer's stream to us (`a=fmtp`): Opus with in-band FEC, which
+    /// our decoder uses for a single lost packet (not `usedtx`: DTX gaps would reach a G.711
+    /// receiver as gaps); G.729 with Annex B, whose SID frames our decoder takes.
+    fmtp: Option<&'static str>,
+}
+
+/// A codec name (`opus`, `PCMA/8000`) the data plane can encode, as an offer adds it.
+fn producible(name: &str) -> Option<Producible> {
+    let (encoding, clock, params, static_pt, fmtp) = match name.split('/').next() {
+        Some(n) if n.eq_ignore_ascii_case("PCMU") => ("PCMU", 8000, None, Some(0), None),
+        Some(n) if n.eq_ignore_ascii_case("PCMA") => ("PCMA", 8000, None, Some(8), None),
+        Some(n) if n.eq_ignore_ascii_case("opus") => {
+            ("opus", 48_000, Some("2"), None, Some("useinbandfec=1"))
+        }
+        Some(n) if n.eq_ignore_ascii_case("G722") => ("G722", 8000, None, Some(9), None),
+        Some(n) if n.eq_ignore_ascii_case("G729") => {
+            ("G729", 8000, None, Some(18), Some("annexb=yes"))
+        }
+        _ => return None,
+    };
+    Some(Producible {
+        encoding,
+        clock,
+        params,
+        static_pt,
+        fmtp,
+    })
 }
 
 /// Whether `transcode` may name this codec (configuration checks).
@@ -154,7 +203,14 @@ pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCo
     let mut added_opus = false;
     for name in &req.transcode {
         // Not a codec the data plane can produce: not offered.
-        let Some((encoding, clock, params, static_pt)) = producible(name) else {
+        let Some(Producible {
+            encoding,
+            clock,
+            params,
+            static_pt,
+            fmtp,
+        }) = producible(name)
+        else {
             continue;
         };
         let wanted = format!("{encoding}/{clock}");
@@ -177,6 +233,9 @@ pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCo
             Some(p) => format!("rtpmap:{pt} {encoding}/{clock}/{p}"),
             None => format!("rtpmap:{pt} {encoding}/{clock}"),
         });
+        if let Some(fmtp) = fmtp {
+            edit.add.push(format!("fmtp:{pt} {fmtp}"));
+        }
     }
     // Events in Opus's clock for an answerer that takes Opus, when the offerer sends events.
     let events_8k = kept.iter().find(|f| f.is("telephone-event/8000"));
@@ -282,12 +341,14 @@ pub fn answer_plan(offered: &OfferedCodecs, answer: &Media) -> Option<(CodecEdit
             codec: a_codec,
             event_payload_type: a_event.map(|f| f.payload_type),
             ptime_ms: plan_ptime(offered.ptime_ms),
+            options: codec_options(a_format),
         },
         LegCodec {
             payload_type: chosen.payload_type,
             codec: b_codec,
             event_payload_type: b_event.map(|f| f.payload_type),
             ptime_ms: plan_ptime(answer.ptime_ms),
+            options: codec_options(chosen),
         },
     ];
     Some((edit, plan))
@@ -394,7 +455,8 @@ mod tests {
             "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n\
              m=audio 30000 RTP/AVP 8 96 97 101\r\na=rtpmap:8 PCMA/8000\r\n\
              a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\n\
-             a=rtpmap:96 opus/48000/2\r\na=rtpmap:97 telephone-event/48000\r\na=fmtp:97 0-16\r\n\
+             a=rtpmap:96 opus/48000/2\r\na=fmtp:96 useinbandfec=1\r\n\
+             a=rtpmap:97 telephone-event/48000\r\na=fmtp:97 0-16\r\n\
              a=sendrecv\r\na=rtcp:30001\r\n"
         );
         // PCMU was stripped: the offerer is never sent it.
@@ -436,7 +498,11 @@ mod tests {
             let sdp = Sdp::parse(OFFER).unwrap();
             let (edit, offered) = offer_edit(&sdp.media[0], &request(&[name], &[], &[])).unwrap();
             assert_eq!(edit.formats, ["8", "0", &pt.to_string(), "101"]);
-            assert_eq!(edit.add, [format!("rtpmap:{pt} {name}/8000")]);
+            let mut add = vec![format!("rtpmap:{pt} {name}/8000")];
+            if name == "G729" {
+                add.push(format!("fmtp:{pt} annexb=yes"));
+            }
+            assert_eq!(edit.add, add);
             let answer = format!("v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP {pt}\r\n");
             let (_, plan) = answer_plan(&offered, &Sdp::parse(&answer).unwrap().media[0]).unwrap();
             assert_eq!((plan[0].codec, plan[1].codec), (Codec::Pcma, codec));
@@ -487,12 +553,18 @@ mod tests {
                     codec: Codec::Pcma,
                     event_payload_type: Some(101),
                     ptime_ms: 20,
+                    options: CodecOptions::NONE,
                 },
                 LegCodec {
                     payload_type: 96,
                     codec: Codec::Opus,
                     event_payload_type: Some(97),
                     ptime_ms: 0,
+                    // The answerer's `useinbandfec=1`: what we send it carries FEC.
+                    options: CodecOptions {
+                        fec: true,
+                        dtx: false
+                    },
                 }
             ]
         );
@@ -520,5 +592,66 @@ mod tests {
         assert_eq!(plan[0].event_payload_type, None);
         assert_eq!(plan[1].codec, Codec::Pcmu);
         assert_eq!(edit.formats, ["8"]);
+    }
+
+    #[test]
+    fn fmtp_parameters_become_codec_options() {
+        let format = |encoding: &str, fmtp: Option<&str>| Format {
+            payload_type: 96,
+            encoding: encoding.into(),
+            clock_hz: if encoding == "opus" { 48_000 } else { 8000 },
+            params: None,
+            fmtp: fmtp.map(str::to_string),
+        };
+        let opts = |fec, dtx| CodecOptions { fec, dtx };
+        let cases = [
+            ("opus", None, opts(false, false)),
+            ("opus", Some("useinbandfec=1"), opts(true, false)),
+            (
+                "opus",
+                Some("minptime=10; useinbandfec=1;usedtx=1"),
+                opts(true, true),
+            ),
+            ("opus", Some("USEINBANDFEC=0;usedtx=0"), opts(false, false)),
+            ("opus", Some("useinbandfec; usedtx=yes"), opts(false, false)),
+            // G.729: Annex B unless the peer says no (RFC 7261: yes when absent).
+            ("G729", None, opts(false, true)),
+            ("G729", Some("annexb=yes"), opts(false, true)),
+            ("G729", Some("annexb=no"), opts(false, false)),
+            ("G729", Some(" AnnexB = No "), opts(false, false)),
+            ("G729", Some("garbage;;=;annexb"), opts(false, true)),
+            // Others have none.
+            ("PCMA", Some("useinbandfec=1"), CodecOptions::NONE),
+        ];
+        for (encoding, fmtp, want) in cases {
+            assert_eq!(
+                codec_options(&format(encoding, fmtp)),
+                want,
+                "{encoding} {fmtp:?}"
+            );
+        }
+        // Through a plan: the offerer's G.729 said no, the answerer's Opus asked for both.
+        let offer = OFFER
+            .replace("RTP/AVP 8 0 101", "RTP/AVP 18 101")
+            .replace("a=ptime:20", "a=fmtp:18 annexb=no");
+        let sdp = Sdp::parse(&offer).unwrap();
+        let (_, offered) = offer_edit(&sdp.media[0], &request(&["opus"], &[], &[])).unwrap();
+        let answer = "v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 5000 RTP/AVP 96\r\n\
+            a=rtpmap:96 opus/48000/2\r\na=fmtp:96 usedtx=1;useinbandfec=1\r\n";
+        let (edit, plan) = answer_plan(&offered, &Sdp::parse(answer).unwrap().media[0]).unwrap();
+        assert_eq!(
+            (plan[0].codec, plan[0].options),
+            (Codec::G729, opts(false, false))
+        );
+        assert_eq!(
+            (plan[1].codec, plan[1].options),
+            (Codec::Opus, opts(true, true))
+        );
+        // The offerer is answered with its own fmtp.
+        assert!(
+            edit.add.contains(&"fmtp:18 annexb=no".to_string()),
+            "{:?}",
+            edit.add
+        );
     }
 }

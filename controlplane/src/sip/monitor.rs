@@ -17,7 +17,7 @@ use super::super::queues::{AcdRefusal, AcdReply, MonitorOp, MonitorView, Supervi
 use super::callback::callback_offer;
 use super::*;
 use crate::ng::codecs::data_plane_codec;
-use tandem_dataplane::api::Codec;
+use tandem_dataplane::api::{Codec, CodecOptions};
 
 /// One call's supervisor: its dialog (leg A of its own session) and where it stands.
 pub(super) struct Monitor {
@@ -502,5 +502,7 @@ fn leg_codec(formats: &[crate::sdp::Format], format: &crate::sdp::Format) -> Opt
         event_payload_type: event.map(|f| f.payload_type),
         // The mix runs on 20 ms frames whatever the phones' packetisation.
         ptime_ms: 0,
+        // The mix encodes towards the supervisor without DTX or FEC whatever it asked.
+        options: CodecOptions::NONE,
     })
 }

@@ -6,7 +6,7 @@
 use super::queue::{device, register_device};
 use super::*;
 use crate::sip::queues::{AcdOp, AcdRefusal, AcdReply, MonitorOp, SupervisorMode};
-use tandem_dataplane::api::{Codec, LegCodec, MonitorMode};
+use tandem_dataplane::api::{Codec, CodecOptions, LegCodec, MonitorMode};
 
 const BOSS: &str = "192.168.1.12:5060";
 const SDP_BOSS: &str = "v=0\r\no=s 1 1 IN IP4 192.168.1.12\r\ns=-\r\nc=IN IP4 192.168.1.12\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
@@ -174,6 +174,7 @@ fn a_whispering_supervisor_is_attached_on_answer_switched_to_barge_and_hung_up_w
         codec: Codec::Pcma,
         event_payload_type: event,
         ptime_ms: 0,
+        options: CodecOptions::NONE,
     };
     let (on, supervisor, params, mode, codecs) = attach.expect("attached");
     assert_eq!(
@@ -187,6 +188,7 @@ fn a_whispering_supervisor_is_attached_on_answer_switched_to_barge_and_hung_up_w
         codec: Codec::Pcmu,
         event_payload_type: Some(101),
         ptime_ms: 0,
+        options: CodecOptions::NONE,
     };
     assert_eq!(codecs, [pcma(Some(101)), pcma(None), pcmu]);
     assert_eq!(events(&out)[0].0, "monitor.answered");

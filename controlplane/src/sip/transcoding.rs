@@ -79,6 +79,7 @@ fn first_codec(m: &Media) -> Option<Settled> {
             codec: codecs::data_plane_codec(f)?,
             event_payload_type: event_in(&formats, f.clock_hz),
             ptime_ms: codecs::plan_ptime(m.ptime_ms),
+            options: codecs::codec_options(f),
         },
         name: f.encoding.clone(),
     })
@@ -115,6 +116,7 @@ fn plan_against(
             codec,
             event_payload_type: event_in(&formats, chosen.clock_hz),
             ptime_ms: codecs::plan_ptime(answer.ptime_ms),
+            options: codecs::codec_options(chosen),
         },
         name: chosen.encoding.clone(),
     };
@@ -227,6 +229,7 @@ impl Engine {
                                 event_payload_type: event_in(formats, f.clock_hz)
                                     .filter(|_| a.codec.event_payload_type.is_some()),
                                 ptime_ms: codecs::plan_ptime(offered?.ptime_ms),
+                                options: codecs::codec_options(f),
                             },
                             name: f.encoding.clone(),
                         })
@@ -317,6 +320,7 @@ mod tests {
                 codec: tandem_dataplane::api::Codec::Pcma,
                 event_payload_type: Some(101),
                 ptime_ms: 0,
+                options: tandem_dataplane::api::CodecOptions::NONE,
             },
             name: "PCMA".into(),
         };
@@ -348,5 +352,40 @@ mod tests {
         let gsm = media("v=0\r\nc=IN IP4 10.0.0.3\r\nm=audio 7000 RTP/AVP 3\r\n");
         assert_eq!(plan_against(Some(&pcma), &gsm), (None, None));
         assert!(plan_against(None, &g722).0.is_none());
+    }
+
+    #[test]
+    fn the_joining_partys_fmtp_becomes_its_codec_options() {
+        use tandem_dataplane::api::{Codec, CodecOptions};
+        let pcma = Settled {
+            codec: LegCodec {
+                payload_type: 8,
+                codec: Codec::Pcma,
+                event_payload_type: None,
+                ptime_ms: 0,
+                options: CodecOptions::NONE,
+            },
+            name: "PCMA".into(),
+        };
+        let opus = media(
+            "v=0\r\nc=IN IP4 10.0.0.3\r\nm=audio 7000 RTP/AVP 111\r\n\
+             a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n",
+        );
+        let [_, j] = plan_against(Some(&pcma), &opus).0.unwrap();
+        let want = CodecOptions {
+            fec: true,
+            dtx: false,
+        };
+        assert_eq!((j.codec.codec, j.codec.options), (Codec::Opus, want));
+        // G.729 without fmtp takes Annex B; `annexb=no` does not.
+        let g729 = "v=0\r\nc=IN IP4 10.0.0.3\r\nm=audio 7000 RTP/AVP 18\r\n";
+        let [_, j] = plan_against(Some(&pcma), &media(g729)).0.unwrap();
+        assert!(j.codec.options.dtx);
+        let no = format!("{g729}a=fmtp:18 annexb=no\r\n");
+        let [_, j] = plan_against(Some(&pcma), &media(&no)).0.unwrap();
+        assert_eq!(j.codec.options, CodecOptions::NONE);
+        // The side that keeps its codec is planned with the options it settled with.
+        let first = first_codec(&media(&no)).unwrap();
+        assert_eq!(first.codec.options, CodecOptions::NONE);
     }
 }

@@ -4,7 +4,7 @@
 use super::queue::{agent, cc_config, device, invites_to, queued_call, register_device};
 use super::*;
 use crate::sip::queues::AgentAction;
-use tandem_dataplane::api::{Codec, LegCodec};
+use tandem_dataplane::api::{Codec, CodecOptions, LegCodec};
 
 /// B takes PCMU only (with events): the caller's PCMA is not among them.
 const SDP_PCMU: &str = "v=0\r\no=b 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
@@ -17,6 +17,7 @@ fn leg(payload_type: u8, codec: Codec, event_payload_type: Option<u8>) -> LegCod
         codec,
         event_payload_type,
         ptime_ms: 0,
+        options: CodecOptions::NONE,
     }
 }
 
@@ -90,6 +91,8 @@ fn a_callee_without_the_callers_codec_is_transcoded_through_hold_and_resume() {
     for map in [
         "a=rtpmap:9 G722/8000",
         "a=rtpmap:96 opus/48000/2",
+        // What we ask of an Opus answerer's stream (our decoder uses its FEC).
+        "a=fmtp:96 useinbandfec=1",
         "a=rtpmap:97 telephone-event/48000",
     ] {
         assert!(offer.contains(map), "{map} in {offer}");

@@ -58,6 +58,7 @@ pub fn lc(codec: Codec) -> LegCodec {
         codec,
         event_payload_type: None,
         ptime_ms: 0,
+        options: tandem_dataplane::api::CodecOptions::NONE,
     }
 }
 
@@ -260,6 +261,7 @@ pub fn party(codec: Codec) -> (LegCodec, Box<dyn Encoder>) {
         codec,
         event_payload_type: None,
         ptime_ms: 0,
+        options: tandem_dataplane::api::CodecOptions::NONE,
     };
     (lc, encoder)
 }
