@@ -55,8 +55,11 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A new row id: a UUIDv7, so ids sort in the order this process made them and every list's
+/// `…, id` tie-break (rows of the same millisecond: an audit entry written right after another)
+/// is creation order, not chance.
 pub fn new_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    uuid::Uuid::now_v7().simple().to_string()
 }
 
 /// A page of a list: at most `limit` items from `offset`, in `order` (a whitelisted SQL ORDER BY
