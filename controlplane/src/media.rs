@@ -237,6 +237,22 @@ impl DataPlaneClient {
         .await
     }
 
+    /// Holds or releases relaying to `leg` (see `Command::HoldRelay`).
+    pub async fn hold_relay(
+        &self,
+        id: SessionId,
+        leg: LegIndex,
+        held: bool,
+    ) -> Result<(), CoreError> {
+        self.expect_updated(id, |token| Command::HoldRelay {
+            token,
+            id,
+            leg,
+            held,
+        })
+        .await
+    }
+
     /// Stops playing to `leg` (a no-op if it was not playing); relaying to it resumes.
     pub async fn stop_play(&self, id: SessionId, leg: LegIndex) -> Result<(), CoreError> {
         self.expect_updated(id, |token| Command::StopPlay { token, id, leg })

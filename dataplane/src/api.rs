@@ -161,6 +161,16 @@ pub enum Command {
         id: SessionId,
         leg: LegIndex,
     },
+    /// Holds (or releases) relaying to `leg`'s peer: while held, what the other leg sends is
+    /// dropped as `held` instead of relayed (clips and mixes still reach it). The B2BUA holds
+    /// its caller between an offer that may bring transcoding and the answer's codec plan.
+    /// Answered with `Updated`.
+    HoldRelay {
+        token: u64,
+        id: SessionId,
+        leg: LegIndex,
+        held: bool,
+    },
     /// How DTMF from `leg`'s peer is heard and passed on (see [`DtmfOptions`]): the core
     /// reports each key pressed on that leg once as [`Event::Dtmf`]. Answered with `Updated`,
     /// or `Failed` with `UnsupportedCodec` when in-band detection names a codec other than

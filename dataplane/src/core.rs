@@ -787,6 +787,24 @@ impl Core {
                     };
                     self.push_event(event);
                 }
+                Command::HoldRelay {
+                    token,
+                    id,
+                    leg,
+                    held,
+                } => {
+                    let event = match self.sessions.resolve(id) {
+                        Some(index) => {
+                            self.sessions.set_held(index, leg, held);
+                            Event::Updated { token }
+                        }
+                        None => Event::Failed {
+                            token,
+                            error: CoreError::UnknownSession,
+                        },
+                    };
+                    self.push_event(event);
+                }
                 Command::StopPlay { token, id, leg } => {
                     let event = match self.sessions.resolve(id) {
                         Some(index) => {

@@ -69,6 +69,9 @@ pub struct Leg {
     pub strict_source: bool,
     /// A clip is being played to this leg's peer: nothing is relayed to it meanwhile.
     pub playing: bool,
+    /// The control plane holds relaying to this leg's peer (`Command::HoldRelay`): nothing is
+    /// relayed to it meanwhile (played and mixed streams still go).
+    pub held: bool,
     /// The telephone-event payload type whose packets from this leg are parsed for DTMF, or
     /// [`NO_DTMF`] (which no 7-bit payload type equals, so the check is one byte compare).
     pub dtmf_pt: u8,
@@ -101,6 +104,7 @@ impl Default for Leg {
             rtcp_mux: false,
             strict_source: false,
             playing: false,
+            held: false,
             dtmf_pt: NO_DTMF,
             inband_pt: NO_DTMF,
             block_dtmf: false,
@@ -264,6 +268,10 @@ impl Sessions {
     /// Marks `leg` as played to (or not): while it is, nothing is relayed to it.
     pub fn set_playing(&mut self, index: u32, leg: LegIndex, playing: bool) {
         self.slots[index as usize].legs[leg as usize].playing = playing;
+    }
+
+    pub fn set_held(&mut self, index: u32, leg: LegIndex, held: bool) {
+        self.slots[index as usize].legs[leg as usize].held = held;
     }
 
     /// Tells `leg`'s quality measurement what its peer sends (from a codec plan).
@@ -492,8 +500,13 @@ impl Sessions {
                 latch,
                 in_key: index * 2 + leg_in as u32,
             }
-        } else if out_leg.playing {
-            drop_latched(DropReason::Playback, latch)
+        } else if out_leg.playing | out_leg.held {
+            let reason = if out_leg.playing {
+                DropReason::Playback
+            } else {
+                DropReason::Held
+            };
+            drop_latched(reason, latch)
         } else {
             match out.peer {
                 None => {
@@ -899,6 +912,39 @@ mod tests {
         let mut fresh = Sessions::new(0, 1, 30000);
         fresh.activate(0, &LegParams::default(), &LegParams::default(), 0);
         assert_eq!(fresh.play_target(0, LegIndex::A), None);
+    }
+
+    #[test]
+    fn a_held_leg_gets_nothing_relayed_until_released_and_still_sends() {
+        let mut t = Sessions::new(0, 1, 30000);
+        t.activate(0, &params(5000), &params(6000), 0);
+        let (a, b) = (addr("10.0.0.1:5000"), addr("10.0.0.1:6000"));
+        t.set_held(0, LegIndex::A, true);
+        // B's first packet latches B but is not relayed to the held caller.
+        assert_eq!(
+            t.on_packet(2, b, &rtp(), 1),
+            Verdict::DropLatched {
+                reason: DropReason::Held,
+                latch: b
+            }
+        );
+        // The held side's own media still goes out.
+        assert!(matches!(
+            t.on_packet(0, a, &rtp(), 2),
+            Verdict::Forward { out_slot: 2, .. }
+        ));
+        // A clip played to a held leg is still the reason its relay is closed.
+        t.set_playing(0, LegIndex::A, true);
+        assert_eq!(
+            t.on_packet(2, b, &rtp(), 3),
+            Verdict::Drop(DropReason::Playback)
+        );
+        t.set_playing(0, LegIndex::A, false);
+        t.set_held(0, LegIndex::A, false);
+        assert!(matches!(
+            t.on_packet(2, b, &rtp(), 4),
+            Verdict::Forward { out_slot: 0, .. }
+        ));
     }
 
     #[test]

@@ -39,10 +39,14 @@ pub enum DropReason {
     Mix,
     /// DTMF (a telephone event) from a leg whose DTMF is blocked towards the other (PCI).
     DtmfBlocked,
+    /// Bound for a leg the control plane holds relaying to (`Command::HoldRelay`): a B2BUA
+    /// caller whose callee's answer, and the codec plan it may bring, is not processed yet, so
+    /// a callee that starts media with its 200 OK cannot reach the caller in a codec it lacks.
+    Held,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::Truncated,
         DropReason::ForeignSource,
@@ -55,6 +59,7 @@ impl DropReason {
         DropReason::Transcode,
         DropReason::Mix,
         DropReason::DtmfBlocked,
+        DropReason::Held,
     ];
 
     pub fn label(self) -> &'static str {
@@ -71,6 +76,7 @@ impl DropReason {
             DropReason::Transcode => "transcode",
             DropReason::Mix => "mix",
             DropReason::DtmfBlocked => "dtmf_blocked",
+            DropReason::Held => "held",
         }
     }
 }

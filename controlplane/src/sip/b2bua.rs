@@ -92,6 +92,13 @@ pub enum MediaOp {
         session: SessionId,
         leg: LegIndex,
     },
+    /// Holds (`held`) or releases relaying to `leg`: the caller is held from the offer that
+    /// may bring transcoding to the answer's codec plan (`transcoding.rs`).
+    HoldRelay {
+        session: SessionId,
+        leg: LegIndex,
+        held: bool,
+    },
     /// The session's codec plan (`[A, B]`): each leg in its own codec, transcoded between
     /// them; `None` relays as it is.
     SetCodecs {

@@ -627,6 +627,11 @@ fn spawn_media(op: MediaOp, media: Arc<DataPlaneClient>, inbox: mpsc::Sender<Inb
                     tracing::debug!("media stop-play failed: {e:?}");
                 }
             }
+            MediaOp::HoldRelay { session, leg, held } => {
+                if let Err(e) = media.hold_relay(session, leg, held).await {
+                    tracing::warn!("media hold-relay failed: {e:?}");
+                }
+            }
             MediaOp::SetCodecs { session, codecs } => {
                 if let Err(e) = media.set_codecs(session, codecs).await {
                     tracing::warn!("media set-codecs failed: {e:?}");

@@ -21,6 +21,8 @@ pub(super) struct CallCodecs {
     offer: Option<(Side, OfferedCodecs)>,
     /// The data plane's plan now (`[A, B]`); `None`: relayed as it is.
     plan: Option<[LegCodec; 2]>,
+    /// Relaying to this side is held until the other side's first answer is planned.
+    held: Option<Side>,
     /// The codec each side settled on (A, B), by the last answer.
     active: [Option<Settled>; 2],
     /// The codecs of the caller's and the callee's legs while the call was transcoded (the
@@ -169,8 +171,38 @@ impl Engine {
         let (text, offered) = self.onward_offer(tenant, offer, port)?;
         if let Some(c) = self.calls.get_mut(&call) {
             c.transcoding.offer = offered.map(|o| (from, o));
+            // The answerer's first answer may pick a codec we added, and a phone can start its
+            // media with its 200 OK, before that answer is planned here: until then nothing is
+            // relayed to the offerer, which could not decode it. Later offers (re-INVITEs)
+            // are left alone: media already flows in settled codecs.
+            let first_answer = c.transcoding.active[from.other().index()].is_none();
+            if c.transcoding.offer.is_some() && first_answer && c.transcoding.held.is_none() {
+                if let Some(session) = c.session {
+                    c.transcoding.held = Some(from);
+                    self.actions.push(Action::Media(MediaOp::HoldRelay {
+                        session,
+                        leg: from.leg(),
+                        held: true,
+                    }));
+                }
+            }
         }
         Some(text)
+    }
+
+    /// Releases relaying held by [`Self::offer_onward`], after the answer's plan went out
+    /// (the data plane applies them in order).
+    fn release_held(&mut self, call: CallId) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if let (Some(side), Some(session)) = (c.transcoding.held.take(), c.session) {
+            self.actions.push(Action::Media(MediaOp::HoldRelay {
+                session,
+                leg: side.leg(),
+                held: false,
+            }));
+        }
     }
 
     /// An answer from `answerer` going back to the offerer on `port`: when it chose a codec we
@@ -241,6 +273,7 @@ impl Engine {
         }
         let plan = edit.is_some().then(|| settled.clone());
         self.set_plan(call, plan.and_then(|[a, b]| Some([a?, b?])));
+        self.release_held(call);
         if let Some(c) = self.calls.get_mut(&call) {
             c.transcoding.active = settled;
         }
@@ -273,6 +306,7 @@ impl Engine {
             Side::A => [j, s],
         });
         self.set_plan(call, plan);
+        self.release_held(call);
         if let Some(c) = self.calls.get_mut(&call) {
             c.transcoding.active[stayer.index()] = kept;
             c.transcoding.active[joined.index()] = joined_codec;

@@ -330,3 +330,96 @@ fn a_side_that_shares_the_answerers_codec_keeps_its_own_payload_type_for_a_later
         ])]
     );
 }
+
+/// The hold/release requests for relaying to a leg, in order.
+fn holds(actions: &[Action]) -> Vec<(LegIndex, bool)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Media(MediaOp::HoldRelay { leg, held, .. }) => Some((*leg, *held)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The caller's INVITE through to the INVITE sent to B; returns every action on the way.
+fn call_until_b_invite(h: &mut Harness, call_id: &str) -> Vec<Action> {
+    let out = h.feed(
+        &invite("z9hG4bKh1", call_id, "5551234", SDP_A),
+        "10.0.0.1:5060",
+    );
+    let call = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Media(MediaOp::Create { call, .. }) => Some(*call),
+            _ => None,
+        })
+        .expect("media requested");
+    let session = SessionId {
+        core: 0,
+        slot: 1,
+        generation: 1,
+    };
+    let now = h.now();
+    h.engine
+        .media_created(now, call, Ok((session, [30000, 30004])));
+    h.engine.drain().collect()
+}
+
+#[test]
+fn the_caller_hears_nothing_from_the_callee_until_its_answer_is_planned() {
+    // A phone may start media with its 200 OK, in a codec we added that the caller lacks:
+    // relaying to the caller is held from the offer until the answer's plan is out.
+    let mut h = Harness::new();
+    let out = call_until_b_invite(&mut h, "th-1");
+    assert_eq!(holds(&out), vec![(LegIndex::A, true)]);
+    let b_invite = request_to(&out, "10.0.0.2:5060", Method::Invite);
+    let out = h.feed(
+        &response_from(&b_invite, 200, "btag", Some(SDP_PCMU)),
+        "10.0.0.2:5060",
+    );
+    let order: Vec<&str> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Media(MediaOp::SetCodecs { .. }) => Some("plan"),
+            Action::Media(MediaOp::HoldRelay { held: false, .. }) => Some("release"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["plan", "release"]);
+    assert_eq!(holds(&out), vec![(LegIndex::A, false)]);
+    // A re-INVITE later holds nothing: media already flows in settled codecs.
+    let a_tag = response_to(&out, "10.0.0.1:5060", 200)
+        .to_tag()
+        .unwrap()
+        .to_string();
+    h.ms += 1000;
+    let reoffer = SDP_A.replace("1 1 IN", "1 2 IN");
+    let out = h.feed(
+        &reinvite_from_a("th-1", &a_tag, 2, &reoffer),
+        "10.0.0.1:5060",
+    );
+    assert!(holds(&out).is_empty(), "{:?}", holds(&out));
+
+    // Early media releases at the 183; the 200 after it has nothing left to release.
+    let mut h = Harness::new();
+    let out = call_until_b_invite(&mut h, "th-2");
+    let b_invite = request_to(&out, "10.0.0.2:5060", Method::Invite);
+    let out = h.feed(
+        &response_from(&b_invite, 183, "btag", Some(SDP_PCMU)),
+        "10.0.0.2:5060",
+    );
+    assert_eq!(holds(&out), vec![(LegIndex::A, false)]);
+    let out = h.feed(
+        &response_from(&b_invite, 200, "btag", Some(SDP_PCMU)),
+        "10.0.0.2:5060",
+    );
+    assert!(holds(&out).is_empty());
+
+    // Nothing added to the offer, nothing held.
+    let mut cfg = config();
+    cfg.transcode.clear();
+    let mut h = harness_with(cfg);
+    let out = call_until_b_invite(&mut h, "th-3");
+    assert!(holds(&out).is_empty());
+}
