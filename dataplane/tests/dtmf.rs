@@ -168,6 +168,7 @@ fn listen(codec: Codec, event_payload_type: Option<u8>, block: bool) -> DtmfOpti
         }),
         block,
         tones_to_other: None,
+        events_to_other: None,
     }
 }
 

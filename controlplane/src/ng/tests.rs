@@ -585,12 +585,14 @@ fn block_dtmf_for_one_participant_or_both_and_unblock() {
         }),
         block: true,
         tones_to_other: None,
+        events_to_other: None,
     };
     let unblocked = DtmfOptions {
         event_payload_type: Some(101),
         inband: None,
         block: false,
         tones_to_other: None,
+        events_to_other: None,
     };
     let id = got[0].0;
     assert_eq!(

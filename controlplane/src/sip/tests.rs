@@ -1148,6 +1148,7 @@ fn keys_heard_on_one_leg_go_to_an_info_peer_as_sip_info_one_at_a_time() {
                 }),
                 block: true,
                 tones_to_other: None,
+                events_to_other: None,
             }
         )],
         "the caller's keys are heard (events and PCMA tones) and kept from the callee's stream"
