@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use tandem_dataplane::api::{
     Codec, Command, DtmfKeys, DtmfOptions, DtmfSend, DtmfSource, DtmfVia, Event, InbandAudio,
-    LegIndex, LegParams, SessionId,
+    LegIndex, LegParams, SessionId, TelephoneEvents,
 };
 use tandem_dataplane::io::IoKind;
 use tandem_dataplane::stats::DropReason;
@@ -469,6 +469,94 @@ fn events_towards_a_leg_without_telephone_event_become_tones_it_hears() {
     }
     assert_eq!(audio, 30, "every audio packet relayed");
     assert_eq!(heard, "1");
+    c.finish();
+}
+
+#[test]
+fn tones_from_a_leg_without_telephone_event_reach_the_other_as_events_only() {
+    // A's phone sends its keys as tones in PCMU (no telephone-event); B's peer takes
+    // telephone-event on 101.
+    let options = DtmfOptions {
+        inband: Some(InbandAudio {
+            payload_type: 0,
+            codec: Codec::Pcmu,
+        }),
+        events_to_other: Some(TelephoneEvents {
+            payload_type: 101,
+            clock_hz: 8000,
+        }),
+        ..DtmfOptions::default()
+    };
+    let mut c = Call::new(49000, options);
+    // 100 ms of silence, '5' for 200 ms, 300 ms of silence.
+    let mut pcm = vec![0i16; 800];
+    pcm.extend(key('5', 200, 300, -7.0, -5.0));
+    c.stream(Law::Ulaw, &pcm, |_| Vec::new());
+    let keys = c.keys(Duration::from_millis(300));
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!((keys[0].0, keys[0].1), ('5', DtmfSource::Inband));
+    // What B's phone got: one press as RFC 4733 events in A's stream, and audio in which its
+    // own detector hears nothing.
+    let mut buf = [0u8; 2048];
+    let mut detector = tandem_media::dtmf::DtmfDetector::new();
+    let (mut audio, mut loud, mut heard) = (0, 0, String::new());
+    let mut events: Vec<(bool, u32, u8, bool, u16)> = Vec::new();
+    let mut seq = None;
+    while let Ok(n) = c.b.recv(&mut buf) {
+        let s = u16::from_be_bytes([buf[2], buf[3]]);
+        if let Some(prev) = seq {
+            assert_eq!(s, u16::wrapping_add(prev, 1), "one stream, no gap");
+        }
+        seq = Some(s);
+        if buf[1] & 0x7f == 101 {
+            let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+            let duration = u16::from_be_bytes([buf[14], buf[15]]);
+            events.push((
+                buf[1] & 0x80 != 0,
+                ts,
+                buf[12],
+                buf[13] & 0x80 != 0,
+                duration,
+            ));
+            continue;
+        }
+        assert_eq!(buf[1] & 0x7f, 0);
+        audio += 1;
+        let mut frame = [0i16; 160];
+        Law::Ulaw.decode(&buf[12..n], &mut frame[..n - 12]);
+        let rms = (frame[..n - 12]
+            .iter()
+            .map(|&x| (x as f64).powi(2))
+            .sum::<f64>()
+            / (n - 12) as f64)
+            .sqrt();
+        // -40 dBm0 and up: tone, not the silence (or its quantisation noise).
+        loud += (rms > dbm0_to_peak(-40.0) as f64 / 2f64.sqrt()) as u32;
+        detector.handle_frame(&frame[..n - 12]);
+        while let Some(d) = detector.poll_digit() {
+            heard.push(d.key);
+        }
+    }
+    assert_eq!(
+        audio + events.len(),
+        30,
+        "every packet of A's stream reaches B"
+    );
+    assert_eq!(heard, "", "B hears no tone");
+    // A tone starting on a packet's boundary is heard (a frame passing every check) within
+    // that packet: none of it reaches B.
+    assert_eq!(loud, 0, "{loud} packets of tone reached B");
+    // One press: marker on the first, one timestamp and key throughout, 100 ms, the end
+    // three times.
+    assert_eq!(events.len(), 7, "{events:?}");
+    assert!(
+        events[0].0 && events[1..].iter().all(|e| !e.0),
+        "{events:?}"
+    );
+    assert!(events.iter().all(|e| e.1 == events[0].1 && e.2 == 5));
+    let ends: Vec<bool> = events.iter().map(|e| e.3).collect();
+    assert_eq!(ends, [false, false, false, false, true, true, true]);
+    assert_eq!(events[6].4, 800, "100 ms at 8 kHz");
     c.finish();
 }
 
