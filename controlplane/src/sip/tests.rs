@@ -353,8 +353,14 @@ fn response_from(req: &Message, code: u16, tag: &str, sdp: Option<&str>) -> Vec<
 
 /// Caller INVITE through media allocation to the INVITE sent to B.
 fn start_call(h: &mut Harness, call_id: &str) -> Message {
+    start_call_with(h, call_id, SDP_A)
+}
+
+/// A call from 10.0.0.1 (media on port 4000, offering `sdp`) routed to 10.0.0.2; the INVITE
+/// to the callee.
+fn start_call_with(h: &mut Harness, call_id: &str, sdp: &str) -> Message {
     let actions = h.feed(
-        &invite("z9hG4bKa1", call_id, "5551234", SDP_A),
+        &invite("z9hG4bKa1", call_id, "5551234", sdp),
         "10.0.0.1:5060",
     );
     assert_eq!(sent(&actions)[0].1.status(), Some(100));
@@ -1103,6 +1109,11 @@ fn dtmf_set_at_answer(
         &response_from(b_invite, 200, "btag", Some(SDP_B)),
         "10.0.0.2:5060",
     );
+    dtmf_set(&out)
+}
+
+/// The `SetDtmf` requests among `out` (leg, options).
+fn dtmf_set(out: &[Action]) -> Vec<(LegIndex, tandem_dataplane::api::DtmfOptions)> {
     out.iter()
         .filter_map(|a| match a {
             Action::Media(MediaOp::SetDtmf { leg, options, .. }) => Some((*leg, *options)),

@@ -91,6 +91,7 @@ pub(super) fn onward_offer_edit(
 ) -> Option<(CodecEdit, OfferedCodecs)> {
     let request = CodecRequest {
         transcode: transcode.to_vec(),
+        events_for_tones: true,
         ..CodecRequest::default()
     };
     codecs::offer_edit(m, &request)
