@@ -98,15 +98,23 @@ fn events_in(sdp: &str, clock_hz: u32) -> Option<u8> {
 /// Tones to events, for a transcoded call (`plan`, `[A, B]`; `sdps`, what each side's peer
 /// signalled): when the `heard` side's peer signalled no telephone-event (its keys come as
 /// tones, in a codec the detector hears) and the other side's peer took telephone-event in
-/// its codec's clock (offered to it by `transcoding.rs` for this), the options that send each
-/// key heard on `heard`'s leg to the other as RFC 4733 events and keep the tone from it (a
-/// codec such as Opus or G.729 on that side would garble it). A relayed call passes tones as
-/// they came: both sides share the codec, and the detector's cost is not paid on every call.
+/// its codec's clock, the options that send each key heard on `heard`'s leg to the other as
+/// RFC 4733 events and keep the tone from it (a codec such as Opus or G.729 on that side
+/// would garble it). A relayed call passes tones as they came: both sides share the codec,
+/// and the detector's cost is not paid on every call.
+///
+/// Only the caller's tones (`heard` = A): the callee's answer took telephone-event from our
+/// offer (`transcoding.rs` adds it for this), whereas the answer we give a caller in a
+/// transcoded call keeps its telephone-event only when the callee has one too, so a caller
+/// was never told to expect events made from the callee's tones.
 fn tones_to_events(
     plan: Option<[LegCodec; 2]>,
     sdps: &[String; 2],
     heard: Side,
 ) -> Option<DtmfOptions> {
+    if heard != Side::A {
+        return None;
+    }
     let plan = plan?;
     let (from, to) = (plan[heard.index()], plan[heard.other().index()]);
     if contact_centre::telephone_event_pt(&sdps[heard.index()]).is_some()
@@ -315,14 +323,17 @@ mod tests {
         );
         // Not the other way: B sends events already.
         assert_eq!(tones_to_events(Some([pcmu, opus]), &sdps, Side::B), None);
-        // The tones from B in G.722, towards a caller in G.729 with events.
-        let sdps = [g729_events, sdp("9", "")];
-        let options = tones_to_events(Some([g729, g722]), &sdps, Side::B);
+        // The caller in G.722 towards G.729 with events.
+        let sdps = [sdp("9", ""), g729_events.clone()];
+        let options = tones_to_events(Some([g722, g729]), &sdps, Side::A);
         let events = options.and_then(|o| o.events_to_other);
         assert_eq!(
             events.map(|e| (e.payload_type, e.clock_hz)),
             Some((101, 8000))
         );
+        // Never the callee's tones: the caller was not answered telephone-event.
+        let sdps = [g729_events, sdp("9", "")];
+        assert_eq!(tones_to_events(Some([g729, g722]), &sdps, Side::B), None);
         // Nothing when: relayed (no plan), both or neither take telephone-event, the events
         // are not in the other side's clock, or the tones come in G.729 (no detector for it).
         let cases = [
