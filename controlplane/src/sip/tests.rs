@@ -1291,6 +1291,82 @@ fn an_account_set_to_info_is_sent_the_callers_keys_as_sip_info() {
 }
 
 #[test]
+fn a_calling_account_set_to_info_is_sent_the_callees_keys_as_sip_info() {
+    use super::config::DtmfMode;
+    let mut cfg = config();
+    cfg.accounts[0].dtmf = DtmfMode::Info;
+    let mut h = harness_with(cfg);
+    // agent1's phone (not a trunk's address) calls out through the carrier: challenged, then
+    // authenticated.
+    let phone = "192.168.1.5:5060";
+    let first = invite("z9hG4bKout1", "from-account", "5551234", SDP_A);
+    let out = h.feed(&first, phone);
+    let challenge = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.status() == Some(407))
+        .expect("407")
+        .1;
+    let auth = digest::authorize(
+        challenge.get("Proxy-Authenticate").unwrap(),
+        "agent1",
+        "pw",
+        "INVITE",
+        "sip:5551234@127.0.0.1",
+        "c",
+        1,
+    )
+    .unwrap();
+    let again = String::from_utf8(first)
+        .unwrap()
+        .replace("branch=z9hG4bKout1", "branch=z9hG4bKout2")
+        .replace(
+            "CSeq: 1 INVITE",
+            &format!("CSeq: 2 INVITE\r\nProxy-Authorization: {auth}"),
+        );
+    let out = h.feed(again.as_bytes(), phone);
+    let call = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Media(MediaOp::Create { call, .. }) => Some(*call),
+            _ => None,
+        })
+        .expect("authenticated: media requested");
+    let now = h.now();
+    let session = SessionId {
+        core: 0,
+        slot: 1,
+        generation: 1,
+    };
+    h.engine
+        .media_created(now, call, Ok((session, [30000, 30004])));
+    let out: Vec<Action> = h.engine.drain().collect();
+    let (to, b_invite) = sent(&out).remove(0);
+    assert_eq!(
+        to,
+        "10.0.0.2:5060".parse::<SocketAddr>().unwrap(),
+        "the carrier"
+    );
+    // The carrier (rfc4733) answers without telephone-event: its keys are heard (PCMA tones)
+    // and kept from the phone, which its account says takes INFO.
+    // The caller's own events become tones for the carrier, which took no telephone-event.
+    let armed = dtmf_set_at_answer(&mut h, &b_invite);
+    assert_eq!(armed.len(), 2, "{armed:?}");
+    let (leg, options) = armed[0];
+    assert_eq!(leg, LegIndex::B);
+    assert!(options.block && options.inband.is_some(), "{options:?}");
+    assert_eq!(armed[1].0, LegIndex::A);
+    assert!(armed[1].1.tones_to_other.is_some());
+    let msgs = keys_heard(&mut h, LegIndex::B, "3");
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let info = &msgs[0].1;
+    assert_eq!(info.method(), Some(&Method::Info));
+    assert_eq!(info.call_id(), "from-account");
+    assert_eq!(info.body_str(), Some("Signal=3\r\nDuration=250\r\n"));
+    // No INFO towards the carrier.
+    assert!(keys_heard(&mut h, LegIndex::A, "1").is_empty());
+}
+
+#[test]
 fn sip_info_dtmf_bodies() {
     use super::b2bua::info_dtmf;
     let relay = "application/dtmf-relay";
