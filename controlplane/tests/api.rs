@@ -669,6 +669,50 @@ async fn check_directory(s: &Server) {
         .await;
     assert_eq!(r.status, 201);
     assert!(r.body.get("ha1_md5").is_none());
+    assert_eq!(r.body["dtmf"], "rfc4733", "the default");
+    let account_path = format!(
+        "/api/v1/tenants/acme/sip-accounts/{}",
+        r.body["id"].as_str().unwrap()
+    );
+    let bad = s
+        .call(
+            "PATCH",
+            &account_path,
+            Some(&t.acme),
+            Some(json!({"dtmf": "2833"})),
+            Some("\"1\""),
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.body["error"]["field"].as_str()),
+        (422, Some("dtmf"))
+    );
+    let r = s
+        .call(
+            "PATCH",
+            &account_path,
+            Some(&t.acme),
+            Some(json!({"dtmf": "auto"})),
+            Some("\"1\""),
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.body["dtmf"]),
+        (200, &json!("auto")),
+        "{}",
+        r.body
+    );
+    let bad = s
+        .post(
+            "/api/v1/tenants/acme/sip-accounts",
+            &t.acme,
+            json!({"username": "agent9", "password": "sip secret 9", "dtmf": "tones"}),
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.body["error"]["field"].as_str()),
+        (422, Some("dtmf"))
+    );
     let dup = s
         .post(
             "/api/v1/tenants/acme/sip-accounts",
@@ -731,6 +775,7 @@ async fn check_directory(s: &Server) {
     let a = sip.accounts.iter().find(|a| a.tenant == "acme").unwrap();
     let (md5, sha) = api::directory::ha1s("agent1", "acme.test", "sip secret 1");
     assert_eq!((a.ha1_md5.clone(), a.ha1_sha256.clone()), (md5, sha));
+    assert_eq!(a.dtmf, tandem_controlplane::sip::config::DtmfMode::Auto);
 }
 
 fn record(tenant: &str, i: i64, caller: &str, disposition: &str, direction: &str) -> CallRecordRow {

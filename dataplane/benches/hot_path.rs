@@ -93,6 +93,7 @@ fn bench(c: &mut Criterion) {
         }),
         block: false,
         tones_to_other: None,
+        events_to_other: None,
     };
     sessions.set_dtmf(1, LegIndex::A, &inband).unwrap();
     let mut audio = packet();

@@ -285,6 +285,21 @@ pub struct DtmfOptions {
     /// relayed to it but each key sounds as DTMF tones in the audio it receives, given here
     /// (its payload type and G.711 codec). Tones heard in this leg's audio pass as they are.
     pub tones_to_other: Option<InbandAudio>,
+    /// The other leg's peer takes telephone-event (given here) and this leg's peer sends its
+    /// keys as tones (it signalled no telephone-event): each key the detector hears (needs
+    /// `inband`) is sent to the other leg as RFC 4733 events in the stream it receives, and
+    /// the tone itself is kept from it (silence on G.711, held back otherwise, as `block`
+    /// does), so a low-bit-rate codec on that side does not garble it. This leg's own events,
+    /// if it sends any after all, still pass. Not together with `tones_to_other` (the other
+    /// leg's peer either takes events or not).
+    pub events_to_other: Option<TelephoneEvents>,
+}
+
+/// The telephone-event format a leg's peer takes: payload type and clock (that of its audio).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelephoneEvents {
+    pub payload_type: u8,
+    pub clock_hz: u32,
 }
 
 /// The audio a leg's peer sends, for in-band DTMF detection.

@@ -614,10 +614,10 @@ impl Core {
     /// Turns the DTMF keys the batch ended into events, and starts the keys it translated
     /// from telephone events to tones on their senders.
     fn report_dtmf(&mut self) {
-        while let Some((key, event)) = self.sessions.pop_translated_dtmf() {
-            if self.dtmf_senders.sound(key, event) {
+        while let Some(t) = self.sessions.pop_translated_dtmf() {
+            if self.dtmf_senders.sound(t) {
                 self.sessions
-                    .set_sending_dtmf(key / 2, crate::dtmf::leg_index(key), true);
+                    .set_sending_dtmf(t.key / 2, crate::dtmf::leg_index(t.key), true);
             }
         }
         let events = &mut self.events;
@@ -965,17 +965,21 @@ impl Core {
         Ok(())
     }
 
-    /// `SetDtmf`: the leg's listening and blocking, and for `tones_to_other` the other leg's
-    /// sender of tones, allocated here (first, so a refusal changes nothing).
+    /// `SetDtmf`: the leg's listening and blocking, and for `tones_to_other` (or
+    /// `events_to_other`) the other leg's sender of tones (or events), allocated here (first,
+    /// so a refusal changes nothing). Both at once are refused.
     fn set_dtmf(
         &mut self,
         index: u32,
         leg: LegIndex,
         options: &crate::api::DtmfOptions,
     ) -> Result<(), CoreError> {
-        if let Some(audio) = options.tones_to_other {
-            self.dtmf_senders
-                .prepare_tones(Player::key(index, leg.other()), audio)?;
+        let other = Player::key(index, leg.other());
+        match (options.tones_to_other, options.events_to_other) {
+            (Some(_), Some(_)) => return Err(CoreError::UnsupportedCodec),
+            (Some(audio), None) => self.dtmf_senders.prepare_tones(other, audio)?,
+            (None, Some(events)) => self.dtmf_senders.prepare_events(other, events)?,
+            (None, None) => {}
         }
         self.sessions
             .set_dtmf(index, leg, options)

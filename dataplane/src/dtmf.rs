@@ -25,7 +25,7 @@ use tandem_media::codec::{Decoder as _, G722Decoder, OpusDecoder};
 use tandem_media::dtmf::DtmfDetector;
 use tandem_media::g711::Law;
 use tandem_media::resample::Resampler;
-use tandem_media::rfc4733::{dtmf_digit, EventReceiver, EventReport, TelephoneEvent};
+use tandem_media::rfc4733::{dtmf_digit, dtmf_event, EventReceiver, EventReport, TelephoneEvent};
 use tandem_media::tones::{ToneGenerator, ToneSpec};
 
 /// Reports held between two drains by the core (it drains after every batch; one packet
@@ -189,6 +189,9 @@ impl Inband {
 struct LegDtmf {
     /// Each key's events start a key in tones towards the other leg (`tones_to_other`).
     translate: bool,
+    /// Each key heard in the audio starts a key in events towards the other leg
+    /// (`events_to_other`).
+    tones_as_events: bool,
     events: EventReceiver,
     /// Arrival of the first packet of the event in progress.
     event_started_ns: u64,
@@ -196,12 +199,21 @@ struct LegDtmf {
     inband: Option<Box<Inband>>,
 }
 
+/// A key translated for the other leg: the sender key (`index * 2 + leg`) of the leg whose
+/// peer gets it, its event code, and how it is sent (events, or tones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translated {
+    pub key: u32,
+    pub event: u8,
+    pub as_events: bool,
+}
+
 /// The DTMF state of every leg of one core, and the reports waiting for the core.
 pub struct Dtmf {
     legs: Box<[LegDtmf]>,
     reports: Vec<DtmfReport>,
-    /// Keys to sound as tones: (the sender key of the leg that hears them, the event code).
-    translated: std::collections::VecDeque<(u32, u8)>,
+    /// Keys translated for the other leg, to be started on its sender after the batch.
+    translated: std::collections::VecDeque<Translated>,
     /// Reports lost because the queue was full (the core did not drain it in time).
     pub overflow: u64,
 }
@@ -242,14 +254,14 @@ impl Dtmf {
         self.legs[key as usize] = LegDtmf {
             inband,
             translate: options.tones_to_other.is_some(),
+            tones_as_events: options.events_to_other.is_some(),
             ..LegDtmf::default()
         };
         Ok(())
     }
 
-    /// The next key to sound as tones: the sender key (`index * 2 + leg`) of the leg whose
-    /// peer hears it, and its event code. Oldest first.
-    pub fn pop_translated(&mut self) -> Option<(u32, u8)> {
+    /// The next key translated for the other leg. Oldest first.
+    pub fn pop_translated(&mut self) -> Option<Translated> {
         self.translated.pop_front()
     }
 
@@ -287,11 +299,12 @@ impl Dtmf {
                     // Sounded at once, not at the end: the other peer hears the key as it is
                     // pressed (for a fixed length, as the length is not known yet).
                     if leg.translate && dtmf_digit(event).is_some() {
-                        if self.translated.len() == self.translated.capacity() {
-                            self.overflow += 1;
-                        } else {
-                            self.translated.push_back((key ^ 1, event));
-                        }
+                        let t = Translated {
+                            key: key ^ 1,
+                            event,
+                            as_events: false,
+                        };
+                        queue_translated(&mut self.translated, &mut self.overflow, t);
                     }
                     continue;
                 }
@@ -325,7 +338,12 @@ impl Dtmf {
     /// Feeds one audio packet from leg `key` (which listens for tones) to its detector.
     /// Returns whether a key's tones are in the audio now (for blocking).
     pub fn on_audio(&mut self, id: SessionId, key: u32, data: &[u8], now_ns: u64) -> bool {
-        let LegDtmf { inband, merger, .. } = &mut self.legs[key as usize];
+        let LegDtmf {
+            inband,
+            merger,
+            tones_as_events,
+            ..
+        } = &mut self.legs[key as usize];
         let Some(inband) = inband.as_deref_mut() else {
             return false;
         };
@@ -334,6 +352,7 @@ impl Dtmf {
         };
         inband.detect(payload);
         let (reports, overflow) = (&mut self.reports, &mut self.overflow);
+        let (translated, mut translated_lost) = (&mut self.translated, 0);
         let mut finish = |digit, start_ns, end_ns: u64| {
             let press = Press {
                 digit,
@@ -355,6 +374,15 @@ impl Dtmf {
         // A new key: the one before it (if a key changed without a pause) ends where it
         // begins.
         while let Some(d) = inband.detector.poll_digit() {
+            // Sent on at once (for a fixed length, as for events sounded as tones).
+            if let (true, Some(event)) = (*tones_as_events, dtmf_event(d.key)) {
+                let t = Translated {
+                    key: key ^ 1,
+                    event,
+                    as_events: true,
+                };
+                queue_translated(translated, &mut translated_lost, t);
+            }
             let start_ns = inband.sample_ns(d.at_sample, now_ns);
             if let Some((digit, began)) = inband.pressed.replace((d.key, start_ns)) {
                 finish(digit, began, start_ns);
@@ -370,6 +398,7 @@ impl Dtmf {
                 );
             }
         }
+        self.overflow += translated_lost;
         inband.detector.tone_present()
     }
 
@@ -378,6 +407,18 @@ impl Dtmf {
         for r in self.reports.drain(..) {
             f(r);
         }
+    }
+}
+
+fn queue_translated(
+    queue: &mut std::collections::VecDeque<Translated>,
+    overflow: &mut u64,
+    t: Translated,
+) {
+    if queue.len() == queue.capacity() {
+        *overflow += 1;
+    } else {
+        queue.push_back(t);
     }
 }
 
@@ -456,11 +497,37 @@ impl Senders {
         Ok(())
     }
 
-    /// Queues one key (`event`) on leg `key`'s sender of tones; false when there is none (a
-    /// later `SendDtmf` as events took the slot) or its queue is full.
-    pub fn sound(&mut self, key: u32, event: u8) -> bool {
-        match self.slots[key as usize].as_deref_mut() {
-            Some(s) if matches!(s.via, DtmfVia::Tones { .. }) => s.push_event(event),
+    /// Makes sure leg `key` has a sender of RFC 4733 events, idle, for keys heard as tones
+    /// in the other leg's audio ([`Senders::sound`]); one already there that sends the same
+    /// way is kept (with what it has queued).
+    pub fn prepare_events(
+        &mut self,
+        key: u32,
+        events: crate::api::TelephoneEvents,
+    ) -> Result<(), CoreError> {
+        let via = DtmfVia::Events {
+            payload_type: events.payload_type,
+            clock_hz: events.clock_hz,
+        };
+        let slot = &mut self.slots[key as usize];
+        if slot.as_ref().is_none_or(|s| s.via != via) {
+            *slot = Some(Box::new(Sender::idle(
+                via,
+                TRANSLATED_KEY_MS,
+                TRANSLATED_PAUSE_MS,
+                TRANSLATED_VOLUME,
+            )?));
+        }
+        Ok(())
+    }
+
+    /// Queues one translated key on its leg's sender; false when there is none that sends
+    /// the way it asks (a later `SendDtmf` the other way took the slot) or its queue is full.
+    pub fn sound(&mut self, t: Translated) -> bool {
+        match self.slots[t.key as usize].as_deref_mut() {
+            Some(s) if matches!(s.via, DtmfVia::Events { .. }) == t.as_events => {
+                s.push_event(t.event)
+            }
             _ => false,
         }
     }
@@ -474,7 +541,7 @@ impl Senders {
 /// Keys a [`Sender`] holds queued at most (one command's worth, and another queued behind).
 const SEND_QUEUE: usize = 2 * crate::api::MAX_DTMF_KEYS;
 
-/// A key translated from events to tones sounds this long (Q.24 asks receivers to take 40 ms;
+/// A key translated from events to tones (or tones to events) sounds this long (Q.24 asks receivers to take 40 ms;
 /// 100 ms is what phones send for a short press), with at least this pause before the next,
 /// at -8 dBm0 (rtpengine's default for injected DTMF).
 const TRANSLATED_KEY_MS: u16 = 100;
@@ -716,6 +783,7 @@ mod tests {
             }),
             block: false,
             tones_to_other: None,
+            events_to_other: None,
         };
         d.configure(0, &options).unwrap();
         d

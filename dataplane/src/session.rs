@@ -87,6 +87,9 @@ pub struct Leg {
     /// This leg's telephone events become tones towards the other leg
     /// (`DtmfOptions::tones_to_other`): the events themselves are not relayed.
     pub translate_dtmf: bool,
+    /// Keys heard as tones in this leg's audio go to the other leg as events
+    /// (`DtmfOptions::events_to_other`): the tones themselves are kept from it.
+    pub tones_as_events: bool,
     /// RTP from this leg's peer is transcoded for the other leg (the core holds the
     /// transcoder, `crate::transcode`); its RTCP ends at the core, which reports on the
     /// transcoded streams itself (`crate::rtcp`).
@@ -110,6 +113,7 @@ impl Default for Leg {
             block_dtmf: false,
             sending_dtmf: false,
             translate_dtmf: false,
+            tones_as_events: false,
             transcode: false,
             mixed: false,
         }
@@ -310,12 +314,13 @@ impl Sessions {
         l.dtmf_pt = options.event_payload_type.map_or(NO_DTMF, |pt| pt & 0x7f);
         l.inband_pt = self.dtmf.inband_payload_type(key).unwrap_or(NO_DTMF);
         l.block_dtmf = options.block;
+        l.tones_as_events = options.events_to_other.is_some();
         l.translate_dtmf = options.tones_to_other.is_some();
         Ok(())
     }
 
-    /// The next key translated from telephone events to tones (`Dtmf::pop_translated`).
-    pub fn pop_translated_dtmf(&mut self) -> Option<(u32, u8)> {
+    /// The next key translated for the other leg (`Dtmf::pop_translated`).
+    pub fn pop_translated_dtmf(&mut self) -> Option<crate::dtmf::Translated> {
         self.dtmf.pop_translated()
     }
 
@@ -474,13 +479,14 @@ impl Sessions {
         stream.stats.bytes += data.len() as u64;
         stream.stats.last_seen_ns = now_ns;
 
-        let (dtmf_pt, inband_pt, block_dtmf, hold_events) = {
+        let (dtmf_pt, inband_pt, block_tones, hold_events, tones_as_events) = {
             let l = &session.legs[leg_in];
             (
                 l.dtmf_pt,
                 l.inband_pt,
-                l.block_dtmf,
+                l.block_dtmf || l.tones_as_events,
                 l.block_dtmf || l.translate_dtmf,
+                l.tones_as_events,
             )
         };
         // A transcoded leg's RTCP describes streams the other peer never receives: it feeds
@@ -554,9 +560,14 @@ impl Sessions {
         } else if inband_pt != NO_DTMF && inband_pt == pt && kind == Kind::Rtp {
             let key = index * 2 + leg_in as u32;
             let id = self.id(index);
-            if self.dtmf.on_audio(id, key, data, now_ns) && block_dtmf {
+            if self.dtmf.on_audio(id, key, data, now_ns) && block_tones {
+                let keys_out = self.slots[index as usize].legs[1 - leg_in].sending_dtmf;
                 match self.dtmf.silence_code(key) {
                     Some(code) => self.blocked_tone = Some(code),
+                    // The heard key is being sent to the other leg as events: its sender
+                    // replaces this packet with an event packet, so it must go on (held
+                    // back, the key would wait for the tone to end).
+                    None if tones_as_events && keys_out => {}
                     // G.722 and Opus: no payload is silence whatever the receiver's decoder
                     // state, so the packet is held back and the receiver conceals the gap.
                     None => {

@@ -7,13 +7,13 @@ use common::{call, next_event};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use tandem_dataplane::api::{
-    Codec, Command, DtmfKeys, DtmfOptions, DtmfSend, DtmfSource, DtmfVia, Event, InbandAudio,
-    LegIndex, LegParams, SessionId,
+    Codec, CodecOptions, Command, DtmfKeys, DtmfOptions, DtmfSend, DtmfSource, DtmfVia, Event,
+    InbandAudio, LegCodec, LegIndex, LegParams, SessionId, TelephoneEvents,
 };
 use tandem_dataplane::io::IoKind;
 use tandem_dataplane::stats::DropReason;
 use tandem_dataplane::{Config, CoreHandle, DataPlane};
-use tandem_media::codec::{Encoder, G722Encoder, OpusEncoder};
+use tandem_media::codec::{Decoder, Encoder, G722Encoder, OpusDecoder, OpusEncoder};
 use tandem_media::g711::Law;
 use tandem_media::resample::Resampler;
 use tandem_media::tones::{dbm0_to_peak, ToneGenerator, ToneSpec};
@@ -168,6 +168,7 @@ fn listen(codec: Codec, event_payload_type: Option<u8>, block: bool) -> DtmfOpti
         }),
         block,
         tones_to_other: None,
+        events_to_other: None,
     }
 }
 
@@ -468,6 +469,174 @@ fn events_towards_a_leg_without_telephone_event_become_tones_it_hears() {
     }
     assert_eq!(audio, 30, "every audio packet relayed");
     assert_eq!(heard, "1");
+    c.finish();
+}
+
+/// A's phone presses `k` as tones alone (PCMU: 100 ms of silence, 200 ms of the key, 300 ms
+/// of silence), reported once.
+fn press_as_tones(c: &mut Call, k: char) {
+    let mut pcm = vec![0i16; 800];
+    pcm.extend(key(k, 200, 300, -7.0, -5.0));
+    c.stream(Law::Ulaw, &pcm, |_| Vec::new());
+    let keys = c.keys(Duration::from_millis(300));
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!((keys[0].0, keys[0].1), (k, DtmfSource::Inband));
+}
+
+/// Runs `detector` over `pcm`, adding the keys it confirms to `heard`.
+fn detect(detector: &mut tandem_media::dtmf::DtmfDetector, pcm: &[i16], heard: &mut String) {
+    detector.handle_frame(pcm);
+    while let Some(d) = detector.poll_digit() {
+        heard.push(d.key);
+    }
+}
+
+/// B got all 30 packets of [`press_as_tones`]' stream and heard no key in their audio.
+fn assert_heard_all_and_no_tone(packets: usize, heard: &str) {
+    assert_eq!(packets, 30, "every packet of A's stream reaches B");
+    assert_eq!(heard, "", "B hears no tone");
+}
+
+#[test]
+fn tones_from_a_leg_without_telephone_event_reach_the_other_as_events_only() {
+    // A's phone sends its keys as tones in PCMU (no telephone-event); B's peer takes
+    // telephone-event on 101.
+    let options = DtmfOptions {
+        inband: Some(InbandAudio {
+            payload_type: 0,
+            codec: Codec::Pcmu,
+        }),
+        events_to_other: Some(TelephoneEvents {
+            payload_type: 101,
+            clock_hz: 8000,
+        }),
+        ..DtmfOptions::default()
+    };
+    let mut c = Call::new(49000, options);
+    // 100 ms of silence, '5' for 200 ms, 300 ms of silence.
+    press_as_tones(&mut c, '5');
+    // What B's phone got: one press as RFC 4733 events in A's stream, and audio in which its
+    // own detector hears nothing.
+    let mut buf = [0u8; 2048];
+    let mut detector = tandem_media::dtmf::DtmfDetector::new();
+    let (mut audio, mut loud, mut heard) = (0, 0, String::new());
+    let mut events: Vec<(bool, u32, u8, bool, u16)> = Vec::new();
+    let mut seq = None;
+    while let Ok(n) = c.b.recv(&mut buf) {
+        let s = u16::from_be_bytes([buf[2], buf[3]]);
+        if let Some(prev) = seq {
+            assert_eq!(s, u16::wrapping_add(prev, 1), "one stream, no gap");
+        }
+        seq = Some(s);
+        if buf[1] & 0x7f == 101 {
+            let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+            let duration = u16::from_be_bytes([buf[14], buf[15]]);
+            events.push((
+                buf[1] & 0x80 != 0,
+                ts,
+                buf[12],
+                buf[13] & 0x80 != 0,
+                duration,
+            ));
+            continue;
+        }
+        assert_eq!(buf[1] & 0x7f, 0);
+        audio += 1;
+        let mut frame = [0i16; 160];
+        Law::Ulaw.decode(&buf[12..n], &mut frame[..n - 12]);
+        let rms = (frame[..n - 12]
+            .iter()
+            .map(|&x| (x as f64).powi(2))
+            .sum::<f64>()
+            / (n - 12) as f64)
+            .sqrt();
+        // -40 dBm0 and up: tone, not the silence (or its quantisation noise).
+        loud += (rms > dbm0_to_peak(-40.0) as f64 / 2f64.sqrt()) as u32;
+        detect(&mut detector, &frame[..n - 12], &mut heard);
+    }
+    assert_heard_all_and_no_tone(audio + events.len(), &heard);
+    // A tone starting on a packet's boundary is heard (a frame passing every check) within
+    // that packet: none of it reaches B.
+    assert_eq!(loud, 0, "{loud} packets of tone reached B");
+    // One press: marker on the first, one timestamp and key throughout, 100 ms, the end
+    // three times.
+    assert_eq!(events.len(), 7, "{events:?}");
+    assert!(
+        events[0].0 && events[1..].iter().all(|e| !e.0),
+        "{events:?}"
+    );
+    assert!(events.iter().all(|e| e.1 == events[0].1 && e.2 == 5));
+    let ends: Vec<bool> = events.iter().map(|e| e.3).collect();
+    assert_eq!(ends, [false, false, false, false, true, true, true]);
+    assert_eq!(events[6].4, 800, "100 ms at 8 kHz");
+    c.finish();
+}
+
+#[test]
+fn tones_from_a_pcmu_leg_reach_a_transcoded_opus_leg_as_events_in_its_clock() {
+    // A sends PCMU with its keys as tones; B takes Opus (111) and telephone-event/48000 (110).
+    let options = DtmfOptions {
+        inband: Some(InbandAudio {
+            payload_type: 0,
+            codec: Codec::Pcmu,
+        }),
+        events_to_other: Some(TelephoneEvents {
+            payload_type: 110,
+            clock_hz: 48_000,
+        }),
+        ..DtmfOptions::default()
+    };
+    let mut c = Call::new(49020, options);
+    let plan = [
+        LegCodec {
+            payload_type: 0,
+            codec: Codec::Pcmu,
+            event_payload_type: None,
+            ptime_ms: 0,
+            options: CodecOptions::NONE,
+        },
+        LegCodec {
+            payload_type: 111,
+            codec: Codec::Opus,
+            event_payload_type: Some(110),
+            ptime_ms: 0,
+            options: CodecOptions::NONE,
+        },
+    ];
+    let set = Command::SetCodecs {
+        token: 3,
+        id: c.id,
+        codecs: Some(plan),
+    };
+    assert_eq!(call(&mut c.core, set), Event::Updated { token: 3 });
+    press_as_tones(&mut c, '8');
+    // B: Opus in which its own detector hears nothing, and one press of '8' as events.
+    let mut buf = [0u8; 2048];
+    let mut opus = OpusDecoder::new(8000).unwrap();
+    let mut detector = tandem_media::dtmf::DtmfDetector::new();
+    let (mut audio, mut heard) = (0, String::new());
+    let mut events = Vec::new();
+    while let Ok(n) = c.b.recv(&mut buf) {
+        if buf[1] & 0x7f == 110 {
+            let duration = u16::from_be_bytes([buf[14], buf[15]]);
+            events.push((buf[12], buf[13] & 0x80 != 0, duration));
+            continue;
+        }
+        assert_eq!(buf[1] & 0x7f, 111);
+        audio += 1;
+        let mut frame = [0i16; 960];
+        let got = opus.decode(&buf[12..n], &mut frame).unwrap();
+        detect(&mut detector, &frame[..got], &mut heard);
+    }
+    assert_heard_all_and_no_tone(audio + events.len(), &heard);
+    assert_eq!(events.len(), 7, "{events:?}");
+    assert!(events.iter().all(|e| e.0 == 8));
+    assert_eq!(
+        events.iter().filter(|e| e.1).count(),
+        3,
+        "the end three times"
+    );
+    assert_eq!(events[6].2, 4800, "100 ms at 48 kHz");
     c.finish();
 }
 

@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 use tandem_dataplane::api::{
     Codec, CodecOptions, DtmfKeys, DtmfOptions, DtmfSend, DtmfVia, InbandAudio, LegCodec, LegIndex,
-    LegParams,
+    LegParams, TelephoneEvents,
 };
 use tandem_dataplane::dtmf::Senders;
 use tandem_dataplane::session::{Sessions, Verdict};
@@ -166,6 +166,7 @@ fn dtmf_detection_events_and_blocking_allocate_nothing_per_packet() {
         }),
         block: true,
         tones_to_other: None,
+        events_to_other: None,
     };
     sessions.set_dtmf(0, LegIndex::A, &options).unwrap();
     // 2 s of audio: a key every 200 ms (100 ms of tone), each also sent as telephone events.
@@ -290,9 +291,9 @@ fn events_translated_to_tones_allocate_nothing_per_packet() {
         for (i, p) in input.iter().enumerate() {
             let verdict = sessions.on_packet(0, a, p, i as u64 * 10_000_000);
             sessions.drain_dtmf(|_| {});
-            while let Some((key, event)) = sessions.pop_translated_dtmf() {
-                assert_eq!(key, 1, "towards B");
-                sounded += senders.sound(key, event) as u32;
+            while let Some(t) = sessions.pop_translated_dtmf() {
+                assert_eq!((t.key, t.as_events), (1, false), "tones towards B");
+                sounded += senders.sound(t) as u32;
             }
             if !matches!(verdict, Verdict::Forward { .. }) {
                 held += 1;
@@ -305,6 +306,82 @@ fn events_translated_to_tones_allocate_nothing_per_packet() {
     });
     assert_eq!((sounded, held), (5, 15), "five keys, every event held back");
     assert!(toned >= 20, "{toned} packets carried tones");
+    assert_eq!(n, 0, "{n} allocations");
+}
+
+#[test]
+fn tones_translated_to_events_allocate_nothing_per_packet() {
+    let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let b: SocketAddr = "10.0.0.2:6000".parse().unwrap();
+    let mut sessions = Sessions::new(0, 1, 30_000);
+    let leg = |rtp| LegParams {
+        rtp: Some(rtp),
+        ..LegParams::default()
+    };
+    sessions.activate(0, &leg(a), &leg(b), 0);
+    // Set-up: A's tones become events towards B; B's sender of events is allocated here.
+    let to_b = TelephoneEvents {
+        payload_type: 101,
+        clock_hz: 8000,
+    };
+    let options = DtmfOptions {
+        inband: Some(InbandAudio {
+            payload_type: 0,
+            codec: Codec::Pcmu,
+        }),
+        events_to_other: Some(to_b),
+        ..DtmfOptions::default()
+    };
+    sessions.set_dtmf(0, LegIndex::A, &options).unwrap();
+    let mut senders = Senders::new(1);
+    senders.prepare_events(1, to_b).unwrap();
+    // 2 s of PCMU from A, no events: a 100 ms key every 400 ms.
+    let mut input = Vec::new();
+    let mut tone = None;
+    for i in 0..100u32 {
+        let mut pcm = [0i16; 160];
+        if i % 20 == 0 {
+            let key = ['1', '5', '9', '#', '0'][(i / 20) as usize];
+            let spec = ToneSpec::dtmf(key, 100, 0, -8.0, -6.0).unwrap();
+            tone = Some(ToneGenerator::new(&spec, 8000).unwrap());
+        }
+        if i % 20 < 5 {
+            tone.as_mut().unwrap().fill(&mut pcm);
+        }
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&(i as u16).to_be_bytes());
+        p.extend_from_slice(&(i * 160).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 1]);
+        let mut codes = [0u8; 160];
+        Law::Ulaw.encode(&pcm, &mut codes);
+        p.extend_from_slice(&codes);
+        input.push(p);
+    }
+    let mut buf = [0u8; 2048];
+    let (mut sounded, mut silenced, mut events, mut reports) = (0, 0, 0, 0);
+    let n = allocations(|| {
+        for (i, p) in input.iter().enumerate() {
+            let verdict = sessions.on_packet(0, a, p, i as u64 * 20_000_000);
+            silenced += sessions.blocked_tone().is_some() as u32;
+            sessions.drain_dtmf(|_| reports += 1);
+            while let Some(t) = sessions.pop_translated_dtmf() {
+                assert_eq!((t.key, t.as_events), (1, true), "events towards B");
+                sounded += senders.sound(t) as u32;
+            }
+            assert!(matches!(verdict, Verdict::Forward { .. }));
+            buf[..p.len()].copy_from_slice(p);
+            let len = senders.rewrite(1, &mut buf, p.len()).0;
+            events += (buf[1] & 0x7f == 101 && len == 16) as u32;
+        }
+    });
+    assert_eq!(
+        (sounded, reports),
+        (5, 5),
+        "five keys heard, each sent on once"
+    );
+    assert!(silenced >= 10, "{silenced} packets silenced");
+    // 100 ms at 20 ms a packet, then the end twice more.
+    assert_eq!(events, 5 * 7, "{events} event packets");
     assert_eq!(n, 0, "{n} allocations");
 }
 

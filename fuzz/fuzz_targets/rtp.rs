@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
         // Blocking drops A's events: never the real stream's payload type (0) as one.
         block: flags & 4 != 0 && event_payload_type != Some(0),
         tones_to_other: None,
+        events_to_other: None,
     };
     t.set_dtmf(0, LegIndex::A, &options).unwrap();
     // Playing to A holds back what B sends, never what A sends.

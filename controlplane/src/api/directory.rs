@@ -44,6 +44,9 @@ pub struct NewAccount {
     pub display_name: Option<String>,
     /// 8–128 characters; kept only as digest HA1s.
     pub password: String,
+    /// How keys pressed on the other leg reach the account's phone: `rfc4733` (default: RTP
+    /// events), `info` (SIP INFO), `auto` (INFO when its SDP lacks telephone-event).
+    pub dtmf: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -51,6 +54,7 @@ pub struct NewAccount {
 pub struct AccountPatch {
     pub display_name: Option<String>,
     pub password: Option<String>,
+    pub dtmf: Option<String>,
 }
 
 /// The tenant's SIP accounts.
@@ -95,6 +99,8 @@ async fn create_account(
         .clone()
         .unwrap_or_else(|| req.username.clone());
     check_len("display_name", &display_name, 1, 200)?;
+    let dtmf = req.dtmf.unwrap_or_else(|| "rfc4733".into());
+    check_dtmf(&dtmf)?;
     let (ha1_md5, ha1_sha256) = ha1s(&req.username, &t.domain, &req.password);
     let now = now_ms();
     let account = SipAccount {
@@ -104,6 +110,7 @@ async fn create_account(
         display_name,
         ha1_md5,
         ha1_sha256,
+        dtmf,
         version: 1,
         created_ms: now,
         updated_ms: now,
@@ -119,14 +126,7 @@ async fn create_account(
             serde_json::json!({"username": account.username}),
         )
         .await?;
-    state.account_changed(crate::sip::config::AccountChange::Upsert(
-        crate::sip::config::DigestAccount {
-            tenant: account.tenant.clone(),
-            user: account.username.clone(),
-            ha1_md5: account.ha1_md5.clone(),
-            ha1_sha256: account.ha1_sha256.clone(),
-        },
-    ));
+    state.account_changed(crate::sip::config::AccountChange::Upsert(account.digest()));
     Ok(with_etag(StatusCode::CREATED, account.version, &account))
 }
 
@@ -171,6 +171,10 @@ async fn update_account(
         check_len("password", &p, 8, 128)?;
         (a.ha1_md5, a.ha1_sha256) = ha1s(&a.username, &t.domain, &p);
     }
+    if let Some(d) = req.dtmf {
+        check_dtmf(&d)?;
+        a.dtmf = d;
+    }
     a.version += 1;
     a.updated_ms = now_ms();
     state.storage.update_account(&a).await?;
@@ -181,17 +185,10 @@ async fn update_account(
             "update",
             "sip_account",
             &a.id,
-            serde_json::json!({"display_name": a.display_name, "password_changed": password_changed}),
+            serde_json::json!({"display_name": a.display_name, "password_changed": password_changed, "dtmf": a.dtmf}),
         )
         .await?;
-    state.account_changed(crate::sip::config::AccountChange::Upsert(
-        crate::sip::config::DigestAccount {
-            tenant: a.tenant.clone(),
-            user: a.username.clone(),
-            ha1_md5: a.ha1_md5.clone(),
-            ha1_sha256: a.ha1_sha256.clone(),
-        },
-    ));
+    state.account_changed(crate::sip::config::AccountChange::Upsert(a.digest()));
     Ok(with_etag(StatusCode::OK, a.version, &a))
 }
 
@@ -350,7 +347,12 @@ fn check_trunk(t: &Trunk) -> Result<(), ApiError> {
             "register_expires_s must be 60–86400",
         ));
     }
-    if crate::sip::config::DtmfMode::parse(&t.dtmf).is_none() {
+    check_dtmf(&t.dtmf)
+}
+
+/// A trunk's or account's `dtmf`: one of the modes `sip::config::DtmfMode` knows.
+fn check_dtmf(mode: &str) -> Result<(), ApiError> {
+    if crate::sip::config::DtmfMode::parse(mode).is_none() {
         return Err(ApiError::invalid(
             "dtmf",
             "dtmf must be rfc4733, info or auto",

@@ -25,6 +25,11 @@ pub struct CodecRequest {
     /// answered to the offerer and transcoded to what the answerer chose (rtpengine's
     /// `accept`).
     pub accept: Vec<String>,
+    /// When the offerer signals no telephone-event and codecs are added: offer telephone-event
+    /// too (8 kHz beside an added 8 kHz codec, 48 kHz beside an added Opus), so an answerer in
+    /// an added codec can take keys as events, which the data plane makes from the offerer's
+    /// tones (the SIP B2BUA, `sip::dtmf_info`).
+    pub events_for_tones: bool,
 }
 
 impl CodecRequest {
@@ -200,7 +205,7 @@ pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCo
         Some(pt)
     };
     let mut added: Vec<u8> = Vec::new();
-    let mut added_opus = false;
+    let (mut added_opus, mut added_8k) = (false, false);
     for name in &req.transcode {
         // Not a codec the data plane can produce: not offered.
         let Some(Producible {
@@ -229,6 +234,7 @@ pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCo
         };
         added.push(pt);
         added_opus |= encoding == "opus";
+        added_8k |= clock == 8000;
         edit.add.push(match params {
             Some(p) => format!("rtpmap:{pt} {encoding}/{clock}/{p}"),
             None => format!("rtpmap:{pt} {encoding}/{clock}"),
@@ -246,6 +252,20 @@ pub fn offer_edit(m: &Media, req: &CodecRequest) -> Option<(CodecEdit, OfferedCo
             if let Some(fmtp) = &ev.fmtp {
                 edit.add.push(format!("fmtp:{pt} {fmtp}"));
             }
+        }
+    }
+    if req.events_for_tones && !added.is_empty() && !kept.iter().any(|f| is_event(f)) {
+        for clock in [(added_8k, 8000), (added_opus, 48_000)]
+            .into_iter()
+            .filter_map(|(added, clock)| added.then_some(clock))
+        {
+            let Some(pt) = free_dynamic(&mut used) else {
+                break;
+            };
+            added.push(pt);
+            edit.add
+                .push(format!("rtpmap:{pt} telephone-event/{clock}"));
+            edit.add.push(format!("fmtp:{pt} 0-15"));
         }
     }
     let reordered = kept.iter().map(|f| f.payload_type).ne(formats

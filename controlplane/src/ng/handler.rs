@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use tandem_dataplane::api::{
     Codec, CoreError, DtmfKeys, DtmfOptions, DtmfSend, DtmfVia, InbandAudio, LegCodec, LegIndex,
-    LegParams, SessionId, SessionStats, StreamStats,
+    LegParams, SessionId, SessionStats, StreamStats, TelephoneEvents,
 };
 
 /// What the handler needs from the data plane.
@@ -134,6 +134,12 @@ struct LegDtmf {
     blocked: bool,
     /// This leg's telephone events are sounded as tones in the other leg's G.711 audio.
     tones_to_other: Option<(u8, Codec)>,
+    /// Its first audio format, when in-band detection can hear it (G.711, G.722, Opus): the
+    /// codec its peer sends.
+    heard: Option<(u8, Codec)>,
+    /// The keys heard as tones in this leg's audio go to the other leg as telephone events
+    /// (its payload type and clock).
+    events_to_other: Option<(u8, u32)>,
 }
 
 impl LegDtmf {
@@ -149,10 +155,20 @@ impl LegDtmf {
             }
         });
         // The event clock follows the audio: the first audio format's.
-        let audio_clock = formats
+        let first_audio = formats
             .iter()
-            .find(|f| !f.is("telephone-event") && !f.is("CN"))
-            .map_or(8000, |f| f.clock_hz);
+            .find(|f| !f.is("telephone-event") && !f.is("CN"));
+        let audio_clock = first_audio.map_or(8000, |f| f.clock_hz);
+        let heard = first_audio.and_then(|f| {
+            [
+                ("PCMU/8000", Codec::Pcmu),
+                ("PCMA/8000", Codec::Pcma),
+                ("G722/8000", Codec::G722),
+                ("opus/48000", Codec::Opus),
+            ]
+            .into_iter()
+            .find_map(|(name, codec)| f.is(name).then_some((f.payload_type, codec)))
+        });
         let events = formats
             .iter()
             .filter(|f| f.is("telephone-event"))
@@ -163,6 +179,8 @@ impl LegDtmf {
             g711,
             blocked: false,
             tones_to_other: None,
+            heard,
+            events_to_other: None,
         }
     }
 
@@ -170,10 +188,12 @@ impl LegDtmf {
     fn options(&self) -> DtmfOptions {
         DtmfOptions {
             event_payload_type: self.events.map(|(pt, _)| pt),
-            // Tones are silenced only where they can be heard: G.711 audio.
+            // Tones are heard (to silence them, or to send them on as events) in the codec
+            // the peer sends when the detector takes it, else its G.711 if it has one.
             inband: self
-                .g711
-                .filter(|_| self.blocked)
+                .heard
+                .or(self.g711)
+                .filter(|_| self.blocked || self.events_to_other.is_some())
                 .map(|(payload_type, codec)| InbandAudio {
                     payload_type,
                     codec,
@@ -184,6 +204,12 @@ impl LegDtmf {
                 .map(|(payload_type, codec)| InbandAudio {
                     payload_type,
                     codec,
+                }),
+            events_to_other: self
+                .events_to_other
+                .map(|(payload_type, clock_hz)| TelephoneEvents {
+                    payload_type,
+                    clock_hz,
                 }),
         }
     }
@@ -558,11 +584,13 @@ impl NgHandler {
                 let LegDtmf {
                     blocked,
                     tones_to_other,
+                    events_to_other,
                     ..
                 } = s.dtmf[sender as usize];
                 s.dtmf[sender as usize] = LegDtmf {
                     blocked,
                     tones_to_other,
+                    events_to_other,
                     ..LegDtmf::from_sdp(m)
                 };
                 if blocked {
@@ -574,15 +602,19 @@ impl NgHandler {
                 s.inject_dtmf |= req.has_flag("inject DTMF") || req.has_flag("inject-DTMF");
                 if s.inject_dtmf {
                     // Once both SDPs are known (the answer), each direction from a leg with
-                    // events to one without them but with G.711.
+                    // events to one without them but with G.711 (events become tones), and
+                    // from a leg without events whose audio the detector hears to one with
+                    // them (tones become events).
                     for leg in [LegIndex::A, LegIndex::B] {
                         let (from, to) = (s.dtmf[leg as usize], s.dtmf[leg.other() as usize]);
-                        let tones = match (from.events, to.events) {
-                            (Some(_), None) => to.g711,
-                            _ => None,
+                        let (tones, events) = match (from.events, to.events) {
+                            (Some(_), None) => (to.g711, None),
+                            (None, Some(events)) => (None, from.heard.map(|_| events)),
+                            _ => (None, None),
                         };
-                        if tones != from.tones_to_other {
+                        if tones != from.tones_to_other || events != from.events_to_other {
                             s.dtmf[leg as usize].tones_to_other = tones;
+                            s.dtmf[leg as usize].events_to_other = events;
                             let options = s.dtmf[leg as usize].options();
                             let r = media.set_dtmf(s.id, leg, options).await;
                             self.session_op(call_id, r, media).await?;

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 use tandem_dataplane::api::{
     Codec, CoreError, DtmfKeys, DtmfOptions, DtmfSend, DtmfVia, InbandAudio, LegCodec, LegIndex,
-    LegParams, SessionId, SessionStats,
+    LegParams, SessionId, SessionStats, TelephoneEvents,
 };
 
 #[derive(Default)]
@@ -140,6 +140,14 @@ fn send(h: &mut NgHandler, m: &FakeMedia, wire: &[u8]) -> Option<Vec<u8>> {
 fn reply_dict(reply: &[u8]) -> Value<'static> {
     let space = reply.iter().position(|&b| b == b' ').unwrap();
     bencode::decode(&reply[space + 1..]).unwrap().into_owned()
+}
+
+/// Sends `wire`, which must be answered `result: ok`.
+fn assert_ok(h: &mut NgHandler, m: &FakeMedia, wire: &[u8]) {
+    assert_eq!(
+        field(&reply_dict(&send(h, m, wire).unwrap()), "result"),
+        "ok"
+    );
 }
 
 fn field(v: &Value<'_>, k: &str) -> String {
@@ -427,10 +435,7 @@ fn play_dtmf_sends_the_key_to_the_other_participant_the_way_its_sdp_allows() {
             ("pause", Value::str("50")),
         ],
     );
-    assert_eq!(
-        field(&reply_dict(&send(&mut h, &m, &wire).unwrap()), "result"),
-        "ok"
-    );
+    assert_ok(&mut h, &m, &wire);
     let sent = m.state.lock().unwrap().dtmf_sent.clone();
     let events = DtmfVia::Events {
         payload_type: 101,
@@ -506,16 +511,10 @@ fn a_participant_without_telephone_event_hears_tones() {
     send(&mut h, &m, OFFER).unwrap();
     // The callee answers PCMA alone.
     let wire = answer_without_telephone_event().into_bytes();
-    assert_eq!(
-        field(&reply_dict(&send(&mut h, &m, &wire).unwrap()), "result"),
-        "ok"
-    );
+    assert_ok(&mut h, &m, &wire);
     let caller = ("from-tag", Value::str("22163SIPpTag091"));
     let wire = dtmf_request("t1", "play DTMF", &[caller, ("digit", Value::str("*"))]);
-    assert_eq!(
-        field(&reply_dict(&send(&mut h, &m, &wire).unwrap()), "result"),
-        "ok"
-    );
+    assert_ok(&mut h, &m, &wire);
     let sent = m.state.lock().unwrap().dtmf_sent.clone();
     assert_eq!(
         sent[0].2.via,
@@ -528,7 +527,8 @@ fn a_participant_without_telephone_event_hears_tones() {
 }
 
 #[test]
-fn with_inject_dtmf_events_towards_a_participant_without_telephone_event_become_tones() {
+fn with_inject_dtmf_events_and_tones_are_translated_between_participants_with_and_without_telephone_event(
+) {
     let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
     send(&mut h, &m, OFFER).unwrap();
     // The callee answers PCMA alone, with rtpengine's `inject DTMF` flag.
@@ -550,13 +550,77 @@ fn with_inject_dtmf_events_towards_a_participant_without_telephone_event_become_
         }),
         ..DtmfOptions::default()
     };
-    assert_eq!(got.len(), 1, "{got:?}");
+    // And the other way: the callee's keys come as tones in its PCMA; the caller takes
+    // telephone-event/8000 on 101.
+    let callee_tones_as_events = DtmfOptions {
+        inband: Some(InbandAudio {
+            payload_type: 8,
+            codec: Codec::Pcma,
+        }),
+        events_to_other: Some(TelephoneEvents {
+            payload_type: 101,
+            clock_hz: 8000,
+        }),
+        ..DtmfOptions::default()
+    };
+    assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!((got[0].1, got[0].2), (LegIndex::A, caller_events_as_tones));
+    assert_eq!((got[1].1, got[1].2), (LegIndex::B, callee_tones_as_events));
     // Without the flag nothing is translated.
     let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
     send(&mut h, &m, OFFER).unwrap();
     send(&mut h, &m, plain.as_bytes()).unwrap();
     assert!(m.state.lock().unwrap().dtmf_options.is_empty());
+}
+
+/// `wire` (an offer or answer) with `from` replaced by `to` in its SDP, the SDP's length
+/// prefix fixed.
+fn sdp_edited(wire: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let text = String::from_utf8(wire.to_vec()).unwrap();
+    let start = text.find("3:sdp").unwrap() + 5;
+    let colon = start + text[start..].find(':').unwrap();
+    let len: usize = text[start..colon].parse().unwrap();
+    let sdp = &text[colon + 1..colon + 1 + len];
+    let edited = sdp.replace(from, to);
+    assert_ne!(edited, sdp, "{from} not in the SDP");
+    format!(
+        "{}{}:{}{}",
+        &text[..start],
+        edited.len(),
+        edited,
+        &text[colon + 1 + len..]
+    )
+    .into_bytes()
+}
+
+#[test]
+fn block_dtmf_hears_tones_in_g722_and_opus_too() {
+    for (rtpmap, pt, codec) in [
+        ("9 G722/8000", 9, Codec::G722),
+        ("111 opus/48000/2", 111, Codec::Opus),
+    ] {
+        let (mut h, m) = (NgHandler::new(100, false), FakeMedia::default());
+        let audio = |wire: &[u8]| {
+            let wire = sdp_edited(wire, "RTP/AVP 8 101", &format!("RTP/AVP {pt} 101"));
+            sdp_edited(&wire, "8 PCMA/8000", rtpmap)
+        };
+        send(&mut h, &m, &audio(OFFER)).unwrap();
+        send(&mut h, &m, &audio(ANSWER)).unwrap();
+        let wire = dtmf_request("b1", "block DTMF", &[]);
+        assert_ok(&mut h, &m, &wire);
+        let got = m.state.lock().unwrap().dtmf_options.clone();
+        let blocked = DtmfOptions {
+            event_payload_type: Some(101),
+            inband: Some(InbandAudio {
+                payload_type: pt,
+                codec,
+            }),
+            block: true,
+            ..DtmfOptions::default()
+        };
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got.iter().all(|(_, _, o)| *o == blocked), "{got:?}");
+    }
 }
 
 #[test]
@@ -567,15 +631,9 @@ fn block_dtmf_for_one_participant_or_both_and_unblock() {
     let caller = ("from-tag", Value::str("22163SIPpTag091"));
     let directional = ("flags", Value::List(vec![Value::str("directional")]));
     let wire = dtmf_request("b1", "block DTMF", &[caller, directional]);
-    assert_eq!(
-        field(&reply_dict(&send(&mut h, &m, &wire).unwrap()), "result"),
-        "ok"
-    );
+    assert_ok(&mut h, &m, &wire);
     let wire = dtmf_request("b2", "unblock DTMF", &[]);
-    assert_eq!(
-        field(&reply_dict(&send(&mut h, &m, &wire).unwrap()), "result"),
-        "ok"
-    );
+    assert_ok(&mut h, &m, &wire);
     let got = m.state.lock().unwrap().dtmf_options.clone();
     let blocked = DtmfOptions {
         event_payload_type: Some(101),
@@ -585,12 +643,14 @@ fn block_dtmf_for_one_participant_or_both_and_unblock() {
         }),
         block: true,
         tones_to_other: None,
+        events_to_other: None,
     };
     let unblocked = DtmfOptions {
         event_payload_type: Some(101),
         inband: None,
         block: false,
         tones_to_other: None,
+        events_to_other: None,
     };
     let id = got[0].0;
     assert_eq!(

@@ -951,6 +951,16 @@ impl Engine {
 
     /// Digest authentication of a request against the SIP accounts; on success the account's
     /// tenant and user. Sends the challenge or refusal itself.
+    /// How keys reach the phones of account `user` of `tenant` (`rfc4733` for an unknown one).
+    fn account_dtmf(&self, tenant: &str, user: &str) -> super::config::DtmfMode {
+        let Some(realm) = self.cfg.tenant_domain(tenant) else {
+            return Default::default();
+        };
+        self.accounts
+            .get(&(realm.to_ascii_lowercase(), user.to_string()))
+            .map_or_else(Default::default, |a| a.dtmf)
+    }
+
     fn authenticate(
         &mut self,
         now: Now,
@@ -1120,14 +1130,14 @@ impl Engine {
 
         // Trusted trunks by source address; everyone else authenticates as a SIP account.
         let from_trunk = self.cfg.trunk_for_source(ip).is_some();
-        let a_dtmf = self
-            .cfg
-            .trunk_for_source(ip)
-            .map_or(Default::default(), |t| t.dtmf);
-        let caller_tenant = match self.cfg.trunk_for_source(ip) {
-            Some(trunk) => trunk.tenant.clone(),
+        // How keys reach the caller: its trunk's mode, or its account's.
+        let (caller_tenant, a_dtmf) = match self.cfg.trunk_for_source(ip) {
+            Some(trunk) => (trunk.tenant.clone(), trunk.dtmf),
             None => match self.authenticate(now, tx, &req, peer, "Proxy-Authorization", 407) {
-                Some((tenant, _)) => tenant,
+                Some((tenant, user)) => {
+                    let mode = self.account_dtmf(&tenant, &user);
+                    (tenant, mode)
+                }
                 None => return,
             },
         };
@@ -1170,10 +1180,13 @@ impl Engine {
             _ => None,
         };
         let b_dtmf = match &route.target {
-            RouteTarget::Trunk(name) => self.cfg.trunk(name).map(|t| t.dtmf),
-            _ => None,
-        }
-        .unwrap_or_default();
+            RouteTarget::Trunk(name) => self
+                .cfg
+                .trunk(name)
+                .map_or_else(Default::default, |t| t.dtmf),
+            RouteTarget::User(user) => self.account_dtmf(&tenant, user),
+            _ => Default::default(),
+        };
         let (target_uri, target_peer) = match &route.target {
             // Which agent's device takes the call is decided later; the caller's own address
             // stands in until then.

@@ -87,6 +87,10 @@ pub struct AccountConfig {
     pub tenant: String,
     pub user: String,
     pub password: String,
+    /// How keys pressed on the other leg of a call reach this account's phone (as caller or
+    /// callee), like a trunk's.
+    #[serde(default)]
+    pub dtmf: DtmfMode,
 }
 
 /// A SIP account as the registrar checks it: digest HA1s in its tenant's realm, never the
@@ -97,6 +101,8 @@ pub struct DigestAccount {
     pub user: String,
     pub ha1_md5: String,
     pub ha1_sha256: String,
+    /// How keys reach the account's phone (`AccountConfig::dtmf`).
+    pub dtmf: DtmfMode,
 }
 
 /// What the API tells the SIP engine. Account changes (the frequent ones: provisioning agents)
@@ -570,6 +576,7 @@ impl SipConfig {
                     user: a.user.clone(),
                     ha1_md5: Algorithm::Md5.hash(&input),
                     ha1_sha256: Algorithm::Sha256.hash(&input),
+                    dtmf: a.dtmf,
                 })
             })
             .collect()

@@ -8,7 +8,7 @@
 use super::*;
 use crate::sip::config::DtmfMode;
 use std::collections::VecDeque;
-use tandem_dataplane::api::{Codec, DtmfOptions, InbandAudio};
+use tandem_dataplane::api::{Codec, DtmfOptions, InbandAudio, LegCodec, TelephoneEvents};
 
 /// Keys a burst may queue towards one peer while its INFOs are answered; more are dropped (a
 /// peer that takes seconds per INFO is not keeping up with a person pressing keys).
@@ -85,12 +85,70 @@ fn first_detectable(sdp: &str) -> Option<InbandAudio> {
     })
 }
 
+/// The telephone-event payload type an SDP's audio takes in `clock_hz`.
+fn events_in(sdp: &str, clock_hz: u32) -> Option<u8> {
+    let parsed = crate::sdp::Sdp::parse(sdp).ok()?;
+    let m = parsed.media.iter().find(|m| m.kind == "audio")?;
+    m.payload_formats()
+        .into_iter()
+        .find(|f| f.is("telephone-event") && f.clock_hz == clock_hz)
+        .map(|f| f.payload_type)
+}
+
+/// Tones to events, for a transcoded call (`plan`, `[A, B]`; `sdps`, what each side's peer
+/// signalled): when the `heard` side's peer signalled no telephone-event (its keys come as
+/// tones, in a codec the detector hears) and the other side's peer took telephone-event in
+/// its codec's clock, the options that send each key heard on `heard`'s leg to the other as
+/// RFC 4733 events and keep the tone from it (a codec such as Opus or G.729 on that side
+/// would garble it). A relayed call passes tones as they came: both sides share the codec,
+/// and the detector's cost is not paid on every call.
+///
+/// Only the caller's tones (`heard` = A): the callee's answer took telephone-event from our
+/// offer (`transcoding.rs` adds it for this), whereas the answer we give a caller in a
+/// transcoded call keeps its telephone-event only when the callee has one too, so a caller
+/// was never told to expect events made from the callee's tones.
+fn tones_to_events(
+    plan: Option<[LegCodec; 2]>,
+    sdps: &[String; 2],
+    heard: Side,
+) -> Option<DtmfOptions> {
+    if heard != Side::A {
+        return None;
+    }
+    let plan = plan?;
+    let (from, to) = (plan[heard.index()], plan[heard.other().index()]);
+    if contact_centre::telephone_event_pt(&sdps[heard.index()]).is_some()
+        || events_in(&sdps[heard.index()], from.codec.rtp_clock_hz()).is_some()
+    {
+        return None;
+    }
+    let clock_hz = to.codec.rtp_clock_hz();
+    let events = TelephoneEvents {
+        payload_type: events_in(&sdps[heard.other().index()], clock_hz)?,
+        clock_hz,
+    };
+    let detectable = matches!(
+        from.codec,
+        Codec::Pcmu | Codec::Pcma | Codec::G722 | Codec::Opus
+    );
+    detectable.then_some(DtmfOptions {
+        inband: Some(InbandAudio {
+            payload_type: from.payload_type,
+            codec: from.codec,
+        }),
+        events_to_other: Some(events),
+        ..DtmfOptions::default()
+    })
+}
+
 impl Engine {
     /// At the answer (both SDPs known), for each side: when its peer takes keys as INFO, ask
     /// the data plane to report the keys pressed on the other leg (events, and tones when it
     /// is G.711, G.722 or Opus) and to keep them out of the INFO peer's stream; else, when its peer takes no
     /// telephone-event but G.711 and the other leg's peer sends events, have those events
-    /// sounded as tones in its audio (a PSTN-only peer hears the keys).
+    /// sounded as tones in its audio (a PSTN-only peer hears the keys); else, on a transcoded
+    /// call whose other leg's peer sends tones and this one takes telephone-event, have those
+    /// tones sent to it as events instead (`tones_to_events`).
     pub(super) fn arm_dtmf(&mut self, call: CallId) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
@@ -108,8 +166,10 @@ impl Engine {
                     event_payload_type: heard_events,
                     inband: first_detectable(sdp),
                     block: true,
-                    tones_to_other: None,
+                    ..DtmfOptions::default()
                 }
+            } else if let Some(options) = tones_to_events(c.transcoding.plan(), &c.sdp, heard) {
+                options
             } else {
                 match first_g711(&c.sdp[side.index()]) {
                     Some(audio) if !takes_events && heard_events.is_some() => DtmfOptions {
@@ -210,5 +270,85 @@ mod tests {
         }
         // Tones are sent in G.711 only.
         assert_eq!(first_g711(&sdp("9 0", "")), None);
+    }
+
+    fn leg(payload_type: u8, codec: Codec) -> LegCodec {
+        LegCodec {
+            payload_type,
+            codec,
+            // What the plan says of events does not matter: the SDPs do.
+            event_payload_type: None,
+            ptime_ms: 0,
+            options: tandem_dataplane::api::CodecOptions::NONE,
+        }
+    }
+
+    #[test]
+    fn tones_become_events_on_a_transcoded_call_towards_the_side_that_took_telephone_event() {
+        let (pcmu, opus, g722, g729) = (
+            leg(0, Codec::Pcmu),
+            leg(111, Codec::Opus),
+            leg(9, Codec::G722),
+            leg(18, Codec::G729),
+        );
+        let pcmu_tones = sdp("0", "");
+        let pcmu_events = sdp("0 101", "a=rtpmap:101 telephone-event/8000\r\n");
+        let opus_events = sdp(
+            "111 110",
+            "a=rtpmap:111 opus/48000/2\r\na=rtpmap:110 telephone-event/48000\r\n",
+        );
+        // Events only in 8 kHz beside Opus: not in the stream's clock.
+        let opus_events_8k = sdp(
+            "111 101",
+            "a=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
+        let opus_tones = sdp("111", "a=rtpmap:111 opus/48000/2\r\n");
+        let g729_events = sdp("18 101", "a=rtpmap:101 telephone-event/8000\r\n");
+        // A sends tones in PCMU, B takes Opus and telephone-event/48000: A's leg listens and
+        // B gets events in its clock.
+        let sdps = [pcmu_tones.clone(), opus_events.clone()];
+        let options = tones_to_events(Some([pcmu, opus]), &sdps, Side::A).unwrap();
+        assert_eq!(
+            options,
+            DtmfOptions {
+                inband: Some(InbandAudio {
+                    payload_type: 0,
+                    codec: Codec::Pcmu
+                }),
+                events_to_other: Some(TelephoneEvents {
+                    payload_type: 110,
+                    clock_hz: 48_000
+                }),
+                ..DtmfOptions::default()
+            }
+        );
+        // Not the other way: B sends events already.
+        assert_eq!(tones_to_events(Some([pcmu, opus]), &sdps, Side::B), None);
+        // The caller in G.722 towards G.729 with events.
+        let sdps = [sdp("9", ""), g729_events.clone()];
+        let options = tones_to_events(Some([g722, g729]), &sdps, Side::A);
+        let events = options.and_then(|o| o.events_to_other);
+        assert_eq!(
+            events.map(|e| (e.payload_type, e.clock_hz)),
+            Some((101, 8000))
+        );
+        // Never the callee's tones: the caller was not answered telephone-event.
+        let sdps = [g729_events, sdp("9", "")];
+        assert_eq!(tones_to_events(Some([g729, g722]), &sdps, Side::B), None);
+        // Nothing when: relayed (no plan), both or neither take telephone-event, the events
+        // are not in the other side's clock, or the tones come in G.729 (no detector for it).
+        let cases = [
+            (None, [pcmu_tones.clone(), opus_events.clone()]),
+            (
+                Some([pcmu, opus]),
+                [pcmu_events.clone(), opus_events.clone()],
+            ),
+            (Some([pcmu, opus]), [pcmu_tones.clone(), opus_tones]),
+            (Some([pcmu, opus]), [pcmu_tones.clone(), opus_events_8k]),
+            (Some([g729, pcmu]), [sdp("18", ""), pcmu_events]),
+        ];
+        for (plan, sdps) in cases {
+            assert_eq!(tones_to_events(plan, &sdps, Side::A), None, "{sdps:?}");
+        }
     }
 }

@@ -35,6 +35,7 @@ pub(super) fn harness() -> Harness {
             tenant: tenant.into(),
             user: user.into(),
             password: "pw".into(),
+            dtmf: Default::default(),
         });
     }
     let mut h = harness_with(cfg);

@@ -259,6 +259,7 @@ fn config() -> SipConfig {
             tenant: "acme".into(),
             user: "agent1".into(),
             password: "pw".into(),
+            dtmf: Default::default(),
         }],
         trunks: vec![TrunkConfig {
             name: "carrier".into(),
@@ -351,12 +352,16 @@ fn response_from(req: &Message, code: u16, tag: &str, sdp: Option<&str>) -> Vec<
     res.to_bytes()
 }
 
-/// Caller INVITE through media allocation to the INVITE sent to B.
-fn start_call(h: &mut Harness, call_id: &str) -> Message {
-    let actions = h.feed(
-        &invite("z9hG4bKa1", call_id, "5551234", SDP_A),
-        "10.0.0.1:5060",
-    );
+/// The carrier (10.0.0.1, media on port 4000, offering `sdp`) calls `to_user`; media is given
+/// session slot and ports `media`. Where the INVITE to the callee goes, and the INVITE.
+fn place_call(
+    h: &mut Harness,
+    call_id: &str,
+    to_user: &str,
+    sdp: &str,
+    media: (u32, [u16; 2]),
+) -> (SocketAddr, Message) {
+    let actions = h.feed(&invite("z9hG4bKa1", call_id, to_user, sdp), "10.0.0.1:5060");
     assert_eq!(sent(&actions)[0].1.status(), Some(100));
     let (call, a) = actions
         .iter()
@@ -368,14 +373,24 @@ fn start_call(h: &mut Harness, call_id: &str) -> Message {
     assert_eq!(a.rtp, Some("10.0.0.1:4000".parse().unwrap()));
     let session = SessionId {
         core: 0,
-        slot: 1,
+        slot: media.0,
         generation: 1,
     };
     let now = h.now();
-    h.engine
-        .media_created(now, call, Ok((session, [30000, 30004])));
+    h.engine.media_created(now, call, Ok((session, media.1)));
     let out: Vec<Action> = h.engine.drain().collect();
-    let (to, b_invite) = sent(&out).remove(0);
+    sent(&out).remove(0)
+}
+
+/// Caller INVITE through media allocation to the INVITE sent to B.
+fn start_call(h: &mut Harness, call_id: &str) -> Message {
+    start_call_with(h, call_id, SDP_A)
+}
+
+/// A call from 10.0.0.1 (media on port 4000, offering `sdp`) routed to 10.0.0.2; the INVITE
+/// to the callee.
+fn start_call_with(h: &mut Harness, call_id: &str, sdp: &str) -> Message {
+    let (to, b_invite) = place_call(h, call_id, "5551234", sdp, (1, [30000, 30004]));
     assert_eq!(to, "10.0.0.2:5060".parse::<SocketAddr>().unwrap());
     assert_eq!(b_invite.method(), Some(&Method::Invite));
     assert_eq!(b_invite.request_uri(), Some("sip:5551234@10.0.0.2:5060"));
@@ -624,32 +639,7 @@ fn register_with_digest_then_calls_reach_the_contact_behind_nat() {
     assert_eq!(h.engine.location().binding_count(), 1);
 
     // A call to 2000 goes to the registered contact's public address.
-    let out = h.feed(
-        &invite("z9hG4bKc1", "call-r", "2000", SDP_A),
-        "10.0.0.1:5060",
-    );
-    let call = out
-        .iter()
-        .find_map(|a| match a {
-            Action::Media(MediaOp::Create { call, .. }) => Some(*call),
-            _ => None,
-        })
-        .expect("media requested");
-    let now = h.now();
-    h.engine.media_created(
-        now,
-        call,
-        Ok((
-            SessionId {
-                core: 0,
-                slot: 2,
-                generation: 1,
-            },
-            [30008, 30012],
-        )),
-    );
-    let out: Vec<Action> = h.engine.drain().collect();
-    let (to, b_invite) = sent(&out).remove(0);
+    let (to, b_invite) = place_call(&mut h, "call-r", "2000", SDP_A, (2, [30008, 30012]));
     assert_eq!(to, from.parse::<SocketAddr>().unwrap());
     assert_eq!(b_invite.request_uri(), Some("sip:agent1@192.168.1.5:5060"));
 
@@ -1049,15 +1039,7 @@ fn sip_info_dtmf_to_a_peer_with_telephone_event_becomes_rfc_4733_and_is_answered
     answer_call(&mut h, &b_invite);
     // The callee sends '#' by INFO; the caller (SDP_A) took telephone-event 101.
     let body = "Signal=#\r\nDuration=180\r\n";
-    let info = String::from_utf8(in_dialog_from_b(&b_invite, "INFO", 3, ""))
-        .unwrap()
-        .replace(
-            "Content-Length: 0\r\n\r\n",
-            &format!(
-                "Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            ),
-        );
+    let info = dtmf_info_from_b(&b_invite, 3, body);
     let out = h.feed(info.as_bytes(), "10.0.0.2:5060");
     let sends: Vec<_> = out
         .iter()
@@ -1094,6 +1076,35 @@ fn sip_info_dtmf_to_a_peer_with_telephone_event_becomes_rfc_4733_and_is_answered
     assert_eq!(ok.0, "10.0.0.2:5060".parse::<SocketAddr>().unwrap());
 }
 
+/// What leg A (SDP_A's caller: PCMA, telephone-event 101) is armed with when the callee is
+/// sent keys as INFO: events and tones heard, both kept from the callee's stream.
+fn callers_keys_held_for_info() -> (LegIndex, tandem_dataplane::api::DtmfOptions) {
+    use tandem_dataplane::api::{Codec, DtmfOptions, InbandAudio};
+    let options = DtmfOptions {
+        event_payload_type: Some(101),
+        inband: Some(InbandAudio {
+            payload_type: 8,
+            codec: Codec::Pcma,
+        }),
+        block: true,
+        ..DtmfOptions::default()
+    };
+    (LegIndex::A, options)
+}
+
+/// An in-dialog INFO from B (CSeq `cseq`) carrying `body` as `application/dtmf-relay`.
+fn dtmf_info_from_b(b_invite: &Message, cseq: u32, body: &str) -> String {
+    String::from_utf8(in_dialog_from_b(b_invite, "INFO", cseq, ""))
+        .unwrap()
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+}
+
 /// The callee answers `b_invite` with SDP_B: the `SetDtmf` requests that follow (leg, options).
 fn dtmf_set_at_answer(
     h: &mut Harness,
@@ -1103,6 +1114,11 @@ fn dtmf_set_at_answer(
         &response_from(b_invite, 200, "btag", Some(SDP_B)),
         "10.0.0.2:5060",
     );
+    dtmf_set(&out)
+}
+
+/// The `SetDtmf` requests among `out` (leg, options).
+fn dtmf_set(out: &[Action]) -> Vec<(LegIndex, tandem_dataplane::api::DtmfOptions)> {
     out.iter()
         .filter_map(|a| match a {
             Action::Media(MediaOp::SetDtmf { leg, options, .. }) => Some((*leg, *options)),
@@ -1128,7 +1144,6 @@ fn keys_heard(h: &mut Harness, leg: LegIndex, keys: &str) -> Vec<(SocketAddr, Me
 #[test]
 fn keys_heard_on_one_leg_go_to_an_info_peer_as_sip_info_one_at_a_time() {
     use super::config::DtmfMode;
-    use tandem_dataplane::api::{Codec, DtmfOptions, InbandAudio};
     // The carrier is on both legs here: `auto` sends INFO to the callee (SDP_B: no
     // telephone-event) and events to the caller (SDP_A takes them).
     let mut cfg = config();
@@ -1138,18 +1153,7 @@ fn keys_heard_on_one_leg_go_to_an_info_peer_as_sip_info_one_at_a_time() {
     let armed = dtmf_set_at_answer(&mut h, &b_invite);
     assert_eq!(
         armed,
-        vec![(
-            LegIndex::A,
-            DtmfOptions {
-                event_payload_type: Some(101),
-                inband: Some(InbandAudio {
-                    payload_type: 8,
-                    codec: Codec::Pcma
-                }),
-                block: true,
-                tones_to_other: None,
-            }
-        )],
+        vec![callers_keys_held_for_info()],
         "the caller's keys are heard (events and PCMA tones) and kept from the callee's stream"
     );
 
@@ -1227,6 +1231,139 @@ fn with_the_default_dtmf_mode_events_towards_a_peer_without_telephone_event_beco
         )]
     );
     assert!(keys_heard(&mut h, LegIndex::A, "1").is_empty(), "no INFO");
+}
+
+/// agent1's phone (behind a NAT at 203.0.113.7:40000) registers with its password.
+fn register_agent1(h: &mut Harness) -> &'static str {
+    let from = "203.0.113.7:40000";
+    let contact = "<sip:agent1@192.168.1.5:5060>";
+    let out = h.feed(&register(1, None, contact), from);
+    let www = sent(&out)[0].1.get("WWW-Authenticate").unwrap().to_string();
+    let auth = digest::authorize(&www, "agent1", "pw", "REGISTER", "sip:acme.test", "c", 1);
+    let out = h.feed(&register(2, Some(&auth.unwrap()), contact), from);
+    assert_eq!(sent(&out)[0].1.status(), Some(200));
+    from
+}
+
+#[test]
+fn an_account_set_to_info_is_sent_the_callers_keys_as_sip_info() {
+    use super::config::DtmfMode;
+    let mut cfg = config();
+    cfg.accounts[0].dtmf = DtmfMode::Info;
+    let mut h = harness_with(cfg);
+    let phone = register_agent1(&mut h);
+    // The carrier calls 2000, routed to agent1's phone.
+    let (to, b_invite) = place_call(&mut h, "to-account", "2000", SDP_A, (1, [30000, 30004]));
+    assert_eq!(to, phone.parse::<SocketAddr>().unwrap());
+    // The phone answers with telephone-event, but its account says INFO.
+    let out = h.feed(&response_from(&b_invite, 200, "btag", Some(SDP_A)), phone);
+    assert_eq!(
+        dtmf_set(&out),
+        vec![callers_keys_held_for_info()],
+        "the caller's keys are heard and kept from the phone's stream"
+    );
+    let msgs = keys_heard(&mut h, LegIndex::A, "4");
+    assert_eq!(msgs.len(), 1);
+    let (to, info) = &msgs[0];
+    assert_eq!(*to, phone.parse::<SocketAddr>().unwrap());
+    assert_eq!(info.method(), Some(&Method::Info));
+    assert_eq!(info.body_str(), Some("Signal=4\r\nDuration=250\r\n"));
+    // Keys from the phone go to the carrier as they came (its trunk is rfc4733).
+    assert!(keys_heard(&mut h, LegIndex::B, "9").is_empty());
+    // The phone's own INFO becomes RFC 4733 events towards the carrier, answered here.
+    let body = "Signal=6\r\nDuration=200\r\n";
+    let info = dtmf_info_from_b(&b_invite, 3, body);
+    let out = h.feed(info.as_bytes(), phone);
+    let sends: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Media(MediaOp::SendDtmf { leg, send, .. }) => Some((*leg, send.keys)),
+            _ => None,
+        })
+        .collect();
+    let six = tandem_dataplane::api::DtmfKeys::new("6").unwrap();
+    assert_eq!(sends, vec![(LegIndex::A, six)]);
+    let msgs = sent(&out);
+    assert!(msgs.iter().all(|(_, m)| m.method() != Some(&Method::Info)));
+    assert!(msgs
+        .iter()
+        .any(|(_, m)| m.status() == Some(200) && m.cseq() == Some((3, Method::Info))));
+}
+
+#[test]
+fn a_calling_account_set_to_info_is_sent_the_callees_keys_as_sip_info() {
+    use super::config::DtmfMode;
+    let mut cfg = config();
+    cfg.accounts[0].dtmf = DtmfMode::Info;
+    let mut h = harness_with(cfg);
+    // agent1's phone (not a trunk's address) calls out through the carrier: challenged, then
+    // authenticated.
+    let phone = "192.168.1.5:5060";
+    let first = invite("z9hG4bKout1", "from-account", "5551234", SDP_A);
+    let out = h.feed(&first, phone);
+    let challenge = sent(&out)
+        .into_iter()
+        .find(|(_, m)| m.status() == Some(407))
+        .expect("407")
+        .1;
+    let auth = digest::authorize(
+        challenge.get("Proxy-Authenticate").unwrap(),
+        "agent1",
+        "pw",
+        "INVITE",
+        "sip:5551234@127.0.0.1",
+        "c",
+        1,
+    )
+    .unwrap();
+    let again = String::from_utf8(first)
+        .unwrap()
+        .replace("branch=z9hG4bKout1", "branch=z9hG4bKout2")
+        .replace(
+            "CSeq: 1 INVITE",
+            &format!("CSeq: 2 INVITE\r\nProxy-Authorization: {auth}"),
+        );
+    let out = h.feed(again.as_bytes(), phone);
+    let call = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Media(MediaOp::Create { call, .. }) => Some(*call),
+            _ => None,
+        })
+        .expect("authenticated: media requested");
+    let now = h.now();
+    let session = SessionId {
+        core: 0,
+        slot: 1,
+        generation: 1,
+    };
+    h.engine
+        .media_created(now, call, Ok((session, [30000, 30004])));
+    let out: Vec<Action> = h.engine.drain().collect();
+    let (to, b_invite) = sent(&out).remove(0);
+    assert_eq!(
+        to,
+        "10.0.0.2:5060".parse::<SocketAddr>().unwrap(),
+        "the carrier"
+    );
+    // The carrier (rfc4733) answers without telephone-event: its keys are heard (PCMA tones)
+    // and kept from the phone, which its account says takes INFO.
+    // The caller's own events become tones for the carrier, which took no telephone-event.
+    let armed = dtmf_set_at_answer(&mut h, &b_invite);
+    assert_eq!(armed.len(), 2, "{armed:?}");
+    let (leg, options) = armed[0];
+    assert_eq!(leg, LegIndex::B);
+    assert!(options.block && options.inband.is_some(), "{options:?}");
+    assert_eq!(armed[1].0, LegIndex::A);
+    assert!(armed[1].1.tones_to_other.is_some());
+    let msgs = keys_heard(&mut h, LegIndex::B, "3");
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let info = &msgs[0].1;
+    assert_eq!(info.method(), Some(&Method::Info));
+    assert_eq!(info.call_id(), "from-account");
+    assert_eq!(info.body_str(), Some("Signal=3\r\nDuration=250\r\n"));
+    // No INFO towards the carrier.
+    assert!(keys_heard(&mut h, LegIndex::A, "1").is_empty());
 }
 
 #[test]
@@ -1568,6 +1705,7 @@ fn accounts_changed_one_by_one_take_effect_at_once() {
             user: "agent1".into(),
             ha1_md5: digest::Algorithm::Md5.hash(input),
             ha1_sha256: digest::Algorithm::Sha256.hash(input),
+            dtmf: Default::default(),
         }));
     let out = h.feed(&register(1, None, contact), from);
     let www = challenge(&out);
@@ -1612,6 +1750,7 @@ pub(super) mod queue {
                 tenant: "acme".into(),
                 user: u.to_string(),
                 password: "pw".into(),
+                dtmf: Default::default(),
             })
             .collect();
         cfg.routes.insert(

@@ -2,7 +2,9 @@
 //!
 //! Every offer the engine sends on (the caller's INVITE to the callee or to an agent's devices,
 //! a re-INVITE or UPDATE from either side) carries the offerer's codecs first, then those of
-//! the tenant's `transcode` list (else `sip.transcode`) it lacks (the ng `codec: {transcode}` logic, `ng::codecs`). When the answer
+//! the tenant's `transcode` list (else `sip.transcode`) it lacks (the ng `codec: {transcode}` logic, `ng::codecs`),
+//! and telephone-event in their clocks when the offerer has none (its tones become events for
+//! an answerer that takes them: `dtmf_info.rs`). When the answer
 //! picks one of the added codecs, the data plane gets a codec plan (`MediaOp::SetCodecs`), and
 //! the offerer is answered in a codec of its own; an answer in a codec the offerer has relays
 //! as it is. A party that joins a call whose other side keeps its codec (a transfer target, the
@@ -94,6 +96,7 @@ pub(super) fn onward_offer_edit(
 ) -> Option<(CodecEdit, OfferedCodecs)> {
     let request = CodecRequest {
         transcode: transcode.to_vec(),
+        events_for_tones: true,
         ..CodecRequest::default()
     };
     codecs::offer_edit(m, &request)

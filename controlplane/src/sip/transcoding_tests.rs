@@ -423,3 +423,62 @@ fn the_caller_hears_nothing_from_the_callee_until_its_answer_is_planned() {
     let out = call_until_b_invite(&mut h, "th-3");
     assert!(holds(&out).is_empty());
 }
+
+#[test]
+fn a_callers_tones_go_as_events_to_a_transcoded_callee_that_took_telephone_event() {
+    use tandem_dataplane::api::{DtmfOptions, InbandAudio, TelephoneEvents};
+    // The caller sends PCMA and no telephone-event (its keys are tones); the callee answers
+    // one of the codecs we added, Opus, with telephone-event/48000.
+    let caller = "v=0\r\no=a 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n";
+    let callee = "v=0\r\no=b 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 96 99\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:99 telephone-event/48000\r\n";
+    let mut h = Harness::new();
+    let b_invite = start_call_with(&mut h, "tones-out", caller);
+    // The offer carries telephone-event beside the codecs we added, in both their clocks.
+    assert_eq!(m_line(&b_invite), "m=audio 30004 RTP/AVP 8 0 9 96 98 99");
+    let offer = b_invite.body_str().unwrap();
+    for map in [
+        "a=rtpmap:98 telephone-event/8000",
+        "a=rtpmap:99 telephone-event/48000",
+    ] {
+        assert!(offer.contains(map), "{map} in {offer}");
+    }
+    let out = h.feed(
+        &response_from(&b_invite, 200, "btag", Some(callee)),
+        "10.0.0.2:5060",
+    );
+    // The plan maps no events (the caller has none); the callee's are made from tones.
+    assert_eq!(
+        plans(&out),
+        vec![Some([
+            leg(8, Codec::Pcma, None),
+            leg(96, Codec::Opus, None)
+        ])]
+    );
+    let armed = dtmf_set(&out);
+    let caller_tones_as_events = DtmfOptions {
+        inband: Some(InbandAudio {
+            payload_type: 8,
+            codec: Codec::Pcma,
+        }),
+        events_to_other: Some(TelephoneEvents {
+            payload_type: 99,
+            clock_hz: 48_000,
+        }),
+        ..DtmfOptions::default()
+    };
+    assert_eq!(armed, vec![(LegIndex::A, caller_tones_as_events)]);
+
+    // Relayed (the callee answers the caller's PCMA, with telephone-event): the caller's
+    // tones pass as they are; the callee's events become tones for the caller.
+    let mut h = Harness::new();
+    let b_invite = start_call_with(&mut h, "tones-relayed", caller);
+    let out = h.feed(
+        &response_from(&b_invite, 200, "btag", Some(SDP_A)),
+        "10.0.0.2:5060",
+    );
+    assert!(plans(&out).iter().all(Option::is_none), "{:?}", plans(&out));
+    let armed = dtmf_set(&out);
+    assert_eq!(armed.len(), 1, "{armed:?}");
+    assert_eq!(armed[0].0, LegIndex::B);
+    assert!(armed[0].1.tones_to_other.is_some() && armed[0].1.events_to_other.is_none());
+}

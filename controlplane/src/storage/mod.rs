@@ -215,9 +215,25 @@ pub struct SipAccount {
     pub ha1_md5: String,
     #[serde(skip)]
     pub ha1_sha256: String,
+    /// How keys pressed on the other leg reach the account's phone: `rfc4733`, `info`,
+    /// `auto` (as for trunks).
+    pub dtmf: String,
     pub version: i64,
     pub created_ms: i64,
     pub updated_ms: i64,
+}
+
+impl SipAccount {
+    /// What the SIP engine is told of the account.
+    pub fn digest(&self) -> crate::sip::config::DigestAccount {
+        crate::sip::config::DigestAccount {
+            tenant: self.tenant.clone(),
+            user: self.username.clone(),
+            ha1_md5: self.ha1_md5.clone(),
+            ha1_sha256: self.ha1_sha256.clone(),
+            dtmf: crate::sip::config::DtmfMode::parse(&self.dtmf).unwrap_or_default(),
+        }
+    }
 }
 
 impl FromRow for SipAccount {
@@ -229,6 +245,7 @@ impl FromRow for SipAccount {
             display_name: r.col("display_name")?,
             ha1_md5: r.col("ha1_md5")?,
             ha1_sha256: r.col("ha1_sha256")?,
+            dtmf: r.col("dtmf")?,
             version: r.col("version")?,
             created_ms: r.col("created_ms")?,
             updated_ms: r.col("updated_ms")?,
@@ -491,7 +508,7 @@ pub fn trunk_key(tenant: &str, name: &str) -> String {
 impl Directory {
     /// The SIP engine's view: trunk names qualified by tenant, routes pointing at those.
     pub fn to_sip(&self) -> crate::sip::config::SipDirectory {
-        use crate::sip::config::{DigestAccount, RouteConfig, TenantConfig, TrunkConfig};
+        use crate::sip::config::{RouteConfig, TenantConfig, TrunkConfig};
         crate::sip::config::SipDirectory {
             tenants: self
                 .tenants
@@ -504,16 +521,7 @@ impl Directory {
                     transcode: t.transcode.clone(),
                 })
                 .collect(),
-            accounts: self
-                .accounts
-                .iter()
-                .map(|a| DigestAccount {
-                    tenant: a.tenant.clone(),
-                    user: a.username.clone(),
-                    ha1_md5: a.ha1_md5.clone(),
-                    ha1_sha256: a.ha1_sha256.clone(),
-                })
-                .collect(),
+            accounts: self.accounts.iter().map(SipAccount::digest).collect(),
             trunks: self
                 .trunks
                 .iter()
@@ -612,6 +620,7 @@ impl Storage {
                     display_name: a.user,
                     ha1_md5: a.ha1_md5,
                     ha1_sha256: a.ha1_sha256,
+                    dtmf: a.dtmf.as_str().to_string(),
                     version: 1,
                     created_ms: now,
                     updated_ms: now,
@@ -1138,7 +1147,7 @@ impl Storage {
     // ---- SIP accounts ----
 
     pub async fn create_account(&self, a: &SipAccount) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO sip_accounts (id, tenant, username, display_name, ha1_md5, ha1_sha256, version, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        sqlx::query("INSERT INTO sip_accounts (id, tenant, username, display_name, ha1_md5, ha1_sha256, version, created_ms, updated_ms, dtmf) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
             .bind(&a.id)
             .bind(&a.tenant)
             .bind(&a.username)
@@ -1148,6 +1157,7 @@ impl Storage {
             .bind(a.version)
             .bind(a.created_ms)
             .bind(a.updated_ms)
+            .bind(&a.dtmf)
             .execute(&self.pool)
             .await
             .map_err(|e| conflict(e, "a SIP account with this username"))?;
@@ -1167,7 +1177,7 @@ impl Storage {
     }
 
     pub async fn update_account(&self, a: &SipAccount) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE sip_accounts SET display_name = $1, ha1_md5 = $2, ha1_sha256 = $3, version = $4, updated_ms = $5 WHERE id = $6 AND tenant = $7 AND version = $8")
+        let done = sqlx::query("UPDATE sip_accounts SET display_name = $1, ha1_md5 = $2, ha1_sha256 = $3, version = $4, updated_ms = $5, dtmf = $9 WHERE id = $6 AND tenant = $7 AND version = $8")
             .bind(&a.display_name)
             .bind(&a.ha1_md5)
             .bind(&a.ha1_sha256)
@@ -1176,6 +1186,7 @@ impl Storage {
             .bind(&a.id)
             .bind(&a.tenant)
             .bind(a.version - 1)
+            .bind(&a.dtmf)
             .execute(&self.pool)
             .await?;
         if done.rows_affected() == 0 {

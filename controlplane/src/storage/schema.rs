@@ -288,4 +288,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 8,
     name: "trunks: how keys pressed on the other leg are sent (rfc4733, info, auto)",
     statements: &["ALTER TABLE trunks ADD COLUMN dtmf TEXT NOT NULL DEFAULT 'rfc4733'"],
+}, Migration {
+    version: 9,
+    name: "SIP accounts: how keys pressed on the other leg are sent (rfc4733, info, auto)",
+    statements: &["ALTER TABLE sip_accounts ADD COLUMN dtmf TEXT NOT NULL DEFAULT 'rfc4733'"],
 }];
