@@ -479,15 +479,11 @@ impl Sessions {
         stream.stats.bytes += data.len() as u64;
         stream.stats.last_seen_ns = now_ns;
 
-        let (dtmf_pt, inband_pt, block_tones, hold_events, tones_as_events) = {
+        // Only the two payload types are read for every packet; what a DTMF match then does
+        // (block, translate) is read in its branch, off the common path.
+        let (dtmf_pt, inband_pt) = {
             let l = &session.legs[leg_in];
-            (
-                l.dtmf_pt,
-                l.inband_pt,
-                l.block_dtmf || l.tones_as_events,
-                l.block_dtmf || l.translate_dtmf,
-                l.tones_as_events,
-            )
+            (l.dtmf_pt, l.inband_pt)
         };
         // A transcoded leg's RTCP describes streams the other peer never receives: it feeds
         // quality and ends here (out of line; RTP pays one compare for it).
@@ -549,7 +545,8 @@ impl Sessions {
         let pt = data[1] & 0x7f;
         if dtmf_pt != NO_DTMF && dtmf_pt == pt {
             self.on_telephone_event(index, leg_in, data, now_ns);
-            if hold_events {
+            let l = &self.slots[index as usize].legs[leg_in];
+            if l.block_dtmf || l.translate_dtmf {
                 verdict = match verdict {
                     Verdict::Forward { latch, .. } | Verdict::Transcode { latch, .. } => {
                         drop_latched(DropReason::DtmfBlocked, latch)
@@ -560,6 +557,9 @@ impl Sessions {
         } else if inband_pt != NO_DTMF && inband_pt == pt && kind == Kind::Rtp {
             let key = index * 2 + leg_in as u32;
             let id = self.id(index);
+            let legs = &self.slots[index as usize].legs;
+            let tones_as_events = legs[leg_in].tones_as_events;
+            let block_tones = legs[leg_in].block_dtmf || tones_as_events;
             if self.dtmf.on_audio(id, key, data, now_ns) && block_tones {
                 let keys_out = self.slots[index as usize].legs[1 - leg_in].sending_dtmf;
                 match self.dtmf.silence_code(key) {
