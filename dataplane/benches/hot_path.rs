@@ -120,6 +120,7 @@ fn bench(c: &mut Criterion) {
         next_once: 0,
         then: 0,
         looping: true,
+        finished: false,
         sent: Default::default(),
     };
     let mut tx = TxBatch::new(64);
