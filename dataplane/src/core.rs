@@ -972,23 +972,8 @@ impl Core {
             },
             None => {
                 let r = self.random();
-                Player {
-                    key,
-                    clip: then,
-                    payload_type,
-                    law,
-                    ssrc: r as u32,
-                    seq: (r >> 32) as u16,
-                    ts: self.random() as u32,
-                    frame: 0,
-                    marker: true,
-                    once,
-                    next_once: 0,
-                    then,
-                    looping: true,
-                    finished: false,
-                    sent: Default::default(),
-                }
+                let ts = self.random() as u32;
+                Player::new(key, payload_type, law, r as u32, (r >> 32) as u16, ts)
             }
         };
         player.set_clips(once, then);

@@ -58,6 +58,28 @@ pub struct Player {
 pub const HEADER_LEN: usize = 12;
 
 impl Player {
+    /// A new stream to the leg of `key`: marker on its first packet, looping clip 0 until
+    /// [`Player::set_clips`] says what to play.
+    pub fn new(key: u32, payload_type: u8, law: Law, ssrc: u32, seq: u16, ts: u32) -> Self {
+        Player {
+            key,
+            clip: 0,
+            payload_type,
+            law,
+            ssrc,
+            seq,
+            ts,
+            frame: 0,
+            marker: true,
+            once: ClipSequence::EMPTY,
+            next_once: 0,
+            then: 0,
+            looping: true,
+            finished: false,
+            sent: Default::default(),
+        }
+    }
+
     pub fn key(index: u32, leg: LegIndex) -> u32 {
         index * 2 + leg as u32
     }
@@ -278,23 +300,7 @@ mod tests {
     use crate::api::MAX_SEQUENCE;
 
     fn player(key: u32) -> Player {
-        Player {
-            key,
-            clip: 0,
-            payload_type: 8,
-            law: Law::Alaw,
-            ssrc: 0xdead_beef,
-            seq: 65_534,
-            ts: u32::MAX - 159,
-            frame: 0,
-            marker: true,
-            once: ClipSequence::EMPTY,
-            next_once: 0,
-            then: 0,
-            looping: true,
-            finished: false,
-            sent: Default::default(),
-        }
+        Player::new(key, 8, Law::Alaw, 0xdead_beef, 65_534, u32::MAX - 159)
     }
 
     fn seq_of(h: &[u8; HEADER_LEN]) -> u16 {
