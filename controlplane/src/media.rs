@@ -1,6 +1,7 @@
 //! The control plane's async client for the data-plane cores: turns ring commands and events
 //! into request/response futures, and surfaces the cores' own reports (inactivity timeouts on
-//! the channel `new` returns; DTMF keys to every [`DataPlaneClient::subscribe_dtmf`]).
+//! the channel `new` returns; DTMF keys to every [`DataPlaneClient::subscribe_dtmf`]; the
+//! ends of play-once sequences to every [`DataPlaneClient::subscribe_play_done`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,6 +25,9 @@ const CORE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// told how many with `RecvError::Lagged`).
 const DTMF_BACKLOG: usize = 1024;
 
+/// Ends of playback a slow subscriber may fall behind by, as for DTMF.
+const PLAY_DONE_BACKLOG: usize = 1024;
+
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Event>>>>;
 
 pub struct DataPlaneClient {
@@ -33,6 +37,7 @@ pub struct DataPlaneClient {
     next_token: AtomicU64,
     advertise: IpAddr,
     dtmf: broadcast::Sender<Dtmf>,
+    play_done: broadcast::Sender<PlayDone>,
 }
 
 /// A session a core ended by itself, with its final counters.
@@ -41,6 +46,18 @@ pub type TimedOut = (SessionId, SessionStats);
 /// A DTMF key pressed on a leg [`DataPlaneClient::set_dtmf`] listens to; reported once,
 /// when the key is released, however many ways the phone sent it.
 pub type Dtmf = tandem_dataplane::dtmf::DtmfReport;
+
+/// A play-once sequence ([`DataPlaneClient::play_sequence`] with `then` =
+/// [`tandem_dataplane::api::PLAY_ONCE_ONLY`]) that sent its last frame and stopped by itself;
+/// relaying to the leg has resumed. Not reported for playback stopped or replaced on request,
+/// or ended with its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlayDone {
+    pub id: SessionId,
+    pub leg: LegIndex,
+    /// CLOCK_MONOTONIC nanoseconds of the core's pass that queued the last frame.
+    pub at_ns: u64,
+}
 
 impl DataPlaneClient {
     /// Takes ownership of the cores' handles and spawns one event pump per core on the current
@@ -52,6 +69,7 @@ impl DataPlaneClient {
         let pending: Pending = Arc::default();
         let (timeouts_tx, timeouts_rx) = mpsc::channel(4096);
         let (dtmf, _) = broadcast::channel(DTMF_BACKLOG);
+        let (play_done, _) = broadcast::channel(PLAY_DONE_BACKLOG);
         let mut senders = Vec::new();
         let mut stats = Vec::new();
         for core in cores {
@@ -70,6 +88,7 @@ impl DataPlaneClient {
                 pending: pending.clone(),
                 timeouts: timeouts_tx.clone(),
                 dtmf: dtmf.clone(),
+                play_done: play_done.clone(),
             };
             tokio::spawn(pump.run());
         }
@@ -81,6 +100,7 @@ impl DataPlaneClient {
                 next_token: AtomicU64::new(1),
                 advertise,
                 dtmf,
+                play_done,
             }),
             timeouts_rx,
         ))
@@ -98,6 +118,12 @@ impl DataPlaneClient {
     /// ignores sessions it does not own). Keys reported while nobody subscribes are dropped.
     pub fn subscribe_dtmf(&self) -> broadcast::Receiver<Dtmf> {
         self.dtmf.subscribe()
+    }
+
+    /// Every play-once sequence the cores report ended from now on (see [`PlayDone`]), for
+    /// each front end that wants them. Ends reported while nobody subscribes are dropped.
+    pub fn subscribe_play_done(&self) -> broadcast::Receiver<PlayDone> {
+        self.play_done.subscribe()
     }
 
     async fn request(
@@ -218,6 +244,8 @@ impl DataPlaneClient {
 
     /// Plays the clips of `once` to `leg`'s peer, each once, then clip `then` in a loop, in the
     /// same RTP stream as what the leg was playing (an announcement between the hold music).
+    /// With `then` = [`tandem_dataplane::api::PLAY_ONCE_ONLY`] nothing loops: the playback
+    /// ends by itself after `once`, relaying resumes, and [`Self::subscribe_play_done`] hears it.
     pub async fn play_sequence(
         &self,
         id: SessionId,
@@ -398,6 +426,7 @@ struct EventPump {
     pending: Pending,
     timeouts: mpsc::Sender<TimedOut>,
     dtmf: broadcast::Sender<Dtmf>,
+    play_done: broadcast::Sender<PlayDone>,
 }
 
 impl EventPump {
@@ -440,6 +469,10 @@ impl EventPump {
                         });
                         continue;
                     }
+                    Event::PlayDone { id, leg, at_ns } => {
+                        let _ = self.play_done.send(PlayDone { id, leg, at_ns });
+                        continue;
+                    }
                 };
                 if let Some(waiter) = self.pending.lock().unwrap().remove(&token) {
                     let _ = waiter.send(event);
@@ -465,16 +498,21 @@ mod tests {
         p
     }
 
-    /// The client end to end against a real core: play and stop on a leg, and a key pressed
-    /// on a leg with a telephone-event payload type reaching every subscriber once.
-    #[tokio::test]
-    async fn plays_stops_and_fans_out_dtmf() {
+    /// One core of `cfg` (four sessions) behind a client, and a session whose leg A sends to
+    /// a local phone: its socket, the session and its ports.
+    async fn one_core_and_a_phone(
+        cfg: Config,
+    ) -> (
+        DataPlane,
+        Arc<DataPlaneClient>,
+        tokio::net::UdpSocket,
+        SessionId,
+        [u16; 2],
+    ) {
         let mut dp = DataPlane::start(&Config {
             cores: Some(1),
-            port_min: 45000,
-            port_max: 45399,
             sessions_per_core: Some(4),
-            ..Config::default()
+            ..cfg
         })
         .unwrap();
         let (client, _timeouts) =
@@ -485,6 +523,19 @@ mod tests {
             ..LegParams::default()
         };
         let (id, ports) = client.create(params, LegParams::default()).await.unwrap();
+        (dp, client, phone, id, ports)
+    }
+
+    /// The client end to end against a real core: play and stop on a leg, and a key pressed
+    /// on a leg with a telephone-event payload type reaching every subscriber once.
+    #[tokio::test]
+    async fn plays_stops_and_fans_out_dtmf() {
+        let (dp, client, phone, id, ports) = one_core_and_a_phone(Config {
+            port_min: 45000,
+            port_max: 45399,
+            ..Config::default()
+        })
+        .await;
         let ours = SocketAddr::from(([127, 0, 0, 1], ports[0]));
 
         // Hold music: clip 0 is the built-in melody.
@@ -527,6 +578,60 @@ mod tests {
             client.stop_play(id, LegIndex::A).await,
             Err(CoreError::UnknownSession)
         );
+        drop(client);
+        dp.shutdown();
+    }
+
+    /// A play-once announcement: its frames reach the phone, then every subscriber hears that
+    /// it ended, once; a looping one stopped on request is not reported.
+    #[tokio::test]
+    async fn reports_the_end_of_a_play_once_sequence() {
+        // Three frames of silence-free PCM: 60 ms.
+        let pcm: Vec<i16> = (0..3 * 160).map(|i| (i % 100) as i16 * 50).collect();
+        let short = Arc::new(tandem_dataplane::Clip::from_pcm("short", &pcm).unwrap());
+        let (dp, client, phone, id, _) = one_core_and_a_phone(Config {
+            port_min: 49180,
+            port_max: 49199,
+            clips: vec![tandem_dataplane::Clip::hold_music(), short],
+            ..Config::default()
+        })
+        .await;
+        let (mut first, mut second) = (client.subscribe_play_done(), client.subscribe_play_done());
+        let once = ClipSequence::new(&[1]).unwrap();
+        let only = tandem_dataplane::api::PLAY_ONCE_ONLY;
+        assert_eq!(
+            client
+                .play_sequence(id, LegIndex::A, ClipSequence::EMPTY, only, 0)
+                .await,
+            Err(CoreError::UnknownClip),
+            "nothing to play once"
+        );
+        client
+            .play_sequence(id, LegIndex::A, once, only, 0)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        for _ in 0..3 {
+            let n = tokio::time::timeout(Duration::from_secs(2), phone.recv(&mut buf))
+                .await
+                .expect("a played packet")
+                .unwrap();
+            assert_eq!(n, 172);
+        }
+        for rx in [&mut first, &mut second] {
+            let done = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .expect("the end of playback")
+                .unwrap();
+            assert_eq!((done.id, done.leg), (id, LegIndex::A));
+            assert!(done.at_ns > 0);
+        }
+        // Looping music stopped on request: no report.
+        client.play(id, LegIndex::A, 0, 0).await.unwrap();
+        client.stop_play(id, LegIndex::A).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(first.try_recv().is_err() && second.try_recv().is_err());
+        client.delete(id).await.unwrap();
         drop(client);
         dp.shutdown();
     }

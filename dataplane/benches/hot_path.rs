@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::net::SocketAddr;
-use tandem_dataplane::api::{ClipSequence, Codec, DtmfOptions, InbandAudio, LegIndex, LegParams};
+use tandem_dataplane::api::{Codec, DtmfOptions, InbandAudio, LegIndex, LegParams};
 use tandem_dataplane::clip::{Clip, Law};
 use tandem_dataplane::io::TxBatch;
 use tandem_dataplane::playback::Player;
@@ -107,22 +107,7 @@ fn bench(c: &mut Criterion) {
 
     // One played packet: header, clip frame, copied into a send batch.
     let clip = Clip::hold_music();
-    let mut player = Player {
-        key: 0,
-        clip: 0,
-        payload_type: 8,
-        law: Law::Alaw,
-        ssrc: 1,
-        seq: 0,
-        ts: 0,
-        frame: 0,
-        marker: true,
-        once: ClipSequence::EMPTY,
-        next_once: 0,
-        then: 0,
-        looping: true,
-        sent: Default::default(),
-    };
+    let mut player = Player::new(0, 8, Law::Alaw, 1, 0, 0);
     let mut tx = TxBatch::new(64);
     g.bench_function("play_packet_build", |b| {
         b.iter(|| {

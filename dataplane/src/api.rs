@@ -145,7 +145,10 @@ pub enum Command {
     /// Plays the clips of `once` to `leg`'s peer one after the other, once each, then clip
     /// `then` in a loop (an announcement followed by the hold music), as one RTP stream: when
     /// the leg was already playing, its SSRC, sequence and timestamps carry on. Otherwise as
-    /// [`Command::Play`]. Answered with `Updated`.
+    /// [`Command::Play`]. With `then` = [`PLAY_ONCE_ONLY`] nothing loops: after the last
+    /// frame of `once` (which must not be empty) the playback stops by itself, relaying to the
+    /// leg resumes as after `StopPlay`, and the core reports [`Event::PlayDone`]. Answered
+    /// with `Updated`.
     PlaySequence {
         token: u64,
         id: SessionId,
@@ -382,6 +385,11 @@ impl DtmfSource {
 /// Clips a [`Command::PlaySequence`] plays at most before its loop.
 pub const MAX_SEQUENCE: usize = 8;
 
+/// `then` of a [`Command::PlaySequence`] that loops nothing: the clips of `once` are played
+/// and the playback ends by itself with [`Event::PlayDone`]. No clip has this index (a core
+/// holds far fewer clips).
+pub const PLAY_ONCE_ONLY: u16 = u16::MAX;
+
 /// Up to [`MAX_SEQUENCE`] clip indices, inline so that [`Command`] stays `Copy` and the player
 /// that holds them is sized at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -461,6 +469,16 @@ pub enum Event {
         source: DtmfSource,
         /// CLOCK_MONOTONIC nanoseconds when the press began (its first event packet arrived,
         /// or its tone started in the audio as it arrived).
+        at_ns: u64,
+    },
+    /// A [`Command::PlaySequence`] with `then` = [`PLAY_ONCE_ONLY`] sent its last frame to
+    /// `leg` and stopped by itself; relaying to the leg has resumed. Only a playback that ends
+    /// by itself is reported: not one that `StopPlay`, a later `Play`/`PlaySequence` on the
+    /// leg, or the session's end (delete or timeout) cut short.
+    PlayDone {
+        id: SessionId,
+        leg: LegIndex,
+        /// CLOCK_MONOTONIC nanoseconds of the core's pass that queued the last frame.
         at_ns: u64,
     },
 }

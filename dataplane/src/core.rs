@@ -7,6 +7,7 @@
 
 use crate::api::{
     ClipSequence, Command, CoreError, Event, LegCodec, LegIndex, LegParams, MonitorMode, SessionId,
+    PLAY_ONCE_ONLY,
 };
 use crate::clip::{law_of_payload_type, Clip};
 use crate::conference::{Conferences, JoinError, MAX_MEMBERS};
@@ -481,7 +482,8 @@ impl Core {
     }
 
     /// Queues the playback frames due at `now`: up to [`MAX_BURST`] per playing leg (after a
-    /// stall the older ones are skipped), to the leg's latched or signalled address.
+    /// stall the older ones are skipped), to the leg's latched or signalled address. Players
+    /// that finished (play-once sequences past their last frame) are stopped and reported.
     fn play(&mut self, now: u64) {
         let due = self.players.due(now);
         if due == 0 {
@@ -490,6 +492,7 @@ impl Core {
         let send = due.min(MAX_BURST).min(self.tx.capacity() as u32);
         // One reference count per pass, so the loop may borrow the core mutably.
         let clips = self.clips.clone();
+        let mut any_finished = false;
         for i in 0..self.players.len() {
             if self.tx.room() < send as usize {
                 self.flush();
@@ -502,6 +505,9 @@ impl Core {
                 Some((slot, dest)) => {
                     p.skip(due - send, frames_of);
                     for _ in 0..send {
+                        if p.finished {
+                            break;
+                        }
                         let (header, clip, frame) = p.next_packet(frames_of);
                         let payload = clips[clip as usize].frame(p.law, frame);
                         let pushed = self.tx.push_played(slot, dest, &header, payload);
@@ -515,7 +521,34 @@ impl Core {
                     }
                 }
             }
+            any_finished |= p.finished;
             self.players.set(i, p);
+        }
+        if any_finished {
+            self.end_finished_players(now);
+        }
+    }
+
+    /// Stops every finished player as `StopPlay` would (relaying to its leg resumes) and
+    /// reports `PlayDone`. `Players::stop` moves the last player into the freed place, so
+    /// that place is looked at again.
+    fn end_finished_players(&mut self, now: u64) {
+        let mut i = 0;
+        while i < self.players.len() {
+            let p = self.players.get(i);
+            if !p.finished {
+                i += 1;
+                continue;
+            }
+            let (index, leg) = (p.session(), p.leg());
+            self.players.stop(p.key);
+            self.sessions.set_playing(index, leg, false);
+            let id = self.sessions.id(index);
+            self.push_event(Event::PlayDone {
+                id,
+                leg,
+                at_ns: now,
+            });
         }
     }
 
@@ -923,7 +956,8 @@ impl Core {
     ) -> Result<(), CoreError> {
         let index = self.sessions.resolve(id).ok_or(CoreError::UnknownSession)?;
         let known = |c: &u16| (*c as usize) < self.clips.len();
-        if !known(&then) || !once.as_slice().iter().all(known) {
+        let then_ok = known(&then) || (then == PLAY_ONCE_ONLY && !once.is_empty());
+        if !then_ok || !once.as_slice().iter().all(known) {
             return Err(CoreError::UnknownClip);
         }
         let law = law_of_payload_type(payload_type).ok_or(CoreError::UnsupportedPayloadType)?;
@@ -938,22 +972,8 @@ impl Core {
             },
             None => {
                 let r = self.random();
-                Player {
-                    key,
-                    clip: then,
-                    payload_type,
-                    law,
-                    ssrc: r as u32,
-                    seq: (r >> 32) as u16,
-                    ts: self.random() as u32,
-                    frame: 0,
-                    marker: true,
-                    once,
-                    next_once: 0,
-                    then,
-                    looping: true,
-                    sent: Default::default(),
-                }
+                let ts = self.random() as u32;
+                Player::new(key, payload_type, law, r as u32, (r >> 32) as u16, ts)
             }
         };
         player.set_clips(once, then);

@@ -1,12 +1,13 @@
 //! Playback: clips sent as RTP to one leg's peer, every 20 ms, from the core's loop: a few
-//! once each (an announcement), then one in a loop (the hold music).
+//! once each (an announcement), then one in a loop (the hold music), or nothing
+//! ([`PLAY_ONCE_ONLY`]: the player finishes and the core stops it).
 //!
 //! Pure state, no sockets and no clock: the core asks [`Players::due`] how many frames are due
 //! at `now` (one shared 20 ms grid per core, so every playing leg goes out in the same batch),
 //! then takes each player's next header with [`Player::next_packet`] and sends it with the
 //! clip's frame. The list of players is sized at start (two per session) and never grows.
 
-use crate::api::{ClipSequence, LegIndex};
+use crate::api::{ClipSequence, LegIndex, PLAY_ONCE_ONLY};
 use crate::clip::FRAME_SAMPLES;
 use crate::rtcp::SentStream;
 use tandem_media::g711::Law;
@@ -42,10 +43,13 @@ pub struct Player {
     /// `clip` is not looping.
     pub once: ClipSequence,
     pub next_once: u8,
-    /// The clip looped after `once` (a loop continues seq and ts).
+    /// The clip looped after `once` (a loop continues seq and ts), or [`PLAY_ONCE_ONLY`].
     pub then: u16,
     /// `clip` is `then`: it wraps at its end instead of moving on.
     pub looping: bool,
+    /// `then` is [`PLAY_ONCE_ONLY`] and the last frame of `once` has gone (or passed unsent):
+    /// nothing more to send; the core stops the player and reports it.
+    pub finished: bool,
     /// What went out (noted by the core as each packet is queued): our SR's sender info.
     pub sent: SentStream,
 }
@@ -54,6 +58,28 @@ pub struct Player {
 pub const HEADER_LEN: usize = 12;
 
 impl Player {
+    /// A new stream to the leg of `key`: marker on its first packet, looping clip 0 until
+    /// [`Player::set_clips`] says what to play.
+    pub fn new(key: u32, payload_type: u8, law: Law, ssrc: u32, seq: u16, ts: u32) -> Self {
+        Player {
+            key,
+            clip: 0,
+            payload_type,
+            law,
+            ssrc,
+            seq,
+            ts,
+            frame: 0,
+            marker: true,
+            once: ClipSequence::EMPTY,
+            next_once: 0,
+            then: 0,
+            looping: true,
+            finished: false,
+            sent: Default::default(),
+        }
+    }
+
     pub fn key(index: u32, leg: LegIndex) -> u32 {
         index * 2 + leg as u32
     }
@@ -76,6 +102,7 @@ impl Player {
         self.once = once;
         self.then = then;
         self.frame = 0;
+        self.finished = false;
         match once.as_slice().first() {
             Some(&first) => {
                 self.clip = first;
@@ -114,8 +141,12 @@ impl Player {
         self.advance(n, frames_of);
     }
 
-    /// Moves `n` frames on: through the rest of the once-clips, then round the loop.
+    /// Moves `n` frames on: through the rest of the once-clips, then round the loop (or to
+    /// `finished`, with nothing to loop).
     fn advance(&mut self, n: u32, frames_of: impl Fn(u16) -> u32) {
+        if self.finished {
+            return;
+        }
         let mut at = self.frame as u64 + n as u64;
         // At most `MAX_SEQUENCE` + 1 turns: each moves to the next clip or returns.
         loop {
@@ -132,6 +163,11 @@ impl Player {
                 Some(&next) => {
                     self.clip = next;
                     self.next_once += 1;
+                }
+                None if self.then == PLAY_ONCE_ONLY => {
+                    self.finished = true;
+                    at = 0;
+                    break;
                 }
                 None => {
                     self.clip = self.then;
@@ -264,22 +300,7 @@ mod tests {
     use crate::api::MAX_SEQUENCE;
 
     fn player(key: u32) -> Player {
-        Player {
-            key,
-            clip: 0,
-            payload_type: 8,
-            law: Law::Alaw,
-            ssrc: 0xdead_beef,
-            seq: 65_534,
-            ts: u32::MAX - 159,
-            frame: 0,
-            marker: true,
-            once: ClipSequence::EMPTY,
-            next_once: 0,
-            then: 0,
-            looping: true,
-            sent: Default::default(),
-        }
+        Player::new(key, 8, Law::Alaw, 0xdead_beef, 65_534, u32::MAX - 159)
     }
 
     fn seq_of(h: &[u8; HEADER_LEN]) -> u16 {
@@ -351,6 +372,68 @@ mod tests {
             ]
         );
         assert!(p.looping);
+    }
+
+    /// A play-once sequence on the core's grid, in simulated time: exactly its frames go out,
+    /// one per 20 ms tick, then the player is finished, sends nothing more and is stopped.
+    #[test]
+    fn a_once_only_sequence_sends_its_frames_then_finishes() {
+        let mut ps = Players::new(2);
+        let mut p = player(Player::key(1, LegIndex::A));
+        p.set_clips(ClipSequence::new(&[1, 2]).unwrap(), PLAY_ONCE_ONLY);
+        let t0 = 7_000;
+        ps.start(p, t0);
+        let mut got = Vec::new();
+        let mut now = t0;
+        while let Some(i) = (0..ps.len()).find(|&i| ps.get(i).key == p.key) {
+            let mut q = ps.get(i);
+            for _ in 0..ps.due(now) {
+                if q.finished {
+                    break;
+                }
+                let (h, c, f) = q.next_packet(frames_of);
+                got.push((seq_of(&h), c, f, now));
+            }
+            ps.set(i, q);
+            if q.finished {
+                assert!(ps.stop(q.key));
+            }
+            now += FRAME_NS;
+        }
+        let seq0 = 65_534u16;
+        assert_eq!(
+            got,
+            [
+                (seq0, 1, 0, t0),
+                (seq0.wrapping_add(1), 1, 1, t0 + FRAME_NS),
+                (seq0.wrapping_add(2), 2, 0, t0 + 2 * FRAME_NS),
+            ]
+        );
+        // Finished with the last frame's pass, not a frame later.
+        assert_eq!(now, t0 + 3 * FRAME_NS);
+        assert!(ps.is_empty() && ps.find(p.key).is_none());
+        assert_eq!(ps.sleep_hint_ns(now), None, "an idle grid sets no wake-up");
+    }
+
+    #[test]
+    fn a_once_only_sequence_finishes_across_skipped_frames_and_restarts_on_new_clips() {
+        let mut p = player(0);
+        p.set_clips(ClipSequence::new(&[1, 2]).unwrap(), PLAY_ONCE_ONLY);
+        p.skip(2, frames_of);
+        assert!(!p.finished);
+        // A stall past the end: finished, and more time changes nothing.
+        p.skip(5, frames_of);
+        assert!(p.finished);
+        let ts = p.ts;
+        p.skip(1, frames_of);
+        assert!(p.finished);
+        assert_eq!(p.ts, ts.wrapping_add(160));
+        // New clips on the same player play again.
+        p.set_clips(ClipSequence::new(&[2]).unwrap(), 0);
+        assert!(!p.finished);
+        let (_, c, _) = p.next_packet(frames_of);
+        let (_, c2, _) = p.next_packet(frames_of);
+        assert_eq!((c, c2, p.looping), (2, 0, true));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tandem_dataplane::api::{
     ClipSequence, Command, CoreError, DtmfOptions, DtmfSource, Event, LegIndex, LegParams,
-    SessionId,
+    SessionId, PLAY_ONCE_ONLY,
 };
 use tandem_dataplane::clip::Law;
 use tandem_dataplane::io::IoKind;
@@ -23,10 +23,14 @@ fn ramp_clip() -> Arc<Clip> {
 }
 
 fn start(io: IoKind, port_min: u16) -> (DataPlane, CoreHandle) {
+    start_in(io, port_min, port_min + 399)
+}
+
+fn start_in(io: IoKind, port_min: u16, port_max: u16) -> (DataPlane, CoreHandle) {
     let mut dp = DataPlane::start(&Config {
         cores: Some(1),
         port_min,
-        port_max: port_min + 399,
+        port_max,
         io,
         sessions_per_core: Some(10),
         clips: vec![Clip::hold_music(), ramp_clip()],
@@ -108,6 +112,10 @@ fn header(p: &[u8]) -> Header {
     }
 }
 
+fn stop_play(core: &mut CoreHandle, token: u64, id: SessionId, leg: LegIndex) -> Event {
+    call(core, Command::StopPlay { token, id, leg })
+}
+
 fn plays_a_paced_stream_and_holds_back_relayed_media(io: IoKind, port_min: u16) {
     let (dp, mut core) = start(io, port_min);
     let (a, b) = (endpoint(), endpoint());
@@ -182,17 +190,10 @@ fn plays_a_paced_stream_and_holds_back_relayed_media(io: IoKind, port_min: u16) 
         );
     }
 
-    assert!(matches!(
-        call(
-            &mut core,
-            Command::StopPlay {
-                token: 4,
-                id,
-                leg: LegIndex::A,
-            }
-        ),
+    assert_eq!(
+        stop_play(&mut core, 4, id, LegIndex::A),
         Event::Updated { token: 4 }
-    ));
+    );
     // Whatever was in flight is drained; from now on A hears B again, and only B.
     std::thread::sleep(Duration::from_millis(60));
     let in_flight = drain(&a);
@@ -240,14 +241,7 @@ fn plays_a_paced_stream_and_holds_back_relayed_media(io: IoKind, port_min: u16) 
         Event::Deleted { .. }
     ));
     assert!(matches!(
-        call(
-            &mut core,
-            Command::StopPlay {
-                token: 7,
-                id,
-                leg: LegIndex::B,
-            }
-        ),
+        stop_play(&mut core, 7, id, LegIndex::B),
         Event::Failed {
             error: CoreError::UnknownSession,
             ..
@@ -327,6 +321,101 @@ fn plays_a_sequence_then_the_loop(io: IoKind, port_min: u16) {
         let p = &got[start + 14 + k].1;
         assert_eq!(p.as_slice(), music.frame(Law::Ulaw, k as u32), "music {k}");
     }
+    drop(core);
+    dp.shutdown();
+}
+
+/// An announcement played once: A hears exactly the ramp's seven frames (B's packets held
+/// back meanwhile), then `PlayDone` arrives, nothing more is played, and B is relayed to A
+/// again.
+fn plays_once_then_reports_and_relays(io: IoKind, port_min: u16, port_max: u16) {
+    let (dp, mut core) = start_in(io, port_min, port_max);
+    let (a, b) = (endpoint(), endpoint());
+    let (id, ports) = create(&mut core, &a, &b);
+    let b_side = SocketAddr::from(([127, 0, 0, 1], ports[1]));
+    let once = ClipSequence::new(&[1]).unwrap();
+    let play = |token, once| Command::PlaySequence {
+        token,
+        id,
+        leg: LegIndex::A,
+        once,
+        then: PLAY_ONCE_ONLY,
+        payload_type: 8,
+    };
+    assert_eq!(
+        call(&mut core, play(2, ClipSequence::EMPTY)),
+        Event::Failed {
+            token: 2,
+            error: CoreError::UnknownClip
+        },
+        "nothing to play once"
+    );
+    assert_eq!(call(&mut core, play(3, once)), Event::Updated { token: 3 });
+    let clip = ramp_clip();
+    let mut buf = [0u8; 2048];
+    let mut first: Option<Header> = None;
+    for k in 0..clip.frames() {
+        let (n, _) = a.recv_from(&mut buf).unwrap();
+        let h = header(&buf[..n]);
+        let (seq0, ts0, ssrc) = match &first {
+            Some(f) => (f.seq, f.ts, f.ssrc),
+            None => (h.seq, h.ts, h.ssrc),
+        };
+        assert_eq!(&buf[12..n], clip.frame(Law::Alaw, k), "frame {k}");
+        assert_eq!(
+            (h.pt, h.marker, h.ssrc, h.seq, h.ts),
+            (
+                8,
+                k == 0,
+                ssrc,
+                seq0.wrapping_add(k as u16),
+                ts0.wrapping_add(160 * k)
+            ),
+            "frame {k}"
+        );
+        first.get_or_insert(h);
+        // B talks during the announcement (not after its last frame, which would race the
+        // end): held back from A.
+        if k + 1 < clip.frames() {
+            b.send_to(&rtp(0, k as u16, 0xb0b), b_side).unwrap();
+        }
+    }
+    match next_event(&mut core, Duration::from_secs(2)) {
+        Some(Event::PlayDone {
+            id: got,
+            leg,
+            at_ns,
+        }) => {
+            assert_eq!((got, leg), (id, LegIndex::A));
+            assert!(at_ns > 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing is played after the clip: no loop.
+    a.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(a.recv_from(&mut buf).is_err(), "played after the end");
+    // Relaying to A has resumed.
+    for seq in 0..5u16 {
+        b.send_to(&rtp(0, 500 + seq, 0xb0b), b_side).unwrap();
+        let (n, _) = a.recv_from(&mut buf).unwrap();
+        let h = header(&buf[..n]);
+        assert_eq!((h.ssrc, h.seq), (0xb0b, 500 + seq));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let c = core.stats.snapshot();
+    assert_eq!(c.played_packets, clip.frames() as u64);
+    assert_eq!(
+        c.drops[DropReason::Playback as usize],
+        clip.frames() as u64 - 1
+    );
+    assert_eq!(c.relayed_packets, 5);
+    // Reported once; a StopPlay after the end is the no-op it always was, and unreported.
+    assert_eq!(
+        stop_play(&mut core, 4, id, LegIndex::A),
+        Event::Updated { token: 4 }
+    );
+    assert_eq!(next_event(&mut core, Duration::from_millis(100)), None);
     drop(core);
     dp.shutdown();
 }
@@ -443,6 +532,16 @@ fn portable_plays_a_sequence_then_the_loop() {
 #[test]
 fn uring_plays_a_sequence_then_the_loop() {
     plays_a_sequence_then_the_loop(IoKind::Uring, 45400);
+}
+
+#[test]
+fn portable_plays_once_then_reports_and_relays() {
+    plays_once_then_reports_and_relays(IoKind::Portable, 49100, 49139);
+}
+
+#[test]
+fn uring_plays_once_then_reports_and_relays() {
+    plays_once_then_reports_and_relays(IoKind::Uring, 49140, 49179);
 }
 
 #[test]
