@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Transcoding CPU cost, rtpengine (Debian) against Tandem: the same ng calls (PCMA caller, the
-# callee in PCMU, Opus or G.729 through `codec: {transcode: [...]}`), the same paced RTP both ways from
-# bench/transcode_load.py, each relay alone on CPU $SUT_CPU; reports the relay's CPU time per
-# transcoded call-second and per packet.
+# callee in PCMU, Opus, G.722 or G.729 through `codec: {transcode: [...]}`), the same paced RTP
+# both ways from bench/transcode_load.py, each relay alone on CPU $SUT_CPU; reports the relay's
+# CPU time per transcoded call-second and per packet.
 #
-#   bench/compare-transcode.sh [--calls 20] [--secs 10] [--codecs "PCMU opus G729"]
+#   bench/compare-transcode.sh [--calls 20] [--secs 10] [--codecs "PCMU opus G722 G729"]
 # Environment: TANDEM_BIN (default target/release/tandem), NG_PORT (2240), SUT_CPU (1), GEN_CPU (0).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TANDEM_BIN=${TANDEM_BIN:-$ROOT/target/release/tandem}
 export PEERS_DIR=${PEERS_DIR:-$(cd "$ROOT/.." && pwd)/shared/peers}
-CALLS=20; SECS=10; CODECS="PCMU opus G729"
+CALLS=20; SECS=10; CODECS="PCMU opus G722 G729"
 NG_PORT=${NG_PORT:-2240}; SUT_CPU=${SUT_CPU:-1}; GEN_CPU=${GEN_CPU:-0}
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -2,9 +2,9 @@
 """Transcoded calls against one relay (rtpengine or Tandem) over ng; prints the relay's CPU time.
 
 Each call: caller A offers PCMA with `codec: {transcode: [CODEC]}`, callee B answers CODEC only
-(PCMU, opus or G729), so every packet is decoded and re-encoded. Both sides send 20 ms packets:
-A a PCMA tone, B a CODEC stream (for Opus and G.729: packets the relay itself produced for B
-during a warm-up call, replayed). The relay's utime+stime (/proc/PID/stat, all threads) over the
+(PCMU, opus, G722 or G729), so every packet is decoded and re-encoded. Both sides send 20 ms
+packets: A a PCMA tone, B a CODEC stream (for Opus, G.722 and G.729: packets the relay itself
+produced for B during a warm-up call, replayed). The relay's utime+stime (/proc/PID/stat, all threads) over the
 measured window is reported per call and per packet, with the packets each side received.
 
   transcode_load.py --ng 127.0.0.1:2223 --pid PID --calls 20 --secs 10 --codec opus
@@ -44,6 +44,8 @@ PCMU_SILENCE = b"\xff" * 160
 CODECS = {
     "PCMU": (0, "PCMU/8000", None, 160, False),
     "opus": (96, "opus/48000/2", None, 960, True),
+    # 16 kHz audio on an 8 kHz RTP clock (RFC 3551): 160 timestamp ticks, 160 bytes per 20 ms.
+    "G722": (9, "G722/8000", None, 160, True),
     # Annex B off: every 20 ms is two speech frames (20 bytes), no silence suppression.
     "G729": (18, "G729/8000", "annexb=no", 160, True),
 }
