@@ -1,6 +1,6 @@
 //! Audio for playback (hold music, prompts) as 8 kHz 16-bit linear PCM: the built-in hold
-//! melody, WAV files and Ogg Vorbis files ([`read_clip_file`] tells them apart by their first
-//! bytes).
+//! melody, WAV files and Ogg Vorbis or Opus files ([`read_clip_file`] tells them apart by
+//! their first bytes).
 //!
 //! This is the cold path: clips are read, decoded and synthesised once, at start, and allocate
 //! freely. A WAV file must be 8 kHz mono 16-bit integer PCM; anything else is refused with an
@@ -79,8 +79,8 @@ pub enum ClipError {
 /// Ogg Vorbis at a generous 500 kbit/s 38 MB. Ogg files are read whole into memory.
 pub const MAX_CLIP_FILE_BYTES: u64 = 128 * 1024 * 1024;
 
-/// Reads a clip from a WAV or Ogg Vorbis file, told apart by its first four bytes (`RIFF`,
-/// `OggS`): 8 kHz mono PCM, at most [`MAX_CLIP_SECONDS`] long. Errors name the file.
+/// Reads a clip from a WAV, Ogg Vorbis or Ogg Opus file, told apart by its first four bytes
+/// (`RIFF`, `OggS`) and, for Ogg, its first packet: 8 kHz mono PCM, at most [`MAX_CLIP_SECONDS`] long. Errors name the file.
 pub fn read_clip_file(path: &Path) -> Result<Vec<i16>, ClipError> {
     let io = |source| ClipError::Io {
         path: path.display().to_string(),
@@ -667,24 +667,66 @@ mod tests {
         }
     }
 
+    /// `file`'s Ogg packets with bytes changed (packet, byte, value; indices taken modulo),
+    /// written into pages again with good checksums, so that the damage reaches the decoder
+    /// instead of stopping at the container's CRC.
+    fn damage_packets(file: &[u8], changes: &[(usize, usize, u8)]) -> Vec<u8> {
+        let mut reader = ogg::PacketReader::new(Cursor::new(file));
+        let mut packets = Vec::new();
+        while let Some(p) = reader.read_packet().unwrap() {
+            packets.push(p);
+        }
+        for &(packet, at, value) in changes {
+            let count = packets.len();
+            let data = &mut packets[packet % count].data;
+            if !data.is_empty() {
+                let at = at % data.len();
+                data[at] = value;
+            }
+        }
+        let mut out = Vec::new();
+        let mut writer = ogg::PacketWriter::new(&mut out);
+        for p in packets {
+            use ogg::PacketWriteEndInfo::{EndPage, EndStream, NormalPacket};
+            let end = match (p.last_in_stream(), p.last_in_page()) {
+                (true, _) => EndStream,
+                (false, true) => EndPage,
+                _ => NormalPacket,
+            };
+            let (serial, granule) = (p.stream_serial(), p.absgp_page());
+            writer
+                .write_packet(p.data.into_boxed_slice(), serial, end, granule)
+                .unwrap();
+        }
+        drop(writer);
+        out
+    }
+
+    #[cfg(feature = "opus")]
+    static OGG_OPUS_SINE: std::sync::LazyLock<Vec<u8>> =
+        std::sync::LazyLock::new(|| ogg_opus_sine_440(0.2, 0, 2));
+
     proptest::proptest! {
         #[test]
         fn hostile_clip_bytes_are_errors_not_panics(
             junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
-            flips in proptest::collection::vec(
-                (0..VORBIS_SINE_440.len(), proptest::prelude::any::<u8>()), 1..8),
+            changes in proptest::collection::vec(
+                (0..64usize, 0..8192usize, proptest::prelude::any::<u8>()), 1..8),
         ) {
-            // Random bytes, random bytes behind each magic, and a good file with bytes changed.
+            // Random bytes, random bytes behind each magic, and good files with bytes of
+            // their packets changed.
             let _ = read_clip(&junk);
             for magic in [&b"RIFF"[..], b"OggS"] {
                 let _ = read_clip(&[magic, &junk].concat());
             }
-            let mut bent = VORBIS_SINE_440.to_vec();
-            for (at, byte) in flips {
-                bent[at] = byte;
-            }
-            if let Ok(pcm) = read_clip(&bent) {
-                proptest::prop_assert!(pcm.len() <= MAX_CLIP_SECONDS as usize * 8000);
+            #[cfg(feature = "opus")]
+            let good: [&[u8]; 2] = [VORBIS_SINE_440, &OGG_OPUS_SINE];
+            #[cfg(not(feature = "opus"))]
+            let good: [&[u8]; 1] = [VORBIS_SINE_440];
+            for file in good {
+                if let Ok(pcm) = read_clip(&damage_packets(file, &changes)) {
+                    proptest::prop_assert!(pcm.len() <= MAX_CLIP_SECONDS as usize * 8000);
+                }
             }
         }
     }
