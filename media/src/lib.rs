@@ -8,7 +8,6 @@
 #![forbid(unsafe_code)]
 
 pub mod clip;
-mod clip_ogg;
 pub mod codec;
 pub mod dtmf;
 pub mod g711;
