@@ -474,41 +474,40 @@ impl Senders {
     }
 
     /// Makes sure leg `key` has a sender of tones in `audio`, idle, for keys translated from
-    /// the other leg's events ([`Senders::sound`]); a sender already there that sends the same
-    /// way is kept (with what it has queued).
+    /// the other leg's events ([`Senders::sound`]).
     pub fn prepare_tones(
         &mut self,
         key: u32,
         audio: crate::api::InbandAudio,
     ) -> Result<(), CoreError> {
-        let via = DtmfVia::Tones {
-            payload_type: audio.payload_type,
-            codec: audio.codec,
-        };
-        let slot = &mut self.slots[key as usize];
-        if slot.as_ref().is_none_or(|s| s.via != via) {
-            *slot = Some(Box::new(Sender::idle(
-                via,
-                TRANSLATED_KEY_MS,
-                TRANSLATED_PAUSE_MS,
-                TRANSLATED_VOLUME,
-            )?));
-        }
-        Ok(())
+        self.prepare_translated(
+            key,
+            DtmfVia::Tones {
+                payload_type: audio.payload_type,
+                codec: audio.codec,
+            },
+        )
     }
 
     /// Makes sure leg `key` has a sender of RFC 4733 events, idle, for keys heard as tones
-    /// in the other leg's audio ([`Senders::sound`]); one already there that sends the same
-    /// way is kept (with what it has queued).
+    /// in the other leg's audio ([`Senders::sound`]).
     pub fn prepare_events(
         &mut self,
         key: u32,
         events: crate::api::TelephoneEvents,
     ) -> Result<(), CoreError> {
-        let via = DtmfVia::Events {
-            payload_type: events.payload_type,
-            clock_hz: events.clock_hz,
-        };
+        self.prepare_translated(
+            key,
+            DtmfVia::Events {
+                payload_type: events.payload_type,
+                clock_hz: events.clock_hz,
+            },
+        )
+    }
+
+    /// An idle sender `via` on leg `key` for translated keys; one already there that sends
+    /// the same way is kept (with what it has queued).
+    fn prepare_translated(&mut self, key: u32, via: DtmfVia) -> Result<(), CoreError> {
         let slot = &mut self.slots[key as usize];
         if slot.as_ref().is_none_or(|s| s.via != via) {
             *slot = Some(Box::new(Sender::idle(
