@@ -3,7 +3,7 @@
 //!
 //! Per leg (`session index * 2 + leg`): an RFC 4733 [`EventReceiver`], and for a leg with
 //! in-band detection a boxed [`Inband`] (its audio's decoder: G.711 tables, or a G.722
-//! decoder and a 16 → 8 kHz resampler, or a libopus decoder at 8 kHz; PCM buffers and a Q.24
+//! decoder of the lower band at 8 kHz, or a libopus decoder at 8 kHz; PCM buffers and a Q.24
 //! [`DtmfDetector`]) allocated when `SetDtmf` turns it on, never per packet.
 //!
 //! ## One report per press
@@ -24,7 +24,6 @@ use crate::api::{
 use tandem_media::codec::{Decoder as _, G722Decoder, OpusDecoder};
 use tandem_media::dtmf::DtmfDetector;
 use tandem_media::g711::Law;
-use tandem_media::resample::Resampler;
 use tandem_media::rfc4733::{dtmf_digit, dtmf_event, EventReceiver, EventReport, TelephoneEvent};
 use tandem_media::tones::{ToneGenerator, ToneSpec};
 
@@ -96,17 +95,15 @@ impl Merger {
 #[allow(clippy::large_enum_variant)]
 enum AudioDecoder {
     G711(Law),
-    /// G.722's 16 kHz, brought down to 8 kHz 10 ms at a time.
-    G722 {
-        decoder: G722Decoder,
-        down: Resampler,
-    },
+    /// G.722's lower band alone, at 8 kHz (every DTMF frequency lies in it).
+    G722(G722Decoder),
     /// libopus decoding straight at 8 kHz.
     Opus(OpusDecoder),
 }
 
-/// Longest payload decoded for the detector: 120 ms (Opus's maximum) at 16 kHz (G.722).
-const MAX_DECODED: usize = 1920;
+/// Longest payload decoded for the detector: 120 ms (Opus's maximum) at 8 kHz, or as many
+/// G.722 bytes (one 8 kHz sample each).
+const MAX_DECODED: usize = 960;
 
 /// In-band detection on one leg's audio (G.711, G.722 or Opus).
 pub struct Inband {
@@ -114,7 +111,7 @@ pub struct Inband {
     decoder: AudioDecoder,
     detector: DtmfDetector,
     pcm: [i16; PCM_CHUNK],
-    /// A payload decoded at the codec's own rate (G.722, Opus), before it reaches `pcm`.
+    /// A payload decoded to 8 kHz (G.722, Opus), before it reaches the detector.
     decoded: [i16; MAX_DECODED],
     /// The key being heard (reported by the detector, not yet released) and when it began.
     pressed: Option<(char, u64)>,
@@ -125,10 +122,7 @@ impl Inband {
         let decoder = match codec {
             Codec::Pcmu => AudioDecoder::G711(Law::Ulaw),
             Codec::Pcma => AudioDecoder::G711(Law::Alaw),
-            Codec::G722 => AudioDecoder::G722 {
-                decoder: G722Decoder::new(),
-                down: Resampler::new(16_000, 8000, 10).map_err(|_| codec)?,
-            },
+            Codec::G722 => AudioDecoder::G722(G722Decoder::narrowband()),
             Codec::Opus => AudioDecoder::Opus(OpusDecoder::new(8000).map_err(|_| codec)?),
             Codec::G729 => return Err(codec),
         };
@@ -153,22 +147,17 @@ impl Inband {
                     self.detector.handle_frame(pcm);
                 }
             }
-            AudioDecoder::G722 { decoder, down } => {
-                let n = payload.len().min(MAX_DECODED / 2);
+            AudioDecoder::G722(decoder) => {
+                let n = payload.len().min(MAX_DECODED);
                 let Ok(n) = decoder.decode(&payload[..n], &mut self.decoded) else {
                     return;
                 };
-                // 10 ms at 16 kHz in, 10 ms at 8 kHz out; a trailing part frame is dropped
-                // (RTP G.722 packets are whole multiples of 10 ms).
-                let (step, out) = (down.input_frame(), down.output_frame());
-                for frame in self.decoded[..n].chunks_exact(step) {
-                    if down.process(frame, &mut self.pcm[..out]).is_ok() {
-                        self.detector.handle_frame(&self.pcm[..out]);
-                    }
+                for pcm in self.decoded[..n].chunks(PCM_CHUNK) {
+                    self.detector.handle_frame(pcm);
                 }
             }
             AudioDecoder::Opus(decoder) => {
-                let Ok(n) = decoder.decode(payload, &mut self.decoded[..MAX_DECODED / 2]) else {
+                let Ok(n) = decoder.decode(payload, &mut self.decoded) else {
                     return;
                 };
                 for pcm in self.decoded[..n].chunks(PCM_CHUNK) {

@@ -3,7 +3,9 @@
 //! A [`Transcoder`] turns each RTP packet from one leg's peer into the packet the other leg's
 //! peer expects: decode → resample when the rates differ → encode. The chain runs at 8 kHz when
 //! a side is G.711 or G.729, else (G.722 ↔ Opus) at 16 kHz; libopus converts its own PCM side,
-//! so only G.722 ↔ G.711/G.729 goes through `tandem_media::resample` (10 ms at a time). The
+//! and a G.722 decoder in an 8 kHz chain decodes the lower band alone, at 8 kHz, so only audio
+//! towards a G.722 peer from a G.711/G.729 one goes through `tandem_media::resample` (8 → 16
+//! kHz, 10 ms at a time). The
 //! output carries an RTP header of our own: our SSRC, and a sequence and timestamp that follow
 //! the sender's (gaps, reordering and silence carry over, so the receiver's jitter buffer and
 //! concealment see what really happened), timestamps in the output codec's clock (Opus: 48 kHz
@@ -102,8 +104,20 @@ enum Enc {
     Opus(OpusEncoder),
 }
 
-/// The PCM rate a codec's own side runs at in a chain at `chain_hz` (Opus follows the chain).
-fn native_rate_hz(codec: Codec, chain_hz: u32) -> u32 {
+/// The PCM rate a codec's decoder runs at in a chain at `chain_hz`: Opus follows the chain,
+/// and so does G.722's, whose lower band alone is what an 8 kHz chain keeps (the resampler
+/// down to 8 kHz would remove the upper band anyway).
+fn decoder_rate_hz(codec: Codec, chain_hz: u32) -> u32 {
+    match codec {
+        Codec::Pcmu | Codec::Pcma | Codec::G729 => 8000,
+        Codec::G722 | Codec::Opus => chain_hz,
+    }
+}
+
+/// The PCM rate a codec's encoder runs at in a chain at `chain_hz`: Opus follows the chain;
+/// G.722 takes 16 kHz (its transmit QMF needs the 4–8 kHz band to cancel the aliasing its
+/// lower band has near 4 kHz, so 8 kHz audio is resampled up, not coded in the lower band).
+fn encoder_rate_hz(codec: Codec, chain_hz: u32) -> u32 {
     match codec {
         Codec::Pcmu | Codec::Pcma | Codec::G729 => 8000,
         Codec::G722 => 16000,
@@ -116,7 +130,7 @@ fn native_rate_hz(codec: Codec, chain_hz: u32) -> u32 {
 pub struct Transcoder {
     dec: Dec,
     enc: Enc,
-    /// G.722 ↔ G.711/G.729: between the decoder's rate and the encoder's.
+    /// G.711/G.729 → G.722: 8 kHz up to the encoder's 16 kHz.
     resampler: Option<Box<Resampler>>,
     /// The receiver wants another packet duration than the sender's ptime
     /// (`repacketise.rs`); `None`: one packet out per packet in.
@@ -186,6 +200,7 @@ impl Transcoder {
         let dec = match from.codec {
             Codec::Pcmu => Dec::G711(Law::Ulaw),
             Codec::Pcma => Dec::G711(Law::Alaw),
+            Codec::G722 if chain_hz == 8000 => Dec::G722(G722Decoder::narrowband()),
             Codec::G722 => Dec::G722(G722Decoder::new()),
             Codec::G729 => Dec::G729(G729Decoder::new()),
             Codec::Opus => Dec::Opus(OpusDecoder::new(chain_hz)?),
@@ -198,8 +213,8 @@ impl Transcoder {
             Codec::Opus => Enc::Opus(opus_encoder(chain_hz, to.options)?),
         };
         let (in_hz, out_hz) = (
-            native_rate_hz(from.codec, chain_hz),
-            native_rate_hz(to.codec, chain_hz),
+            decoder_rate_hz(from.codec, chain_hz),
+            encoder_rate_hz(to.codec, chain_hz),
         );
         let resampler = if in_hz == out_hz {
             None
@@ -246,7 +261,7 @@ impl Transcoder {
             next_ts: ts,
             last: None,
             last_samples: 0,
-            dec_rate_hz: native_rate_hz(from.codec, chain_hz),
+            dec_rate_hz: in_hz,
             enc_rate_hz: out_hz,
             talkspurt: false,
             sent: SentStream::default(),
@@ -573,7 +588,7 @@ fn decode(dec: &mut Dec, payload: &[u8], decoded: &mut [i16]) -> Result<usize, S
             law.decode(&payload[..n], &mut decoded[..n])
         }
         Dec::G722(d) => {
-            let n = payload.len().min(decoded.len() / 2);
+            let n = payload.len().min(decoded.len() / d.samples_for(1));
             d.decode(&payload[..n], decoded)?
         }
         Dec::G729(d) => d.decode(payload, decoded)?,
@@ -951,9 +966,11 @@ mod tests {
             ptime_ms: 20,
             options: CodecOptions::NONE,
         };
-        // PCMA → G.722 (8 → 16 kHz through the resampler) → PCMU (16 → 8 kHz).
+        // PCMA → G.722 (8 → 16 kHz through the resampler) → PCMU (the lower band alone).
         let mut up = Transcoder::new(PCMA, G722, 1).unwrap();
         let mut down = Transcoder::new(G722, PCMU, 2).unwrap();
+        assert!(up.resampler.is_some() && down.resampler.is_none());
+        assert_eq!(down.dec_rate_hz, 8000);
         let wide = run(&mut up, &tone_packets(Law::Alaw, 8));
         for (i, p) in wide.iter().enumerate() {
             // 160 bytes per 20 ms on an 8 kHz clock (320 samples of audio).

@@ -51,6 +51,12 @@ fn codecs(c: &mut Criterion) {
         g.bench_function("g722_decode", |b| {
             b.iter(|| dec.decode(black_box(&payload), &mut out).unwrap())
         });
+        // 8 kHz PCM out (towards a narrowband peer): the lower band alone.
+        let mut dec = G722Decoder::narrowband();
+        let mut out = [0i16; 160];
+        g.bench_function("g722_decode_narrowband", |b| {
+            b.iter(|| dec.decode(black_box(&payload), &mut out).unwrap())
+        });
         // The crate ours replaced (dev-dependency), side by side: it returns a fresh Vec.
         use ezk_g722::libg722::{decoder, encoder, Bitrate};
         let mut enc = encoder::Encoder::new(Bitrate::Mode1_64000, false, false);

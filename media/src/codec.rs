@@ -177,28 +177,37 @@ impl Encoder for G722Encoder {
     }
 }
 
-/// G.722 decoder at 64 kbit/s.
+/// G.722 decoder at 64 kbit/s: 16 kHz PCM, or 8 kHz for a narrowband peer
+/// ([`G722Decoder::narrowband`]).
 #[derive(Debug, Clone, Default)]
 pub struct G722Decoder {
     inner: crate::g722::Decoder,
 }
 
 impl G722Decoder {
-    /// A decoder in its reset state.
+    /// A decoder of 16 kHz PCM, in its reset state.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder of 8 kHz PCM (the lower band alone): for a narrowband peer or detector, with
+    /// no QMF and no resampling.
+    pub fn narrowband() -> Self {
+        G722Decoder {
+            inner: crate::g722::Decoder::narrowband(),
+        }
     }
 }
 
 impl Decoder for G722Decoder {
     fn sample_rate_hz(&self) -> u32 {
-        16000
+        8000 * self.inner.samples_per_byte() as u32
     }
     fn samples_for(&self, bytes: usize) -> usize {
-        bytes * 2
+        bytes * self.inner.samples_per_byte()
     }
     fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
-        check_room(payload.len() * 2, out.len())?;
+        check_room(self.samples_for(payload.len()), out.len())?;
         Ok(self.inner.decode(payload, out))
     }
 }
