@@ -3,7 +3,8 @@
 //!
 //! Per leg (`session index * 2 + leg`): an RFC 4733 [`EventReceiver`], and for a leg with
 //! in-band detection a boxed [`Inband`] (its audio's decoder: G.711 tables, or a G.722
-//! decoder of the lower band at 8 kHz, or a libopus decoder at 8 kHz; PCM buffers and a Q.24
+//! decoder of the lower band at 8 kHz, a libopus decoder at 8 kHz, or a G.729 decoder; PCM
+//! buffers and a Q.24
 //! [`DtmfDetector`]) allocated when `SetDtmf` turns it on, never per packet.
 //!
 //! ## One report per press
@@ -21,7 +22,7 @@
 use crate::api::{
     Codec, CoreError, DtmfKeys, DtmfOptions, DtmfSend, DtmfSource, DtmfVia, LegIndex, SessionId,
 };
-use tandem_media::codec::{Decoder as _, G722Decoder, OpusDecoder};
+use tandem_media::codec::{Decoder, G722Decoder, G729Decoder, OpusDecoder};
 use tandem_media::dtmf::DtmfDetector;
 use tandem_media::g711::Law;
 use tandem_media::rfc4733::{dtmf_digit, dtmf_event, EventReceiver, EventReport, TelephoneEvent};
@@ -99,22 +100,41 @@ enum AudioDecoder {
     G722(G722Decoder),
     /// libopus decoding straight at 8 kHz.
     Opus(OpusDecoder),
+    /// G.729 (with Annex B SID frames), 8 kHz.
+    G729(G729Decoder),
 }
 
-/// Longest payload decoded for the detector: 120 ms (Opus's maximum) at 8 kHz, or as many
-/// G.722 bytes (one 8 kHz sample each).
+/// Longest payload decoded for the detector: 120 ms (Opus's maximum; a longer G.729 payload is
+/// refused by its decoder and skipped) at 8 kHz, or as many G.722 bytes (one 8 kHz sample each).
 const MAX_DECODED: usize = 960;
 
-/// In-band detection on one leg's audio (G.711, G.722 or Opus).
+/// In-band detection on one leg's audio (G.711, G.722, Opus or G.729).
 pub struct Inband {
     payload_type: u8,
     decoder: AudioDecoder,
     detector: DtmfDetector,
     pcm: [i16; PCM_CHUNK],
-    /// A payload decoded to 8 kHz (G.722, Opus), before it reaches the detector.
+    /// A payload decoded to 8 kHz (G.722, Opus, G.729), before it reaches the detector.
     decoded: [i16; MAX_DECODED],
     /// The key being heard (reported by the detector, not yet released) and when it began.
     pressed: Option<(char, u64)>,
+}
+
+/// Decodes one payload with a codec's own decoder (8 kHz) and runs the detector over it, 20 ms
+/// at a time. A payload the codec refuses (corrupt, or longer than 120 ms) is skipped: the
+/// detector only misses its duration.
+fn decode_and_detect(
+    decoder: &mut impl Decoder,
+    payload: &[u8],
+    decoded: &mut [i16; MAX_DECODED],
+    detector: &mut DtmfDetector,
+) {
+    let Ok(n) = decoder.decode(payload, decoded) else {
+        return;
+    };
+    for pcm in decoded[..n].chunks(PCM_CHUNK) {
+        detector.handle_frame(pcm);
+    }
 }
 
 impl Inband {
@@ -124,7 +144,7 @@ impl Inband {
             Codec::Pcma => AudioDecoder::G711(Law::Alaw),
             Codec::G722 => AudioDecoder::G722(G722Decoder::narrowband()),
             Codec::Opus => AudioDecoder::Opus(OpusDecoder::new(8000).map_err(|_| codec)?),
-            Codec::G729 => return Err(codec),
+            Codec::G729 => AudioDecoder::G729(G729Decoder::new()),
         };
         Ok(Inband {
             payload_type: payload_type & 0x7f,
@@ -139,31 +159,18 @@ impl Inband {
     /// Decodes one payload and runs the detector over it, 20 ms at a time. A payload the
     /// codec refuses (corrupt) is skipped: the detector only misses its duration.
     fn detect(&mut self, payload: &[u8]) {
+        let det = &mut self.detector;
         match &mut self.decoder {
             AudioDecoder::G711(law) => {
                 for codes in payload.chunks(PCM_CHUNK) {
                     let pcm = &mut self.pcm[..codes.len()];
                     law.decode(codes, pcm);
-                    self.detector.handle_frame(pcm);
+                    det.handle_frame(pcm);
                 }
             }
-            AudioDecoder::G722(decoder) => {
-                let n = payload.len().min(MAX_DECODED);
-                let Ok(n) = decoder.decode(&payload[..n], &mut self.decoded) else {
-                    return;
-                };
-                for pcm in self.decoded[..n].chunks(PCM_CHUNK) {
-                    self.detector.handle_frame(pcm);
-                }
-            }
-            AudioDecoder::Opus(decoder) => {
-                let Ok(n) = decoder.decode(payload, &mut self.decoded) else {
-                    return;
-                };
-                for pcm in self.decoded[..n].chunks(PCM_CHUNK) {
-                    self.detector.handle_frame(pcm);
-                }
-            }
+            AudioDecoder::G722(d) => decode_and_detect(d, payload, &mut self.decoded, det),
+            AudioDecoder::Opus(d) => decode_and_detect(d, payload, &mut self.decoded, det),
+            AudioDecoder::G729(d) => decode_and_detect(d, payload, &mut self.decoded, det),
         }
     }
 
@@ -976,7 +983,7 @@ mod tests {
     }
 
     #[test]
-    fn in_band_on_g711_g722_and_opus_not_g729() {
+    fn in_band_on_every_codec() {
         let mut d = Dtmf::new(1);
         let listen = |payload_type, codec| DtmfOptions {
             inband: Some(InbandAudio {
@@ -985,10 +992,8 @@ mod tests {
             }),
             ..DtmfOptions::default()
         };
-        assert_eq!(d.configure(1, &listen(18, Codec::G729)), Err(Codec::G729));
-        assert_eq!(d.inband_payload_type(1), None);
         // Decoded for the detector; blocking drops their packets (no silence code).
-        for (pt, codec) in [(9, Codec::G722), (111, Codec::Opus)] {
+        for (pt, codec) in [(9, Codec::G722), (111, Codec::Opus), (18, Codec::G729)] {
             assert_eq!(d.configure(1, &listen(pt, codec)), Ok(()));
             assert_eq!(
                 (d.inband_payload_type(1), d.silence_code(1)),

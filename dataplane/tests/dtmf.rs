@@ -13,7 +13,7 @@ use tandem_dataplane::api::{
 use tandem_dataplane::io::IoKind;
 use tandem_dataplane::stats::DropReason;
 use tandem_dataplane::{Config, CoreHandle, DataPlane};
-use tandem_media::codec::{Decoder, Encoder, G722Encoder, OpusDecoder, OpusEncoder};
+use tandem_media::codec::{Decoder, Encoder, G722Encoder, G729Encoder, OpusDecoder, OpusEncoder};
 use tandem_media::g711::Law;
 use tandem_media::resample::Resampler;
 use tandem_media::tones::{dbm0_to_peak, ToneGenerator, ToneSpec};
@@ -663,7 +663,7 @@ fn encoded(encoder: &mut dyn Encoder, pcm: &[i16]) -> Vec<Vec<u8>> {
 }
 
 #[test]
-fn in_band_keys_in_g722_and_opus_audio_but_none_in_speech() {
+fn in_band_keys_in_g722_opus_and_g729_audio_but_none_in_speech() {
     // SIPp's spoken A-law prompt, as 8 and 16 kHz PCM.
     let mut speech8 = Vec::new();
     for (_, p) in pcap_rtp("/usr/share/sip-tester/g711a.pcap") {
@@ -683,10 +683,12 @@ fn in_band_keys_in_g722_and_opus_audio_but_none_in_speech() {
     let cases = [
         (Codec::G722, 9, 16_000, &speech16),
         (Codec::Opus, 111, 8000, &speech8),
+        (Codec::G729, 18, 8000, &speech8),
     ];
     for (i, (codec, pt, rate, speech)) in cases.into_iter().enumerate() {
         let mut encoder: Box<dyn Encoder> = match codec {
             Codec::G722 => Box::new(G722Encoder::new(20).unwrap()),
+            Codec::G729 => Box::new(G729Encoder::new(20).unwrap()),
             _ => Box::new(OpusEncoder::new(8000, 20).unwrap()),
         };
         let set = Command::SetDtmf {

@@ -134,8 +134,8 @@ struct LegDtmf {
     blocked: bool,
     /// This leg's telephone events are sounded as tones in the other leg's G.711 audio.
     tones_to_other: Option<(u8, Codec)>,
-    /// Its first audio format, when in-band detection can hear it (G.711, G.722, Opus): the
-    /// codec its peer sends.
+    /// Its first audio format, when in-band detection can hear it (any codec the data plane
+    /// has: G.711, G.722, Opus, G.729): the codec its peer sends.
     heard: Option<(u8, Codec)>,
     /// The keys heard as tones in this leg's audio go to the other leg as telephone events
     /// (its payload type and clock).
@@ -159,16 +159,8 @@ impl LegDtmf {
             .iter()
             .find(|f| !f.is("telephone-event") && !f.is("CN"));
         let audio_clock = first_audio.map_or(8000, |f| f.clock_hz);
-        let heard = first_audio.and_then(|f| {
-            [
-                ("PCMU/8000", Codec::Pcmu),
-                ("PCMA/8000", Codec::Pcma),
-                ("G722/8000", Codec::G722),
-                ("opus/48000", Codec::Opus),
-            ]
-            .into_iter()
-            .find_map(|(name, codec)| f.is(name).then_some((f.payload_type, codec)))
-        });
+        let heard =
+            first_audio.and_then(|f| codecs::data_plane_codec(f).map(|c| (f.payload_type, c)));
         let events = formats
             .iter()
             .filter(|f| f.is("telephone-event"))

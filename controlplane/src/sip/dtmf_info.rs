@@ -61,7 +61,7 @@ fn first_g711(sdp: &str) -> Option<InbandAudio> {
 }
 
 /// The payload type and codec of the first format of an SDP's audio (the codec the peer sends),
-/// when in-band detection can hear it: G.711, G.722 or Opus.
+/// when in-band detection can hear it: any codec the data plane has (G.711, G.722, Opus, G.729).
 fn first_detectable(sdp: &str) -> Option<InbandAudio> {
     let parsed = crate::sdp::Sdp::parse(sdp).ok()?;
     let first = parsed
@@ -71,14 +71,7 @@ fn first_detectable(sdp: &str) -> Option<InbandAudio> {
         .payload_formats()
         .into_iter()
         .next()?;
-    let codec = [
-        ("PCMU/8000", Codec::Pcmu),
-        ("PCMA/8000", Codec::Pcma),
-        ("G722/8000", Codec::G722),
-        ("opus/48000", Codec::Opus),
-    ]
-    .into_iter()
-    .find_map(|(name, codec)| first.is(name).then_some(codec))?;
+    let codec = crate::ng::codecs::data_plane_codec(&first)?;
     Some(InbandAudio {
         payload_type: first.payload_type,
         codec,
@@ -127,11 +120,7 @@ fn tones_to_events(
         payload_type: events_in(&sdps[heard.other().index()], clock_hz)?,
         clock_hz,
     };
-    let detectable = matches!(
-        from.codec,
-        Codec::Pcmu | Codec::Pcma | Codec::G722 | Codec::Opus
-    );
-    detectable.then_some(DtmfOptions {
+    Some(DtmfOptions {
         inband: Some(InbandAudio {
             payload_type: from.payload_type,
             codec: from.codec,
@@ -144,7 +133,7 @@ fn tones_to_events(
 impl Engine {
     /// At the answer (both SDPs known), for each side: when its peer takes keys as INFO, ask
     /// the data plane to report the keys pressed on the other leg (events, and tones when it
-    /// is G.711, G.722 or Opus) and to keep them out of the INFO peer's stream; else, when its peer takes no
+    /// is G.711, G.722, Opus or G.729) and to keep them out of the INFO peer's stream; else, when its peer takes no
     /// telephone-event but G.711 and the other leg's peer sends events, have those events
     /// sounded as tones in its audio (a PSTN-only peer hears the keys); else, on a transcoded
     /// call whose other leg's peer sends tones and this one takes telephone-event, have those
@@ -261,7 +250,9 @@ mod tests {
             (sdp("0 8 101", ""), Some((0, Codec::Pcmu))),
             (sdp("9 0", ""), Some((9, Codec::G722))),
             (sdp("111 101", opus), Some((111, Codec::Opus))),
-            (sdp("18 0", ""), None),
+            (sdp("18 0", ""), Some((18, Codec::G729))),
+            // GSM first: no decoder for it.
+            (sdp("3 0", ""), None),
             ("garbage".to_string(), None),
         ];
         for (text, want) in cases {
@@ -335,8 +326,15 @@ mod tests {
         // Never the callee's tones: the caller was not answered telephone-event.
         let sdps = [g729_events, sdp("9", "")];
         assert_eq!(tones_to_events(Some([g729, g722]), &sdps, Side::B), None);
-        // Nothing when: relayed (no plan), both or neither take telephone-event, the events
-        // are not in the other side's clock, or the tones come in G.729 (no detector for it).
+        // The caller's tones in G.729 towards PCMU with events.
+        let sdps = [sdp("18", ""), pcmu_events.clone()];
+        let options = tones_to_events(Some([g729, pcmu]), &sdps, Side::A).unwrap();
+        assert_eq!(
+            options.inband.map(|i| (i.payload_type, i.codec)),
+            Some((18, Codec::G729))
+        );
+        // Nothing when: relayed (no plan), both or neither take telephone-event, or the events
+        // are not in the other side's clock.
         let cases = [
             (None, [pcmu_tones.clone(), opus_events.clone()]),
             (
@@ -345,7 +343,6 @@ mod tests {
             ),
             (Some([pcmu, opus]), [pcmu_tones.clone(), opus_tones]),
             (Some([pcmu, opus]), [pcmu_tones.clone(), opus_events_8k]),
-            (Some([g729, pcmu]), [sdp("18", ""), pcmu_events]),
         ];
         for (plan, sdps) in cases {
             assert_eq!(tones_to_events(plan, &sdps, Side::A), None, "{sdps:?}");
