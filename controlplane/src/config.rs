@@ -82,8 +82,8 @@ pub struct DataPlaneConfig {
     /// peer and never re-latch.
     pub strict_source: bool,
     /// Hold music for callers waiting in a queue, looped: an 8 kHz mono 16-bit WAV file, or an
-    /// Ogg Vorbis or Opus file (any rate and channels; mixed down to mono and resampled to 8 kHz once,
-    /// at start). Absent: the built-in melody.
+    /// Ogg Vorbis or Opus file of one logical stream (8 to 96 kHz; mixed down to mono and
+    /// resampled to 8 kHz once, at start). Absent: the built-in melody.
     pub hold_music: Option<std::path::PathBuf>,
 }
 

@@ -60,7 +60,8 @@ impl Clip {
     }
 
     /// Reads a WAV (8 kHz mono 16-bit PCM; other WAV formats are refused) or Ogg Vorbis or Opus
-    /// (any rate and channels, mixed down and resampled once, here) file; named after it.
+    /// (one logical stream, 8 to 96 kHz, mixed down and resampled once, here) file; named after
+    /// it.
     pub fn from_file(path: &Path) -> Result<Clip, ClipError> {
         let pcm = tandem_media::clip::read_clip_file(path)?;
         Clip::from_pcm(path.display().to_string(), &pcm)

@@ -80,7 +80,8 @@ pub enum ClipError {
 pub const MAX_CLIP_FILE_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Reads a clip from a WAV, Ogg Vorbis or Ogg Opus file, told apart by its first four bytes
-/// (`RIFF`, `OggS`) and, for Ogg, its first packet: 8 kHz mono PCM, at most [`MAX_CLIP_SECONDS`] long. Errors name the file.
+/// (`RIFF`, `OggS`) and, for Ogg, its first packet: 8 kHz mono PCM, at most
+/// [`MAX_CLIP_SECONDS`] long. Errors name the file.
 pub fn read_clip_file(path: &Path) -> Result<Vec<i16>, ClipError> {
     let io = |source| ClipError::Io {
         path: path.display().to_string(),
