@@ -81,8 +81,9 @@ pub struct DataPlaneConfig {
     /// Default for legs whose ng request does not say: drop packets from anyone but the latched
     /// peer and never re-latch.
     pub strict_source: bool,
-    /// Hold music for callers waiting in a queue: an 8 kHz mono 16-bit WAV file, looped.
-    /// Absent: the built-in melody.
+    /// Hold music for callers waiting in a queue, looped: an 8 kHz mono 16-bit WAV file, or an
+    /// Ogg Vorbis or Opus file of one logical stream (8 to 96 kHz; mixed down to mono and
+    /// resampled to 8 kHz once, at start). Absent: the built-in melody.
     pub hold_music: Option<std::path::PathBuf>,
 }
 
@@ -253,7 +254,7 @@ impl Config {
             clips: match &dp.hold_music {
                 // Clip 0 is what queues play.
                 Some(path) => vec![std::sync::Arc::new(
-                    tandem_dataplane::clip::Clip::from_wav_file(path)
+                    tandem_dataplane::clip::Clip::from_file(path)
                         .map_err(|e| ConfigError::Invalid(format!("dataplane.hold_music: {e}")))?,
                 )],
                 None => tandem_dataplane::Config::default().clips,
@@ -268,7 +269,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hold_music_comes_from_a_wav_file_or_the_start_refuses_with_the_reason() {
+    fn hold_music_comes_from_a_wav_or_ogg_file_or_the_start_refuses_with_the_reason() {
         let dir = std::env::temp_dir().join(format!("tandem-hold-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         // One second of 8 kHz mono 16-bit PCM: RIFF header, fmt chunk, data chunk.
@@ -296,6 +297,16 @@ mod tests {
         cfg.dataplane.hold_music = Some(good);
         let engine = cfg.engine().unwrap();
         assert_eq!(engine.clips.len(), 1);
+        assert_eq!(engine.clips[0].duration_ms(), 1000);
+        // Half a second of 44.1 kHz stereo Ogg Vorbis: 25 frames once at 8 kHz.
+        let ogg = dir.join("hold.ogg");
+        std::fs::write(
+            &ogg,
+            include_bytes!("../../media/tests/data/sine440_stereo_44k1.ogg"),
+        )
+        .unwrap();
+        cfg.dataplane.hold_music = Some(ogg);
+        assert_eq!(cfg.engine().unwrap().clips[0].duration_ms(), 500);
         let bad = dir.join("hold.mp3");
         std::fs::write(&bad, b"ID3 not a wave file").unwrap();
         cfg.dataplane.hold_music = Some(bad);

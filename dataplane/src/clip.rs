@@ -59,9 +59,11 @@ impl Clip {
         })
     }
 
-    /// Reads an 8 kHz mono 16-bit PCM WAV file (other formats are refused); named after it.
-    pub fn from_wav_file(path: &Path) -> Result<Clip, ClipError> {
-        let pcm = tandem_media::clip::read_wav_file(path)?;
+    /// Reads a WAV (8 kHz mono 16-bit PCM; other WAV formats are refused) or Ogg Vorbis or Opus
+    /// (one logical stream, 8 to 96 kHz, mixed down and resampled once, here) file; named after
+    /// it.
+    pub fn from_file(path: &Path) -> Result<Clip, ClipError> {
+        let pcm = tandem_media::clip::read_clip_file(path)?;
         Clip::from_pcm(path.display().to_string(), &pcm)
     }
 
@@ -129,10 +131,10 @@ mod tests {
     }
 
     #[test]
-    fn hold_music_is_shared_and_wav_errors_name_the_file() {
+    fn hold_music_is_shared_and_file_errors_name_the_file() {
         assert!(Arc::ptr_eq(&Clip::hold_music(), &Clip::hold_music()));
         assert!(Clip::hold_music().frames() > 100);
-        let err = Clip::from_wav_file(Path::new("/nonexistent/music.wav")).unwrap_err();
+        let err = Clip::from_file(Path::new("/nonexistent/music.wav")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/music.wav"), "{err}");
         assert_eq!(law_of_payload_type(0), Some(Law::Ulaw));
         assert_eq!(law_of_payload_type(8), Some(Law::Alaw));

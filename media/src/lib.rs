@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clip;
+mod clip_ogg;
 pub mod codec;
 pub mod dtmf;
 pub mod g711;

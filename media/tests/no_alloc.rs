@@ -1,8 +1,9 @@
-//! The per-frame paths allocate nothing once their state is constructed.
+//! The per-frame paths allocate nothing once their state is constructed; and no count read
+//! from a hostile clip file sizes a big allocation.
 //!
 //! A counting global allocator counts allocations per thread (so parallel tests do not see
-//! each other's); each check constructs its object, then runs frames from the first one on
-//! and asserts the count did not move.
+//! each other's), and notes the largest; each check constructs its object, then runs frames
+//! from the first one on and asserts the count did not move.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -11,11 +12,18 @@ struct Counting;
 
 thread_local! {
     static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts an allocation of `bytes` on this thread.
+fn note(bytes: usize) {
+    ALLOCS.with(|c| c.set(c.get() + 1));
+    LARGEST.with(|l| l.set(l.get().max(bytes)));
 }
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
+        note(layout.size());
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(layout) }
     }
@@ -24,12 +32,12 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
+        note(layout.size());
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
+        note(new_size);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -37,6 +45,13 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// The largest single allocation made on this thread while `f` runs.
+fn largest_allocation(f: impl FnOnce()) -> usize {
+    LARGEST.with(|l| l.set(0));
+    f();
+    LARGEST.with(|l| l.get())
+}
 
 /// Allocations made on this thread while `f` runs.
 fn allocations(f: impl FnOnce()) -> u64 {
@@ -238,4 +253,67 @@ fn g729_encodes_decodes_and_conceals_without_allocating() {
         }
     });
     assert_eq!(n, 0);
+}
+
+/// The Ogg page checksum (CRC-32, polynomial 0x04c11db7, not reflected, over the page with its
+/// checksum field zeroed).
+fn ogg_crc(page: &[u8]) -> u32 {
+    page.iter().fold(0u32, |crc, &byte| {
+        (0..8).fold(crc ^ (u32::from(byte) << 24), |c, _| {
+            (c << 1) ^ if c & 0x8000_0000 != 0 { 0x04c1_1db7 } else { 0 }
+        })
+    })
+}
+
+/// Sets every page's checksum in an Ogg file whose page headers are intact.
+fn fix_ogg_checksums(file: &mut [u8]) {
+    let mut at = 0;
+    while at + 27 <= file.len() {
+        let segments = file[at + 26] as usize;
+        let body: usize = file[at + 27..at + 27 + segments]
+            .iter()
+            .map(|&s| s as usize)
+            .sum();
+        let end = at + 27 + segments + body;
+        file[at + 22..at + 26].fill(0);
+        let crc = ogg_crc(&file[at..end]);
+        file[at + 22..at + 26].copy_from_slice(&crc.to_le_bytes());
+        at = end;
+    }
+}
+
+#[test]
+fn hostile_ogg_header_fields_size_no_big_allocation() {
+    const FILE: &[u8] = include_bytes!("data/sine440_stereo_44k1.ogg");
+    // What decoding the good file takes at most at once, with room: the hostile variants
+    // below claim up to 4 GiB (a u32 count) or terabytes (codebook entries × dimensions).
+    let good = largest_allocation(|| {
+        tandem_media::clip::read_clip(FILE).unwrap();
+    });
+    let bound = 4 * good.max(64 * 1024);
+    let mut fixed = FILE.to_vec();
+    fix_ogg_checksums(&mut fixed);
+    assert_eq!(fixed, FILE, "the checksum is Ogg's");
+    // The headers end where the second page does: 0xffffffff over every 4 bytes of them,
+    // checksums fixed. Among them: the comment count (the field whose 1,701,670,511 once made
+    // lewton reserve 81 GB), the vendor length, codebook dimensions and entries.
+    let second_page_end = 58
+        + 27
+        + 16
+        + FILE[58 + 27..58 + 27 + 16]
+            .iter()
+            .map(|&s| s as usize)
+            .sum::<usize>();
+    for at in (101..second_page_end - 4).step_by(2) {
+        let mut file = FILE.to_vec();
+        file[at..at + 4].fill(0xff);
+        fix_ogg_checksums(&mut file);
+        let largest = largest_allocation(|| {
+            let _ = tandem_media::clip::read_clip(&file);
+        });
+        assert!(
+            largest <= bound,
+            "0xffffffff at {at}: {largest} bytes at once (bound {bound})"
+        );
+    }
 }
