@@ -197,25 +197,25 @@ impl Transcoder {
         } else {
             16000
         };
+        let (in_hz, out_hz) = (
+            decoder_rate_hz(from.codec, chain_hz),
+            encoder_rate_hz(to.codec, chain_hz),
+        );
         let dec = match from.codec {
             Codec::Pcmu => Dec::G711(Law::Ulaw),
             Codec::Pcma => Dec::G711(Law::Alaw),
-            Codec::G722 if chain_hz == 8000 => Dec::G722(G722Decoder::narrowband()),
+            Codec::G722 if in_hz == 8000 => Dec::G722(G722Decoder::narrowband()),
             Codec::G722 => Dec::G722(G722Decoder::new()),
             Codec::G729 => Dec::G729(G729Decoder::new()),
-            Codec::Opus => Dec::Opus(OpusDecoder::new(chain_hz)?),
+            Codec::Opus => Dec::Opus(OpusDecoder::new(in_hz)?),
         };
         let enc = match to.codec {
             Codec::Pcmu => Enc::G711(Law::Ulaw),
             Codec::Pcma => Enc::G711(Law::Alaw),
             Codec::G722 => Enc::G722(G722Encoder::new(20)?),
             Codec::G729 => Enc::G729(G729Encoder::with_vad(20, to.options.dtx)?),
-            Codec::Opus => Enc::Opus(opus_encoder(chain_hz, to.options)?),
+            Codec::Opus => Enc::Opus(opus_encoder(out_hz, to.options)?),
         };
-        let (in_hz, out_hz) = (
-            decoder_rate_hz(from.codec, chain_hz),
-            encoder_rate_hz(to.codec, chain_hz),
-        );
         let resampler = if in_hz == out_hz {
             None
         } else {
